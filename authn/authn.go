@@ -1,0 +1,124 @@
+// Package authn answers "who are you": the mechanisms (one package each:
+// basic, ntlm, spnego, later kerberos) turn tokens into a Principal; this
+// package maps a Principal to a local Account and decides whether it may log
+// in. Identity is the only value the rest of the daemon trusts.
+//
+// A zero Identity is unusable: Valid reports false and Account panics, so
+// a forgotten authentication step can never mean "uid 0" (the OMI bug).
+package authn
+
+import (
+	"errors"
+)
+
+// Scheme names an HTTP authentication scheme as it appears on the wire.
+type Scheme string
+
+const (
+	SchemeBasic     Scheme = "Basic"
+	SchemeNegotiate Scheme = "Negotiate"
+	SchemeNTLM      Scheme = "NTLM"
+	SchemeKerberos  Scheme = "Kerberos"
+)
+
+// Principal is what a mechanism proved: a name as the client spelled it.
+type Principal struct {
+	// Name as authenticated: "user", "DOMAIN\\user" or "user@REALM".
+	Name string
+	// Domain when the mechanism carries one separately (NTLM), else "".
+	Domain string
+	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
+	Mechanism string
+}
+
+// Account is a local account from the account database (NSS).
+type Account struct {
+	Username string
+	UID      uint32
+	GID      uint32
+	Groups   []uint32 // supplementary groups, from the account database
+	Home     string
+	Shell    string
+}
+
+// Identity is an authenticated, authorized caller. Only this package can make
+// a valid one.
+type Identity struct {
+	principal Principal
+	account   Account
+	scheme    Scheme
+	valid     bool
+}
+
+// Valid reports whether the identity came from a completed authentication.
+func (id *Identity) Valid() bool { return id != nil && id.valid }
+
+// Account returns the local account; it panics on an invalid identity.
+func (id *Identity) Account() Account {
+	if !id.Valid() {
+		panic("authn: Account on an invalid Identity")
+	}
+	return id.account
+}
+
+// Principal returns the authenticated principal.
+func (id *Identity) Principal() Principal { return id.principal }
+
+// Scheme is the HTTP scheme the identity logged on with.
+func (id *Identity) Scheme() Scheme { return id.scheme }
+
+// User is the local user name ("" for an invalid identity).
+func (id *Identity) User() string {
+	if !id.Valid() {
+		return ""
+	}
+	return id.account.Username
+}
+
+// Key identifies the owner of shells: two identities with the same Key may
+// use each other's shells.
+func (id *Identity) Key() string {
+	if !id.Valid() {
+		return ""
+	}
+	return id.account.Username
+}
+
+// Errors a mechanism or the authorizer returns. They are for logs and audit;
+// clients only ever see 401 or Access Denied.
+var (
+	ErrBadCredentials  = errors.New("bad credentials")
+	ErrUnknownAccount  = errors.New("unknown account")
+	ErrNotAuthorized   = errors.New("account not in an allowed group")
+	ErrRootRefused     = errors.New("root is refused (authorization.allow_root is false)")
+	ErrMalformed       = errors.New("malformed authentication token")
+	ErrUnsupported     = errors.New("unsupported authentication variant")
+	ErrRateLimited     = errors.New("too many failed logons")
+	ErrBackend         = errors.New("credential backend unavailable")
+	ErrChannelBinding  = errors.New("channel binding mismatch")
+	ErrContextComplete = errors.New("security context already complete")
+)
+
+// Context is a connection-bound, multi-leg security context (NTLM,
+// Negotiate, Kerberos). The server keeps one per TCP connection.
+type Context interface {
+	// Step consumes the client's token and returns the token to send back
+	// (nil when there is none). When done is true the context is complete:
+	// Principal and Sealer are available and out (if any) goes on the 200.
+	Step(in []byte) (out []byte, done bool, err error)
+	// Principal is valid after completion.
+	Principal() Principal
+	// Sealer is the message-protection of a complete context, or nil.
+	Sealer() Sealer
+}
+
+// Sealer protects WinRM message bodies (MS-WSMV 2.2.9.1): NTLM sealing,
+// Kerberos wrap. Implementations are not safe for concurrent use: the server
+// serialises requests on one connection.
+type Sealer interface {
+	// Seal encrypts plaintext; sig is the signature / token header that goes
+	// after the LE32 length, data the ciphertext that follows it.
+	Seal(plain []byte) (sig, data []byte, err error)
+	// Unseal verifies and decrypts one message.
+	Unseal(sig, data []byte) ([]byte, error)
+}

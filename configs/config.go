@@ -1,0 +1,402 @@
+// Package configs holds winrmd's configuration schema, its defaults (Windows'
+// WinRM defaults where Windows has one), validation and the embedded example
+// files. Names mirror `winrm get winrm/config` in snake_case.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	Listeners     []Listener    `yaml:"listeners"`
+	Service       Service       `yaml:"service"`
+	Winrs         Winrs         `yaml:"winrs"`
+	Authorization Authorization `yaml:"authorization"`
+	Accounts      Accounts      `yaml:"accounts"`
+	Logging       Logging       `yaml:"logging"`
+	Metrics       Metrics       `yaml:"metrics"`
+	Host          Host          `yaml:"host"`
+}
+
+// Listener is one socket the daemon serves /wsman on.
+type Listener struct {
+	Transport string `yaml:"transport"` // http | https
+	Address   string `yaml:"address"`   // IP literal, host name, or "*"
+	Port      int    `yaml:"port"`
+	CertFile  string `yaml:"cert_file"`
+	KeyFile   string `yaml:"key_file"`
+}
+
+// Service mirrors winrm/config/service.
+type Service struct {
+	AllowUnencrypted               bool   `yaml:"allow_unencrypted"`
+	MaxEnvelopeSizeKB              int    `yaml:"max_envelope_size_kb"`
+	MaxTimeoutMS                   int    `yaml:"max_timeout_ms"`
+	MaxConnections                 int    `yaml:"max_connections"`
+	MaxConcurrentOperationsPerUser int    `yaml:"max_concurrent_operations_per_user"`
+	IPv4Filter                     string `yaml:"ipv4_filter"`
+	IPv6Filter                     string `yaml:"ipv6_filter"`
+	Auth                           Auth   `yaml:"auth"`
+	// ReadHeaderTimeoutMS bounds how long a client may take to send headers
+	// (slowloris). Not a Windows knob.
+	ReadHeaderTimeoutMS int `yaml:"read_header_timeout_ms"`
+	// IdleConnectionTimeoutMS closes keep-alive connections that stay idle.
+	IdleConnectionTimeoutMS int `yaml:"idle_connection_timeout_ms"`
+}
+
+// Auth mirrors winrm/config/service/auth.
+type Auth struct {
+	Basic             bool   `yaml:"basic"`
+	Negotiate         bool   `yaml:"negotiate"`
+	Kerberos          bool   `yaml:"kerberos"`
+	Certificate       bool   `yaml:"certificate"`
+	CredSSP           bool   `yaml:"credssp"`
+	CBTHardeningLevel string `yaml:"cbt_hardening_level"` // none | relaxed | strict
+}
+
+// Winrs mirrors winrm/config/winrs.
+type Winrs struct {
+	AllowRemoteShellAccess bool  `yaml:"allow_remote_shell_access"`
+	IdleTimeoutMS          int64 `yaml:"idle_timeout_ms"`
+	MaxConcurrentUsers     int   `yaml:"max_concurrent_users"`
+	MaxShellsPerUser       int   `yaml:"max_shells_per_user"`
+	MaxProcessesPerShell   int   `yaml:"max_processes_per_shell"`
+	MaxMemoryPerShellMB    int   `yaml:"max_memory_per_shell_mb"`
+	MaxShellRunTimeMS      int64 `yaml:"max_shell_run_time_ms"`
+}
+
+// Authorization decides which local accounts may connect.
+type Authorization struct {
+	// AllowedGroups: local group names. Empty means the defaults: the host's
+	// administrator groups (sudo, wheel, admin — whichever exist) plus
+	// winrm-remote-users.
+	AllowedGroups []string `yaml:"allowed_groups"`
+	AllowRoot     bool     `yaml:"allow_root"`
+}
+
+// Accounts says where credentials come from.
+type Accounts struct {
+	// PAMService is the PAM service used for Basic; empty disables PAM.
+	PAMService string `yaml:"pam_service"`
+	// StoreFile is the local account store (winrmd user ...); empty disables it.
+	StoreFile string `yaml:"store_file"`
+	// Winbind enables NTLM verification through Samba's ntlm_auth helper.
+	Winbind Winbind `yaml:"winbind"`
+}
+
+// Winbind configures the Samba winbind NTLM helper.
+type Winbind struct {
+	Enabled      bool   `yaml:"enabled"`
+	NTLMAuthPath string `yaml:"ntlm_auth_path"`
+}
+
+// Logging configures zap and the audit stream.
+type Logging struct {
+	Level     string `yaml:"level"`      // debug | info | warn | error
+	Format    string `yaml:"format"`     // json | console
+	AuditFile string `yaml:"audit_file"` // empty: audit events go to the main log
+}
+
+// Metrics configures the Prometheus listener.
+type Metrics struct {
+	Address string `yaml:"address"` // host:port; empty disables
+}
+
+// Host names the machine the way NTLM and Identify present it.
+type Host struct {
+	// NetBIOSName defaults to the upper-cased short host name.
+	NetBIOSName string `yaml:"netbios_name"`
+	// DNSName defaults to the host name.
+	DNSName string `yaml:"dns_name"`
+	// Domain is the NetBIOS domain (workgroup) shown in the NTLM challenge;
+	// defaults to NetBIOSName (a standalone server).
+	Domain string `yaml:"domain"`
+}
+
+// Windows' "unlimited".
+const Unlimited = 2147483647
+
+// Default returns the configuration a fresh install runs with.
+func Default() *Config {
+	return &Config{
+		Listeners: []Listener{
+			{Transport: "http", Address: "*", Port: 5985},
+			{Transport: "https", Address: "*", Port: 5986, CertFile: "/etc/winrmd/cert.pem", KeyFile: "/etc/winrmd/key.pem"},
+		},
+		Service: Service{
+			AllowUnencrypted:               false,
+			MaxEnvelopeSizeKB:              500,
+			MaxTimeoutMS:                   60000,
+			MaxConnections:                 300,
+			MaxConcurrentOperationsPerUser: 1500,
+			IPv4Filter:                     "*",
+			IPv6Filter:                     "*",
+			Auth: Auth{
+				Basic:             false,
+				Negotiate:         true,
+				Kerberos:          true,
+				Certificate:       false,
+				CredSSP:           false,
+				CBTHardeningLevel: "relaxed",
+			},
+			ReadHeaderTimeoutMS:     10000,
+			IdleConnectionTimeoutMS: 120000,
+		},
+		Winrs: Winrs{
+			AllowRemoteShellAccess: true,
+			IdleTimeoutMS:          7200000,
+			MaxConcurrentUsers:     Unlimited,
+			MaxShellsPerUser:       Unlimited,
+			MaxProcessesPerShell:   Unlimited,
+			MaxMemoryPerShellMB:    Unlimited,
+			MaxShellRunTimeMS:      Unlimited,
+		},
+		Accounts: Accounts{
+			PAMService: "winrmd",
+			StoreFile:  "/etc/winrmd/accounts",
+			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
+		},
+		Logging: Logging{Level: "info", Format: "json"},
+		Metrics: Metrics{Address: "127.0.0.1:9985"},
+	}
+}
+
+//go:embed winrmd.yaml
+var exampleYAML []byte
+
+//go:embed lab.yaml
+var labYAML []byte
+
+// Example returns the annotated example configuration (the defaults).
+func Example() []byte { return bytes.Clone(exampleYAML) }
+
+// Lab returns the lab configuration template used by `make run`.
+func Lab() []byte { return bytes.Clone(labYAML) }
+
+// MaxConfigBytes bounds a configuration file.
+const MaxConfigBytes = 1 << 20
+
+// Load reads, parses and validates a configuration file.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, MaxConfigBytes+1)
+	n, err := readFull(f, buf)
+	if err != nil {
+		return nil, err
+	}
+	if n > MaxConfigBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxConfigBytes)
+	}
+	c, err := Parse(buf[:n])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func readFull(f *os.File, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return n, err
+			}
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// Parse decodes YAML over the defaults; unknown keys are errors.
+func Parse(data []byte) (*Config, error) {
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("configuration larger than %d bytes", MaxConfigBytes)
+	}
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse: %s", cleanYAMLError(err))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func cleanYAMLError(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "yaml: ")
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// FieldError names the offending key.
+type FieldError struct {
+	Key string
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+
+func bad(key, format string, a ...any) error {
+	return &FieldError{Key: key, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Validate checks every value and names the first bad key.
+func (c *Config) Validate() error {
+	if len(c.Listeners) == 0 {
+		return bad("listeners", "at least one listener is required")
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Listeners {
+		k := fmt.Sprintf("listeners[%d]", i)
+		switch l.Transport {
+		case "http", "https":
+		default:
+			return bad(k+".transport", "must be http or https, not %q", l.Transport)
+		}
+		if l.Port < 0 || l.Port > 65535 {
+			return bad(k+".port", "must be 0..65535, not %d", l.Port)
+		}
+		if l.Address == "" {
+			return bad(k+".address", "required (use \"*\" for every address)")
+		}
+		if l.Address != "*" && net.ParseIP(l.Address) == nil && !validHostname(l.Address) {
+			return bad(k+".address", "not an IP address or host name: %q", l.Address)
+		}
+		if l.Transport == "https" {
+			if l.CertFile == "" {
+				return bad(k+".cert_file", "required for https")
+			}
+			if l.KeyFile == "" {
+				return bad(k+".key_file", "required for https")
+			}
+		}
+		id := fmt.Sprintf("%s:%d", l.Address, l.Port)
+		if l.Port != 0 && seen[id] {
+			return bad(k, "duplicate listener %s", id)
+		}
+		seen[id] = true
+	}
+	s := c.Service
+	if s.MaxEnvelopeSizeKB < 32 || s.MaxEnvelopeSizeKB > 64*1024 {
+		return bad("service.max_envelope_size_kb", "must be 32..65536, not %d", s.MaxEnvelopeSizeKB)
+	}
+	if s.MaxTimeoutMS < 500 || s.MaxTimeoutMS > 24*3600*1000 {
+		return bad("service.max_timeout_ms", "must be 500..86400000, not %d", s.MaxTimeoutMS)
+	}
+	if s.MaxConnections < 1 {
+		return bad("service.max_connections", "must be at least 1, not %d", s.MaxConnections)
+	}
+	if s.MaxConcurrentOperationsPerUser < 1 {
+		return bad("service.max_concurrent_operations_per_user", "must be at least 1, not %d", s.MaxConcurrentOperationsPerUser)
+	}
+	if _, err := ParseFilter(s.IPv4Filter, false); err != nil {
+		return bad("service.ipv4_filter", "%v", err)
+	}
+	if _, err := ParseFilter(s.IPv6Filter, true); err != nil {
+		return bad("service.ipv6_filter", "%v", err)
+	}
+	switch strings.ToLower(s.Auth.CBTHardeningLevel) {
+	case "none", "relaxed", "strict":
+	default:
+		return bad("service.auth.cbt_hardening_level", "must be none, relaxed or strict, not %q", s.Auth.CBTHardeningLevel)
+	}
+	if s.Auth.CredSSP {
+		return bad("service.auth.credssp", "CredSSP is not implemented yet; set it to false")
+	}
+	if s.Auth.Certificate {
+		return bad("service.auth.certificate", "client certificate authentication is not implemented yet; set it to false")
+	}
+	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos {
+		return bad("service.auth", "no authentication scheme is enabled")
+	}
+	if s.ReadHeaderTimeoutMS < 100 {
+		return bad("service.read_header_timeout_ms", "must be at least 100, not %d", s.ReadHeaderTimeoutMS)
+	}
+	if s.IdleConnectionTimeoutMS < 1000 {
+		return bad("service.idle_connection_timeout_ms", "must be at least 1000, not %d", s.IdleConnectionTimeoutMS)
+	}
+	w := c.Winrs
+	if w.IdleTimeoutMS < 1000 {
+		return bad("winrs.idle_timeout_ms", "must be at least 1000, not %d", w.IdleTimeoutMS)
+	}
+	if w.MaxShellRunTimeMS < 1000 {
+		return bad("winrs.max_shell_run_time_ms", "must be at least 1000, not %d", w.MaxShellRunTimeMS)
+	}
+	for key, v := range map[string]int{
+		"winrs.max_concurrent_users":    w.MaxConcurrentUsers,
+		"winrs.max_shells_per_user":     w.MaxShellsPerUser,
+		"winrs.max_processes_per_shell": w.MaxProcessesPerShell,
+		"winrs.max_memory_per_shell_mb": w.MaxMemoryPerShellMB,
+	} {
+		if v < 1 {
+			return bad(key, "must be at least 1, not %d", v)
+		}
+	}
+	for i, g := range c.Authorization.AllowedGroups {
+		if strings.TrimSpace(g) == "" {
+			return bad(fmt.Sprintf("authorization.allowed_groups[%d]", i), "empty group name")
+		}
+	}
+	if c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" && !c.Accounts.Winbind.Enabled {
+		return bad("accounts", "no credential source: set pam_service, store_file or winbind.enabled")
+	}
+	if c.Accounts.PAMService != "" && strings.ContainsAny(c.Accounts.PAMService, "/\x00") {
+		return bad("accounts.pam_service", "not a PAM service name: %q", c.Accounts.PAMService)
+	}
+	switch c.Logging.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("logging.level", "must be debug, info, warn or error, not %q", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "json", "console":
+	default:
+		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
+	}
+	if c.Metrics.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
+			return bad("metrics.address", "not host:port: %v", err)
+		}
+	}
+	return nil
+}
+
+func validHostname(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxEnvelopeBytes is the largest request envelope accepted.
+func (s Service) MaxEnvelopeBytes() int { return s.MaxEnvelopeSizeKB * 1024 }
+
+// DefaultAdminGroups are the host administrator group names looked for when
+// authorization.allowed_groups is empty.
+var DefaultAdminGroups = []string{"sudo", "wheel", "admin", "winrm-remote-users"}
+
+// Marshal renders a configuration as YAML.
+func Marshal(c *Config) ([]byte, error) { return yaml.Marshal(c) }

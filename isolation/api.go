@@ -1,0 +1,122 @@
+// Package isolation decides which process runs a shell: it spawns one worker
+// per shell (the winrmd binary re-executed as `winrmd worker`), drops it to
+// the authenticated user's credentials, places it in a per-shell cgroup, and
+// speaks a small framed protocol with it over a socketpair.
+//
+// This file is the contract the session layer programs against.
+package isolation
+
+import (
+	"context"
+	"errors"
+
+	"github.com/winrmd/winrmd/authn"
+)
+
+// Limits are per-shell resource limits (winrs.max_*_per_shell).
+type Limits struct {
+	MemoryMB     int // 0 or configs.Unlimited: none
+	MaxProcesses int // 0 or configs.Unlimited: none
+}
+
+// SpawnRequest describes the worker of one shell.
+type SpawnRequest struct {
+	Account   authn.Account     // whose credentials the worker takes
+	ShellID   string            // for the cgroup name and logs
+	Env       map[string]string // extra variables (rsp:Environment), added to the account's clean environment
+	Dir       string            // working directory; "" = the account's home
+	NoProfile bool              // WINRS_NOPROFILE (no effect on the environment today; recorded)
+	Limits    Limits
+}
+
+// Spawner starts workers. The privileged implementation runs as root and
+// switches to the account; the lab implementation runs every worker as the
+// daemon's own user.
+type Spawner interface {
+	Spawn(ctx context.Context, req SpawnRequest) (Worker, error)
+}
+
+// CommandSpec is one command inside a shell.
+type CommandSpec struct {
+	ID string
+	// Line is run through `/bin/sh -c Line` when Argv is empty.
+	Line string
+	// Argv is executed directly (WINRS_SKIP_CMD_SHELL); Argv[0] is looked up in PATH.
+	Argv []string
+}
+
+// Stream numbers output streams.
+type Stream uint8
+
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
+
+// Signal is what Signal delivers to a command.
+type Signal uint8
+
+const (
+	SignalInterrupt Signal = 1 // ctrl_c → SIGINT to the command's process group
+	SignalQuit      Signal = 2 // ctrl_break → SIGQUIT to the process group
+	SignalTerminate Signal = 3 // terminate → SIGKILL to the process group
+)
+
+// EventKind tells what an Event carries.
+type EventKind uint8
+
+const (
+	EventOutput EventKind = 1 // Data on Stream for CommandID
+	EventExit   EventKind = 2 // the command ended with ExitCode; all its output came before
+)
+
+// Event is something a worker reports.
+type Event struct {
+	Kind      EventKind
+	CommandID string
+	Stream    Stream
+	Data      []byte
+	ExitCode  int32
+}
+
+// Worker is the daemon's handle on one worker process.
+//
+// Flow control: a worker sends at most OutputWindow bytes of a command's
+// output that the daemon has not yet reported with Consumed; when the window
+// is full the worker stops reading that command's pipes, so the command
+// blocks. Memory per command is therefore bounded on both sides.
+type Worker interface {
+	// Start starts a command and returns once the worker reports it started;
+	// an error wrapping ErrStartFailed means the program could not be run.
+	Start(ctx context.Context, spec CommandSpec) error
+	// Stdin queues data for the command's stdin; eof closes it after the data.
+	// It returns once the worker accepted the data (bounded queue).
+	Stdin(ctx context.Context, commandID string, data []byte, eof bool) error
+	// Signal delivers a signal to the command's process group.
+	Signal(commandID string, sig Signal) error
+	// Consumed returns n bytes of output window for the command.
+	Consumed(commandID string, n int) error
+	// Release forgets a finished or terminated command (kills it if running).
+	Release(commandID string) error
+	// Events delivers output and exits in order per command; it is closed
+	// when the worker is gone (Err then says why, nil after Close).
+	Events() <-chan Event
+	// Err reports why the worker ended, once Events is closed.
+	Err() error
+	// Close kills every process of the shell (the whole cgroup where there is
+	// one), reaps the worker and frees its resources. Idempotent.
+	Close() error
+	// Pid of the worker process.
+	Pid() int
+}
+
+// OutputWindow is the per-command unacknowledged output budget, in bytes.
+const OutputWindow = 1 << 20
+
+// Errors.
+var (
+	ErrStartFailed  = errors.New("command could not be started")
+	ErrWorkerGone   = errors.New("worker process is gone")
+	ErrUnknown      = errors.New("unknown command")
+	ErrTooManyProcs = errors.New("process limit reached")
+)
