@@ -1,0 +1,368 @@
+package authn
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/winrmd/winrmd/configs"
+)
+
+// AuthorizerConfig is the authorization policy (configs.Authorization plus
+// the lab switch).
+type AuthorizerConfig struct {
+	// AllowedGroups are local group names (as NSS spells them, so
+	// "CORP\\Domain Admins" works through winbind). A principal may log on
+	// when its account's primary or supplementary groups include one of
+	// them. Empty means configs.DefaultAdminGroups: sudo, wheel, admin
+	// (whichever exist on the host) and winrm-remote-users. Groups are
+	// resolved at decision time, so a group created after start counts.
+	AllowedGroups []string
+	// AllowRoot lets uid 0 log on (it is then allowed without group
+	// membership). The check is on the uid, never the name.
+	AllowRoot bool
+	// Lab maps every authenticated principal to the daemon's own account
+	// (os.Getuid()) and authorizes anyone who authenticated: the
+	// unprivileged lab mode, where the account store decides who may log
+	// in. A lab daemon running as root is refused unless AllowRoot.
+	Lab bool
+}
+
+// Authorization decisions are cached this long, at most this many.
+const (
+	AuthorizeCacheTTL     = 30 * time.Second
+	AuthorizeCacheEntries = 4096
+)
+
+// Authorizer maps a Principal to a local account and decides whether it may
+// log on. It is the only maker of valid Identities. It is safe for concurrent
+// use.
+type Authorizer struct {
+	groups    []string
+	allowRoot bool
+	lab       *Account
+
+	// hooks (tests)
+	now         func() time.Time
+	lookupUser  func(name string) (Account, error)
+	lookupGroup func(name string) (uint32, error)
+	ttl         time.Duration
+	maxCache    int
+
+	mu    sync.Mutex
+	cache map[string]authzDecision
+}
+
+type authzDecision struct {
+	account Account
+	err     error
+	expires time.Time
+}
+
+// NewAuthorizer checks cfg and returns an Authorizer.
+func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
+	a := &Authorizer{
+		allowRoot:   cfg.AllowRoot,
+		now:         time.Now,
+		lookupUser:  lookupAccount,
+		lookupGroup: lookupGroupID,
+		ttl:         AuthorizeCacheTTL,
+		maxCache:    AuthorizeCacheEntries,
+		cache:       make(map[string]authzDecision),
+	}
+	groups := cfg.AllowedGroups
+	if len(groups) == 0 {
+		groups = configs.DefaultAdminGroups
+	}
+	for i, g := range groups {
+		if err := checkGroupName(g); err != nil {
+			return nil, fmt.Errorf("authorization.allowed_groups[%d]: %w", i, err)
+		}
+	}
+	a.groups = slices.Clone(groups)
+	if cfg.Lab {
+		acct, err := selfAccount()
+		if err != nil {
+			return nil, fmt.Errorf("lab mode: %w", err)
+		}
+		if acct.UID == 0 && !cfg.AllowRoot {
+			return nil, fmt.Errorf("lab mode would run every session as root: %w", ErrRootRefused)
+		}
+		a.lab = &acct
+	}
+	return a, nil
+}
+
+// Groups returns the group names the policy allows (the defaults when the
+// configuration named none), for start-up logs. Lab mode ignores them.
+func (a *Authorizer) Groups() []string { return slices.Clone(a.groups) }
+
+// Authorize maps p to a local account through NSS and applies the policy.
+// Errors wrap ErrUnknownAccount (no such local account, or a name that
+// cannot be one), ErrRootRefused, ErrNotAuthorized or ErrBackend (NSS
+// failed; never cached).
+//
+// Lookup order for a qualified name ("CORP\\alice", "alice@CORP", or NTLM's
+// separate domain): the qualified spelling first, because winbind and sssd
+// resolve exactly that to the domain account; then the bare user part
+// (MapName), then its lower-case form. The account's canonical name (NSS's
+// pw_name) becomes the Identity's user, so every spelling owns the same
+// shells.
+func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
+	if a == nil {
+		return nil, fmt.Errorf("%w: no authorizer", ErrBackend)
+	}
+	key := string(scheme) + "\x00" + p.Mechanism + "\x00" + p.Domain + "\x00" + p.Name
+	now := a.now()
+	a.mu.Lock()
+	d, ok := a.cache[key]
+	if ok && now.After(d.expires) {
+		delete(a.cache, key)
+		ok = false
+	}
+	a.mu.Unlock()
+	if !ok {
+		d.account, d.err = a.decide(p)
+		if d.err == nil || !errors.Is(d.err, ErrBackend) {
+			d.expires = now.Add(a.ttl)
+			a.remember(key, d, now)
+		}
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	acct := d.account
+	acct.Groups = slices.Clone(acct.Groups)
+	return &Identity{principal: p, account: acct, scheme: scheme, valid: true}, nil
+}
+
+func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= a.maxCache {
+		for k, v := range a.cache {
+			if now.After(v.expires) {
+				delete(a.cache, k)
+			}
+		}
+		for k := range a.cache {
+			if len(a.cache) < a.maxCache {
+				break
+			}
+			delete(a.cache, k) // arbitrary victim: map order is random
+		}
+	}
+	a.cache[key] = d
+}
+
+func (a *Authorizer) decide(p Principal) (Account, error) {
+	bare := MapName(p.Name, p.Domain)
+	if bare == "" {
+		return Account{}, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
+	}
+	if a.lab != nil {
+		return *a.lab, nil
+	}
+	acct, err := a.resolve(p, bare)
+	if err != nil {
+		return Account{}, err
+	}
+	if acct.UID == 0 {
+		if !a.allowRoot {
+			return Account{}, fmt.Errorf("%q maps to uid 0: %w", p.Name, ErrRootRefused)
+		}
+		return acct, nil
+	}
+	var backendErr error
+	for _, g := range a.groups {
+		gid, err := a.lookupGroup(g)
+		if err != nil {
+			if !errors.Is(err, ErrUnknownAccount) {
+				backendErr = err
+			}
+			continue
+		}
+		if acct.GID == gid || slices.Contains(acct.Groups, gid) {
+			return acct, nil
+		}
+	}
+	if backendErr != nil {
+		return Account{}, backendErr
+	}
+	return Account{}, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
+}
+
+// resolve finds the local account for p (see Authorize for the order).
+func (a *Authorizer) resolve(p Principal, bare string) (Account, error) {
+	var candidates []string
+	switch {
+	case bare != p.Name:
+		candidates = append(candidates, p.Name)
+	case p.Domain != "" && p.Domain != ".":
+		candidates = append(candidates, p.Domain+`\`+p.Name)
+	}
+	candidates = append(candidates, bare)
+	if l := strings.ToLower(bare); l != bare {
+		candidates = append(candidates, l)
+	}
+	for _, c := range candidates {
+		if !validQualifiedName(c) {
+			continue
+		}
+		acct, err := a.lookupUser(c)
+		if err == nil {
+			return acct, nil
+		}
+		if !errors.Is(err, ErrUnknownAccount) {
+			return Account{}, err
+		}
+	}
+	return Account{}, fmt.Errorf("%w: %q has no local account", ErrUnknownAccount, p.Name)
+}
+
+// validQualifiedName accepts what may be handed to NSS: a local name, or one
+// with a single DOMAIN\ or @REALM qualifier.
+func validQualifiedName(s string) bool {
+	if s == "" || len(s) > MaxNameBytes || MapName(s, "") == "" {
+		return false
+	}
+	for _, r := range s {
+		if r == ':' || r == '/' || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return s[0] != '-'
+}
+
+func checkGroupName(g string) error {
+	if strings.TrimSpace(g) == "" {
+		return errors.New("empty group name")
+	}
+	if len(g) > MaxNameBytes {
+		return fmt.Errorf("group name longer than %d bytes", MaxNameBytes)
+	}
+	for _, r := range g {
+		if r == ':' || unicode.IsControl(r) {
+			return fmt.Errorf("group name %q contains ':' or a control character", g)
+		}
+	}
+	return nil
+}
+
+// lookupAccount resolves a name through NSS (os/user; with cgo this is
+// getpwnam_r and getgrouplist, so sssd and winbind users resolve).
+func lookupAccount(name string) (Account, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return Account{}, fmt.Errorf("%w: %q", ErrUnknownAccount, name)
+		}
+		return Account{}, fmt.Errorf("%w: look up user %q: %v", ErrBackend, name, err)
+	}
+	return accountFromUser(u)
+}
+
+func accountFromUser(u *user.User) (Account, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: user %q has uid %q", ErrBackend, u.Username, u.Uid)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: user %q has gid %q", ErrBackend, u.Username, u.Gid)
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: groups of %q: %v", ErrBackend, u.Username, err)
+	}
+	groups := make([]uint32, 0, len(ids))
+	for _, s := range ids {
+		g, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return Account{}, fmt.Errorf("%w: user %q has group id %q", ErrBackend, u.Username, s)
+		}
+		if !slices.Contains(groups, uint32(g)) {
+			groups = append(groups, uint32(g))
+		}
+	}
+	shell, err := loginShell(u.Username, uint32(uid))
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: shell of %q: %v", ErrBackend, u.Username, err)
+	}
+	if shell == "" {
+		shell = "/bin/sh" // passwd(5): an empty shell field means /bin/sh
+	}
+	return Account{
+		Username: u.Username,
+		UID:      uint32(uid),
+		GID:      uint32(gid),
+		Groups:   groups,
+		Home:     u.HomeDir,
+		Shell:    shell,
+	}, nil
+}
+
+func lookupGroupID(name string) (uint32, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return 0, fmt.Errorf("%w: group %q", ErrUnknownAccount, name)
+		}
+		return 0, fmt.Errorf("%w: look up group %q: %v", ErrBackend, name, err)
+	}
+	gid, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%w: group %q has gid %q", ErrBackend, name, g.Gid)
+	}
+	return uint32(gid), nil
+}
+
+// selfAccount is the daemon's own account, for lab mode. A uid without a
+// passwd entry (common in containers) still works, from the process's own
+// credentials and environment.
+func selfAccount() (Account, error) {
+	uid := os.Getuid()
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err == nil {
+		return accountFromUser(u)
+	}
+	var unknown user.UnknownUserIdError
+	if !errors.As(err, &unknown) {
+		return Account{}, fmt.Errorf("%w: look up uid %d: %v", ErrBackend, uid, err)
+	}
+	name := os.Getenv("USER")
+	if name == "" || !validLocalName(name) {
+		name = "uid" + strconv.Itoa(uid)
+	}
+	home := os.Getenv("HOME")
+	if home == "" {
+		home = "/"
+	}
+	gids, err := os.Getgroups()
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: getgroups: %v", ErrBackend, err)
+	}
+	groups := []uint32{uint32(os.Getgid())}
+	for _, g := range gids {
+		if !slices.Contains(groups, uint32(g)) {
+			groups = append(groups, uint32(g))
+		}
+	}
+	return Account{
+		Username: name,
+		UID:      uint32(uid),
+		GID:      uint32(os.Getgid()),
+		Groups:   groups,
+		Home:     home,
+		Shell:    "/bin/sh",
+	}, nil
+}

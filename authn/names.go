@@ -1,0 +1,81 @@
+package authn
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxNameBytes bounds a principal or account name anywhere in authn. Longer
+// names are refused before any lookup.
+const MaxNameBytes = 256
+
+// MapName reduces a principal name to the local account name it stands for,
+// or "" when it cannot name a local account.
+//
+//	"DOMAIN\\user", ".\\user" -> "user"  (NetBIOS form; the domain is dropped)
+//	"user@REALM"              -> "user"  (UPN / Kerberos form)
+//	"user"                    -> "user"
+//
+// domain is the domain a mechanism carried separately (NTLM); it never
+// changes the result, because a qualifier in name already says the same, and
+// every form resolves to one local account through NSS (DESIGN.md).
+//
+// The user part is returned as spelled (case is kept: the authorizer tries
+// the exact spelling, then lower case). "" is returned for names that cannot
+// be a local account: empty parts, more than one qualifier ("a\\b\\c",
+// "D\\u@R"), Kerberos principals with an instance ("HTTP/host@R"), control
+// characters or invisible ones (format, separators, private use), ':' (the passwd field separator), a leading '-' (option
+// injection into any tool that might later see it), names that are only dots,
+// invalid UTF-8, or more than MaxNameBytes bytes.
+func MapName(name, domain string) string {
+	_ = domain
+	if name == "" || len(name) > MaxNameBytes || !utf8.ValidString(name) {
+		return ""
+	}
+	user := name
+	if i := strings.IndexByte(name, '\\'); i >= 0 {
+		if i == 0 {
+			return "" // "\\user": empty domain
+		}
+		user = name[i+1:]
+	} else if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		if i == len(name)-1 {
+			return "" // "user@": empty realm
+		}
+		user = name[:i]
+	}
+	if !validLocalName(user) {
+		return ""
+	}
+	return user
+}
+
+// validLocalName reports whether s may be looked up as a local account.
+func validLocalName(s string) bool {
+	if s == "" || len(s) > MaxNameBytes || !utf8.ValidString(s) {
+		return false
+	}
+	if s[0] == '-' || strings.Trim(s, ".") == "" {
+		return false
+	}
+	if strings.TrimSpace(s) != s {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r == '\\', r == '@', r == '/', r == ':':
+			return false
+		case unicode.IsControl(r), r == utf8.RuneError,
+			unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Co):
+			// control, format (zero-width, bidi), line/paragraph
+			// separators, private use: invisible or spoofable
+			return false
+		}
+	}
+	return true
+}
+
+// foldName is the case-insensitive key for a user name (Windows compares
+// account names without regard to case).
+func foldName(s string) string { return strings.ToLower(s) }
