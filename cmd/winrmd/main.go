@@ -1,0 +1,96 @@
+// Command winrmd is a WinRM-compatible remoting server for Linux.
+//
+// This file is CLI wiring only: every behaviour lives in the packages it
+// assembles (server, session, authn, isolation, configs).
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/isolation"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "0.1.0-dev"
+
+func main() {
+	// The hidden worker subcommand comes first: a worker must never parse
+	// flags or configuration meant for the daemon.
+	if isolation.IsWorker() {
+		isolation.WorkerMain()
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(args[1:], stderr)
+	case "lab":
+		return labCmd(args[1:], stdout, stderr)
+	case "config":
+		return configCmd(args[1:], stdout, stderr)
+	case "cert":
+		return certCmd(args[1:], stdout, stderr)
+	case "user":
+		return userCmd(args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "winrmd %s\n", Version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "winrmd: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: winrmd <command> [options]
+
+  serve --config FILE [--ready-file PATH]   run the daemon
+  lab [--dir DIR]                            a lab daemon on loopback (make run)
+  config check --config FILE                 validate a configuration
+  config default                             print the default configuration
+  cert generate --cert FILE --key FILE [--host NAME]...
+                                             write a self-signed certificate
+  user add|passwd|del|list --store FILE [NAME]
+                                             manage the local account store
+  version                                    print the version
+`)
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: winrmd config check --config FILE | winrmd config default")
+		return 2
+	}
+	switch args[0] {
+	case "default":
+		stdout.Write(configs.Example())
+		return 0
+	case "check":
+		fs := newFlagSet("config check", stderr)
+		path := fs.String("config", "/etc/winrmd/winrmd.yaml", "configuration file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if _, err := configs.Load(*path); err != nil {
+			fmt.Fprintf(stderr, "winrmd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *path)
+		return 0
+	}
+	fmt.Fprintf(stderr, "winrmd config: unknown subcommand %q\n", args[0])
+	return 2
+}

@@ -1,0 +1,56 @@
+package obs
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the daemon's Prometheus series. Labels are bounded: action
+// names come from a fixed set, never user or shell ids.
+type Metrics struct {
+	Registry       *prometheus.Registry
+	Requests       *prometheus.CounterVec // action, outcome
+	AuthAttempts   *prometheus.CounterVec // scheme, result
+	Shells         prometheus.Gauge       // live shells
+	Workers        prometheus.Gauge       // live worker processes
+	Commands       prometheus.Gauge       // running commands
+	Bytes          *prometheus.CounterVec // direction: in|out (HTTP bodies)
+	StreamBytes    *prometheus.CounterVec // stream: stdin|stdout|stderr
+	ReceiveLatency prometheus.Histogram   // seconds a Receive waited
+	Connections    prometheus.Gauge       // open TCP connections
+	Refused        *prometheus.CounterVec // reason: filter|max_connections|http
+}
+
+// NewMetrics registers every series on a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winrmd_requests_total", Help: "WS-Management requests by action and outcome.",
+		}, []string{"action", "outcome"}),
+		AuthAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winrmd_auth_attempts_total", Help: "Authentication attempts by scheme and result.",
+		}, []string{"scheme", "result"}),
+		Shells:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_shells", Help: "Live shells."}),
+		Workers:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_workers", Help: "Live worker processes."}),
+		Commands: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_commands", Help: "Commands not yet released."}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winrmd_bytes_total", Help: "HTTP body bytes by direction.",
+		}, []string{"direction"}),
+		StreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winrmd_stream_bytes_total", Help: "Shell stream bytes by stream.",
+		}, []string{"stream"}),
+		ReceiveLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "winrmd_receive_wait_seconds", Help: "Time a Receive waited for output.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_connections", Help: "Open client connections."}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "winrmd_connections_refused_total", Help: "Connections or requests refused before authentication, by reason.",
+		}, []string{"reason"}),
+	}
+	m.Registry.MustRegister(m.Requests, m.AuthAttempts, m.Shells, m.Workers, m.Commands, m.Bytes,
+		m.StreamBytes, m.ReceiveLatency, m.Connections, m.Refused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,281 @@
+// Package server owns bytes and connections: listeners, TLS, per-connection
+// security contexts, the HTTP pipeline in front of /wsman, and dispatch of
+// parsed envelopes to the session layer. Nothing beyond authentication runs
+// for a request that has not authenticated.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/session"
+)
+
+// BasicAuthenticator verifies a Basic Authorization value.
+type BasicAuthenticator interface {
+	Authenticate(ctx context.Context, remote netip.Addr, value string) (authn.Principal, error)
+}
+
+// Authorizer maps a principal to a local account and decides admission.
+type Authorizer interface {
+	Authorize(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
+}
+
+// ContextFactory makes a fresh connection-bound security context for an
+// HTTP scheme; cbt is the listener's expected channel binding (nil on HTTP).
+// It returns nil when the scheme is not available.
+type ContextFactory func(scheme authn.Scheme, cbt []byte) authn.Context
+
+// Deps are the collaborators the daemon wires in.
+type Deps struct {
+	Config     *configs.Config
+	Log        *zap.Logger
+	Audit      *obs.Audit
+	Metrics    *obs.Metrics
+	Sessions   *session.Manager
+	Basic      BasicAuthenticator // nil: Basic unavailable
+	Contexts   ContextFactory     // nil: Negotiate unavailable
+	Authorizer Authorizer
+	Machine    string // host name for faults
+	Version    string // ProductVersion for authenticated Identify
+}
+
+// Server is the set of WinRM listeners.
+type Server struct {
+	d        Deps
+	log      *zap.Logger
+	cfg      atomic.Pointer[configs.Config]
+	filter4  atomic.Pointer[configs.Filter]
+	filter6  atomic.Pointer[configs.Filter]
+	conns    sync.Map // net.Conn → *connState
+	nextConn atomic.Uint64
+	open     atomic.Int64
+	slots    chan struct{}
+
+	mu        sync.Mutex
+	listeners []*listener
+	draining  atomic.Bool
+}
+
+type listener struct {
+	transport string
+	net.Listener
+	srv   *http.Server
+	addr  string
+	certs *CertStore // https only
+}
+
+// Bound describes a bound listener.
+type Bound struct {
+	Transport string `json:"transport"`
+	Address   string `json:"address"`
+}
+
+// New builds a server; Start binds it.
+func New(d Deps) (*Server, error) {
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.Authorizer == nil || d.Sessions == nil {
+		return nil, errors.New("server: Authorizer and Sessions are required")
+	}
+	s := &Server{d: d, log: d.Log.Named("server"), slots: make(chan struct{}, d.Config.Service.MaxConnections)}
+	if err := s.applyConfig(d.Config); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) applyConfig(c *configs.Config) error {
+	f4, err := configs.ParseFilter(c.Service.IPv4Filter, false)
+	if err != nil {
+		return fmt.Errorf("service.ipv4_filter: %w", err)
+	}
+	f6, err := configs.ParseFilter(c.Service.IPv6Filter, true)
+	if err != nil {
+		return fmt.Errorf("service.ipv6_filter: %w", err)
+	}
+	s.cfg.Store(c)
+	s.filter4.Store(f4)
+	s.filter6.Store(f6)
+	return nil
+}
+
+// Reload applies the reloadable parts of a new configuration (filters, auth
+// switches, encryption policy). Listeners and quotas need a restart.
+func (s *Server) Reload(c *configs.Config) error { return s.applyConfig(c) }
+
+// Start binds every listener and serves in the background.
+func (s *Server) Start() ([]Bound, error) {
+	c := s.cfg.Load()
+	var out []Bound
+	for _, lc := range c.Listeners {
+		addr := lc.Address
+		if addr == "*" {
+			addr = ""
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(lc.Port)))
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("listen %s %s:%d: %w", lc.Transport, lc.Address, lc.Port, err)
+		}
+		l := &listener{transport: lc.Transport, addr: ln.Addr().String()}
+		l.Listener = &gatedListener{Listener: ln, s: s}
+		hs := &http.Server{
+			Handler:           s.handler(l),
+			ReadHeaderTimeout: time.Duration(c.Service.ReadHeaderTimeoutMS) * time.Millisecond,
+			IdleTimeout:       time.Duration(c.Service.IdleConnectionTimeoutMS) * time.Millisecond,
+			MaxHeaderBytes:    64 << 10,
+			// HTTP/1.1 only: NTLM and Negotiate bind to the TCP connection.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			ConnContext:  s.connContext(l),
+			ConnState:    s.connStateHook,
+			ErrorLog:     zap.NewStdLog(s.log.Named("http")),
+		}
+		if lc.Transport == "https" {
+			cs, err := LoadCertStore(lc.CertFile, lc.KeyFile)
+			if err != nil {
+				ln.Close()
+				s.Close()
+				return nil, err
+			}
+			l.certs = cs
+			hs.TLSConfig = &tls.Config{
+				MinVersion:     tls.VersionTLS12,
+				NextProtos:     []string{"http/1.1"},
+				GetCertificate: cs.GetCertificate,
+			}
+			l.Listener = tls.NewListener(l.Listener, hs.TLSConfig)
+		}
+		l.srv = hs
+		s.mu.Lock()
+		s.listeners = append(s.listeners, l)
+		s.mu.Unlock()
+		out = append(out, Bound{Transport: lc.Transport, Address: l.addr})
+		go func() {
+			if err := hs.Serve(l.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("listener stopped", zap.String("address", l.addr), zap.Error(err))
+			}
+		}()
+		s.log.Info("listening", zap.String("transport", lc.Transport), zap.String("address", l.addr))
+	}
+	return out, nil
+}
+
+// ReloadCertificates re-reads every HTTPS listener's certificate.
+func (s *Server) ReloadCertificates() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for _, l := range s.listeners {
+		if l.certs != nil {
+			if err := l.certs.Reload(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// Drain makes new shells and connections be refused while in-flight requests finish.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	ls := append([]*listener(nil), s.listeners...)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func(l *listener) {
+			defer wg.Done()
+			if err := l.srv.Shutdown(ctx); err != nil {
+				l.srv.Close()
+			}
+		}(l)
+	}
+	wg.Wait()
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if l.srv != nil {
+			l.srv.Close()
+		} else {
+			l.Listener.Close()
+		}
+	}
+}
+
+// gatedListener applies the IP filters and max_connections at accept time,
+// before a single byte is read.
+type gatedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (g *gatedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		addr := ap.Addr().Unmap()
+		f := g.s.filter4.Load()
+		if addr.Is6() {
+			f = g.s.filter6.Load()
+		}
+		if !f.Allows(addr) {
+			g.s.refuse("filter")
+			g.s.log.Info("connection refused by IP filter", zap.String(obs.FRemoteAddr, addr.String()))
+			c.Close()
+			continue
+		}
+		select {
+		case g.s.slots <- struct{}{}:
+		default:
+			g.s.refuse("max_connections")
+			g.s.log.Warn("connection refused: max_connections reached", zap.String(obs.FRemoteAddr, addr.String()))
+			c.Close()
+			continue
+		}
+		return &slotConn{Conn: c, release: func() { <-g.s.slots }}, nil
+	}
+}
+
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func (s *Server) refuse(reason string) {
+	if s.d.Metrics != nil {
+		s.d.Metrics.Refused.WithLabelValues(reason).Inc()
+	}
+}

@@ -1,0 +1,356 @@
+package session
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/server/wsman"
+)
+
+// Command is one command of a shell and its undelivered output. Output held
+// here is bounded by isolation.OutputWindow: the worker sends no more until
+// Receive hands bytes to a client and returns the window.
+type Command struct {
+	id      string
+	shell   *Shell
+	line    string
+	started time.Time
+
+	mu       sync.Mutex
+	out      [3][]byte // indexed by isolation.Stream
+	exited   bool
+	exitCode int32
+	err      error // worker gone before exit
+	finished bool  // Done was delivered to a client
+	released bool  // counted out of metrics
+	notify   chan struct{}
+
+	recv sync.Mutex // one Receive at a time per command
+}
+
+func (c *Command) wakeLocked() {
+	close(c.notify)
+	c.notify = make(chan struct{})
+}
+
+func (c *Command) addOutput(s isolation.Stream, b []byte) {
+	if s != isolation.Stdout && s != isolation.Stderr {
+		return
+	}
+	c.mu.Lock()
+	c.out[s] = append(c.out[s], b...)
+	c.wakeLocked()
+	c.mu.Unlock()
+}
+
+func (c *Command) exit(code int32) {
+	c.mu.Lock()
+	c.exited, c.exitCode = true, code
+	c.wakeLocked()
+	c.mu.Unlock()
+}
+
+func (c *Command) fail(err error) {
+	c.mu.Lock()
+	if !c.exited && c.err == nil {
+		c.err = err
+		c.wakeLocked()
+	}
+	c.mu.Unlock()
+}
+
+func (c *Command) isDone() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exited || c.err != nil
+}
+
+func commandSelectorFault() error {
+	return wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained a command identifier that does not exist or has already completed.")
+}
+
+func (sh *Shell) getCommand(id string) (*Command, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.closed {
+		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the shell has been closed.")
+	}
+	c := sh.commands[strings.ToUpper(id)]
+	if c == nil {
+		return nil, commandSelectorFault()
+	}
+	return c, nil
+}
+
+func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
+	sh, err := m.lookup(req)
+	if err != nil {
+		return nil, err
+	}
+	sh.touch()
+	h := &req.Env.Header
+	cl := req.Env.Body
+	if !isElem(cl, wsman.NsShell, "CommandLine") {
+		return nil, wsman.SchemaValidation("The Command request must carry an rsp:CommandLine element.")
+	}
+	id := newGUID()
+	if v := wsman.Attr(cl, "CommandId"); v != "" {
+		if !validGUID(v) {
+			return nil, wsman.InvalidParameter("The CommandId is not a GUID.")
+		}
+		id = strings.ToUpper(v)
+	}
+	prog := ""
+	if e := wsman.Child(cl, wsman.NsShell, "Command"); e != nil {
+		prog = strings.TrimSpace(e.Text())
+	}
+	var args []string
+	for _, a := range wsman.Children(cl, wsman.NsShell, "Arguments") {
+		args = append(args, a.Text())
+	}
+	if prog == "" {
+		return nil, wsman.InvalidParameter("The command line is empty.")
+	}
+	spec := isolation.CommandSpec{ID: id}
+	line := prog
+	if len(args) > 0 {
+		line = prog + " " + strings.Join(args, " ")
+	}
+	if len(line) > 1<<20 || strings.ContainsRune(line, 0) {
+		return nil, wsman.InvalidParameter("The command line is too long or contains NUL.")
+	}
+	if skip, _ := h.BoolOption("WINRS_SKIP_CMD_SHELL"); skip {
+		spec.Argv = append([]string{prog}, args...)
+		if len(args) == 0 {
+			spec.Argv = strings.Fields(prog)
+		}
+	} else {
+		spec.Line = line
+	}
+
+	c := &Command{id: id, shell: sh, line: line, started: time.Now(), notify: make(chan struct{})}
+	sh.mu.Lock()
+	if sh.closed || sh.worker == nil {
+		sh.mu.Unlock()
+		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the shell has been closed.")
+	}
+	if sh.workerErr != nil {
+		sh.mu.Unlock()
+		return nil, wsman.InternalError(995, "Shell cmd plugin", "The shell's worker process has ended: "+sh.workerErr.Error())
+	}
+	if _, dup := sh.commands[id]; dup {
+		sh.mu.Unlock()
+		return nil, wsman.InvalidParameter("A command with this CommandId already exists.")
+	}
+	running := 0
+	for _, o := range sh.commands {
+		if !o.isDone() {
+			running++
+		}
+	}
+	if running >= m.cfg.Winrs.MaxProcessesPerShell {
+		sh.mu.Unlock()
+		m.quotaEvent(req, "max_processes_per_shell")
+		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Winrs.MaxProcessesPerShell)+") has been reached.")
+	}
+	sh.commands[id] = c
+	sh.order = append(sh.order, id)
+	sh.pruneLocked()
+	w := sh.worker
+	sh.mu.Unlock()
+
+	if err := w.Start(ctx, spec); err != nil {
+		sh.mu.Lock()
+		delete(sh.commands, id)
+		sh.mu.Unlock()
+		m.log.Info("command start failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.Error(err))
+		if errors.Is(err, isolation.ErrStartFailed) {
+			return nil, wsman.InternalError(2147942402, "Shell cmd plugin", "The system cannot find the file specified: "+err.Error())
+		}
+		return nil, wsman.InternalError(995, "Shell cmd plugin", "The command could not be started: "+err.Error())
+	}
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.Commands.Inc()
+	}
+	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
+		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.String("program", programName(spec)))
+
+	r := wsman.NewResponse(wsman.ActionCommand+"Response", h.MessageID)
+	addText(r.Body().CreateElement("rsp:CommandResponse"), "rsp:CommandId", id)
+	return r.Bytes(), nil
+}
+
+// programName is what the audit trail records of a command: the program,
+// never its arguments (they may carry secrets).
+func programName(spec isolation.CommandSpec) string {
+	if len(spec.Argv) > 0 {
+		return spec.Argv[0]
+	}
+	f := strings.Fields(spec.Line)
+	if len(f) == 0 {
+		return ""
+	}
+	if len(f[0]) > 256 {
+		return f[0][:256]
+	}
+	return f[0]
+}
+
+// pruneLocked forgets the oldest finished, fully delivered commands beyond
+// maxRetainedCommands (clients that never send terminate).
+func (sh *Shell) pruneLocked() {
+	if len(sh.commands) <= maxRetainedCommands {
+		return
+	}
+	keep := sh.order[:0]
+	for _, id := range sh.order {
+		c := sh.commands[id]
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		drop := c.finished && len(sh.commands) > maxRetainedCommands
+		c.mu.Unlock()
+		if drop {
+			delete(sh.commands, id)
+			continue
+		}
+		keep = append(keep, id)
+	}
+	sh.order = keep
+}
+
+func (m *Manager) send(ctx context.Context, req *Request) ([]byte, error) {
+	sh, err := m.lookup(req)
+	if err != nil {
+		return nil, err
+	}
+	sh.touch()
+	body := req.Env.Body
+	if !isElem(body, wsman.NsShell, "Send") {
+		return nil, wsman.SchemaValidation("The Send request must carry an rsp:Send element.")
+	}
+	streams := wsman.Children(body, wsman.NsShell, "Stream")
+	if len(streams) > 64 {
+		return nil, wsman.InvalidParameter("Too many streams in one Send.")
+	}
+	for _, s := range streams {
+		if name := wsman.Attr(s, "Name"); name != "stdin" {
+			return nil, wsman.InvalidParameter("Unsupported input stream " + strconv.Quote(name) + ".")
+		}
+		cid := wsman.Attr(s, "CommandId")
+		if cid == "" {
+			return nil, wsman.InvalidParameter("A cmd shell needs a CommandId on each input stream.")
+		}
+		c, err := sh.getCommand(cid)
+		if err != nil {
+			return nil, err
+		}
+		data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s.Text()))
+		if err != nil {
+			return nil, wsman.InvalidParameter("The stream data is not valid base64.")
+		}
+		end := strings.EqualFold(strings.TrimSpace(wsman.Attr(s, "End")), "true")
+		if c.isDone() {
+			continue // the command is gone; Windows drops input likewise
+		}
+		if err := sh.worker.Stdin(ctx, c.id, data, end); err != nil {
+			if errors.Is(err, isolation.ErrUnknown) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, wsman.OperationAborted("The client went away.")
+			}
+			return nil, wsman.InternalError(995, "Shell cmd plugin", "Input could not be delivered: "+err.Error())
+		}
+		if m.cfg.Metrics != nil {
+			m.cfg.Metrics.StreamBytes.WithLabelValues("stdin").Add(float64(len(data)))
+		}
+	}
+	r := wsman.NewResponse(wsman.ActionSend+"Response", req.Env.Header.MessageID)
+	r.Body().CreateElement("rsp:SendResponse")
+	return r.Bytes(), nil
+}
+
+func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
+	sh, err := m.lookup(req)
+	if err != nil {
+		return nil, err
+	}
+	sh.touch()
+	body := req.Env.Body
+	if !isElem(body, wsman.NsShell, "Signal") {
+		return nil, wsman.SchemaValidation("The Signal request must carry an rsp:Signal element.")
+	}
+	cid := wsman.Attr(body, "CommandId")
+	code := ""
+	if e := wsman.Child(body, wsman.NsShell, "Code"); e != nil {
+		code = strings.TrimSpace(e.Text())
+	}
+	if cid == "" {
+		return nil, wsman.InvalidParameter("Signal needs a CommandId on a cmd shell.")
+	}
+	c, err := sh.getCommand(cid)
+	if err != nil {
+		return nil, err
+	}
+	lc := strings.ToLower(code)
+	var sig isolation.Signal
+	switch {
+	case strings.EqualFold(code, wsman.SignalTerminate):
+		sig = isolation.SignalTerminate
+	case strings.EqualFold(code, wsman.SignalCtrlC),
+		strings.HasSuffix(lc, "powershell/signal/crtl_c"), strings.HasSuffix(lc, "powershell/signal/ctrl_c"):
+		sig = isolation.SignalInterrupt
+	case strings.EqualFold(code, wsman.SignalCtrlBreak):
+		sig = isolation.SignalQuit
+	default:
+		return nil, wsman.InvalidParameter("Unknown signal code " + strconv.Quote(code) + ".")
+	}
+	if sig == isolation.SignalTerminate {
+		sh.releaseCommand(c)
+	} else if !c.isDone() {
+		if err := sh.worker.Signal(c.id, sig); err != nil && !errors.Is(err, isolation.ErrUnknown) {
+			return nil, wsman.InternalError(995, "Shell cmd plugin", "The signal could not be delivered: "+err.Error())
+		}
+	}
+	r := wsman.NewResponse(wsman.ActionSignal+"Response", req.Env.Header.MessageID)
+	r.Body().CreateElement("rsp:SignalResponse")
+	return r.Bytes(), nil
+}
+
+// releaseCommand kills a command (if running) and forgets it.
+func (sh *Shell) releaseCommand(c *Command) {
+	sh.mu.Lock()
+	if sh.commands[c.id] == c {
+		delete(sh.commands, c.id)
+	}
+	w := sh.worker
+	sh.mu.Unlock()
+	c.mu.Lock()
+	wasReleased := c.released
+	c.released = true
+	c.out = [3][]byte{}
+	if !c.exited && c.err == nil {
+		c.err = errReleased
+	}
+	c.wakeLocked()
+	c.mu.Unlock()
+	if w != nil {
+		_ = w.Release(c.id)
+	}
+	if !wasReleased && sh.m.cfg.Metrics != nil {
+		sh.m.cfg.Metrics.Commands.Dec()
+	}
+}
+
+var errReleased = errors.New("command terminated")

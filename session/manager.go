@@ -1,0 +1,298 @@
+// Package session answers "what is a shell": the WinRS shell and command
+// state, output buffers, the Receive long poll, quotas and idle timers. It
+// acts on parsed envelopes for an authenticated identity and never sees HTTP,
+// tokens or sockets; which process runs a shell is isolation's business.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/beevik/etree"
+	"go.uber.org/zap"
+
+	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/server/wsman"
+)
+
+// Config is what the session layer needs from the daemon.
+type Config struct {
+	Winrs                 configs.Winrs
+	MaxTimeout            time.Duration // service.max_timeout_ms: OperationTimeout is clamped to it
+	MaxOperationsPerUser  int
+	MaxEnvelopeSizeKB     int // reported by the config Get
+	Machine               string
+	ProductVersion        string
+	Spawner               isolation.Spawner
+	Log                   *zap.Logger
+	Audit                 *obs.Audit
+	Metrics               *obs.Metrics
+	EnumerationTimeout    time.Duration // default 240 s
+	ReapInterval          time.Duration // default 1 s
+	DefaultReceiveTimeout time.Duration // when the client sends none; default 60 s
+}
+
+// Request is one authenticated WS-Management request.
+type Request struct {
+	Env         *wsman.Envelope
+	Identity    *authn.Identity
+	RemoteAddr  string // client IP
+	ListenerURL string // e.g. http://host:5985/wsman, echoed in ResourceCreated
+}
+
+// Manager owns every shell of the daemon.
+type Manager struct {
+	cfg Config
+	log *zap.Logger
+
+	mu       sync.Mutex
+	shells   map[string]*Shell // key: upper-case shell id
+	perUser  map[string]int    // live shells per identity key
+	ops      map[string]int    // in-flight operations per identity key
+	enums    map[string]*enumeration
+	closing  bool
+	stopReap chan struct{}
+	reapDone chan struct{}
+}
+
+// NewManager starts the manager and its idle reaper.
+func NewManager(cfg Config) *Manager {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.EnumerationTimeout <= 0 {
+		cfg.EnumerationTimeout = 240 * time.Second
+	}
+	if cfg.ReapInterval <= 0 {
+		cfg.ReapInterval = time.Second
+	}
+	if cfg.DefaultReceiveTimeout <= 0 {
+		cfg.DefaultReceiveTimeout = 60 * time.Second
+	}
+	if cfg.MaxOperationsPerUser <= 0 {
+		cfg.MaxOperationsPerUser = 1500
+	}
+	if cfg.MaxEnvelopeSizeKB <= 0 {
+		cfg.MaxEnvelopeSizeKB = 500
+	}
+	m := &Manager{
+		cfg:      cfg,
+		log:      cfg.Log.Named("session"),
+		shells:   map[string]*Shell{},
+		perUser:  map[string]int{},
+		ops:      map[string]int{},
+		enums:    map[string]*enumeration{},
+		stopReap: make(chan struct{}),
+		reapDone: make(chan struct{}),
+	}
+	go m.reaper()
+	return m
+}
+
+// Handle dispatches one request. It returns the response envelope or an
+// error that is a *wsman.Fault.
+func (m *Manager) Handle(ctx context.Context, req *Request) ([]byte, error) {
+	if !req.Identity.Valid() {
+		// Unreachable by construction: the server only calls Handle after
+		// authentication. Refuse loudly rather than act for nobody.
+		return nil, wsman.AccessDenied("the request is not authenticated")
+	}
+	key := req.Identity.Key()
+	if err := m.beginOp(key); err != nil {
+		return nil, err
+	}
+	defer m.endOp(key)
+
+	h := &req.Env.Header
+	switch h.Action {
+	case wsman.ActionCreate:
+		return m.create(ctx, req)
+	case wsman.ActionDelete:
+		return m.delete(ctx, req)
+	case wsman.ActionCommand:
+		return m.command(ctx, req)
+	case wsman.ActionSend:
+		return m.send(ctx, req)
+	case wsman.ActionReceive:
+		return m.receive(ctx, req)
+	case wsman.ActionSignal:
+		return m.signal(ctx, req)
+	case wsman.ActionGet:
+		return m.get(ctx, req)
+	case wsman.ActionEnumerate:
+		return m.enumerate(ctx, req)
+	case wsman.ActionPull:
+		return m.pull(ctx, req)
+	case wsman.ActionRelease:
+		return m.release(ctx, req)
+	case wsman.ActionDisconnect, wsman.ActionReconnect, wsman.ActionConnect:
+		return nil, wsman.ActionNotSupported(h.Action)
+	default:
+		return nil, wsman.ActionNotSupported(h.Action)
+	}
+}
+
+func (m *Manager) beginOp(key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ops[key] >= m.cfg.MaxOperationsPerUser {
+		return wsman.QuotaLimit(wsman.CodeQuotaMaxOperations, fmt.Sprintf(
+			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota for this user.",
+			m.cfg.MaxOperationsPerUser))
+	}
+	m.ops[key]++
+	return nil
+}
+
+func (m *Manager) endOp(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ops[key]--
+	if m.ops[key] <= 0 {
+		delete(m.ops, key)
+	}
+}
+
+// lookup finds a shell by its selector and checks ownership. Another
+// identity's shell answers Access Denied (never its contents).
+func (m *Manager) lookup(req *Request) (*Shell, error) {
+	id, ok := req.Env.Header.Selector("ShellId")
+	if !ok || id == "" {
+		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained invalid selectors for the resource.")
+	}
+	m.mu.Lock()
+	sh := m.shells[strings.ToUpper(id)]
+	m.mu.Unlock()
+	if sh == nil {
+		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained invalid selectors for the resource.")
+	}
+	if sh.owner != req.Identity.Key() {
+		m.cfg.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, req.Identity.User()),
+			zap.String(obs.FRemoteAddr, req.RemoteAddr), zap.String(obs.FShellID, sh.id),
+			zap.String(obs.FReason, "shell belongs to another user"), zap.String(obs.FAction, shortAction(req.Env.Header.Action)))
+		return nil, wsman.AccessDenied("Access is denied. The shell belongs to another user.")
+	}
+	return sh, nil
+}
+
+// Shutdown terminates every shell and its processes.
+func (m *Manager) Shutdown(ctx context.Context) {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return
+	}
+	m.closing = true
+	shells := make([]*Shell, 0, len(m.shells))
+	for _, s := range m.shells {
+		shells = append(shells, s)
+	}
+	m.mu.Unlock()
+	close(m.stopReap)
+	<-m.reapDone
+	var wg sync.WaitGroup
+	for _, s := range shells {
+		wg.Add(1)
+		go func(s *Shell) {
+			defer wg.Done()
+			m.removeShell(s, "daemon shutdown")
+		}(s)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// ShellCount is the number of live shells.
+func (m *Manager) ShellCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.shells)
+}
+
+func (m *Manager) reaper() {
+	defer close(m.reapDone)
+	t := time.NewTicker(m.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stopReap:
+			return
+		case now := <-t.C:
+			m.reapOnce(now)
+		}
+	}
+}
+
+func (m *Manager) reapOnce(now time.Time) {
+	var victims []*Shell
+	var reasons []string
+	m.mu.Lock()
+	for _, s := range m.shells {
+		if r := s.expired(now); r != "" {
+			victims = append(victims, s)
+			reasons = append(reasons, r)
+		}
+	}
+	for k, e := range m.enums {
+		if now.After(e.expires) {
+			delete(m.enums, k)
+		}
+	}
+	m.mu.Unlock()
+	for i, s := range victims {
+		m.log.Info("reaping shell", zap.String(obs.FShellID, s.id), zap.String(obs.FUser, s.user), zap.String(obs.FReason, reasons[i]))
+		m.cfg.Audit.Event(obs.EvShellReaped, zap.String(obs.FShellID, s.id), zap.String(obs.FUser, s.user), zap.String(obs.FReason, reasons[i]))
+		m.removeShell(s, reasons[i])
+	}
+}
+
+// removeShell unregisters the shell and kills its processes.
+func (m *Manager) removeShell(s *Shell, reason string) {
+	m.mu.Lock()
+	key := strings.ToUpper(s.id)
+	if m.shells[key] == s {
+		delete(m.shells, key)
+		m.perUser[s.owner]--
+		if m.perUser[s.owner] <= 0 {
+			delete(m.perUser, s.owner)
+		}
+		if m.cfg.Metrics != nil {
+			m.cfg.Metrics.Shells.Dec()
+		}
+	}
+	m.mu.Unlock()
+	s.close(reason)
+}
+
+func shortAction(a string) string {
+	if i := strings.LastIndexByte(a, '/'); i >= 0 {
+		return a[i+1:]
+	}
+	return a
+}
+
+// etree helpers ---------------------------------------------------------
+
+func addText(parent *etree.Element, tag, text string) *etree.Element {
+	e := parent.CreateElement(tag)
+	e.SetText(text)
+	return e
+}
+
+var errClosed = errors.New("shell closed")
+
+// isElem reports whether e is the element {ns}local.
+func isElem(e *etree.Element, ns, local string) bool {
+	return e != nil && e.Tag == local && e.NamespaceURI() == ns
+}

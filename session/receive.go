@@ -1,0 +1,218 @@
+package session
+
+import (
+	"context"
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/server/wsman"
+)
+
+// receiveOverhead is what a ReceiveResponse costs besides base64 payload:
+// the envelope, headers, two Stream elements with End markers and the
+// CommandState. Measured at under 1.6 KB; kept generous.
+const receiveOverhead = 2560
+
+// defaultClientEnvelope is used when the client sends no MaxEnvelopeSize.
+const defaultClientEnvelope = 153600
+
+// payloadBudget is how many raw output bytes fit in one response for a
+// client that accepts envelopes of max bytes: base64 costs 4/3.
+func payloadBudget(max int) int {
+	n := (max - receiveOverhead) / 4 * 3
+	if n < 3 {
+		n = 3
+	}
+	return n
+}
+
+func (m *Manager) operationTimeout(h *wsman.Header) time.Duration {
+	d := h.OperationTimeout
+	if d <= 0 {
+		d = m.cfg.DefaultReceiveTimeout
+	}
+	if m.cfg.MaxTimeout > 0 && d > m.cfg.MaxTimeout {
+		d = m.cfg.MaxTimeout
+	}
+	// Answer a little before the client's own HTTP timeout, which clients
+	// set to about OperationTimeout.
+	if d > 10*time.Second {
+		d -= time.Second
+	}
+	return d
+}
+
+func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
+	sh, err := m.lookup(req)
+	if err != nil {
+		return nil, err
+	}
+	sh.touch()
+	h := &req.Env.Header
+	body := req.Env.Body
+	if !isElem(body, wsman.NsShell, "Receive") {
+		return nil, wsman.SchemaValidation("The Receive request must carry an rsp:Receive element.")
+	}
+	ds := wsman.Child(body, wsman.NsShell, "DesiredStream")
+	if ds == nil {
+		return nil, wsman.SchemaValidation("The Receive request must carry an rsp:DesiredStream element.")
+	}
+	cid := wsman.Attr(ds, "CommandId")
+	if cid == "" {
+		return nil, wsman.InvalidParameter("A cmd shell Receive needs a CommandId.")
+	}
+	want := [3]bool{}
+	for _, s := range strings.Fields(ds.Text()) {
+		switch s {
+		case "stdout":
+			want[isolation.Stdout] = true
+		case "stderr":
+			want[isolation.Stderr] = true
+		default:
+			return nil, wsman.InvalidParameter("Unsupported output stream " + strconv.Quote(s) + ".")
+		}
+	}
+	if !want[isolation.Stdout] && !want[isolation.Stderr] {
+		want[isolation.Stdout], want[isolation.Stderr] = true, true
+	}
+	c, err := sh.getCommand(cid)
+	if err != nil {
+		return nil, err
+	}
+	maxEnv := h.MaxEnvelopeSize
+	if maxEnv <= 0 {
+		maxEnv = defaultClientEnvelope
+	}
+	budget := payloadBudget(maxEnv)
+	timeout := m.operationTimeout(h)
+
+	// One Receive per command at a time; a second one (a client retrying
+	// after its own read timeout) waits for the first.
+	lockDone := make(chan struct{})
+	go func() { c.recv.Lock(); close(lockDone) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-lockDone:
+	case <-timer.C:
+		go func() { <-lockDone; c.recv.Unlock() }()
+		return nil, wsman.TimedOut()
+	case <-ctx.Done():
+		go func() { <-lockDone; c.recv.Unlock() }()
+		return nil, wsman.OperationAborted("The client went away.")
+	}
+	defer c.recv.Unlock()
+
+	sh.mu.Lock()
+	sh.receiving++
+	sh.mu.Unlock()
+	defer func() {
+		sh.mu.Lock()
+		sh.receiving--
+		sh.lastActivity = time.Now()
+		sh.mu.Unlock()
+	}()
+
+	start := time.Now()
+	for {
+		c.mu.Lock()
+		ready := c.exited || c.err != nil || (want[isolation.Stdout] && len(c.out[isolation.Stdout]) > 0) ||
+			(want[isolation.Stderr] && len(c.out[isolation.Stderr]) > 0)
+		if ready {
+			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
+			c.mu.Unlock()
+			if consumed > 0 {
+				_ = sh.worker.Consumed(c.id, consumed)
+			}
+			if m.cfg.Metrics != nil {
+				m.cfg.Metrics.ReceiveLatency.Observe(time.Since(start).Seconds())
+			}
+			if ferr != nil {
+				return nil, ferr
+			}
+			return resp, nil
+		}
+		wake := c.notify
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-timer.C:
+			return nil, wsman.TimedOut()
+		case <-ctx.Done():
+			return nil, wsman.OperationAborted("The client went away.")
+		case <-sh.done:
+			return nil, wsman.OperationAborted("The shell was closed.")
+		}
+	}
+}
+
+// buildReceive takes up to budget bytes of buffered output and renders the
+// ReceiveResponse. Called with c.mu held.
+func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo string) ([]byte, int, error) {
+	if c.err == errReleased {
+		return nil, 0, commandSelectorFault()
+	}
+	r := wsman.NewResponse(wsman.ActionReceive+"Response", relatesTo)
+	rr := r.Body().CreateElement("rsp:ReceiveResponse")
+	consumed := 0
+	for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
+		if !want[s] || len(c.out[s]) == 0 || budget <= 0 {
+			continue
+		}
+		n := len(c.out[s])
+		if n > budget {
+			n = budget / 3 * 3
+			if n == 0 {
+				continue
+			}
+		}
+		e := rr.CreateElement("rsp:Stream")
+		e.CreateAttr("Name", streamName(s))
+		e.CreateAttr("CommandId", c.id)
+		e.SetText(base64.StdEncoding.EncodeToString(c.out[s][:n]))
+		// Keep the remainder without holding on to the delivered bytes.
+		rest := c.out[s][n:]
+		if len(rest) == 0 {
+			c.out[s] = nil
+		} else {
+			c.out[s] = append([]byte(nil), rest...)
+		}
+		budget -= n
+		consumed += n
+	}
+	drained := len(c.out[isolation.Stdout]) == 0 && len(c.out[isolation.Stderr]) == 0
+	switch {
+	case c.exited && drained:
+		for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
+			if want[s] {
+				e := rr.CreateElement("rsp:Stream")
+				e.CreateAttr("Name", streamName(s))
+				e.CreateAttr("CommandId", c.id)
+				e.CreateAttr("End", "true")
+			}
+		}
+		st := rr.CreateElement("rsp:CommandState")
+		st.CreateAttr("CommandId", c.id)
+		st.CreateAttr("State", wsman.StateDone)
+		addText(st, "rsp:ExitCode", strconv.FormatInt(int64(c.exitCode), 10))
+		c.finished = true
+	case c.err != nil && drained && consumed == 0:
+		c.finished = true
+		return nil, 0, wsman.InternalError(995, "Shell cmd plugin", "The command was aborted because its worker process ended: "+c.err.Error())
+	default:
+		st := rr.CreateElement("rsp:CommandState")
+		st.CreateAttr("CommandId", c.id)
+		st.CreateAttr("State", wsman.StateRunning)
+	}
+	return r.Bytes(), consumed, nil
+}
+
+func streamName(s isolation.Stream) string {
+	if s == isolation.Stderr {
+		return "stderr"
+	}
+	return "stdout"
+}
