@@ -1,0 +1,347 @@
+package authn
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/winrmd/winrmd/authn/internal/hosttest"
+)
+
+// fakeNSS is an account database for table tests.
+type fakeNSS struct {
+	mu      sync.Mutex
+	users   map[string]Account
+	groups  map[string]uint32
+	lookups int
+	broken  bool
+}
+
+func (f *fakeNSS) user(name string) (Account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups++
+	if f.broken {
+		return Account{}, fmt.Errorf("%w: nss down", ErrBackend)
+	}
+	if a, ok := f.users[name]; ok {
+		return a, nil
+	}
+	return Account{}, ErrUnknownAccount
+}
+
+func (f *fakeNSS) group(name string) (uint32, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if g, ok := f.groups[name]; ok {
+		return g, nil
+	}
+	return 0, ErrUnknownAccount
+}
+
+func newFakeNSS() *fakeNSS {
+	return &fakeNSS{
+		users: map[string]Account{
+			"alice":      {Username: "alice", UID: 1001, GID: 1001, Groups: []uint32{1001, 27}},
+			"bob":        {Username: "bob", UID: 1002, GID: 1002, Groups: []uint32{1002}},
+			"carol":      {Username: "carol", UID: 1003, GID: 1003, Groups: []uint32{1003, 4000}},
+			"dave":       {Username: "dave", UID: 1004, GID: 4000}, // primary group only
+			"root":       {Username: "root", UID: 0, GID: 0, Groups: []uint32{0}},
+			"toor":       {Username: "toor", UID: 0, GID: 0},
+			`CORP\erin`:  {Username: `CORP\erin`, UID: 200001, GID: 200000, Groups: []uint32{200000, 27}},
+			"erin":       {Username: "erin", UID: 1005, GID: 1005}, // a different, local erin
+			"frank@corp": {Username: "frank@corp", UID: 200002, GID: 200000, Groups: []uint32{4000}},
+		},
+		groups: map[string]uint32{"sudo": 27, "winrm-remote-users": 4000, "staff": 50},
+	}
+}
+
+func TestAuthorize(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     AuthorizerConfig
+		p       Principal
+		wantErr error
+		want    string // local user
+		wantUID uint32
+	}{
+		{"admin by supplementary group", AuthorizerConfig{}, Principal{Name: "alice"}, nil, "alice", 1001},
+		{"remote users group", AuthorizerConfig{}, Principal{Name: "carol"}, nil, "carol", 1003},
+		{"primary group counts", AuthorizerConfig{}, Principal{Name: "dave"}, nil, "dave", 1004},
+		{"no allowed group", AuthorizerConfig{}, Principal{Name: "bob"}, ErrNotAuthorized, "", 0},
+		{"unknown", AuthorizerConfig{}, Principal{Name: "mallory"}, ErrUnknownAccount, "", 0},
+		{"unmappable", AuthorizerConfig{}, Principal{Name: "HTTP/host@R"}, ErrUnknownAccount, "", 0},
+		{"empty", AuthorizerConfig{}, Principal{}, ErrUnknownAccount, "", 0},
+		{"NetBIOS form maps to local", AuthorizerConfig{}, Principal{Name: `HOST\alice`}, nil, "alice", 1001},
+		{"UPN form maps to local", AuthorizerConfig{}, Principal{Name: "alice@REALM"}, nil, "alice", 1001},
+		{"upper case falls back to lower", AuthorizerConfig{}, Principal{Name: "ALICE"}, nil, "alice", 1001},
+		{"qualified NSS name wins over bare", AuthorizerConfig{}, Principal{Name: `CORP\erin`}, nil, `CORP\erin`, 200001},
+		{"NTLM domain qualifies", AuthorizerConfig{}, Principal{Name: "erin", Domain: "CORP", Mechanism: "ntlm"}, nil, `CORP\erin`, 200001},
+		{"bare erin is the local one", AuthorizerConfig{}, Principal{Name: "erin"}, ErrNotAuthorized, "", 0},
+		{"dot domain is local", AuthorizerConfig{}, Principal{Name: "erin", Domain: "."}, ErrNotAuthorized, "", 0},
+		{"fully qualified sssd name", AuthorizerConfig{}, Principal{Name: "frank@corp"}, nil, "frank@corp", 200002},
+		{"root refused", AuthorizerConfig{}, Principal{Name: "root"}, ErrRootRefused, "", 0},
+		{"uid 0 by another name refused", AuthorizerConfig{}, Principal{Name: "toor"}, ErrRootRefused, "", 0},
+		{"domain root refused", AuthorizerConfig{}, Principal{Name: `CORP\root`}, ErrRootRefused, "", 0},
+		{"root allowed", AuthorizerConfig{AllowRoot: true}, Principal{Name: "root"}, nil, "root", 0},
+		{"uid 0 allowed without groups", AuthorizerConfig{AllowRoot: true}, Principal{Name: "toor"}, nil, "toor", 0},
+		{"configured groups replace defaults", AuthorizerConfig{AllowedGroups: []string{"staff"}}, Principal{Name: "alice"}, ErrNotAuthorized, "", 0},
+		{"configured group by name", AuthorizerConfig{AllowedGroups: []string{"nosuch", "winrm-remote-users"}}, Principal{Name: "carol"}, nil, "carol", 1003},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := NewAuthorizer(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nss := newFakeNSS()
+			a.lookupUser, a.lookupGroup = nss.user, nss.group
+			id, err := a.Authorize(tt.p, SchemeNegotiate)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Authorize(%+v) error = %v, want %v", tt.p, err, tt.wantErr)
+				}
+				if id.Valid() {
+					t.Fatal("invalid identity reports Valid")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Authorize(%+v): %v", tt.p, err)
+			}
+			if !id.Valid() || id.User() != tt.want || id.Account().UID != tt.wantUID {
+				t.Fatalf("identity = %q uid %d, want %q uid %d", id.User(), id.Account().UID, tt.want, tt.wantUID)
+			}
+			if id.Principal() != tt.p || id.Scheme() != SchemeNegotiate || id.Key() != tt.want {
+				t.Fatalf("identity carries principal %+v scheme %q key %q", id.Principal(), id.Scheme(), id.Key())
+			}
+		})
+	}
+}
+
+func TestAuthorizerConfig(t *testing.T) {
+	for _, groups := range [][]string{{""}, {"  "}, {"a:b"}, {"a\nb"}, {string(make([]byte, 300))}} {
+		if _, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: groups}); err == nil {
+			t.Errorf("NewAuthorizer(groups %q) accepted", groups)
+		}
+	}
+	a, err := NewAuthorizer(AuthorizerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := a.Groups(); len(g) != 4 || g[0] != "sudo" || g[3] != "winrm-remote-users" {
+		t.Fatalf("default groups = %q", g)
+	}
+}
+
+func TestAuthorizeCache(t *testing.T) {
+	a, err := NewAuthorizer(AuthorizerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss := newFakeNSS()
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	a.lookupUser, a.lookupGroup, a.now = nss.user, nss.group, clk.now
+
+	p := Principal{Name: "alice", Mechanism: "basic"}
+	for i := 0; i < 3; i++ {
+		if _, err := a.Authorize(p, SchemeBasic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nss.lookups != 1 {
+		t.Fatalf("%d lookups for three decisions within the TTL", nss.lookups)
+	}
+	// A change of membership shows after the TTL.
+	nss.mu.Lock()
+	nss.users["alice"] = Account{Username: "alice", UID: 1001, GID: 1001}
+	nss.mu.Unlock()
+	clk.advance(AuthorizeCacheTTL - time.Second)
+	if _, err := a.Authorize(p, SchemeBasic); err != nil {
+		t.Fatalf("within TTL: %v", err)
+	}
+	clk.advance(2 * time.Second)
+	if _, err := a.Authorize(p, SchemeBasic); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("after TTL: %v, want ErrNotAuthorized", err)
+	}
+	// Refusals are cached too, backend failures are not.
+	n := nss.lookups
+	a.Authorize(p, SchemeBasic)
+	if nss.lookups != n {
+		t.Fatal("refusal not cached")
+	}
+	nss.mu.Lock()
+	nss.broken = true
+	nss.mu.Unlock()
+	q := Principal{Name: "bob"}
+	for i := 0; i < 2; i++ {
+		if _, err := a.Authorize(q, SchemeBasic); !errors.Is(err, ErrBackend) {
+			t.Fatalf("broken NSS: %v", err)
+		}
+	}
+	if nss.lookups != n+2 {
+		t.Fatalf("backend failure cached (%d lookups)", nss.lookups-n)
+	}
+	// The cache returns copies: a caller cannot change another's groups.
+	nss.broken = false
+	c := Principal{Name: "carol"}
+	id1, _ := a.Authorize(c, SchemeBasic)
+	id1.account.Groups[0] = 0
+	id2, _ := a.Authorize(c, SchemeBasic)
+	if id2.Account().Groups[0] != 1003 {
+		t.Fatal("cached account shared with a caller")
+	}
+}
+
+func TestAuthorizeCacheBounded(t *testing.T) {
+	a, err := NewAuthorizer(AuthorizerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss := newFakeNSS()
+	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	a.maxCache = 64
+	for i := 0; i < 1000; i++ {
+		a.Authorize(Principal{Name: fmt.Sprintf("nobody%d", i)}, SchemeBasic)
+	}
+	if len(a.cache) > 64 {
+		t.Fatalf("cache holds %d, bound 64", len(a.cache))
+	}
+}
+
+func TestAuthorizeLab(t *testing.T) {
+	a, err := NewAuthorizer(AuthorizerConfig{Lab: true, AllowRoot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"anyone", `CORP\x`, "root", "y@R"} {
+		id, err := a.Authorize(Principal{Name: name, Mechanism: "ntlm"}, SchemeNegotiate)
+		if err != nil {
+			t.Fatalf("lab %q: %v", name, err)
+		}
+		if id.Account().UID != uint32(os.Getuid()) || id.Account().GID != uint32(os.Getgid()) {
+			t.Fatalf("lab %q mapped to uid %d", name, id.Account().UID)
+		}
+		if id.Principal().Name != name {
+			t.Fatalf("lab principal %q", id.Principal().Name)
+		}
+	}
+	if _, err := a.Authorize(Principal{Name: ""}, SchemeNegotiate); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("lab, empty principal: %v", err)
+	}
+	if os.Getuid() == 0 {
+		if _, err := NewAuthorizer(AuthorizerConfig{Lab: true}); !errors.Is(err, ErrRootRefused) {
+			t.Fatalf("lab as root without allow_root: %v", err)
+		}
+	}
+}
+
+func TestZeroIdentityUnusable(t *testing.T) {
+	var id Identity
+	if id.Valid() || id.User() != "" || id.Key() != "" {
+		t.Fatal("zero Identity looks valid")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Account on a zero Identity did not panic")
+		}
+	}()
+	id.Account()
+}
+
+// The tests below use the host's real account database.
+
+func TestAuthorizeRealNSS(t *testing.T) {
+	hosttest.RequireRoot(t)
+	g := hosttest.AddGroup(t)
+	other := hosttest.AddGroup(t)
+	member := hosttest.AddUser(t, "", g)
+	outsider := hosttest.AddUser(t, "", other)
+
+	a, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: []string{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := user.Lookup(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, _ := strconv.ParseUint(grp.Gid, 10, 32)
+	for _, name := range []string{member, `HOST\` + member, member + "@REALM.EXAMPLE"} {
+		id, err := a.Authorize(Principal{Name: name, Mechanism: "basic"}, SchemeBasic)
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		acct := id.Account()
+		if acct.Username != member || strconv.FormatUint(uint64(acct.UID), 10) != u.Uid ||
+			strconv.FormatUint(uint64(acct.GID), 10) != u.Gid || acct.Home != u.HomeDir || acct.Shell != "/bin/sh" {
+			t.Fatalf("%q: account %+v, want %+v shell /bin/sh", name, acct, u)
+		}
+		found := false
+		for _, x := range acct.Groups {
+			found = found || x == uint32(gid)
+		}
+		if !found {
+			t.Fatalf("%q: groups %v lack %d", name, acct.Groups, gid)
+		}
+	}
+	if _, err := a.Authorize(Principal{Name: outsider}, SchemeBasic); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("outsider: %v", err)
+	}
+	if _, err := a.Authorize(Principal{Name: hosttest.Name("none")}, SchemeBasic); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("missing user: %v", err)
+	}
+	if _, err := a.Authorize(Principal{Name: "root"}, SchemeBasic); !errors.Is(err, ErrRootRefused) {
+		t.Fatalf("root: %v", err)
+	}
+	// Membership of a group the policy does not name does not count.
+	a2, _ := NewAuthorizer(AuthorizerConfig{AllowedGroups: []string{other, "no-such-group-" + g}})
+	if _, err := a2.Authorize(Principal{Name: member}, SchemeBasic); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("member of g only, policy other: %v", err)
+	}
+}
+
+func TestAuthorizeRealNSSDefaults(t *testing.T) {
+	hosttest.RequireRoot(t)
+	// The default policy includes winrm-remote-users; create it only if the
+	// host has none, and remove only what we created.
+	if _, err := user.LookupGroup("winrm-remote-users"); err == nil {
+		t.Skip("host already has winrm-remote-users")
+	}
+	u := hosttest.AddUser(t, "")
+	a, err := NewAuthorizer(AuthorizerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authorize(Principal{Name: u}, SchemeBasic); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("plain user under defaults: %v", err)
+	}
+	if _, err := lookupAccount(u); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := user.LookupGroup("sudo"); err == nil {
+		admin := hosttest.AddUser(t, "", g.Name)
+		if _, err := a.Authorize(Principal{Name: admin}, SchemeBasic); err != nil {
+			t.Fatalf("sudo member under defaults: %v", err)
+		}
+	}
+}
+
+func TestSelfAccount(t *testing.T) {
+	acct, err := selfAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.UID != uint32(os.Getuid()) || acct.Username == "" || acct.Shell == "" {
+		t.Fatalf("self account %+v", acct)
+	}
+}

@@ -1,0 +1,87 @@
+package authn
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMapName(t *testing.T) {
+	long := strings.Repeat("a", MaxNameBytes)
+	tests := []struct {
+		name, domain, want string
+	}{
+		{"alice", "", "alice"},
+		{"Alice", "", "Alice"},
+		{"CORP\\alice", "", "alice"},
+		{".\\alice", "", "alice"},
+		{"HOST\\Alice", "", "Alice"},
+		{"alice@CORP.EXAMPLE", "", "alice"},
+		{"alice@corp", "", "alice"},
+		{"alice", "CORP", "alice"},
+		{"CORP\\alice", "OTHER", "alice"},
+		{"first.last", "", "first.last"},
+		{"svc_backup-1", "", "svc_backup-1"},
+		{"josé", "", "josé"},
+		{"user name", "", "user name"},
+		{long, "", long},
+		{long + "a", "", ""},
+		{"", "", ""},
+		{"\\alice", "", ""},
+		{"CORP\\", "", ""},
+		{"alice@", "", ""},
+		{"@CORP", "", ""},
+		{"a\\b\\c", "", ""},
+		{"CORP\\alice@CORP", "", ""},
+		{"alice@b@c", "", ""},
+		{"HTTP/host@REALM", "", ""},
+		{"alice/admin@REALM", "", ""},
+		{"host/x", "", ""},
+		{"al:ice", "", ""},
+		{"-alice", "", ""},
+		{"CORP\\-alice", "", ""},
+		{".", "", ""},
+		{"..", "", ""},
+		{"CORP\\..", "", ""},
+		{"al\x00ice", "", ""},
+		{"al\nice", "", ""},
+		{"al\x7fice", "", ""},
+		{"al\u0085ice", "", ""},      // C1 control (NEL)
+		{"al\u200bice", "", ""},      // zero-width space (Cf)
+		{"al\u202eice", "", ""},      // right-to-left override (Cf)
+		{"al\u2028ice", "", ""},      // line separator
+		{"al\ue000ice", "", ""},      // private use
+		{"al\ufffdice", "", ""},      // replacement character
+		{"al\xffice", "", ""},        // invalid UTF-8
+		{" alice", "", ""},           // surrounding space
+		{"alice ", "", ""},           //
+		{"alice\u00a0", "", ""},      // surrounding no-break space
+		{"CORP\\ alice", "", ""},     //
+		{"root", "", "root"},         // mapping is not authorization
+		{"CORP\\root", "", "root"},   //
+		{"root@REALM", "", "root"},   //
+		{"ALICE@REALM", "", "ALICE"}, //
+	}
+	for _, tt := range tests {
+		if got := MapName(tt.name, tt.domain); got != tt.want {
+			t.Errorf("MapName(%q, %q) = %q, want %q", tt.name, tt.domain, got, tt.want)
+		}
+	}
+}
+
+func FuzzMapName(f *testing.F) {
+	for _, s := range []string{"alice", "CORP\\alice", "alice@R", "a\\b\\c", "HTTP/h@R", "-x", "\u200b"} {
+		f.Add(s, "")
+	}
+	f.Fuzz(func(t *testing.T, name, domain string) {
+		got := MapName(name, domain)
+		if got == "" {
+			return
+		}
+		if MapName(got, "") != got {
+			t.Fatalf("MapName(%q) = %q is not a fixed point", name, got)
+		}
+		if strings.ContainsAny(got, "\\@/:\x00") || got[0] == '-' {
+			t.Fatalf("MapName(%q) = %q", name, got)
+		}
+	})
+}
