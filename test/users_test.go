@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type testUser struct {
+	Name     string
+	Password string
+	UID      int
+	Admin    bool
+}
+
+// ownerTag goes into the account's comment so that a later run can tell a
+// live run's users from the leftovers of one that was killed.
+func ownerTag() string { return fmt.Sprintf("wrmde2e pid=%d", os.Getpid()) }
+
+func createUser(name string, admin bool) (*testUser, error) {
+	args := []string{"--create-home", "--shell", "/bin/sh", "--comment", ownerTag()}
+	if admin {
+		args = append(args, "--groups", adminGroup)
+	}
+	args = append(args, name)
+	if out, err := exec.Command("useradd", args...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("useradd %s: %v: %s", name, err, out)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	return &testUser{Name: name, Password: randPassword(), UID: uid, Admin: admin}, nil
+}
+
+func deleteUser(name string) error {
+	if !strings.HasPrefix(name, userPrefix) {
+		return fmt.Errorf("refusing to delete %q: not a test user", name)
+	}
+	if _, err := user.Lookup(name); err != nil {
+		return nil
+	}
+	out, err := exec.Command("userdel", "--remove", name).CombinedOutput()
+	if err != nil {
+		// userdel exits 12 when it could not remove the mail spool or home;
+		// the account itself is gone then.
+		if _, lerr := user.Lookup(name); lerr != nil {
+			return nil
+		}
+		return fmt.Errorf("userdel %s: %v: %s", name, err, out)
+	}
+	return nil
+}
+
+func groupExists(name string) bool {
+	_, err := user.LookupGroup(name)
+	return err == nil
+}
+
+func ensureGroup() error {
+	if groupExists(adminGroup) {
+		return nil
+	}
+	out, err := exec.Command("groupadd", adminGroup).CombinedOutput()
+	if err != nil && !groupExists(adminGroup) {
+		return fmt.Errorf("groupadd %s: %v: %s", adminGroup, err, out)
+	}
+	w.created = err == nil
+	return nil
+}
+
+// removeGroupIfUnused removes the group we created, unless another run's
+// users are still members of it.
+func removeGroupIfUnused() {
+	f, err := os.Open("/etc/group")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Split(sc.Text(), ":")
+		if len(parts) == 4 && parts[0] == adminGroup && strings.TrimSpace(parts[3]) != "" {
+			return
+		}
+	}
+	exec.Command("groupdel", adminGroup).Run()
+}
+
+// sweepStaleUsers removes wrmde2e accounts whose creating test process is
+// gone (a run killed by -timeout cannot clean up after itself).
+func sweepStaleUsers() {
+	for _, e := range passwdEntries() {
+		if !strings.HasPrefix(e.name, userPrefix) {
+			continue
+		}
+		pid := 0
+		fmt.Sscanf(e.comment, "wrmde2e pid=%d", &pid)
+		if pid > 0 && processAlive(pid) {
+			continue
+		}
+		killUserProcesses(e.name, 3*time.Second)
+		if err := deleteUser(e.name); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: stale user: %v\n", err)
+		}
+	}
+}
+
+type passwdEntry struct {
+	name, comment string
+	uid           int
+}
+
+func passwdEntries() []passwdEntry {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []passwdEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), ":")
+		if len(p) < 7 {
+			continue
+		}
+		uid, _ := strconv.Atoi(p[2])
+		out = append(out, passwdEntry{name: p[0], comment: p[4], uid: uid})
+	}
+	return out
+}
+
+func processAlive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil || syscall.Kill(pid, 0) == syscall.EPERM
+}
+
+// proc is one process as seen in /proc.
+type proc struct {
+	PID, PPID, UID int
+	Exe            string
+	Args           []string
+}
+
+func (p proc) String() string {
+	return fmt.Sprintf("pid %d ppid %d uid %d %q", p.PID, p.PPID, p.UID, strings.Join(p.Args, " "))
+}
+
+// isWorker tells whether p is a `winrmd worker` process.
+func (p proc) isWorker() bool {
+	if len(p.Args) < 2 || p.Args[1] != "worker" {
+		return strings.Contains(strings.Join(p.Args, " "), "winrmd worker")
+	}
+	return strings.Contains(filepath.Base(p.Args[0]), "winrmd") || strings.Contains(p.Exe, "winrmd")
+}
+
+func listProcs() []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p := proc{PID: pid, UID: -1}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				switch f[0] {
+				case "Uid:":
+					p.UID, _ = strconv.Atoi(f[1])
+				case "PPid:":
+					p.PPID, _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			for _, a := range strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00") {
+				if a != "" {
+					p.Args = append(p.Args, a)
+				}
+			}
+		}
+		p.Exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		p.Exe = strings.TrimSuffix(p.Exe, " (deleted)")
+		out = append(out, p)
+	}
+	return out
+}
+
+// ourProcs returns the processes that count as "left behind" by this run: any
+// process of a test user, and any `winrmd worker` of our binary or of one of
+// our daemons. Workers of other engineers' daemons on a shared machine are
+// not ours and are ignored.
+func ourProcs() []proc {
+	uids := map[int]bool{}
+	for _, u := range w.users() {
+		if u != nil {
+			uids[u.UID] = true
+		}
+	}
+	for _, u := range extraUIDs() {
+		uids[u] = true
+	}
+	daemons := daemonPIDs()
+	var out []proc
+	for _, p := range listProcs() {
+		switch {
+		case uids[p.UID]:
+			out = append(out, p)
+		case p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]):
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func userProcs(uid int) []proc {
+	var out []proc
+	for _, p := range listProcs() {
+		if p.UID == uid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func workerProcs() []proc {
+	var out []proc
+	daemons := daemonPIDs()
+	for _, p := range listProcs() {
+		if p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// killUserProcesses SIGKILLs, by pid, every process of a test account.
+func killUserProcesses(name string, within time.Duration) {
+	u, err := user.Lookup(name)
+	if err != nil || !strings.HasPrefix(name, userPrefix) {
+		return
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	deadline := time.Now().Add(within)
+	for {
+		ps := userProcs(uid)
+		if len(ps) == 0 {
+			return
+		}
+		for _, p := range ps {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
