@@ -1,0 +1,17 @@
+// Package wsman parses and builds the SOAP 1.2 / WS-Management envelopes that
+// WinRM clients (pywinrm, pypsrp, masterzen/winrm, the Windows client) send
+// and expect.
+//
+// The package is pure: no I/O, no logging and no package state beyond
+// constants. Request bodies are hostile input, so Parse enforces explicit
+// Limits (size, nesting depth, element count, attributes per element, name
+// length) with a streaming pre-scan before any tree is built, and rejects
+// DTDs, entity declarations and processing instructions outright. Every
+// error Parse returns is a *Fault ready to be rendered with FaultEnvelope.
+//
+// Namespaces are always resolved by URI, never by prefix: clients use env:,
+// s:, wsa:, wsman:, wsmv: and others for the same URIs. Responses use the
+// prefixes Windows emits (s a x w rsp p).
+//
+// See docs/PROTOCOL.md sections 1-4 for the wire facts this package encodes.
+package wsman

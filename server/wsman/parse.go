@@ -1,0 +1,696 @@
+package wsman
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/beevik/etree"
+)
+
+// Option is one w:OptionSet/w:Option.
+type Option struct {
+	Value      string // trimmed text
+	MustComply bool   // MustComply="true"
+}
+
+// Header holds the request headers the server acts on. Text values are
+// trimmed of XML whitespace.
+type Header struct {
+	Action, To, ResourceURI, MessageID, SessionID, Locale, DataLocale string
+	OperationTimeout                                                  time.Duration     // 0 when absent
+	MaxEnvelopeSize                                                   int               // 0 when absent
+	Selectors                                                         map[string]string // key = Selector Name as sent (e.g. "ShellId"); nil when none
+	Options                                                           map[string]Option // key = Option Name, lower-cased; nil when none
+
+	// CompressionType is rsp:CompressionType ("xpress" from the Windows
+	// PowerShell client on Create), "" when absent.
+	CompressionType string
+}
+
+// Selector returns the selector called name, compared case-insensitively.
+func (h *Header) Selector(name string) (string, bool) {
+	if v, ok := h.Selectors[name]; ok {
+		return v, true
+	}
+	for k, v := range h.Selectors {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// Option returns the option called name, compared case-insensitively.
+func (h *Header) Option(name string) (Option, bool) {
+	o, ok := h.Options[strings.ToLower(name)]
+	return o, ok
+}
+
+// BoolOption returns the boolean value of the option called name: val is
+// true for TRUE/True/true/1; present reports whether the option was sent
+// (an unparseable value gives val false, present true).
+func (h *Header) BoolOption(name string) (val, present bool) {
+	o, ok := h.Option(name)
+	if !ok {
+		return false, false
+	}
+	v, _ := ParseBool(o.Value)
+	return v, true
+}
+
+// Envelope is a parsed request.
+type Envelope struct {
+	Header     Header
+	Body       *etree.Element // the first element child of s:Body, nil for an empty body
+	IsIdentify bool           // no Action and body is wsmid:Identify
+
+	// HeaderElement is the s:Header element (nil when absent), for headers
+	// Header does not model.
+	HeaderElement *etree.Element
+
+	doc *etree.Document
+}
+
+// Parse parses and validates a request body (bytes as received, already
+// decrypted); contentType is the request's Content-Type, used only for its
+// charset parameter. Errors are always *Fault:
+//   - w:EncodingLimit for size, depth, element count, attribute count, name
+//     length, charset and encoding problems, and a MaxEnvelopeSize < 8192;
+//   - w:SchemaValidationError for malformed XML, DTDs, entity declarations,
+//     processing instructions and anything that is not a SOAP 1.2 envelope;
+//   - a:InvalidMessageInformationHeader for invalid header values (e.g. a
+//     negative OperationTimeout) or a missing Action on a non-Identify
+//     request;
+//   - s:MustUnderstand for a header in an unknown namespace flagged
+//     s:mustUnderstand="true" (the un-namespaced attribute pywinrm and
+//     masterzen send is tolerated and never faults);
+//   - w:InvalidSelectors for nameless or duplicate selectors.
+//
+// Limits are enforced by a streaming pre-scan before any tree is built.
+func Parse(body []byte, contentType string, lim Limits) (*Envelope, error) {
+	env, f := parse(body, contentType, lim)
+	if f != nil {
+		return nil, f
+	}
+	return env, nil
+}
+
+func parse(body []byte, contentType string, lim Limits) (*Envelope, *Fault) {
+	lim = lim.normalized()
+	if len(body) > lim.MaxBytes {
+		return nil, limitFault(CodeEnvelopeTooLarge, DetailServiceEnvelopeLimit,
+			"The WS-Management service cannot process the request because the envelope exceeds "+
+				strconv.Itoa(lim.MaxBytes)+" bytes. ")
+	}
+	data, f := decodeCharset(body, contentType, lim.MaxBytes)
+	if f != nil {
+		return nil, f
+	}
+	if f := scan(data, lim); f != nil {
+		return nil, f
+	}
+	doc := etree.NewDocument()
+	doc.ReadSettings = etree.ReadSettings{
+		CharsetReader: passThroughCharset,
+		MaxDepth:      lim.MaxDepth,
+	}
+	if err := doc.ReadFromBytes(data); err != nil {
+		// The pre-scan accepts a subset of what etree accepts; this is a
+		// safety net.
+		return nil, schemaFault("the XML is not well-formed: " + err.Error())
+	}
+	return build(doc)
+}
+
+func limitFault(code uint32, detail, msg string) *Fault {
+	f := EncodingLimit(code, msg)
+	f.Detail = detail
+	return f
+}
+
+func schemaFault(why string) *Fault {
+	if len(why) > 256 {
+		why = why[:256] + "..."
+	}
+	return SchemaValidation("The WS-Management service cannot process the request because " + why + " ")
+}
+
+// passThroughCharset lets etree read documents whose XML declaration names a
+// charset; the bytes are UTF-8 by then (decodeCharset).
+func passThroughCharset(_ string, r io.Reader) (io.Reader, error) { return r, nil }
+
+// charsetParam extracts the charset parameter of a Content-Type value,
+// lower-cased, without quotes; "" when absent.
+func charsetParam(contentType string) string {
+	parts := strings.Split(contentType, ";")
+	for _, p := range parts[1:] {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "charset") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		v = strings.Trim(v, `"'`)
+		return strings.ToLower(strings.TrimSpace(v))
+	}
+	return ""
+}
+
+// decodeCharset returns the body as UTF-8 without a byte-order mark. A BOM
+// wins over the charset parameter; without one, "utf-16" means big-endian
+// (RFC 2781) unless the first character shows otherwise.
+func decodeCharset(body []byte, contentType string, maxBytes int) ([]byte, *Fault) {
+	charset := charsetParam(contentType)
+	switch charset {
+	case "", "utf-8", "utf8", "utf-16", "utf-16le", "utf-16be":
+	default:
+		return nil, limitFault(CodeEncodingLimit, DetailCharacterSet,
+			"The WS-Management service cannot process the request because the character set "+
+				strconv.Quote(truncate(charset, 40))+" is not supported; use UTF-8 or UTF-16. ")
+	}
+	var bigEndian, utf16In bool
+	switch {
+	case bytes.HasPrefix(body, []byte{0xEF, 0xBB, 0xBF}):
+		body = body[3:]
+	case bytes.HasPrefix(body, []byte{0xFE, 0xFF}):
+		body, utf16In, bigEndian = body[2:], true, true
+	case bytes.HasPrefix(body, []byte{0xFF, 0xFE}):
+		body, utf16In = body[2:], true
+	case charset == "utf-16be":
+		utf16In, bigEndian = true, true
+	case charset == "utf-16le":
+		utf16In = true
+	case charset == "utf-16":
+		utf16In = true
+		bigEndian = !(len(body) >= 2 && body[0] != 0 && body[1] == 0)
+	}
+	if !utf16In {
+		if !utf8.Valid(body) {
+			return nil, limitFault(CodeEncodingLimit, DetailUnsupportedCharacter,
+				"The WS-Management service cannot process the request because it is not valid UTF-8. ")
+		}
+		return body, nil
+	}
+	out, ok := utf16ToUTF8(body, bigEndian)
+	if !ok {
+		return nil, limitFault(CodeEncodingLimit, DetailUnsupportedCharacter,
+			"The WS-Management service cannot process the request because it is not valid UTF-16. ")
+	}
+	if len(out) > maxBytes {
+		return nil, limitFault(CodeEnvelopeTooLarge, DetailServiceEnvelopeLimit,
+			"The WS-Management service cannot process the request because the envelope exceeds "+
+				strconv.Itoa(maxBytes)+" bytes. ")
+	}
+	return out, nil
+}
+
+// utf16ToUTF8 transcodes, rejecting odd lengths and unpaired surrogates.
+func utf16ToUTF8(b []byte, bigEndian bool) ([]byte, bool) {
+	if len(b)%2 != 0 {
+		return nil, false
+	}
+	out := make([]byte, 0, len(b)/2+len(b)/4)
+	unit := func(i int) rune {
+		if bigEndian {
+			return rune(b[i])<<8 | rune(b[i+1])
+		}
+		return rune(b[i+1])<<8 | rune(b[i])
+	}
+	for i := 0; i < len(b); i += 2 {
+		r := unit(i)
+		if utf16.IsSurrogate(r) {
+			if r >= 0xDC00 || i+3 >= len(b) {
+				return nil, false
+			}
+			r = utf16.DecodeRune(r, unit(i+2))
+			if r == utf8.RuneError {
+				return nil, false
+			}
+			i += 2
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out, true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// isXMLSpace reports whether b is only XML whitespace.
+func isXMLSpace(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
+}
+
+func xmlTrim(s string) string { return strings.Trim(s, " \t\r\n") }
+
+// nsUndo records a namespace binding to restore when its element ends.
+type nsUndo struct {
+	prefix, prev string
+	had          bool
+}
+
+// scan validates data with encoding/xml's strict token stream before any
+// tree is built: limits, no DTD/entity declarations/processing
+// instructions, one root element, matching tags, declared prefixes, no
+// duplicate attributes. Memory use is bounded by the input size.
+func scan(data []byte, lim Limits) *Fault {
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	dec.Strict = true
+	badCharset := ""
+	dec.CharsetReader = func(label string, r io.Reader) (io.Reader, error) {
+		switch strings.ToLower(label) {
+		case "utf-16", "utf-16le", "utf-16be", "utf8", "utf-8":
+			return r, nil // already transcoded to UTF-8
+		}
+		badCharset = label
+		return nil, errors.New("unsupported charset")
+	}
+
+	type attrKey struct{ space, local string }
+	var (
+		stack    []xml.Name
+		marks    []int
+		undo     []nsUndo
+		bindings = map[string]string{}
+		keys     []attrKey
+		elements int
+		first    = true
+		sawRoot  bool
+		rootDone bool
+	)
+	bind := func(prefix, uri string) {
+		prev, had := bindings[prefix]
+		undo = append(undo, nsUndo{prefix, prev, had})
+		bindings[prefix] = uri
+	}
+	resolve := func(prefix string) (string, bool) {
+		if prefix == "xml" {
+			return NsXML, true
+		}
+		uri, ok := bindings[prefix]
+		return uri, ok
+	}
+
+	for {
+		tok, err := dec.RawToken()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if badCharset != "" {
+				return limitFault(CodeEncodingLimit, DetailCharacterSet,
+					"The WS-Management service cannot process the request because the declared encoding "+
+						strconv.Quote(truncate(badCharset, 40))+" is not supported. ")
+			}
+			return schemaFault("the XML is not well-formed: " + err.Error())
+		}
+		isFirst := first
+		first = false
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if rootDone {
+				return schemaFault("the document has more than one root element.")
+			}
+			sawRoot = true
+			if len(stack) >= lim.MaxDepth {
+				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because elements are nested deeper than "+strconv.Itoa(lim.MaxDepth)+" levels. ")
+			}
+			elements++
+			if elements > lim.MaxElements {
+				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because it has more than "+strconv.Itoa(lim.MaxElements)+" elements. ")
+			}
+			if len(t.Attr) > lim.MaxAttrs {
+				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because an element has more than "+strconv.Itoa(lim.MaxAttrs)+" attributes. ")
+			}
+			if f := checkName(t.Name, lim); f != nil {
+				return f
+			}
+			if t.Name.Space == "xmlns" {
+				return schemaFault("an element uses the reserved prefix xmlns.")
+			}
+			marks = append(marks, len(undo))
+			stack = append(stack, t.Name)
+			// Namespace declarations first: they apply to the element's own
+			// name and attributes.
+			for _, a := range t.Attr {
+				if f := checkName(a.Name, lim); f != nil {
+					return f
+				}
+				switch {
+				case a.Name.Space == "xmlns":
+					switch {
+					case a.Name.Local == "xmlns":
+						return schemaFault("the prefix xmlns cannot be declared.")
+					case a.Name.Local == "xml":
+						if a.Value != NsXML {
+							return schemaFault("the prefix xml cannot be rebound.")
+						}
+						continue
+					case a.Value == "":
+						return schemaFault("a namespace prefix is bound to an empty URI.")
+					case a.Value == NsXML || a.Value == "http://www.w3.org/2000/xmlns/":
+						return schemaFault("a reserved namespace is bound to another prefix.")
+					}
+					bind(a.Name.Local, a.Value)
+				case a.Name.Space == "" && a.Name.Local == "xmlns":
+					if a.Value == NsXML || a.Value == "http://www.w3.org/2000/xmlns/" {
+						return schemaFault("a reserved namespace is declared as default.")
+					}
+					bind("", a.Value)
+				}
+			}
+			if t.Name.Space != "" {
+				if _, ok := resolve(t.Name.Space); !ok {
+					return schemaFault("the namespace prefix " + strconv.Quote(t.Name.Space) + " is not declared.")
+				}
+			}
+			keys = keys[:0]
+			for _, a := range t.Attr {
+				k := attrKey{a.Name.Space, a.Name.Local}
+				if a.Name.Space != "" && a.Name.Space != "xmlns" {
+					uri, ok := resolve(a.Name.Space)
+					if !ok {
+						return schemaFault("the namespace prefix " + strconv.Quote(a.Name.Space) + " is not declared.")
+					}
+					k.space = "{" + uri + "}"
+				}
+				for _, o := range keys {
+					if o == k {
+						return schemaFault("an element has a duplicate attribute " + strconv.Quote(a.Name.Local) + ".")
+					}
+				}
+				keys = append(keys, k)
+			}
+		case xml.EndElement:
+			if len(stack) == 0 || stack[len(stack)-1] != t.Name {
+				return schemaFault("the XML is not well-formed: mismatched end tag.")
+			}
+			stack = stack[:len(stack)-1]
+			m := marks[len(marks)-1]
+			marks = marks[:len(marks)-1]
+			for len(undo) > m {
+				u := undo[len(undo)-1]
+				undo = undo[:len(undo)-1]
+				if u.had {
+					bindings[u.prefix] = u.prev
+				} else {
+					delete(bindings, u.prefix)
+				}
+			}
+			if len(stack) == 0 {
+				rootDone = true
+			}
+		case xml.CharData:
+			if len(stack) == 0 && !isXMLSpace(t) {
+				return schemaFault("there is text outside the root element.")
+			}
+		case xml.Comment:
+			// Harmless; kept in the tree and ignored.
+		case xml.ProcInst:
+			if !(isFirst && t.Target == "xml") {
+				return schemaFault("processing instructions are not allowed.")
+			}
+		case xml.Directive:
+			return schemaFault("DTDs and entity declarations are not allowed.")
+		default:
+			return schemaFault("the XML contains an unexpected token.")
+		}
+	}
+	if len(stack) != 0 {
+		return schemaFault("the XML is not well-formed: unexpected end of document.")
+	}
+	if !sawRoot {
+		return schemaFault("the request has no root element.")
+	}
+	return nil
+}
+
+// checkName enforces the name length limit and XML namespace
+// well-formedness (at most one colon, non-empty prefix and local part).
+func checkName(n xml.Name, lim Limits) *Fault {
+	l := len(n.Local)
+	if n.Space != "" {
+		l += len(n.Space) + 1
+	}
+	if l > lim.MaxNameLen {
+		return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because a name is longer than "+strconv.Itoa(lim.MaxNameLen)+" characters. ")
+	}
+	if strings.Contains(n.Local, ":") || n.Local == "" {
+		return schemaFault("a name is not a valid qualified name.")
+	}
+	return nil
+}
+
+// build checks the SOAP structure of a scanned document and extracts the
+// headers.
+func build(doc *etree.Document) (*Envelope, *Fault) {
+	root := doc.Root()
+	if root == nil {
+		return nil, schemaFault("the request has no root element.")
+	}
+	if !Is(root, NsSoap, "Envelope") {
+		if Is(root, nsSoap11, "Envelope") {
+			return nil, schemaFault("SOAP 1.1 envelopes are not supported; use SOAP 1.2.")
+		}
+		return nil, schemaFault("the root element is not a SOAP 1.2 Envelope.")
+	}
+	env := &Envelope{doc: doc}
+	var hdr, body *etree.Element
+	for _, c := range root.ChildElements() {
+		switch {
+		case hdr == nil && body == nil && Is(c, NsSoap, "Header"):
+			hdr = c
+		case body == nil && Is(c, NsSoap, "Body"):
+			body = c
+		default:
+			return nil, schemaFault("the element " + strconv.Quote(truncate(c.FullTag(), 64)) + " is not allowed in the SOAP Envelope.")
+		}
+	}
+	if body == nil {
+		return nil, schemaFault("the SOAP Envelope has no Body.")
+	}
+	env.HeaderElement = hdr
+	if hdr != nil {
+		if f := parseHeader(hdr, &env.Header); f != nil {
+			// Let the fault relate to the request when its id is readable.
+			if id := Child(hdr, NsAddressing, "MessageID"); id != nil {
+				f.RelatesTo = xmlTrim(id.Text())
+			}
+			return nil, f
+		}
+	}
+	if kids := body.ChildElements(); len(kids) > 0 {
+		env.Body = kids[0]
+	}
+	if env.Header.Action == "" {
+		if env.Body != nil && env.Body.Tag == "Identify" {
+			if ns := elemNS(env.Body); ns == NsIdentity || ns == nsIdentityAlt {
+				env.IsIdentify = true
+				return env, nil
+			}
+		}
+		f := InvalidHeader("The WS-Management service cannot process the request because the a:Action header is missing. ")
+		f.RelatesTo = env.Header.MessageID
+		return nil, f
+	}
+	return env, nil
+}
+
+// knownHeaderNS reports whether ns is a namespace whose headers this server
+// recognises; unknown headers in these namespaces are ignored even when
+// flagged mustUnderstand.
+func knownHeaderNS(ns string) bool {
+	switch ns {
+	case NsSoap, NsAddressing, NsWsman, NsWsmanMS, NsTransfer, NsEnumeration,
+		NsEventing, NsShell, NsFault, NsConfig, NsIdentity, NsCimBinding, NsPowerShell:
+		return true
+	}
+	return false
+}
+
+// soapMustUnderstand reports whether e carries s:mustUnderstand="true" (or
+// "1") with the SOAP 1.2 namespace. The un-namespaced attribute some clients
+// send does not count.
+func soapMustUnderstand(e *etree.Element) bool {
+	for i := range e.Attr {
+		a := &e.Attr[i]
+		if a.Key == "mustUnderstand" && a.Space != "" && a.NamespaceURI() == NsSoap {
+			v, _ := ParseBool(a.Value)
+			return v
+		}
+	}
+	return false
+}
+
+// xmlLang returns e's xml:lang attribute.
+func xmlLang(e *etree.Element) string {
+	for _, a := range e.Attr {
+		if a.Space == "xml" && a.Key == "lang" {
+			return xmlTrim(a.Value)
+		}
+	}
+	return ""
+}
+
+// Header singletons, for duplicate detection.
+const (
+	seenAction = 1 << iota
+	seenTo
+	seenMessageID
+	seenResourceURI
+	seenTimeout
+	seenMaxEnv
+)
+
+func parseHeader(hdr *etree.Element, h *Header) *Fault {
+	kids := hdr.ChildElements()
+	// SOAP 1.2: mustUnderstand faults come before any other processing.
+	for _, c := range kids {
+		ns := elemNS(c)
+		if !knownHeaderNS(ns) && soapMustUnderstand(c) {
+			return MustUnderstand("{" + ns + "}" + c.Tag)
+		}
+	}
+	seen := 0
+	once := func(bit int, name string) *Fault {
+		if seen&bit != 0 {
+			return InvalidHeader("The WS-Management service cannot process the request because the " + name + " header appears more than once. ")
+		}
+		seen |= bit
+		return nil
+	}
+	for _, c := range kids {
+		switch elemNS(c) {
+		case NsAddressing:
+			switch c.Tag {
+			case "Action":
+				if f := once(seenAction, "a:Action"); f != nil {
+					return f
+				}
+				h.Action = xmlTrim(c.Text())
+			case "To":
+				if f := once(seenTo, "a:To"); f != nil {
+					return f
+				}
+				h.To = xmlTrim(c.Text())
+			case "MessageID":
+				if f := once(seenMessageID, "a:MessageID"); f != nil {
+					return f
+				}
+				h.MessageID = xmlTrim(c.Text())
+			}
+		case NsWsman:
+			switch c.Tag {
+			case "ResourceURI":
+				if f := once(seenResourceURI, "w:ResourceURI"); f != nil {
+					return f
+				}
+				h.ResourceURI = xmlTrim(c.Text())
+			case "SelectorSet":
+				if f := parseSelectors(c, h); f != nil {
+					return f
+				}
+			case "OptionSet":
+				parseOptions(c, h)
+			case "OperationTimeout":
+				if f := once(seenTimeout, "w:OperationTimeout"); f != nil {
+					return f
+				}
+				d, err := ParseDuration(c.Text())
+				if err != nil || d < 0 {
+					return InvalidHeader("The WS-Management service cannot process the request because the w:OperationTimeout value " +
+						strconv.Quote(truncate(xmlTrim(c.Text()), 64)) + " is not a valid non-negative xs:duration. ")
+				}
+				h.OperationTimeout = d
+			case "MaxEnvelopeSize":
+				if f := once(seenMaxEnv, "w:MaxEnvelopeSize"); f != nil {
+					return f
+				}
+				v := xmlTrim(c.Text())
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil && !errors.Is(err, strconv.ErrRange) {
+					return InvalidHeader("The WS-Management service cannot process the request because the w:MaxEnvelopeSize value " +
+						strconv.Quote(truncate(v, 64)) + " is not a number. ")
+				}
+				if err != nil || n > math.MaxInt32 {
+					n = math.MaxInt32
+				}
+				if n < MinMaxEnvelopeSize {
+					return limitFault(CodeMaxEnvelopeSizeTooSmall, DetailMinimumEnvelopeLimit,
+						"The WS-Management service cannot process the request because w:MaxEnvelopeSize is smaller than "+
+							strconv.Itoa(MinMaxEnvelopeSize)+" bytes. ")
+				}
+				h.MaxEnvelopeSize = int(n)
+			case "Locale":
+				h.Locale = xmlLang(c)
+			}
+		case NsWsmanMS:
+			switch c.Tag {
+			case "DataLocale":
+				h.DataLocale = xmlLang(c)
+			case "SessionId":
+				h.SessionID = xmlTrim(c.Text())
+			}
+		case NsShell:
+			if c.Tag == "CompressionType" {
+				h.CompressionType = xmlTrim(c.Text())
+			}
+		}
+	}
+	return nil
+}
+
+func parseSelectors(set *etree.Element, h *Header) *Fault {
+	for _, s := range Children(set, NsWsman, "Selector") {
+		name := xmlTrim(Attr(s, "Name"))
+		if name == "" {
+			return InvalidSelectors("The WS-Management service cannot process the request because a selector has no Name. ")
+		}
+		if _, dup := h.Selector(name); dup {
+			f := InvalidSelectors("The WS-Management service cannot process the request because the selector " +
+				strconv.Quote(truncate(name, 64)) + " appears more than once. ")
+			f.Detail = DetailDuplicateSelectors
+			return f
+		}
+		if h.Selectors == nil {
+			h.Selectors = make(map[string]string)
+		}
+		h.Selectors[name] = xmlTrim(s.Text())
+	}
+	return nil
+}
+
+// parseOptions records options; nameless ones are ignored and for a repeated
+// name the first wins.
+func parseOptions(set *etree.Element, h *Header) {
+	for _, o := range Children(set, NsWsman, "Option") {
+		name := strings.ToLower(xmlTrim(Attr(o, "Name")))
+		if name == "" {
+			continue
+		}
+		if _, dup := h.Options[name]; dup {
+			continue
+		}
+		mc, _ := ParseBool(Attr(o, "MustComply"))
+		if h.Options == nil {
+			h.Options = make(map[string]Option)
+		}
+		h.Options[name] = Option{Value: xmlTrim(o.Text()), MustComply: mc}
+	}
+}
