@@ -11,7 +11,8 @@
 //	PAM_MAXTRIES                                 -> authn.ErrRateLimited
 //	PAM_ACCT_EXPIRED, PAM_NEW_AUTHTOK_REQD,
 //	PAM_AUTHTOK_EXPIRED                          -> authn.ErrBadCredentials
-//	PAM_PERM_DENIED (pam_access, pam_nologin...) -> authn.ErrNotAuthorized
+//	PAM_PERM_DENIED (pam_access, pam_nologin...),
+//	PAM_AUTH_ERR from pam_acct_mgmt              -> authn.ErrNotAuthorized
 //	anything else                                -> authn.ErrBackend
 //
 // The package needs cgo and libpam (Debian: libpam0g-dev to build). Built
@@ -51,8 +52,11 @@ func CheckService(service string) error {
 			return nil
 		}
 	}
-	if _, err := os.Stat("/etc/pam.conf"); err == nil {
-		return nil // single-file configuration: cannot tell cheaply; trust it
+	// Linux-PAM reads /etc/pam.conf only when /etc/pam.d does not exist.
+	if _, err := os.Stat("/etc/pam.d"); os.IsNotExist(err) {
+		if _, err := os.Stat("/etc/pam.conf"); err == nil {
+			return nil // single-file configuration: cannot tell cheaply; trust it
+		}
 	}
 	return fmt.Errorf("%w: PAM service %q is not configured (no file in %s)", authn.ErrBackend, service, strings.Join(configDirs, ", "))
 }

@@ -101,6 +101,10 @@ func mapErr(stage string, err error) error {
 	switch pe {
 	case gopam.ErrAuth, gopam.ErrCredInsufficient:
 		kind = authn.ErrBadCredentials
+		if stage == "account" {
+			// The password was right; the account stack refused.
+			kind = authn.ErrNotAuthorized
+		}
 	case gopam.ErrUserUnknown:
 		kind = authn.ErrUnknownAccount
 	case gopam.ErrMaxtries:

@@ -123,3 +123,10 @@ func AddPAMService(t testing.TB, content string) string {
 const UnixService = `auth     required pam_unix.so nodelay
 account  required pam_unix.so
 `
+
+// Run runs a command (a shadow tool such as usermod) and fails t if it
+// fails.
+func Run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	run(t, "", name, args...)
+}
