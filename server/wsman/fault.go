@@ -308,8 +308,12 @@ func FaultEnvelope(f *Fault, relatesTo, machine string) []byte {
 	if f.NotUnderstood != "" {
 		uri, local, _ := strings.Cut(strings.TrimPrefix(f.NotUnderstood, "{"), "}")
 		nu := r.header.CreateElement("s:NotUnderstood")
-		nu.CreateAttr("qname", "nu:"+local)
-		nu.CreateAttr("xmlns:nu", uri)
+		if uri == "" {
+			nu.CreateAttr("qname", local) // no namespace: unprefixed
+		} else {
+			nu.CreateAttr("qname", "nu:"+local)
+			nu.CreateAttr("xmlns:nu", uri)
+		}
 	}
 
 	fault := r.body.CreateElement("s:Fault")

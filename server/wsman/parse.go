@@ -117,7 +117,7 @@ func parse(body []byte, contentType string, lim Limits) (*Envelope, *Fault) {
 	if f := scan(data, lim); f != nil {
 		return nil, f
 	}
-	doc := etree.NewDocument()
+	doc := newDocument() // canonical write settings: re-serialises faithfully
 	doc.ReadSettings = etree.ReadSettings{
 		CharsetReader: passThroughCharset,
 		MaxDepth:      lim.MaxDepth,

@@ -429,6 +429,7 @@ func parseCases() []parseCase {
 		bad("s:mustUnderstand true on unknown header", withStd(`<z:Foo xmlns:z="urn:unknown" s:mustUnderstand="true">x</z:Foo>`, receive), "s:MustUnderstand", CodeMustUnderstand),
 		bad("s:mustUnderstand 1 on unknown header", withStd(`<z:Foo xmlns:z="urn:unknown" s:mustUnderstand="1">x</z:Foo>`, receive), "s:MustUnderstand", CodeMustUnderstand),
 		bad("soap ns under another prefix", withStd(`<z:Foo xmlns:z="urn:unknown" xmlns:soap="`+NsSoap+`" soap:mustUnderstand="true"/>`, receive), "s:MustUnderstand", CodeMustUnderstand),
+		bad("no-namespace header mustUnderstand", withStd(`<Foo s:mustUnderstand="true"/>`, receive), "s:MustUnderstand", CodeMustUnderstand),
 		bad("unprefixed unknown header mustUnderstand", withStd(`<Foo xmlns="urn:unknown" s:mustUnderstand="true"/>`, receive), "s:MustUnderstand", CodeMustUnderstand),
 	}
 

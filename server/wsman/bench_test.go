@@ -1,0 +1,44 @@
+package wsman
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+)
+
+func BenchmarkParseReceive(b *testing.B) {
+	for _, name := range []string{"pywinrm_receive.xml", "pypsrp_receive_psrp.xml", "masterzen_receive.xml"} {
+		data := readFixture(b, name)
+		b.Run(strings.TrimSuffix(name, ".xml"), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Parse(data, ctUTF8, DefaultLimits()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkResponse builds a ReceiveResponse carrying 48 KiB of output, the
+// shape of a busy command's Receive.
+func BenchmarkResponse(b *testing.B) {
+	const cid = "CF84C20A-0A35-43FA-AF78-0B4711DA5F30"
+	payload := base64.StdEncoding.EncodeToString(make([]byte, 48<<10))
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		r := NewResponse(ActionReceive+ResponseSuffix, "uuid:0b2d8f6a-1c3e-4a5b-9d7f-2e4c6a8b0d1f")
+		rr := r.Body().CreateElement("rsp:ReceiveResponse")
+		s := rr.CreateElement("rsp:Stream")
+		s.CreateAttr("Name", "stdout")
+		s.CreateAttr("CommandId", cid)
+		s.SetText(payload)
+		cs := rr.CreateElement("rsp:CommandState")
+		cs.CreateAttr("CommandId", cid)
+		cs.CreateAttr("State", StateRunning)
+		n = len(r.Bytes())
+	}
+	b.SetBytes(int64(n))
+}
