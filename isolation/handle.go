@@ -1,0 +1,688 @@
+package isolation
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// writeStall bounds one frame write to the worker. The worker's reader never
+// blocks, so a worker that stops reading for this long is broken or hostile.
+const writeStall = 30 * time.Second
+
+// process is the daemon's view of the worker process (faked in tests).
+type process interface {
+	Kill() error             // SIGKILL; harmless once it is gone
+	Exited() <-chan struct{} // closed once it is reaped
+	State() string           // how it ended, after Exited
+}
+
+type cmdState uint8
+
+const (
+	cmdStarting  cmdState = iota // Start sent, no answer yet
+	cmdRunning                   // Started received
+	cmdExited                    // Exit received
+	cmdReleasing                 // Release sent, Released not yet received
+)
+
+// dcmd is the daemon's bookkeeping of one command. Every frame the worker
+// sends about it is checked against this state.
+type dcmd struct {
+	state       cmdState
+	expectStart bool // releasing a command whose Started/StartErr is still due
+	pid         int
+	window      int // output bytes delivered but not yet Consumed
+	started     chan error
+	gone        chan struct{} // closed on Release (and StartErr)
+	stdinSem    chan struct{} // one Stdin caller at a time
+	stdinOut    bool          // a Stdin frame awaits its StdinAck
+	ackCh       chan bool
+	eofSent     bool
+}
+
+// workerHandle is the daemon's Worker: one reader goroutine checks and
+// demultiplexes the worker's frames; a pump goroutine delivers events so
+// that a slow Events consumer never stalls acknowledgements.
+type workerHandle struct {
+	log  *zap.Logger
+	pid  int
+	uid  uint32
+	conn *net.UnixConn
+	r    io.Reader
+	proc process
+	cg   *shellCgroup
+	// killSession: without a cgroup the shell's processes are found by the
+	// worker's session id.
+	killSession bool
+	stderr      *os.File      // read end of the worker's stderr, or nil
+	stderrDone  chan struct{} // closed when the stderr logger ends
+
+	wmu sync.Mutex
+
+	mu      sync.Mutex
+	qcond   *sync.Cond
+	cmds    map[string]*dcmd
+	q       []Event
+	ended   bool // the reader has finished: the worker is gone
+	closing bool // Close was called
+	stopped bool // the pump must stop
+	err     error
+
+	events   chan Event
+	done     chan struct{} // closed when the reader has finished
+	stopPump chan struct{}
+	pumpDone chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+
+	keepOrphans bool // tests: do not clean up after an unexpected end
+}
+
+var _ Worker = (*workerHandle)(nil)
+
+// ErrProtocol marks a worker that broke the protocol; it is treated as hostile.
+var ErrProtocol = errors.New("worker protocol violation")
+
+// ErrWorkingDir means the shell's working directory could not be entered.
+var ErrWorkingDir = errors.New("working directory not usable")
+
+func newWorkerHandle(log *zap.Logger, pid int, uid uint32, conn *net.UnixConn, r io.Reader, proc process, cg *shellCgroup) *workerHandle {
+	h := &workerHandle{
+		log: log, pid: pid, uid: uid, conn: conn, r: r, proc: proc, cg: cg,
+		cmds:     map[string]*dcmd{},
+		events:   make(chan Event, 64),
+		done:     make(chan struct{}),
+		stopPump: make(chan struct{}),
+		pumpDone: make(chan struct{}),
+	}
+	h.qcond = sync.NewCond(&h.mu)
+	return h
+}
+
+func (h *workerHandle) run() {
+	go h.readLoop()
+	go h.pump()
+}
+
+func (h *workerHandle) Pid() int             { return h.pid }
+func (h *workerHandle) Events() <-chan Event { return h.events }
+
+func (h *workerHandle) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// goneErr is what calls return once the worker is gone.
+func (h *workerHandle) goneErr() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return h.err
+	}
+	return ErrWorkerGone
+}
+
+func (h *workerHandle) aliveLocked() error {
+	if h.ended || h.closing {
+		if h.err != nil {
+			return h.err
+		}
+		return ErrWorkerGone
+	}
+	return nil
+}
+
+// send writes one frame.
+func (h *workerHandle) send(m msg) error {
+	b, err := appendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	_ = h.conn.SetWriteDeadline(time.Now().Add(writeStall))
+	if _, err := h.conn.Write(b); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			h.hostile(errors.New("the worker stopped reading its socket"))
+		}
+		if gone := h.goneErr(); gone != ErrWorkerGone {
+			return gone
+		}
+		return fmt.Errorf("%w: %v", ErrWorkerGone, err)
+	}
+	return nil
+}
+
+// hostile ends the worker after a protocol violation.
+func (h *workerHandle) hostile(err error) {
+	h.log.Error("worker broke the protocol; killing it", zap.Error(err))
+	_ = h.proc.Kill()
+	_ = h.conn.Close()
+}
+
+func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
+	m := msgStart{ID: spec.ID, Line: spec.Line, Argv: spec.Argv}
+	if err := checkOutgoing(m); err != nil {
+		return fmt.Errorf("isolation: command %q: %w", spec.ID, err)
+	}
+	c := &dcmd{
+		state:    cmdStarting,
+		started:  make(chan error, 1),
+		gone:     make(chan struct{}),
+		stdinSem: make(chan struct{}, 1),
+		ackCh:    make(chan bool, 1),
+	}
+	h.mu.Lock()
+	if err := h.aliveLocked(); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if _, dup := h.cmds[spec.ID]; dup {
+		h.mu.Unlock()
+		return fmt.Errorf("isolation: command id %q is in use", spec.ID)
+	}
+	h.cmds[spec.ID] = c
+	h.mu.Unlock()
+
+	if err := h.send(m); err != nil {
+		return err
+	}
+	select {
+	case err := <-c.started:
+		return err
+	case <-h.done:
+		return h.goneErr()
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	if c.state == cmdStarting {
+		// Forget it; the worker kills it if it started after all.
+		c.state, c.expectStart = cmdReleasing, true
+		close(c.gone)
+		h.mu.Unlock()
+		_ = h.send(msgRelease{ID: spec.ID})
+		return ctx.Err()
+	}
+	h.mu.Unlock()
+	select { // the answer crossed the cancellation
+	case err := <-c.started:
+		return err
+	case <-h.done:
+		return h.goneErr()
+	}
+}
+
+// lookup returns a command the caller may act on.
+func (h *workerHandle) lookupLocked(id string) (*dcmd, error) {
+	if err := h.aliveLocked(); err != nil {
+		return nil, err
+	}
+	c := h.cmds[id]
+	if c == nil || c.state == cmdReleasing || c.state == cmdStarting {
+		return nil, fmt.Errorf("%w %q", ErrUnknown, id)
+	}
+	return c, nil
+}
+
+func (h *workerHandle) Stdin(ctx context.Context, id string, data []byte, eof bool) error {
+	h.mu.Lock()
+	c, err := h.lookupLocked(id)
+	if err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if c.state == cmdExited || c.eofSent || (len(data) == 0 && !eof) {
+		h.mu.Unlock()
+		return nil // nothing to deliver, or nobody to deliver it to
+	}
+	h.mu.Unlock()
+
+	select {
+	case c.stdinSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.gone:
+		return fmt.Errorf("%w %q", ErrUnknown, id)
+	case <-h.done:
+		return h.goneErr()
+	}
+	defer func() { <-c.stdinSem }()
+
+	for {
+		n := min(len(data), maxStdinChunk)
+		chunk := data[:n]
+		data = data[n:]
+		last := len(data) == 0
+		if err := h.waitAck(ctx, id, c); err != nil { // a cancelled caller's frame
+			return err
+		}
+		h.mu.Lock()
+		if c.state == cmdReleasing {
+			h.mu.Unlock()
+			return fmt.Errorf("%w %q", ErrUnknown, id)
+		}
+		if c.state == cmdExited || c.eofSent {
+			h.mu.Unlock()
+			return nil
+		}
+		c.stdinOut = true
+		select { // drop a stale acknowledgement
+		case <-c.ackCh:
+		default:
+		}
+		if last && eof {
+			c.eofSent = true
+		}
+		h.mu.Unlock()
+		if err := h.send(msgStdin{ID: id, EOF: last && eof, Data: chunk}); err != nil {
+			return err
+		}
+		if err := h.waitAck(ctx, id, c); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+func (h *workerHandle) waitAck(ctx context.Context, id string, c *dcmd) error {
+	h.mu.Lock()
+	out := c.stdinOut
+	h.mu.Unlock()
+	if !out {
+		return nil
+	}
+	select {
+	case <-c.ackCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.gone:
+		return fmt.Errorf("%w %q", ErrUnknown, id)
+	case <-h.done:
+		return h.goneErr()
+	}
+}
+
+func (h *workerHandle) Signal(id string, sig Signal) error {
+	if sig < SignalInterrupt || sig > SignalTerminate {
+		return fmt.Errorf("isolation: unknown signal %d", sig)
+	}
+	h.mu.Lock()
+	_, err := h.lookupLocked(id)
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return h.send(msgSignal{ID: id, Sig: sig})
+}
+
+func (h *workerHandle) Consumed(id string, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	h.mu.Lock()
+	c, err := h.lookupLocked(id)
+	if err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if n > c.window {
+		h.mu.Unlock()
+		return fmt.Errorf("isolation: Consumed(%d) for %q exceeds the %d bytes delivered", n, id, c.window)
+	}
+	c.window -= n
+	running := c.state == cmdRunning
+	h.mu.Unlock()
+	if !running {
+		return nil // the worker sends nothing more; no window needed
+	}
+	return h.send(msgCredit{ID: id, N: uint32(n)})
+}
+
+func (h *workerHandle) Release(id string) error {
+	h.mu.Lock()
+	c, err := h.lookupLocked(id)
+	if err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	c.state = cmdReleasing
+	close(c.gone)
+	h.mu.Unlock()
+	return h.send(msgRelease{ID: id})
+}
+
+// commandPid is the pid the worker reported for a command (tests).
+func (h *workerHandle) commandPid(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.cmds[id]; c != nil {
+		return c.pid
+	}
+	return 0
+}
+
+// --- reading ---
+
+func (h *workerHandle) readLoop() {
+	var (
+		buf []byte
+		err error
+		typ byte
+		p   []byte
+	)
+	for {
+		typ, p, buf, err = readFrame(h.r, buf)
+		if err != nil {
+			if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameEmpty) {
+				err = fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			break
+		}
+		var m msg
+		if m, err = decodeWorkerToDaemon(typ, p); err != nil {
+			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+			break
+		}
+		if err = h.apply(m); err != nil {
+			break
+		}
+	}
+	h.end(err)
+}
+
+var errFatal = errors.New("worker reported a fatal error")
+
+// apply checks one frame against the commands' state and records it.
+func (h *workerHandle) apply(m msg) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	violation := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+	}
+	switch m := m.(type) {
+	case msgStarted:
+		c := h.cmds[m.ID]
+		switch {
+		case c != nil && c.state == cmdStarting:
+			c.state, c.pid = cmdRunning, int(m.Pid)
+			c.started <- nil
+		case c != nil && c.state == cmdReleasing && c.expectStart:
+			c.expectStart = false
+		default:
+			return violation("Started for %q", m.ID)
+		}
+	case msgStartErr:
+		c := h.cmds[m.ID]
+		switch {
+		case c != nil && c.state == cmdStarting:
+			delete(h.cmds, m.ID)
+			close(c.gone)
+			c.started <- fmt.Errorf("%w: %s", ErrStartFailed, m.Msg)
+		case c != nil && c.state == cmdReleasing && c.expectStart:
+			c.expectStart = false
+		default:
+			return violation("StartErr for %q", m.ID)
+		}
+	case msgStdinAck:
+		c := h.cmds[m.ID]
+		if c == nil || !c.stdinOut {
+			return violation("StdinAck for %q without a pending Stdin", m.ID)
+		}
+		c.stdinOut = false
+		select {
+		case c.ackCh <- m.Dropped:
+		default:
+		}
+	case msgOutput:
+		c := h.cmds[m.ID]
+		switch {
+		case c != nil && c.state == cmdRunning:
+			c.window += len(m.Data)
+			if c.window > OutputWindow {
+				return violation("output of %q beyond the window (%d bytes unacknowledged)", m.ID, c.window)
+			}
+			h.pushLocked(Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data})
+		case c != nil && c.state == cmdReleasing && !c.expectStart:
+			// sent before the worker saw Release: dropped
+		default:
+			return violation("Output for %q", m.ID)
+		}
+	case msgExit:
+		c := h.cmds[m.ID]
+		switch {
+		case c != nil && c.state == cmdRunning:
+			c.state = cmdExited
+			h.pushLocked(Event{Kind: EventExit, CommandID: m.ID, ExitCode: m.Code})
+		case c != nil && c.state == cmdReleasing && !c.expectStart:
+		default:
+			return violation("Exit for %q", m.ID)
+		}
+	case msgReleased:
+		c := h.cmds[m.ID]
+		if c == nil || c.state != cmdReleasing || c.expectStart {
+			return violation("Released for %q", m.ID)
+		}
+		delete(h.cmds, m.ID)
+	case msgFatal:
+		return fmt.Errorf("%w: %q", errFatal, m.Msg)
+	default:
+		return violation("frame 0x%02x after Setup", m.frameType())
+	}
+	return nil
+}
+
+// pushLocked queues an event, merging output into the previous event of the
+// same command and stream while it is still queued, so a worker sending many
+// tiny chunks cannot multiply the queue's overhead.
+func (h *workerHandle) pushLocked(ev Event) {
+	if n := len(h.q); n > 0 && ev.Kind == EventOutput {
+		last := &h.q[n-1]
+		if last.Kind == EventOutput && last.CommandID == ev.CommandID && last.Stream == ev.Stream &&
+			len(last.Data)+len(ev.Data) <= maxOutChunk {
+			last.Data = append(last.Data, ev.Data...)
+			return
+		}
+	}
+	h.q = append(h.q, ev)
+	h.qcond.Signal()
+}
+
+// pump delivers queued events until the worker is gone and the queue is
+// drained, or Close stops it; then it closes Events.
+func (h *workerHandle) pump() {
+	defer close(h.pumpDone)
+	defer close(h.events)
+	for {
+		h.mu.Lock()
+		for len(h.q) == 0 && !h.ended && !h.stopped {
+			h.qcond.Wait()
+		}
+		if h.stopped || len(h.q) == 0 {
+			h.mu.Unlock()
+			return
+		}
+		ev := h.q[0]
+		h.q[0] = Event{}
+		h.q = h.q[1:]
+		h.mu.Unlock()
+		select {
+		case h.events <- ev:
+		case <-h.stopPump:
+			return
+		}
+	}
+}
+
+// end runs when the reader stops: the socket closed or the worker broke the
+// protocol. The worker is killed and reaped; after an unexpected end every
+// process of the shell is killed too (nothing can control them any more).
+func (h *workerHandle) end(readErr error) {
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+
+	var err error
+	switch {
+	case closing:
+	case errors.Is(readErr, ErrProtocol):
+		h.hostile(readErr)
+		err = fmt.Errorf("%w: %w", ErrWorkerGone, readErr)
+	case errors.Is(readErr, errFatal):
+		h.log.Error("worker failed", zap.Error(readErr))
+		err = fmt.Errorf("%w: %w", ErrWorkerGone, readErr)
+	}
+	if !closing && err == nil {
+		// The socket closed: the worker died or is about to.
+		select {
+		case <-h.proc.Exited():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	_ = h.proc.Kill()
+	select {
+	case <-h.proc.Exited():
+	case <-time.After(5 * time.Second):
+		h.log.Error("worker did not exit after SIGKILL")
+	}
+	if !closing && err == nil {
+		err = fmt.Errorf("%w (%s)", ErrWorkerGone, h.proc.State())
+		h.log.Warn("worker ended", zap.Error(err))
+	}
+	if !closing && !h.keepOrphans {
+		if err := h.killShell(); err != nil {
+			h.log.Error("killing the shell's processes", zap.Error(err))
+		}
+	}
+	_ = h.conn.Close()
+
+	h.mu.Lock()
+	h.ended = true
+	if !h.closing {
+		h.err = err
+	}
+	for _, c := range h.cmds {
+		if c.state == cmdStarting {
+			c.state = cmdReleasing
+		}
+	}
+	h.qcond.Broadcast()
+	h.mu.Unlock()
+	close(h.done)
+}
+
+// killShell kills every process of the shell: the whole cgroup, or, without
+// one, every process of the account in the worker's session.
+func (h *workerHandle) killShell() error {
+	if h.cg != nil {
+		return h.cg.kill(10 * time.Second)
+	}
+	if h.killSession {
+		killSession(h.pid, h.uid, -1)
+	}
+	return nil
+}
+
+// Close kills every process of the shell, reaps the worker and stops every
+// goroutine of the handle. Idempotent.
+func (h *workerHandle) Close() error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closing = true
+		h.mu.Unlock()
+		var errs []error
+		if err := h.killShell(); err != nil {
+			errs = append(errs, err)
+		}
+		_ = h.proc.Kill()
+		select {
+		case <-h.proc.Exited():
+		case <-time.After(5 * time.Second):
+			errs = append(errs, errors.New("isolation: worker did not exit after SIGKILL"))
+		}
+		_ = h.conn.Close()
+		<-h.done
+
+		h.mu.Lock()
+		h.stopped = true
+		h.qcond.Broadcast()
+		h.mu.Unlock()
+		close(h.stopPump)
+		<-h.pumpDone
+
+		if h.stderr != nil {
+			select {
+			case <-h.stderrDone:
+			case <-time.After(time.Second):
+				h.stderr.Close()
+				<-h.stderrDone
+			}
+		}
+		if h.cg != nil {
+			// Anything forked between the kill and the worker's death.
+			if err := h.cg.kill(5 * time.Second); err != nil {
+				errs = append(errs, err)
+			}
+			if err := h.cg.remove(); err != nil {
+				errs = append(errs, err)
+			}
+		} else if h.killSession {
+			killSession(h.pid, h.uid, -1)
+		}
+		h.closeErr = errors.Join(errs...)
+		if h.closeErr != nil {
+			h.log.Warn("closing worker", zap.Error(h.closeErr))
+		}
+	})
+	return h.closeErr
+}
+
+// logStderr copies the worker's stderr into the log, bounded: it is text a
+// user-owned process wrote, so each line is a field value, cut at 1 KiB,
+// and at most 64 KiB are logged per worker.
+func (h *workerHandle) logStderr() {
+	defer close(h.stderrDone)
+	defer h.stderr.Close()
+	sc := bufio.NewScanner(h.stderr)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	budget := 64 << 10
+	for sc.Scan() {
+		line := sc.Text()
+		if budget <= 0 {
+			continue
+		}
+		if len(line) > 1024 {
+			line = line[:1024]
+		}
+		budget -= len(line)
+		h.log.Warn("worker stderr", zap.String("line", line))
+		if budget <= 0 {
+			h.log.Warn("worker stderr: further output not logged")
+		}
+	}
+	_, _ = io.Copy(io.Discard, h.stderr)
+}
+
+// checkOutgoing makes sure the worker will accept what we send: the message
+// is encoded and decoded with the worker's own decoder.
+func checkOutgoing(m msg) error {
+	b, err := appendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	_, err = decodeDaemonToWorker(b[4], b[frameHeader:])
+	return err
+}

@@ -1,0 +1,631 @@
+package isolation
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/winrmd/winrmd/authn"
+)
+
+// SpawnerOptions configure NewSpawner.
+type SpawnerOptions struct {
+	// Exe is the binary re-executed as `Exe worker`; "" means /proc/self/exe.
+	Exe string
+	// Lab runs every worker as the daemon's own user, with no credential
+	// change (unprivileged lab mode). The request's Account is then only
+	// used for logs.
+	Lab bool
+	// AllowRoot permits workers running as uid 0.
+	AllowRoot bool
+	// CgroupRoot: "" autodetects (cgroup v2 with memory/pids delegated, else
+	// v1 memory and pids); "off" disables cgroups; any other value is a
+	// cgroup v2 directory, delegated to the daemon, under which per-shell
+	// groups are created.
+	CgroupRoot string
+	// Logger may be nil.
+	Logger *zap.Logger
+	// HandshakeTimeout bounds the worker's Hello and Setup answers; 0 means 15s.
+	HandshakeTimeout time.Duration
+}
+
+// Default PATH of workers (Debian's login.defs ENV_PATH and ENV_SUPATH).
+const (
+	defaultPath     = "/usr/local/bin:/usr/bin:/bin"
+	defaultRootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// procSpawner is the Spawner: privileged (root, switching to each account)
+// or lab (the daemon's own user).
+type procSpawner struct {
+	opts SpawnerOptions
+	exe  string
+	log  *zap.Logger
+	cg   *cgroupSystem
+	lab  authn.Account // the daemon's own account, in lab mode
+}
+
+var _ Spawner = (*procSpawner)(nil)
+
+// NewSpawner makes the spawner. Without Lab the daemon must be root.
+func NewSpawner(opts SpawnerOptions) (Spawner, error) {
+	return newProcSpawner(opts)
+}
+
+func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
+	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger}
+	if s.exe == "" {
+		s.exe = "/proc/self/exe"
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.opts.HandshakeTimeout <= 0 {
+		s.opts.HandshakeTimeout = 15 * time.Second
+	}
+	if !opts.Lab && os.Geteuid() != 0 {
+		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
+	}
+	if opts.Lab {
+		acct, err := selfAccount()
+		if err != nil {
+			return nil, fmt.Errorf("isolation: lab mode: %w", err)
+		}
+		if acct.UID == 0 && !opts.AllowRoot {
+			return nil, fmt.Errorf("isolation: lab mode as root: %w", authn.ErrRootRefused)
+		}
+		s.lab = acct
+	}
+	cg, notes, err := detectCgroups(opts.CgroupRoot)
+	if err != nil {
+		return nil, err
+	}
+	s.cg = cg
+	for _, n := range notes {
+		s.log.Info("cgroup detection", zap.String("note", n))
+	}
+	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
+	if cg.mode == cgroupNone {
+		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
+			"process limits fall back to RLIMIT_NPROC, which counts all of the user's processes on the host, not the shell's; "+
+			"memory limits are not enforced", fields...)
+	} else {
+		s.log.Info("isolation ready", fields...)
+	}
+	return s, nil
+}
+
+// cgroupMode reports how shells are confined (tests and diagnostics).
+func (s *procSpawner) cgroupMode() cgroupMode { return s.cg.mode }
+
+// selfAccount describes the daemon's own user.
+func selfAccount() (authn.Account, error) {
+	a := authn.Account{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
+	gs, err := unix.Getgroups()
+	if err != nil {
+		return a, err
+	}
+	for _, g := range gs {
+		a.Groups = append(a.Groups, uint32(g))
+	}
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil {
+		a.Username, a.Home = u.Username, u.HomeDir
+	} else {
+		a.Username = "uid" + strconv.Itoa(os.Getuid())
+	}
+	if sh := passwdShell(a.UID); sh != "" {
+		a.Shell = sh
+	}
+	return a, nil
+}
+
+// passwdShell reads the login shell of uid from /etc/passwd ("" if absent).
+func passwdShell(uid uint32) string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), ":")
+		if len(p) == 7 && p[2] == strconv.FormatUint(uint64(uid), 10) {
+			return p[6]
+		}
+	}
+	return ""
+}
+
+// buildEnv is the worker's complete environment: the account's clean
+// variables, LANG, then the shell's own Environment.
+func buildEnv(a authn.Account, extra map[string]string) ([]envVar, error) {
+	path := defaultPath
+	if a.UID == 0 {
+		path = defaultRootPath
+	}
+	home := a.Home
+	if home == "" {
+		home = "/"
+	}
+	shell := a.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	env := map[string]string{
+		"HOME": home, "USER": a.Username, "LOGNAME": a.Username, "SHELL": shell, "PATH": path,
+	}
+	for k, v := range extra {
+		if !validEnvKey(k) || strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
+			return nil, fmt.Errorf("isolation: invalid environment variable %q", k)
+		}
+		env[k] = v
+	}
+	if _, ok := env["LANG"]; !ok {
+		env["LANG"] = "C.UTF-8"
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]envVar, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, envVar{Key: k, Value: env[k]})
+	}
+	return out, nil
+}
+
+func limitValue(v int) int {
+	if v <= 0 || v >= 2147483647 { // configs.Unlimited
+		return 0
+	}
+	return v
+}
+
+// Spawn starts the worker of one shell and returns once it runs as the
+// account, inside its cgroup.
+func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, error) {
+	acct := req.Account
+	if s.opts.Lab {
+		acct = s.lab
+	}
+	log := s.log.With(zap.String("shell_id", req.ShellID), zap.String("user", acct.Username))
+	if acct.Username == "" {
+		return nil, errors.New("isolation: refusing an account without a name")
+	}
+	if acct.UID == 0 && !s.opts.AllowRoot {
+		return nil, fmt.Errorf("isolation: %w", authn.ErrRootRefused)
+	}
+	env, err := buildEnv(acct, req.Env)
+	if err != nil {
+		return nil, err
+	}
+	memMB, maxProcs := limitValue(req.Limits.MemoryMB), limitValue(req.Limits.MaxProcesses)
+	setup := msgSetup{
+		UID: acct.UID, GID: acct.GID, Groups: acct.Groups,
+		User: acct.Username, Home: acct.Home, Shell: acct.Shell, Dir: req.Dir,
+		Env: env, MemoryMB: uint64(memMB), MaxProcs: uint32(maxProcs),
+		ParentPid: uint32(os.Getpid()), ShellIDLog: truncate(req.ShellID, maxIDLen),
+	}
+	if s.opts.Lab {
+		setup.Flags |= setupLab
+	}
+	if s.opts.AllowRoot {
+		setup.Flags |= setupAllowRoot
+	}
+	if maxProcs > 0 && !s.cg.pids {
+		setup.Flags |= setupNprocLimit
+		log.Warn("no pids cgroup: limiting processes with RLIMIT_NPROC, which counts all of the user's processes on the host")
+	}
+	if memMB > 0 && !s.cg.memory {
+		log.Warn("no memory cgroup: the shell's memory limit is not enforced")
+	}
+	if err := checkOutgoing(setup); err != nil {
+		return nil, fmt.Errorf("isolation: shell setup: %w", err)
+	}
+
+	cg, err := s.cg.create(req.ShellID, memMB)
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.start(ctx, log, acct, setup, cg, maxProcs)
+	if err != nil {
+		if cg != nil {
+			_ = cg.kill(5 * time.Second)
+			_ = cg.remove()
+		}
+		log.Warn("worker spawn failed", zap.Error(err))
+		return nil, err
+	}
+	return w, nil
+}
+
+// osProcess is the real worker process; one goroutine reaps it.
+type osProcess struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	mu     sync.Mutex
+	state  string
+}
+
+func (p *osProcess) Kill() error             { return p.cmd.Process.Kill() }
+func (p *osProcess) Exited() <-chan struct{} { return p.exited }
+func (p *osProcess) State() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+func (p *osProcess) wait() {
+	err := p.cmd.Wait()
+	st := "exited"
+	if p.cmd.ProcessState != nil {
+		st = p.cmd.ProcessState.String()
+	} else if err != nil {
+		st = err.Error()
+	}
+	p.mu.Lock()
+	p.state = st
+	p.mu.Unlock()
+	close(p.exited)
+}
+
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int) (_ *workerHandle, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("isolation: socketpair: %w", err)
+	}
+	// The kernel attaches the sender's pid/uid/gid to what we receive, so
+	// the worker's answers carry the kernel's word on who sent them.
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("isolation: SO_PASSCRED: %w", err)
+	}
+	parentF := os.NewFile(uintptr(fds[0]), "winrmd-daemon-socket")
+	childF := os.NewFile(uintptr(fds[1]), "winrmd-worker-socket")
+	fc, err := net.FileConn(parentF)
+	parentF.Close()
+	if err != nil {
+		childF.Close()
+		return nil, fmt.Errorf("isolation: socket: %w", err)
+	}
+	conn := fc.(*net.UnixConn)
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		conn.Close()
+		childF.Close()
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:       s.exe,
+		Args:       []string{"winrmd", "worker"},
+		Env:        []string{}, // clean: the worker's environment comes in Setup
+		Dir:        "/",
+		ExtraFiles: []*os.File{childF}, // fd 3
+		Stderr:     stderrW,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid:    true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	err = onSpawnThread(cmd.Start)
+	childF.Close()
+	stderrW.Close()
+	if err != nil {
+		conn.Close()
+		stderrR.Close()
+		return nil, fmt.Errorf("isolation: starting the worker: %w", err)
+	}
+	pid := cmd.Process.Pid
+	proc := &osProcess{cmd: cmd, exited: make(chan struct{})}
+	go proc.wait()
+	log = log.With(zap.Int("pid", pid))
+
+	h := newWorkerHandle(log, pid, acct.UID, conn, nil, proc, cg)
+	h.killSession = cg == nil
+	h.stderr, h.stderrDone = stderrR, make(chan struct{})
+	go h.logStderr()
+	defer func() {
+		if err != nil {
+			_ = proc.Kill()
+			select {
+			case <-proc.exited:
+			case <-time.After(5 * time.Second):
+			}
+			if cg == nil {
+				killSession(pid, acct.UID, -1)
+			}
+			conn.Close()
+			select {
+			case <-h.stderrDone:
+			case <-time.After(time.Second):
+				stderrR.Close()
+			}
+		}
+	}()
+
+	// Into the cgroup before the worker learns whom to become.
+	if err := cg.add(pid); err != nil {
+		return nil, err
+	}
+
+	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	defer cancel()
+	stop := context.AfterFunc(hctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	fail := func(err error) error {
+		if hctx.Err() != nil {
+			return fmt.Errorf("isolation: worker handshake: %w (%v)", hctx.Err(), err)
+		}
+		return err
+	}
+
+	typ, p, cred, err := readFrameCred(conn)
+	if err != nil {
+		return nil, fail(fmt.Errorf("isolation: waiting for the worker's Hello: %w", err))
+	}
+	if typ != tHello {
+		return nil, fmt.Errorf("isolation: %w: expected Hello, got frame 0x%02x", ErrProtocol, typ)
+	}
+	m, err := decodeWorkerToDaemon(typ, p)
+	if err != nil {
+		return nil, fmt.Errorf("isolation: %w: %w", ErrProtocol, err)
+	}
+	hello := m.(msgHello)
+	if hello.Version != protoVersion {
+		return nil, fmt.Errorf("isolation: worker speaks protocol %d, want %d", hello.Version, protoVersion)
+	}
+	if int(hello.Pid) != pid || int(cred.Pid) != pid || cred.Uid != uint32(os.Getuid()) {
+		return nil, fmt.Errorf("isolation: %w: Hello from pid %d (kernel says pid %d uid %d), expected pid %d",
+			ErrProtocol, hello.Pid, cred.Pid, cred.Uid, pid)
+	}
+	if maxProcs > 0 {
+		// The worker's own threads are not the shell's processes: they are
+		// added to the budget (warmThreads made them before Hello).
+		if err := cg.setPidsMax(maxProcs + countTasks(pid) + 4); err != nil {
+			return nil, fmt.Errorf("isolation: pids limit: %w", err)
+		}
+	}
+
+	b, err := appendFrame(nil, setup)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	if _, err := conn.Write(b); err != nil {
+		return nil, fail(fmt.Errorf("isolation: sending Setup: %w", err))
+	}
+	_ = conn.SetWriteDeadline(time.Time{})
+
+	typ, p, cred, err = readFrameCred(conn)
+	if err != nil {
+		return nil, fail(fmt.Errorf("isolation: waiting for the worker's setup: %w", err))
+	}
+	m, err = decodeWorkerToDaemon(typ, p)
+	if err != nil {
+		return nil, fmt.Errorf("isolation: %w: %w", ErrProtocol, err)
+	}
+	switch m := m.(type) {
+	case msgSetupOK:
+	case msgSetupErr:
+		if m.Code == setupErrDir {
+			return nil, fmt.Errorf("isolation: %w: %s", ErrWorkingDir, m.Msg)
+		}
+		return nil, fmt.Errorf("isolation: worker setup failed: %s", m.Msg)
+	case msgFatal:
+		return nil, fmt.Errorf("isolation: worker setup failed: %s", m.Msg)
+	default:
+		return nil, fmt.Errorf("isolation: %w: expected SetupOK, got frame 0x%02x", ErrProtocol, typ)
+	}
+	// The kernel's account of who sent SetupOK, then /proc's of every id.
+	if int(cred.Pid) != pid || cred.Uid != acct.UID || cred.Gid != acct.GID {
+		return nil, fmt.Errorf("isolation: %w: SetupOK sent by pid %d uid %d gid %d, expected pid %d uid %d gid %d",
+			ErrProtocol, cred.Pid, cred.Uid, cred.Gid, pid, acct.UID, acct.GID)
+	}
+	if err := verifyWorkerStatus(pid, acct); err != nil {
+		return nil, fmt.Errorf("isolation: worker credentials: %w", err)
+	}
+	stop()
+	_ = conn.SetReadDeadline(time.Time{})
+	if err := setPassCred(conn, false); err != nil {
+		return nil, err
+	}
+	h.r = bufio.NewReaderSize(conn, 128<<10)
+	h.run()
+	mode := "none"
+	if cg != nil {
+		mode = cg.sys.mode.String()
+	}
+	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID))
+	return h, nil
+}
+
+func setPassCred(conn *net.UnixConn, on bool) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, v)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// readFrameCred reads one frame without read-ahead, with the credentials the
+// kernel attached to its bytes; all of them must come from one sender.
+func readFrameCred(conn *net.UnixConn) (byte, []byte, *unix.Ucred, error) {
+	var hdr [frameHeader]byte
+	cred, err := readFullCred(conn, hdr[:], nil)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n == 0 {
+		return 0, nil, nil, fmt.Errorf("%w: %w", ErrProtocol, errFrameEmpty)
+	}
+	if n-1 > maxMsgLen+64 { // handshake frames are small
+		return 0, nil, nil, fmt.Errorf("%w: %w: %d bytes", ErrProtocol, errFrameTooLarge, n)
+	}
+	p := make([]byte, n-1)
+	if cred, err = readFullCred(conn, p, cred); err != nil {
+		return 0, nil, nil, err
+	}
+	return hdr[4], p, cred, nil
+}
+
+func readFullCred(conn *net.UnixConn, b []byte, want *unix.Ucred) (*unix.Ucred, error) {
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	got := want
+	for off := 0; off < len(b); {
+		n, oobn, _, _, err := conn.ReadMsgUnix(b[off:], oob)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		var c *unix.Ucred
+		cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err == nil {
+			for i := range cmsgs {
+				if uc, err := unix.ParseUnixCredentials(&cmsgs[i]); err == nil {
+					c = uc
+				}
+			}
+		}
+		if c == nil {
+			return nil, fmt.Errorf("%w: no sender credentials on the socket", ErrProtocol)
+		}
+		if got != nil && *c != *got {
+			return nil, fmt.Errorf("%w: one frame from two senders", ErrProtocol)
+		}
+		got = c
+		off += n
+	}
+	return got, nil
+}
+
+// verifyWorkerStatus checks /proc/<pid>/status of the (unreaped, so not
+// recyclable) worker: all four uids and gids, the groups, no capabilities
+// for a non-root account, and no_new_privs.
+func verifyWorkerStatus(pid int, acct authn.Account) error {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return err
+	}
+	st := string(data)
+	if msg := checkStatus(st, acct.UID, acct.GID); msg != "" {
+		return errors.New(msg)
+	}
+	var groups []int
+	nnp := false
+	for _, line := range strings.Split(st, "\n") {
+		if v, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, f := range strings.Fields(v) {
+				g, err := strconv.Atoi(f)
+				if err != nil {
+					return fmt.Errorf("bad Groups line %q", line)
+				}
+				groups = append(groups, g)
+			}
+		}
+		if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok {
+			nnp = strings.TrimSpace(v) == "1"
+		}
+	}
+	if !sameGroups(groups, acct.Groups) {
+		return fmt.Errorf("groups %v, want %v", groups, acct.Groups)
+	}
+	if !nnp {
+		return errors.New("no_new_privs is not set")
+	}
+	return nil
+}
+
+// The spawn thread: every worker is forked from one OS thread that is locked
+// to its goroutine for the life of the daemon and carries no_new_privs. So
+//   - each worker has no_new_privs from its first instruction, on every
+//     thread its runtime makes (the flag is inherited at clone), which a Go
+//     process cannot arrange for itself afterwards when cgo is linked;
+//   - the parent-death signal, which fires when the forking *thread* exits,
+//     only fires when the daemon itself dies.
+// no_new_privs on this one daemon thread only affects what it executes:
+// workers, which never gain privileges by exec anyway.
+var (
+	spawnOnce sync.Once
+	spawnErr  error
+	spawnReqs chan func()
+)
+
+func onSpawnThread(f func() error) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan func())
+		ready := make(chan error)
+		go func() {
+			runtime.LockOSThread() // never unlocked
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				ready <- fmt.Errorf("isolation: no_new_privs on the spawn thread: %w", err)
+				return
+			}
+			ready <- nil
+			for req := range spawnReqs {
+				req()
+			}
+		}()
+		spawnErr = <-ready
+	})
+	if spawnErr != nil {
+		return spawnErr
+	}
+	var err error
+	done := make(chan struct{})
+	spawnReqs <- func() {
+		defer close(done)
+		err = f()
+	}
+	<-done
+	return err
+}
+
+// countTasks is the number of threads of pid.
+func countTasks(pid int) int {
+	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
