@@ -17,6 +17,7 @@ import (
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/ntlm"
+	"github.com/winrmd/winrmd/authn/ntlm/ntlmtest"
 )
 
 type source map[string]string // user -> password
@@ -146,13 +147,13 @@ func TestChallengeShape(t *testing.T) {
 	}
 	tl := int(binary.LittleEndian.Uint16(ch[40:]))
 	to := int(binary.LittleEndian.Uint32(ch[44:]))
-	pairs, err := readAV(ch[to : to+tl])
+	pairs, err := ntlmtest.ReadAVPairs(ch[to : to+tl])
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []uint16
 	for _, p := range pairs {
-		ids = append(ids, p.id)
+		ids = append(ids, p.ID)
 	}
 	if want := []uint16{2, 1, 3, 7}; !equalU16(ids, want) {
 		t.Errorf("AV ids %v, want %v", ids, want)
@@ -233,7 +234,7 @@ func TestNegotiateShapes(t *testing.T) {
 }
 
 func TestOEMAuthenticate(t *testing.T) {
-	c := &testClient{user: "bob", password: "hunter2", negFlags: 0x00088206, oem: true}
+	c := &ntlmtest.Client{User: "bob", Password: "hunter2", NegotiateFlags: 0x00088206, OEM: true}
 	a := newAcceptor()
 	ch, _, err := a.Step(c.Negotiate())
 	if err != nil {
@@ -250,7 +251,7 @@ func TestOEMAuthenticate(t *testing.T) {
 
 // --- our spec-derived client: MIC, KEY_EXCH, CBT, refusals ---------------
 
-func handshake(t *testing.T, a *ntlm.Acceptor, c *testClient) error {
+func handshake(t *testing.T, a *ntlm.Acceptor, c *ntlmtest.Client) error {
 	t.Helper()
 	ch, done, err := a.Step(c.Negotiate())
 	if err != nil || done {
@@ -270,13 +271,13 @@ func handshake(t *testing.T, a *ntlm.Acceptor, c *testClient) error {
 func TestClientSealVectors(t *testing.T) {
 	// MS-NLMP 4.2.4: the test client's sealing reproduces the spec.
 	flags := uint32(0xE28A8233)
-	s := newClientSession(flags, bytes.Repeat([]byte{0x55}, 16))
-	sig, data := s.Seal(utf16le("Plaintext"))
+	s := ntlmtest.NewSession(flags, bytes.Repeat([]byte{0x55}, 16))
+	sig, data := s.Seal(ntlmtest.UTF16("Plaintext"))
 	if hex.EncodeToString(data) != "54e50165bf1936dc996020c1811b0f06fb5f" || hex.EncodeToString(sig) != "010000007fb38ec5c55d497600000000" {
 		t.Fatalf("client seal %x %x", sig, data)
 	}
-	s = newClientSession(flags&^ntlm.FlagKeyExch, bytes.Repeat([]byte{0x55}, 16))
-	if sig, _ := s.Seal(utf16le("Plaintext")); hex.EncodeToString(sig) != "0100000070352851f256430900000000" {
+	s = ntlmtest.NewSession(flags&^ntlm.FlagKeyExch, bytes.Repeat([]byte{0x55}, 16))
+	if sig, _ := s.Seal(ntlmtest.UTF16("Plaintext")); hex.EncodeToString(sig) != "0100000070352851f256430900000000" {
 		t.Fatalf("client seal without KEY_EXCH %x", sig)
 	}
 }
@@ -284,24 +285,24 @@ func TestClientSealVectors(t *testing.T) {
 func TestHandshakeVariants(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		c       testClient
+		c       ntlmtest.Client
 		wantErr error
 	}{
-		{"MIC + KEY_EXCH", testClient{user: "alice", password: "Secr3t!pass", mic: true, keyExch: true}, nil},
-		{"MIC without KEY_EXCH", testClient{user: "alice", domain: "WINRMD", password: "Secr3t!pass", mic: true}, nil},
-		{"no MIC", testClient{user: "alice", password: "Secr3t!pass", keyExch: true}, nil},
-		{"MIC tampered", testClient{user: "alice", password: "Secr3t!pass", mic: true, keyExch: true, tamperMIC: true}, authn.ErrBadCredentials},
-		{"MIC slot zero, not announced", testClient{user: "alice", password: "Secr3t!pass", micSlotWithoutFlag: make([]byte, 16), keyExch: true}, nil},
-		{"valid MIC, not announced", testClient{user: "alice", password: "Secr3t!pass", mic: true, dropAVFlagsButKeepMIC: true, keyExch: true}, nil},
-		{"MIC announced, stripped", testClient{user: "alice", password: "Secr3t!pass", micFlagNoSlot: true, keyExch: true}, authn.ErrBadCredentials},
-		{"MIC slot garbage without flag", testClient{user: "alice", password: "Secr3t!pass", micSlotWithoutFlag: bytes.Repeat([]byte{7}, 16), keyExch: true}, authn.ErrBadCredentials},
-		{"NTLMv1 forged", testClient{user: "alice", password: "Secr3t!pass", forgeV1: true}, authn.ErrUnsupported},
-		{"anonymous", testClient{anonymous: true}, authn.ErrUnsupported},
-		{"empty user", testClient{user: "", password: "x"}, authn.ErrBadCredentials},
-		{"wrong password with MIC", testClient{user: "alice", password: "nope", mic: true, keyExch: true}, authn.ErrBadCredentials},
-		{"unknown user", testClient{user: "nobody", password: "x", mic: true}, authn.ErrUnknownAccount},
-		{"sealing with 56-bit keys", testClient{user: "alice", password: "Secr3t!pass", negFlags: defaultClientFlags &^ ntlm.Flag128}, authn.ErrUnsupported},
-		{"signing without ESS", testClient{user: "alice", password: "Secr3t!pass", negFlags: defaultClientFlags &^ ntlm.FlagESS}, authn.ErrUnsupported},
+		{"MIC + KEY_EXCH", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true}, nil},
+		{"MIC without KEY_EXCH", ntlmtest.Client{User: "alice", Domain: "WINRMD", Password: "Secr3t!pass", MIC: true}, nil},
+		{"no MIC", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", KeyExch: true}, nil},
+		{"MIC tampered", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true, TamperMIC: true}, authn.ErrBadCredentials},
+		{"MIC slot zero, not announced", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MICSlotWithoutFlag: make([]byte, 16), KeyExch: true}, nil},
+		{"valid MIC, not announced", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, DropAVFlagsButKeepMIC: true, KeyExch: true}, nil},
+		{"MIC announced, stripped", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MICFlagNoSlot: true, KeyExch: true}, authn.ErrBadCredentials},
+		{"MIC slot garbage without flag", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MICSlotWithoutFlag: bytes.Repeat([]byte{7}, 16), KeyExch: true}, authn.ErrBadCredentials},
+		{"NTLMv1 forged", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", ForgeV1: true}, authn.ErrUnsupported},
+		{"anonymous", ntlmtest.Client{Anonymous: true}, authn.ErrUnsupported},
+		{"empty user", ntlmtest.Client{User: "", Password: "x"}, authn.ErrBadCredentials},
+		{"wrong password with MIC", ntlmtest.Client{User: "alice", Password: "nope", MIC: true, KeyExch: true}, authn.ErrBadCredentials},
+		{"unknown user", ntlmtest.Client{User: "nobody", Password: "x", MIC: true}, authn.ErrUnknownAccount},
+		{"sealing with 56-bit keys", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", NegotiateFlags: ntlmtest.DefaultFlags &^ ntlm.Flag128}, authn.ErrUnsupported},
+		{"signing without ESS", ntlmtest.Client{User: "alice", Password: "Secr3t!pass", NegotiateFlags: ntlmtest.DefaultFlags &^ ntlm.FlagESS}, authn.ErrUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.c
@@ -313,17 +314,17 @@ func TestHandshakeVariants(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if (c.mic && !c.micFlagNoSlot) != a.MICVerified() {
+			if (c.MIC && !c.MICFlagNoSlot) != a.MICVerified() {
 				t.Errorf("MICVerified = %v", a.MICVerified())
 			}
-			sealRoundTrips(t, a.Sealer(), c.sess, 0)
+			sealRoundTrips(t, a.Sealer(), c.Session, 0)
 		})
 	}
 }
 
 // sealRoundTrips exchanges messages both ways; firstSeq is the sequence
 // number the first message in each direction carries.
-func sealRoundTrips(t *testing.T, s authn.Sealer, c *clientSession, firstSeq uint32) {
+func sealRoundTrips(t *testing.T, s authn.Sealer, c *ntlmtest.Session, firstSeq uint32) {
 	t.Helper()
 	if s == nil {
 		t.Fatal("no sealer")
@@ -369,19 +370,19 @@ func TestUnsealTamper(t *testing.T) {
 		{"truncated data", func(s, d []byte) ([]byte, []byte) { return s, d[:len(d)-1] }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &testClient{user: "alice", password: "Secr3t!pass", mic: true, keyExch: true}
+			c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true}
 			a := newAcceptor()
 			if err := handshake(t, a, c); err != nil {
 				t.Fatal(err)
 			}
 			s := a.Sealer()
-			sig, data := c.sess.Seal([]byte("0123456789abcdef"))
+			sig, data := c.Session.Seal([]byte("0123456789abcdef"))
 			sig, data = tc.mangle(sig, data)
 			if _, err := s.Unseal(sig, data); !errors.Is(err, ntlm.ErrIntegrity) {
 				t.Fatalf("tampered message: %v", err)
 			}
 			// The context is dead: even a correct next message fails.
-			sig, data = c.sess.Seal([]byte("next"))
+			sig, data = c.Session.Seal([]byte("next"))
 			if _, err := s.Unseal(sig, data); !errors.Is(err, ntlm.ErrSessionDead) {
 				t.Fatalf("after tamper: %v", err)
 			}
@@ -426,7 +427,7 @@ func TestChannelBinding(t *testing.T) {
 		name := r.level + "/listener=" + map[bool]string{true: "https", false: "http"}[r.listener != nil] + "/client=" + hex.EncodeToString(r.client)
 		t.Run(name, func(t *testing.T) {
 			a := newAcceptor(func(c *ntlm.Config) { c.CBTLevel, c.ChannelBinding = r.level, r.listener })
-			err := handshake(t, a, &testClient{user: "alice", password: "Secr3t!pass", mic: true, keyExch: true, cbt: r.client})
+			err := handshake(t, a, &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true, CBT: r.client})
 			if r.wantErr != (err != nil) || (err != nil && !errors.Is(err, authn.ErrChannelBinding)) {
 				t.Fatalf("err = %v, want error %v", err, r.wantErr)
 			}
@@ -447,7 +448,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestStepOrder(t *testing.T) {
-	c := &testClient{user: "alice", password: "Secr3t!pass"}
+	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
 	a := newAcceptor()
 	ch, _, _ := newAcceptor().Step(c.Negotiate())
 	auth, _ := c.Authenticate(ch)
@@ -569,7 +570,7 @@ func TestVerifierContract(t *testing.T) {
 		return res, err
 	})
 	a := ntlm.NewAcceptor(ntlm.Config{Verifier: canon})
-	if err := handshake(t, a, &testClient{user: "alice", domain: "corp", password: "Secr3t!pass", mic: true, keyExch: true}); err != nil {
+	if err := handshake(t, a, &ntlmtest.Client{User: "alice", Domain: "corp", Password: "Secr3t!pass", MIC: true, KeyExch: true}); err != nil {
 		t.Fatal(err)
 	}
 	if p := a.Principal(); p.Name != `CORP\Alice` || p.Domain != "CORP" {
@@ -588,7 +589,7 @@ func TestVerifierContract(t *testing.T) {
 		},
 	} {
 		a := ntlm.NewAcceptor(ntlm.Config{Verifier: v})
-		if err := handshake(t, a, &testClient{user: "alice", password: "x"}); !errors.Is(err, authn.ErrBackend) {
+		if err := handshake(t, a, &ntlmtest.Client{User: "alice", Password: "x"}); !errors.Is(err, authn.ErrBackend) {
 			t.Errorf("bad backend: %v", err)
 		}
 	}
@@ -596,7 +597,7 @@ func TestVerifierContract(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	a = newAcceptor()
-	c := &testClient{user: "alice", password: "Secr3t!pass"}
+	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
 	ch, _, _ := a.Step(c.Negotiate())
 	auth, _ := c.Authenticate(ch)
 	if _, _, err := a.StepContext(ctx, auth); !errors.Is(err, authn.ErrBackend) {
@@ -607,13 +608,13 @@ func TestVerifierContract(t *testing.T) {
 func TestTimestampUsesNow(t *testing.T) {
 	now := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	a := newAcceptor(func(c *ntlm.Config) { c.Now = func() time.Time { return now } })
-	ch, _, _ := a.Step((&testClient{}).Negotiate())
+	ch, _, _ := a.Step((&ntlmtest.Client{}).Negotiate())
 	tl := int(binary.LittleEndian.Uint16(ch[40:]))
 	to := int(binary.LittleEndian.Uint32(ch[44:]))
-	pairs, _ := readAV(ch[to : to+tl])
+	pairs, _ := ntlmtest.ReadAVPairs(ch[to : to+tl])
 	for _, p := range pairs {
-		if p.id == 7 {
-			ft := binary.LittleEndian.Uint64(p.v)
+		if p.ID == 7 {
+			ft := binary.LittleEndian.Uint64(p.Value)
 			if got := time.Unix(0, int64(ft-116444736000000000)*100).UTC(); !got.Equal(now) {
 				t.Errorf("timestamp %v", got)
 			}

@@ -1,13 +1,14 @@
-package ntlm_test
-
-// An independent client side of NTLM, written from MS-NLMP for these tests
-// only: it builds NEGOTIATE/AUTHENTICATE with knobs the real client
-// libraries do not expose (MIC, KEY_EXCH, CBT, forged NTLMv1, anonymous)
-// and implements client-side sealing, which go-ntlmssp lacks. It shares no
-// code with the package under test except ntlm.NTHash, which is checked
-// against MS-NLMP's own vector; the sealing half is checked against the
-// MS-NLMP 4.2.4 vectors in TestClientSealVectors so the round trips are not
-// circular.
+// Package ntlmtest is an independent client side of NTLM for tests only,
+// written from MS-NLMP: it builds NEGOTIATE/AUTHENTICATE with knobs the
+// real client libraries do not expose (MIC, KEY_EXCH, CBT, forged NTLMv1,
+// anonymous) and implements client-side sealing and GetMIC, which
+// go-ntlmssp lacks. It shares no code with package ntlm except NTHash,
+// which is checked against MS-NLMP's own vector; the sealing half is
+// checked against the MS-NLMP 4.2.4 vectors (ntlm's TestClientSealVectors),
+// so round trips against the acceptor are not circular.
+//
+// Never use it outside tests: it makes no effort to be safe.
+package ntlmtest
 
 import (
 	"crypto/hmac"
@@ -23,31 +24,36 @@ import (
 	"github.com/winrmd/winrmd/authn/ntlm"
 )
 
-type testClient struct {
-	user, domain, password string
-	negFlags               uint32 // NEGOTIATE flags
-	keyExch                bool   // send an EncryptedRandomSessionKey
-	mic                    bool   // MsvAvFlags 0x2 + MIC
-	micSlotWithoutFlag     []byte // MIC bytes without announcing them
-	cbt                    []byte // MsvAvChannelBindings value; nil = absent
-	forgeV1                bool   // 24-byte NtChallengeResponse
-	anonymous              bool
-	tamperMIC              bool
-	dropAVFlagsButKeepMIC  bool // valid MIC, MsvAvFlags not announcing it
-	micFlagNoSlot          bool // MsvAvFlags announces a MIC, message has no slot
-	oem                    bool // send names in OEM (no UNICODE flag)
+// Client is one NTLM client handshake.
+type Client struct {
+	User, Domain, Password string
+	NegotiateFlags         uint32 // NEGOTIATE flags; DefaultFlags when 0
+	KeyExch                bool   // send an EncryptedRandomSessionKey
+	MIC                    bool   // MsvAvFlags 0x2 + MIC
+	MICSlotWithoutFlag     []byte // MIC bytes without announcing them
+	CBT                    []byte // MsvAvChannelBindings value; nil = absent
+	ForgeV1                bool   // 24-byte NtChallengeResponse
+	Anonymous              bool
+	TamperMIC              bool
+	DropAVFlagsButKeepMIC  bool // valid MIC, MsvAvFlags not announcing it
+	MICFlagNoSlot          bool // MsvAvFlags announces a MIC, message has no slot
+	OEM                    bool // send names in OEM (no UNICODE flag)
+
+	// Results of Authenticate.
+	Flags   uint32   // flags sent in AUTHENTICATE
+	ESK     []byte   // exported session key
+	Session *Session // client-side session security
 
 	negotiate, challenge []byte
-	flags                uint32
-	esk                  []byte
-	sess                 *clientSession
 }
 
-const defaultClientFlags = ntlm.FlagUnicode | ntlm.FlagRequestTarget | ntlm.FlagSign | ntlm.FlagSeal |
+// DefaultFlags are a Windows-like client's NEGOTIATE flags.
+const DefaultFlags = ntlm.FlagUnicode | ntlm.FlagRequestTarget | ntlm.FlagSign | ntlm.FlagSeal |
 	ntlm.FlagNTLM | ntlm.FlagAlwaysSign | ntlm.FlagESS | ntlm.FlagTargetInfo | ntlm.FlagVersion |
 	ntlm.Flag128 | ntlm.FlagKeyExch | ntlm.Flag56
 
-func utf16le(s string) []byte {
+// UTF16 encodes s as UTF-16LE.
+func UTF16(s string) []byte {
 	u := utf16.Encode([]rune(s))
 	b := make([]byte, 2*len(u))
 	for i, c := range u {
@@ -72,10 +78,11 @@ func md5of(data ...[]byte) []byte {
 	return h.Sum(nil)
 }
 
-func (c *testClient) Negotiate() []byte {
-	f := c.negFlags
+// Negotiate returns the NEGOTIATE message.
+func (c *Client) Negotiate() []byte {
+	f := c.NegotiateFlags
 	if f == 0 {
-		f = defaultClientFlags
+		f = DefaultFlags
 	}
 	m := make([]byte, 40)
 	copy(m, "NTLMSSP\x00")
@@ -88,13 +95,15 @@ func (c *testClient) Negotiate() []byte {
 	return m
 }
 
-type avp struct {
-	id uint16
-	v  []byte
+// AVPair is one AV pair.
+type AVPair struct {
+	ID    uint16
+	Value []byte
 }
 
-func readAV(b []byte) ([]avp, error) {
-	var out []avp
+// ReadAVPairs reads AV pairs up to MsvAvEOL.
+func ReadAVPairs(b []byte) ([]AVPair, error) {
+	var out []AVPair
 	for len(b) >= 4 {
 		id := binary.LittleEndian.Uint16(b)
 		l := int(binary.LittleEndian.Uint16(b[2:]))
@@ -104,13 +113,14 @@ func readAV(b []byte) ([]avp, error) {
 		if 4+l > len(b) {
 			return nil, errors.New("bad av")
 		}
-		out = append(out, avp{id, b[4 : 4+l]})
+		out = append(out, AVPair{id, b[4 : 4+l]})
 		b = b[4+l:]
 	}
 	return nil, errors.New("no EOL")
 }
 
-func (c *testClient) Authenticate(challenge []byte) ([]byte, error) {
+// Authenticate answers a CHALLENGE and sets up Session.
+func (c *Client) Authenticate(challenge []byte) ([]byte, error) {
 	if len(challenge) < 56 || string(challenge[:8]) != "NTLMSSP\x00" || binary.LittleEndian.Uint32(challenge[8:]) != 2 {
 		return nil, errors.New("not a CHALLENGE")
 	}
@@ -120,40 +130,40 @@ func (c *testClient) Authenticate(challenge []byte) ([]byte, error) {
 	tiLen := int(binary.LittleEndian.Uint16(challenge[40:]))
 	tiOff := int(binary.LittleEndian.Uint32(challenge[44:]))
 	ti := challenge[tiOff : tiOff+tiLen]
-	pairs, err := readAV(ti)
+	pairs, err := ReadAVPairs(ti)
 	if err != nil {
 		return nil, err
 	}
-	if !c.keyExch {
+	if !c.KeyExch {
 		flags &^= ntlm.FlagKeyExch
 	}
-	if c.oem {
+	if c.OEM {
 		flags = flags&^ntlm.FlagUnicode | ntlm.FlagOEM
 	}
-	if c.anonymous {
+	if c.Anonymous {
 		flags |= ntlm.FlagAnonymous
 	}
-	c.flags = flags
+	c.Flags = flags
 
 	var ts []byte
 	var blobPairs []byte
 	for _, p := range pairs {
-		if p.id == 7 {
-			ts = p.v
+		if p.ID == 7 {
+			ts = p.Value
 		}
-		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, p.id)
-		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, uint16(len(p.v)))
-		blobPairs = append(blobPairs, p.v...)
+		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, p.ID)
+		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, uint16(len(p.Value)))
+		blobPairs = append(blobPairs, p.Value...)
 	}
 	if ts == nil {
 		ts = make([]byte, 8)
 	}
-	if (c.mic && !c.dropAVFlagsButKeepMIC) || c.micFlagNoSlot {
+	if (c.MIC && !c.DropAVFlagsButKeepMIC) || c.MICFlagNoSlot {
 		blobPairs = append(blobPairs, 6, 0, 4, 0, 2, 0, 0, 0)
 	}
-	if c.cbt != nil {
+	if c.CBT != nil {
 		blobPairs = append(blobPairs, 10, 0, 16, 0)
-		blobPairs = append(blobPairs, c.cbt...)
+		blobPairs = append(blobPairs, c.CBT...)
 	}
 	blobPairs = append(blobPairs, 0, 0, 0, 0)
 
@@ -166,39 +176,39 @@ func (c *testClient) Authenticate(challenge []byte) ([]byte, error) {
 	temp = append(temp, blobPairs...)
 	temp = append(temp, 0, 0, 0, 0)
 
-	respKey := hm(ntlm.NTHash(c.password), utf16le(strings.ToUpper(c.user)+c.domain))
+	respKey := hm(ntlm.NTHash(c.Password), UTF16(strings.ToUpper(c.User)+c.Domain))
 	proof := hm(respKey, serverCh, temp)
 	nt := append(append([]byte(nil), proof...), temp...)
 	lm := make([]byte, 24)
 	sbk := hm(respKey, proof)
 	switch {
-	case c.forgeV1:
+	case c.ForgeV1:
 		nt = nt[:24]
-	case c.anonymous:
+	case c.Anonymous:
 		nt, lm = nil, []byte{0}
 	}
 
-	c.esk = sbk
+	c.ESK = sbk
 	var encKey []byte
 	if flags&ntlm.FlagKeyExch != 0 {
-		c.esk = make([]byte, 16)
-		rand.Read(c.esk)
+		c.ESK = make([]byte, 16)
+		rand.Read(c.ESK)
 		r, _ := rc4.NewCipher(sbk)
 		encKey = make([]byte, 16)
-		r.XORKeyStream(encKey, c.esk)
+		r.XORKeyStream(encKey, c.ESK)
 	}
 
 	var dom, usr, ws []byte
 	if flags&ntlm.FlagUnicode != 0 {
-		dom, usr, ws = utf16le(c.domain), utf16le(c.user), utf16le("WORKSTATION")
+		dom, usr, ws = UTF16(c.Domain), UTF16(c.User), UTF16("WORKSTATION")
 	} else {
-		dom, usr, ws = []byte(c.domain), []byte(c.user), []byte("WORKSTATION")
+		dom, usr, ws = []byte(c.Domain), []byte(c.User), []byte("WORKSTATION")
 	}
-	if c.anonymous {
+	if c.Anonymous {
 		usr, dom = nil, nil
 	}
 	header := 64
-	withMIC := (c.mic || c.micSlotWithoutFlag != nil) && !c.micFlagNoSlot
+	withMIC := (c.MIC || c.MICSlotWithoutFlag != nil) && !c.MICFlagNoSlot
 	if withMIC {
 		header = 88
 	}
@@ -223,22 +233,22 @@ func (c *testClient) Authenticate(challenge []byte) ([]byte, error) {
 	for _, p := range payload {
 		msg = append(msg, p...)
 	}
-	if c.mic && withMIC {
-		mic := hm(c.esk, c.negotiate, c.challenge, msg)
-		if c.tamperMIC {
+	if c.MIC && withMIC {
+		mic := hm(c.ESK, c.negotiate, c.challenge, msg)
+		if c.TamperMIC {
 			mic[3] ^= 0x40
 		}
 		copy(msg[72:], mic)
-	} else if c.micSlotWithoutFlag != nil {
-		copy(msg[72:], c.micSlotWithoutFlag)
+	} else if c.MICSlotWithoutFlag != nil {
+		copy(msg[72:], c.MICSlotWithoutFlag)
 	}
-	c.sess = newClientSession(flags, c.esk)
+	c.Session = NewSession(flags, c.ESK)
 	return msg, nil
 }
 
-// clientSession is client-side NTLM session security with extended session
+// Session is client-side NTLM session security with extended session
 // security, from MS-NLMP 3.4.4.2 / 3.4.5.
-type clientSession struct {
+type Session struct {
 	keyExch          bool
 	sendSign, recvSg []byte
 	sendKey, recvKey []byte
@@ -246,7 +256,8 @@ type clientSession struct {
 	sendSeq, recvSeq uint32
 }
 
-func newClientSession(flags uint32, esk []byte) *clientSession {
+// NewSession derives the client keys from the exported session key.
+func NewSession(flags uint32, esk []byte) *Session {
 	k := esk
 	switch {
 	case flags&ntlm.Flag128 != 0:
@@ -255,23 +266,24 @@ func newClientSession(flags uint32, esk []byte) *clientSession {
 	default:
 		k = esk[:5]
 	}
-	s := &clientSession{
+	s := &Session{
 		keyExch:  flags&ntlm.FlagKeyExch != 0,
 		sendSign: md5of(esk, []byte("session key to client-to-server signing key magic constant\x00")),
 		recvSg:   md5of(esk, []byte("session key to server-to-client signing key magic constant\x00")),
 		sendKey:  md5of(k, []byte("session key to client-to-server sealing key magic constant\x00")),
 		recvKey:  md5of(k, []byte("session key to server-to-client sealing key magic constant\x00")),
 	}
-	s.reset()
+	s.Reset()
 	return s
 }
 
-func (s *clientSession) reset() {
+// Reset re-initialises both RC4 streams (SPNEGO after mechListMIC).
+func (s *Session) Reset() {
 	s.send, _ = rc4.NewCipher(s.sendKey)
 	s.recv, _ = rc4.NewCipher(s.recvKey)
 }
 
-func (s *clientSession) mac(key []byte, h *rc4.Cipher, seq uint32, msg []byte) []byte {
+func (s *Session) mac(key []byte, h *rc4.Cipher, seq uint32, msg []byte) []byte {
 	var sq [4]byte
 	binary.LittleEndian.PutUint32(sq[:], seq)
 	cs := hm(key, sq[:], msg)[:8]
@@ -283,7 +295,8 @@ func (s *clientSession) mac(key []byte, h *rc4.Cipher, seq uint32, msg []byte) [
 	return append(sig, sq[:]...)
 }
 
-func (s *clientSession) Seal(plain []byte) (sig, data []byte) {
+// Seal encrypts and signs an outbound message.
+func (s *Session) Seal(plain []byte) (sig, data []byte) {
 	data = make([]byte, len(plain))
 	s.send.XORKeyStream(data, plain)
 	sig = s.mac(s.sendSign, s.send, s.sendSeq, plain)
@@ -291,7 +304,8 @@ func (s *clientSession) Seal(plain []byte) (sig, data []byte) {
 	return sig, data
 }
 
-func (s *clientSession) Unseal(sig, data []byte) ([]byte, error) {
+// Unseal decrypts and verifies an inbound message.
+func (s *Session) Unseal(sig, data []byte) ([]byte, error) {
 	plain := make([]byte, len(data))
 	s.recv.XORKeyStream(plain, data)
 	want := s.mac(s.recvSg, s.recv, s.recvSeq, plain)
@@ -302,13 +316,15 @@ func (s *clientSession) Unseal(sig, data []byte) ([]byte, error) {
 	return plain, nil
 }
 
-func (s *clientSession) GetMIC(msg []byte) []byte {
+// GetMIC signs msg (outbound sequence).
+func (s *Session) GetMIC(msg []byte) []byte {
 	sig := s.mac(s.sendSign, s.send, s.sendSeq, msg)
 	s.sendSeq++
 	return sig
 }
 
-func (s *clientSession) VerifyMIC(msg, sig []byte) error {
+// VerifyMIC checks a server signature over msg.
+func (s *Session) VerifyMIC(msg, sig []byte) error {
 	want := s.mac(s.recvSg, s.recv, s.recvSeq, msg)
 	if !hmac.Equal(want, sig) {
 		return errors.New("client: bad server MIC")
