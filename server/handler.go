@@ -221,7 +221,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	maxEnv := cfg.Service.MaxEnvelopeBytes()
 	if r.ContentLength > int64(maxEnv+encryptionOverhead) {
 		s.writeFault(w, st, false, "", wsman.EncodingLimit(wsman.CodeMaxEnvelopeSizeExceeded,
-			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true)
+			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true, "")
 		s.countRequest("none", "too_large")
 		return
 	}
@@ -236,7 +236,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	}
 	if len(raw) > maxEnv+encryptionOverhead {
 		s.writeFault(w, st, false, "", wsman.EncodingLimit(wsman.CodeMaxEnvelopeSizeExceeded,
-			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true)
+			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true, "")
 		s.countRequest("none", "too_large")
 		return
 	}
@@ -292,7 +292,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		if !ok {
 			f = wsman.SchemaValidation("The request is not a valid SOAP envelope.")
 		}
-		s.writeFault(w, st, encrypted, protocol, f, false)
+		s.writeFault(w, st, encrypted, protocol, f, false, "")
 		s.countRequest("none", "fault")
 		return
 	}
@@ -304,7 +304,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		return
 	}
 	if s.draining.Load() && env.Header.Action == wsman.ActionCreate {
-		s.writeFault(w, st, encrypted, protocol, wsman.OperationAborted("The service is shutting down."), false)
+		s.writeFault(w, st, encrypted, protocol, wsman.OperationAborted("The service is shutting down."), false, env.Header.MessageID)
 		s.countRequest(action, "fault")
 		return
 	}
@@ -323,7 +323,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		if f.Subcode != "w:TimedOut" {
 			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason))
 		}
-		s.writeFault(w, st, encrypted, protocol, f, false)
+		s.writeFault(w, st, encrypted, protocol, f, false, env.Header.MessageID)
 		s.countRequest(action, "fault")
 		return
 	}
@@ -377,15 +377,12 @@ func (s *Server) writeOK(w http.ResponseWriter, st *connState, encrypted bool, p
 	s.writeEnvelope(w, st, encrypted, protocol, http.StatusOK, body)
 }
 
-func (s *Server) writeFault(w http.ResponseWriter, st *connState, encrypted bool, protocol string, f *wsman.Fault, closeConn bool) {
-	status := f.Status
-	if status == 0 {
-		status = http.StatusInternalServerError
-	}
+func (s *Server) writeFault(w http.ResponseWriter, st *connState, encrypted bool, protocol string, f *wsman.Fault, closeConn bool, relatesTo string) {
+	status := f.HTTPStatus()
 	if closeConn {
 		w.Header().Set("Connection", "close")
 	}
-	s.writeEnvelope(w, st, encrypted, protocol, status, wsman.FaultEnvelope(f, "", s.d.Machine))
+	s.writeEnvelope(w, st, encrypted, protocol, status, wsman.FaultEnvelope(f, relatesTo, s.d.Machine))
 }
 
 func (s *Server) writeEnvelope(w http.ResponseWriter, st *connState, encrypted bool, protocol string, status int, body []byte) {

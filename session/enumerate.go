@@ -109,7 +109,6 @@ func (m *Manager) items(req *Request) ([]func(*etree.Element), error) {
 			if c == nil {
 				continue
 			}
-			c := c
 			out = append(out, func(p *etree.Element) {
 				e := p.CreateElement("rsp:Command")
 				addText(e, "rsp:CommandId", c.id)
