@@ -33,12 +33,19 @@ type Header struct {
 	// CompressionType is rsp:CompressionType ("xpress" from the Windows
 	// PowerShell client on Create), "" when absent.
 	CompressionType string
+
+	// selectorsFold indexes Selectors by lower-cased name (set by Parse).
+	selectorsFold map[string]string
 }
 
 // Selector returns the selector called name, compared case-insensitively.
 func (h *Header) Selector(name string) (string, bool) {
 	if v, ok := h.Selectors[name]; ok {
 		return v, true
+	}
+	if h.selectorsFold != nil {
+		v, ok := h.selectorsFold[strings.ToLower(name)]
+		return v, ok
 	}
 	for k, v := range h.Selectors {
 		if strings.EqualFold(k, name) {
@@ -662,7 +669,8 @@ func parseSelectors(set *etree.Element, h *Header) *Fault {
 		if name == "" {
 			return InvalidSelectors("The WS-Management service cannot process the request because a selector has no Name. ")
 		}
-		if _, dup := h.Selector(name); dup {
+		fold := strings.ToLower(name)
+		if _, dup := h.selectorsFold[fold]; dup {
 			f := InvalidSelectors("The WS-Management service cannot process the request because the selector " +
 				strconv.Quote(truncate(name, 64)) + " appears more than once. ")
 			f.Detail = DetailDuplicateSelectors
@@ -670,8 +678,11 @@ func parseSelectors(set *etree.Element, h *Header) *Fault {
 		}
 		if h.Selectors == nil {
 			h.Selectors = make(map[string]string)
+			h.selectorsFold = make(map[string]string)
 		}
-		h.Selectors[name] = xmlTrim(s.Text())
+		v := xmlTrim(s.Text())
+		h.Selectors[name] = v
+		h.selectorsFold[fold] = v
 	}
 	return nil
 }
