@@ -23,3 +23,22 @@ lint:
 
 clean:
 	rm -rf bin .lab
+
+# ---- bench (owned by cmd/winrmd-bench, issue 5) -----------------------------
+# winrmd against a private OpenSSH server on loopback, one run, alternating
+# samples; see BENCH.md. As root: installs openssh-server/-client if missing
+# (without starting the system sshd), creates and removes the account
+# wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
+BENCH_FLAGS ?=
+bench: build
+	@if [ "$$(id -u)" != 0 ]; then echo "bench: run as root (it creates a user and starts sshd)"; exit 1; fi
+	@if ! [ -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then \
+	  echo "bench: installing openssh-server openssh-client"; \
+	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends openssh-server openssh-client < /dev/null; rc=$$?; \
+	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+	$(GO) build -trimpath -o bin/winrmd-bench ./cmd/winrmd-bench
+	bin/winrmd-bench -winrmd $(BIN) $(BENCH_FLAGS)

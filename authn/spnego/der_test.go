@@ -1,0 +1,172 @@
+package spnego
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"testing"
+
+	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/ntlm"
+)
+
+func h(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// initWith builds a SPNEGO initial token from a MechTypeList and further
+// NegTokenInit fields, so that table rows stay valid except where meant.
+func initWith(mechTypes []byte, fields ...[]byte) []byte {
+	body := [][]byte{wrap(ctx(0), mechTypes)}
+	body = append(body, fields...)
+	return wrap(tagApp0, wrap(tagOID, oidSPNEGO), wrap(ctx(0), wrap(tagSequence, body...)))
+}
+
+var (
+	ntlmNegotiate = []byte("NTLMSSP\x00\x01\x00\x00\x00\x00\x00\x00\x00")
+	mechNTLM      = wrap(tagSequence, wrap(tagOID, oidNTLM))
+	goodInit      = initWith(mechNTLM, wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate)))
+)
+
+// tokenRows are first tokens; they seed FuzzSPNEGO.
+var tokenRows = []struct {
+	name string
+	tok  []byte
+	err  error // nil = accepted
+}{
+	{"good init", goodInit, nil},
+	{"init without mechToken", initWith(mechNTLM), nil},
+	{"init with reqFlags", initWith(mechNTLM, wrap(ctx(1), []byte{tagBitString, 2, 7, 0x80}), wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate))), nil},
+	{"init with MIC before completion", initWith(mechNTLM, wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate)), wrap(ctx(3), wrap(tagOctetString, []byte{1}))), authn.ErrMalformed},
+	{"raw NTLM", ntlmNegotiate, nil},
+	{"long-form lengths, junk mechToken", initWith(wrap(tagSequence, wrap(tagOID, oidNTLM)), wrap(ctx(2), wrap(tagOctetString, bytes.Repeat([]byte{0}, 300)))), authn.ErrMalformed},
+	{"indefinite length", h("6080"), authn.ErrMalformed},
+	{"non-minimal length", h("60810506032a0304"), authn.ErrMalformed},
+	{"length with leading zero", h("6082000506032a0304"), authn.ErrMalformed},
+	{"length of 4 octets", h("608400000005"), authn.ErrMalformed},
+	{"length overruns", h("607f0603"), authn.ErrMalformed},
+	{"trailing bytes after token", append(append([]byte(nil), goodInit...), 0), authn.ErrMalformed},
+	{"high tag number", h("7f810100"), authn.ErrMalformed},
+	{"empty", nil, authn.ErrMalformed},
+	{"one byte", []byte{0x60}, authn.ErrMalformed},
+	{"NegTokenResp first", h("a1053003a00100"), authn.ErrMalformed},
+	{"unknown first byte", []byte("hello"), authn.ErrMalformed},
+	{"bad OID encoding", h("6004060280"), authn.ErrMalformed},
+	{"OID not minimal", h("600506038001ff"), authn.ErrMalformed},
+	{"unknown mech", h("600506032a0304"), authn.ErrUnsupported},
+	{"no mechTypes", wrap(tagApp0, wrap(tagOID, oidSPNEGO), wrap(ctx(0), wrap(tagSequence))), authn.ErrMalformed},
+	{"empty mechTypes", initWith(wrap(tagSequence)), authn.ErrMalformed},
+	{"mechTypes not OIDs", initWith(wrap(tagSequence, wrap(tagOctetString, oidNTLM))), authn.ErrMalformed},
+	{"too many mechTypes", initWith(wrap(tagSequence, bytes.Repeat(wrap(tagOID, oidNEGOEX), 40))), authn.ErrMalformed},
+	{"fields out of order", wrap(tagApp0, wrap(tagOID, oidSPNEGO), wrap(ctx(0), wrap(tagSequence, wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate)), wrap(ctx(0), mechNTLM)))), authn.ErrMalformed},
+	{"duplicate field", initWith(mechNTLM, wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate)), wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate))), authn.ErrMalformed},
+	{"unknown field [4]", initWith(mechNTLM, wrap(ctx(4), wrap(tagOctetString, nil))), authn.ErrMalformed},
+	{"mechToken not OCTET STRING", initWith(mechNTLM, wrap(ctx(2), wrap(tagSequence, ntlmNegotiate))), authn.ErrMalformed},
+	{"mechToken with trailing element", initWith(mechNTLM, wrap(ctx(2), wrap(tagOctetString, ntlmNegotiate), wrap(tagOctetString, nil))), authn.ErrMalformed},
+	{"reqFlags not BIT STRING", initWith(mechNTLM, wrap(ctx(1), wrap(tagInteger, []byte{1}))), authn.ErrMalformed},
+	{"NegTokenResp inside GSS framing", wrap(tagApp0, wrap(tagOID, oidSPNEGO), wrap(ctx(1), wrap(tagSequence))), authn.ErrMalformed},
+	{"mechToken is not NTLM", initWith(mechNTLM, wrap(ctx(2), wrap(tagOctetString, []byte("junk")))), authn.ErrMalformed},
+}
+
+func newTestAcceptor() *Acceptor {
+	return NewAcceptor(Config{NTLM: func() *ntlm.Acceptor {
+		return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(nil), NetBIOSComputer: "S", DNSComputer: "s"})
+	}}).(*Acceptor)
+}
+
+func TestTokenTable(t *testing.T) {
+	for _, r := range tokenRows {
+		_, _, err := newTestAcceptor().Step(r.tok)
+		if r.err == nil && err != nil || r.err != nil && !errors.Is(err, r.err) {
+			t.Errorf("%s: got %v, want %v", r.name, err, r.err)
+		}
+	}
+}
+
+// respRows are second-leg tokens after goodInit.
+var respRows = []struct {
+	name string
+	tok  []byte
+	err  error
+}{
+	{"negState out of range", wrap(ctx(1), wrap(tagSequence, wrap(ctx(0), []byte{tagEnumerated, 1, 9}))), authn.ErrMalformed},
+	{"negState two bytes", wrap(ctx(1), wrap(tagSequence, wrap(ctx(0), []byte{tagEnumerated, 2, 0, 1}))), authn.ErrMalformed},
+	{"reject", wrap(ctx(1), wrap(tagSequence, wrap(ctx(0), []byte{tagEnumerated, 1, 2}))), authn.ErrBadCredentials},
+	{"no responseToken", wrap(ctx(1), wrap(tagSequence)), authn.ErrMalformed},
+	{"other supportedMech", wrap(ctx(1), wrap(tagSequence, wrap(ctx(1), wrap(tagOID, oidKRB5)), wrap(ctx(2), wrap(tagOctetString, []byte("x"))))), authn.ErrMalformed},
+	{"GSS framing again", goodInit, authn.ErrMalformed},
+	{"responseToken junk", wrap(ctx(1), wrap(tagSequence, wrap(ctx(2), wrap(tagOctetString, []byte("NTLMSSP\x00\x03\x00\x00\x00"))))), authn.ErrMalformed},
+	{"trailing garbage", append(wrap(ctx(1), wrap(tagSequence)), 0, 0), authn.ErrMalformed},
+}
+
+func TestRespTable(t *testing.T) {
+	for _, r := range respRows {
+		a := newTestAcceptor()
+		if _, _, err := a.Step(goodInit); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := a.Step(r.tok)
+		if !errors.Is(err, r.err) {
+			t.Errorf("%s: got %v, want %v", r.name, err, r.err)
+		}
+	}
+}
+
+func TestDERWriterMinimal(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 255, 256, 65535, 65536} {
+		b := wrap(tagOctetString, make([]byte, n))
+		v, rest, err := readTLV(b)
+		if err != nil || len(rest) != 0 || len(v.content) != n {
+			t.Errorf("length %d: %v", n, err)
+		}
+	}
+	// The mechListMIC is computed over the MechTypeList exactly as received.
+	_, inner, _ := parseGSSHeader(goodInit)
+	ti, err := parseNegTokenInit(inner)
+	if err != nil || !bytes.Equal(ti.mechTypesDER, mechNTLM) {
+		t.Fatalf("mechTypesDER %x, %v", ti.mechTypesDER, err)
+	}
+}
+
+func FuzzSPNEGO(f *testing.F) {
+	for _, r := range tokenRows {
+		f.Add(r.tok, []byte(nil))
+	}
+	for _, r := range respRows {
+		f.Add(goodInit, r.tok)
+	}
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		a := newTestAcceptor()
+		out, done, err := a.Step(first)
+		if err != nil {
+			if out != nil || done || a.Principal() != (authn.Principal{}) || a.Sealer() != nil {
+				t.Fatal("failed step leaks state")
+			}
+			return
+		}
+		if a.mode == modeSPNEGO {
+			if _, err := parseNegTokenResp(out); err != nil {
+				t.Fatalf("our own reply does not parse: %v", err)
+			}
+		}
+		if second == nil {
+			return
+		}
+		out, done, err = a.Step(second)
+		if err != nil {
+			return
+		}
+		if done && a.Principal().Name == "" {
+			t.Fatal("done without principal")
+		}
+		if out != nil && a.mode == modeSPNEGO {
+			if _, err := parseNegTokenResp(out); err != nil {
+				t.Fatalf("our own reply does not parse: %v", err)
+			}
+		}
+	})
+}
