@@ -1,0 +1,644 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// bench holds what every row needs.
+type bench struct {
+	cfg *config
+	d   *daemon
+	s   *sshServer
+	t   *wsTarget
+}
+
+// measure is one sample: a value and an error.
+type measure func(i int) (float64, error)
+
+// alternate takes n samples of each side, interleaved (winrmd first on even
+// i, ssh first on odd i, so drift and warm caches hit both alike), and
+// books each side's server CPU time around its own samples.
+func (b *bench) alternate(r *result, n int, w, s measure) {
+	var wcpu, scpu float64
+	var wn, sn int
+	one := func(i int, isW bool) {
+		root, f, sd := b.s.pid, s, &r.SSH
+		if isW {
+			root, f, sd = b.d.pid, w, &r.WinRM
+		}
+		c0 := treeCPU(root)
+		v, err := f(i)
+		c1 := treeCPU(root)
+		if err != nil {
+			sd.Errors++
+			if sd.Errors <= 3 {
+				warnf("%s %s sample %d: %v", r.Key, sd.Label, i, err)
+			}
+			return
+		}
+		sd.Samples = append(sd.Samples, v)
+		if isW {
+			wcpu += c1 - c0
+			wn++
+		} else {
+			scpu += c1 - c0
+			sn++
+		}
+	}
+	for i := 0; i < n; i++ {
+		if i%2 == 0 {
+			one(i, true)
+			one(i, false)
+		} else {
+			one(i, false)
+			one(i, true)
+		}
+	}
+	if wn > 0 {
+		r.WinRM.ServerCPUms = 1000 * wcpu / float64(wn)
+	}
+	if sn > 0 {
+		r.SSH.ServerCPUms = 1000 * scpu / float64(sn)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// ---- warm command ----
+
+func (b *bench) warm(kind authKind) (*result, error) {
+	r := &result{Key: "warm_" + kind.String(), Name: "warm command `true` (" + kind.String() + ")", Unit: "ms",
+		Goal: goal{"<=", 1.0}}
+	r.WinRM.Label, r.SSH.Label = "winrmd "+kind.String()+": Command+Receive on an open shell", "x/crypto/ssh: new session + exec on an open connection"
+	c, err := dialWS(b.t, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	shell, err := c.CreateShell()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.DeleteShell(shell) }()
+	sc, err := b.s.dial()
+	if err != nil {
+		return nil, fmt.Errorf("ssh dial: %w", err)
+	}
+	defer sc.Close()
+	w := func(int) (float64, error) {
+		t0 := time.Now()
+		res, err := c.Run(shell, "true")
+		d := time.Since(t0)
+		if err == nil && res.exitCode != 0 {
+			err = fmt.Errorf("exit code %d", res.exitCode)
+		}
+		return ms(d), err
+	}
+	s := func(int) (float64, error) {
+		t0 := time.Now()
+		err := sshRun(sc, "true", nil, nil)
+		return ms(time.Since(t0)), err
+	}
+	for i := 0; i < 3; i++ { // warm-up, not recorded
+		_, _ = w(0)
+		_, _ = s(0)
+	}
+	b.alternate(r, b.cfg.warmN, w, s)
+	return r, nil
+}
+
+// sshRun runs cmd in a new session of an open connection.
+func sshRun(c *ssh.Client, cmd string, stdin io.Reader, stdout io.Writer) error {
+	sess, err := c.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout = stdin, stdout
+	return sess.Run(cmd)
+}
+
+// ---- cold command ----
+
+func (b *bench) coldOnce(kind authKind) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := dialWS(b.t, kind)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	shell, err := c.CreateShell()
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.Run(shell, "true")
+	if err != nil {
+		return 0, err
+	}
+	if res.exitCode != 0 {
+		return 0, fmt.Errorf("exit code %d", res.exitCode)
+	}
+	if err := c.DeleteShell(shell); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+func (b *bench) sshCmd(ctx context.Context, cmd string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ssh", b.s.sshArgs(cmd)...)
+}
+
+func (b *bench) cold(kind authKind, inProcessSSH bool) (*result, error) {
+	r := &result{Key: "cold_" + kind.String(), Name: "cold command `true` (" + kind.String() + ")", Unit: "ms", Goal: goal{"<=", 0.25}}
+	r.WinRM.Label = "winrmd " + kind.String() + ": connect, authenticate, Create, Command, Receive, Delete"
+	r.SSH.Label = "OpenSSH client: `ssh -i key host true` (new process, new connection, key auth)"
+	s := func(int) (float64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		out, err := b.sshCmd(ctx, "true").CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(out))
+		}
+		return ms(time.Since(t0)), err
+	}
+	if inProcessSSH {
+		r.Key += "_vs_xcrypto"
+		r.Name = "cold command `true` (" + kind.String() + ") vs in-process SSH client"
+		r.Goal = goal{}
+		r.SSH.Label = "x/crypto/ssh: dial, key auth, session, exec (no client process start)"
+		r.Notes = append(r.Notes, "reference row: the SSH client here pays no process start, like the WinRM client")
+		s = func(int) (float64, error) {
+			t0 := time.Now()
+			c, err := b.s.dial()
+			if err != nil {
+				return 0, err
+			}
+			err = sshRun(c, "true", nil, nil)
+			c.Close()
+			return ms(time.Since(t0)), err
+		}
+	}
+	w := func(int) (float64, error) {
+		d, err := b.coldOnce(kind)
+		return ms(d), err
+	}
+	_, _ = w(0)
+	_, _ = s(0)
+	b.alternate(r, b.cfg.coldN, w, s)
+	return r, nil
+}
+
+// ---- stdout throughput ----
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
+
+func (b *bench) stdout(kind authKind) (*result, error) {
+	n := b.cfg.size
+	r := &result{Key: "stdout_" + kind.String(), Name: fmt.Sprintf("stdout %s (%s)", sizeName(n), kind.String()), Unit: "MB/s"}
+	if kind == authNTLM {
+		r.Goal = goal{">=", 0.4}
+	} else {
+		r.Goal = goal{">=", 0.75}
+	}
+	r.WinRM.Label = fmt.Sprintf("winrmd %s: `head -c %d /dev/zero`, Command..Receive until Done, MaxEnvelopeSize %d", kind, n, b.t.envelopeSize)
+	r.SSH.Label = fmt.Sprintf("OpenSSH client: `ssh host head -c %d /dev/zero` (default cipher), connection set-up included", n)
+	c, err := dialWS(b.t, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	shell, err := c.CreateShell()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.DeleteShell(shell) }()
+	cmdline := fmt.Sprintf("head -c %d /dev/zero", n)
+	var receives int
+	w := func(int) (float64, error) {
+		t0 := time.Now()
+		res, err := c.Run(shell, cmdline)
+		d := time.Since(t0)
+		if err != nil {
+			return 0, err
+		}
+		if res.stdout != n || res.exitCode != 0 {
+			return 0, fmt.Errorf("got %d bytes, exit %d", res.stdout, res.exitCode)
+		}
+		receives = res.receives
+		return mbps(n, d), nil
+	}
+	s := func(int) (float64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := b.sshCmd(ctx, cmdline)
+		var cw countWriter
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &cw, &errb
+		t0 := time.Now()
+		err := cmd.Run()
+		d := time.Since(t0)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s", err, errb.Bytes())
+		}
+		if cw.n != n {
+			return 0, fmt.Errorf("got %d bytes", cw.n)
+		}
+		return mbps(n, d), nil
+	}
+	b.alternate(r, b.cfg.streamN, w, s)
+	r.WinRM.Extra = map[string]any{"receives_per_run": receives, "bytes_per_receive": float64(n) / float64(max(receives, 1))}
+	return r, nil
+}
+
+// ---- stdin throughput ----
+
+// stdinChunk is the raw bytes per Send: base64 grows it by 4/3 and the
+// envelope adds ~1.5 KB, staying under the server's 500 KiB MaxEnvelopeSizekb.
+const stdinChunk = 375000
+
+func (b *bench) stdin(kind authKind) (*result, error) {
+	n := b.cfg.size
+	r := &result{Key: "stdin_" + kind.String(), Name: fmt.Sprintf("stdin %s (%s)", sizeName(n), kind.String()), Unit: "MB/s"}
+	if kind == authNTLM {
+		r.Goal = goal{">=", 0.4}
+	} else {
+		r.Goal = goal{">=", 0.75}
+	}
+	r.WinRM.Label = fmt.Sprintf("winrmd %s: `cat >/dev/null`, Send %d-byte chunks (last End=true), Receive until Done", kind, stdinChunk)
+	r.SSH.Label = "OpenSSH client: `ssh host 'cat >/dev/null'` fed from a pipe, connection set-up included"
+	c, err := dialWS(b.t, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	shell, err := c.CreateShell()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.DeleteShell(shell) }()
+	zeros := make([]byte, stdinChunk)
+	w := func(int) (float64, error) {
+		t0 := time.Now()
+		id, err := c.Command(shell, "cat >/dev/null")
+		if err != nil {
+			return 0, err
+		}
+		for left := n; left > 0; {
+			k := min(left, int64(len(zeros)))
+			left -= k
+			if err := c.Send(shell, id, zeros[:k], left == 0); err != nil {
+				return 0, err
+			}
+		}
+		res, err := c.ReceiveAll(shell, id, nil)
+		if err != nil {
+			return 0, err
+		}
+		if res.exitCode != 0 {
+			return 0, fmt.Errorf("exit %d", res.exitCode)
+		}
+		return mbps(n, time.Since(t0)), nil
+	}
+	buf := make([]byte, 1<<20)
+	s := func(int) (float64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := b.sshCmd(ctx, "cat >/dev/null")
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		var werr error
+		for left := n; left > 0; {
+			k := min(left, int64(len(buf)))
+			if _, werr = in.Write(buf[:k]); werr != nil {
+				break
+			}
+			left -= k
+		}
+		in.Close()
+		err = cmd.Wait()
+		d := time.Since(t0)
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s", err, errb.Bytes())
+		}
+		return mbps(n, d), nil
+	}
+	b.alternate(r, b.cfg.streamN, w, s)
+	return r, nil
+}
+
+// ---- 200 concurrent shells ----
+
+func (b *bench) concurrency() (*result, error) {
+	n := b.cfg.conc
+	r := &result{Key: "concurrent", Name: fmt.Sprintf("%d concurrent shells running `true`", n), Unit: "ms", Goal: goal{"<=", 1.0}}
+	r.WinRM.Label = fmt.Sprintf("winrmd ntlm-http: %d pre-authenticated connections, each Create+Command+Receive+Delete at once; wall time", n)
+	r.SSH.Label = fmt.Sprintf("x/crypto/ssh: %d sessions at once on one open connection, each exec `true`; wall time", n)
+	conns := make([]*wsClient, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Authenticate the connections (16 at a time), outside the timing.
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	sem := make(chan struct{}, 16)
+	for i := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := dialWS(b.t, authNTLM)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			conns[i] = c
+		}(i)
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		return nil, fmt.Errorf("authenticating %d connections: %v", n, e)
+	}
+	sc, err := b.s.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	var errCount atomic.Int64
+	var lastErr atomic.Value
+	w := func(int) (float64, error) {
+		errCount.Store(0)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, c := range conns {
+			wg.Add(1)
+			go func(c *wsClient) {
+				defer wg.Done()
+				<-start
+				shell, err := c.CreateShell()
+				if err == nil {
+					var res receiveResult
+					res, err = c.Run(shell, "true")
+					if err == nil && res.exitCode != 0 {
+						err = fmt.Errorf("exit %d", res.exitCode)
+					}
+					if derr := c.DeleteShell(shell); err == nil {
+						err = derr
+					}
+				}
+				if err != nil {
+					errCount.Add(1)
+					lastErr.Store(err)
+				}
+			}(c)
+		}
+		t0 := time.Now()
+		close(start)
+		wg.Wait()
+		d := time.Since(t0)
+		if k := errCount.Load(); k > 0 {
+			return ms(d), fmt.Errorf("%d of %d shells failed; last: %v", k, n, lastErr.Load())
+		}
+		return ms(d), nil
+	}
+	s := func(int) (float64, error) {
+		errCount.Store(0)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := sshRun(sc, "true", nil, nil); err != nil {
+					errCount.Add(1)
+					lastErr.Store(err)
+				}
+			}()
+		}
+		t0 := time.Now()
+		close(start)
+		wg.Wait()
+		d := time.Since(t0)
+		if k := errCount.Load(); k > 0 {
+			return ms(d), fmt.Errorf("%d of %d sessions failed; last: %v", k, n, lastErr.Load())
+		}
+		return ms(d), nil
+	}
+	b.alternate(r, b.cfg.concN, w, s)
+	if r.WinRM.Errors > 0 || r.SSH.Errors > 0 {
+		r.Notes = append(r.Notes, "errors must be zero")
+	}
+	return r, nil
+}
+
+// ---- memory per idle shell ----
+
+func (b *bench) memory() (*result, error) {
+	k := b.cfg.idle
+	r := &result{Key: "idle_pss", Name: fmt.Sprintf("PSS per idle shell (%d open)", k), Unit: "KiB", Goal: goal{"<=", 1.0}}
+	r.WinRM.Label = "winrmd: (daemon PSS growth + PSS of all its descendants) / shells, shells created on one connection"
+	r.SSH.Label = "sshd: (listener PSS growth + PSS of all its descendants) / sessions, one x/crypto/ssh connection per session running an idle `sh` (no pty)"
+	settle := 1500 * time.Millisecond
+	for rep := 0; rep < b.cfg.memN; rep++ {
+		// winrmd
+		func() {
+			c, err := dialWS(b.t, authNTLM)
+			if err != nil {
+				r.WinRM.Errors++
+				warnf("idle: %v", err)
+				return
+			}
+			defer c.Close()
+			time.Sleep(settle)
+			base, _, _ := treePSS(b.d.pid)
+			var shells []string
+			defer func() {
+				for _, s := range shells {
+					_ = c.DeleteShell(s)
+				}
+			}()
+			for i := 0; i < k; i++ {
+				s, err := c.CreateShell()
+				if err != nil {
+					r.WinRM.Errors++
+					warnf("idle: %v", err)
+					return
+				}
+				shells = append(shells, s)
+			}
+			time.Sleep(settle)
+			self, kids, nk := treePSS(b.d.pid)
+			per := float64(self-base+kids) / float64(k)
+			r.WinRM.Samples = append(r.WinRM.Samples, per)
+			r.WinRM.Extra = map[string]any{"daemon_pss_kib_before": base, "daemon_pss_kib_after": self,
+				"descendants_pss_kib": kids, "descendants": nk, "daemon_share_kib_per_shell": float64(self-base) / float64(k),
+				"descendants_kib_per_shell": float64(kids) / float64(k)}
+		}()
+		// sshd
+		func() {
+			time.Sleep(settle)
+			base, _, _ := treePSS(b.s.pid)
+			var clients []*ssh.Client
+			var sessions []*ssh.Session
+			defer func() {
+				for _, s := range sessions {
+					s.Close()
+				}
+				for _, c := range clients {
+					c.Close()
+				}
+			}()
+			for i := 0; i < k; i++ {
+				c, err := b.s.dial()
+				if err != nil {
+					r.SSH.Errors++
+					warnf("idle ssh: %v", err)
+					return
+				}
+				clients = append(clients, c)
+				s, err := c.NewSession()
+				if err != nil {
+					r.SSH.Errors++
+					warnf("idle ssh: %v", err)
+					return
+				}
+				sessions = append(sessions, s)
+				if _, err := s.StdinPipe(); err != nil {
+					r.SSH.Errors++
+					return
+				}
+				if err := s.Start("exec sh"); err != nil {
+					r.SSH.Errors++
+					warnf("idle ssh: %v", err)
+					return
+				}
+			}
+			time.Sleep(settle)
+			self, kids, nk := treePSS(b.s.pid)
+			// sshd processes alone (without the user's sh), for the notes.
+			var sshdOnly int64
+			m := allProcs()
+			for _, p := range descendantsOf(m, b.s.pid) {
+				if m[p].comm != "sh" {
+					sshdOnly += pssKB(p)
+				}
+			}
+			per := float64(self-base+kids) / float64(k)
+			r.SSH.Samples = append(r.SSH.Samples, per)
+			r.SSH.Extra = map[string]any{"listener_pss_kib_before": base, "listener_pss_kib_after": self,
+				"descendants_pss_kib": kids, "descendants": nk, "sshd_processes_only_kib_per_session": float64(sshdOnly) / float64(k)}
+		}()
+	}
+	return r, nil
+}
+
+// ---- authentication handshakes per second ----
+
+func (b *bench) authRate(kind authKind) (*result, error) {
+	r := &result{Key: "auth_" + kind.String(), Name: "auth handshakes/s (" + kind.String() + ")", Unit: "/s"}
+	conc := b.cfg.authConc
+	if kind == authNTLM {
+		r.WinRM.Label = fmt.Sprintf("winrmd: new TCP connection + NTLM NEGOTIATE/AUTHENTICATE (store NT hash), %d clients", conc)
+	} else {
+		r.WinRM.Label = fmt.Sprintf("winrmd: new TLS connection + one Basic-authenticated Identify (store argon2id), %d clients", conc)
+	}
+	r.SSH.Label = fmt.Sprintf("x/crypto/ssh: new connection, kex + ed25519 key auth, %d clients", conc)
+	r.Notes = append(r.Notes, "information row (the issue sets no goal); higher is better")
+	identify := []byte(`<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsmid="http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"><s:Header/><s:Body><wsmid:Identify/></s:Body></s:Envelope>`)
+	rate := func(d time.Duration, op func() error) (float64, error) {
+		var ok atomic.Int64
+		var firstErr atomic.Value
+		deadline := time.Now().Add(d)
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for g := 0; g < conc; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					if err := op(); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+					ok.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		el := time.Since(t0)
+		if e := firstErr.Load(); e != nil {
+			return 0, e.(error)
+		}
+		return float64(ok.Load()) / el.Seconds(), nil
+	}
+	w := func(int) (float64, error) {
+		return rate(b.cfg.authDur, func() error {
+			c, err := dialWS(b.t, kind)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if kind == authBasic {
+				st, _, body, err := c.roundTrip(c.basic, soapCT, identify)
+				if err != nil {
+					return err
+				}
+				if st != 200 {
+					return fmt.Errorf("Identify: HTTP %d %.200s", st, body)
+				}
+			}
+			return nil
+		})
+	}
+	s := func(int) (float64, error) {
+		return rate(b.cfg.authDur, func() error {
+			c, err := b.s.dial()
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		})
+	}
+	b.alternate(r, b.cfg.authN, w, s)
+	return r, nil
+}
+
+func sizeName(n int64) string {
+	switch {
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
