@@ -641,4 +641,3 @@ func sizeName(n int64) string {
 		return fmt.Sprintf("%d B", n)
 	}
 }
-
