@@ -1,10 +1,23 @@
 # winrmd — see README.md.
+SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin/winrmd
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PKGS    := ./...
 FUZZTIME ?= 20s
+# The interpreter the client venv is made from (pyenv's python3 first on PATH).
+PYTHON  ?= python3
+# Test work area (gitignored): logs and the figures of the summary block.
+WORK    := test/.work
+# What the e2e and interop tests need from Debian and from PyPI.
+APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl
+PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm
+TEST_TIMEOUT ?= 50m
+# The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
+# e2e run is where the daemon's goroutines really race (20 concurrent shells,
+# long polls, signals). Set E2E_RACE=0 to build it plainly.
+E2E_RACE ?= 1
 
 .PHONY: all build run test unit e2e deps venv lint fuzz bench load clean
 
@@ -23,6 +36,78 @@ lint:
 
 clean:
 	rm -rf bin .lab
+
+# ---- tests (owned by test/infra) -------------------------------------------
+
+# Everything the tests need, on a fresh Debian 12 as root: apt packages only
+# when one is missing (one apt-get update), then the Go modules.
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root to install them)"; exit 1; fi; \
+	  echo "deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; \
+	else echo "deps: apt packages present"; fi
+	$(GO) mod download
+
+# The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm
+# from PyPI (not Debian's python3-* packages). Re-made when it cannot import
+# them (a fresh clone, a changed interpreter).
+venv:
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' 2>/dev/null; then \
+	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -))"; \
+	else \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
+	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
+	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' && \
+	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -)"; \
+	fi
+
+# Unit tests only (every package but the e2e one), with the race detector.
+unit:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/test$$' | grep -v '/test/')
+
+# End-to-end tests only (real daemon, real users, real clients; root).
+e2e: venv
+	@mkdir -p $(WORK)
+	WINRMD_E2E_RACE=$(E2E_RACE) WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
+	  $(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./test/
+
+# Everything, then the figures: vet, gofmt, then go test -race over every
+# package (unit and e2e together, so package parallelism overlaps them), and
+# the summary block. The summary prints even when tests fail.
+test: deps venv
+	@mkdir -p $(WORK); rm -f $(WORK)/stats.jsonl; start=$$(date +%s); rc=0; \
+	echo "== go vet"; $(GO) vet $(PKGS) || rc=1; \
+	echo "== gofmt"; bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.venv/*')); \
+	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; rc=1; fi; \
+	echo "== go test -race ./... (unit + e2e)"; \
+	WINRMD_E2E_RACE=$(E2E_RACE) WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
+	  $(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) $(PKGS) 2>&1 | tee $(WORK)/gotest.log; \
+	  [ "$${PIPESTATUS[0]}" = 0 ] || rc=1; \
+	$(GO) run ./test/cmd/e2esummary -stats $(WORK)/stats.jsonl -log $(WORK)/gotest.log -started $$start || rc=1; \
+	exit $$rc
+
+# Every Fuzz* target in the repository, FUZZTIME each.
+fuzz:
+	@set -e; n=0; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    n=$$((n+1)); echo "== fuzz $$pkg $$f for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done; echo "fuzz: $$n targets ran for $(FUZZTIME) each"
+
+# Load: many users and shells, NTLM-sealed HTTP and Basic HTTPS, output
+# checked by hash (the short version runs inside make test).
+load: venv
+	@mkdir -p $(WORK)
+	WINRMD_LOAD=full WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
+	  $(GO) test -count=1 -v -timeout 60m -run 'TestLoad' ./test/
+	$(GO) run ./test/cmd/e2esummary -stats $(WORK)/stats.jsonl -log /dev/null
 
 # ---- bench (owned by cmd/winrmd-bench, issue 5) -----------------------------
 # winrmd against a private OpenSSH server on loopback, one run, alternating

@@ -137,7 +137,12 @@ func startDaemon(t testing.TB, mutate func(*configs.Config)) *Daemon {
 		d.stop()
 		if d.waitErr != nil && !d.expectExit {
 			t.Errorf("daemon exited badly after SIGTERM: %v", d.waitErr)
+		} else {
+			recordStat("daemons_clean_stop", 1)
 		}
+		ex := d.executions()
+		recordStat("shells", int64(ex.shellCreates))
+		recordStat("commands", int64(ex.commandStarts))
 		checkNoLeftovers(t, "after daemon stop", 5*time.Second)
 		if bad := d.logProblems(); bad != "" {
 			t.Errorf("daemon log:\n%s", bad)
@@ -176,6 +181,7 @@ func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.PID = d.cmd.Process.Pid
+	recordStat("daemons_started", 1)
 	daemonsMu.Lock()
 	daemons[d] = true
 	daemonsMu.Unlock()

@@ -40,6 +40,7 @@ type world struct {
 	admin   *testUser // in winrm-remote-users
 	admin2  *testUser // in winrm-remote-users (another identity for cross-user checks)
 	plain   *testUser // in no allowed group
+	guess   *testUser // in winrm-remote-users; the target of refused logons (so lockouts hit no other account)
 	created bool      // we created adminGroup
 	err     error     // set-up failure, reported by every test
 }
@@ -159,6 +160,7 @@ func setup() error {
 		{&w.admin, userPrefix + "a" + suffix, true},
 		{&w.admin2, userPrefix + "b" + suffix, true},
 		{&w.plain, userPrefix + "n" + suffix, false},
+		{&w.guess, userPrefix + "g" + suffix, true},
 	} {
 		tu, err := createUser(u.name, u.admin)
 		if err != nil {
@@ -183,7 +185,7 @@ func setup() error {
 	return nil
 }
 
-func (w *world) users() []*testUser { return []*testUser{w.admin, w.admin2, w.plain} }
+func (w *world) users() []*testUser { return []*testUser{w.admin, w.admin2, w.plain, w.guess} }
 
 // storeAdd registers name with password in store through the CLI, as an
 // administrator would.

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bodgit/ntlmssp"
@@ -281,8 +282,34 @@ type rawConn struct {
 	cert *x509.Certificate
 }
 
-func dialRaw(addr string, useTLS bool) (*rawConn, error) {
+func dialRaw(addr string, useTLS bool) (*rawConn, error) { return dialRawFrom("", addr, useTLS) }
+
+// srcAddr hands out loopback source addresses (127.0.0.10-249): the daemon
+// rate-limits failed logons per source address, so every hostile request that
+// fails authentication comes from its own address and cannot lock the
+// well-behaved requests of the same test out.
+var (
+	srcMu   sync.Mutex
+	srcNext = 10
+)
+
+func srcAddr() string {
+	srcMu.Lock()
+	defer srcMu.Unlock()
+	a := fmt.Sprintf("127.0.0.%d", srcNext)
+	srcNext++
+	if srcNext > 249 {
+		srcNext = 10
+	}
+	return a
+}
+
+// dialRawFrom connects from the loopback address src ("" = the default).
+func dialRawFrom(src, addr string, useTLS bool) (*rawConn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
 	var c net.Conn
 	var err error
 	rc := &rawConn{addr: addr, tls: useTLS}
@@ -371,7 +398,11 @@ func basicAuth(user, pass string) string {
 
 // post sends one SOAP request with Basic credentials on a new connection.
 func postBasic(addr string, useTLS bool, user, pass, soap string) (*reply, error) {
-	rc, err := dialRaw(addr, useTLS)
+	return postBasicFrom("", addr, useTLS, user, pass, soap)
+}
+
+func postBasicFrom(src, addr string, useTLS bool, user, pass, soap string) (*reply, error) {
+	rc, err := dialRawFrom(src, addr, useTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -538,12 +569,13 @@ type ntlmOpts struct {
 	level    int    // LM compatibility level: 3 = NTLMv2 (default), 1 = NTLMv1
 	bindings []byte // channel binding application data override (nil: computed on TLS)
 	noCBT    bool
+	src      string // source address ("" = default)
 }
 
 // dialNTLM connects and runs the NTLM handshake. The returned reply is the
 // server's answer to the AUTHENTICATE leg (200 on success).
 func dialNTLM(addr string, useTLS bool, user, pass string, o ntlmOpts) (*ntlmConn, *reply, error) {
-	rc, err := dialRaw(addr, useTLS)
+	rc, err := dialRawFrom(o.src, addr, useTLS)
 	if err != nil {
 		return nil, nil, err
 	}
