@@ -54,9 +54,19 @@ type Session struct {
 
 var _ authn.Sealer = (*Session)(nil)
 
+// NewServerSession returns the acceptor's session security for an exported
+// session key obtained elsewhere (tests, other acceptors wrapping NTLM).
+// flags are the negotiated flags; extended session security is assumed.
+func NewServerSession(flags uint32, exportedSessionKey []byte) *Session {
+	return newSession(flags, exportedSessionKey, true)
+}
+
 // newSession derives the keys for one side from the exported session key.
 // server selects the acceptor's view: outbound uses the server keys.
 func newSession(flags uint32, esk []byte, server bool) *Session {
+	if len(esk) != sessionKeyLength {
+		panic("ntlm: exported session key must be 16 bytes")
+	}
 	cSign := signKey(esk, magicClientSign)
 	sSign := signKey(esk, magicServerSign)
 	cSeal := sealKey(flags, esk, magicClientSeal)
