@@ -33,8 +33,11 @@ func unhex(s string) []byte {
 // clientSealer adapts the spec-derived test client to authn.Sealer.
 type clientSealer struct{ s *ntlmtest.Session }
 
-func (c clientSealer) Seal(p []byte) ([]byte, []byte, error) { sig, d := c.s.Seal(p); return sig, d, nil }
-func (c clientSealer) Unseal(sig, d []byte) ([]byte, error)  { return c.s.Unseal(sig, d) }
+func (c clientSealer) Seal(p []byte) ([]byte, []byte, error) {
+	sig, d := c.s.Seal(p)
+	return sig, d, nil
+}
+func (c clientSealer) Unseal(sig, d []byte) ([]byte, error) { return c.s.Unseal(sig, d) }
 
 // pywinrmBody frames one part exactly as pywinrm/pypsrp do.
 func pywinrmBody(protocol string, length int, wire []byte) []byte {
