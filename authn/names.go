@@ -25,9 +25,16 @@ const MaxNameBytes = 256
 // the exact spelling, then lower case). "" is returned for names that cannot
 // be a local account: empty parts, more than one qualifier ("a\\b\\c",
 // "D\\u@R"), Kerberos principals with an instance ("HTTP/host@R"), control
-// characters or invisible ones (format, separators, private use), ':' (the passwd field separator), a leading '-' (option
-// injection into any tool that might later see it), names that are only dots,
-// invalid UTF-8, or more than MaxNameBytes bytes.
+// characters or invisible ones (format, line separators, private use),
+// surrounding spaces, ':' (the passwd field separator), a leading '-' (option
+// injection into any tool that might later see it), names that are only
+// dots, invalid UTF-8, or more than MaxNameBytes bytes.
+//
+// Mapping is not authorization: "CORP\\root" maps to "root", and the
+// Authorizer refuses uid 0. Every domain maps onto the same local namespace,
+// so deploy it only where every accepted domain's "alice" is the host's
+// "alice" (see Authorizer for the lookup order that prefers NSS's qualified
+// names).
 func MapName(name, domain string) string {
 	_ = domain
 	if name == "" || len(name) > MaxNameBytes || !utf8.ValidString(name) {

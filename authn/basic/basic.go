@@ -123,8 +123,12 @@ func New(cfg Config) *Authenticator {
 // store if the mapped local name (authn.MapName) is in it, otherwise PAM if
 // configured, otherwise the store (which answers ErrUnknownAccount after a
 // dummy hash). A name in the store is decided by the store alone. Malformed
-// credentials count as a failure of the source. Errors wrap the authn
-// errors; none contains the password.
+// credentials count as a failure of the source; backend failures count for
+// nobody. Errors wrap the authn errors; none contains the password.
+//
+// Timing tells whether the store or PAM answered (argon2id costs more than
+// the host's crypt), i.e. whether a name is in the store; whether it exists
+// on the host is PAM's to hide (pam_unix hashes a dummy for unknown users).
 func (a *Authenticator) Authenticate(ctx context.Context, remote netip.Addr, headerValue string) (authn.Principal, error) {
 	lim := a.cfg.Limiter
 	if err := lim.Allow(remote, ""); err != nil {
