@@ -439,33 +439,42 @@ func TestStoreLimits(t *testing.T) {
 	}
 }
 
-// TestDefaultCost checks the real parameters: an unknown name costs about
-// as much as a known one (the dummy hash), so timing does not reveal names.
-func TestDefaultCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow")
-	}
+// TestDummyHash checks that an unknown name costs one hash with the real
+// parameters, as a known name does, so timing does not reveal which names
+// exist. The timings are logged, not asserted: a shared machine is too noisy.
+func TestDummyHash(t *testing.T) {
 	s, _ := newStore(t)
 	s.setParams(DefaultParams)
 	if err := s.Add("alice", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	median := func(f func()) time.Duration {
-		var d []time.Duration
-		for i := 0; i < 7; i++ {
+	d := s.dummy
+	if d.memory != DefaultParams.MemoryKiB || d.time != DefaultParams.Time || d.threads != DefaultParams.Threads ||
+		len(d.salt) != DefaultParams.SaltBytes || len(d.key) != DefaultParams.KeyBytes {
+		t.Fatalf("dummy hash parameters %s differ from the defaults", d)
+	}
+	for _, u := range []string{"nobody", "", "ALICE", strings.Repeat("x", 500)} {
+		before := s.derives.Load()
+		s.Verify(u, "wrong")
+		if s.derives.Load() != before+1 {
+			t.Fatalf("Verify(%q) ran %d hashes, want 1", u, s.derives.Load()-before)
+		}
+	}
+	if testing.Short() {
+		return
+	}
+	minOf := func(f func()) time.Duration {
+		best := time.Hour
+		for i := 0; i < 5; i++ {
 			start := time.Now()
 			f()
-			d = append(d, time.Since(start))
+			best = min(best, time.Since(start))
 		}
-		slices.Sort(d)
-		return d[len(d)/2]
+		return best
 	}
-	known := median(func() { s.Verify("alice", "wrong") })
-	unknown := median(func() { s.Verify("nobody", "wrong") })
-	t.Logf("verify: known %v, unknown %v", known, unknown)
-	if unknown < known/3 {
-		t.Fatalf("unknown name verifies in %v, known in %v: a timing oracle", unknown, known)
-	}
+	known := minOf(func() { s.Verify("alice", "wrong") })
+	unknown := minOf(func() { s.Verify("nobody", "wrong") })
+	t.Logf("fastest verify: known name %v, unknown name %v", known, unknown)
 }
 
 func BenchmarkStoreVerify(b *testing.B) {
