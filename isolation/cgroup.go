@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -219,6 +220,10 @@ func detectCgroups(root string) (*cgroupSystem, []string, error) {
 				notes = append(notes, fmt.Sprintf("cgroup v1 %s not usable: %v", ctrl, err))
 				break
 			}
+			if err := unix.Access(parent, unix.W_OK|unix.X_OK); err != nil {
+				notes = append(notes, fmt.Sprintf("cgroup v1 %s not usable: %s: %v", ctrl, parent, err))
+				break
+			}
 			sys.v1Parents[ctrl] = parent
 			break
 		}
@@ -427,12 +432,17 @@ func (cg *shellCgroup) pids() ([]int, error) {
 // member through a pidfd after checking it is still a member, so a recycled
 // pid is never hit.
 func (cg *shellCgroup) kill(timeout time.Duration) error {
+	return cg.killExcept(timeout, 0)
+}
+
+// killExcept kills every process of the group but skip (0: none).
+func (cg *shellCgroup) killExcept(timeout time.Duration, skip int) error {
 	if cg == nil {
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
 	dir := cg.procsDir()
-	if cg.sys.mode == cgroupV2 {
+	if cg.sys.mode == cgroupV2 && skip == 0 {
 		if err := writeFile(filepath.Join(dir, "cgroup.kill"), "1"); err == nil {
 			return waitEmpty(dir, deadline)
 		}
@@ -443,6 +453,7 @@ func (cg *shellCgroup) kill(timeout time.Duration) error {
 		if err != nil {
 			return err
 		}
+		pids = slices.DeleteFunc(pids, func(p int) bool { return p == skip })
 		if len(pids) == 0 {
 			return nil
 		}
@@ -454,6 +465,7 @@ func (cg *shellCgroup) kill(timeout time.Duration) error {
 		if frozen {
 			// Re-read: nothing can fork while frozen.
 			pids, _ = readPids(dir)
+			pids = slices.DeleteFunc(pids, func(p int) bool { return p == skip })
 		}
 		for _, p := range pids {
 			killIfMember(p, dir)

@@ -592,8 +592,43 @@ func (h *workerHandle) killShell() error {
 	}
 	if h.killSession {
 		killSession(h.pid, h.uid, -1)
+		killDescendants(h.pid, h.uid)
 	}
 	return nil
+}
+
+// killShellExceptWorker kills every process of the shell but the worker.
+func (h *workerHandle) killShellExceptWorker() error {
+	if h.cg != nil {
+		return h.cg.killExcept(10*time.Second, h.pid)
+	}
+	if h.killSession {
+		killSession(h.pid, h.uid, h.pid)
+		killDescendants(h.pid, h.uid)
+	}
+	return nil
+}
+
+// childrenOf lists the children of pid.
+func childrenOf(pid int) []int {
+	var out []int
+	for p, parent := range parents() {
+		if parent == pid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func eventuallyTrue(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
 
 // Close kills every process of the shell, reaps the worker and stops every
@@ -604,9 +639,12 @@ func (h *workerHandle) Close() error {
 		h.closing = true
 		h.mu.Unlock()
 		var errs []error
-		if err := h.killShell(); err != nil {
+		// Every process but the worker first: the worker is a subreaper and
+		// reaps them, so no zombie is left to init. Then the worker.
+		if err := h.killShellExceptWorker(); err != nil {
 			errs = append(errs, err)
 		}
+		eventuallyTrue(2*time.Second, func() bool { return len(childrenOf(h.pid)) == 0 })
 		_ = h.proc.Kill()
 		select {
 		case <-h.proc.Exited():
@@ -641,6 +679,7 @@ func (h *workerHandle) Close() error {
 			}
 		} else if h.killSession {
 			killSession(h.pid, h.uid, -1)
+			killDescendants(h.pid, h.uid)
 		}
 		h.closeErr = errors.Join(errs...)
 		if h.closeErr != nil {

@@ -403,7 +403,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 	if maxProcs > 0 {
 		// The worker's own threads are not the shell's processes: they are
 		// added to the budget (warmThreads made them before Hello).
-		if err := cg.setPidsMax(maxProcs + countTasks(pid) + 4); err != nil {
+		if err := cg.setPidsMax(maxProcs + countTasks(pid)); err != nil {
 			return nil, fmt.Errorf("isolation: pids limit: %w", err)
 		}
 	}

@@ -76,6 +76,12 @@ func workerMain() int {
 		wlog("%v", err)
 		return 2
 	}
+	// Orphans of commands become the worker's children, so it can reap
+	// them and find them at the end.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		wlog("PR_SET_CHILD_SUBREAPER: %v", err)
+		return 2
+	}
 	warmThreads()
 
 	if err := writeMsg(conn, msgHello{Version: protoVersion, Pid: uint32(os.Getpid())}); err != nil {
@@ -488,9 +494,26 @@ func (w *workerLoop) reaper() {
 		case <-w.done:
 			return
 		}
-		// Only our commands' pids are waited for: any other child of this
-		// process (in tests, the test's own children) is not ours to reap.
 		w.mu.Lock()
+		if w.ownSession {
+			// A real worker is a child subreaper: everything its commands
+			// orphan becomes its child and is reaped here.
+			for {
+				var ws unix.WaitStatus
+				pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+				if pid <= 0 || err != nil {
+					break
+				}
+				if c := w.byPid[pid]; c != nil {
+					delete(w.byPid, pid)
+					c.reapedWith(ws)
+				}
+			}
+			w.mu.Unlock()
+			continue
+		}
+		// In-process (tests): only our commands' pids are waited for; any
+		// other child of this process is not ours to reap.
 		for pid, c := range w.byPid {
 			var ws unix.WaitStatus
 			got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
@@ -557,9 +580,128 @@ func (w *workerLoop) shutdown() {
 		}
 	}
 	if w.ownSession {
-		killSession(os.Getpid(), uint32(os.Getuid()), os.Getpid())
+		self := os.Getpid()
+		killSession(self, uint32(os.Getuid()), self)
+		killDescendants(self, uint32(os.Getuid()))
+		// Reap what was killed, so nothing is left for init as a zombie.
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if errors.Is(err, unix.ECHILD) {
+				break
+			}
+			if pid <= 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
 	}
 	w.out.close()
+}
+
+// killDescendants kills every process of uid below root in the process
+// tree (the worker is a subreaper, so orphans stay below it). Each is
+// signalled through a pidfd after re-checking its parent, so a recycled pid
+// is never hit.
+func killDescendants(root int, uid uint32) int {
+	killed := 0
+	for pass := 0; pass < 3; pass++ {
+		n := 0
+		for _, pid := range descendants(root) {
+			fd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				continue
+			}
+			if isDescendant(pid, root) && procUID(pid) == uid {
+				if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+					n++
+				}
+			}
+			unix.Close(fd)
+		}
+		killed += n
+		if n == 0 {
+			break
+		}
+	}
+	return killed
+}
+
+// parents maps every pid to its parent.
+func parents() map[int]int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make(map[int]int, len(ents))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := procPPid(pid); pp >= 0 {
+			out[pid] = pp
+		}
+	}
+	return out
+}
+
+func procPPid(pid int) int {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	i := strings.LastIndexByte(string(st), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(st[i+1:]))
+	if len(f) < 2 {
+		return -1
+	}
+	pp, err := strconv.Atoi(f[1])
+	if err != nil {
+		return -1
+	}
+	return pp
+}
+
+func procUID(pid int) uint32 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil {
+		return 1<<32 - 1
+	}
+	return st.Uid
+}
+
+func descendants(root int) []int {
+	pp := parents()
+	children := map[int][]int{}
+	for pid, parent := range pp {
+		children[parent] = append(children[parent], pid)
+	}
+	var out []int
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+func isDescendant(pid, root int) bool {
+	for i := 0; i < 4096 && pid > 1; i++ {
+		pp := procPPid(pid)
+		if pp == root {
+			return true
+		}
+		pid = pp
+	}
+	return false
 }
 
 func (c *wcmd) out() *outQueue { return c.w.out }

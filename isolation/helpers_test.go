@@ -1,0 +1,318 @@
+package isolation
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/winrmd/winrmd/authn"
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: spawns workers as a real test user")
+	}
+}
+
+// testUser is a real Linux account made for one test (prefix wrmdtest),
+// with its own group, one supplementary group and a home directory. Cleanup
+// fails the test if any process of the user is left, kills them, and
+// deletes the account.
+type testUser struct {
+	acct  authn.Account
+	extra uint32 // the supplementary group's gid
+}
+
+func newTestUser(t testing.TB) *testUser {
+	t.Helper()
+	requireRoot(t)
+	name := "wrmdtest" + randomHex(3)
+	grp := name + "g"
+	home, err := os.MkdirTemp("/var/tmp", "wrmdtest-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runOK := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if u, err := user.Lookup(name); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			if live := livePids(uint32(uid)); len(live) > 0 {
+				t.Errorf("live processes of %s left behind:\n%s", name, userProcs(u.Uid))
+				exec.Command("pkill", "-9", "-u", u.Uid).Run()
+			}
+			// Zombies of processes orphaned to init (after a worker was
+			// killed) are init's to reap, which it does within seconds.
+			if !eventually(10*time.Second, func() bool { return userProcs(u.Uid) == "" }) {
+				t.Errorf("processes of %s left behind:\n%s", name, userProcs(u.Uid))
+			}
+		}
+		exec.Command("userdel", "-f", name).Run()
+		exec.Command("groupdel", grp).Run()
+		os.RemoveAll(home)
+	})
+	runOK("groupadd", grp)
+	runOK("useradd", "-M", "-N", "-g", grp, "-d", home, "-s", "/bin/sh", name)
+	// A second group, supplementary.
+	runOK("groupadd", name+"x")
+	t.Cleanup(func() { exec.Command("groupdel", name+"x").Run() })
+	runOK("usermod", "-a", "-G", name+"x", name)
+
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(home, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	gids, err := u.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu := &testUser{acct: authn.Account{Username: name, UID: uint32(uid), GID: uint32(gid), Home: home, Shell: "/bin/sh"}}
+	for _, g := range gids {
+		n, _ := strconv.Atoi(g)
+		tu.acct.Groups = append(tu.acct.Groups, uint32(n))
+		if n != gid {
+			tu.extra = uint32(n)
+		}
+	}
+	if tu.extra == 0 {
+		t.Fatalf("no supplementary group in %v", gids)
+	}
+	return tu
+}
+
+// userProcs lists the processes of uid ("" when there are none).
+func userProcs(uid string) string {
+	out, _ := exec.Command("pgrep", "-a", "-u", uid).Output()
+	return strings.TrimSpace(string(out))
+}
+
+// livePids lists the processes of uid that are not zombies.
+func livePids(uid uint32) []int {
+	var out []int
+	for _, p := range userPidsExcept(uid, -1) {
+		if alive(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// userPidsExcept lists the pids of uid other than skip.
+func userPidsExcept(uid uint32, skip int) []int {
+	out, _ := exec.Command("pgrep", "-u", strconv.Itoa(int(uid))).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if p, _ := strconv.Atoi(f); p != 0 && p != skip {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+func newTestSpawner(t testing.TB, opts SpawnerOptions) *procSpawner {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(t)
+	}
+	s, err := newProcSpawner(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// spawn starts a worker for the user and closes it at the end of the test
+// (before the user's cleanup checks for leftovers).
+func spawn(t testing.TB, s *procSpawner, req SpawnRequest) (*workerHandle, *collector) {
+	t.Helper()
+	if req.ShellID == "" {
+		req.ShellID = "wrmdtest-" + randomHex(6)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := s.Spawn(ctx, req)
+	if err != nil {
+		t.Fatalf("Spawn: %v", err)
+	}
+	h := w.(*workerHandle)
+	c := newCollector(h)
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		c.wait()
+	})
+	return h, c
+}
+
+// collector drains Events, gives the window back (unless paused) and keeps
+// each command's output and exit code.
+type collector struct {
+	w    Worker
+	mu   sync.Mutex
+	cond *sync.Cond
+	out  map[string]*[3]bytes.Buffer
+	exit map[string]int32
+	// hold: output is kept but not Consumed until released.
+	hold    bool
+	held    map[string]int
+	stopped chan struct{}
+}
+
+func newCollector(w Worker) *collector {
+	c := &collector{w: w, out: map[string]*[3]bytes.Buffer{}, exit: map[string]int32{}, held: map[string]int{}, stopped: make(chan struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	go c.loop()
+	return c
+}
+
+func (c *collector) loop() {
+	defer close(c.stopped)
+	for ev := range c.w.Events() {
+		c.mu.Lock()
+		switch ev.Kind {
+		case EventOutput:
+			b := c.out[ev.CommandID]
+			if b == nil {
+				b = new([3]bytes.Buffer)
+				c.out[ev.CommandID] = b
+			}
+			b[ev.Stream].Write(ev.Data)
+			if c.hold {
+				c.held[ev.CommandID] += len(ev.Data)
+			}
+		case EventExit:
+			c.exit[ev.CommandID] = ev.ExitCode
+		}
+		hold := c.hold
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		if ev.Kind == EventOutput && !hold {
+			_ = c.w.Consumed(ev.CommandID, len(ev.Data))
+		}
+	}
+	c.mu.Lock()
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *collector) wait() { <-c.stopped }
+
+// setHold pauses (true) or resumes (false) consuming; resuming returns the
+// held window.
+func (c *collector) setHold(on bool) {
+	c.mu.Lock()
+	c.hold = on
+	held := c.held
+	c.held = map[string]int{}
+	c.mu.Unlock()
+	if !on {
+		for id, n := range held {
+			_ = c.w.Consumed(id, n)
+		}
+	}
+}
+
+// waitExit waits for a command's exit code.
+func (c *collector) waitExit(t testing.TB, id string, timeout time.Duration) int32 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if code, ok := c.exit[id]; ok {
+			return code
+		}
+		select {
+		case <-c.stopped:
+			t.Fatalf("worker ended before %s exited: %v", id, c.w.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command %s did not exit within %v", id, timeout)
+		}
+		c.cond.Wait()
+	}
+}
+
+func (c *collector) output(id string, s Stream) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b := c.out[id]; b != nil {
+		return bytes.Clone(b[s].Bytes())
+	}
+	return nil
+}
+
+var cmdSeq struct {
+	sync.Mutex
+	n int
+}
+
+func nextID() string {
+	cmdSeq.Lock()
+	defer cmdSeq.Unlock()
+	cmdSeq.n++
+	return fmt.Sprintf("CMD-%d", cmdSeq.n)
+}
+
+// run starts a command, feeds stdin (with eof when stdin != nil) and waits
+// for its exit.
+func (c *collector) run(t testing.TB, spec CommandSpec, stdin []byte) (stdout, stderr string, code int32) {
+	t.Helper()
+	if spec.ID == "" {
+		spec.ID = nextID()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.w.Start(ctx, spec); err != nil {
+		t.Fatalf("Start %+v: %v", spec, err)
+	}
+	if stdin != nil {
+		if err := c.w.Stdin(ctx, spec.ID, stdin, true); err != nil {
+			t.Fatalf("Stdin: %v", err)
+		}
+	}
+	code = c.waitExit(t, spec.ID, 60*time.Second)
+	out, errb := c.output(spec.ID, Stdout), c.output(spec.ID, Stderr)
+	if err := c.w.Release(spec.ID); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	return string(out), string(errb), code
+}
+
+var execCommand = exec.Command
+
+func sh(line string) CommandSpec { return CommandSpec{Line: line} }
+
+// alive reports whether pid exists (and is not a zombie).
+func alive(pid int) bool {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i > 0 && i+2 < len(st) && st[i+2] != 'Z'
+}
