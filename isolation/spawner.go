@@ -577,6 +577,7 @@ func verifyWorkerStatus(pid int, acct authn.Account) error {
 //     process cannot arrange for itself afterwards when cgo is linked;
 //   - the parent-death signal, which fires when the forking *thread* exits,
 //     only fires when the daemon itself dies.
+//
 // no_new_privs on this one daemon thread only affects what it executes:
 // workers, which never gain privileges by exec anyway.
 var (

@@ -288,6 +288,7 @@ type wcmd struct {
 	mu       sync.Mutex
 	cond     *sync.Cond // window, stdin queue and release changes
 	window   int        // output bytes that may still be sent
+	inflight int        // window reserved by a pump blocked in read
 	released bool
 	reaped   bool
 	status   unix.WaitStatus
@@ -749,11 +750,13 @@ func (c *wcmd) pump(stream Stream, f *os.File) {
 		}
 		n := min(c.window, maxOutChunk)
 		c.window -= n // reserved while reading
+		c.inflight += n
 		c.mu.Unlock()
 
 		k, err := f.Read(buf[:n])
 
 		c.mu.Lock()
+		c.inflight -= n
 		c.window += n - k
 		if k > 0 && !c.released {
 			c.out().push(msgOutput{ID: c.id, Stream: stream, Data: buf[:k]})
@@ -774,7 +777,7 @@ func (c *wcmd) pump(stream Stream, f *os.File) {
 func (c *wcmd) credit(n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.window+n > OutputWindow {
+	if c.window+c.inflight+n > OutputWindow {
 		return fmt.Errorf("credit %d for %q overflows the window", n, c.id)
 	}
 	c.window += n
