@@ -347,6 +347,10 @@ func (rc *rawConn) writeRaw(b []byte) error {
 func (rc *rawConn) readReply(method string, timeout time.Duration) (*reply, error) {
 	rc.c.SetReadDeadline(time.Now().Add(timeout))
 	resp, err := http.ReadResponse(rc.br, &http.Request{Method: method})
+	// Skip interim answers (100 Continue): the final one is what counts.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 {
+		resp, err = http.ReadResponse(rc.br, &http.Request{Method: method})
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err) {
 			return &reply{Closed: true}, nil
