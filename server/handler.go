@@ -123,7 +123,7 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 		w.Header().Add("WWW-Authenticate", "Negotiate")
 	}
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
-		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN"`)
+		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
 	}
 }
 
