@@ -147,6 +147,7 @@ type daemon struct {
 	https     string
 	metrics   string
 	logFile   string
+	cpu       *cpuMeter
 	exited    chan struct{}
 	exitError error
 }
@@ -217,6 +218,7 @@ metrics:
 	if err != nil {
 		return nil, err
 	}
+	d.cpu = newCPUMeter("winrmd", false, cl)
 	d.cmd = exec.Command(bin, "serve", "--config", cfgPath, "--ready-file", ready)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -225,6 +227,7 @@ metrics:
 		return nil, err
 	}
 	d.pid = d.cmd.Process.Pid
+	d.cpu.attach(d.pid)
 	go func() { d.exitError = d.cmd.Wait(); logf.Close(); close(d.exited) }()
 	cl.add(func() { d.stop() })
 	deadline := time.Now().Add(30 * time.Second)
@@ -302,6 +305,7 @@ type sshServer struct {
 	knownHosts string
 	signer     ssh.Signer
 	hostKey    ssh.PublicKey
+	cpu        *cpuMeter
 	exited     chan struct{}
 }
 
@@ -403,6 +407,7 @@ LogLevel ERROR
 	if err != nil {
 		return nil, err
 	}
+	s.cpu = newCPUMeter("sshd", true, cl)
 	s.cmd = exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgPath)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -411,6 +416,7 @@ LogLevel ERROR
 		return nil, err
 	}
 	s.pid = s.cmd.Process.Pid
+	s.cpu.attach(s.pid)
 	go func() { _ = s.cmd.Wait(); logf.Close(); close(s.exited) }()
 	cl.add(func() { s.stop() })
 	deadline := time.Now().Add(15 * time.Second)

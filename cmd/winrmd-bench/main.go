@@ -87,8 +87,8 @@ func realMain() int {
 
 	if cfg.quick {
 		cfg.size = 64 << 20
-		cfg.warmN, cfg.coldN, cfg.streamN, cfg.concN, cfg.idle, cfg.memN, cfg.authN = 40, 15, 3, 2, 20, 1, 2
-		cfg.authDur = 700 * time.Millisecond
+		cfg.warmN, cfg.coldN, cfg.streamN, cfg.concN, cfg.idle, cfg.memN, cfg.authN = 30, 10, 3, 2, 20, 1, 2
+		cfg.authDur = 500 * time.Millisecond
 	} else {
 		cfg.size = 1 << 30
 		cfg.warmN, cfg.coldN, cfg.streamN, cfg.concN, cfg.idle, cfg.memN, cfg.authN = 300, 60, 5, 5, 50, 2, 6
@@ -198,6 +198,7 @@ func realMain() int {
 	}
 	b := &bench{cfg: cfg, d: d, s: s, t: &wsTarget{httpAddr: d.http, httpsAddr: d.https, user: benchUser,
 		password: password, envelopeSize: 512000, timeout: 120 * time.Second}}
+	info["cpu_accounting"] = map[string]string{"winrmd": d.cpu.method, "sshd": s.cpu.method}
 	fmt.Printf("winrmd pid %d (http %s, https %s), sshd pid %d (%s), stream size %s\n\n", d.pid, d.http, d.https, s.pid, s.addr, sizeName(cfg.size))
 
 	// A first command proves the set-up before any timing.
@@ -319,7 +320,7 @@ func machineInfo(cfg *config) map[string]any {
 func printTable(w io.Writer, results []*result) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "row\twinrmd median [p10–p90]\tssh median [p10–p90]\twinrmd/ssh\tgoal\tresult\tserver CPU ms/op (winrmd / ssh)")
+	fmt.Fprintln(tw, "row\twinrmd median [p10–p90]\tssh median [p10–p90]\twinrmd/ssh\tgoal\tresult\tserver CPU ms (winrmd / sshd)")
 	for _, r := range results {
 		if r.Verdict == "ERROR" {
 			fmt.Fprintf(tw, "%s\t\t\t\t\tERROR\t%s\n", r.Name, strings.Join(r.Notes, "; "))
@@ -327,7 +328,7 @@ func printTable(w io.Writer, results []*result) {
 		}
 		cpu := ""
 		if r.WinRM.ServerCPUms > 0 || r.SSH.ServerCPUms > 0 {
-			cpu = fmt.Sprintf("%.3g / %.3g", r.WinRM.ServerCPUms, r.SSH.ServerCPUms)
+			cpu = fmt.Sprintf("%.3g / %.3g per %s", r.WinRM.ServerCPUms, r.SSH.ServerCPUms, r.CPUPer)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3g×\t%s\t%s\t%s\n", r.Name, fmtSide(r.WinRM, r.Unit), fmtSide(r.SSH, r.Unit),
 			r.Ratio, r.Goal, r.Verdict, cpu)
@@ -435,6 +436,12 @@ func sshSelfTest(dir string, u *user.User, cl *cleanups) int {
 		return 1
 	}
 	fmt.Printf("ssh stdout 256 MiB: %.0f MB/s\n", mbps(cw.n, time.Since(t0)))
+	c0 := s.cpu.seconds()
+	cmd = exec.Command("ssh", s.sshArgs("head -c 268435456 /dev/zero")...)
+	cmd.Stdout = &cw
+	_ = cmd.Run()
+	time.Sleep(500 * time.Millisecond)
+	fmt.Printf("sshd CPU (%s) for 256 MiB: %.2fs\n", s.cpu.method, s.cpu.seconds()-c0)
 	self, kids, n := treePSS(s.pid)
 	fmt.Printf("sshd PSS: listener %d KiB, %d descendants %d KiB\n", self, n, kids)
 	return 0

@@ -26,18 +26,25 @@ type measure func(i int) (float64, error)
 
 // alternate takes n samples of each side, interleaved (winrmd first on even
 // i, ssh first on odd i, so drift and warm caches hit both alike), and
-// books each side's server CPU time around its own samples.
-func (b *bench) alternate(r *result, n int, w, s measure) {
-	var wcpu, scpu float64
-	var wn, sn int
+// books each side's server CPU time around its own samples. ops converts a
+// sample's value into the operations it stands for (commands, MB, shells,
+// handshakes), so the CPU column reads per operation; nil means one.
+func (b *bench) alternate(r *result, n int, w, s measure, ops func(v float64) float64) {
+	var wcpu, scpu, wops, sops float64
 	one := func(i int, isW bool) {
-		root, f, sd := b.s.pid, s, &r.SSH
+		root, meter, f, sd := b.s.pid, b.s.cpu, s, &r.SSH
 		if isW {
-			root, f, sd = b.d.pid, w, &r.WinRM
+			root, meter, f, sd = b.d.pid, b.d.cpu, w, &r.WinRM
 		}
-		c0 := treeCPU(root)
+		before := len(descendants(root))
+		c0 := meter.seconds()
 		v, err := f(i)
-		c1 := treeCPU(root)
+		// Let per-connection processes that the sample started exit and be
+		// reaped, so their CPU time lands in the root's cutime before it is read.
+		for t0 := time.Now(); len(descendants(root)) > before && time.Since(t0) < time.Second; {
+			time.Sleep(5 * time.Millisecond)
+		}
+		c1 := meter.seconds()
 		if err != nil {
 			sd.Errors++
 			if sd.Errors <= 3 {
@@ -46,12 +53,16 @@ func (b *bench) alternate(r *result, n int, w, s measure) {
 			return
 		}
 		sd.Samples = append(sd.Samples, v)
+		k := 1.0
+		if ops != nil {
+			k = ops(v)
+		}
 		if isW {
 			wcpu += c1 - c0
-			wn++
+			wops += k
 		} else {
 			scpu += c1 - c0
-			sn++
+			sops += k
 		}
 	}
 	for i := 0; i < n; i++ {
@@ -63,11 +74,11 @@ func (b *bench) alternate(r *result, n int, w, s measure) {
 			one(i, true)
 		}
 	}
-	if wn > 0 {
-		r.WinRM.ServerCPUms = 1000 * wcpu / float64(wn)
+	if wops > 0 {
+		r.WinRM.ServerCPUms = 1000 * wcpu / wops
 	}
-	if sn > 0 {
-		r.SSH.ServerCPUms = 1000 * scpu / float64(sn)
+	if sops > 0 {
+		r.SSH.ServerCPUms = 1000 * scpu / sops
 	}
 }
 
@@ -112,7 +123,8 @@ func (b *bench) warm(kind authKind) (*result, error) {
 		_, _ = w(0)
 		_, _ = s(0)
 	}
-	b.alternate(r, b.cfg.warmN, w, s)
+	r.CPUPer = "command"
+	b.alternate(r, b.cfg.warmN, w, s, nil)
 	return r, nil
 }
 
@@ -194,7 +206,8 @@ func (b *bench) cold(kind authKind, inProcessSSH bool) (*result, error) {
 	}
 	_, _ = w(0)
 	_, _ = s(0)
-	b.alternate(r, b.cfg.coldN, w, s)
+	r.CPUPer = "command"
+	b.alternate(r, b.cfg.coldN, w, s, nil)
 	return r, nil
 }
 
@@ -259,7 +272,8 @@ func (b *bench) stdout(kind authKind) (*result, error) {
 		}
 		return mbps(n, d), nil
 	}
-	b.alternate(r, b.cfg.streamN, w, s)
+	r.CPUPer = "MB"
+	b.alternate(r, b.cfg.streamN, w, s, func(float64) float64 { return float64(n) / 1e6 })
 	r.WinRM.Extra = map[string]any{"receives_per_run": receives, "bytes_per_receive": float64(n) / float64(max(receives, 1))}
 	return r, nil
 }
@@ -347,7 +361,8 @@ func (b *bench) stdin(kind authKind) (*result, error) {
 		}
 		return mbps(n, d), nil
 	}
-	b.alternate(r, b.cfg.streamN, w, s)
+	r.CPUPer = "MB"
+	b.alternate(r, b.cfg.streamN, w, s, func(float64) float64 { return float64(n) / 1e6 })
 	return r, nil
 }
 
@@ -452,7 +467,8 @@ func (b *bench) concurrency() (*result, error) {
 		}
 		return ms(d), nil
 	}
-	b.alternate(r, b.cfg.concN, w, s)
+	r.CPUPer = "shell"
+	b.alternate(r, b.cfg.concN, w, s, func(float64) float64 { return float64(n) })
 	if r.WinRM.Errors > 0 || r.SSH.Errors > 0 {
 		r.Notes = append(r.Notes, "errors must be zero")
 	}
@@ -627,7 +643,8 @@ func (b *bench) authRate(kind authKind) (*result, error) {
 			return c.Close()
 		})
 	}
-	b.alternate(r, b.cfg.authN, w, s)
+	r.CPUPer = "handshake"
+	b.alternate(r, b.cfg.authN, w, s, func(v float64) float64 { return v * b.cfg.authDur.Seconds() })
 	return r, nil
 }
 

@@ -74,6 +74,7 @@ type result struct {
 	Goal    goal     `json:"goal"`
 	Verdict string   `json:"verdict"` // PASS, MISS, ERROR, info
 	Notes   []string `json:"notes,omitempty"`
+	CPUPer  string   `json:"server_cpu_per,omitempty"` // what server_cpu_ms_per_op counts
 }
 
 func (r *result) finish() {
