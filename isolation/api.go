@@ -119,4 +119,9 @@ var (
 	ErrWorkerGone   = errors.New("worker process is gone")
 	ErrUnknown      = errors.New("unknown command")
 	ErrTooManyProcs = errors.New("process limit reached")
+	// ErrProtocol marks a worker that broke the protocol: it was treated as
+	// hostile and killed (Err wraps it together with ErrWorkerGone).
+	ErrProtocol = errors.New("worker protocol violation")
+	// ErrWorkingDir: Spawn could not enter SpawnRequest.Dir as the user.
+	ErrWorkingDir = errors.New("working directory not usable")
 )

@@ -186,12 +186,17 @@ func detectCgroups(root string) (*cgroupSystem, []string, error) {
 			if !ok {
 				continue
 			}
+			isRoot := p == m.root
+			if filepath.Base(dir) == "daemon" {
+				// Restarted inside the leaf an earlier start made.
+				dir, isRoot = filepath.Dir(dir), filepath.Dir(p) == m.root
+			}
 			mem, pids := v2Controllers(dir)
 			if !mem && !pids {
 				notes = append(notes, "cgroup v2 at "+m.point+" has no memory or pids controller")
 				continue
 			}
-			parent, err := prepareV2(dir, p == m.root, mem, pids)
+			parent, err := prepareV2(dir, isRoot, mem, pids)
 			if err != nil {
 				notes = append(notes, "cgroup v2 not usable: "+err.Error())
 				continue

@@ -90,12 +90,6 @@ type workerHandle struct {
 
 var _ Worker = (*workerHandle)(nil)
 
-// ErrProtocol marks a worker that broke the protocol; it is treated as hostile.
-var ErrProtocol = errors.New("worker protocol violation")
-
-// ErrWorkingDir means the shell's working directory could not be entered.
-var ErrWorkingDir = errors.New("working directory not usable")
-
 func newWorkerHandle(log *zap.Logger, pid int, uid uint32, conn *net.UnixConn, r io.Reader, proc process, cg *shellCgroup) *workerHandle {
 	h := &workerHandle{
 		log: log, pid: pid, uid: uid, conn: conn, r: r, proc: proc, cg: cg,

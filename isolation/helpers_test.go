@@ -18,6 +18,8 @@ import (
 	"github.com/winrmd/winrmd/authn"
 )
 
+func isRoot() bool { return os.Geteuid() == 0 }
+
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {

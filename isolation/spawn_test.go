@@ -557,3 +557,69 @@ func TestLabInner(t *testing.T) {
 		}
 	}
 }
+
+// The cgroup v2 path with an explicit CgroupRoot. This machine's unified
+// hierarchy has no controllers (they are on v1), so limits are absent, but
+// membership and cgroup.kill work: a setsid escapee dies at Close.
+func TestCgroupV2Explicit(t *testing.T) {
+	u := newTestUser(t)
+	const unified = "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(unified, "cgroup.procs")); err != nil {
+		t.Skip("no cgroup v2 hierarchy at " + unified)
+	}
+	root, err := os.MkdirTemp(unified, "wrmdtest-")
+	if err != nil {
+		t.Skipf("cannot make a v2 group: %v", err)
+	}
+	t.Cleanup(func() { unix.Rmdir(root) })
+	s := newTestSpawner(t, SpawnerOptions{CgroupRoot: root})
+	if s.cgroupMode() != cgroupV2 {
+		t.Fatalf("mode %v", s.cgroupMode())
+	}
+	h, c := spawn(t, s, SpawnRequest{Account: u.acct, ShellID: "v2shell"})
+	procs, _ := readPids(filepath.Join(root, "v2shell"))
+	if !slices.Contains(procs, h.Pid()) {
+		t.Fatalf("worker %d not in %v", h.Pid(), procs)
+	}
+	if _, _, code := c.run(t, sh("(setsid sleep 1003 </dev/null >/dev/null 2>&1 &) ; true"), nil); code != 0 {
+		t.Fatal(code)
+	}
+	if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) > 0 }) {
+		t.Fatal("escapee did not start")
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if live := livePids(u.acct.UID); len(live) > 0 {
+		t.Fatalf("left after Close: %v", live)
+	}
+	if _, err := os.Stat(filepath.Join(root, "v2shell")); !os.IsNotExist(err) {
+		t.Errorf("shell cgroup not removed: %v", err)
+	}
+}
+
+// SIGTERM to the worker: it kills its commands and exits.
+func TestWorkerSIGTERM(t *testing.T) {
+	u := newTestUser(t)
+	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
+	h.keepOrphans = true
+	id := nextID()
+	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "sleep 100 & sleep 100"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := unix.Kill(h.Pid(), unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Events did not close")
+	}
+	if err := h.Err(); !errors.Is(err, ErrWorkerGone) || !strings.Contains(err.Error(), "exit status 0") {
+		t.Errorf("Err %v", err)
+	}
+	if !eventually(5*time.Second, func() bool { return len(livePids(u.acct.UID)) == 0 }) {
+		t.Fatalf("left: %s", userProcs(strconv.Itoa(int(u.acct.UID))))
+	}
+}

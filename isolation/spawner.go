@@ -248,7 +248,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.start(ctx, log, acct, setup, cg, maxProcs)
+	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile)
 	if err != nil {
 		if cg != nil {
 			_ = cg.kill(5 * time.Second)
@@ -290,7 +290,7 @@ func (p *osProcess) wait() {
 	close(p.exited)
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int) (_ *workerHandle, err error) {
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("isolation: socketpair: %w", err)
@@ -457,7 +457,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 	if cg != nil {
 		mode = cg.sys.mode.String()
 	}
-	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID))
+	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile))
 	return h, nil
 }
 
