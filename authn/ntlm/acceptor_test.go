@@ -112,6 +112,54 @@ func TestGoNTLMSSPHandshake(t *testing.T) {
 	}
 }
 
+// TestGoNTLMSSPForged starts from go-ntlmssp's genuine AUTHENTICATE and
+// forges what it cannot produce: an NTLMv1-sized response, an anonymous
+// logon, and (go-ntlmssp sends no CBT) the strict channel-binding level.
+func TestGoNTLMSSPForged(t *testing.T) {
+	good := md5.Sum([]byte("tls"))
+	for _, tc := range []struct {
+		name    string
+		cfg     func(*ntlm.Config)
+		forge   func([]byte) []byte
+		wantErr error
+	}{
+		{"genuine", nil, func(b []byte) []byte { return b }, nil},
+		{"NTLMv1-sized response", nil, func(b []byte) []byte { b[20], b[21], b[22], b[23] = 24, 0, 24, 0; return b }, authn.ErrUnsupported},
+		{"LM only", nil, func(b []byte) []byte { b[20], b[21], b[22], b[23] = 0, 0, 0, 0; return b }, authn.ErrUnsupported},
+		{"anonymous flag", nil, func(b []byte) []byte { b[61] |= 0x08; return b }, authn.ErrUnsupported},
+		{"anonymous: no user, no response", nil, func(b []byte) []byte {
+			for _, off := range []int{12, 20, 36} { // Lm/NtChallengeResponse, UserName
+				b[off], b[off+1], b[off+2], b[off+3] = 0, 0, 0, 0
+			}
+			return b
+		}, authn.ErrUnsupported},
+		{"CBT absent, relaxed", func(c *ntlm.Config) { c.ChannelBinding, c.CBTLevel = good[:], ntlm.CBTRelaxed }, func(b []byte) []byte { return b }, nil},
+		{"CBT absent, strict", func(c *ntlm.Config) { c.ChannelBinding, c.CBTLevel = good[:], ntlm.CBTStrict }, func(b []byte) []byte { return b }, authn.ErrChannelBinding},
+		{"CBT absent, none", func(c *ntlm.Config) { c.ChannelBinding, c.CBTLevel = good[:], ntlm.CBTNone }, func(b []byte) []byte { return b }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mods []func(*ntlm.Config)
+			if tc.cfg != nil {
+				mods = append(mods, tc.cfg)
+			}
+			a := newAcceptor(mods...)
+			neg, _ := gontlm.NewNegotiateMessage("", "")
+			ch, _, err := a.Step(neg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			auth, err := gontlm.NewAuthenticateMessage(ch, "alice", "Secr3t!pass", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, done, err := a.Step(tc.forge(auth))
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != done {
+				t.Fatalf("got %v (done=%v), want %v", err, done, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestGoNTLMSSPPasswordHash(t *testing.T) {
 	a := newAcceptor()
 	neg, _ := gontlm.NewNegotiateMessage("", "")
