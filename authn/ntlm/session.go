@@ -164,6 +164,26 @@ func (s *Session) Seal(plain []byte) (sig, data []byte, err error) {
 	return sig, data, nil
 }
 
+// SignatureSize is the length of the signature Seal produces (16).
+func (s *Session) SignatureSize() int { return SignatureSize }
+
+// AppendSeal appends the signature and then the ciphertext of plain to dst,
+// so that a framing codec can seal straight into its output buffer.
+func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
+	if s.dead {
+		return dst, ErrSessionDead
+	}
+	if !s.seal {
+		return dst, ErrNoSealing
+	}
+	n := len(dst)
+	dst = append(dst, make([]byte, SignatureSize+len(plain))...)
+	sig, data := dst[n:n+SignatureSize], dst[n+SignatureSize:]
+	s.out.XORKeyStream(data, plain)
+	s.sign(sig, plain)
+	return dst, nil
+}
+
 // Unseal decrypts data and verifies sig. Any failure kills the session.
 func (s *Session) Unseal(sig, data []byte) ([]byte, error) {
 	if s.dead {

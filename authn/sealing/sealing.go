@@ -405,6 +405,9 @@ func Encode(protocol string, plain []byte, s authn.Sealer) (body []byte, content
 			chunks = append(chunks, plain[i:min(i+ChunkSize, len(plain))])
 		}
 	}
+	if as, ok := s.(appendSealer); ok {
+		return encodeAppend(mt, protocol, chunks, as)
+	}
 	type sealed struct{ sig, data []byte }
 	out := make([]sealed, len(chunks))
 	size := len("--" + Boundary + "--\r\n")
@@ -424,7 +427,36 @@ func Encode(protocol string, plain []byte, s authn.Sealer) (body []byte, content
 		body = append(body, out[i].data...)
 	}
 	body = append(body, "--"+Boundary+"--\r\n"...)
-	return body, mt + `;protocol="` + protocol + `";boundary="` + Boundary + `"`, nil
+	return body, mimeType(mt, protocol), nil
+}
+
+// appendSealer is a Sealer that can seal into the caller's buffer (NTLM's
+// Session): Encode then allocates the body once and copies nothing.
+type appendSealer interface {
+	SignatureSize() int
+	AppendSeal(dst, plain []byte) ([]byte, error)
+}
+
+func mimeType(mt, protocol string) string {
+	return mt + `;protocol="` + protocol + `";boundary="` + Boundary + `"`
+}
+
+func encodeAppend(mt, protocol string, chunks [][]byte, s appendSealer) ([]byte, string, error) {
+	size := len("--" + Boundary + "--\r\n")
+	for _, c := range chunks {
+		size += partHeaderLen(protocol, len(c)) + 4 + s.SignatureSize() + len(c)
+	}
+	body := make([]byte, 0, size)
+	for _, c := range chunks {
+		body = appendPartHeader(body, protocol, len(c))
+		body = binary.LittleEndian.AppendUint32(body, uint32(s.SignatureSize()))
+		var err error
+		if body, err = s.AppendSeal(body, c); err != nil {
+			return nil, "", fmt.Errorf("sealing: seal: %w", err)
+		}
+	}
+	body = append(body, "--"+Boundary+"--\r\n"...)
+	return body, mimeType(mt, protocol), nil
 }
 
 func appendPartHeader(b []byte, protocol string, n int) []byte {
