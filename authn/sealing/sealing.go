@@ -35,6 +35,8 @@ const (
 	ChunkSize = 16384
 	// MaxSignatureSize bounds sig_len (NTLM 16, Kerberos 60/76, TLS < 100).
 	MaxSignatureSize = 1024
+	// MaxParts bounds the parts of one body (a 500 KiB CredSSP body has 32).
+	MaxParts = 1024
 	// DefaultMaxPlain is used when Decode is given no limit: Windows'
 	// MaxEnvelopeSizekb 500.
 	DefaultMaxPlain = 500 * 1024
@@ -128,6 +130,9 @@ func Decode(contentType string, body []byte, maxPlain int, s authn.Sealer) (plai
 		pos += n
 		if final {
 			break
+		}
+		if len(parts) == MaxParts {
+			return nil, "", malformed("more than %d parts", MaxParts)
 		}
 		p, next, err := d.part(pos)
 		if err != nil {

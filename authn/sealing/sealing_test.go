@@ -268,6 +268,17 @@ func TestDecodeErrors(t *testing.T) {
 	if _, _, err := sealing.Decode(spnegoCT, body, 1000, ntlm.NewServerSession(vectorFlags, vectorKey)); !errors.Is(err, ntlm.ErrIntegrity) {
 		t.Fatalf("tampered: %v", err)
 	}
+	// Too many (empty) parts.
+	one := "--Encrypted Boundary\r\n\tContent-Type: application/HTTP-CredSSP-session-encrypted\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=0\r\n--Encrypted Boundary\r\n\tContent-Type: application/octet-stream\r\n\x04\x00\x00\x00SIG!"
+	many := []byte(strings.Repeat(one, sealing.MaxParts) + "--Encrypted Boundary--\r\n")
+	multiCT := `multipart/x-multi-encrypted;protocol="application/HTTP-CredSSP-session-encrypted";boundary="Encrypted Boundary"`
+	if _, _, err := sealing.Decode(multiCT, many, 1000, fakeSealer{}); err != nil {
+		t.Fatalf("%d parts: %v", sealing.MaxParts, err)
+	}
+	many = []byte(strings.Repeat(one, sealing.MaxParts+1) + "--Encrypted Boundary--\r\n")
+	if _, _, err := sealing.Decode(multiCT, many, 1000, fakeSealer{}); !errors.Is(err, authn.ErrMalformed) {
+		t.Fatalf("%d parts: %v", sealing.MaxParts+1, err)
+	}
 	if _, _, err := sealing.Decode(spnegoCT, body, 1000, nil); !errors.Is(err, authn.ErrUnsupported) {
 		t.Fatalf("nil sealer: %v", err)
 	}
