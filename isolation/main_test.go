@@ -68,9 +68,8 @@ var (
 )
 
 // helperBinary is a copy of the test binary that any user may execute
-// (go test's build directory is private to root). setuid adds a setuid-root
-// copy beside it.
-func helperBinary(t *testing.T) (plain, setuidRoot string) {
+// (go test's build directory is private to root).
+func helperBinary(t *testing.T) string {
 	t.Helper()
 	helperOnce.Do(func() {
 		helperDir, helperErr = os.MkdirTemp("/var/tmp", "wrmdtest-bin-")
@@ -85,19 +84,44 @@ func helperBinary(t *testing.T) (plain, setuidRoot string) {
 			helperErr = err
 			return
 		}
-		for name, mode := range map[string]os.FileMode{"helper": 0o755, "helper-suid": 0o4755} {
-			if helperErr = copyFile(self, filepath.Join(helperDir, name)); helperErr != nil {
-				return
-			}
-			if helperErr = os.Chmod(filepath.Join(helperDir, name), mode); helperErr != nil {
-				return
-			}
+		if helperErr = copyFile(self, filepath.Join(helperDir, "helper")); helperErr != nil {
+			return
 		}
+		helperErr = os.Chmod(filepath.Join(helperDir, "helper"), 0o755)
 	})
 	if helperErr != nil {
 		t.Fatalf("helper binary: %v", helperErr)
 	}
-	return filepath.Join(helperDir, "helper"), filepath.Join(helperDir, "helper-suid")
+	return filepath.Join(helperDir, "helper")
+}
+
+// setuidHelper is a setuid-root copy of the test binary that only the test
+// user's group can reach, removed at the end of the test.
+func setuidHelper(t *testing.T, gid uint32) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "wrmdtest-suid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, 0, int(gid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "helper-suid")
+	if err := copyFile(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bin, os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 func removeHelperDir() {

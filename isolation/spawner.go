@@ -80,6 +80,7 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	s.log = s.log.Named("isolation")
 	if s.opts.HandshakeTimeout <= 0 {
 		s.opts.HandshakeTimeout = 15 * time.Second
 	}
