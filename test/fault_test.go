@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -284,8 +285,10 @@ func TestFaultKillDaemon(t *testing.T) {
 	ok := relWait(5*time.Second, func() bool {
 		return len(relProcsOf(w.admin.UID, w.admin2.UID)) == 0 && len(workerProcs()) == 0
 	})
+	survived := 0
 	if !ok {
 		left := append(relProcsOf(w.admin.UID, w.admin2.UID), workerProcs()...)
+		survived = len(left)
 		t.Errorf("5 s after kill -9 of the daemon, %d process(es) survive:\n%s", len(left), relProcList(left))
 		for _, p := range left {
 			syscall.Kill(p.PID, syscall.SIGKILL)
@@ -340,7 +343,7 @@ func TestFaultKillDaemon(t *testing.T) {
 	if el > 10*time.Second {
 		t.Errorf("restarted daemon took %s to serve its first commands", el)
 	}
-	fmt.Printf("fault kill -9 daemon: %d user processes before, 0 after; restarted daemon served in %s\n", len(before), el.Round(time.Millisecond))
+	fmt.Printf("fault kill -9 daemon: %d user processes before, %d survived 5 s after; restarted daemon served in %s\n", len(before), survived, el.Round(time.Millisecond))
 }
 
 // ---------------------------------------------------------------- client vanishes
@@ -670,17 +673,37 @@ func TestFaultAuditDiskFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("request after freeing space: %v", err)
 	}
-	if !relWait(5*time.Second, func() bool {
+	// Auditing resumes: the new shell's events are there, and whole — a
+	// write cut short by the full disk must not leave a fragment that the
+	// next event is glued to.
+	events := func(kind string) bool {
 		for _, e := range d.AuditEvents() {
-			if e.Event == "shell_create" && strings.EqualFold(e.ShellID, id) {
+			if e.Event == kind && strings.EqualFold(e.ShellID, id) {
 				return true
 			}
 		}
 		return false
-	}) {
-		t.Errorf("audit did not resume after space was freed: no shell_create for %s", id)
 	}
-	fmt.Printf("fault full audit disk: 15 shells served while audit writes failed; audit resumed after space was freed\n")
+	if !relWait(5*time.Second, func() bool { return events("shell_delete") }) {
+		t.Errorf("audit did not resume after space was freed: no shell_delete for %s", id)
+	}
+	raw, _ := os.ReadFile(d.Audit)
+	var bad []string
+	for _, line := range strings.Split(strings.TrimRight(string(raw), "\n"), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			bad = append(bad, line)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("audit log has %d line(s) that are not one JSON event (a write cut short by ENOSPC left a fragment):\n%s",
+			len(bad), strings.Join(bad, "\n"))
+	}
+	if !events("shell_create") {
+		t.Errorf("the first event after space was freed (shell_create of %s) is missing from the audit log", id)
+	}
+	fmt.Printf("fault full audit disk: 15 shells served while audit writes failed; after space was freed: %d corrupt audit line(s), %d event(s) lost\n",
+		len(bad), map[bool]int{true: 0, false: 1}[events("shell_create")])
 }
 
 // ---------------------------------------------------------------- SIGTERM
@@ -878,7 +901,6 @@ func TestFaultSIGHUP(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	// Rewrite certificate and configuration, then SIGHUP.
-	logOff := relLogSize(d)
 	tmpC, tmpK := filepath.Join(dir, "new-cert.pem"), filepath.Join(dir, "new-key.pem")
 	relCert(t, tmpC, tmpK)
 	fp2 := relCertFile(t, tmpC)
@@ -901,6 +923,9 @@ func TestFaultSIGHUP(t *testing.T) {
 	if !relWait(5*time.Second, func() bool { return relServedCert(t, d.HTTPS) == fp2 }) {
 		t.Errorf("new TLS connections still get the old certificate 5 s after SIGHUP")
 	}
+	// The certificate is reloaded after the level: from here on the log is
+	// at warn.
+	logOff := relLogSize(d)
 	if !d.Alive() {
 		t.Fatalf("daemon died on SIGHUP:\n%s", tail(d.Stderr, 30))
 	}
