@@ -467,7 +467,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 			cbt = st.l.certs.ChannelBinding()
 		}
 		st.reset()
-		st.authCtx = s.d.Contexts(sch, cbt)
+		st.authCtx = s.d.Contexts(sch, cbt, st.remote)
 		st.scheme = sch
 		if st.authCtx == nil {
 			s.countAuth(mech, "disabled")

@@ -172,10 +172,10 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		if cv.local == nil && cv.wb == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
 		}
-		contexts = func(sch authn.Scheme, cbt []byte) authn.Context {
+		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
 			mk := func() *ntlm.Acceptor {
 				return ntlm.NewAcceptor(ntlm.Config{
-					Verifier: &limitedVerifier{v: cv, limiter: limiter}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
+					Verifier: &limitedVerifier{v: cv, limiter: limiter, remote: remote}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
 					DNSComputer: dnsName, DNSDomain: dnsName, ChannelBinding: cbt,
 					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
 				})
@@ -300,25 +300,24 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 }
 
 // limitedVerifier puts NTLM logons under the same per-source and
-// per-account rate limits as Basic. The source is not known at this layer,
-// so only the account is limited here.
+// per-account rate limits as Basic.
 type limitedVerifier struct {
 	v       ntlm.Verifier
 	limiter *authn.RateLimiter
+	remote  netip.Addr
 }
 
 func (l *limitedVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	none := netip.Addr{}
-	if err := l.limiter.Allow(none, r.User); err != nil {
+	if err := l.limiter.Allow(l.remote, r.User); err != nil {
 		return ntlm.VerifyResult{}, err
 	}
 	res, err := l.v.Verify(ctx, r)
 	if err != nil {
 		if errors.Is(err, authn.ErrBadCredentials) || errors.Is(err, authn.ErrUnknownAccount) {
-			l.limiter.Fail(none, r.User)
+			l.limiter.Fail(l.remote, r.User)
 		}
 		return res, err
 	}
-	l.limiter.Success(none, r.User)
+	l.limiter.Success(l.remote, r.User)
 	return res, nil
 }
