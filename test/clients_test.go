@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/masterzen/winrm"
+	"github.com/masterzen/winrm/soap"
 )
 
 // Conn says how a client reaches the daemon.
@@ -188,20 +189,43 @@ func (mzDriver) client(c Conn) (*winrm.Client, error) {
 	}
 	ep := winrm.NewEndpoint(c.Host, c.Port, c.Scheme == "https", true, nil, nil, nil, time.Duration(opTimeout+10)*time.Second)
 	params := winrm.NewParameters(fmt.Sprintf("PT%dS", opTimeout), "en-US", 153600)
-	if c.Auth == "ntlm" {
-		if c.Scheme == "http" || c.Encryption == "always" {
-			params.TransportDecorator = func() winrm.Transporter {
-				enc, err := winrm.NewEncryption("ntlm")
-				if err != nil {
-					panic(err)
-				}
-				return enc
+	var inner func() winrm.Transporter
+	switch {
+	case c.Auth == "ntlm" && (c.Scheme == "http" || c.Encryption == "always"):
+		inner = func() winrm.Transporter {
+			enc, err := winrm.NewEncryption("ntlm")
+			if err != nil {
+				panic(err)
 			}
-		} else {
-			params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientNTLM{} }
+			return enc
+		}
+	case c.Auth == "ntlm":
+		inner = func() winrm.Transporter { return &winrm.ClientNTLM{} }
+	default:
+		inner = func() winrm.Transporter { return winrm.NewClientWithDial(nil) }
+	}
+	params.TransportDecorator = func() winrm.Transporter { return faultCatcher{inner()} }
+	return winrm.NewClientWithParameters(ep, c.User, c.Password, params)
+}
+
+// faultCatcher wraps the library's transport: this version returns a
+// fault's body as if it were a success (its Post drops the status in a
+// deferred assignment to locals), so callers see "unsupported action" and
+// Shell.Close reports success for a refused Delete. The wrapper turns a SOAP
+// fault into an error carrying the fault, which the library then surfaces
+// (its Receive loop still retries on the OperationTimeout text).
+type faultCatcher struct{ inner winrm.Transporter }
+
+func (f faultCatcher) Transport(ep *winrm.Endpoint) error { return f.inner.Transport(ep) }
+
+func (f faultCatcher) Post(c *winrm.Client, m *soap.SoapMessage) (string, error) {
+	body, err := f.inner.Post(c, m)
+	if err == nil && strings.Contains(body, "Fault") {
+		if flt := parseFault([]byte(body)); flt != nil {
+			return "", fmt.Errorf("soap fault: %s", body)
 		}
 	}
-	return winrm.NewClientWithParameters(ep, c.User, c.Password, params)
+	return body, err
 }
 
 func (m mzDriver) Do(t testing.TB, c Conn, s Spec) Result {
