@@ -473,6 +473,67 @@ func (s *sshServer) sshArgs(extra ...string) []string {
 	return append(a, extra...)
 }
 
+// muxArgs runs cmd through an open ControlMaster connection: the mux
+// client hands its own stdin/stdout to the master (SCM_RIGHTS), so data
+// does not take an extra hop, and no connection is set up per sample.
+func (s *sshServer) muxArgs(ctl string, cmd string) []string {
+	a := s.sshArgs(cmd)
+	for i := range a {
+		if a[i] == "ControlPath=none" {
+			a[i] = "ControlPath=" + ctl
+		}
+	}
+	return a
+}
+
+// startMaster opens a ControlMaster connection (a child of the bench) and
+// returns its socket path and a stop function.
+func (s *sshServer) startMaster(dir string) (string, func(), error) {
+	ctl := filepath.Join(dir, "ctl-"+strconv.Itoa(int(time.Now().UnixNano()%1e9)))
+	a := s.sshArgs()
+	for i := range a {
+		switch a[i] {
+		case "ControlPath=none":
+			a[i] = "ControlPath=" + ctl
+		case "ControlMaster=no":
+			a[i] = "ControlMaster=yes"
+		}
+	}
+	a = append([]string{"-N"}, a...)
+	cmd := exec.Command("ssh", a...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		os.Remove(ctl)
+	}
+	for t0 := time.Now(); ; {
+		if _, err := os.Stat(ctl); err == nil {
+			return ctl, stop, nil
+		}
+		select {
+		case <-done:
+			return "", func() {}, errors.New("ssh ControlMaster exited")
+		default:
+		}
+		if time.Since(t0) > 15*time.Second {
+			stop()
+			return "", nil, errors.New("ssh ControlMaster: no socket after 15s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (s *sshServer) dial() (*ssh.Client, error) {
 	return ssh.Dial("tcp", s.addr, &ssh.ClientConfig{
 		User:            benchUser,

@@ -91,7 +91,7 @@ func realMain() int {
 		cfg.authDur = 500 * time.Millisecond
 	} else {
 		cfg.size = 1 << 30
-		cfg.warmN, cfg.coldN, cfg.streamN, cfg.concN, cfg.idle, cfg.memN, cfg.authN = 300, 60, 5, 5, 50, 2, 6
+		cfg.warmN, cfg.coldN, cfg.streamN, cfg.concN, cfg.idle, cfg.memN, cfg.authN = 300, 60, 3, 5, 50, 2, 6
 		cfg.authDur = 1500 * time.Millisecond
 	}
 	cfg.authConc = 4
@@ -196,7 +196,7 @@ func realMain() int {
 		warnf("starting sshd: %v", err)
 		return 1
 	}
-	b := &bench{cfg: cfg, d: d, s: s, t: &wsTarget{httpAddr: d.http, httpsAddr: d.https, user: benchUser,
+	b := &bench{cfg: cfg, d: d, s: s, dir: dir, t: &wsTarget{httpAddr: d.http, httpsAddr: d.https, user: benchUser,
 		password: password, envelopeSize: 512000, timeout: 120 * time.Second}}
 	info["cpu_accounting"] = map[string]string{"winrmd": d.cpu.method, "sshd": s.cpu.method}
 	fmt.Printf("winrmd pid %d (http %s, https %s), sshd pid %d (%s), stream size %s\n\n", d.pid, d.http, d.https, s.pid, s.addr, sizeName(cfg.size))
