@@ -419,11 +419,19 @@ func (h *helper) fail(ctx context.Context, err error, nothingRead bool) error {
 	case errors.Is(err, bufio.ErrBufferFull):
 		return backend("ntlm_auth answered a line over %d bytes", maxLine)
 	}
+	exited := errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "broken pipe")
+	if exited {
+		// Let the process finish so that its stderr is complete.
+		select {
+		case <-h.exited:
+		case <-time.After(time.Second):
+		}
+	}
 	msg := strings.TrimSpace(h.stderr.String())
 	if msg != "" {
 		msg = ": " + msg
 	}
-	if nothingRead && (errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || strings.Contains(err.Error(), "broken pipe")) {
+	if nothingRead && exited {
 		return fmt.Errorf("%w (ntlm_auth exited%s): %w", errNoAnswer, msg, authn.ErrBackend)
 	}
 	return backend("ntlm_auth: %v%s", err, msg)
