@@ -142,12 +142,7 @@ func relOneShell(ctx context.Context, d *Daemon, u *testUser, i, iter int, cfg r
 	case "raw-ntlm-http", "raw-basic-https":
 		var c soapClient
 		if kind == "raw-ntlm-http" {
-			nc, err := relNTLM(d.HTTP, u.Name, u.Password)
-			if err != nil {
-				st.fail("%s %s: logon: %v", kind, tag, err)
-				barrier()
-				return
-			}
+			nc := &relNTLMKeep{addr: d.HTTP, user: u.Name, pass: u.Password}
 			defer nc.Close()
 			c = nc
 		} else {
@@ -410,14 +405,16 @@ func TestLoad(t *testing.T) {
 		case <-time.After(3 * time.Minute):
 		}
 	}
-	peak := make(chan [2]float64, 1)
+	peak := make(chan [4]float64, 1)
 	go func() {
 		<-allHeld
-		var p [2]float64
+		var p [4]float64
 		if m, err := d.MetricsSnapshot(); err == nil {
 			p[0], _ = Metric(m, "winrmd_shells")
 			p[1], _ = Metric(m, "winrmd_workers")
+			p[2], _ = Metric(m, "go_goroutines")
 		}
+		p[3] = float64(relRSSKB(d.PID))
 		peak <- p
 	}()
 	t0 := time.Now()
@@ -453,7 +450,8 @@ func TestLoad(t *testing.T) {
 	}
 	pk := <-peak
 	peakShells, peakWorkers := pk[0], pk[1]
-	t.Logf("peak while every shell was held: winrmd_shells=%v winrmd_workers=%v", peakShells, peakWorkers)
+	t.Logf("while every shell was held: winrmd_shells=%v winrmd_workers=%v go_goroutines=%v RSS %v KiB", peakShells, peakWorkers, pk[2], pk[3])
+	relStat(t, "rss_peak_kb", int64(pk[3]))
 	if int(peakShells) < cfg.shells && st.errors.Load() == 0 {
 		t.Errorf("only %v shells held at once, want %d", peakShells, cfg.shells)
 	}
@@ -471,10 +469,10 @@ func TestLoad(t *testing.T) {
 	relStat(t, "bytes_verified", st.bytes.Load())
 	relStat(t, "requests_held", int64(peakShells))
 	fmt.Printf("load: %d clients, %d shells across %d users (%d held at once), %d commands, %d errors, %s verified in %s; "+
-		"Receive %s; RSS %d → %d KiB, goroutines %d → %d\n",
+		"Receive %s; RSS %d → %d KiB (peak %d), goroutines %d → %d (peak %d)\n",
 		st.clients.Load(), st.shells.Load(), cfg.users, int(peakShells), st.commands.Load(), st.errors.Load(),
 		relMiB(st.bytes.Load()), elapsed.Round(time.Millisecond), relPercentiles(st.lat.take()),
-		before.rssKB, after.rssKB, before.goroutines, after.goroutines)
+		before.rssKB, after.rssKB, int64(pk[3]), before.goroutines, after.goroutines, int(pk[2]))
 }
 
 func relMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -267,9 +267,26 @@ type relBasic struct {
 	rc         *rawConn
 }
 
+// relAlive tells whether a kept-alive connection is still open: the server
+// closes idle keep-alive connections (service.idle_connection_timeout_ms),
+// and a client must then dial again rather than write into a closed one, as
+// HTTP client libraries do. A peer that closed has sent its FIN: a read
+// returns at once.
+func relAlive(rc *rawConn) bool {
+	rc.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := rc.br.Peek(1)
+	rc.c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
+
 func (b *relBasic) Post(soap string) (*reply, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.rc != nil && !relAlive(b.rc) {
+		b.rc.Close()
+		b.rc = nil
+	}
 	if b.rc == nil {
 		rc, err := dialRawFrom(b.src, b.addr, b.tls)
 		if err != nil {
@@ -311,6 +328,49 @@ func relNTLM(addr, user, pass string) (*ntlmConn, error) {
 		return nil, fmt.Errorf("NTLM handshake: %s", r)
 	}
 	return nc, nil
+}
+
+// relNTLMKeep is an NTLM-sealed HTTP client that authenticates a new
+// connection when the server has closed the idle one (shells belong to the
+// identity, not the connection).
+type relNTLMKeep struct {
+	addr, user, pass string
+	mu               sync.Mutex
+	nc               *ntlmConn
+}
+
+func (k *relNTLMKeep) Post(soap string) (*reply, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil && !relAlive(k.nc.rc) {
+		k.nc.Close()
+		k.nc = nil
+	}
+	if k.nc == nil {
+		nc, err := relNTLM(k.addr, k.user, k.pass)
+		if err != nil {
+			return nil, err
+		}
+		k.nc = nc
+	}
+	r, err := k.nc.Post(soap)
+	if err != nil || r.Closed {
+		k.nc.Close()
+		k.nc = nil
+		if err == nil {
+			err = errors.New("connection closed without an answer")
+		}
+	}
+	return r, err
+}
+
+func (k *relNTLMKeep) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil {
+		k.nc.Close()
+		k.nc = nil
+	}
 }
 
 // relLatency collects Receive round-trip times.
