@@ -142,28 +142,42 @@ func sshRun(c *ssh.Client, cmd string, stdin io.Reader, stdout io.Writer) error 
 
 // ---- cold command ----
 
+// coldPhases are the parts of one cold command, for the JSON.
+type coldPhases struct{ connectAuth, create, run, delete time.Duration }
+
 func (b *bench) coldOnce(kind authKind) (time.Duration, error) {
+	d, _, err := b.coldPhased(kind)
+	return d, err
+}
+
+func (b *bench) coldPhased(kind authKind) (time.Duration, coldPhases, error) {
+	var ph coldPhases
 	t0 := time.Now()
 	c, err := dialWS(b.t, kind)
 	if err != nil {
-		return 0, err
+		return 0, ph, err
 	}
 	defer c.Close()
+	t1 := time.Now()
 	shell, err := c.CreateShell()
 	if err != nil {
-		return 0, err
+		return 0, ph, err
 	}
+	t2 := time.Now()
 	res, err := c.Run(shell, "true")
 	if err != nil {
-		return 0, err
+		return 0, ph, err
 	}
 	if res.exitCode != 0 {
-		return 0, fmt.Errorf("exit code %d", res.exitCode)
+		return 0, ph, fmt.Errorf("exit code %d", res.exitCode)
 	}
+	t3 := time.Now()
 	if err := c.DeleteShell(shell); err != nil {
-		return 0, err
+		return 0, ph, err
 	}
-	return time.Since(t0), nil
+	t4 := time.Now()
+	ph = coldPhases{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3)}
+	return t4.Sub(t0), ph, nil
 }
 
 func (b *bench) sshCmd(ctx context.Context, cmd string) *exec.Cmd {
@@ -201,11 +215,26 @@ func (b *bench) cold(kind authKind, inProcessSSH bool) (*result, error) {
 			return ms(time.Since(t0)), err
 		}
 	}
+	var phases [4][]float64
 	w := func(int) (float64, error) {
-		d, err := b.coldOnce(kind)
+		d, ph, err := b.coldPhased(kind)
+		if err == nil {
+			for i, p := range []time.Duration{ph.connectAuth, ph.create, ph.run, ph.delete} {
+				phases[i] = append(phases[i], ms(p))
+			}
+		}
 		return ms(d), err
 	}
 	_, _ = w(0)
+	phases = [4][]float64{}
+	defer func() {
+		r.WinRM.Extra = map[string]any{}
+		for i, name := range []string{"connect_auth_ms", "create_ms", "command_receive_ms", "delete_ms"} {
+			ps := side{Samples: phases[i]}
+			ps.finish()
+			r.WinRM.Extra[name+"_median"] = ps.Median
+		}
+	}()
 	_, _ = s(0)
 	r.CPUPer = "command"
 	b.alternate(r, b.cfg.coldN, w, s, nil)
