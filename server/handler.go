@@ -266,6 +266,11 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			s.countRequest("none", "bad_encryption")
 			return
 		}
+		// OMI's client pads sealed plaintext with up to 15 NULs and counts
+		// them in Length; XML never ends with NUL, so drop them.
+		for i := 0; i < 15 && len(plain) > 0 && plain[len(plain)-1] == 0; i++ {
+			plain = plain[:len(plain)-1]
+		}
 		raw, protocol, encrypted = plain, proto, true
 		ct = "application/soap+xml;charset=UTF-8"
 	} else if len(raw) > 0 && !isTLS && !cfg.Service.AllowUnencrypted {
