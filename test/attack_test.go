@@ -37,10 +37,13 @@ const (
 	oDenied outcome = "access-denied" // fault w:AccessDenied / code 5
 	oQuota  outcome = "quota"         // fault w:QuotaLimit / 215085917x
 	oClosed outcome = "closed"        // connection closed without an answer
+	oHung   outcome = "no-answer"     // neither an answer nor a close within 15 s
 )
 
 func classify(r *reply) outcome {
 	switch {
+	case r != nil && r.Hung:
+		return oHung
 	case r == nil || r.Closed:
 		return oClosed
 	case r.Status == 500:
@@ -101,7 +104,52 @@ func raw(tlsOn bool, b []byte) func(a *attackCtx) (*reply, error) {
 		if i := bytes.IndexByte(b, ' '); i > 0 {
 			method = string(b[:i])
 		}
-		return rc.readReply(method, 15*time.Second)
+		return hungIsOutcome(rc.readReply(method, 15*time.Second))
+	}
+}
+
+// hungIsOutcome turns a read timeout into the "no-answer" outcome, so that a
+// daemon that holds an unauthenticated request open shows up as a row result.
+func hungIsOutcome(r *reply, err error) (*reply, error) {
+	if err != nil && strings.Contains(err.Error(), "timeout") {
+		return &reply{Hung: true}, nil
+	}
+	return r, err
+}
+
+// slowBody sends headers at once and then the declared body one byte every
+// 500 ms, unauthenticated: the daemon can refuse from the headers alone and
+// must not wait for the body.
+func slowBody(tlsOn bool) func(a *attackCtx) (*reply, error) {
+	return func(a *attackCtx) (*reply, error) {
+		addr := a.d.HTTP
+		if tlsOn {
+			addr = a.d.HTTPS
+		}
+		rc, err := dialRawFrom(a.src, addr, tlsOn)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		if err := rc.writeRaw(req("POST", "/wsman", []string{soapCT, "Content-Length: 40"}, nil)); err != nil {
+			return &reply{Closed: true}, nil
+		}
+		got := make(chan struct{})
+		go func() {
+			for i := 0; i < 40; i++ {
+				select {
+				case <-got:
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+				if rc.writeRaw([]byte("x")) != nil {
+					return
+				}
+			}
+		}()
+		r, err := hungIsOutcome(rc.readReply("POST", 25*time.Second))
+		close(got)
+		return r, err
 	}
 }
 
@@ -305,7 +353,8 @@ func attackRows() []attackRow {
 			return nil, err
 		}
 		defer rc.Close()
-		rc.writeRaw(req("POST", "/wsman", []string{soapCT, adminAuth(), "Content-Length: 100000"}, create[:100]))
+		// Declared length within the envelope limit, body cut short.
+		rc.writeRaw(req("POST", "/wsman", []string{soapCT, adminAuth(), fmt.Sprintf("Content-Length: %d", len(create)+500)}, create[:100]))
 		rc.c.(interface{ CloseWrite() error }).CloseWrite()
 		return rc.readReply("POST", 15*time.Second)
 	}})
@@ -327,8 +376,9 @@ func attackRows() []attackRow {
 	}})
 	add(attackRow{name: "http_header_line_1MiB", tls: true, expect: []outcome{o431, o400, oClosed}, run: raw(true, req("POST", "/wsman", []string{soapCT, "X-Big: " + strings.Repeat("a", 1<<20)}, create))})
 	add(attackRow{name: "http_garbage_request_line", tls: false, expect: []outcome{o400, o505, oClosed}, run: raw(false, []byte("\x16\x03\x01\x02\x00GARBAGE\r\n\r\n"))})
-	add(attackRow{name: "http2_preface_cleartext", tls: false, expect: []outcome{o400, o505, oClosed}, run: raw(false, []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))})
+	add(attackRow{name: "http2_preface_cleartext", tls: false, expect: []outcome{o400, o404, o505, oClosed}, run: raw(false, []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))})
 	add(attackRow{name: "http_expect_100_continue_unauthenticated", tls: true, expect: []outcome{o401, o417}, run: raw(true, req("POST", "/wsman", []string{soapCT, "Expect: 100-continue", "Content-Length: 10000000"}, nil))})
+	add(attackRow{name: "http_slow_body_unauthenticated", tls: false, expect: []outcome{o401, oClosed, o408}, run: slowBody(false), check: fast(5 * time.Second)})
 	add(attackRow{name: "http_slowloris", tls: false, expect: []outcome{oClosed, o408, o400}, run: slowloris, check: fast(8 * time.Second)})
 
 	// ---- envelopes (authenticated administrator; limit 32 KiB)

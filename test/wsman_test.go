@@ -252,6 +252,7 @@ type reply struct {
 	Header http.Header
 	Body   []byte // decrypted when the request was sealed
 	Closed bool   // the server closed the connection without an answer
+	Hung   bool   // no answer and no close before the client gave up
 }
 
 func (r *reply) fault() *Fault { return parseFault(r.Body) }
@@ -259,6 +260,9 @@ func (r *reply) fault() *Fault { return parseFault(r.Body) }
 func (r *reply) String() string {
 	if r.Closed {
 		return "connection closed"
+	}
+	if r.Hung {
+		return "no answer (request held open)"
 	}
 	s := fmt.Sprintf("HTTP %d", r.Status)
 	if f := r.fault(); f != nil {
