@@ -81,6 +81,7 @@ func relUsers(t testing.TB, tag string, n int, admin bool, extra ...string) []*t
 			if err := deleteUser(u.Name); err != nil {
 				t.Errorf("removing test user: %v", err)
 			}
+			relForgetUID(u.UID)
 		})
 		addExtraUID(u.UID)
 		if len(extra) > 0 {
@@ -91,6 +92,21 @@ func relUsers(t testing.TB, tag string, n int, admin bool, extra ...string) []*t
 		out = append(out, u)
 	}
 	return out
+}
+
+// relForgetUID drops a deleted user's uid from the leftover checks:
+// useradd hands uids out again, and a later check must not take (and kill)
+// the processes of whoever gets the uid next — another test's user, or
+// another run's on a shared machine.
+func relForgetUID(uid int) {
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	for i, u := range extraUID {
+		if u == uid {
+			extraUID = append(extraUID[:i], extraUID[i+1:]...)
+			return
+		}
+	}
 }
 
 // relStore writes an account store holding users (and any name:password
