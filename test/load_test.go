@@ -508,10 +508,10 @@ func TestLoad(t *testing.T) {
 	checkNoLeftovers(t, "after the load", 10*time.Second)
 	after := relCheckBaseline(t, d, before, 60*time.Second)
 
-	relStat(t, "clients", st.clients.Load())
-	relStat(t, "shells", st.shells.Load())
-	relStat(t, "commands", st.commands.Load())
-	relStat(t, "errors", st.errors.Load())
+	relStat(t, "load_clients", st.clients.Load())
+	relStat(t, "load_shells", st.shells.Load())
+	relStat(t, "load_commands", st.commands.Load())
+	relStat(t, "load_errors", st.errors.Load())
 	relStat(t, "bytes_verified", st.bytes.Load())
 	relStat(t, "requests_held", int64(peakShells))
 	fmt.Printf("load: %d clients, %d shells across %d users (%d held at once), %d commands, %d errors, %s verified in %s; "+

@@ -33,7 +33,9 @@ import (
 //
 //	faults_injected, faults_survived      per fault test
 //	requests_held                         requests (shells, Receives, connections) held open at once
-//	clients, errors, shells, commands     load and soak
+//	load_clients, load_errors             load and soak (clients run, requests that failed)
+//	load_shells, load_commands            load and soak (the harness also counts every
+//	                                      daemon's audited shells and commands)
 //	bytes_verified                        output and stdin bytes compared byte-exact or by sha256
 //	rss_before_kb, rss_after_kb           daemon RSS from /proc around a load or soak run
 //	goroutines_before, goroutines_after   daemon go_goroutines around a load or soak run
@@ -579,6 +581,7 @@ func relStartDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Con
 		t.Fatal(err)
 	}
 	d.PID = d.cmd.Process.Pid
+	recordStat("daemons_started", 1)
 	daemonsMu.Lock()
 	daemons[d] = true
 	daemonsMu.Unlock()
@@ -591,10 +594,17 @@ func relStartDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Con
 		if !d.stopped {
 			checkNoLeftovers(t, "after the test, daemon running", 5*time.Second)
 		}
+		// The audit log lives in the daemon's mount namespace: count it
+		// before the daemon (and the namespace) go.
+		ex := d.executions()
 		d.stop()
 		if d.waitErr != nil && !d.expectExit {
 			t.Errorf("daemon exited badly after SIGTERM: %v", d.waitErr)
+		} else {
+			recordStat("daemons_clean_stop", 1)
 		}
+		recordStat("shells", int64(ex.shellCreates))
+		recordStat("commands", int64(ex.commandStarts))
 		checkNoLeftovers(t, "after daemon stop", 5*time.Second)
 		if bad := d.logProblems(); bad != "" {
 			t.Errorf("daemon log:\n%s", bad)

@@ -105,10 +105,10 @@ loop:
 	}
 	checkNoLeftovers(t, "after the soak", 10*time.Second)
 	after := relCheckBaseline(t, d, before, 90*time.Second)
-	relStat(t, "clients", st.clients.Load())
-	relStat(t, "shells", st.shells.Load())
-	relStat(t, "commands", st.commands.Load())
-	relStat(t, "errors", st.errors.Load())
+	relStat(t, "load_clients", st.clients.Load())
+	relStat(t, "load_shells", st.shells.Load())
+	relStat(t, "load_commands", st.commands.Load())
+	relStat(t, "load_errors", st.errors.Load())
 	relStat(t, "bytes_verified", st.bytes.Load())
 	fmt.Printf("soak: %s, %d shells, %d commands, %d errors, %s verified; RSS %d → %d KiB, fds %d → %d, goroutines %d → %d\n",
 		time.Since(t0).Round(time.Second), st.shells.Load(), st.commands.Load(), st.errors.Load(), relMiB(st.bytes.Load()),
