@@ -314,6 +314,15 @@ func machineInfo(cfg *config) map[string]any {
 	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		m["commit"] = strings.TrimSpace(string(out))
 	}
+	if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
+		var dirty []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.TrimSpace(l); f != "" {
+				dirty = append(dirty, f)
+			}
+		}
+		m["worktree_changes"] = dirty
+	}
 	return m
 }
 
