@@ -248,6 +248,7 @@ func realMain() int {
 		}
 		stopPerf := startPerf(cfg.perfDir, st.key, d.pid)
 		t0 := time.Now()
+		load0 := loadavg()
 		r, err := st.fn()
 		stopPerf()
 		if err != nil {
@@ -257,7 +258,9 @@ func realMain() int {
 			continue
 		}
 		r.finish()
-		fmt.Fprintf(os.Stderr, "  %-28s %-5s ratio %.3g (%.1fs)\n", r.Key, r.Verdict, r.Ratio, time.Since(t0).Seconds())
+		r.Load = [2]string{load0, loadavg()}
+		r.Seconds = time.Since(t0).Seconds()
+		fmt.Fprintf(os.Stderr, "  %-28s %-5s ratio %.3g (%.1fs, load %s)\n", r.Key, r.Verdict, r.Ratio, r.Seconds, r.Load[1])
 		results = append(results, r)
 	}
 	info["load_after"] = loadavg()

@@ -65,16 +65,18 @@ func (g goal) String() string {
 
 // result is one table row.
 type result struct {
-	Key     string   `json:"key"`
-	Name    string   `json:"name"`
-	Unit    string   `json:"unit"`
-	WinRM   side     `json:"winrmd"`
-	SSH     side     `json:"ssh"`
-	Ratio   float64  `json:"ratio"` // winrmd median / ssh median
-	Goal    goal     `json:"goal"`
-	Verdict string   `json:"verdict"` // PASS, MISS, ERROR, info
-	Notes   []string `json:"notes,omitempty"`
-	CPUPer  string   `json:"server_cpu_per,omitempty"` // what server_cpu_ms_per_op counts
+	Key     string    `json:"key"`
+	Name    string    `json:"name"`
+	Unit    string    `json:"unit"`
+	WinRM   side      `json:"winrmd"`
+	SSH     side      `json:"ssh"`
+	Ratio   float64   `json:"ratio"` // winrmd median / ssh median
+	Goal    goal      `json:"goal"`
+	Verdict string    `json:"verdict"` // PASS, MISS, ERROR, info
+	Notes   []string  `json:"notes,omitempty"`
+	CPUPer  string    `json:"server_cpu_per,omitempty"` // what server_cpu_ms_per_op counts
+	Load    [2]string `json:"loadavg_before_after"`     // other work on the machine
+	Seconds float64   `json:"seconds"`
 }
 
 func (r *result) finish() {
