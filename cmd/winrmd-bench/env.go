@@ -29,6 +29,7 @@ import (
 const (
 	benchUser  = "wrmdbench"
 	benchGroup = "winrm-remote-users"
+	benchUID   = 59990
 )
 
 // cleanups run in reverse order, once, on exit, error or signal.
@@ -119,8 +120,18 @@ func createBenchUser() (*user.User, error) {
 			return nil, err
 		}
 	}
+	// A fixed, high uid: test harnesses on the same machine create and
+	// delete users in the low range and kill what a deleted user's uid
+	// still runs; a reused low uid would make the bench's workers and sshd
+	// sessions their targets.
+	uid := benchUID
+	for ; uid > benchUID-100; uid-- {
+		if _, err := user.LookupId(strconv.Itoa(uid)); err != nil {
+			break
+		}
+	}
 	if _, err := run("useradd", "--create-home", "--shell", "/bin/sh", "--groups", benchGroup,
-		"--comment", "winrmd-bench (temporary)", benchUser); err != nil {
+		"--uid", strconv.Itoa(uid), "--comment", "winrmd-bench (temporary)", benchUser); err != nil {
 		return nil, err
 	}
 	// "*" is not a lock ("!"): sshd with UsePAM no refuses locked accounts.

@@ -351,6 +351,9 @@ func printTable(w io.Writer, results []*result) {
 		if r.Verdict == "MISS" || r.Verdict == "ERROR" {
 			miss = append(miss, r.Key)
 		}
+		if len(r.Notes) > 0 && r.Verdict != "ERROR" {
+			fmt.Fprintf(w, "note %s: %s\n", r.Key, strings.Join(r.Notes, "; "))
+		}
 	}
 	if len(miss) > 0 {
 		fmt.Fprintf(w, "\nGOALS MISSED: %s (see BENCH.md for what limits each)\n", strings.Join(miss, ", "))
@@ -362,6 +365,9 @@ func printTable(w io.Writer, results []*result) {
 func writeJSON(path string, info map[string]any, cfg *config, results []*result) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
+	}
+	for _, r := range results {
+		r.jsonSafe()
 	}
 	doc := map[string]any{
 		"machine": info,

@@ -83,25 +83,34 @@ func (r *result) finish() {
 	r.WinRM.finish()
 	r.SSH.finish()
 	r.Ratio = r.WinRM.Median / r.SSH.Median
+	if r.WinRM.Errors > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("winrmd errors: %d", r.WinRM.Errors))
+	}
+	if r.SSH.Errors > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("ssh errors: %d", r.SSH.Errors))
+	}
 	switch {
+	case r.Goal.Op == "":
+		r.Verdict = "info"
 	case r.WinRM.Errors > 0 || r.SSH.Errors > 0 || math.IsNaN(r.Ratio) || math.IsInf(r.Ratio, 0):
-		if r.Goal.Op == "" && r.WinRM.Errors == 0 && r.SSH.Errors == 0 {
-			r.Verdict = "info"
-		} else {
-			r.Verdict = "MISS"
-			if r.WinRM.Errors > 0 {
-				r.Notes = append(r.Notes, fmt.Sprintf("winrmd errors: %d", r.WinRM.Errors))
-			}
-			if r.SSH.Errors > 0 {
-				r.Notes = append(r.Notes, fmt.Sprintf("ssh errors: %d", r.SSH.Errors))
-			}
-		}
+		r.Verdict = "MISS"
 	case r.Goal.Op == "<=":
 		r.Verdict = verdict(r.Ratio <= r.Goal.Value)
 	case r.Goal.Op == ">=":
 		r.Verdict = verdict(r.Ratio >= r.Goal.Value)
 	default:
 		r.Verdict = "info"
+	}
+}
+
+// jsonSafe replaces what encoding/json refuses (NaN, ±Inf) with 0; the
+// sample lists and error counts say what happened.
+func (r *result) jsonSafe() {
+	for _, p := range []*float64{&r.Ratio, &r.WinRM.Median, &r.WinRM.P10, &r.WinRM.P90, &r.SSH.Median, &r.SSH.P10, &r.SSH.P90,
+		&r.WinRM.ServerCPUms, &r.SSH.ServerCPUms} {
+		if math.IsNaN(*p) || math.IsInf(*p, 0) {
+			*p = 0
+		}
 	}
 }
 
