@@ -106,18 +106,23 @@ fuzz:
 # stdin round trips, RSS and goroutines back to baseline (the short version,
 # 40 shells across 4 users, runs inside make test).
 load: venv
-	@mkdir -p $(WORK)
-	WINRMD_LOAD=full WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
-	  $(GO) test -count=1 -v -timeout 60m -run '^TestLoad$$' ./test/
-	$(GO) run ./test/cmd/e2esummary -stats $(WORK)/stats.jsonl -log /dev/null
+	@mkdir -p $(WORK); rm -f $(WORK)/load-stats.jsonl; rc=0; \
+	WINRMD_LOAD=full WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/load-stats.jsonl \
+	  $(GO) test -count=1 -v -timeout 60m -run '^TestLoad$$' ./test/ 2>&1 | tee $(WORK)/load.log; \
+	  [ "$${PIPESTATUS[0]}" = 0 ] || rc=1; \
+	$(GO) run ./test/cmd/e2esummary -stats $(WORK)/load-stats.jsonl -log $(WORK)/load.log || rc=1; \
+	exit $$rc
 
 # Soak (test/soak_test.go): the load workload for SOAK (default 10m), printing
 # RSS, open fds, goroutines and Receive latency percentiles every 30 s.
 SOAK ?= 10m
 soak: venv
-	@mkdir -p $(WORK)
-	WINRMD_SOAK=$(SOAK) WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
-	  $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./test/
+	@mkdir -p $(WORK); rm -f $(WORK)/soak-stats.jsonl; rc=0; \
+	WINRMD_SOAK=$(SOAK) WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/soak-stats.jsonl \
+	  $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./test/ 2>&1 | tee $(WORK)/soak.log; \
+	  [ "$${PIPESTATUS[0]}" = 0 ] || rc=1; \
+	$(GO) run ./test/cmd/e2esummary -stats $(WORK)/soak-stats.jsonl -log $(WORK)/soak.log || rc=1; \
+	exit $$rc
 
 # ---- bench (owned by cmd/winrmd-bench, issue 5) -----------------------------
 # winrmd against a private OpenSSH server on loopback, one run, alternating
