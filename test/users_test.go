@@ -199,19 +199,15 @@ func listProcs() []proc {
 }
 
 // ourProcs returns the processes that count as "left behind" by this run: any
-// process of a test user, and any `winrmd worker` of our binary or of one of
-// our daemons. Workers of other engineers' daemons on a shared machine are
-// not ours and are ignored.
+// process of an account this run created, and any `winrmd worker` of our
+// binary or of one of our daemons. Workers of other engineers' daemons on a
+// shared machine are not ours and are ignored. A uid counts only while its
+// account is still ours (the passwd comment names this process, or it is an
+// account a test registered and still exists under that uid): uids are
+// reused as soon as an account is deleted, and another run's processes must
+// never be judged — or killed — as ours.
 func ourProcs() []proc {
-	uids := map[int]bool{}
-	for _, u := range w.users() {
-		if u != nil {
-			uids[u.UID] = true
-		}
-	}
-	for _, u := range extraUIDs() {
-		uids[u] = true
-	}
+	uids := ownedUIDs()
 	daemons := daemonPIDs()
 	var out []proc
 	for _, p := range listProcs() {
@@ -223,6 +219,30 @@ func ourProcs() []proc {
 		}
 	}
 	return out
+}
+
+// ownedUIDs: the uids of accounts that exist now and belong to this run.
+func ownedUIDs() map[int]bool {
+	mine := ownerTag()
+	byUID := map[int]passwdEntry{}
+	for _, e := range passwdEntries() {
+		byUID[e.uid] = e
+	}
+	uids := map[int]bool{}
+	for _, u := range w.users() {
+		if u != nil {
+			if e, ok := byUID[u.UID]; ok && e.name == u.Name && e.comment == mine {
+				uids[u.UID] = true
+			}
+		}
+	}
+	for _, uid := range extraUIDs() {
+		// Deleted, or reused by another run's (or anyone's) account: not ours.
+		if e, ok := byUID[uid]; ok && (e.comment == mine || e.name == labUser) {
+			uids[uid] = true
+		}
+	}
+	return uids
 }
 
 func userProcs(uid int) []proc {
