@@ -47,7 +47,10 @@ func parseLog(path string, c *logCounts) error {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	var lastSkip string
+	// go test -v prints a skip's reason (file.go:N: reason) before its
+	// "--- SKIP" line.
+	var lastMsg string
+	reMsg := regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
 	for sc.Scan() {
 		line := sc.Text()
 		if m := reResult.FindStringSubmatch(line); m != nil {
@@ -59,18 +62,19 @@ func parseLog(path string, c *logCounts) error {
 				c.failed = append(c.failed, m[2])
 			case "SKIP":
 				c.skip++
-				lastSkip = m[2]
+				r := lastMsg
+				if r == "" {
+					r = "(no reason printed)"
+				}
+				c.skipped[r]++
 			}
+			lastMsg = ""
 			continue
 		}
-		if lastSkip != "" {
-			// The line after "--- SKIP" carries the reason.
-			r := strings.TrimSpace(line)
-			if i := strings.Index(r, ": "); i >= 0 && strings.Contains(r[:i], ".go:") {
-				r = r[i+2:]
-			}
-			c.skipped[r]++
-			lastSkip = ""
+		if m := reMsg.FindStringSubmatch(line); m != nil {
+			lastMsg = m[1]
+		} else if strings.HasPrefix(line, "=== RUN") {
+			lastMsg = ""
 		}
 		switch {
 		case rePkgOK.MatchString(line):
@@ -142,7 +146,12 @@ func leftovers(prefix string) (users []string, procs []string) {
 		args := strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
 		exe, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		isWorker := len(args) > 1 && args[1] == "worker" && strings.Contains(args[0], "winrmd")
-		ours := strings.Contains(exe, prefix+"-") || strings.Contains(exe, "/test/.work/")
+		// A test binary lives in /tmp/wrmde2e-*/ until its run ends; a
+		// worker whose binary is gone outlived its run. (A live run's
+		// workers, on a shared machine, are not leftovers.)
+		exe = strings.TrimSuffix(exe, " (deleted)")
+		_, statErr := os.Stat(exe)
+		ours := strings.Contains(exe, "/"+prefix+"-") && statErr != nil
 		if uids[uid] || (isWorker && ours) {
 			procs = append(procs, fmt.Sprintf("pid %s uid %s %s", e.Name(), uid, strings.Join(args, " ")))
 		}
