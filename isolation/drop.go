@@ -160,9 +160,13 @@ func setNoNewPrivs() error {
 // armParentDeath sets the parent-death signal of the calling thread (the
 // kernel clears it on every credential change) and checks that the parent
 // is still parentPid, closing the race where it died before the prctl.
+//
+// The signal is SIGTERM, not SIGKILL: a worker killed outright would leave
+// its commands' background children to init, while SIGTERM runs the
+// worker's shutdown, which kills every process of the shell first.
 func armParentDeath(parentPid int) error {
 	runtime.LockOSThread() // normally already locked by the caller; idempotent count
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
 		return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
 	}
 	if parentPid > 0 && os.Getppid() != parentPid {

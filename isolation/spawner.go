@@ -327,7 +327,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 		Stderr:     stderrW,
 		SysProcAttr: &syscall.SysProcAttr{
 			Setsid:    true,
-			Pdeathsig: syscall.SIGKILL,
+			Pdeathsig: syscall.SIGTERM,
 		},
 	}
 	err = onSpawnThread(cmd.Start)

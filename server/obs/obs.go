@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -77,21 +78,43 @@ type Audit struct {
 	file     *os.File
 }
 
+// failSafeSyncer writes whole audit lines or none: a write cut short (a
+// full disk) is truncated away before the next one, so one failure never
+// corrupts the event after it.
 type failSafeSyncer struct {
-	f *os.File
-	a *Audit
+	f     *os.File
+	a     *Audit
+	mu    sync.Mutex
+	good  int64 // file size after the last complete line
+	dirty bool  // a partial line may follow good
 }
 
-func (s failSafeSyncer) Write(p []byte) (int, error) {
+func (s *failSafeSyncer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirty {
+		if err := s.f.Truncate(s.good); err != nil {
+			s.lost(p, err)
+			return len(p), nil
+		}
+		s.dirty = false
+	}
 	n, err := s.f.Write(p)
 	if err != nil {
-		s.a.failures.Add(1)
-		s.a.main.Error("audit write failed; event kept in the main log", zap.Error(err), zap.ByteString("event", p))
+		s.dirty = true
+		s.lost(p, err)
 		return len(p), nil
 	}
+	s.good += int64(n)
 	return n, nil
 }
-func (s failSafeSyncer) Sync() error { return nil }
+
+func (s *failSafeSyncer) lost(p []byte, err error) {
+	s.a.failures.Add(1)
+	s.a.main.Error("audit write failed; event kept in the main log", zap.Error(err), zap.ByteString("event", p))
+}
+
+func (s *failSafeSyncer) Sync() error { return nil }
 
 // NewAudit opens the audit sink: path "" means the main log.
 func NewAudit(path string, main *zap.Logger) (*Audit, error) {
@@ -108,13 +131,17 @@ func NewAudit(path string, main *zap.Logger) (*Audit, error) {
 		return nil, fmt.Errorf("logging.audit_file: %w", err)
 	}
 	a.file = f
+	sink := &failSafeSyncer{f: f, a: a}
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		sink.good = fi.Size()
+	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	encCfg.MessageKey = ""
 	encCfg.LevelKey = ""
 	encCfg.CallerKey = ""
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), failSafeSyncer{f: f, a: a}, zap.InfoLevel)
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), sink, zap.InfoLevel)
 	a.l = zap.New(core)
 	return a, nil
 }
