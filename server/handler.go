@@ -36,6 +36,7 @@ type connState struct {
 	authCtx  authn.Context // handshake in progress, or the completed one
 	scheme   authn.Scheme
 	identity *authn.Identity
+	authzAt  time.Time // when identity was last authorized
 	sealer   authn.Sealer
 	basicKey [32]byte // hash of the Basic value that produced identity
 }
@@ -70,6 +71,10 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 // encryptionOverhead is what the multipart framing and signature add to a
 // sealed request body beyond the envelope itself.
 const encryptionOverhead = 16 << 10
+
+// reauthorizeEvery bounds how long an authorization decision lasts on one
+// connection.
+const reauthorizeEvery = 30 * time.Second
 
 // maxToken bounds a decoded authentication token.
 const maxToken = 48 << 10
@@ -212,6 +217,18 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	if !id.Valid() { // by construction unreachable; never serve without one
 		s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true, close: true})
 		return
+	}
+	// A long-lived connection is authorized again now and then, so a user
+	// removed from the allowed groups (SIGHUP, or the group database) loses
+	// access within reauthorizeEvery even on a connection already open.
+	if time.Since(st.authzAt) > reauthorizeEvery {
+		fresh, herr := s.authorizeAgain(st, id.Principal(), id.Scheme(), log)
+		if herr != nil {
+			st.reset()
+			s.fail(w, r, st, herr)
+			return
+		}
+		st.identity, st.authzAt, id = fresh, time.Now(), fresh
 	}
 	if outToken != "" {
 		w.Header().Set("WWW-Authenticate", string(outScheme)+" "+outToken)
@@ -444,7 +461,7 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 	if herr != nil {
 		return herr
 	}
-	st.identity, st.scheme, st.basicKey = id, authn.SchemeBasic, key
+	st.identity, st.scheme, st.basicKey, st.authzAt = id, authn.SchemeBasic, key, time.Now()
 	return nil
 }
 
@@ -498,7 +515,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 		st.reset()
 		return nil, false, herr
 	}
-	st.identity = id
+	st.identity, st.authzAt = id, time.Now()
 	st.sealer = st.authCtx.Sealer()
 	return out, true, nil
 }
@@ -515,6 +532,19 @@ func (s *Server) authorize(st *connState, p authn.Principal, sch authn.Scheme, l
 	s.countAuth(p.Mechanism, "success")
 	s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
 		zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
+	return id, nil
+}
+
+// authorizeAgain re-checks a connection's identity without a new logon event.
+func (s *Server) authorizeAgain(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger) (*authn.Identity, *httpError) {
+	id, err := s.d.Authorizer.Authorize(p, sch)
+	if err != nil {
+		s.countAuth(p.Mechanism, "denied")
+		log.Info("access revoked on an open connection", zap.String(obs.FUser, p.Name), zap.Error(err))
+		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
+			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, "re-authorization: "+err.Error()))
+		return nil, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+	}
 	return id, nil
 }
 
