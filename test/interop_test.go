@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -482,5 +483,34 @@ func wantNothingRan(t testing.TB, d *Daemon, before executions) {
 	}
 	if after.workers > before.workers {
 		t.Errorf("worker processes %d→%d: %v", before.workers, after.workers, workerProcs())
+	}
+}
+
+// Issue 3's "done when": pywinrm and pypsrp with their defaults (NTLM or
+// Negotiate, message_encryption/encryption "auto", which means on for HTTP)
+// work on plain HTTP, as does pywinrm's Session API the README shows.
+func TestClientDefaultsHTTP(t *testing.T) {
+	w := need(t)
+	d := startDaemon(t, nil)
+	h, p := hostPort(t, d.HTTP)
+	for _, c := range []struct {
+		drv  driver
+		auth string
+	}{{pyDriver{"pywinrm"}, "ntlm"}, {pyDriver{"pypsrp"}, "negotiate"}} {
+		r := c.drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: c.auth, Encryption: "auto", User: w.admin.Name, Password: w.admin.Password},
+			Spec{Op: "run", Command: "echo defaults-ok; id -un"})
+		wantOut(t, r, "defaults-ok\n"+w.admin.Name+"\n", "", 0)
+	}
+	// winrm.Session(...).run_cmd, exactly as a newcomer types it.
+	script := fmt.Sprintf("import winrm; s = winrm.Session('http://%s/wsman', auth=(%q, %q), transport='ntlm'); r = s.run_cmd('id'); print(r.status_code); print(r.std_out.decode())",
+		d.HTTP, w.admin.Name, w.admin.Password)
+	out, err := exec.Command(w.python, "-c", script).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "0\nuid=") || !strings.Contains(string(out), "("+w.admin.Name+")") {
+		t.Errorf("winrm.Session run_cmd('id'): %v\n%s", err, out)
+	}
+	for _, e := range d.AuditEvents() {
+		if e.Event == "unencrypted_refused" {
+			t.Errorf("a default client sent an unencrypted body: %s", e.Raw)
+		}
 	}
 }
