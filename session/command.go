@@ -26,7 +26,8 @@ type Command struct {
 	started time.Time
 
 	mu       sync.Mutex
-	out      [3][]byte // indexed by isolation.Stream
+	out      [3][]byte // indexed by isolation.Stream; unread bytes are out[s][off[s]:]
+	off      [3]int
 	exited   bool
 	exitCode int32
 	err      error // worker gone before exit
@@ -47,9 +48,28 @@ func (c *Command) addOutput(s isolation.Stream, b []byte) {
 		return
 	}
 	c.mu.Lock()
-	c.out[s] = append(c.out[s], b...)
+	buf, off := c.out[s], c.off[s]
+	switch {
+	case off == len(buf): // all delivered: reuse the buffer from its start
+		buf, off = buf[:0], 0
+	case off > cap(buf)/2: // mostly delivered: move the rest to the front
+		n := copy(buf, buf[off:])
+		buf, off = buf[:n], 0
+	}
+	c.out[s], c.off[s] = append(buf, b...), off
 	c.wakeLocked()
 	c.mu.Unlock()
+}
+
+// pending is how many undelivered bytes a stream holds. c.mu held.
+func (c *Command) pending(s isolation.Stream) int { return len(c.out[s]) - c.off[s] }
+
+// take hands out the next n undelivered bytes of a stream; they stay valid
+// until c.mu is released. c.mu held.
+func (c *Command) take(s isolation.Stream, n int) []byte {
+	b := c.out[s][c.off[s] : c.off[s]+n]
+	c.off[s] += n
+	return b
 }
 
 func (c *Command) exit(code int32) {
@@ -339,7 +359,7 @@ func (sh *Shell) releaseCommand(c *Command) {
 	c.mu.Lock()
 	wasReleased := c.released
 	c.released = true
-	c.out = [3][]byte{}
+	c.out, c.off = [3][]byte{}, [3]int{}
 	if !c.exited && c.err == nil {
 		c.err = errReleased
 	}

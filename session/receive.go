@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"encoding/base64"
 	"strconv"
 	"strings"
 	"time"
@@ -119,8 +118,8 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	start := time.Now()
 	for {
 		c.mu.Lock()
-		ready := c.exited || c.err != nil || (want[isolation.Stdout] && len(c.out[isolation.Stdout]) > 0) ||
-			(want[isolation.Stderr] && len(c.out[isolation.Stderr]) > 0)
+		ready := c.exited || c.err != nil || (want[isolation.Stdout] && c.pending(isolation.Stdout) > 0) ||
+			(want[isolation.Stderr] && c.pending(isolation.Stderr) > 0)
 		if ready {
 			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
 			c.mu.Unlock()
@@ -155,59 +154,41 @@ func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo s
 	if c.err == errReleased {
 		return nil, 0, commandSelectorFault()
 	}
-	r := wsman.NewResponse(wsman.ActionReceive+"Response", relatesTo)
-	rr := r.Body().CreateElement("rsp:ReceiveResponse")
+	r := receiveRender{relatesTo: relatesTo, commandID: c.id, state: wsman.StateRunning, streams: make([]streamChunk, 0, 4)}
 	consumed := 0
 	for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
-		if !want[s] || len(c.out[s]) == 0 || budget <= 0 {
+		avail := c.pending(s)
+		if !want[s] || avail == 0 || budget <= 0 {
 			continue
 		}
-		n := len(c.out[s])
+		n := avail
 		if n > budget {
 			n = budget / 3 * 3
 			if n == 0 {
 				continue
 			}
 		}
-		e := rr.CreateElement("rsp:Stream")
-		e.CreateAttr("Name", streamName(s))
-		e.CreateAttr("CommandId", c.id)
-		e.SetText(base64.StdEncoding.EncodeToString(c.out[s][:n]))
-		// Keep the remainder without holding on to the delivered bytes.
-		rest := c.out[s][n:]
-		if len(rest) == 0 {
-			c.out[s] = nil
-		} else {
-			c.out[s] = append([]byte(nil), rest...)
-		}
+		r.streams = append(r.streams, streamChunk{name: streamName(s), data: c.take(s, n)})
 		budget -= n
 		consumed += n
 	}
-	drained := len(c.out[isolation.Stdout]) == 0 && len(c.out[isolation.Stderr]) == 0
+	drained := c.pending(isolation.Stdout) == 0 && c.pending(isolation.Stderr) == 0
 	switch {
 	case c.exited && drained:
 		for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
 			if want[s] {
-				e := rr.CreateElement("rsp:Stream")
-				e.CreateAttr("Name", streamName(s))
-				e.CreateAttr("CommandId", c.id)
-				e.CreateAttr("End", "true")
+				r.streams = append(r.streams, streamChunk{name: streamName(s), end: true})
 			}
 		}
-		st := rr.CreateElement("rsp:CommandState")
-		st.CreateAttr("CommandId", c.id)
-		st.CreateAttr("State", wsman.StateDone)
-		addText(st, "rsp:ExitCode", strconv.FormatInt(int64(c.exitCode), 10))
+		r.state, r.exitCode = wsman.StateDone, c.exitCode
 		c.finished = true
 	case c.err != nil && drained && consumed == 0:
 		c.finished = true
 		return nil, 0, wsman.InternalError(995, "Shell cmd plugin", "The command was aborted because its worker process ended: "+c.err.Error())
-	default:
-		st := rr.CreateElement("rsp:CommandState")
-		st.CreateAttr("CommandId", c.id)
-		st.CreateAttr("State", wsman.StateRunning)
 	}
-	return r.Bytes(), consumed, nil
+	// Render while c.mu is held: the taken bytes stay valid until the next
+	// addOutput may reuse the buffer.
+	return r.bytes(), consumed, nil
 }
 
 func streamName(s isolation.Stream) string {
