@@ -244,7 +244,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(time.Duration(cfg.Service.ReadHeaderTimeoutMS)*time.Millisecond + 60*time.Second))
-	raw, err := io.ReadAll(io.LimitReader(r.Body, int64(maxEnv+encryptionOverhead)+1))
+	raw, err := readBody(r, maxEnv+encryptionOverhead)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Info("reading request body", zap.Error(err))
@@ -351,6 +351,19 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	}
 	s.writeOK(w, st, encrypted, protocol, body)
 	s.countRequest(action, "ok")
+}
+
+// readBody reads at most limit+1 bytes of the body, in one allocation when
+// the client declared its length (the envelope hot path).
+func readBody(r *http.Request, limit int) ([]byte, error) {
+	if r.ContentLength > 0 && r.ContentLength <= int64(limit) {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
 // reset forgets the connection's security context.
