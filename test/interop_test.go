@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,9 +76,13 @@ var scenarios = []scenario{
 	{"non_administrator_denied", "", scNonAdmin},
 }
 
-// runMatrix runs every scenario with every driver that supports conn.
-func runMatrix(t *testing.T, d *Daemon, base Conn) {
+// runMatrix runs every scenario with every driver that supports conn (and is
+// not excluded by name).
+func runMatrix(t *testing.T, d *Daemon, base Conn, exclude ...string) {
 	for _, drv := range drivers {
+		if slices.Contains(exclude, drv.Name()) {
+			continue
+		}
 		if !drv.Supports("", base) {
 			continue
 		}
@@ -163,11 +168,17 @@ func TestHTTPNegotiateSealed(t *testing.T) {
 
 // HTTPS with NTLM: the clients send channel bindings (pywinrm send_cbt,
 // pypsrp negotiate_send_cbt); the daemon runs at the default "relaxed".
+// masterzen is left out: its ClientNTLM sends no channel binding, and its
+// go-ntlmssp negotiator lets Go's connection pool split a handshake across
+// two connections when Send and Receive overlap (NEGOTIATE on one,
+// AUTHENTICATE on the other; the daemon rightly refuses both), the
+// client-side bug reported upstream as bodgit/ntlmssp#51 and discussed in
+// Azure/go-ntlmssp#82. Its HTTPS path is covered by TestHTTPSBasic.
 func TestHTTPSNTLMChannelBinding(t *testing.T) {
 	need(t)
 	d := startDaemon(t, func(c *configs.Config) { c.Service.MaxTimeoutMS = 3000 })
 	h, p := hostPort(t, d.HTTPS)
-	runMatrix(t, d, Conn{Scheme: "https", Host: h, Port: p, Auth: "ntlm", Encryption: "auto", User: w.admin.Name, Password: w.admin.Password, CBT: true})
+	runMatrix(t, d, Conn{Scheme: "https", Host: h, Port: p, Auth: "ntlm", Encryption: "auto", User: w.admin.Name, Password: w.admin.Password, CBT: true}, "masterzen")
 }
 
 // wantScheme: the audit log names the scheme the clients used (raw NTLM
