@@ -42,3 +42,34 @@ func BenchmarkResponse(b *testing.B) {
 	}
 	b.SetBytes(int64(n))
 }
+
+// send500K is a pywinrm-shaped Send carrying one rsp:Stream of about 500 KB
+// of base64, just under DefaultMaxBytes: the stdin rows of make bench.
+func send500K(tb testing.TB) []byte {
+	tb.Helper()
+	tmpl := string(readFixture(tb, "pywinrm_send.xml"))
+	const old = "ZWNobyBoZWxsbw0KZXhpdA0K"
+	if !strings.Contains(tmpl, old) {
+		tb.Fatal("pywinrm_send.xml has no stream payload")
+	}
+	raw := make([]byte, 375000)
+	for i := range raw {
+		raw[i] = byte(i*7 + i>>9)
+	}
+	return []byte(strings.Replace(tmpl, old, base64.StdEncoding.EncodeToString(raw), 1))
+}
+
+func BenchmarkParseSend500K(b *testing.B) {
+	data := send500K(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		env, err := Parse(data, ctUTF8, DefaultLimits())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(Text(Child(env.Body, NsShell, "Stream"))) != 500000 {
+			b.Fatal("stream text lost")
+		}
+	}
+}

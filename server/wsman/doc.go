@@ -3,10 +3,11 @@
 // and expect.
 //
 // The package is pure: no I/O, no logging and no package state beyond
-// constants. Request bodies are hostile input, so Parse enforces explicit
-// Limits (size, nesting depth, element count, attributes per element, name
-// length) with a streaming pre-scan before any tree is built, and rejects
-// DTDs, entity declarations and processing instructions outright. Every
+// constants and a read-only lookup table. Request bodies are hostile input,
+// so Parse enforces explicit Limits (size, nesting depth, element count,
+// attributes per element, name length) on the token stream as it builds the
+// tree, and rejects DTDs, entity declarations and processing instructions
+// outright. Every
 // error Parse returns is a *Fault ready to be rendered with FaultEnvelope.
 //
 // Namespaces are always resolved by URI, never by prefix: clients use env:,

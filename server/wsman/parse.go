@@ -101,7 +101,7 @@ type Envelope struct {
 //     masterzen send is tolerated and never faults);
 //   - w:InvalidSelectors for nameless or duplicate selectors.
 //
-// Limits are enforced by a streaming pre-scan before any tree is built.
+// Limits are enforced on the token stream, as the tree is built.
 func Parse(body []byte, contentType string, lim Limits) (*Envelope, error) {
 	env, f := parse(body, contentType, lim)
 	if f != nil {
@@ -111,6 +111,12 @@ func Parse(body []byte, contentType string, lim Limits) (*Envelope, error) {
 }
 
 func parse(body []byte, contentType string, lim Limits) (*Envelope, *Fault) {
+	return parseWith(body, contentType, lim, liftMin)
+}
+
+// parseWith is parse lifting text nodes of at least minLift bytes (none
+// when minLift < 1).
+func parseWith(body []byte, contentType string, lim Limits, minLift int) (*Envelope, *Fault) {
 	lim = lim.normalized()
 	if len(body) > lim.MaxBytes {
 		return nil, limitFault(CodeEnvelopeTooLarge, DetailServiceEnvelopeLimit,
@@ -121,18 +127,9 @@ func parse(body []byte, contentType string, lim Limits) (*Envelope, *Fault) {
 	if f != nil {
 		return nil, f
 	}
-	if f := scan(data, lim); f != nil {
+	doc, f := readDocument(data, lim, minLift)
+	if f != nil {
 		return nil, f
-	}
-	doc := newDocument() // canonical write settings: re-serialises faithfully
-	doc.ReadSettings = etree.ReadSettings{
-		CharsetReader: passThroughCharset,
-		MaxDepth:      lim.MaxDepth,
-	}
-	if err := doc.ReadFromBytes(data); err != nil {
-		// The pre-scan accepts a subset of what etree accepts; this is a
-		// safety net.
-		return nil, schemaFault("the XML is not well-formed: " + err.Error())
 	}
 	return build(doc)
 }
@@ -272,11 +269,39 @@ type nsUndo struct {
 	had          bool
 }
 
-// scan validates data with encoding/xml's strict token stream before any
-// tree is built: limits, no DTD/entity declarations/processing
+// readDocument validates data and builds its tree in one pass over
+// encoding/xml's strict token stream (see read). Text nodes of at least
+// minLift bytes of base64 are first lifted out of the bytes the tokenizer
+// sees (see lift.go), which spares it most of a Send's payload; should the
+// lifted read not prove equivalent to a read of data itself, data is read
+// again as it is. minLift < 1 disables lifting.
+func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, *Fault) {
+	if minLift < 1 {
+		doc, f, _ := read(data, lim, nil, nil)
+		return doc, f
+	}
+	if lifts := findLifts(data, minLift); len(lifts) > 0 {
+		doc, f, exact := read(withPlaceholders(data, lifts), lim, data, lifts)
+		if exact {
+			return doc, f
+		}
+	}
+	doc, f, _ := read(data, lim, nil, nil)
+	return doc, f
+}
+
+// read validates data with encoding/xml's strict token stream and builds
+// the tree as it goes: limits, no DTD/entity declarations/processing
 // instructions, one root element, matching tags, declared prefixes, no
 // duplicate attributes. Memory use is bounded by the input size.
-func scan(data []byte, lim Limits) *Fault {
+//
+// When lifts is not empty, data is the output of withPlaceholders(orig,
+// lifts), and each placeholder that the tokenizer returns as a whole text
+// token is replaced by its original text. exact reports whether the result
+// (tree or fault) is the one reading orig would give: it is false as soon as
+// a lifted span was not read as a whole text token, since the lexer that
+// chose it was then wrong about the context.
+func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, f *Fault, exact bool) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
 	badCharset := ""
@@ -289,9 +314,16 @@ func scan(data []byte, lim Limits) *Fault {
 		return nil, errors.New("unsupported charset")
 	}
 
+	doc = newDocument() // canonical write settings: re-serialises faithfully
+	doc.ReadSettings = etree.ReadSettings{
+		CharsetReader: passThroughCharset,
+		MaxDepth:      lim.MaxDepth,
+	}
+
 	type attrKey struct{ space, local string }
 	var (
-		stack    []xml.Name
+		open     []*etree.Element // open elements, innermost last
+		top      = &doc.Element   // where the next token goes
 		marks    []int
 		undo     []nsUndo
 		bindings = map[string]string{}
@@ -300,6 +332,7 @@ func scan(data []byte, lim Limits) *Fault {
 		first    = true
 		sawRoot  bool
 		rootDone bool
+		next     int // lifts[next] is the next placeholder to meet
 	)
 	bind := func(prefix, uri string) {
 		prev, had := bindings[prefix]
@@ -313,78 +346,96 @@ func scan(data []byte, lim Limits) *Fault {
 		uri, ok := bindings[prefix]
 		return uri, ok
 	}
+	// fail returns a fault, which is exact unless the tokenizer may have
+	// looked at a placeholder it did not return as a text token. It reads
+	// a byte too many at times, and puts it back: the offset is then that
+	// byte's, so only an offset short of the placeholder proves it unread.
+	fail := func(f *Fault) (*etree.Document, *Fault, bool) {
+		return nil, f, next == len(lifts) || dec.InputOffset() < int64(lifts[next].at)
+	}
 
 	for {
+		start := dec.InputOffset()
 		tok, err := dec.RawToken()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			if badCharset != "" {
-				return limitFault(CodeEncodingLimit, DetailCharacterSet,
+				return fail(limitFault(CodeEncodingLimit, DetailCharacterSet,
 					"The WS-Management service cannot process the request because the declared encoding "+
-						strconv.Quote(truncate(badCharset, 40))+" is not supported. ")
+						strconv.Quote(truncate(badCharset, 40))+" is not supported. "))
 			}
-			return schemaFault("the XML is not well-formed: " + err.Error())
+			return fail(schemaFault("the XML is not well-formed: " + err.Error()))
+		}
+		var text string // the text of a CharData token, lifted text restored
+		if next < len(lifts) {
+			l := lifts[next]
+			end := dec.InputOffset()
+			if _, ok := tok.(xml.CharData); ok && start == int64(l.at) && end == int64(l.at+len(placeholder)) {
+				text = string(orig[l.start:l.end])
+				next++
+			} else if end > int64(l.at) {
+				return nil, nil, false // the placeholder is part of another token
+			}
 		}
 		isFirst := first
 		first = false
 		switch t := tok.(type) {
 		case xml.StartElement:
 			if rootDone {
-				return schemaFault("the document has more than one root element.")
+				return fail(schemaFault("the document has more than one root element."))
 			}
 			sawRoot = true
-			if len(stack) >= lim.MaxDepth {
-				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because elements are nested deeper than "+strconv.Itoa(lim.MaxDepth)+" levels. ")
+			if len(open) >= lim.MaxDepth {
+				return fail(limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because elements are nested deeper than "+strconv.Itoa(lim.MaxDepth)+" levels. "))
 			}
 			elements++
 			if elements > lim.MaxElements {
-				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because it has more than "+strconv.Itoa(lim.MaxElements)+" elements. ")
+				return fail(limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because it has more than "+strconv.Itoa(lim.MaxElements)+" elements. "))
 			}
 			if len(t.Attr) > lim.MaxAttrs {
-				return limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because an element has more than "+strconv.Itoa(lim.MaxAttrs)+" attributes. ")
+				return fail(limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because an element has more than "+strconv.Itoa(lim.MaxAttrs)+" attributes. "))
 			}
 			if f := checkName(t.Name, lim); f != nil {
-				return f
+				return fail(f)
 			}
 			if t.Name.Space == "xmlns" {
-				return schemaFault("an element uses the reserved prefix xmlns.")
+				return fail(schemaFault("an element uses the reserved prefix xmlns."))
 			}
 			marks = append(marks, len(undo))
-			stack = append(stack, t.Name)
 			// Namespace declarations first: they apply to the element's own
 			// name and attributes.
 			for _, a := range t.Attr {
 				if f := checkName(a.Name, lim); f != nil {
-					return f
+					return fail(f)
 				}
 				switch {
 				case a.Name.Space == "xmlns":
 					switch {
 					case a.Name.Local == "xmlns":
-						return schemaFault("the prefix xmlns cannot be declared.")
+						return fail(schemaFault("the prefix xmlns cannot be declared."))
 					case a.Name.Local == "xml":
 						if a.Value != NsXML {
-							return schemaFault("the prefix xml cannot be rebound.")
+							return fail(schemaFault("the prefix xml cannot be rebound."))
 						}
 						continue
 					case a.Value == "":
-						return schemaFault("a namespace prefix is bound to an empty URI.")
+						return fail(schemaFault("a namespace prefix is bound to an empty URI."))
 					case a.Value == NsXML || a.Value == "http://www.w3.org/2000/xmlns/":
-						return schemaFault("a reserved namespace is bound to another prefix.")
+						return fail(schemaFault("a reserved namespace is bound to another prefix."))
 					}
 					bind(a.Name.Local, a.Value)
 				case a.Name.Space == "" && a.Name.Local == "xmlns":
 					if a.Value == NsXML || a.Value == "http://www.w3.org/2000/xmlns/" {
-						return schemaFault("a reserved namespace is declared as default.")
+						return fail(schemaFault("a reserved namespace is declared as default."))
 					}
 					bind("", a.Value)
 				}
 			}
 			if t.Name.Space != "" {
 				if _, ok := resolve(t.Name.Space); !ok {
-					return schemaFault("the namespace prefix " + strconv.Quote(t.Name.Space) + " is not declared.")
+					return fail(schemaFault("the namespace prefix " + strconv.Quote(t.Name.Space) + " is not declared."))
 				}
 			}
 			keys = keys[:0]
@@ -393,22 +444,46 @@ func scan(data []byte, lim Limits) *Fault {
 				if a.Name.Space != "" && a.Name.Space != "xmlns" {
 					uri, ok := resolve(a.Name.Space)
 					if !ok {
-						return schemaFault("the namespace prefix " + strconv.Quote(a.Name.Space) + " is not declared.")
+						return fail(schemaFault("the namespace prefix " + strconv.Quote(a.Name.Space) + " is not declared."))
 					}
 					k.space = "{" + uri + "}"
 				}
 				for _, o := range keys {
 					if o == k {
-						return schemaFault("an element has a duplicate attribute " + strconv.Quote(a.Name.Local) + ".")
+						return fail(schemaFault("an element has a duplicate attribute " + strconv.Quote(a.Name.Local) + "."))
 					}
 				}
 				keys = append(keys, k)
 			}
-		case xml.EndElement:
-			if len(stack) == 0 || stack[len(stack)-1] != t.Name {
-				return schemaFault("the XML is not well-formed: mismatched end tag.")
+			// Valid: add it to the tree as etree's reader would. Names have
+			// been checked to hold at most one colon, between prefix and
+			// local part, so Space and Tag (Key) come out as parsed.
+			e := top.CreateElement(t.Name.Local)
+			e.Space = t.Name.Space
+			if len(t.Attr) > 0 {
+				// CreateAttr is the only way to tie an Attr to its element,
+				// but it first looks for an attribute of the same key to
+				// replace, which makes n attributes cost n² (and would
+				// need "prefix:local" strings built). There are no
+				// duplicates here, so hand it an empty view of the slice
+				// for each one: it appends in place, as the capacity
+				// suffices, and the slice is then extended over the new
+				// attribute.
+				all := make([]etree.Attr, 0, len(t.Attr))
+				for i, a := range t.Attr {
+					e.Attr = all[i:i]
+					e.CreateAttr(a.Name.Local, a.Value).Space = a.Name.Space
+					all = all[:i+1]
+				}
+				e.Attr = all
 			}
-			stack = stack[:len(stack)-1]
+			open = append(open, e)
+			top = e
+		case xml.EndElement:
+			if len(open) == 0 || top.Space != t.Name.Space || top.Tag != t.Name.Local {
+				return fail(schemaFault("the XML is not well-formed: mismatched end tag."))
+			}
+			open = open[:len(open)-1]
 			m := marks[len(marks)-1]
 			marks = marks[:len(marks)-1]
 			for len(undo) > m {
@@ -420,32 +495,44 @@ func scan(data []byte, lim Limits) *Fault {
 					delete(bindings, u.prefix)
 				}
 			}
-			if len(stack) == 0 {
+			if len(open) == 0 {
 				rootDone = true
+				top = &doc.Element
+			} else {
+				top = open[len(open)-1]
 			}
 		case xml.CharData:
-			if len(stack) == 0 && !isXMLSpace(t) {
-				return schemaFault("there is text outside the root element.")
+			if len(open) == 0 && !isXMLSpace(t) {
+				return fail(schemaFault("there is text outside the root element."))
 			}
+			if text == "" {
+				text = string(t)
+			}
+			top.CreateText(text).SetData(text) // SetData flags whitespace, as etree's reader does
 		case xml.Comment:
 			// Harmless; kept in the tree and ignored.
+			top.CreateComment(string(t))
 		case xml.ProcInst:
 			if !(isFirst && t.Target == "xml") {
-				return schemaFault("processing instructions are not allowed.")
+				return fail(schemaFault("processing instructions are not allowed."))
 			}
+			top.CreateProcInst(t.Target, string(t.Inst))
 		case xml.Directive:
-			return schemaFault("DTDs and entity declarations are not allowed.")
+			return fail(schemaFault("DTDs and entity declarations are not allowed."))
 		default:
-			return schemaFault("the XML contains an unexpected token.")
+			return fail(schemaFault("the XML contains an unexpected token."))
 		}
 	}
-	if len(stack) != 0 {
-		return schemaFault("the XML is not well-formed: unexpected end of document.")
+	if next != len(lifts) {
+		return nil, nil, false
+	}
+	if len(open) != 0 {
+		return fail(schemaFault("the XML is not well-formed: unexpected end of document."))
 	}
 	if !sawRoot {
-		return schemaFault("the request has no root element.")
+		return fail(schemaFault("the request has no root element."))
 	}
-	return nil
+	return doc, nil, true
 }
 
 // checkName enforces the name length limit and XML namespace
