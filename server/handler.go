@@ -102,13 +102,14 @@ func (s *Server) handler(l *listener) http.Handler {
 		}
 		if path != "/wsman" {
 			s.countRequest("none", "not_found")
-			drainSmall(r)
+			closeIfBody(w, r)
 			w.Header().Set("Content-Length", "0")
 			w.WriteHeader(http.StatusNotFound)
 			return
 		}
 		if r.Method != http.MethodPost {
 			s.countRequest("none", "bad_method")
+			closeIfBody(w, r)
 			w.Header().Set("Allow", "POST")
 			w.Header().Set("Content-Length", "0")
 			w.WriteHeader(http.StatusMethodNotAllowed)
@@ -118,8 +119,36 @@ func (s *Server) handler(l *listener) http.Handler {
 	})
 }
 
-func drainSmall(r *http.Request) {
-	_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+// closeIfBody answers a refused request without reading its body: a
+// client that declares a body (or sends Expect: 100-continue) and then
+// trickles it cannot hold the connection. The connection closes instead.
+func closeIfBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// maxHandshakeBody is the most of a body read (and discarded) on a
+// handshake leg, where the connection must stay open for the next leg.
+const maxHandshakeBody = 64 << 10
+
+// drainHandshake reads a handshake leg's body within a short deadline so
+// the connection can carry the next leg; anything larger or slower closes it.
+func drainHandshake(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		return
+	}
+	if r.ContentLength < 0 || r.ContentLength > maxHandshakeBody {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.CopyN(io.Discard, r.Body, r.ContentLength)
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
@@ -139,7 +168,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, st *connState, e *
 	if e.close {
 		w.Header().Set("Connection", "close")
 	}
-	drainSmall(r)
+	closeIfBody(w, r)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(e.status)
 }
@@ -175,6 +204,15 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
 			return
 		}
+		if r.ContentLength == 0 {
+			// An empty POST without credentials asks which schemes exist
+			// (masterzen/winrm opens every request so, even on a connection
+			// that is already authenticated): answer the offer; a new
+			// handshake then replaces the connection's context.
+			s.countAuth("none", "challenge")
+			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
+			return
+		}
 	default:
 		scheme, token, _ := strings.Cut(strings.TrimSpace(authz[0]), " ")
 		token = strings.TrimSpace(token)
@@ -198,7 +236,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			}
 			if !done {
 				w.Header().Set("WWW-Authenticate", string(sch)+" "+base64.StdEncoding.EncodeToString(out))
-				drainSmall(r)
+				drainHandshake(w, r)
 				w.Header().Set("Content-Length", "0")
 				w.WriteHeader(http.StatusUnauthorized)
 				return
@@ -387,7 +425,17 @@ func listenerURL(r *http.Request, l *listener) string {
 func (s *Server) anonymousIdentify(w http.ResponseWriter, r *http.Request, cfg *configs.Config) {
 	lim := wsman.DefaultLimits()
 	lim.MaxBytes = 64 << 10
+	if r.ContentLength > int64(lim.MaxBytes) {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	// Unauthenticated: the body gets a few seconds, not a minute.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	raw, err := io.ReadAll(io.LimitReader(r.Body, int64(lim.MaxBytes)+1))
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil || len(raw) > lim.MaxBytes {
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Content-Length", "0")
