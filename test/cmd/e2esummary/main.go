@@ -199,6 +199,19 @@ func main() {
 	fmt.Printf("  concurrent-shell batches        %s shells in batches of 20\n", group(st["concurrent_shells"]))
 	fmt.Printf("  client runs (py/go/curl)        %s\n", group(st["client_runs"]))
 	fmt.Printf("  daemons started / stopped clean %d / %d\n", st["daemons_started"], st["daemons_clean_stop"])
+	if st["faults_injected"] > 0 {
+		fmt.Printf("  faults injected / survived      %d / %d (restart to first command %d ms, SIGTERM to exit %d ms)\n",
+			st["faults_injected"], st["faults_survived"], st["restart_to_first_command_ms"], st["sigterm_to_exit_ms"])
+	}
+	if st["load_shells"] > 0 {
+		fmt.Printf("  load                            %d clients, %d shells, %d commands, %d errors, %d requests held\n",
+			st["load_clients"], st["load_shells"], st["load_commands"], st["load_errors"], st["requests_held"])
+		fmt.Printf("  load daemon memory              RSS %s KiB before, %s peak, %s after (a -race daemon keeps its RSS; the test bounds heap); goroutines %d before, %d after\n",
+			group(st["rss_before_kb"]), group(st["rss_peak_kb"]), group(st["rss_after_kb"]), st["goroutines_before"], st["goroutines_after"])
+	}
+	if st["privilege_checks"] > 0 {
+		fmt.Printf("  privilege checks                %d, %d refusals as required\n", st["privilege_checks"], st["privilege_refused"])
+	}
 	fmt.Printf("  leftover processes              %d (during tests %d, now %d); leftover test accounts %d\n", left, st["leftover_processes"], len(procs), len(users))
 	if *started > 0 {
 		fmt.Printf("  duration                        %s\n", time.Since(time.Unix(*started, 0)).Round(time.Second))
