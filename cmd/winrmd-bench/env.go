@@ -34,8 +34,9 @@ const (
 
 // cleanups run in reverse order, once, on exit, error or signal.
 type cleanups struct {
-	mu  sync.Mutex
-	fns []func()
+	mu    sync.Mutex
+	fns   []func()
+	runMu sync.Mutex // held for a whole run: a signal during the deferred run waits for it
 }
 
 func (c *cleanups) add(f func()) {
@@ -45,6 +46,8 @@ func (c *cleanups) add(f func()) {
 }
 
 func (c *cleanups) run() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
 	c.mu.Lock()
 	fns := c.fns
 	c.fns = nil
