@@ -3,6 +3,10 @@ package isolation
 import (
 	"context"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkSpawnAndRunTrue spawns one worker (as a test user when root,
@@ -58,4 +62,97 @@ func benchWorker(b *testing.B) (*workerHandle, *collector) {
 	h, c := spawn(b, s, req)
 	_ = context.Background()
 	return h, c
+}
+
+// benchSpawner is a spawner and request for the spawn benchmarks: as a test
+// user when root (cgroup "auto" or "off"), else in lab mode.
+func benchSpawner(b *testing.B, cgroupRoot string) (*procSpawner, SpawnRequest) {
+	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: zap.NewNop()}
+	req := SpawnRequest{}
+	if isRoot() {
+		req.Account = newTestUser(b).acct
+	} else {
+		opts.Lab = true
+	}
+	return newTestSpawner(b, opts), req
+}
+
+// spawnRunClose is one shell's life: Spawn, run `true`, Close.
+func spawnRunClose(b *testing.B, s *procSpawner, req SpawnRequest) {
+	req.ShellID = "wrmdtest-" + randomHex(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := s.Spawn(ctx, req)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	c := newCollector(w)
+	id := nextID()
+	if err := w.Start(ctx, CommandSpec{ID: id, Argv: []string{"true"}}); err != nil {
+		b.Error(err)
+	} else if code := c.waitExit(b, id, 30*time.Second); code != 0 {
+		b.Errorf("exit %d", code)
+	}
+	if err := w.Close(); err != nil {
+		b.Error(err)
+	}
+	c.wait()
+}
+
+// cpuTime is the CPU time of this process and its reaped children (the
+// workers and, through them, their commands).
+func cpuTime() time.Duration {
+	var self, kids unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self)
+	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &kids)
+	tv := func(t unix.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
+}
+
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+}
+
+// BenchmarkSpawnClose is one shell after another: spawn a worker, run
+// `true`, Close. cpu-ms/op counts the daemon side, the worker and `true`.
+func BenchmarkSpawnClose(b *testing.B) {
+	for _, mode := range []string{"auto", "off"} {
+		b.Run("cgroup="+mode, func(b *testing.B) {
+			root := ""
+			if mode == "off" {
+				root = "off"
+			}
+			s, req := benchSpawner(b, root)
+			b.ResetTimer()
+			start := cpuTime()
+			for i := 0; i < b.N; i++ {
+				spawnRunClose(b, s, req)
+			}
+			reportCPU(b, start)
+		})
+	}
+}
+
+// BenchmarkParallelSpawnClose is the same with 4×GOMAXPROCS shells at once,
+// the shape of the "200 concurrent" row of BENCH.md.
+func BenchmarkParallelSpawnClose(b *testing.B) {
+	for _, mode := range []string{"auto", "off"} {
+		b.Run("cgroup="+mode, func(b *testing.B) {
+			root := ""
+			if mode == "off" {
+				root = "off"
+			}
+			s, req := benchSpawner(b, root)
+			b.SetParallelism(4)
+			b.ResetTimer()
+			start := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					spawnRunClose(b, s, req)
+				}
+			})
+			reportCPU(b, start)
+		})
+	}
 }

@@ -2,7 +2,6 @@ package isolation
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -606,17 +605,12 @@ func (cg *shellCgroup) remove() error {
 }
 
 func readPids(dir string) ([]int, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	var buf []byte
+	data, err := readSmallFile(filepath.Join(dir, "cgroup.procs"), &buf)
 	if err != nil {
 		return nil, err
 	}
-	var out []int
-	for _, f := range bytes.Fields(data) {
-		if p, err := strconv.Atoi(string(f)); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return appendInts(nil, data), nil
 }
 
 func writeFile(path, content string) error {

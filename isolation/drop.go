@@ -3,7 +3,6 @@ package isolation
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -43,19 +42,23 @@ func dropPrivileges(uid, gid uint32, groups []uint32, fatal func(string)) {
 		fatal("credentials after the drop: " + msg)
 	}
 	if uid != 0 {
-		// The point of no return: root must be out of reach.
-		if err := syscall.Setuid(0); err == nil {
+		// The point of no return: root must be out of reach. The attempts
+		// are raw syscalls on this thread: syscall.Setuid would make glibc
+		// signal every thread to repeat each one. checkCredentials has
+		// shown that every thread holds the same ids and no capability,
+		// which is what the kernel decides these by.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0); e == 0 {
 			fatal("setuid(0) succeeded after the drop")
 		}
-		if err := syscall.Setreuid(-1, 0); err == nil {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETREUID, ^uintptr(0), 0, 0); e == 0 {
 			fatal("seteuid(0) succeeded after the drop")
 		}
 		if gid != 0 {
-			if err := syscall.Setgid(0); err == nil {
+			if _, _, e := unix.RawSyscall(unix.SYS_SETGID, 0, 0, 0); e == 0 {
 				fatal("setgid(0) succeeded after the drop")
 			}
 		}
-		if err := unix.Setgroups([]int{0}); err == nil {
+		if err := unix.Setgroups([]int{0}); err == nil { // this thread only, too
 			fatal("setgroups succeeded after the drop")
 		}
 	}
@@ -81,17 +84,18 @@ func checkCredentials(uid, gid uint32, groups []uint32) string {
 	if !sameGroups(got, groups) {
 		return fmt.Sprintf("groups %v, want %v", got, groups)
 	}
-	tasks, err := os.ReadDir("/proc/self/task")
+	var buf []byte
+	tasks, err := readDirNames("/proc/self/task", &buf)
 	if err != nil {
 		return "reading /proc/self/task: " + err.Error()
 	}
 	for _, t := range tasks {
-		st, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "status"))
+		st, err := readSmallFile(threadFile(t, "status"), &buf)
 		if err != nil {
 			continue // the thread may be gone
 		}
 		if msg := checkStatus(string(st), uid, gid); msg != "" {
-			return "thread " + t.Name() + ": " + msg
+			return "thread " + t + ": " + msg
 		}
 	}
 	return ""

@@ -82,6 +82,12 @@ type workerHandle struct {
 	stopPump chan struct{}
 	pumpDone chan struct{}
 
+	// pendingStarts counts Start frames not yet answered (Started or
+	// StartErr): until they are, the worker may still fork. Close waits
+	// for startsIdle, closed when the count drops to 0.
+	pendingStarts int
+	startsIdle    chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -187,9 +193,13 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 		return fmt.Errorf("isolation: command id %q is in use", spec.ID)
 	}
 	h.cmds[spec.ID] = c
+	h.pendingStarts++
 	h.mu.Unlock()
 
 	if err := h.send(m); err != nil {
+		h.mu.Lock()
+		h.startAnsweredLocked() // the worker never got it whole
+		h.mu.Unlock()
 		return err
 	}
 	select {
@@ -214,6 +224,15 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 		return err
 	case <-h.done:
 		return h.goneErr()
+	}
+}
+
+// startAnsweredLocked counts one Start as answered.
+func (h *workerHandle) startAnsweredLocked() {
+	h.pendingStarts--
+	if h.pendingStarts == 0 && h.startsIdle != nil {
+		close(h.startsIdle)
+		h.startsIdle = nil
 	}
 }
 
@@ -419,6 +438,7 @@ func (h *workerHandle) apply(m msg) error {
 		default:
 			return violation("Started for %q", m.ID)
 		}
+		h.startAnsweredLocked()
 	case msgStartErr:
 		c := h.cmds[m.ID]
 		switch {
@@ -431,6 +451,7 @@ func (h *workerHandle) apply(m msg) error {
 		default:
 			return violation("StartErr for %q", m.ID)
 		}
+		h.startAnsweredLocked()
 	case msgStdinAck:
 		c := h.cmds[m.ID]
 		if c == nil || !c.stdinOut {
@@ -578,33 +599,89 @@ func (h *workerHandle) end(readErr error) {
 	close(h.done)
 }
 
-// killShell kills every process of the shell: the whole cgroup, or, without
-// one, every process of the account in the worker's session.
+// killShell kills every process of the shell once the worker has ended:
+// the whole cgroup, or, without one, every process of the account in the
+// worker's session (its orphans have gone to init, out of the tree).
 func (h *workerHandle) killShell() error {
 	if h.cg != nil {
 		return h.cg.kill(10 * time.Second)
 	}
 	if h.killSession {
+		if pin, ok := h.proc.(pinner); ok {
+			// Only if the worker somehow outlived its SIGKILL.
+			pin.pinned(func() { killBelow(h.pid, h.uid) })
+		}
 		killSession(h.pid, h.uid, -1)
-		killDescendants(h.pid, h.uid)
 	}
 	return nil
 }
 
-// killShellExceptWorker kills every process of the shell but the worker.
-func (h *workerHandle) killShellExceptWorker() error {
-	if h.cg != nil {
-		return h.cg.killExcept(10*time.Second, h.pid)
-	}
-	if h.killSession {
-		killSession(h.pid, h.uid, h.pid)
-		killDescendants(h.pid, h.uid)
-	}
-	return nil
+// pinner is a process whose pid stays its own while pinned runs f: it is
+// not reaped meanwhile. pinned reports false, without running f, once it
+// has been reaped.
+type pinner interface {
+	pinned(f func()) bool
 }
 
-// childrenOf lists the children of pid.
-func childrenOf(pid int) []int {
+// killBelow kills every process below the (pinned) worker: through the
+// children files, or, without them, by scanning /proc for its descendants
+// of uid. It reports how many the walk found (-1 after a scan).
+func killBelow(pid int, uid uint32) int {
+	if n, ok := killTree(pid); ok {
+		return n
+	}
+	killDescendants(pid, uid)
+	return -1
+}
+
+// reapShell kills every process below the worker, round after round, until
+// the worker (a subreaper that reaps on SIGCHLD) has no child left, not even
+// a zombie, or until deadline. It reports whether it saw no child left, in
+// two rounds in a row. Each round reads the children files of the shell's
+// processes only; the worker is pinned while they are read.
+func (h *workerHandle) reapShell(pin pinner, deadline time.Time) bool {
+	empty := 0
+	for pause := 250 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		found := 0
+		if !pin.pinned(func() { found = killBelow(h.pid, h.uid) }) {
+			return false // the worker is gone
+		}
+		if found < 0 {
+			// No children files: the old way, a scan of /proc per check.
+			if h.killSession {
+				killSession(h.pid, h.uid, h.pid)
+			}
+			for {
+				n := 0
+				if !pin.pinned(func() { n = len(childrenOfScan(h.pid)) }) {
+					return false
+				}
+				if n == 0 {
+					return true
+				}
+				if time.Now().After(deadline) {
+					return false
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if found == 0 {
+			if empty++; empty == 2 {
+				return true
+			}
+			continue // look once more, at once
+		}
+		empty = 0
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+	}
+}
+
+// childrenOfScan lists the children of pid by reading the stat file of
+// every process on the host (only without children files).
+func childrenOfScan(pid int) []int {
 	var out []int
 	for p, parent := range parents() {
 		if parent == pid {
@@ -614,31 +691,52 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-func eventuallyTrue(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
-}
-
 // Close kills every process of the shell, reaps the worker and stops every
 // goroutine of the handle. Idempotent.
+//
+// Every process but the worker dies first, and the worker, a child
+// subreaper, reaps them, so not even a zombie is left to init; then the
+// worker is killed and reaped. The processes are found in the shell's
+// cgroup and below the worker in the process tree, never by a scan of every
+// process on the host, and no lock is held while Close waits.
 func (h *workerHandle) Close() error {
 	h.closeOnce.Do(func() {
 		h.mu.Lock()
-		h.closing = true
+		h.closing = true // from now on no Start is sent
+		var startsIdle chan struct{}
+		if h.pendingStarts > 0 {
+			startsIdle = make(chan struct{})
+			h.startsIdle = startsIdle
+		}
 		h.mu.Unlock()
 		var errs []error
-		// Every process but the worker first: the worker is a subreaper and
-		// reaps them, so no zombie is left to init. Then the worker.
-		if err := h.killShellExceptWorker(); err != nil {
-			errs = append(errs, err)
+		pin, real := h.proc.(pinner)
+		// complete: the shell was seen with nothing left but the worker,
+		// which then forks nothing more.
+		complete := real
+		if real && startsIdle != nil {
+			// A Start still on its way may fork after the walk below: wait
+			// until every Start sent has been answered.
+			t := time.NewTimer(2 * time.Second)
+			select {
+			case <-startsIdle:
+			case <-h.done:
+				complete = false
+			case <-t.C:
+				complete = false
+			}
+			t.Stop()
 		}
-		eventuallyTrue(2*time.Second, func() bool { return len(childrenOf(h.pid)) == 0 })
+		if h.cg != nil {
+			if err := h.cg.killExcept(10*time.Second, h.pid); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if real && (h.cg != nil || h.killSession) {
+			if !h.reapShell(pin, time.Now().Add(2*time.Second)) {
+				complete = false
+			}
+		}
 		_ = h.proc.Kill()
 		select {
 		case <-h.proc.Exited():
@@ -671,9 +769,11 @@ func (h *workerHandle) Close() error {
 			if err := h.cg.remove(); err != nil {
 				errs = append(errs, err)
 			}
-		} else if h.killSession {
+		} else if h.killSession && !complete {
+			// The walk did not finish (the worker died or stalled, or a
+			// Start went unanswered): what is left went to init. Sweep
+			// the worker's session, a scan of /proc, off the usual path.
 			killSession(h.pid, h.uid, -1)
-			killDescendants(h.pid, h.uid)
 		}
 		h.closeErr = errors.Join(errs...)
 		if h.closeErr != nil {

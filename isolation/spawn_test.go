@@ -624,3 +624,49 @@ func TestWorkerSIGTERM(t *testing.T) {
 		t.Fatalf("left: %s", userProcs(strconv.Itoa(int(u.acct.UID))))
 	}
 }
+
+// Close against a shell that keeps forking: orphans keep arriving at the
+// worker while it is being emptied, and a Start races the Close. Nothing of
+// the shell may survive, not even a zombie, in every mode.
+func TestCloseForkingShell(t *testing.T) {
+	for _, mode := range []string{"auto", "off"} {
+		t.Run(mode, func(t *testing.T) {
+			root := ""
+			if mode == "off" {
+				root = "off"
+			}
+			u := newTestUser(t)
+			s := newTestSpawner(t, SpawnerOptions{CgroupRoot: root})
+			for round := 0; round < 3; round++ {
+				h, c := spawn(t, s, SpawnRequest{Account: u.acct})
+				// Each pass orphans a sleep to the worker; bounded so a
+				// broken Close cannot exhaust the host.
+				line := "i=0; while [ $i -lt 3000 ]; do (sleep 1000 </dev/null >/dev/null 2>&1 &); i=$((i+1)); done"
+				if err := c.w.Start(context.Background(), CommandSpec{ID: nextID(), Line: line}); err != nil {
+					t.Fatal(err)
+				}
+				if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) >= 10 }) {
+					t.Fatalf("the shell did not fork: %s", userProcs(strconv.Itoa(int(u.acct.UID))))
+				}
+				// Starts in flight while Close runs.
+				go func() {
+					for i := 0; i < 20; i++ {
+						if c.w.Start(context.Background(), CommandSpec{ID: nextID(), Line: "sleep 1000 & sleep 1000"}) != nil {
+							return
+						}
+					}
+				}()
+				time.Sleep(time.Duration(round) * 5 * time.Millisecond)
+				if err := h.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if live := livePids(u.acct.UID); len(live) > 0 {
+					t.Fatalf("round %d: left after Close:\n%s", round, userProcs(strconv.Itoa(int(u.acct.UID))))
+				}
+				if !eventually(time.Second, func() bool { return userProcs(strconv.Itoa(int(u.acct.UID))) == "" }) {
+					t.Fatalf("round %d: zombies after Close:\n%s", round, userProcs(strconv.Itoa(int(u.acct.UID))))
+				}
+			}
+		})
+	}
+}

@@ -267,6 +267,11 @@ type osProcess struct {
 	exited chan struct{}
 	mu     sync.Mutex
 	state  string
+
+	// reapMu: the reaper holds it to reap, pinned holds it to read
+	// the process tree below the worker, whose pid is stable until reaped.
+	reapMu sync.RWMutex
+	reaped bool
 }
 
 func (p *osProcess) Kill() error             { return p.cmd.Process.Kill() }
@@ -277,8 +282,24 @@ func (p *osProcess) State() string {
 	return p.state
 }
 
+// pinned runs f while the worker is not reaped (so its pid is its own) and
+// reports false, without running f, once it has been.
+func (p *osProcess) pinned(f func()) bool {
+	p.reapMu.RLock()
+	defer p.reapMu.RUnlock()
+	if p.reaped {
+		return false
+	}
+	f()
+	return true
+}
+
 func (p *osProcess) wait() {
+	awaitExit(p.cmd.Process.Pid)
+	p.reapMu.Lock()
 	err := p.cmd.Wait()
+	p.reaped = true
+	p.reapMu.Unlock()
 	st := "exited"
 	if p.cmd.ProcessState != nil {
 		st = p.cmd.ProcessState.String()
@@ -289,6 +310,49 @@ func (p *osProcess) wait() {
 	p.state = st
 	p.mu.Unlock()
 	close(p.exited)
+}
+
+// awaitExit returns once the child pid has exited, without reaping it. It
+// parks in the runtime's poller on a pidfd, so a live worker costs the
+// daemon no OS thread blocked in wait (200 shells would be 200 threads);
+// where pidfds cannot be polled it blocks in waitid(WNOWAIT) instead.
+func awaitExit(pid int) {
+	exited := func() bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		// No waitable child: signo 0. An error (ECHILD) must not spin.
+		return err != nil || info.Signo != 0
+	}
+	if pollExit(pid, exited) {
+		return
+	}
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+// pollExit waits in the poller until pid's pidfd is readable and exited
+// says so; false if the pidfd cannot be polled.
+func pollExit(pid int, exited func() bool) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "pidfd") // non-blocking: registered with the poller
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	return rc.Read(func(uintptr) bool { return exited() }) == nil
 }
 
 func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
@@ -318,19 +382,46 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 		childF.Close()
 		return nil, err
 	}
-	cmd := &exec.Cmd{
-		Path:       s.exe,
-		Args:       []string{"winrmd", "worker"},
-		Env:        []string{}, // clean: the worker's environment comes in Setup
-		Dir:        "/",
-		ExtraFiles: []*os.File{childF}, // fd 3
-		Stderr:     stderrW,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setsid:    true,
-			Pdeathsig: syscall.SIGTERM,
-		},
+	newCmd := func() *exec.Cmd {
+		return &exec.Cmd{
+			Path: s.exe,
+			Args: []string{"winrmd", "worker"},
+			// Clean: the worker's environment comes in Setup, which
+			// replaces this. One P bounds the threads the Go runtime wants
+			// (see warmThreadCount) on any host, and is plenty to move one
+			// shell's bytes; no allocation of a short-lived worker is worth
+			// sampling for a memory profile nobody reads.
+			Env:        []string{"GOMAXPROCS=1", "GODEBUG=memprofilerate=0"},
+			Dir:        "/",
+			ExtraFiles: []*os.File{childF}, // fd 3
+			Stderr:     stderrW,
+			SysProcAttr: &syscall.SysProcAttr{
+				Setsid:    true,
+				Pdeathsig: syscall.SIGTERM,
+			},
+		}
 	}
-	err = onSpawnThread(cmd.Start)
+	cmd := newCmd()
+	// cgroup v2: the worker is born in the shell's group (clone3 with
+	// CLONE_INTO_CGROUP) rather than moved there after it started. A move
+	// takes the kernel's global cgroup_threadgroup_rwsem for writing, which
+	// holds up the worker's runtime start-up (and every fork and new thread
+	// on the host) for an RCU grace period. Kernels before 5.7 refuse the
+	// flag; the worker is then started plainly and moved.
+	bornIn := false
+	if cg != nil && cg.sys.mode == cgroupV2 {
+		if fd, err := unix.Open(cg.dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+			bornIn = onSpawnThread(cmd.Start) == nil
+			unix.Close(fd)
+			if !bornIn {
+				cmd = newCmd()
+			}
+		}
+	}
+	if !bornIn {
+		err = onSpawnThread(cmd.Start)
+	}
 	childF.Close()
 	stderrW.Close()
 	if err != nil {
@@ -367,8 +458,10 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 	}()
 
 	// Into the cgroup before the worker learns whom to become.
-	if err := cg.add(pid); err != nil {
-		return nil, err
+	if !bornIn {
+		if err := cg.add(pid); err != nil {
+			return nil, err
+		}
 	}
 
 	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)

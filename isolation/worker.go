@@ -11,9 +11,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -82,6 +84,20 @@ func workerMain() int {
 		wlog("PR_SET_CHILD_SUBREAPER: %v", err)
 		return 2
 	}
+	// The runtime's signal thread starts with the first Notify: now, before
+	// the daemon counts the worker's threads, not later out of the shell's
+	// process budget. Until Setup is done a signal just ends the worker.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM, unix.SIGHUP, unix.SIGINT)
+	var loop atomic.Pointer[workerLoop]
+	go func() {
+		<-term
+		if w := loop.Load(); w != nil {
+			w.stop()
+			return
+		}
+		os.Exit(1) // before Setup: nothing to clean up
+	}()
 	warmThreads()
 
 	if err := writeMsg(conn, msgHello{Version: protoVersion, Pid: uint32(os.Getpid())}); err != nil {
@@ -118,15 +134,10 @@ func workerMain() int {
 	env := os.Environ()
 	w := newWorkerLoop(conn, br, env)
 	w.ownSession = true
+	loop.Store(w)
 	if err := writeMsg(conn, msgSetupOK{}); err != nil {
 		return 1
 	}
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, unix.SIGTERM, unix.SIGHUP, unix.SIGINT)
-	go func() {
-		<-term
-		w.stop()
-	}()
 	if err := w.serve(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		wlog("%v", err)
 		return 1
@@ -134,21 +145,44 @@ func workerMain() int {
 	return 0
 }
 
+// warmThreadCount is how many idle OS threads the worker makes before Hello.
+//
+// The daemon sets pids.max to the shell's budget plus the worker's threads
+// counted at Hello, so a thread the Go runtime makes later comes out of the
+// shell's budget, and once a fork bomb has used that up the runtime cannot
+// make one and aborts ("pthread_create failed"). The worker runs with
+// GOMAXPROCS=1 (set by the spawner), so at Hello it already has its locked
+// main thread, the signal thread, sysmon, the template thread and the
+// thread that runs Go code; the warm threads are the spares the runtime
+// hands the P to while another thread is in a syscall (fork, /proc reads).
+// Measured with a fork bomb that fills pids.max while a second command
+// floods stdout and stderr and further Starts fail: with 1 spare the worker
+// still made a thread after Hello in 7 runs of 16, with 2 in none of 19,
+// with 3 in none of 24 (9 or 10 threads in all); with none the runtime
+// aborts in TestProcessLimit. 3 keeps one in hand. (It was 6, each sleeping
+// 2 ms, with GOMAXPROCS = the host's CPUs: 11 threads on 2 CPUs, and more
+// wanted, unwarmed, on a bigger host.)
+const warmThreadCount = 3
+
 // warmThreads makes the Go runtime create its OS threads now, while the
 // shell's process budget is still free: a fork bomb in a command later
-// cannot then starve the worker of the thread it needs.
+// cannot then starve the worker of the thread it needs. Each goroutine locks
+// a thread and waits until all have one, so there are warmThreadCount of
+// them at once without sleeping; unlocked, they stay in the runtime's pool.
 func warmThreads() {
-	var wg sync.WaitGroup
-	for i := 0; i < 6; i++ {
-		wg.Add(1)
+	var locked, release sync.WaitGroup
+	locked.Add(warmThreadCount)
+	release.Add(1)
+	for i := 0; i < warmThreadCount; i++ {
 		go func() {
-			defer wg.Done()
 			runtime.LockOSThread()
-			time.Sleep(2 * time.Millisecond)
+			locked.Done()
+			release.Wait()
 			runtime.UnlockOSThread()
 		}()
 	}
-	wg.Wait()
+	locked.Wait()
+	release.Done()
 }
 
 // applySetup takes the account's credentials and prepares the process
@@ -581,23 +615,222 @@ func (w *workerLoop) shutdown() {
 		}
 	}
 	if w.ownSession {
+		// Kill everything below the worker (a child subreaper: every process
+		// of the shell is below it) and reap it, round after round, so that
+		// what a dying process forked is caught too and nothing is left for
+		// init, not even a zombie.
 		self := os.Getpid()
-		killSession(self, uint32(os.Getuid()), self)
-		killDescendants(self, uint32(os.Getuid()))
-		// Reap what was killed, so nothing is left for init as a zombie.
 		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if errors.Is(err, unix.ECHILD) {
+		for pause := 250 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+			if _, ok := killTree(self); !ok {
+				killSession(self, uint32(os.Getuid()), self)
+				killDescendants(self, uint32(os.Getuid()))
+			}
+			if reapChildren() || time.Now().After(deadline) {
 				break
 			}
-			if pid <= 0 {
-				time.Sleep(2 * time.Millisecond)
-			}
+			time.Sleep(pause)
 		}
 	}
 	w.out.close()
+}
+
+// reapChildren reaps every child that has exited and reports whether none
+// is left (ECHILD).
+func reapChildren() bool {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) {
+			return true
+		}
+		if pid <= 0 || err != nil {
+			return false
+		}
+	}
+}
+
+// --- the process tree below a worker ---
+//
+// A worker is a child subreaper and leads its own session, so while it is
+// alive every process of its shell is below it in the process tree: a
+// process orphaned anywhere below is re-parented to the nearest subreaper
+// above it, which is the worker or a process below it. The tree is read
+// from /proc/<pid>/task/<tid>/children, which costs O(the shell's
+// processes), whatever else runs on the host.
+
+// procChildrenOK reports whether the kernel has the children files
+// (CONFIG_PROC_CHILDREN); without them the tree is found by scanning /proc.
+var procChildrenOK = sync.OnceValue(func() bool {
+	_, err := os.Stat(threadFile(strconv.Itoa(unix.Gettid()), "children"))
+	return err == nil
+})
+
+// taskChildren lists the children of every thread of pid. A pid that is
+// gone has none. The caller keeps pid from being reaped meanwhile, or
+// checks afterwards that it was not. The leader's list is read last: an
+// orphan goes to the leader, and its dead parent stays listed under its own
+// thread until reaped, so one of the two is seen.
+func taskChildren(pid int, buf *[]byte) []int {
+	tids, err := readDirNames("/proc/"+strconv.Itoa(pid)+"/task", buf)
+	if err != nil {
+		return nil
+	}
+	leader := strconv.Itoa(pid)
+	if i := slices.Index(tids, leader); i >= 0 {
+		tids = append(slices.Delete(tids, i, i+1), leader)
+	}
+	var kids []int
+	for _, tid := range tids {
+		b, err := readSmallFile(threadFile(tid, "children"), buf)
+		if err != nil {
+			continue // the thread has ended
+		}
+		kids = appendInts(kids, b)
+	}
+	return kids
+}
+
+// threadFile is the path of a per-thread /proc file of thread tid, reached
+// through /proc/<tid>, not /proc/<pid>/task/<tid>. The kernel caches a
+// dentry for every /proc file read, and drops a thread's when the thread
+// is released; a file cached under /proc/<pid>/task/<tid> is then dropped
+// by the exiting thread while the reaper of the process walks /proc/<pid>
+// to drop the rest, and the reaper spins until the thread is done. On a
+// loaded host that made reaping a worker cost 0.5-2 ms on average instead
+// of 15-20 us (waitid in release_task, d_walk); under /proc/<tid> the two
+// never meet. (Listing /proc/<pid>/task alone is harmless.)
+func threadFile(tid, name string) string {
+	return "/proc/" + tid + "/task/" + tid + "/" + name
+}
+
+// killTree sends SIGKILL to every process below root (not root itself),
+// deepest first, and returns how many it listed, zombies included: 0 means
+// root had no child left. The caller keeps root from being reaped
+// meanwhile, so its pid cannot be recycled. Every other process is
+// signalled through a pidfd after checking that its parent is the process
+// it was listed under and that this parent, through its own pidfd, has not
+// been reaped since (its pid was not recycled): a stranger's process is
+// never hit. At most one pidfd per level of the tree is open at a time.
+// No uid filter, then: whatever is below the worker is the shell's (a root
+// shell's `su` children too, as a cgroup would have them).
+// ok is false without children files or pidfds.
+func killTree(root int) (found int, ok bool) {
+	if !procChildrenOK() {
+		return 0, false
+	}
+	var buf []byte
+	var walk func(pid, pidfd int) bool
+	walk = func(pid, pidfd int) bool {
+		kids := taskChildren(pid, &buf)
+		found += len(kids) // what vanished meanwhile is looked for again
+		for _, c := range kids {
+			fd, err := unix.PidfdOpen(c, 0)
+			if errors.Is(err, unix.ENOSYS) {
+				return false // a kernel before 5.3
+			}
+			if err != nil {
+				continue // reaped since it was listed (or out of fds)
+			}
+			if procPPid(c) != pid || (pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil) {
+				unix.Close(fd) // moved, or listed under a recycled pid
+				continue
+			}
+			more := walk(c, fd)
+			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			unix.Close(fd)
+			if !more {
+				return false
+			}
+		}
+		return true
+	}
+	if !walk(root, -1) {
+		return 0, false
+	}
+	return found, true
+}
+
+// readSmallFile reads a whole /proc or cgroup file with raw syscalls (no
+// os.File, no poller registration) into *buf, which grows as needed.
+func readSmallFile(path string, buf *[]byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if cap(*buf) < 512 {
+		*buf = make([]byte, 512)
+	}
+	b := (*buf)[:cap(*buf)]
+	n := 0
+	for {
+		m, err := unix.Read(fd, b[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+		if n == len(b) {
+			b = append(b, make([]byte, len(b))...)
+		}
+	}
+	*buf = b
+	return b[:n], nil
+}
+
+// readDirNames lists a directory with raw syscalls, "." and ".." left out.
+func readDirNames(dir string, buf *[]byte) ([]string, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if cap(*buf) < 4096 {
+		*buf = make([]byte, 4096)
+	}
+	b := (*buf)[:cap(*buf)]
+	var names []string
+	for {
+		n, err := unix.Getdents(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(b[:n], -1, names)
+	}
+}
+
+// appendInts appends the decimal numbers of a space- or newline-separated list.
+func appendInts(out []int, b []byte) []int {
+	v, in := 0, false
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			v, in = v*10+int(c-'0'), true
+			continue
+		}
+		if in {
+			out = append(out, v)
+		}
+		v, in = 0, false
+	}
+	if in {
+		out = append(out, v)
+	}
+	return out
 }
 
 // killDescendants kills every process of uid below root in the process
