@@ -194,18 +194,9 @@ func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if r, err := readReady(ready); err == nil {
-			for _, l := range r.Listeners {
-				switch l.Transport {
-				case "http":
-					d.HTTP = l.Address
-				case "https":
-					d.HTTPS = l.Address
-				}
-			}
-			d.Metrics = r.Metrics
-			if r.PID != 0 && r.PID != d.PID {
+			if err := d.adopt(r); err != nil {
 				d.stop()
-				return nil, fmt.Errorf("ready file pid %d, started pid %d", r.PID, d.PID)
+				return nil, err
 			}
 			return d, nil
 		}
@@ -229,6 +220,24 @@ type readyFile struct {
 		Address   string `json:"address"`
 	} `json:"listeners"`
 	Metrics string `json:"metrics"`
+}
+
+// adopt takes the bound addresses from a ready file; the pid must be the
+// process that was started (a wrapper must exec the daemon).
+func (d *Daemon) adopt(r *readyFile) error {
+	for _, l := range r.Listeners {
+		switch l.Transport {
+		case "http":
+			d.HTTP = l.Address
+		case "https":
+			d.HTTPS = l.Address
+		}
+	}
+	d.Metrics = r.Metrics
+	if r.PID != 0 && r.PID != d.PID {
+		return fmt.Errorf("ready file pid %d, started pid %d (the wrapper must exec the daemon)", r.PID, d.PID)
+	}
+	return nil
 }
 
 func readReady(path string) (*readyFile, error) {

@@ -616,17 +616,8 @@ func relStartDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Con
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if r, err := readReady(ready); err == nil {
-			for _, l := range r.Listeners {
-				switch l.Transport {
-				case "http":
-					d.HTTP = l.Address
-				case "https":
-					d.HTTPS = l.Address
-				}
-			}
-			d.Metrics = r.Metrics
-			if r.PID != 0 && r.PID != d.PID {
-				t.Fatalf("ready file pid %d, started pid %d (the wrapper must exec the daemon)", r.PID, d.PID)
+			if err := d.adopt(r); err != nil {
+				t.Fatal(err)
 			}
 			return d
 		}
