@@ -122,7 +122,7 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	if !isElem(cl, wsman.NsShell, "CommandLine") {
 		return nil, wsman.SchemaValidation("The Command request must carry an rsp:CommandLine element.")
 	}
-	id := newGUID()
+	id := wsman.NewGUID()
 	if v := wsman.Attr(cl, "CommandId"); v != "" {
 		if !validGUID(v) {
 			return nil, wsman.InvalidParameter("The CommandId is not a GUID.")

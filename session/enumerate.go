@@ -160,7 +160,7 @@ func (m *Manager) enumerate(ctx context.Context, req *Request) ([]byte, error) {
 		m.mu.Unlock()
 		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "Too many open enumerations; Release some first.")
 	}
-	id := "uuid:" + newGUID()
+	id := "uuid:" + wsman.NewGUID()
 	m.enums[id] = &enumeration{owner: owner, items: items, expires: time.Now().Add(m.cfg.EnumerationTimeout)}
 	m.mu.Unlock()
 	addText(er, "n:EnumerationContext", id)

@@ -71,7 +71,7 @@ func envelope(action, resource, shellID, extraHeader, body string, timeout strin
 	b.WriteString(envHead)
 	fmt.Fprintf(&b, `<a:Action s:mustUnderstand="true">%s</a:Action>`, action)
 	fmt.Fprintf(&b, `<w:ResourceURI s:mustUnderstand="true">%s</w:ResourceURI>`, resource)
-	fmt.Fprintf(&b, `<a:MessageID>uuid:%s</a:MessageID>`, newGUID())
+	fmt.Fprintf(&b, `<a:MessageID>uuid:%s</a:MessageID>`, wsman.NewGUID())
 	if maxEnv == 0 {
 		maxEnv = 153600
 	}

@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -49,17 +47,6 @@ type Shell struct {
 
 const maxRetainedCommands = 256
 
-func newGUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := strings.ToUpper(hex.EncodeToString(b[:]))
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
 func validGUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -99,7 +86,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	acct := req.Identity.Account()
 	sh := &Shell{
 		m:            m,
-		id:           newGUID(),
+		id:           wsman.NewGUID(),
 		owner:        req.Identity.Key(),
 		user:         acct.Username,
 		remoteAddr:   req.RemoteAddr,
