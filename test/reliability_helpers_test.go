@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -481,46 +480,7 @@ func relSend(sh *winrsShell, cmdID string, data []byte, chunk int) error {
 
 // relReceiveAll is receiveAll that also times every Receive round trip.
 func relReceiveAll(sh *winrsShell, cmdID string, timeout time.Duration, lat *relLatency) (*result, error) {
-	res := &result{}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		t0 := time.Now()
-		r, err := sh.c.Post(receiveXML(sh.ID, cmdID))
-		if err != nil {
-			return res, err
-		}
-		if r.Status != 200 {
-			if f := r.fault(); f != nil && f.WSMan == codeTimedOut {
-				continue
-			}
-			return res, fmt.Errorf("Receive: %s", r)
-		}
-		lat.add(time.Since(t0))
-		root, err := parseXML(r.Body)
-		if err != nil {
-			return res, err
-		}
-		for _, st := range root.all("Stream") {
-			data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(st.Text))
-			if err != nil {
-				return res, fmt.Errorf("stream base64: %v", err)
-			}
-			switch st.Attr["Name"] {
-			case "stdout":
-				res.Stdout = append(res.Stdout, data...)
-			case "stderr":
-				res.Stderr = append(res.Stderr, data...)
-			}
-		}
-		if cs := root.first("CommandState"); cs != nil && strings.HasSuffix(cs.Attr["State"], "/Done") {
-			res.Done = true
-			if ec := cs.first("ExitCode"); ec != nil {
-				res.ExitCode, _ = strconv.Atoi(strings.TrimSpace(ec.Text))
-			}
-			return res, nil
-		}
-	}
-	return res, errors.New("command not done before the deadline")
+	return sh.receiveAllObserved(cmdID, timeout, lat.add)
 }
 
 // relRun runs one command in sh with optional stdin and returns its output.

@@ -505,9 +505,16 @@ type result struct {
 
 // receiveAll receives until the command is Done (bounded by timeout).
 func (s *winrsShell) receiveAll(cmdID string, timeout time.Duration) (*result, error) {
+	return s.receiveAllObserved(cmdID, timeout, nil)
+}
+
+// receiveAllObserved is receiveAll that reports every answered Receive's
+// round trip to observe (when not nil).
+func (s *winrsShell) receiveAllObserved(cmdID string, timeout time.Duration, observe func(time.Duration)) (*result, error) {
 	res := &result{}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
+		t0 := time.Now()
 		r, err := s.c.Post(receiveXML(s.ID, cmdID))
 		if err != nil {
 			return res, err
@@ -517,6 +524,9 @@ func (s *winrsShell) receiveAll(cmdID string, timeout time.Duration) (*result, e
 				continue
 			}
 			return res, fmt.Errorf("Receive: %s", r)
+		}
+		if observe != nil {
+			observe(time.Since(t0))
 		}
 		root, err := parseXML(r.Body)
 		if err != nil {
