@@ -255,7 +255,13 @@ func TestRealWinbindd(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	dir := t.TempDir()
+	// Not t.TempDir: samba-dcerpcd, which winbindd starts on its own, can
+	// still be writing its lock files for a moment after it is signalled;
+	// the cleanup below waits for it and then removes the directory.
+	dir, err := os.MkdirTemp("", "TestRealWinbindd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := filepath.Join(dir, "run")
 	for _, d := range []string{"private", "lock", "state", "cache", "pid", "log", "run/winbindd"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
@@ -309,6 +315,28 @@ func TestRealWinbindd(t *testing.T) {
 			syscall.Kill(-wb.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
+		// samba-dcerpcd is not our child: wait until its pid is gone.
+		if b, err := os.ReadFile(filepath.Join(dir, "pid", "samba-dcerpcd.pid")); err == nil {
+			var pid int
+			if fmt.Sscan(string(b), &pid); pid > 1 {
+				for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
+					if i == 40 {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}
+		var rmErr error
+		for i := 0; i < 20; i++ {
+			if rmErr = os.RemoveAll(dir); rmErr == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if rmErr != nil {
+			t.Errorf("removing %s: %v", dir, rmErr)
+		}
 	})
 	sock := filepath.Join(run, "winbindd", "pipe")
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -326,7 +354,7 @@ func TestRealWinbindd(t *testing.T) {
 	if err := handshake(t, v, "nobody", "WBHOST", "Secr3t!pass"); err != nil {
 		t.Fatalf("real winbind logon: %v", err)
 	}
-	err := handshake(t, v, "nobody", "WBHOST", "wrong")
+	err = handshake(t, v, "nobody", "WBHOST", "wrong")
 	if !errors.Is(err, authn.ErrBadCredentials) {
 		t.Fatalf("wrong password: %v", err)
 	}
