@@ -6,7 +6,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -28,8 +27,6 @@ type Config struct {
 	MaxTimeout            time.Duration // service.max_timeout_ms: OperationTimeout is clamped to it
 	MaxOperationsPerUser  int
 	MaxEnvelopeSizeKB     int // reported by the config Get
-	Machine               string
-	ProductVersion        string
 	Spawner               isolation.Spawner
 	Log                   *zap.Logger
 	Audit                 *obs.Audit
@@ -202,7 +199,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 		wg.Add(1)
 		go func(s *Shell) {
 			defer wg.Done()
-			m.removeShell(s, "daemon shutdown")
+			m.removeShell(s)
 		}(s)
 	}
 	done := make(chan struct{})
@@ -253,12 +250,12 @@ func (m *Manager) reapOnce(now time.Time) {
 	for i, s := range victims {
 		m.log.Info("reaping shell", zap.String(obs.FShellID, s.id), zap.String(obs.FUser, s.user), zap.String(obs.FReason, reasons[i]))
 		m.cfg.Audit.Event(obs.EvShellReaped, zap.String(obs.FShellID, s.id), zap.String(obs.FUser, s.user), zap.String(obs.FReason, reasons[i]))
-		m.removeShell(s, reasons[i])
+		m.removeShell(s)
 	}
 }
 
 // removeShell unregisters the shell and kills its processes.
-func (m *Manager) removeShell(s *Shell, reason string) {
+func (m *Manager) removeShell(s *Shell) {
 	m.mu.Lock()
 	key := strings.ToUpper(s.id)
 	if m.shells[key] == s {
@@ -272,7 +269,7 @@ func (m *Manager) removeShell(s *Shell, reason string) {
 		}
 	}
 	m.mu.Unlock()
-	s.close(reason)
+	s.close()
 }
 
 func shortAction(a string) string {
@@ -289,8 +286,6 @@ func addText(parent *etree.Element, tag, text string) *etree.Element {
 	e.SetText(text)
 	return e
 }
-
-var errClosed = errors.New("shell closed")
 
 // isElem reports whether e is the element {ns}local.
 func isElem(e *etree.Element, ns, local string) bool {

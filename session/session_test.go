@@ -488,3 +488,24 @@ func TestInvalidIdentityRefused(t *testing.T) {
 		t.Fatalf("zero Identity must be refused, got %v", err)
 	}
 }
+
+func TestUnservedResourceURIs(t *testing.T) {
+	h := newHarness(t, nil)
+	body := `<rsp:Shell><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams></rsp:Shell>`
+	for uri, mention := range map[string]string{
+		"http://schemas.microsoft.com/powershell/Microsoft.PowerShell": "PSRP",
+		"http://example.com/not/a/shell":                               "",
+	} {
+		_, err := h.do(envelope(wsman.ActionCreate, uri, "", "", body, "", 0))
+		f, ok := err.(*wsman.Fault)
+		if !ok || f.Code != wsman.CodeInvalidResourceURI {
+			t.Fatalf("%s: want DestinationUnreachable, got %v", uri, err)
+		}
+		if mention != "" && !strings.Contains(f.Message, mention) {
+			t.Fatalf("%s: fault does not say why: %q", uri, f.Message)
+		}
+	}
+	if h.m.ShellCount() != 0 {
+		t.Fatal("a shell was created for an unserved resource")
+	}
+}

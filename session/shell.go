@@ -40,7 +40,6 @@ type Shell struct {
 	commands     map[string]*Command
 	order        []string // command ids in creation order
 	closed       bool
-	closeReason  string
 	done         chan struct{} // closed when the shell is closed
 	workerErr    error
 }
@@ -71,10 +70,11 @@ func isCmdShell(uri string) bool { return strings.EqualFold(uri, wsman.ResourceC
 func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	h := &req.Env.Header
 	if !isCmdShell(h.ResourceURI) {
+		f := wsman.DestinationUnreachable(h.ResourceURI)
 		if strings.HasPrefix(strings.ToLower(h.ResourceURI), strings.ToLower(wsman.PowerShellPrefix)) {
-			return nil, wsman.DestinationUnreachable(h.ResourceURI)
+			f.Message = "PowerShell remoting (PSRP) is not served by this host yet; use the cmd shell resource " + wsman.ResourceCmdShell + "."
 		}
-		return nil, wsman.DestinationUnreachable(h.ResourceURI)
+		return nil, f
 	}
 	if !m.cfg.Winrs.AllowRemoteShellAccess {
 		return nil, wsman.RemoteShellsNotAllowed()
@@ -203,7 +203,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		Account: acct, ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
 	})
 	if err != nil {
-		m.removeShell(sh, "spawn failed")
+		m.removeShell(sh)
 		m.log.Warn("worker spawn failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.Error(err))
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		if dir != "" {
@@ -374,14 +374,13 @@ func (sh *Shell) pump() {
 }
 
 // close kills the worker (and every process of the shell) once.
-func (sh *Shell) close(reason string) {
+func (sh *Shell) close() {
 	sh.mu.Lock()
 	if sh.closed {
 		sh.mu.Unlock()
 		return
 	}
 	sh.closed = true
-	sh.closeReason = reason
 	w := sh.worker
 	close(sh.done)
 	sh.mu.Unlock()
@@ -412,7 +411,7 @@ func (m *Manager) delete(ctx context.Context, req *Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.removeShell(sh, "deleted by client")
+	m.removeShell(sh)
 	m.cfg.Audit.Event(obs.EvShellDelete, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id))
 	r := wsman.NewResponse(wsman.ActionDelete+"Response", req.Env.Header.MessageID)

@@ -199,7 +199,6 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
 		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
 		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
-		Machine:              dnsName,
 		Spawner:              spawner,
 		Log:                  log,
 		Audit:                audit,
