@@ -581,30 +581,35 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 	return out, true, nil
 }
 
+// authorize maps a principal to an identity. A fresh logon is audited as
+// logon_success; a re-check of an open connection (again) only audits a
+// refusal.
 func (s *Server) authorize(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger) (*authn.Identity, *httpError) {
-	id, err := s.d.Authorizer.Authorize(p, sch)
-	if err != nil {
-		s.countAuth(p.Mechanism, "denied")
-		log.Info("access denied", zap.String(obs.FUser, p.Name), zap.String(obs.FScheme, string(sch)), zap.Error(err))
-		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
-			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, err.Error()))
-		return nil, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
-	}
-	s.countAuth(p.Mechanism, "success")
-	s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
-		zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
-	return id, nil
+	return s.authorizeAs(st, p, sch, log, false)
 }
 
 // authorizeAgain re-checks a connection's identity without a new logon event.
 func (s *Server) authorizeAgain(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger) (*authn.Identity, *httpError) {
+	return s.authorizeAs(st, p, sch, log, true)
+}
+
+func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, again bool) (*authn.Identity, *httpError) {
 	id, err := s.d.Authorizer.Authorize(p, sch)
 	if err != nil {
+		reason := err.Error()
+		if again {
+			reason = "re-authorization: " + reason
+		}
 		s.countAuth(p.Mechanism, "denied")
-		log.Info("access revoked on an open connection", zap.String(obs.FUser, p.Name), zap.Error(err))
+		log.Info("access denied", zap.String(obs.FUser, p.Name), zap.String(obs.FScheme, string(sch)), zap.Bool("open_connection", again), zap.Error(err))
 		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
-			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, "re-authorization: "+err.Error()))
+			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason))
 		return nil, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+	}
+	if !again {
+		s.countAuth(p.Mechanism, "success")
+		s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
+			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
 	}
 	return id, nil
 }
