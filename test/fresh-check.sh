@@ -107,6 +107,12 @@ mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
 mkdir -p "$ROOT/usr/local/go"
 mount --bind "$GOROOT_HOST" "$ROOT/usr/local/go" && mount -o remount,bind,ro "$ROOT/usr/local/go"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# This machine's trust store belongs to "what a fresh machine here holds": the
+# package registries are reached through a TLS proxy whose CA is in it. Kept
+# in /usr/local/share/ca-certificates too, so that an update-ca-certificates
+# run by apt inside the root keeps it.
+cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/usr/local/share/ca-certificates/this-machine.crt"
 
 git bundle create "$ROOT/tmp/winrmd.bundle" HEAD >/dev/null 2>&1 || die "git bundle failed"
 COMMIT=$(git rev-parse --short HEAD)
