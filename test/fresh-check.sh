@@ -122,7 +122,7 @@ inroot() {
 		PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		"$@"
 }
-inroot git clone -q /tmp/winrmd.bundle /root/winrmd || die "git clone inside the root failed"
+inroot git -c advice.detachedHead=false clone -q /tmp/winrmd.bundle /root/winrmd || die "git clone inside the root failed"
 say "fresh root ready: Debian $(cat "$ROOT/etc/debian_version"), $(inroot go version), winrmd at $COMMIT"
 if inroot test -e /usr/include/security/pam_appl.h; then die "the base root already has the PAM headers: not a fresh machine"; fi
 
