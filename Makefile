@@ -18,7 +18,11 @@ WORK    := test/.work
 # unless asked for one (CGO_ENABLED=0 make build).
 BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # What the e2e and interop tests need from Debian and from PyPI.
-APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl
+# samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
+# libnss-winbind: domain users through NSS on the joined member;
+# python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
+APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
 PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
@@ -76,7 +80,9 @@ clean:
 # ---- tests (owned by test/infra) -------------------------------------------
 
 # Everything the tests need, on a fresh Debian 12 as root: apt packages only
-# when one is missing (one apt-get update), then the Go modules.
+# when one is missing (one apt-get update), then the Go modules. Services the
+# packages ship (smbd, samba-ad-dc, krb5-kdc) are not started (policy-rc.d):
+# the tests run their own instances.
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
@@ -85,7 +91,10 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root to install them)"; exit 1; fi; \
 	  echo "deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; \
+	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; rc=$$?; \
+	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	else echo "deps: apt packages present"; fi
 	$(GO) mod download
 
