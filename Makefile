@@ -17,11 +17,12 @@ WORK    := test/.work
 # installs these as root, names them otherwise, and refuses a cgo-less build
 # unless asked for one (CGO_ENABLED=0 make build).
 BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
-# What the e2e and interop tests need from Debian and from PyPI.
+# What the e2e and interop tests need from Debian and from PyPI (python3-venv:
+# `make venv` on a fresh machine, found by make fresh-check).
 # samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
-APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
 PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
 TEST_TIMEOUT ?= 50m
