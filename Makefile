@@ -22,8 +22,11 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
+# debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
+# where systemd does not run): the package tests (test/deploy).
 APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
-  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 \
+  debootstrap lintian systemd
 PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
@@ -31,7 +34,7 @@ TEST_TIMEOUT ?= 50m
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check deb test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
@@ -70,6 +73,11 @@ run: build
 # (FRESH_TEST=1: `make test` there too). Root; not part of make test.
 fresh-check:
 	test/fresh-check.sh
+
+# The Debian package, with dpkg-deb alone: bin/winrmd_<version>_<arch>.deb
+# (DEB_VERSION, default 0.1.0~dev). See deploy/README.md.
+deb: build-deps
+	deploy/debian/build-deb.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
