@@ -11,8 +11,10 @@ PYTHON  ?= python3
 # Test work area (gitignored): logs and the figures of the summary block.
 WORK    := test/.work
 # What the e2e and interop tests need from Debian and from PyPI.
-APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl
-PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm
+APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl libkrb5-dev gcc python3-dev
+# Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
+# need gssapi and krb5 (built against libkrb5-dev with gcc).
+PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
@@ -57,13 +59,13 @@ deps:
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' 2>/dev/null; then \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, kerberos, gssapi, krb5' 2>/dev/null; then \
 	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' && \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, kerberos, gssapi, krb5' && \
 	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 

@@ -29,6 +29,9 @@ type Principal struct {
 	Domain string
 	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
 	Mechanism string
+	// Client is the principal exactly as the mechanism proved it, when
+	// that differs from Name ("alice@REALM" for Kerberos), for audit.
+	Client string
 }
 
 // Account is a local account from the account database (NSS).
