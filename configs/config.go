@@ -26,6 +26,7 @@ type Config struct {
 	Logging       Logging       `yaml:"logging"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
+	PowerShell    PowerShell    `yaml:"powershell"`
 }
 
 // Listener is one socket the daemon serves /wsman on.
@@ -166,8 +167,9 @@ func Default() *Config {
 			StoreFile:  "/etc/winrmd/accounts",
 			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
 		},
-		Logging: Logging{Level: "info", Format: "json"},
-		Metrics: Metrics{Address: "127.0.0.1:9985"},
+		Logging:    Logging{Level: "info", Format: "json"},
+		Metrics:    Metrics{Address: "127.0.0.1:9985"},
+		PowerShell: defaultPowerShell(),
 	}
 }
 
@@ -375,6 +377,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			return bad("metrics.address", "not host:port: %v", err)
 		}
+	}
+	if err := c.PowerShell.validate(); err != nil {
+		return err
 	}
 	return nil
 }
