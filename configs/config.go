@@ -106,6 +106,13 @@ type Logging struct {
 	Level     string `yaml:"level"`      // debug | info | warn | error
 	Format    string `yaml:"format"`     // json | console
 	AuditFile string `yaml:"audit_file"` // empty: audit events go to the main log
+	// TraceWire logs every request and response envelope (after
+	// unsealing, before sealing) at debug level, secrets redacted; it
+	// needs level debug as well. Off by default: a trace shows command
+	// lines, and every body costs a copy.
+	TraceWire bool `yaml:"trace_wire"`
+	// TraceWireMaxBytes caps one traced message (1 KiB to 1 MiB).
+	TraceWireMaxBytes int `yaml:"trace_wire_max_bytes"`
 }
 
 // Metrics configures the Prometheus listener.
@@ -167,7 +174,7 @@ func Default() *Config {
 			StoreFile:  "/etc/winrmd/accounts",
 			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
 		},
-		Logging:    Logging{Level: "info", Format: "json"},
+		Logging:    Logging{Level: "info", Format: "json", TraceWireMaxBytes: 16384},
 		Metrics:    Metrics{Address: "127.0.0.1:9985"},
 		PowerShell: defaultPowerShell(),
 	}
@@ -372,6 +379,9 @@ func (c *Config) Validate() error {
 	case "json", "console":
 	default:
 		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
+	}
+	if c.Logging.TraceWireMaxBytes < 1024 || c.Logging.TraceWireMaxBytes > 1<<20 {
+		return bad("logging.trace_wire_max_bytes", "must be 1024 to 1048576, not %d", c.Logging.TraceWireMaxBytes)
 	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {

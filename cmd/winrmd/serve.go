@@ -133,6 +133,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	}
 	defer audit.Close()
 	metrics := obs.NewMetrics()
+	announceTrace(log, cfg)
 	lab := os.Geteuid() != 0
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
@@ -272,6 +273,21 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	return nil
 }
 
+// announceTrace says loudly that the wire trace is on: it puts every
+// client's command lines into the log.
+func announceTrace(log *zap.Logger, cfg *configs.Config) {
+	if !cfg.Logging.TraceWire {
+		return
+	}
+	if cfg.Logging.Level != "debug" {
+		log.Warn("logging.trace_wire is on but logging.level is " + cfg.Logging.Level + ": nothing is traced until the level is debug")
+		return
+	}
+	log.Warn("WIRE TRACE ON (logging.trace_wire): every request and response envelope is logged at debug level, command lines included; "+
+		"authentication tokens, Basic values, stream contents, environment values and PSRP fragments are redacted",
+		zap.Int("trace_wire_max_bytes", cfg.Logging.TraceWireMaxBytes))
+}
+
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
 func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
@@ -287,6 +303,7 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 	if err := level.UnmarshalText([]byte(cfg.Logging.Level)); err != nil {
 		log.Error("SIGHUP: logging.level", zap.Error(err))
 	}
+	announceTrace(log, cfg)
 	if a, err := buildAuthorizer(cfg); err != nil {
 		log.Error("SIGHUP: authorization rejected; keeping the running one", zap.Error(err))
 	} else {
