@@ -27,6 +27,7 @@ type Config struct {
 	Logging       Logging       `yaml:"logging"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
+	PowerShell    PowerShell    `yaml:"powershell"`
 }
 
 // Listener is one socket the daemon serves /wsman on.
@@ -200,9 +201,10 @@ func Default() *Config {
 			StoreFile:  "/etc/winrmd/accounts",
 			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
 		},
-		Kerberos: Kerberos{MaxClockSkewS: 300},
-		Logging:  Logging{Level: "info", Format: "json", TraceWireMaxBytes: 16384},
-		Metrics:  Metrics{Address: "127.0.0.1:9985"},
+		Kerberos:   Kerberos{MaxClockSkewS: 300},
+		Logging:    Logging{Level: "info", Format: "json", TraceWireMaxBytes: 16384},
+		Metrics:    Metrics{Address: "127.0.0.1:9985"},
+		PowerShell: defaultPowerShell(),
 	}
 }
 
@@ -430,6 +432,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			return bad("metrics.address", "not host:port: %v", err)
 		}
+	}
+	if err := c.PowerShell.validate(); err != nil {
+		return err
 	}
 	return nil
 }
