@@ -24,9 +24,11 @@ type Config struct {
 	Winrs         Winrs         `yaml:"winrs"`
 	Authorization Authorization `yaml:"authorization"`
 	Accounts      Accounts      `yaml:"accounts"`
+	Kerberos      Kerberos      `yaml:"kerberos"`
 	Logging       Logging       `yaml:"logging"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
+	PowerShell    PowerShell    `yaml:"powershell"`
 }
 
 // Listener is one socket the daemon serves /wsman on.
@@ -103,6 +105,32 @@ type Accounts struct {
 	Winbind Winbind `yaml:"winbind"`
 }
 
+// Kerberos configures the Kerberos acceptor (Negotiate and the Kerberos
+// scheme). Kerberos is served when service.auth.kerberos (the Kerberos
+// scheme) or service.auth.negotiate (Kerberos inside Negotiate) is on and
+// a keytab loads.
+type Kerberos struct {
+	// Keytab is the service keytab. Empty: /etc/krb5.keytab when it
+	// exists, else Kerberos is off. A keytab named here must load.
+	Keytab string `yaml:"keytab"`
+	// ServicePrincipals narrows the accepted service principals
+	// ("HTTP/host.example.com", optionally "@REALM"). Empty: every
+	// principal in the keytab (HTTP/, WSMAN/, host/...).
+	ServicePrincipals []string `yaml:"service_principals"`
+	// Realm is the default realm, whose principals map to the bare local
+	// user name ("alice@REALM" -> "alice"). Empty: the keytab's realm.
+	Realm string `yaml:"realm"`
+	// Realms lists further client realms accepted; their principals stay
+	// qualified ("alice@OTHER.REALM") for NSS (winbind, sssd) to resolve.
+	Realms []string `yaml:"realms"`
+	// MaxClockSkewS is the tolerated clock difference in seconds
+	// (Windows' and RFC 4120's 300).
+	MaxClockSkewS int `yaml:"max_clock_skew"`
+}
+
+// DefaultKeytab is used when kerberos.keytab is empty and it exists.
+const DefaultKeytab = "/etc/krb5.keytab"
+
 // Winbind configures the Samba winbind NTLM helper.
 type Winbind struct {
 	Enabled      bool   `yaml:"enabled"`
@@ -114,6 +142,13 @@ type Logging struct {
 	Level     string `yaml:"level"`      // debug | info | warn | error
 	Format    string `yaml:"format"`     // json | console
 	AuditFile string `yaml:"audit_file"` // empty: audit events go to the main log
+	// TraceWire logs every request and response envelope (after
+	// unsealing, before sealing) at debug level, secrets redacted; it
+	// needs level debug as well. Off by default: a trace shows command
+	// lines, and every body costs a copy.
+	TraceWire bool `yaml:"trace_wire"`
+	// TraceWireMaxBytes caps one traced message (1 KiB to 1 MiB).
+	TraceWireMaxBytes int `yaml:"trace_wire_max_bytes"`
 }
 
 // Metrics configures the Prometheus listener.
@@ -175,8 +210,10 @@ func Default() *Config {
 			StoreFile:  "/etc/winrmd/accounts",
 			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
 		},
-		Logging: Logging{Level: "info", Format: "json"},
-		Metrics: Metrics{Address: "127.0.0.1:9985"},
+		Kerberos:   Kerberos{MaxClockSkewS: 300},
+		Logging:    Logging{Level: "info", Format: "json", TraceWireMaxBytes: 16384},
+		Metrics:    Metrics{Address: "127.0.0.1:9985"},
+		PowerShell: defaultPowerShell(),
 	}
 }
 
@@ -375,6 +412,23 @@ func (c *Config) Validate() error {
 	if c.Accounts.PAMService != "" && strings.ContainsAny(c.Accounts.PAMService, "/\x00") {
 		return bad("accounts.pam_service", "not a PAM service name: %q", c.Accounts.PAMService)
 	}
+	if k := c.Kerberos; k.MaxClockSkewS < 1 || k.MaxClockSkewS > 3600 {
+		return bad("kerberos.max_clock_skew", "must be 1..3600 seconds, not %d", k.MaxClockSkewS)
+	}
+	for i, sp := range c.Kerberos.ServicePrincipals {
+		if n, _, _ := strings.Cut(sp, "@"); !strings.Contains(n, "/") || strings.ContainsAny(sp, " \t\x00") {
+			return bad(fmt.Sprintf("kerberos.service_principals[%d]", i), "not a service principal (service/host[@REALM]): %q", sp)
+		}
+	}
+	for i, r := range append([]string{c.Kerberos.Realm}, c.Kerberos.Realms...) {
+		if strings.ContainsAny(r, "@/\\ \t\x00") || (i > 0 && r == "") {
+			key := "kerberos.realm"
+			if i > 0 {
+				key = fmt.Sprintf("kerberos.realms[%d]", i-1)
+			}
+			return bad(key, "not a realm name: %q", r)
+		}
+	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -385,10 +439,16 @@ func (c *Config) Validate() error {
 	default:
 		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
 	}
+	if c.Logging.TraceWireMaxBytes < 1024 || c.Logging.TraceWireMaxBytes > 1<<20 {
+		return bad("logging.trace_wire_max_bytes", "must be 1024 to 1048576, not %d", c.Logging.TraceWireMaxBytes)
+	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			return bad("metrics.address", "not host:port: %v", err)
 		}
+	}
+	if err := c.PowerShell.validate(); err != nil {
+		return err
 	}
 	return nil
 }

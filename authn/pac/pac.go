@@ -34,9 +34,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
-	"slices"
 	"unicode/utf16"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"

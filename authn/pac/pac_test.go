@@ -39,7 +39,9 @@ func load(t testing.TB, name string) sample {
 	return s
 }
 
-func (s sample) key() types.EncryptionKey { return types.EncryptionKey{KeyType: s.KeyType, KeyValue: s.Key} }
+func (s sample) key() types.EncryptionKey {
+	return types.EncryptionKey{KeyType: s.KeyType, KeyValue: s.Key}
+}
 
 func (s sample) verify(raw []byte) (*Info, error) {
 	return Verify(raw, s.key(), s.Client, time.Unix(s.AuthTime, 0))
@@ -118,14 +120,18 @@ func TestVerifyRefusals(t *testing.T) {
 	}
 	// Structural limits.
 	for name, raw := range map[string][]byte{
-		"empty":       nil,
-		"short":       s.PAC[:7],
-		"version":     func() []byte { b := slices.Clone(s.PAC); b[4] = 1; return b }(),
-		"no buffers":  func() []byte { b := slices.Clone(s.PAC); binary.LittleEndian.PutUint32(b, 0); return b }(),
-		"many":        func() []byte { b := slices.Clone(s.PAC); binary.LittleEndian.PutUint32(b, MaxBuffers+1); return b }(),
-		"offset past": func() []byte { b := slices.Clone(s.PAC); binary.LittleEndian.PutUint64(b[16:], uint64(len(b))+8); return b }(),
-		"unaligned":   func() []byte { b := slices.Clone(s.PAC); b[16]++; return b }(),
-		"huge":        make([]byte, MaxPACBytes+1),
+		"empty":      nil,
+		"short":      s.PAC[:7],
+		"version":    func() []byte { b := slices.Clone(s.PAC); b[4] = 1; return b }(),
+		"no buffers": func() []byte { b := slices.Clone(s.PAC); binary.LittleEndian.PutUint32(b, 0); return b }(),
+		"many":       func() []byte { b := slices.Clone(s.PAC); binary.LittleEndian.PutUint32(b, MaxBuffers+1); return b }(),
+		"offset past": func() []byte {
+			b := slices.Clone(s.PAC)
+			binary.LittleEndian.PutUint64(b[16:], uint64(len(b))+8)
+			return b
+		}(),
+		"unaligned": func() []byte { b := slices.Clone(s.PAC); b[16]++; return b }(),
+		"huge":      make([]byte, MaxPACBytes+1),
 	} {
 		if _, err := Verify(raw, k, s.Client, at); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v", name, err)
