@@ -29,9 +29,6 @@ type Principal struct {
 	Domain string
 	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
 	Mechanism string
-	// Client is the principal exactly as the mechanism proved it, when
-	// that differs from Name ("alice@REALM" for Kerberos), for audit.
-	Client string
 	// SIDs are the Windows security identifiers the mechanism verified for
 	// this principal (Kerberos: from a PAC whose server signature it
 	// checked, authn/pac); nil when it has none. The authorizer matches
@@ -39,6 +36,9 @@ type Principal struct {
 	// them from anything unverified. A pointer keeps Principal comparable;
 	// the value is not modified after the mechanism made it.
 	SIDs *SIDs
+	// Client is the principal exactly as the mechanism proved it, when
+	// that differs from Name ("alice@REALM" for Kerberos), for audit.
+	Client string
 }
 
 // SIDs is a verified Windows identity: the user, its logon domain and its
