@@ -22,8 +22,10 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
-  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
-PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm psrpcore
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev
+# Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
+# need gssapi and krb5 (built against libkrb5-dev with gcc).
+PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
@@ -103,13 +105,13 @@ deps:
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore' 2>/dev/null; then \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5' 2>/dev/null; then \
 	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore' && \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5' && \
 	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 

@@ -29,6 +29,27 @@ type Principal struct {
 	Domain string
 	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
 	Mechanism string
+<<<<<<< HEAD
+	// SIDs are the Windows security identifiers the mechanism verified for
+	// this principal (Kerberos: from a PAC whose server signature it
+	// checked, authn/pac); nil when it has none. The authorizer matches
+	// them against authorization.allowed_sids. A mechanism must never fill
+	// them from anything unverified. A pointer keeps Principal comparable;
+	// the value is not modified after the mechanism made it.
+	SIDs *SIDs
+}
+
+// SIDs is a verified Windows identity: the user, its logon domain and its
+// groups, as "S-1-…" strings.
+type SIDs struct {
+	User   string
+	Domain string // the logon domain, for "DOMAIN-<rid>" rules
+	Groups []string
+=======
+	// Client is the principal exactly as the mechanism proved it, when
+	// that differs from Name ("alice@REALM" for Kerberos), for audit.
+	Client string
+>>>>>>> main
 }
 
 // Account is a local account from the account database (NSS).

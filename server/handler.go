@@ -156,6 +156,9 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	if c.Service.Auth.Negotiate && s.d.Contexts != nil {
 		w.Header().Add("WWW-Authenticate", "Negotiate")
 	}
+	if c.Service.Auth.Kerberos && s.d.Kerberos && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "Kerberos")
+	}
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
 	}
@@ -626,7 +629,11 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 	}
 	if !again {
 		s.countAuth(p.Mechanism, "success")
-		s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
+		principal := p.Name
+		if p.Client != "" {
+			principal = p.Client
+		}
+		s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", principal),
 			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
 	}
 	return id, nil
