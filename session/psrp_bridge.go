@@ -106,6 +106,7 @@ type bridge struct {
 	queues   map[psrp.GUID]*outQueue
 	buffered int
 	poolDown bool // RUNSPACEPOOL_STATE Closed or Broken seen
+	failing  bool // fail was called (err follows once pwsh was killed)
 	err      error
 	dead     chan struct{}
 	changed  chan struct{} // closed and replaced on every queue change
@@ -129,20 +130,24 @@ func newBridge(p pwshPipe, log *zap.Logger, lim bridgeLimits) *bridge {
 // pwsh. Called without b.mu.
 func (b *bridge) fail(err error) {
 	b.mu.Lock()
-	first := b.err == nil
-	if first {
-		b.err = err
-		close(b.dead)
-		b.wakeLocked()
-		b.space.Broadcast()
-	}
+	first := !b.failing
+	b.failing = true
 	b.mu.Unlock()
-	if first {
-		if !errors.Is(err, errBridgeClosed) {
-			b.log.Warn("PowerShell bridge ended", zap.Error(err))
-		}
-		_ = b.p.Kill()
+	if !first {
+		return
 	}
+	if !errors.Is(err, errBridgeClosed) {
+		b.log.Warn("PowerShell bridge ended", zap.Error(err))
+	}
+	// pwsh dies before anyone hears of the end, so no caller can act on a
+	// bridge whose process still runs.
+	_ = b.p.Kill()
+	b.mu.Lock()
+	b.err = err
+	close(b.dead)
+	b.wakeLocked()
+	b.space.Broadcast()
+	b.mu.Unlock()
 }
 
 func (b *bridge) wakeLocked() {
