@@ -26,6 +26,9 @@ def wsman(conn):
     kwargs = {}
     if conn["auth"] in ("negotiate", "ntlm"):
         kwargs["negotiate_send_cbt"] = bool(conn.get("cbt", True))
+    if conn["auth"] == "certificate":
+        kwargs["certificate_pem"] = conn["cert_pem"]
+        kwargs["certificate_key_pem"] = conn["key_pem"]
     return WSMan(
         conn["host"],
         port=conn["port"],

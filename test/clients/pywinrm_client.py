@@ -29,8 +29,11 @@ CODES = {
 
 
 def protocol(conn):
-    transport = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm"}[conn["auth"]]
+    transport = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "certificate": "certificate", "credssp": "credssp"}[conn["auth"]]
     op_timeout = int(conn.get("operation_timeout") or 20)
+    extra = {}
+    if conn.get("cert_pem"):
+        extra = {"cert_pem": conn["cert_pem"], "cert_key_pem": conn["key_pem"]}
     return Protocol(
         endpoint="%s://%s:%d/wsman" % (conn["scheme"], conn["host"], conn["port"]),
         transport=transport,
@@ -41,6 +44,7 @@ def protocol(conn):
         operation_timeout_sec=op_timeout,
         read_timeout_sec=int(conn.get("read_timeout") or op_timeout + 10),
         send_cbt=bool(conn.get("cbt", True)),
+        **extra,
     )
 
 
