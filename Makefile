@@ -11,8 +11,12 @@ PYTHON  ?= python3
 # Test work area (gitignored): logs and the figures of the summary block.
 WORK    := test/.work
 # What the e2e and interop tests need from Debian and from PyPI.
-APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl
-PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm
+# samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
+# libnss-winbind: domain users through NSS on the joined member;
+# python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
+APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
+PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
@@ -40,7 +44,9 @@ clean:
 # ---- tests (owned by test/infra) -------------------------------------------
 
 # Everything the tests need, on a fresh Debian 12 as root: apt packages only
-# when one is missing (one apt-get update), then the Go modules.
+# when one is missing (one apt-get update), then the Go modules. Services the
+# packages ship (smbd, samba-ad-dc, krb5-kdc) are not started (policy-rc.d):
+# the tests run their own instances.
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
@@ -49,22 +55,26 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root to install them)"; exit 1; fi; \
 	  echo "deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; \
+	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; rc=$$?; \
+	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	else echo "deps: apt packages present"; fi
 	$(GO) mod download
 
-# The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm
+# The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
+# awinrm
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' 2>/dev/null; then \
-	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -))"; \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' 2>/dev/null; then \
+	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' && \
-	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -)"; \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' && \
+	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 
 # Unit tests only (every package but the e2e one), with the race detector.
