@@ -51,6 +51,7 @@ type Deps struct {
 	Sessions   *session.Manager
 	Basic      BasicAuthenticator // nil: Basic unavailable
 	Contexts   ContextFactory     // nil: Negotiate unavailable
+	Kerberos   bool               // a keytab is loaded: offer the Kerberos scheme
 	Authorizer Authorizer
 	// Limiter throttles failed certificate logons per source (the password
 	// mechanisms carry their own); nil: unlimited.

@@ -35,6 +35,12 @@ type Conn struct {
 	OperationTimeout int    `json:"operation_timeout,omitempty"` // seconds
 	ReadTimeout      int    `json:"read_timeout,omitempty"`
 	CBT              bool   `json:"cbt"`
+	// Kerberos: the directory of per-user credential caches (<user>.cc,
+	// KRB5CCNAME for the client), the krb5.conf of the test realm, and
+	// whether to forward the TGT.
+	CCacheDir  string `json:"ccache_dir,omitempty"`
+	KRB5Config string `json:"-"`
+	Delegate   bool   `json:"delegate,omitempty"`
 	// CertPEM and KeyPEM are the client certificate and key files (auth
 	// "certificate").
 	CertPEM string `json:"cert_pem,omitempty"`
@@ -162,6 +168,9 @@ func (p pyDriver) Do(t testing.TB, c Conn, s Spec) Result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "NO_PROXY=*", "no_proxy=*")
+	if c.CCacheDir != "" {
+		cmd.Env = append(cmd.Env, "KRB5CCNAME=FILE:"+filepath.Join(c.CCacheDir, c.User+".cc"), "KRB5_CONFIG="+c.KRB5Config)
+	}
 	err := cmd.Run()
 	var r Result
 	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
