@@ -223,7 +223,7 @@ func (mp *Mapper) Map(chain []*x509.Certificate) (Result, error) {
 				continue
 			}
 			return Result{
-				Principal: authn.Principal{Name: m.user, Mechanism: Mechanism},
+				Principal: authn.Principal{Name: m.user, Mechanism: Mechanism, Client: upn},
 				UPN:       upn,
 				Subject:   leaf.Subject.String(),
 				Serial:    leaf.SerialNumber.Text(16),
