@@ -313,6 +313,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		a.seq, _ = newSeqState(key, true, false, recvSeq, recvSeq)
 	}
 	p.Client = client
+	if a.deleg != nil {
+		cc, err := a.deleg.CCache()
+		if err != nil {
+			return nil, err
+		}
+		p.Delegated = cc
+	}
 	a.principal = p
 	return out, nil
 }
