@@ -30,13 +30,29 @@ type Principal struct {
 	Domain string
 	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
 	Mechanism string
+	// SIDs are the Windows security identifiers the mechanism verified for
+	// this principal (Kerberos: from a PAC whose server signature it
+	// checked, authn/pac); nil when it has none. The authorizer matches
+	// them against authorization.allowed_sids. A mechanism must never fill
+	// them from anything unverified. A pointer keeps Principal comparable;
+	// the value is not modified after the mechanism made it.
+	SIDs *SIDs
 	// Client is the principal exactly as the mechanism proved it, when
 	// that differs from Name ("alice@REALM" for Kerberos), for audit.
 	Client string
 	// Delegated is a credential cache (MIT ccache v4) holding what the
 	// client delegated (a forwarded Kerberos TGT), or nil. It is a secret:
-	// it prints as "[redacted]" and only the shell's worker gets it.
-	Delegated Secret
+	// it prints as "[redacted]" and only the shell's worker gets it. A
+	// pointer keeps Principal comparable.
+	Delegated *Secret
+}
+
+// SIDs is a verified Windows identity: the user, its logon domain and its
+// groups, as "S-1-…" strings.
+type SIDs struct {
+	User   string
+	Domain string // the logon domain, for "DOMAIN-<rid>" rules
+	Groups []string
 }
 
 // Secret is credential material. Formatting, JSON and text marshalling

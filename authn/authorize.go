@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -25,6 +26,11 @@ type AuthorizerConfig struct {
 	// (whichever exist on the host) and winrm-remote-users. Groups are
 	// resolved at decision time, so a group created after start counts.
 	AllowedGroups []string
+	// AllowedSIDs are SIDs (or "DOMAIN-<rid>" rules, see
+	// configs.Authorization) that allow a principal whose mechanism
+	// verified one of them (Principal.SIDs). Empty means
+	// configs.DefaultAllowedSIDs.
+	AllowedSIDs []string
 	// AllowRoot lets uid 0 log on (it is then allowed without group
 	// membership). The check is on the uid, never the name.
 	AllowRoot bool
@@ -46,6 +52,8 @@ const (
 // use.
 type Authorizer struct {
 	groups    []string
+	sids      map[string]bool // full SIDs
+	domainRID []string        // "-<rid>" suffixes for the logon domain
 	allowRoot bool
 	lab       *Account
 
@@ -87,6 +95,21 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		}
 	}
 	a.groups = slices.Clone(groups)
+	sids := cfg.AllowedSIDs
+	if len(sids) == 0 {
+		sids = configs.DefaultAllowedSIDs
+	}
+	a.sids = make(map[string]bool)
+	for i, s := range sids {
+		if err := configs.CheckSIDRule(s); err != nil {
+			return nil, fmt.Errorf("authorization.allowed_sids[%d]: %w", i, err)
+		}
+		if rid, ok := strings.CutPrefix(s, configs.DomainRelativeSIDPrefix); ok {
+			a.domainRID = append(a.domainRID, "-"+rid)
+		} else {
+			a.sids[strings.ToUpper(s)] = true
+		}
+	}
 	if cfg.Lab {
 		acct, err := selfAccount()
 		if err != nil {
@@ -120,6 +143,17 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 		return nil, fmt.Errorf("%w: no authorizer", ErrBackend)
 	}
 	key := string(scheme) + "\x00" + p.Mechanism + "\x00" + p.Domain + "\x00" + p.Name
+	if p.SIDs != nil {
+		// The decision depends on the SIDs: a digest keeps large PACs
+		// (thousands of SIDs) from growing the cache's keys.
+		h := sha256.New()
+		h.Write([]byte(p.SIDs.Domain + "\x00" + p.SIDs.User))
+		for _, s := range p.SIDs.Groups {
+			h.Write([]byte{0})
+			h.Write([]byte(s))
+		}
+		key += "\x00" + string(h.Sum(nil))
+	}
 	now := a.now()
 	a.mu.Lock()
 	d, ok := a.cache[key]
@@ -180,6 +214,9 @@ func (a *Authorizer) decide(p Principal) (Account, error) {
 		}
 		return acct, nil
 	}
+	if a.allowedBySID(p) != "" {
+		return acct, nil
+	}
 	var backendErr error
 	for _, g := range a.groups {
 		gid, err := a.lookupGroup(g)
@@ -197,6 +234,40 @@ func (a *Authorizer) decide(p Principal) (Account, error) {
 		return Account{}, backendErr
 	}
 	return Account{}, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
+}
+
+// allowedBySID returns the first of p's verified SIDs that the policy
+// allows ("" when none does).
+func (a *Authorizer) allowedBySID(p Principal) string {
+	if p.SIDs == nil {
+		return ""
+	}
+	dom := strings.ToUpper(p.SIDs.Domain)
+	for _, s := range append([]string{p.SIDs.User}, p.SIDs.Groups...) {
+		u := strings.ToUpper(s)
+		if a.sids[u] {
+			return s
+		}
+		if dom != "" {
+			if rest, ok := strings.CutPrefix(u, dom); ok && slices.Contains(a.domainRID, rest) {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// SIDRules returns the SID rules in force (for start-up logs).
+func (a *Authorizer) SIDRules() []string {
+	var r []string
+	for s := range a.sids {
+		r = append(r, s)
+	}
+	slices.Sort(r)
+	for _, d := range a.domainRID {
+		r = append(r, configs.DomainRelativeSIDPrefix+strings.TrimPrefix(d, "-"))
+	}
+	return r
 }
 
 // resolve finds the local account for p (see Authorize for the order).

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -83,7 +84,15 @@ type Authorization struct {
 	// administrator groups (sudo, wheel, admin — whichever exist) plus
 	// winrm-remote-users.
 	AllowedGroups []string `yaml:"allowed_groups"`
-	AllowRoot     bool     `yaml:"allow_root"`
+	// AllowedSIDs: Windows SIDs that allow a logon when a mechanism verified
+	// them for the user (Kerberos: the group SIDs of the ticket's PAC, its
+	// server signature checked). An entry is a full SID ("S-1-5-21-…-1106")
+	// or "DOMAIN-<rid>", that RID in the user's own logon domain
+	// ("DOMAIN-512" is the user's Domain Admins). Empty means
+	// DefaultAllowedSIDs. Either rule allows: a PAC SID in this list, or an
+	// NSS group in allowed_groups.
+	AllowedSIDs []string `yaml:"allowed_sids"`
+	AllowRoot   bool     `yaml:"allow_root"`
 }
 
 // Accounts says where credentials come from.
@@ -392,6 +401,11 @@ func (c *Config) Validate() error {
 			return bad(fmt.Sprintf("authorization.allowed_groups[%d]", i), "empty group name")
 		}
 	}
+	for i, s := range c.Authorization.AllowedSIDs {
+		if err := CheckSIDRule(s); err != nil {
+			return bad(fmt.Sprintf("authorization.allowed_sids[%d]", i), "%v", err)
+		}
+	}
 	if c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" && !c.Accounts.Winbind.Enabled {
 		return bad("accounts", "no credential source: set pam_service, store_file or winbind.enabled")
 	}
@@ -457,6 +471,40 @@ func (s Service) MaxEnvelopeBytes() int { return s.MaxEnvelopeSizeKB * 1024 }
 // DefaultAdminGroups are the host administrator group names looked for when
 // authorization.allowed_groups is empty.
 var DefaultAdminGroups = []string{"sudo", "wheel", "admin", "winrm-remote-users"}
+
+// DefaultAllowedSIDs are the SIDs that allow a logon when
+// authorization.allowed_sids is empty: BUILTIN\Administrators, BUILTIN\Remote
+// Management Users, and the user's own domain's Domain Admins (RID 512), as
+// a Windows member server's WinRM allows by default.
+var DefaultAllowedSIDs = []string{"S-1-5-32-544", "S-1-5-32-580", "DOMAIN-512"}
+
+// DomainRelativeSIDPrefix starts an allowed_sids entry that names a RID in
+// the user's logon domain.
+const DomainRelativeSIDPrefix = "DOMAIN-"
+
+// CheckSIDRule checks one allowed_sids entry: "S-1-<authority>-<sub>…"
+// (at most 15 sub-authorities, MS-DTYP 2.4.2) or "DOMAIN-<rid>".
+func CheckSIDRule(s string) error {
+	if rid, ok := strings.CutPrefix(s, DomainRelativeSIDPrefix); ok {
+		if _, err := strconv.ParseUint(rid, 10, 32); err != nil {
+			return fmt.Errorf("%q: the RID after %s must be a 32-bit number", s, DomainRelativeSIDPrefix)
+		}
+		return nil
+	}
+	parts := strings.Split(s, "-")
+	if len(parts) < 3 || len(parts) > 18 || parts[0] != "S" || parts[1] != "1" {
+		return fmt.Errorf("%q is not a SID (S-1-…) or %s<rid>", s, DomainRelativeSIDPrefix)
+	}
+	if _, err := strconv.ParseUint(parts[2], 10, 48); err != nil {
+		return fmt.Errorf("%q: bad identifier authority", s)
+	}
+	for _, p := range parts[3:] {
+		if _, err := strconv.ParseUint(p, 10, 32); err != nil {
+			return fmt.Errorf("%q: sub-authority %q is not a 32-bit number", s, p)
+		}
+	}
+	return nil
+}
 
 // Marshal renders a configuration as YAML.
 func Marshal(c *Config) ([]byte, error) { return yaml.Marshal(c) }

@@ -37,6 +37,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/pac"
 )
 
 // CBT hardening levels (the same as NTLM's, PROTOCOL 5.8).
@@ -263,10 +264,12 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		return nil, err
 	}
 
-	// 5. The PAC, when the KDC put one in (Active Directory, Samba).
-	if err := a.readPAC(t, kl.key); err != nil {
+	// 5. The PAC, when the KDC put one in (Active Directory, Samba, MIT).
+	sids, err := a.readPAC(t, kl.key)
+	if err != nil {
 		return nil, err
 	}
+	p.SIDs = sids
 
 	// Delegation: a forwarded TGT.
 	if ck.flags&flagDeleg != 0 && ck.deleg != nil {
@@ -387,25 +390,37 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }
 
-// readPAC verifies the PAC's server signature with the service key and
-// reads its SIDs. The KDC signature needs the krbtgt key, which only the
-// KDC has (a service trusts it because only the KDC could have encrypted
-// the ticket).
-func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) error {
+// readPAC verifies the PAC's server signature with the service key. A PAC
+// with logon information (Active Directory, Samba) goes through authn/pac,
+// which also binds it to this ticket (client info) and yields the SIDs the
+// authorizer matches; MIT's minimal PAC (signatures and client info only)
+// is checked here and carries no SIDs. The KDC signature needs the krbtgt
+// key, which only the KDC has (a service trusts it because only the KDC
+// could have encrypted the ticket).
+func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.SIDs, error) {
 	raw, present := ticketPAC(t)
 	if !present {
-		return nil
+		return nil, nil
 	}
+	tp := &t.DecryptedEncPart
 	info, err := safeVerifyPAC(raw, key)
+	if err == nil && info.logon {
+		var pi *pac.Info
+		pi, err = pac.Verify(raw, key, strings.Join(tp.CName.NameString, "/"), tp.AuthTime)
+		if err == nil {
+			a.info.PAC = true
+			a.info.UserSID, a.info.GroupSIDs = pi.UserSID, pi.GroupSIDs
+			return pi.Principal(), nil
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
 	}
 	a.info.PAC = true
-	a.info.UserSID, a.info.GroupSIDs = info.userSID, info.groupSIDs
-	return nil
+	return nil, nil
 }
 
-// safeVerifyPAC: gokrb5's NDR decoder indexes its input; a crafted PAC
+// safeVerifyPAC: the PAC parser indexes its input; a crafted PAC
 // (which only a holder of the service key could sign) must still not take
 // the daemon down.
 func safeVerifyPAC(raw []byte, key types.EncryptionKey) (info pacInfo, err error) {

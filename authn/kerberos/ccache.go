@@ -54,7 +54,7 @@ func ccTime(t time.Time) uint32 {
 
 // CCache renders the delegated tickets as a ccache file whose default
 // principal is the client.
-func (d *Delegation) CCache() (authn.Secret, error) {
+func (d *Delegation) CCache() (*authn.Secret, error) {
 	c := &d.Cred
 	infos := c.DecryptedEncPart.TicketInfo
 	if len(infos) == 0 || len(infos) != len(c.Tickets) {
@@ -91,5 +91,6 @@ func (d *Delegation) CCache() (authn.Secret, error) {
 		w.data(tkt)
 		w.data(nil) // second ticket
 	}
-	return authn.Secret(w.b), nil
+	cc := authn.Secret(w.b)
+	return &cc, nil
 }

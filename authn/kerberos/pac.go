@@ -11,9 +11,9 @@ package kerberos
 //
 // The server signature is the keyed checksum (key usage 17) with the
 // service key over the whole PAC with both signatures' Signature bytes
-// zeroed. We verify it ourselves (gokrb5's check needs a logon-info
-// buffer, which MIT's minimal PAC lacks) and let gokrb5's NDR decoder read
-// the logon info when there is one.
+// zeroed. It is verified here for every PAC (gokrb5's check and
+// authn/pac need a logon-info buffer, which MIT's minimal PAC lacks);
+// PACs with logon information then go through authn/pac for the SIDs.
 
 import (
 	"crypto/hmac"
@@ -21,7 +21,6 @@ import (
 	"fmt"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
-	"github.com/jcmturner/gokrb5/v8/pac"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
@@ -68,10 +67,9 @@ func parsePACBuffers(b []byte) ([]pacBuffer, error) {
 	return out, nil
 }
 
-// pacInfo is what the authorizer gets from a verified PAC.
+// pacInfo says what a PAC with a valid server signature holds.
 type pacInfo struct {
-	userSID   string
-	groupSIDs []string
+	logon bool // it has logon information (KERB_VALIDATION_INFO)
 }
 
 // verifyPAC checks the server signature with key and decodes the logon
@@ -143,13 +141,6 @@ func verifyPAC(b []byte, key types.EncryptionKey) (info pacInfo, err error) {
 	if len(sum) < len(sig) || !hmac.Equal(sum[:len(sig)], sig) {
 		return info, fmt.Errorf("PAC server signature does not verify with the service key")
 	}
-	if logon != nil {
-		var v pac.KerbValidationInfo
-		if err := v.Unmarshal(b[logon.off : logon.off+logon.size]); err != nil {
-			return info, fmt.Errorf("PAC logon info: %v", err)
-		}
-		info.userSID = fmt.Sprintf("%s-%d", v.LogonDomainID.String(), v.UserID)
-		info.groupSIDs = v.GetGroupMembershipSIDs()
-	}
+	info.logon = logon != nil
 	return info, nil
 }

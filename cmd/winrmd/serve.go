@@ -115,6 +115,7 @@ func hostNames(cfg *configs.Config) (netbios, dns, domain string) {
 func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
+		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
 	})
