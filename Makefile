@@ -17,12 +17,16 @@ WORK    := test/.work
 # installs these as root, names them otherwise, and refuses a cgo-less build
 # unless asked for one (CGO_ENABLED=0 make build).
 BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
-# What the e2e and interop tests need from Debian and from PyPI.
+# What the e2e and interop tests need from Debian and from PyPI (python3-venv:
+# `make venv` on a fresh machine, found by make fresh-check).
 # samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
-APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
-  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev
+# debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
+# where systemd does not run): the package tests (test/deploy).
+APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
+  debootstrap lintian systemd
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
 # need gssapi and krb5 (built against libkrb5-dev with gcc).
 PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore
@@ -32,7 +36,7 @@ TEST_TIMEOUT ?= 50m
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check deb test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
@@ -71,6 +75,11 @@ run: build
 # (FRESH_TEST=1: `make test` there too). Root; not part of make test.
 fresh-check:
 	test/fresh-check.sh
+
+# The Debian package, with dpkg-deb alone: bin/winrmd_<version>_<arch>.deb
+# (DEB_VERSION, default 0.1.0~dev). See deploy/README.md.
+deb: build-deps
+	deploy/debian/build-deb.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

@@ -84,8 +84,16 @@ type Identity struct {
 	principal Principal
 	account   Account
 	scheme    Scheme
+	admin     bool
 	valid     bool
 }
+
+// Administrator reports whether the identity is an administrator of the
+// host as the policy sees it: root (when allowed), the lab user, a member
+// of an allowed group other than configs.RemoteUsersGroup, or a principal
+// with a verified allowed SID other than Remote Management Users. Reading
+// the service configuration needs it, as on Windows.
+func (id *Identity) Administrator() bool { return id.Valid() && id.admin }
 
 // Valid reports whether the identity came from a completed authentication.
 func (id *Identity) Valid() bool { return id != nil && id.valid }

@@ -70,6 +70,7 @@ type Authorizer struct {
 
 type authzDecision struct {
 	account Account
+	admin   bool
 	err     error
 	expires time.Time
 }
@@ -163,7 +164,7 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	}
 	a.mu.Unlock()
 	if !ok {
-		d.account, d.err = a.decide(p)
+		d.account, d.admin, d.err = a.decide(p)
 		if d.err == nil || !errors.Is(d.err, ErrBackend) {
 			d.expires = now.Add(a.ttl)
 			a.remember(key, d, now)
@@ -174,7 +175,7 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	}
 	acct := d.account
 	acct.Groups = slices.Clone(acct.Groups)
-	return &Identity{principal: p, account: acct, scheme: scheme, valid: true}, nil
+	return &Identity{principal: p, account: acct, scheme: scheme, admin: d.admin, valid: true}, nil
 }
 
 func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
@@ -196,28 +197,32 @@ func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
 	a.cache[key] = d
 }
 
-func (a *Authorizer) decide(p Principal) (Account, error) {
+func (a *Authorizer) decide(p Principal) (Account, bool, error) {
 	bare := MapName(p.Name, p.Domain)
 	if bare == "" {
-		return Account{}, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
+		return Account{}, false, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
 	}
 	if a.lab != nil {
-		return *a.lab, nil
+		return *a.lab, true, nil
 	}
 	acct, err := a.resolve(p, bare)
 	if err != nil {
-		return Account{}, err
+		return Account{}, false, err
 	}
 	if acct.UID == 0 {
 		if !a.allowRoot {
-			return Account{}, fmt.Errorf("%q maps to uid 0: %w", p.Name, ErrRootRefused)
+			return Account{}, false, fmt.Errorf("%q maps to uid 0: %w", p.Name, ErrRootRefused)
 		}
-		return acct, nil
+		return acct, true, nil
 	}
 	if a.allowedBySID(p) != "" {
-		return acct, nil
+		return acct, a.adminBySID(p), nil
 	}
+	// Every allowed group is looked at: membership of any lets the account
+	// in, membership of one besides RemoteUsersGroup makes it an
+	// administrator.
 	var backendErr error
+	allowed, admin := false, false
 	for _, g := range a.groups {
 		gid, err := a.lookupGroup(g)
 		if err != nil {
@@ -227,13 +232,17 @@ func (a *Authorizer) decide(p Principal) (Account, error) {
 			continue
 		}
 		if acct.GID == gid || slices.Contains(acct.Groups, gid) {
-			return acct, nil
+			allowed = true
+			admin = admin || g != configs.RemoteUsersGroup
 		}
 	}
-	if backendErr != nil {
-		return Account{}, backendErr
+	if allowed {
+		return acct, admin, nil
 	}
-	return Account{}, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
+	if backendErr != nil {
+		return Account{}, false, backendErr
+	}
+	return Account{}, false, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
 }
 
 // allowedBySID returns the first of p's verified SIDs that the policy
@@ -256,6 +265,27 @@ func (a *Authorizer) allowedBySID(p Principal) string {
 	}
 	return ""
 }
+
+// adminBySID reports whether one of p's verified SIDs that the policy
+// allows is other than Remote Management Users (S-1-5-32-580): BUILTIN
+// Administrators, Domain Admins, or whatever else the operator listed.
+func (a *Authorizer) adminBySID(p Principal) bool {
+	if p.SIDs == nil {
+		return false
+	}
+	for _, s := range append([]string{p.SIDs.User}, p.SIDs.Groups...) {
+		if strings.EqualFold(s, remoteManagementUsersSID) {
+			continue
+		}
+		if a.allowedBySID(Principal{SIDs: &SIDs{User: s, Domain: p.SIDs.Domain}}) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteManagementUsersSID is BUILTIN\Remote Management Users.
+const remoteManagementUsersSID = "S-1-5-32-580"
 
 // SIDRules returns the SID rules in force (for start-up logs).
 func (a *Authorizer) SIDRules() []string {

@@ -124,6 +124,44 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// Administrators: root, the lab user, members of an allowed group other
+// than winrm-remote-users (alice: sudo; a member of both stays one).
+func TestAuthorizeAdministrator(t *testing.T) {
+	nss := newFakeNSS()
+	nss.users["gina"] = Account{Username: "gina", UID: 1006, GID: 1006, Groups: []uint32{4000, 27}}
+	tests := []struct {
+		cfg   AuthorizerConfig
+		name  string
+		admin bool
+	}{
+		{AuthorizerConfig{}, "alice", true},
+		{AuthorizerConfig{}, "gina", true},
+		{AuthorizerConfig{}, "carol", false},
+		{AuthorizerConfig{}, "dave", false},
+		{AuthorizerConfig{AllowRoot: true}, "root", true},
+		{AuthorizerConfig{AllowedGroups: []string{"staff", "winrm-remote-users"}}, "carol", false},
+		{AuthorizerConfig{AllowedGroups: []string{"sudo"}}, "alice", true},
+	}
+	for _, tt := range tests {
+		a, err := NewAuthorizer(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.lookupUser, a.lookupGroup = nss.user, nss.group
+		id, err := a.Authorize(Principal{Name: tt.name}, SchemeNegotiate)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if id.Administrator() != tt.admin {
+			t.Errorf("%s with %+v: Administrator() = %v, want %v", tt.name, tt.cfg, id.Administrator(), tt.admin)
+		}
+	}
+	var zero Identity
+	if zero.Administrator() {
+		t.Error("zero Identity is an administrator")
+	}
+}
+
 func TestAuthorizerConfig(t *testing.T) {
 	for _, groups := range [][]string{{""}, {"  "}, {"a:b"}, {"a\nb"}, {string(make([]byte, 300))}} {
 		if _, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: groups}); err == nil {

@@ -470,7 +470,13 @@ func (s Service) MaxEnvelopeBytes() int { return s.MaxEnvelopeSizeKB * 1024 }
 
 // DefaultAdminGroups are the host administrator group names looked for when
 // authorization.allowed_groups is empty.
-var DefaultAdminGroups = []string{"sudo", "wheel", "admin", "winrm-remote-users"}
+var DefaultAdminGroups = []string{"sudo", "wheel", "admin", RemoteUsersGroup}
+
+// RemoteUsersGroup is the twin of Windows' Remote Management Users: its
+// members may connect and run shells, but are not administrators (they may
+// not read the service configuration, as on Windows). Every other allowed
+// group counts as an administrator group.
+const RemoteUsersGroup = "winrm-remote-users"
 
 // DefaultAllowedSIDs are the SIDs that allow a logon when
 // authorization.allowed_sids is empty: BUILTIN\Administrators, BUILTIN\Remote

@@ -27,6 +27,7 @@ package kerberos
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -264,7 +265,8 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		return nil, err
 	}
 
-	// 5. The PAC, when the KDC put one in (Active Directory, Samba, MIT).
+	// 5. The PAC, when the KDC put one in (Active Directory, Samba): its
+	// group SIDs go to the authorizer (authorization.allowed_sids).
 	sids, err := a.readPAC(t, kl.key)
 	if err != nil {
 		return nil, err
@@ -390,73 +392,28 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }
 
-// readPAC verifies the PAC's server signature with the service key. A PAC
-// with logon information (Active Directory, Samba) goes through authn/pac,
-// which also binds it to this ticket (client info) and yields the SIDs the
-// authorizer matches; MIT's minimal PAC (signatures and client info only)
-// is checked here and carries no SIDs. The KDC signature needs the krbtgt
-// key, which only the KDC has (a service trusts it because only the KDC
-// could have encrypted the ticket).
+// readPAC verifies the PAC (authn/pac: the server signature with the
+// service key, the client info against this ticket) and reads its SIDs.
+// The KDC signature needs the krbtgt key, which only the KDC has (a service
+// trusts it because only the KDC could have encrypted the ticket).
 func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.SIDs, error) {
-	raw, present := ticketPAC(t)
-	if !present {
+	raw, err := pac.FromAuthorizationData(t.DecryptedEncPart.AuthorizationData)
+	if errors.Is(err, pac.ErrNoPAC) {
 		return nil, nil
-	}
-	tp := &t.DecryptedEncPart
-	info, err := safeVerifyPAC(raw, key)
-	if err == nil && info.logon {
-		var pi *pac.Info
-		pi, err = pac.Verify(raw, key, strings.Join(tp.CName.NameString, "/"), tp.AuthTime)
-		if err == nil {
-			a.info.PAC = true
-			a.info.UserSID, a.info.GroupSIDs = pi.UserSID, pi.GroupSIDs
-			return pi.Principal(), nil
-		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
 	}
+	tp := &t.DecryptedEncPart
+	info, err := pac.Verify(raw, key, strings.Join(tp.CName.NameString, "/"), tp.AuthTime)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+	}
 	a.info.PAC = true
-	return nil, nil
-}
-
-// safeVerifyPAC: the PAC parser indexes its input; a crafted PAC
-// (which only a holder of the service key could sign) must still not take
-// the daemon down.
-func safeVerifyPAC(raw []byte, key types.EncryptionKey) (info pacInfo, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("PAC decoder: %v", r)
-		}
-	}()
-	return verifyPAC(raw, key)
-}
-
-// ticketPAC finds the PAC in the ticket's authorization data (inside
-// AD-IF-RELEVANT); a ticket with two PACs is treated as one with a bad PAC.
-func ticketPAC(t *messages.Ticket) ([]byte, bool) {
-	var found [][]byte
-	for _, ad := range t.DecryptedEncPart.AuthorizationData {
-		if ad.ADType != 1 { // AD-IF-RELEVANT
-			continue
-		}
-		var inner types.AuthorizationData
-		if err := inner.Unmarshal(ad.ADData); err != nil {
-			continue
-		}
-		for _, e := range inner {
-			if e.ADType == 128 { // AD-WIN2K-PAC
-				found = append(found, e.ADData)
-			}
-		}
+	if info.UserSID != "" {
+		a.info.UserSID, a.info.GroupSIDs = info.UserSID, info.GroupSIDs
 	}
-	switch len(found) {
-	case 0:
-		return nil, false
-	case 1:
-		return found[0], true
-	}
-	return []byte{}, true
+	return info.Principal(), nil
 }
 
 // Principal is valid once the context is complete.
