@@ -9,6 +9,7 @@ package authn
 
 import (
 	"errors"
+	"fmt"
 )
 
 // Scheme names an HTTP authentication scheme as it appears on the wire.
@@ -48,6 +49,11 @@ type Principal struct {
 	// Client is the principal exactly as the mechanism proved it, when
 	// that differs from Name ("alice@REALM" for Kerberos), for audit.
 	Client string
+	// Delegated is a credential cache (MIT ccache v4) holding what the
+	// client delegated (a forwarded Kerberos TGT), or nil. It is a secret:
+	// it prints as "[redacted]" and only the shell's worker gets it. A
+	// pointer keeps Principal comparable.
+	Delegated *Secret
 }
 
 // SIDs is a verified Windows identity: the user, its logon domain and its
@@ -57,6 +63,19 @@ type SIDs struct {
 	Domain string // the logon domain, for "DOMAIN-<rid>" rules
 	Groups []string
 }
+
+// Secret is credential material. Formatting, JSON and text marshalling
+// print "[redacted]", so a Principal that reaches a log line carries no
+// ticket.
+type Secret []byte
+
+const redacted = "[redacted]"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // Account is a local account from the account database (NSS).
 type Account struct {

@@ -407,7 +407,8 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			f = wsman.InternalError(995, "", "The operation failed.")
 		}
 		if f.Subcode != "w:TimedOut" {
-			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason))
+			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason),
+				zap.String("detail", f.Internal))
 		}
 		s.writeFault(w, st, encrypted, protocol, f, false, env.Header.MessageID)
 		s.countRequest(action, "fault")

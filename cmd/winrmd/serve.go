@@ -218,6 +218,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 	}
 
+	if err := isolation.SweepCCaches(); err != nil {
+		log.Warn("removing credential caches of earlier runs", zap.Error(err))
+	}
 	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
