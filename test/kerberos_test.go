@@ -142,3 +142,52 @@ func TestKerberosHTTPS(t *testing.T) {
 	runMatrix(t, d, k.conn(t, "https", d.HTTPS, "kerberos", "auto"), "masterzen")
 	wantKerberosAudit(t, d)
 }
+
+// A forwarded TGT: the shell finds it in KRB5CCNAME (a file only the user
+// can read), klist lists it, kvno uses it for another service; the file is
+// gone once the shell is deleted. Without delegation there is no cache.
+func TestKerberosDelegation(t *testing.T) {
+	d, k := kerberosDaemon(t, nil)
+	script := `echo "CC=$KRB5CCNAME"; f="${KRB5CCNAME#FILE:}"; [ -n "$f" ] && stat -c 'OWNER=%U MODE=%a' "$f"; ` +
+		`klist 2>&1; kvno HTTP/elsewhere 2>&1 && echo KVNO-OK`
+	for _, drv := range []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}} {
+		t.Run(drv.Name(), func(t *testing.T) {
+			for _, deleg := range []bool{true, false} {
+				c := k.conn(t, "http", d.HTTP, "kerberos", "always")
+				c.Delegate = deleg
+				r := drv.Do(t, c, Spec{Op: "run", Command: script, Env: map[string]string{"KRB5_CONFIG": k.kdc.Conf}})
+				if !r.OK {
+					t.Fatalf("delegate=%v: %s", deleg, r)
+				}
+				out := string(r.Stdout)
+				if !deleg {
+					if !strings.Contains(out, "CC=\n") || strings.Contains(out, "KVNO-OK") {
+						t.Fatalf("without delegation the shell has credentials:\n%s", out)
+					}
+					continue
+				}
+				var path string
+				for _, l := range strings.Split(out, "\n") {
+					if p, ok := strings.CutPrefix(l, "CC=FILE:"); ok {
+						path = p
+					}
+				}
+				if path == "" || !strings.Contains(out, "OWNER="+w.admin.Name+" MODE=600") {
+					t.Fatalf("credential cache not the user's own 0600 file:\n%s", out)
+				}
+				if !strings.Contains(out, "krbtgt/"+krbtest.Realm+"@"+krbtest.Realm) || !strings.Contains(out, w.admin.Name+"@"+krbtest.Realm) {
+					t.Fatalf("klist in the shell does not show the forwarded TGT:\n%s", out)
+				}
+				if !strings.Contains(out, "KVNO-OK") {
+					t.Fatalf("kvno for another service with the forwarded TGT failed:\n%s", out)
+				}
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					t.Fatalf("credential cache %s still there after the shell was deleted (%v)", path, err)
+				}
+				if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
+					t.Fatalf("credential cache directory %s still there", filepath.Dir(path))
+				}
+			}
+		})
+	}
+}

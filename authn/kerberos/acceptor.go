@@ -27,6 +27,7 @@ package kerberos
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -37,6 +38,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/pac"
 )
 
 // CBT hardening levels (the same as NTLM's, PROTOCOL 5.8).
@@ -263,10 +265,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		return nil, err
 	}
 
-	// 5. The PAC, when the KDC put one in (Active Directory, Samba).
-	if err := a.readPAC(t, kl.key); err != nil {
+	// 5. The PAC, when the KDC put one in (Active Directory, Samba): its
+	// group SIDs go to the authorizer (authorization.allowed_sids).
+	sids, err := a.readPAC(t, kl.key)
+	if err != nil {
 		return nil, err
 	}
+	p.SIDs = sids
 
 	// Delegation: a forwarded TGT.
 	if ck.flags&flagDeleg != 0 && ck.deleg != nil {
@@ -313,6 +318,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		a.seq, _ = newSeqState(key, true, false, recvSeq, recvSeq)
 	}
 	p.Client = client
+	if a.deleg != nil {
+		cc, err := a.deleg.CCache()
+		if err != nil {
+			return nil, err
+		}
+		p.Delegated = cc
+	}
 	a.principal = p
 	return out, nil
 }
@@ -380,61 +392,28 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }
 
-// readPAC verifies the PAC's server signature with the service key and
-// reads its SIDs. The KDC signature needs the krbtgt key, which only the
-// KDC has (a service trusts it because only the KDC could have encrypted
-// the ticket).
-func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) error {
-	raw, present := ticketPAC(t)
-	if !present {
-		return nil
+// readPAC verifies the PAC (authn/pac: the server signature with the
+// service key, the client info against this ticket) and reads its SIDs.
+// The KDC signature needs the krbtgt key, which only the KDC has (a service
+// trusts it because only the KDC could have encrypted the ticket).
+func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.SIDs, error) {
+	raw, err := pac.FromAuthorizationData(t.DecryptedEncPart.AuthorizationData)
+	if errors.Is(err, pac.ErrNoPAC) {
+		return nil, nil
 	}
-	info, err := safeVerifyPAC(raw, key)
 	if err != nil {
-		return fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+	}
+	tp := &t.DecryptedEncPart
+	info, err := pac.Verify(raw, key, strings.Join(tp.CName.NameString, "/"), tp.AuthTime)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
 	}
 	a.info.PAC = true
-	a.info.UserSID, a.info.GroupSIDs = info.userSID, info.groupSIDs
-	return nil
-}
-
-// safeVerifyPAC: gokrb5's NDR decoder indexes its input; a crafted PAC
-// (which only a holder of the service key could sign) must still not take
-// the daemon down.
-func safeVerifyPAC(raw []byte, key types.EncryptionKey) (info pacInfo, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("PAC decoder: %v", r)
-		}
-	}()
-	return verifyPAC(raw, key)
-}
-
-// ticketPAC finds the PAC in the ticket's authorization data (inside
-// AD-IF-RELEVANT); a ticket with two PACs is treated as one with a bad PAC.
-func ticketPAC(t *messages.Ticket) ([]byte, bool) {
-	var found [][]byte
-	for _, ad := range t.DecryptedEncPart.AuthorizationData {
-		if ad.ADType != 1 { // AD-IF-RELEVANT
-			continue
-		}
-		var inner types.AuthorizationData
-		if err := inner.Unmarshal(ad.ADData); err != nil {
-			continue
-		}
-		for _, e := range inner {
-			if e.ADType == 128 { // AD-WIN2K-PAC
-				found = append(found, e.ADData)
-			}
-		}
+	if info.UserSID != "" {
+		a.info.UserSID, a.info.GroupSIDs = info.UserSID, info.GroupSIDs
 	}
-	switch len(found) {
-	case 0:
-		return nil, false
-	case 1:
-		return found[0], true
-	}
-	return []byte{}, true
+	return info.Principal(), nil
 }
 
 // Principal is valid once the context is complete.
