@@ -20,7 +20,15 @@ const (
 	SchemeNegotiate Scheme = "Negotiate"
 	SchemeNTLM      Scheme = "NTLM"
 	SchemeKerberos  Scheme = "Kerberos"
+	// SchemeCertificate is a TLS client certificate. On the wire clients
+	// send the WS-Management mutual-authentication profile URI
+	// (CertificateProfile) as the whole Authorization value, or nothing.
+	SchemeCertificate Scheme = "Certificate"
 )
+
+// CertificateProfile is the Authorization value pywinrm, pypsrp and
+// masterzen/winrm send with a client certificate (DSP0226 C.3.5).
+const CertificateProfile = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 
 // Principal is what a mechanism proved: a name as the client spelled it.
 type Principal struct {
@@ -28,7 +36,8 @@ type Principal struct {
 	Name string
 	// Domain when the mechanism carries one separately (NTLM), else "".
 	Domain string
-	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
+	// Mechanism that proved it, for audit and metrics: "basic", "ntlm",
+	// "kerberos", "certificate".
 	Mechanism string
 	// SIDs are the Windows security identifiers the mechanism verified for
 	// this principal (Kerberos: from a PAC whose server signature it

@@ -237,7 +237,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: dnsName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
