@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 	"github.com/winrmd/winrmd/configs"
 )
@@ -190,4 +195,144 @@ func TestKerberosDelegation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// postKerberos sends one request with a Kerberos token on a new connection.
+func postKerberos(t *testing.T, addr string, useTLS bool, token []byte, soap string) *reply {
+	t.Helper()
+	rc, err := dialRaw(addr, useTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := rc.request("POST", "/wsman", map[string]string{"Authorization": "Kerberos " + base64.StdEncoding.EncodeToString(token)}, []byte(soap), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// Refusals: each AP-REQ below is refused with an opaque 401, the log says
+// why, and no shell is created. A valid AP-REQ on the same daemon first
+// shows the refusals are not an accident of the set-up.
+func TestKerberosRefusals(t *testing.T) {
+	k := needKerberos(t)
+	d, _ := kerberosDaemon(t, func(c *configs.Config) {
+		c.Service.Auth.CBTHardeningLevel = "strict"
+		c.Kerberos.MaxClockSkewS = 2
+	})
+	certPEM, err := os.ReadFile(w.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	cbt, err := authn.TLSServerEndPointCBT(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := k.kdc.Login(w.admin.Name, w.admin.Password, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spn := "HTTP/" + krbtest.Host
+
+	// The control: a correct AP-REQ creates a shell.
+	good, err := admin.APReq(spn, krbtest.APReqOptions{Mutual: true, CBT: cbt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := postKerberos(t, d.HTTPS, true, good, createXML())
+	if r.Status != 200 {
+		t.Fatalf("valid AP-REQ: %s", r)
+	}
+	if !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Kerberos ") {
+		t.Fatalf("no AP-REP on the 200: %q", r.Header.Get("WWW-Authenticate"))
+	}
+	if sid := shellIDOf(r); sid != "" {
+		rc, _ := dialRaw(d.HTTPS, true)
+		tok, _ := admin.APReq(spn, krbtest.APReqOptions{CBT: cbt})
+		rc.request("POST", "/wsman", map[string]string{"Authorization": "Kerberos " + base64.StdEncoding.EncodeToString(tok)}, []byte(deleteXML(sid)), 30*time.Second)
+		rc.Close()
+	}
+
+	// An expired ticket: fetched now, used after its end (lifetime 3s,
+	// max_clock_skew 2s).
+	short, err := k.kdc.Login(w.admin.Name, w.admin.Password, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiring, err := short.Ticket(spn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghostName := "wrmde2eghost" + randHex(3)
+	if err := k.kdc.AddUser(ghostName, "Gh0st-pass"); err != nil {
+		t.Fatal(err)
+	}
+	ghost, err := k.kdc.Login(ghostName, "Gh0st-pass", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before := d.executions()
+	cases := []struct {
+		name   string
+		token  func() []byte
+		https  bool
+		reason string
+	}{
+		{"replayed authenticator", func() []byte { return good }, true, "replayed"},
+		{"wrong channel binding", func() []byte { return must(admin.APReq(spn, krbtest.APReqOptions{CBT: bytes.Repeat([]byte{7}, 16)})) }, true, "channel binding"},
+		{"no channel binding under strict", func() []byte { return must(admin.APReq(spn, krbtest.APReqOptions{})) }, true, "channel binding"},
+		{"ticket for another service", func() []byte { return must(admin.APReq("HTTP/elsewhere", krbtest.APReqOptions{CBT: cbt})) }, true, "no keytab entry"},
+		{"principal without a local account", func() []byte { return must(ghost.APReq(spn, krbtest.APReqOptions{CBT: cbt})) }, true, "no local account"},
+		{"expired ticket", func() []byte {
+			time.Sleep(6 * time.Second) // past endtime + max_clock_skew
+			return must(expiring.APReq(krbtest.APReqOptions{CBT: cbt}))
+		}, true, "expired"},
+		{"plain body after Kerberos on HTTP", func() []byte { return must(admin.APReq(spn, krbtest.APReqOptions{Mutual: true})) }, false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			addr := d.HTTP
+			if tc.https {
+				addr = d.HTTPS
+			}
+			r := postKerberos(t, addr, tc.https, tc.token(), createXML())
+			if r.Status != 401 {
+				t.Fatalf("got %s, want 401", r)
+			}
+			if len(r.Body) != 0 {
+				t.Errorf("401 with a body (%d bytes): refusals are opaque", len(r.Body))
+			}
+			if tc.reason != "" && !d.logContains(tc.reason) {
+				t.Errorf("daemon log does not say %q", tc.reason)
+			}
+		})
+	}
+	wantNothingRan(t, d, before)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func shellIDOf(r *reply) string {
+	n, err := parseXML(r.Body)
+	if err != nil {
+		return ""
+	}
+	if s := n.first("ShellId"); s != nil {
+		return s.Text
+	}
+	return ""
+}
+
+// logContains reports whether the daemon's log has s.
+func (d *Daemon) logContains(s string) bool {
+	b, _ := os.ReadFile(d.Stderr)
+	return bytes.Contains(b, []byte(s))
 }
