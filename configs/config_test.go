@@ -49,6 +49,11 @@ func TestValidateNamesKey(t *testing.T) {
 		{"logging: {level: loud}", "logging.level"},
 		{"metrics: {address: nonsense}", "metrics.address"},
 		{"authorization: {allowed_groups: ['']}", "authorization.allowed_groups[0]"},
+		{"service: {auth: {certificate: true}}", "service.auth.certificate"},
+		{"certificate_mappings: [{subject: '*', user: a}]", "certificate_mappings[0].issuer"},
+		{"certificate_mappings: [{issuer: /x, user: a}]", "certificate_mappings[0].subject"},
+		{"certificate_mappings: [{issuer: /x, subject: '*', user: 'a:b'}]", "certificate_mappings[0].user"},
+		{"certificate_mappings: [{issuer: /x, subject: '*', user: a, issuer_thumbprint: xyz}]", "certificate_mappings[0].issuer_thumbprint"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))

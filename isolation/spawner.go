@@ -217,7 +217,30 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if acct.UID == 0 && !s.opts.AllowRoot {
 		return nil, fmt.Errorf("isolation: %w", authn.ErrRootRefused)
 	}
-	env, err := buildEnv(acct, req.Env)
+	extraEnv := req.Env
+	var ccDir string
+	if req.Credentials != nil && len(*req.Credentials) > 0 {
+		var ccName string
+		var err error
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		if err != nil {
+			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
+			return nil, err
+		}
+		log.Info("delegated Kerberos credentials written for the shell", zap.String("ccache", ccName))
+		extraEnv = make(map[string]string, len(req.Env)+1)
+		for k, v := range req.Env {
+			extraEnv[k] = v
+		}
+		extraEnv["KRB5CCNAME"] = ccName
+	}
+	spawned := false
+	defer func() {
+		if !spawned && ccDir != "" {
+			_ = removeCCache(ccDir)
+		}
+	}()
+	env, err := buildEnv(acct, extraEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +281,8 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		log.Warn("worker spawn failed", zap.Error(err))
 		return nil, err
 	}
+	w.ccacheDir = ccDir
+	spawned = true
 	return w, nil
 }
 

@@ -218,6 +218,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 	}
 
+	if err := isolation.SweepCCaches(); err != nil {
+		log.Warn("removing credential caches of earlier runs", zap.Error(err))
+	}
 	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
@@ -234,7 +237,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: dnsName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
