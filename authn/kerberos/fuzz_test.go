@@ -71,11 +71,20 @@ func fuzzAPReq(kt *keytab.Keytab, flagsGSS uint32, cusec int) ([]byte, types.Aut
 	return frameToken(OIDKRB5, tokAPReq, b), auth, key
 }
 
+var oidNTLM = []byte{0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a}
+
 // spnegoInit wraps a krb5 token in a NegTokenInit offering MS-KRB5, KRB5
 // and NTLM (as Windows does).
 func spnegoInit(mech []byte) []byte {
+	tok, _ := spnegoInitWith([][]byte{OIDMSKRB5, OIDKRB5, oidNTLM}, mech)
+	return tok
+}
+
+// spnegoInitWith builds a NegTokenInit; it also returns the MechTypeList
+// DER the mechListMIC covers.
+func spnegoInitWith(mechs [][]byte, mech []byte) ([]byte, []byte) {
 	oids := []byte{}
-	for _, o := range [][]byte{OIDMSKRB5, OIDKRB5, {0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a}} {
+	for _, o := range mechs {
 		oids = append(oids, 0x06, byte(len(o)))
 		oids = append(oids, o...)
 	}
@@ -83,7 +92,7 @@ func spnegoInit(mech []byte) []byte {
 	body := append(der(0xa0, seq), der(0xa2, der(0x04, mech))...)
 	init := der(0xa0, der(0x30, body))
 	spnegoOID := []byte{0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02}
-	return der(0x60, append(spnegoOID, init...))
+	return der(0x60, append(spnegoOID, init...)), seq
 }
 
 func der(tag byte, content []byte) []byte {
