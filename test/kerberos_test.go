@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -111,7 +114,7 @@ func kerberosDaemon(t *testing.T, mutate func(*configs.Config)) (*Daemon, *krbWo
 func (k *krbWorld) conn(t *testing.T, scheme, addr, auth, enc string) Conn {
 	_, p := hostPort(t, addr)
 	return Conn{Scheme: scheme, Host: krbtest.Host, Port: p, Auth: auth, Encryption: enc, User: w.admin.Name,
-		CCacheDir: k.ccaches, KRB5Config: k.kdc.Conf, CBT: true}
+		CCacheDir: k.ccaches, KRB5Config: k.kdc.Conf, KRB5Realm: krbtest.Realm, CBT: true}
 }
 
 // wantKerberosAudit: a logon_success with the client principal.
@@ -141,10 +144,19 @@ func TestKerberosNegotiateHTTPSealed(t *testing.T) {
 }
 
 // HTTPS: no message encryption, channel binding in the authenticator,
-// checked under the strict hardening level.
+// checked under the strict hardening level (pywinrm, pypsrp).
 func TestKerberosHTTPS(t *testing.T) {
 	d, k := kerberosDaemon(t, func(c *configs.Config) { c.Service.Auth.CBTHardeningLevel = "strict" })
 	runMatrix(t, d, k.conn(t, "https", d.HTTPS, "kerberos", "auto"), "masterzen")
+	wantKerberosAudit(t, d)
+}
+
+// masterzen/winrm's ClientKerberos (gokrb5's SPNEGO client: a NegTokenInit
+// with a fresh AP-REQ on every request, no channel binding) over HTTPS at
+// the default relaxed level.
+func TestKerberosHTTPSMasterzen(t *testing.T) {
+	d, k := kerberosDaemon(t, nil)
+	runMatrix(t, d, k.conn(t, "https", d.HTTPS, "kerberos", "auto"), "pywinrm", "pypsrp")
 	wantKerberosAudit(t, d)
 }
 
@@ -335,4 +347,62 @@ func shellIDOf(r *reply) string {
 func (d *Daemon) logContains(s string) bool {
 	b, _ := os.ReadFile(d.Stderr)
 	return bytes.Contains(b, []byte(s))
+}
+
+// curlClient: curl --negotiate (MIT GSS-API SPNEGO, libcurl's own HTTP
+// Negotiate) over HTTPS, one curl per request.
+type curlClient struct {
+	url string
+	env []string
+}
+
+func (c curlClient) Post(soap string) (*reply, error) {
+	cmd := exec.Command("curl", "-sS", "-k", "--negotiate", "-u", ":", "-o", "-", "-w", "\n%{http_code}",
+		"-H", "Content-Type: application/soap+xml;charset=UTF-8", "--data-binary", "@-", c.url)
+	cmd.Env = c.env
+	cmd.Stdin = strings.NewReader(soap)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("curl: %v: %s", err, errb.String())
+	}
+	b := out.Bytes()
+	i := bytes.LastIndexByte(b, '\n')
+	status, err := strconv.Atoi(strings.TrimSpace(string(b[i+1:])))
+	if i < 0 || err != nil {
+		return nil, fmt.Errorf("curl: no status in %q", b)
+	}
+	return &reply{Status: status, Body: b[:i]}, nil
+}
+
+func TestKerberosCurlHTTPS(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	d, k := kerberosDaemon(t, nil)
+	_, port := hostPort(t, d.HTTPS)
+	env := append(os.Environ(), "KRB5CCNAME=FILE:"+filepath.Join(k.ccaches, w.admin.Name+".cc"), "KRB5_CONFIG="+k.kdc.Conf, "NO_PROXY=*")
+	c := curlClient{url: fmt.Sprintf("https://%s:%d/wsman", krbtest.Host, port), env: env}
+	s, err := createShell(c)
+	if err != nil {
+		t.Fatalf("curl --negotiate: create shell: %v", err)
+	}
+	res, err := s.run("echo curl-$((6*7)); echo err-side 1>&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Stdout) != "curl-42\n" || string(res.Stderr) != "err-side\n" || res.ExitCode != 3 {
+		t.Errorf("curl: stdout %q stderr %q exit %d", res.Stdout, res.Stderr, res.ExitCode)
+	}
+	if err := s.delete(); err != nil {
+		t.Errorf("delete: %v", err)
+	}
+	wantKerberosAudit(t, d)
+	// The non-administrator gets nothing.
+	before := d.executions()
+	plainEnv := append(os.Environ(), "KRB5CCNAME=FILE:"+filepath.Join(k.ccaches, w.plain.Name+".cc"), "KRB5_CONFIG="+k.kdc.Conf, "NO_PROXY=*")
+	if _, err := createShell(curlClient{url: c.url, env: plainEnv}); err == nil {
+		t.Error("non-administrator created a shell through curl")
+	}
+	wantNothingRan(t, d, before)
 }
