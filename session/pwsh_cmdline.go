@@ -28,6 +28,9 @@ if command -v "$p" >/dev/null 2>&1; then exec "$p" "$@"; fi
 echo "winrmd: PowerShell is not installed on this host ($p not found); install PowerShell (pwsh) to run powershell commands" >&2
 exit 127`
 
+// pwshLauncherName is the launcher's $0.
+const pwshLauncherName = "winrmd-powershell"
+
 // maxPwshArgs bounds how many arguments a powershell command line may split
 // into (the command line itself is already bounded by the envelope).
 const maxPwshArgs = 4096
@@ -54,7 +57,7 @@ func powershellArgv(line, pwshPath string) (argv []string, ok bool) {
 	if !match {
 		return nil, false
 	}
-	return append([]string{"/bin/sh", "-c", pwshLauncher, "winrmd-powershell", pwshPath}, args[1:]...), true
+	return append([]string{"/bin/sh", "-c", pwshLauncher, pwshLauncherName, pwshPath}, args[1:]...), true
 }
 
 // splitWindowsArgs splits a command line the way the Microsoft C runtime
