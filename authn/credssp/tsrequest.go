@@ -401,14 +401,15 @@ func readFields(b []byte, max int, what string) ([][]byte, error) {
 	return fields, nil
 }
 
-// readInt reads one INTEGER filling b: minimal, at most 4 octets.
+// readInt reads one INTEGER filling b: minimal, at most 4 octets (an
+// NTSTATUS errorCode is a signed 32-bit value, as Windows encodes it).
 func readInt(b []byte, what string) (int64, error) {
 	v, err := readOnly(b, tagInteger, what)
 	if err != nil {
 		return 0, err
 	}
 	c := v.content
-	if len(c) == 0 || len(c) > 5 || (len(c) == 5 && c[0] != 0) {
+	if len(c) == 0 || len(c) > 4 {
 		return 0, malformed("%s: INTEGER of %d octets", what, len(c))
 	}
 	if len(c) > 1 && ((c[0] == 0 && c[1]&0x80 == 0) || (c[0] == 0xff && c[1]&0x80 != 0)) {
