@@ -23,10 +23,11 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 # debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
-# where systemd does not run): the package tests (test/deploy).
+# where systemd does not run), runc, umoci, busybox-static: the package and
+# image tests (test/deploy).
 APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
-  debootstrap lintian systemd
+  debootstrap lintian systemd runc umoci busybox-static
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
 # need gssapi and krb5 (built against libkrb5-dev with gcc).
 PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp
@@ -36,7 +37,7 @@ TEST_TIMEOUT ?= 50m
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check deb test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check deb image test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
@@ -80,6 +81,12 @@ fresh-check:
 # (DEB_VERSION, default 0.1.0~dev). See deploy/README.md.
 deb: build-deps
 	deploy/debian/build-deb.sh
+
+# The OCI image layout, without a Docker engine (umoci): bin/oci, tag latest
+# (IMAGE_OUT, IMAGE_TAG). Static binary, busybox as /bin/sh, the image's
+# configuration (deploy/image/winrmd.yaml). See deploy/README.md.
+image:
+	deploy/image/build-image.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }

@@ -40,6 +40,7 @@ type Conn struct {
 	// whether to forward the TGT.
 	CCacheDir  string `json:"ccache_dir,omitempty"`
 	KRB5Config string `json:"-"`
+	KRB5Realm  string `json:"-"`
 	Delegate   bool   `json:"delegate,omitempty"`
 	// CertPEM and KeyPEM are the client certificate and key files (auth
 	// "certificate").
@@ -207,7 +208,9 @@ func (mzDriver) Supports(op string, c Conn) bool {
 		// pywinrm and pypsrp on NTLM and by masterzen on HTTPS Basic.
 		return !(c.Auth == "ntlm" && (c.Scheme == "http" || c.Encryption == "always"))
 	}
-	return c.Auth == "basic" || c.Auth == "ntlm" || c.Auth == "certificate"
+	// Kerberos: masterzen's ClientKerberos (gokrb5 SPNEGO) has no message
+	// encryption, so HTTPS only.
+	return c.Auth == "basic" || c.Auth == "ntlm" || c.Auth == "certificate" || (c.Auth == "kerberos" && c.Scheme == "https")
 }
 
 func (mzDriver) client(c Conn) (*winrm.Client, error) {
@@ -241,6 +244,15 @@ func (mzDriver) client(c Conn) (*winrm.Client, error) {
 		inner = func() winrm.Transporter { return &winrm.ClientNTLM{} }
 	case c.Auth == "certificate":
 		inner = func() winrm.Transporter { return &winrm.ClientAuthRequest{} }
+	case c.Auth == "kerberos":
+		// A fresh AP-REQ from the user's credential cache on every request.
+		inner = func() winrm.Transporter {
+			return winrm.NewClientKerberos(&winrm.Settings{
+				WinRMUsername: c.User, WinRMHost: c.Host, WinRMPort: c.Port, WinRMProto: c.Scheme, WinRMInsecure: true,
+				KrbRealm: c.KRB5Realm, KrbConfig: c.KRB5Config, KrbSpn: "HTTP/" + c.Host,
+				KrbCCache: filepath.Join(c.CCacheDir, c.User+".cc"),
+			})
+		}
 	default:
 		inner = func() winrm.Transporter { return winrm.NewClientWithDial(nil) }
 	}

@@ -270,6 +270,13 @@ type pyResult struct {
 // (the repository's client driver, from the .venv `make venv` makes).
 func pywinrm(t *testing.T, scheme, addr, auth, user, password, command string) pyResult {
 	t.Helper()
+	return pywinrmIn(t, "", scheme, addr, auth, user, password, command)
+}
+
+// pywinrmIn is pywinrm run inside the network namespace netns (ip netns
+// exec), or in this one when netns is "".
+func pywinrmIn(t *testing.T, netns, scheme, addr, auth, user, password, command string) pyResult {
+	t.Helper()
 	repo := repoRoot(t)
 	python := filepath.Join(repo, ".venv", "bin", "python")
 	if _, err := os.Stat(python); err != nil {
@@ -290,7 +297,11 @@ func pywinrm(t *testing.T, scheme, addr, auth, user, password, command string) p
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, filepath.Join(repo, "test", "clients", "pywinrm_client.py"))
+	argv := []string{python, filepath.Join(repo, "test", "clients", "pywinrm_client.py")}
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "NO_PROXY=*", "no_proxy=*")
 	var out, errb bytes.Buffer
