@@ -29,6 +29,9 @@ type Config struct {
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
 	PowerShell    PowerShell    `yaml:"powershell"`
+	// Sidecar, when its target is set, runs every shell inside another
+	// container's namespaces (sidecar.go).
+	Sidecar Sidecar `yaml:"sidecar"`
 	// CertificateMappings is WinRM's winrm/config/service/certmapping: which
 	// client certificates log on as which local account
 	// (service.auth.certificate, HTTPS only).
@@ -494,6 +497,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.PowerShell.validate(); err != nil {
+		return err
+	}
+	if err := c.Sidecar.validate(); err != nil {
 		return err
 	}
 	return nil

@@ -157,6 +157,7 @@ func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
+		Accounts:      sidecarAccounts(cfg),
 	})
 }
 
@@ -295,7 +296,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
