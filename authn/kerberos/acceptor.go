@@ -27,6 +27,7 @@ package kerberos
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -37,6 +38,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/pac"
 )
 
 // CBT hardening levels (the same as NTLM's, PROTOCOL 5.8).
@@ -161,13 +163,42 @@ func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
 	case a.failed:
 		return nil, false, fmt.Errorf("kerberos: context failed earlier: %w", authn.ErrMalformed)
 	}
-	out, err := a.accept(in)
+	out, err := a.safeAccept(in)
 	if err != nil {
 		a.failed = true
 		return nil, false, err
 	}
 	a.done = true
 	return out, true, nil
+}
+
+// safeAccept: gokrb5's ASN.1 and crypto code indexes its input; whatever a
+// hostile token makes it do, the result is a refused logon.
+func (a *Acceptor) safeAccept(in []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, malformed("token crashed the decoder (%v)", r)
+		}
+	}()
+	return a.accept(in)
+}
+
+// decryptTicket decrypts the ticket's enc-part (key usage 2).
+func decryptTicket(t *messages.Ticket, key types.EncryptionKey) error {
+	b, err := decrypt(t.EncPart, key, 2)
+	if err != nil {
+		return err
+	}
+	return t.DecryptedEncPart.Unmarshal(b)
+}
+
+// decryptAuthenticator decrypts the authenticator (key usage 11).
+func decryptAuthenticator(req *messages.APReq, key types.EncryptionKey) error {
+	b, err := decrypt(req.EncryptedAuthenticator, key, 11)
+	if err != nil {
+		return err
+	}
+	return req.Authenticator.Unmarshal(b)
 }
 
 func (a *Acceptor) accept(in []byte) ([]byte, error) {
@@ -200,7 +231,7 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	if kl.err != nil {
 		return nil, kl.err
 	}
-	if err := t.Decrypt(kl.key); err != nil {
+	if err := decryptTicket(t, kl.key); err != nil {
 		return nil, fmt.Errorf("kerberos: ticket for %s does not decrypt with the keytab's key (kvno %d, enctype %d): the keytab is stale or belongs to another account: %w",
 			service, t.EncPart.KVNO, t.EncPart.EType, authn.ErrBadCredentials)
 	}
@@ -225,7 +256,7 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	}
 
 	// 3. The authenticator.
-	if err := req.DecryptAuthenticator(tp.Key); err != nil {
+	if err := decryptAuthenticator(&req, tp.Key); err != nil {
 		return nil, fmt.Errorf("kerberos: authenticator of %s does not decrypt with the ticket's session key: %w", client, authn.ErrBadCredentials)
 	}
 	au := &req.Authenticator
@@ -263,10 +294,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		return nil, err
 	}
 
-	// 5. The PAC, when the KDC put one in (Active Directory, Samba).
-	if err := a.readPAC(t, kl.key); err != nil {
+	// 5. The PAC, when the KDC put one in (Active Directory, Samba): its
+	// group SIDs go to the authorizer (authorization.allowed_sids).
+	sids, err := a.readPAC(t, kl.key)
+	if err != nil {
 		return nil, err
 	}
+	p.SIDs = sids
 
 	// Delegation: a forwarded TGT.
 	if ck.flags&flagDeleg != 0 && ck.deleg != nil {
@@ -313,6 +347,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		a.seq, _ = newSeqState(key, true, false, recvSeq, recvSeq)
 	}
 	p.Client = client
+	if a.deleg != nil {
+		cc, err := a.deleg.CCache()
+		if err != nil {
+			return nil, err
+		}
+		p.Delegated = cc
+	}
 	a.principal = p
 	return out, nil
 }
@@ -380,61 +421,28 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }
 
-// readPAC verifies the PAC's server signature with the service key and
-// reads its SIDs. The KDC signature needs the krbtgt key, which only the
-// KDC has (a service trusts it because only the KDC could have encrypted
-// the ticket).
-func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) error {
-	raw, present := ticketPAC(t)
-	if !present {
-		return nil
+// readPAC verifies the PAC (authn/pac: the server signature with the
+// service key, the client info against this ticket) and reads its SIDs.
+// The KDC signature needs the krbtgt key, which only the KDC has (a service
+// trusts it because only the KDC could have encrypted the ticket).
+func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.SIDs, error) {
+	raw, err := pac.FromAuthorizationData(t.DecryptedEncPart.AuthorizationData)
+	if errors.Is(err, pac.ErrNoPAC) {
+		return nil, nil
 	}
-	info, err := safeVerifyPAC(raw, key)
 	if err != nil {
-		return fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
+	}
+	tp := &t.DecryptedEncPart
+	info, err := pac.Verify(raw, key, strings.Join(tp.CName.NameString, "/"), tp.AuthTime)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos: PAC of %s rejected: %v: %w", a.info.Client, err, authn.ErrBadCredentials)
 	}
 	a.info.PAC = true
-	a.info.UserSID, a.info.GroupSIDs = info.userSID, info.groupSIDs
-	return nil
-}
-
-// safeVerifyPAC: gokrb5's NDR decoder indexes its input; a crafted PAC
-// (which only a holder of the service key could sign) must still not take
-// the daemon down.
-func safeVerifyPAC(raw []byte, key types.EncryptionKey) (info pacInfo, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("PAC decoder: %v", r)
-		}
-	}()
-	return verifyPAC(raw, key)
-}
-
-// ticketPAC finds the PAC in the ticket's authorization data (inside
-// AD-IF-RELEVANT); a ticket with two PACs is treated as one with a bad PAC.
-func ticketPAC(t *messages.Ticket) ([]byte, bool) {
-	var found [][]byte
-	for _, ad := range t.DecryptedEncPart.AuthorizationData {
-		if ad.ADType != 1 { // AD-IF-RELEVANT
-			continue
-		}
-		var inner types.AuthorizationData
-		if err := inner.Unmarshal(ad.ADData); err != nil {
-			continue
-		}
-		for _, e := range inner {
-			if e.ADType == 128 { // AD-WIN2K-PAC
-				found = append(found, e.ADData)
-			}
-		}
+	if info.UserSID != "" {
+		a.info.UserSID, a.info.GroupSIDs = info.UserSID, info.GroupSIDs
 	}
-	switch len(found) {
-	case 0:
-		return nil, false
-	case 1:
-		return found[0], true
-	}
-	return []byte{}, true
+	return info.Principal(), nil
 }
 
 // Principal is valid once the context is complete.

@@ -74,7 +74,8 @@ var (
 	ErrNoPAC     = errors.New("ticket carries no PAC")
 )
 
-// Info is what a verified PAC says about the user.
+// Info is what a verified PAC says about the user. All fields are empty
+// for a PAC without logon information (an MIT KDC's).
 type Info struct {
 	UserName       string // the PAC's EffectiveName (sAMAccountName)
 	LogonDomain    string // NetBIOS domain name
@@ -135,8 +136,6 @@ func Verify(raw []byte, key types.EncryptionKey, client string, authTime time.Ti
 		return nil, fmt.Errorf("%w: no server signature", ErrMalformed)
 	case kdc == nil:
 		return nil, fmt.Errorf("%w: no KDC signature", ErrMalformed)
-	case logon == nil:
-		return nil, fmt.Errorf("%w: no logon information", ErrMalformed)
 	case cinfo == nil:
 		return nil, fmt.Errorf("%w: no client information", ErrMalformed)
 	}
@@ -166,6 +165,11 @@ func Verify(raw []byte, key types.EncryptionKey, client string, authTime time.Ti
 	// Step 3: the contents, now known to come from the KDC.
 	if err := checkClientInfo(raw[cinfo.off:cinfo.off+cinfo.size], client, authTime); err != nil {
 		return nil, err
+	}
+	if logon == nil {
+		// MIT krb5 KDCs (1.20+) sign a PAC without logon information: it
+		// proves nothing about groups.
+		return &Info{}, nil
 	}
 	return logonInfo(raw[logon.off : logon.off+logon.size])
 }
@@ -357,7 +361,10 @@ func walkAD(ad types.AuthorizationData, depth int, found *[][]byte) error {
 }
 
 // Principal is the verified identity in the form the authorizer matches
-// (authn.Principal.SIDs).
+// (authn.Principal.SIDs); nil for a PAC without logon information.
 func (i *Info) Principal() *authn.SIDs {
+	if i.UserSID == "" {
+		return nil
+	}
 	return &authn.SIDs{User: i.UserSID, Domain: i.LogonDomainSID, Groups: slices.Clone(i.GroupSIDs)}
 }
