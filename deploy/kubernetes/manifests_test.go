@@ -21,9 +21,9 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
-	sigsjson "sigs.k8s.io/json"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/winrmd/winrmd/configs"
 )
