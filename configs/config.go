@@ -29,6 +29,9 @@ type Config struct {
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
 	PowerShell    PowerShell    `yaml:"powershell"`
+	// Sidecar, when its target is set, runs every shell inside another
+	// container's namespaces (sidecar.go).
+	Sidecar Sidecar `yaml:"sidecar"`
 	// CertificateMappings is WinRM's winrm/config/service/certmapping: which
 	// client certificates log on as which local account
 	// (service.auth.certificate, HTTPS only).
@@ -392,8 +395,11 @@ func (c *Config) Validate() error {
 	default:
 		return bad("service.auth.cbt_hardening_level", "must be none, relaxed or strict, not %q", s.Auth.CBTHardeningLevel)
 	}
-	if s.Auth.CredSSP {
-		return bad("service.auth.credssp", "CredSSP is not implemented yet; set it to false")
+	if s.Auth.CredSSP && !s.Auth.Negotiate && !s.Auth.Kerberos {
+		return bad("service.auth.credssp", "needs negotiate or kerberos: CredSSP's inner logon is SPNEGO")
+	}
+	if s.Auth.CredSSP && c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" {
+		return bad("service.auth.credssp", "needs accounts.store_file or accounts.pam_service to verify delegated passwords")
 	}
 	if s.Auth.Certificate && len(c.CertificateMappings) == 0 {
 		return bad("service.auth.certificate", "needs at least one entry in certificate_mappings")
@@ -491,6 +497,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.PowerShell.validate(); err != nil {
+		return err
+	}
+	if err := c.Sidecar.validate(); err != nil {
 		return err
 	}
 	return nil
