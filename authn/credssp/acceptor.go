@@ -465,7 +465,7 @@ func sigLen(c authn.Context, b []byte) int {
 }
 
 func (a *Acceptor) readRequest() (*TSRequest, error) {
-	b, err := readDER(a.tls)
+	b, err := readDER(a.tls, a.conn)
 	if err != nil {
 		return nil, err
 	}
@@ -493,9 +493,19 @@ func (a *Acceptor) writeRequest(r *TSRequest) error {
 }
 
 // readDER reads exactly one DER element (a TSRequest) from r, bounded.
-func readDER(r io.Reader) ([]byte, error) {
+func readDER(r io.Reader, mc *memConn) ([]byte, error) {
 	hdr := make([]byte, 2, 6)
-	if _, err := io.ReadFull(r, hdr); err != nil {
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		return nil, readErr(err)
+	}
+	// From here the message must be complete within the leg that began
+	// it: a client sends each TSRequest whole, so running out of input
+	// mid-message is a truncated TSRequest, not a reason to wait.
+	if mc != nil {
+		mc.setWhole(true)
+		defer mc.setWhole(false)
+	}
+	if _, err := io.ReadFull(r, hdr[1:2]); err != nil {
 		return nil, readErr(err)
 	}
 	if hdr[0] != tagSequence {
@@ -624,8 +634,17 @@ type memConn struct {
 	closed  chan struct{}
 	once    sync.Once
 	running bool
+	whole   bool // a message is being read: no waiting for another leg
 	results chan result
 }
+
+func (c *memConn) setWhole(v bool) {
+	c.mu.Lock()
+	c.whole = v
+	c.mu.Unlock()
+}
+
+var errTruncated = malformed("TSRequest truncated: its leg ended mid-message")
 
 func newMemConn() *memConn {
 	return &memConn{legs: make(chan []byte, 1), closed: make(chan struct{}), running: true}
@@ -659,6 +678,10 @@ func (c *memConn) Read(p []byte) (int, error) {
 		if !c.running || c.results == nil {
 			c.mu.Unlock()
 			return 0, errWouldBlock
+		}
+		if c.whole {
+			c.mu.Unlock()
+			return 0, errTruncated
 		}
 		out := bytes.Clone(c.out.Bytes())
 		c.out.Reset()
