@@ -24,6 +24,9 @@ const (
 	// send the WS-Management mutual-authentication profile URI
 	// (CertificateProfile) as the whole Authorization value, or nothing.
 	SchemeCertificate Scheme = "Certificate"
+	// SchemeCredSSP is MS-CSSP: TLS records in the tokens, the password
+	// delegated inside.
+	SchemeCredSSP Scheme = "CredSSP"
 )
 
 // CertificateProfile is the Authorization value pywinrm, pypsrp and

@@ -39,6 +39,9 @@ type AuthorizerConfig struct {
 	// unprivileged lab mode, where the account store decides who may log
 	// in. A lab daemon running as root is refused unless AllowRoot.
 	Lab bool
+	// Accounts, when set, replaces NSS as the account database: sidecar
+	// mode resolves accounts in the target container's files (FilesDB).
+	Accounts AccountDB
 }
 
 // Authorization decisions are cached this long, at most this many.
@@ -85,6 +88,9 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		ttl:         AuthorizeCacheTTL,
 		maxCache:    AuthorizeCacheEntries,
 		cache:       make(map[string]authzDecision),
+	}
+	if cfg.Accounts != nil {
+		a.lookupUser, a.lookupGroup = cfg.Accounts.LookupUser, cfg.Accounts.LookupGroup
 	}
 	groups := cfg.AllowedGroups
 	if len(groups) == 0 {

@@ -29,6 +29,9 @@ type Config struct {
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
 	PowerShell    PowerShell    `yaml:"powershell"`
+	// Sidecar, when its target is set, runs every shell inside another
+	// container's namespaces (sidecar.go).
+	Sidecar Sidecar `yaml:"sidecar"`
 	// CertificateMappings is WinRM's winrm/config/service/certmapping: which
 	// client certificates log on as which local account
 	// (service.auth.certificate, HTTPS only).
@@ -154,6 +157,10 @@ type Kerberos struct {
 	// MaxClockSkewS is the tolerated clock difference in seconds
 	// (Windows' and RFC 4120's 300).
 	MaxClockSkewS int `yaml:"max_clock_skew"`
+	// Krb5Conf names the KDCs for CredSSP's second hop (a TGT obtained
+	// with the delegated password). Empty: $KRB5_CONFIG, else
+	// /etc/krb5.conf.
+	Krb5Conf string `yaml:"krb5_conf"`
 }
 
 // DefaultKeytab is used when kerberos.keytab is empty and it exists.
@@ -392,8 +399,11 @@ func (c *Config) Validate() error {
 	default:
 		return bad("service.auth.cbt_hardening_level", "must be none, relaxed or strict, not %q", s.Auth.CBTHardeningLevel)
 	}
-	if s.Auth.CredSSP {
-		return bad("service.auth.credssp", "CredSSP is not implemented yet; set it to false")
+	if s.Auth.CredSSP && !s.Auth.Negotiate && !s.Auth.Kerberos {
+		return bad("service.auth.credssp", "needs negotiate or kerberos: CredSSP's inner logon is SPNEGO")
+	}
+	if s.Auth.CredSSP && c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" {
+		return bad("service.auth.credssp", "needs accounts.store_file or accounts.pam_service to verify delegated passwords")
 	}
 	if s.Auth.Certificate && len(c.CertificateMappings) == 0 {
 		return bad("service.auth.certificate", "needs at least one entry in certificate_mappings")
@@ -491,6 +501,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.PowerShell.validate(); err != nil {
+		return err
+	}
+	if err := c.Sidecar.validate(); err != nil {
 		return err
 	}
 	return nil

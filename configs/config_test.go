@@ -116,3 +116,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSidecarTarget(t *testing.T) {
+	for _, ok := range []string{"", "1234", "nginx", "/kubepods/besteffort/pod1/abc"} {
+		c := Default()
+		c.Sidecar.Target = ok
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{" 12", "a/b", "/x/../y", "x\ny", strings.Repeat("a", MaxSidecarTargetBytes+1)} {
+		c := Default()
+		c.Sidecar.Target = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sidecar.target") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

@@ -61,6 +61,11 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 			s.d.Metrics.Connections.Inc()
 		}
 	case http.StateHijacked, http.StateClosed:
+		if v, ok := s.conns.Load(c); ok {
+			if cl, ok := v.(*connState).closer(); ok {
+				cl.Close()
+			}
+		}
 		s.open.Add(-1)
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Dec()
@@ -163,6 +168,9 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
 	}
+	if c.Service.Auth.CredSSP && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "CredSSP")
+	}
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, st *connState, e *httpError) {
@@ -244,15 +252,21 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 				s.fail(w, r, st, herr)
 				return
 			}
-		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"):
+		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"), strings.EqualFold(scheme, "CredSSP"):
 			sch := authn.SchemeNegotiate
 			if strings.EqualFold(scheme, "NTLM") {
 				sch = authn.SchemeNTLM
 			} else if strings.EqualFold(scheme, "Kerberos") {
 				sch = authn.SchemeKerberos
+			} else if strings.EqualFold(scheme, "CredSSP") {
+				sch = authn.SchemeCredSSP
 			}
 			out, done, herr := s.negotiate(r, st, cfg, sch, token, log)
 			if herr != nil {
+				if len(out) > 0 {
+					// CredSSP's TSRequest{errorCode} rides on the refusal.
+					w.Header().Set("WWW-Authenticate", string(sch)+" "+base64.StdEncoding.EncodeToString(out))
+				}
 				s.fail(w, r, st, herr)
 				return
 			}
@@ -431,8 +445,20 @@ func readBody(r *http.Request, limit int) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
+// closer returns the connection's context if it holds resources (CredSSP's
+// goroutine), for the close hook; the handler is done with it then.
+func (st *connState) closer() (io.Closer, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c, ok := st.authCtx.(io.Closer)
+	return c, ok
+}
+
 // reset forgets the connection's security context.
 func (st *connState) reset() {
+	if c, ok := st.authCtx.(io.Closer); ok {
+		c.Close() // CredSSP: its goroutine waiting for the next leg ends
+	}
 	st.authCtx, st.identity, st.sealer, st.scheme = nil, nil, nil, ""
 	st.basicKey = [32]byte{}
 }
@@ -608,7 +634,14 @@ func (s *Server) certificate(r *http.Request, st *connState, cfg *configs.Config
 // negotiate runs one leg of a connection-bound handshake.
 func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, sch authn.Scheme, token string, log *zap.Logger) ([]byte, bool, *httpError) {
 	mech := strings.ToLower(string(sch))
-	if (sch == authn.SchemeKerberos && !cfg.Service.Auth.Kerberos) || (sch != authn.SchemeKerberos && !cfg.Service.Auth.Negotiate) || s.d.Contexts == nil {
+	enabled := cfg.Service.Auth.Negotiate
+	switch sch {
+	case authn.SchemeKerberos:
+		enabled = cfg.Service.Auth.Kerberos
+	case authn.SchemeCredSSP:
+		enabled = cfg.Service.Auth.CredSSP
+	}
+	if !enabled || s.d.Contexts == nil {
 		s.countAuth(mech, "disabled")
 		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
 	}
@@ -644,7 +677,9 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 		}
 		st.reset()
 		s.logonFailure(st, string(sch), name, err, log)
-		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
+		// only WWW-Authenticate line (clients read the token at its end).
+		return out, false, &httpError{status: http.StatusUnauthorized, scheme: len(out) == 0, close: true}
 	}
 	if !done {
 		return out, false, nil

@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,6 +28,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
 	"github.com/winrmd/winrmd/authn/basic"
+	"github.com/winrmd/winrmd/authn/credssp"
 	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/ntlm"
 	"github.com/winrmd/winrmd/authn/spnego"
@@ -57,6 +64,38 @@ type readyInfo struct {
 	PID       int            `json:"pid"`
 	Listeners []server.Bound `json:"listeners"`
 	Metrics   string         `json:"metrics,omitempty"`
+}
+
+// credsspCertificate is the inner TLS certificate of CredSSP: the first
+// HTTPS listener's, else a fresh self-signed one (clients bind the key
+// through pubKeyAuth, not a chain).
+func credsspCertificate(cfg *configs.Config) (*tls.Certificate, error) {
+	for _, l := range cfg.Listeners {
+		if l.Transport == "https" {
+			c, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			return &c, nil
+		}
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "winrmd CredSSP"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // swapAuthorizer lets SIGHUP replace the authorization policy in place.
@@ -118,6 +157,7 @@ func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
+		Accounts:      sidecarAccounts(cfg),
 	})
 }
 
@@ -192,6 +232,34 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			}
 		}
 	}
+	var credsspCert *tls.Certificate
+	var pwVerifier *basic.Authenticator
+	if cfg.Service.Auth.CredSSP {
+		if credsspCert, err = credsspCertificate(cfg); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
+		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
+		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+	}
+	// CredSSP's second hop: with Kerberos configured, the delegated
+	// password becomes a TGT for the shell (kinit in the daemon, the
+	// password in no argv, environment or file); without it, nothing.
+	var secondHop func(authn.Principal, string) *authn.Secret
+	if credsspCert != nil && krb != nil {
+		realm := krb.Realm
+		secondHop = func(p authn.Principal, password string) *authn.Secret {
+			user, r := authn.MapName(p.Name, p.Domain), realm
+			if i := strings.LastIndexByte(p.Client, '@'); i > 0 {
+				user, r = p.Client[:i], p.Client[i+1:]
+			}
+			cc, err := kerberos.PasswordTGT(cfg.Kerberos.Krb5Conf, r, user, password)
+			if err != nil {
+				log.Info("CredSSP second hop: no TGT for the shell", zap.String(obs.FUser, user+"@"+r), zap.Error(err))
+				return nil
+			}
+			return cc
+		}
+	}
 	var contexts server.ContextFactory
 	if mkNTLM != nil || krb != nil {
 		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
@@ -206,6 +274,33 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 				mk = mkNTLM(cbt, remote)
 			}
 			switch {
+			case sch == authn.SchemeCredSSP && credsspCert != nil:
+				// The inner context: SPNEGO with NTLM (and Kerberos when
+				// configured), without channel binding (CredSSP binds the
+				// inner TLS key instead).
+				var inner func() *ntlm.Acceptor
+				if mkNTLM != nil {
+					inner = mkNTLM(nil, remote)
+				}
+				var innerKrb func() authn.Context
+				if krb != nil {
+					kc := *krb
+					kc.ChannelBinding = nil
+					innerKrb = func() authn.Context { return kerberos.NewAcceptor(&kc) }
+				}
+				a, err := credssp.New(credssp.Config{
+					Certificate: credsspCert,
+					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: inner, Kerberos: innerKrb}) },
+					Verify: func(p authn.Principal, password string) error {
+						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
+					},
+					SecondHop: secondHop,
+				})
+				if err != nil {
+					log.Error("credssp", zap.Error(err))
+					return nil
+				}
+				return a
 			case sch == authn.SchemeNegotiate && cfg.Service.Auth.Negotiate:
 				return spnego.NewAcceptor(spnego.Config{NTLM: mk, Kerberos: mkKrb})
 			case sch == authn.SchemeNTLM && mk != nil:
@@ -221,7 +316,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
