@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 	"github.com/winrmd/winrmd/configs"
 )
 
@@ -156,4 +157,65 @@ func TestCredSSPDisabled(t *testing.T) {
 		t.Errorf("CredSSP tokens accepted while disabled: %s", r)
 	}
 	wantNothingRan(t, d, before)
+}
+
+const ccScript = `echo "CC=$KRB5CCNAME"; f="${KRB5CCNAME#FILE:}"; [ -n "$f" ] && stat -c 'OWNER=%U MODE=%a' "$f"; klist 2>&1; kvno HTTP/elsewhere 2>&1 && echo KVNO-OK`
+
+// Without Kerberos the delegated password gives the shell nothing.
+func TestCredSSPNoSecondHopWithoutKerberos(t *testing.T) {
+	need(t)
+	d := startCredSSP(t)
+	r := (pyDriver{"pywinrm"}).Do(t, credsspConn(d, "http", w.admin), Spec{Op: "run", Command: ccScript})
+	if !r.OK {
+		t.Fatalf("%s", r)
+	}
+	if out := string(r.Stdout); !strings.HasPrefix(out, "CC=\n") || strings.Contains(out, "KVNO-OK") {
+		t.Fatalf("a CredSSP shell without Kerberos has credentials:\n%s", out)
+	}
+}
+
+// With Kerberos configured, the delegated password becomes the shell's
+// TGT (the second hop): klist shows it, kvno uses it, the cache is the
+// user's own 0600 file and is gone with the shell.
+func TestCredSSPSecondHop(t *testing.T) {
+	d, k := kerberosDaemon(t, func(c *configs.Config) {
+		c.Service.Auth.CredSSP = true
+		c.Kerberos.Krb5Conf = needKerberos(t).kdc.Conf
+	})
+	for _, client := range []string{"pywinrm", "pypsrp"} {
+		t.Run(client, func(t *testing.T) {
+			c := credsspConn(d, "http", w.admin)
+			r := (pyDriver{client}).Do(t, c, Spec{Op: "run", Command: ccScript, Env: map[string]string{"KRB5_CONFIG": k.kdc.Conf}})
+			if !r.OK {
+				t.Fatalf("%s", r)
+			}
+			out := string(r.Stdout)
+			var path string
+			for _, l := range strings.Split(out, "\n") {
+				if p, ok := strings.CutPrefix(l, "CC=FILE:"); ok {
+					path = p
+				}
+			}
+			if path == "" || !strings.Contains(out, "OWNER="+w.admin.Name+" MODE=600") {
+				t.Fatalf("no credential cache of the user's own:\n%s", out)
+			}
+			if !strings.Contains(out, "krbtgt/"+krbtest.Realm+"@"+krbtest.Realm) || !strings.Contains(out, w.admin.Name+"@"+krbtest.Realm) {
+				t.Fatalf("klist in the CredSSP shell shows no TGT for the user:\n%s", out)
+			}
+			if !strings.Contains(out, "KVNO-OK") {
+				t.Fatalf("kvno with the second-hop TGT failed:\n%s", out)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("credential cache %s still there after the shell (%v)", path, err)
+			}
+		})
+	}
+	// The password reached no log and no audit line.
+	d.stop()
+	for _, f := range []string{d.Stderr, d.Audit} {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte(w.admin.Password)) || bytes.Contains(b, utf16le(w.admin.Password)) {
+			t.Errorf("the delegated password appears in %s", f)
+		}
+	}
 }

@@ -34,7 +34,8 @@
 // The delegated password is checked twice before the logon counts: the
 // TSPasswordCreds user must be the inner context's user, and the password
 // must verify against the account's credential sources (Config.Verify).
-// It is then zeroed unless Config.Keep takes it (the second hop).
+// It is then zeroed; with Kerberos configured, Config.SecondHop first turns
+// it into a TGT for the shell (the second hop).
 package credssp
 
 import (
@@ -89,10 +90,11 @@ type Config struct {
 	// Verify checks the delegated password for the inner principal's
 	// account. It must not keep password.
 	Verify func(p authn.Principal, password string) error
-	// Keep, when set, receives the verified password (UTF-16LE bytes, its
-	// own copy) for the second hop; the acceptor zeroes its own copy
-	// either way.
-	Keep func(passwordUTF16 []byte)
+	// SecondHop, when set (Kerberos is configured), turns the verified
+	// password into a credential for the shell (a TGT in a ccache) or
+	// returns nil; it must not keep the password. Without it the shell
+	// gets no credential at all.
+	SecondHop func(p authn.Principal, password string) *authn.Secret
 }
 
 type state int
@@ -386,16 +388,18 @@ func (a *Acceptor) converse() error {
 	password := decodeUTF16(pw)
 	clear(pw)
 	err = a.cfg.Verify(p, password)
-	// Strings cannot be zeroed in Go; password is dropped here and only
-	// creds.Password (zeroed by the deferred Zero) ever held the bytes.
+	var deleg *authn.Secret
+	if err == nil && a.cfg.SecondHop != nil {
+		deleg = a.cfg.SecondHop(p, password)
+	}
+	// Go strings cannot be zeroed: the decoded copy is dropped here, and
+	// the bytes as received (creds.Password, the decrypted authInfo) are
+	// zeroed by the deferred calls.
 	password = ""
 	if err != nil {
 		return fmt.Errorf("credssp: delegated password for %q: %w", qualified(p.Name, p.Domain), err)
 	}
-	if a.cfg.Keep != nil {
-		a.cfg.Keep(bytes.Clone(creds.Password))
-	}
-	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client}
+	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg}
 	a.sealer = &sealer{a: a}
 	return nil
 }
