@@ -560,8 +560,8 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 	out, done, err := st.authCtx.Step(in)
 	if err != nil {
 		name := ""
-		if p := st.authCtx.Principal(); p.Name != "" {
-			name = p.Name
+		if c, ok := st.authCtx.(authn.Claimant); ok {
+			name = c.ClaimedName()
 		}
 		st.reset()
 		s.logonFailure(st, string(sch), name, err, log)
@@ -608,8 +608,15 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 	}
 	if !again {
 		s.countAuth(p.Mechanism, "success")
-		s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
-			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
+		fields := []zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
+			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id),
+			zap.String("verified_by", p.Verifier.String())}
+		if p.Binding != "" {
+			// What the client bound its logon to: the TLS channel, or the
+			// service name it meant (relay protection, issue 14).
+			fields = append(fields, zap.String("channel_binding", p.Binding), zap.String("spn", p.Service))
+		}
+		s.d.Audit.Event(obs.EvLogonSuccess, fields...)
 	}
 	return id, nil
 }
