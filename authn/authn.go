@@ -47,6 +47,24 @@ type Principal struct {
 	// relaxed), "not-checked" (plain HTTP without a service name, or level
 	// none), "" when the mechanism has no binding (Basic).
 	Binding string
+	// SIDs are the Windows security identifiers the mechanism verified for
+	// this principal (Kerberos: from a PAC whose server signature it
+	// checked, authn/pac); nil when it has none. The authorizer matches
+	// them against authorization.allowed_sids. A mechanism must never fill
+	// them from anything unverified. A pointer keeps Principal comparable;
+	// the value is not modified after the mechanism made it.
+	SIDs *SIDs
+	// Client is the principal exactly as the mechanism proved it, when
+	// that differs from Name ("alice@REALM" for Kerberos), for audit.
+	Client string
+}
+
+// SIDs is a verified Windows identity: the user, its logon domain and its
+// groups, as "S-1-…" strings.
+type SIDs struct {
+	User   string
+	Domain string // the logon domain, for "DOMAIN-<rid>" rules
+	Groups []string
 }
 
 // Verifier is who verified a Principal's name.
@@ -91,8 +109,16 @@ type Identity struct {
 	principal Principal
 	account   Account
 	scheme    Scheme
+	admin     bool
 	valid     bool
 }
+
+// Administrator reports whether the identity is an administrator of the
+// host as the policy sees it: root (when allowed), the lab user, a member
+// of an allowed group other than configs.RemoteUsersGroup, or a principal
+// with a verified allowed SID other than Remote Management Users. Reading
+// the service configuration needs it, as on Windows.
+func (id *Identity) Administrator() bool { return id.Valid() && id.admin }
 
 // Valid reports whether the identity came from a completed authentication.
 func (id *Identity) Valid() bool { return id != nil && id.valid }

@@ -179,10 +179,14 @@ type collector struct {
 	hold    bool
 	held    map[string]int
 	stopped chan struct{}
+	// lastOut and exitAt: when the last output and the exit of each
+	// command arrived (BenchmarkOutputToExitGap).
+	lastOut, exitAt map[string]time.Time
 }
 
 func newCollector(w Worker) *collector {
-	c := &collector{w: w, out: map[string]*[3]bytes.Buffer{}, exit: map[string]int32{}, held: map[string]int{}, stopped: make(chan struct{})}
+	c := &collector{w: w, out: map[string]*[3]bytes.Buffer{}, exit: map[string]int32{}, held: map[string]int{}, stopped: make(chan struct{}),
+		lastOut: map[string]time.Time{}, exitAt: map[string]time.Time{}}
 	c.cond = sync.NewCond(&c.mu)
 	go c.loop()
 	return c
@@ -200,11 +204,13 @@ func (c *collector) loop() {
 				c.out[ev.CommandID] = b
 			}
 			b[ev.Stream].Write(ev.Data)
+			c.lastOut[ev.CommandID] = time.Now()
 			if c.hold {
 				c.held[ev.CommandID] += len(ev.Data)
 			}
 		case EventExit:
 			c.exit[ev.CommandID] = ev.ExitCode
+			c.exitAt[ev.CommandID] = time.Now()
 		}
 		hold := c.hold
 		c.cond.Broadcast()

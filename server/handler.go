@@ -156,6 +156,9 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	if c.Service.Auth.Negotiate && s.d.Contexts != nil {
 		w.Header().Add("WWW-Authenticate", "Negotiate")
 	}
+	if c.Service.Auth.Kerberos && s.d.Kerberos && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "Kerberos")
+	}
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
 	}
@@ -177,6 +180,10 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	cfg := s.cfg.Load()
 	log := s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String()))
 	isTLS := l.transport == "https"
+	if s.tracing(cfg) {
+		s.traceRequestHeaders(log, r)
+		w = &traceWriter{ResponseWriter: w, s: s, log: log}
+	}
 
 	// 1. Authentication, from headers alone.
 	st.mu.Lock()
@@ -343,6 +350,10 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		return
 	}
 
+	if s.tracing(cfg) {
+		s.traceBody(log, cfg, "request", encrypted, raw)
+	}
+
 	// 4. Parse and dispatch.
 	lim := wsman.DefaultLimits()
 	lim.MaxBytes = maxEnv
@@ -381,7 +392,8 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			f = wsman.InternalError(995, "", "The operation failed.")
 		}
 		if f.Subcode != "w:TimedOut" {
-			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason))
+			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason),
+				zap.String("detail", f.Internal))
 		}
 		s.writeFault(w, st, encrypted, protocol, f, false, env.Header.MessageID)
 		s.countRequest(action, "fault")
@@ -442,6 +454,9 @@ func (s *Server) anonymousIdentify(w http.ResponseWriter, r *http.Request, cfg *
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
+	if s.tracing(cfg) {
+		s.traceBody(s.log, cfg, "request", false, raw)
+	}
 	env, err := wsman.Parse(raw, r.Header.Get("Content-Type"), lim)
 	if err != nil || !env.IsIdentify {
 		// Anything but Identify needs authentication.
@@ -452,7 +467,11 @@ func (s *Server) anonymousIdentify(w http.ResponseWriter, r *http.Request, cfg *
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	s.writeBody(w, http.StatusOK, "application/soap+xml;charset=UTF-8", wsman.IdentifyResponse(false, ""))
+	body := wsman.IdentifyResponse(false, "")
+	if s.tracing(cfg) {
+		s.traceBody(s.log, cfg, "response", false, body)
+	}
+	s.writeBody(w, http.StatusOK, "application/soap+xml;charset=UTF-8", body)
 	s.countRequest("Identify", "ok")
 }
 
@@ -469,6 +488,9 @@ func (s *Server) writeFault(w http.ResponseWriter, st *connState, encrypted bool
 }
 
 func (s *Server) writeEnvelope(w http.ResponseWriter, st *connState, encrypted bool, protocol string, status int, body []byte) {
+	if cfg := s.cfg.Load(); s.tracing(cfg) {
+		s.traceBody(s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String())), cfg, "response", encrypted, body)
+	}
 	if encrypted && st.sealer != nil {
 		enc, ct, err := sealing.Encode(protocol, body, st.sealer)
 		if err != nil {
@@ -608,7 +630,11 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 	}
 	if !again {
 		s.countAuth(p.Mechanism, "success")
-		fields := []zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
+		principal := p.Name
+		if p.Client != "" {
+			principal = p.Client
+		}
+		fields := []zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", principal),
 			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id),
 			zap.String("verified_by", p.Verifier.String())}
 		if p.Binding != "" {

@@ -50,6 +50,7 @@ type Deps struct {
 	Sessions   *session.Manager
 	Basic      BasicAuthenticator // nil: Basic unavailable
 	Contexts   ContextFactory     // nil: Negotiate unavailable
+	Kerberos   bool               // a keytab is loaded: offer the Kerberos scheme
 	Authorizer Authorizer
 	Machine    string // host name for faults
 	Version    string // ProductVersion for authenticated Identify

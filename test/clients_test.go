@@ -35,6 +35,12 @@ type Conn struct {
 	OperationTimeout int    `json:"operation_timeout,omitempty"` // seconds
 	ReadTimeout      int    `json:"read_timeout,omitempty"`
 	CBT              bool   `json:"cbt"`
+	// Kerberos: the directory of per-user credential caches (<user>.cc,
+	// KRB5CCNAME for the client), the krb5.conf of the test realm, and
+	// whether to forward the TGT.
+	CCacheDir  string `json:"ccache_dir,omitempty"`
+	KRB5Config string `json:"-"`
+	Delegate   bool   `json:"delegate,omitempty"`
 }
 
 func (c Conn) String() string {
@@ -127,7 +133,7 @@ type driver interface {
 
 // ---------------------------------------------------------------- python
 
-type pyDriver struct{ client string } // pywinrm | pypsrp
+type pyDriver struct{ client string } // pywinrm | pypsrp | awinrm
 
 func (p pyDriver) Name() string { return p.client }
 
@@ -135,6 +141,11 @@ func (p pyDriver) Supports(op string, c Conn) bool {
 	switch {
 	case p.client == "pywinrm" && c.Auth == "negotiate":
 		return false // pywinrm's "ntlm" transport is its Negotiate; covered as ntlm
+	case p.client == "awinrm":
+		// awinrm speaks only Negotiate (NTLM inside SPNEGO, asyauth) and
+		// seals every message, on HTTPS too; it has no Basic and no raw
+		// NTLM, so it runs where the matrix asks for Negotiate.
+		return c.Auth == "negotiate"
 	}
 	return true
 }
@@ -153,6 +164,9 @@ func (p pyDriver) Do(t testing.TB, c Conn, s Spec) Result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "NO_PROXY=*", "no_proxy=*")
+	if c.CCacheDir != "" {
+		cmd.Env = append(cmd.Env, "KRB5CCNAME=FILE:"+filepath.Join(c.CCacheDir, c.User+".cc"), "KRB5_CONFIG="+c.KRB5Config)
+	}
 	err := cmd.Run()
 	var r Result
 	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {

@@ -358,6 +358,7 @@ type AuditEvent struct {
 	ShellID    string `json:"shell_id"`
 	CommandID  string `json:"command_id"`
 	Scheme     string `json:"scheme"`
+	Principal  string `json:"principal"`
 	Raw        string `json:"-"`
 }
 

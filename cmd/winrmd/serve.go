@@ -22,6 +22,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
 	"github.com/winrmd/winrmd/authn/basic"
+	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/ntlm"
 	"github.com/winrmd/winrmd/authn/spnego"
 	"github.com/winrmd/winrmd/authn/winbind"
@@ -136,6 +137,7 @@ func hostNameSet(cfg *configs.Config) *authn.HostNames {
 func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
+		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
 		HostNames:     hostNameSet(cfg),
@@ -156,9 +158,13 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	}
 	defer audit.Close()
 	metrics := obs.NewMetrics()
+	announceTrace(log, cfg)
 	lab := os.Geteuid() != 0
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
+	}
+	for _, w := range buildWarnings(cfg) {
+		log.Warn(w)
 	}
 
 	var store *accounts.Store
@@ -184,7 +190,11 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 
 	netbios, dnsName, domain := hostNames(cfg)
 	hosts := hostNameSet(cfg)
-	var contexts server.ContextFactory
+	krb, err := buildKerberos(cfg, log)
+	if err != nil {
+		return err
+	}
+	var mkNTLM func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor
 	if cfg.Service.Auth.Negotiate {
 		cv := &chainVerifier{store: store, hosts: hosts}
 		if store != nil {
@@ -196,21 +206,39 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		if cv.local == nil && cv.wb == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
 		}
-		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
-			mk := func() *ntlm.Acceptor {
+		mkNTLM = func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor {
+			return func() *ntlm.Acceptor {
 				return ntlm.NewAcceptor(ntlm.Config{
 					Verifier: &limitedVerifier{v: cv, limiter: limiter, remote: remote}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
 					DNSComputer: dnsName, DNSDomain: dnsName, ChannelBinding: cbt,
 					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel), Hosts: hosts,
 				})
 			}
-			switch sch {
-			case authn.SchemeNegotiate:
-				return spnego.NewAcceptor(spnego.Config{NTLM: mk})
-			case authn.SchemeNTLM:
-				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mk})
+		}
+	}
+	var contexts server.ContextFactory
+	if mkNTLM != nil || krb != nil {
+		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
+			var mkKrb func() authn.Context
+			if krb != nil {
+				kc := *krb
+				kc.ChannelBinding = cbt
+				mkKrb = func() authn.Context { return kerberos.NewAcceptor(&kc) }
 			}
-			return nil // Kerberos arrives with its own issue
+			var mk func() *ntlm.Acceptor
+			if mkNTLM != nil {
+				mk = mkNTLM(cbt, remote)
+			}
+			switch {
+			case sch == authn.SchemeNegotiate && cfg.Service.Auth.Negotiate:
+				return spnego.NewAcceptor(spnego.Config{NTLM: mk, Kerberos: mkKrb})
+			case sch == authn.SchemeNTLM && mk != nil:
+				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mk})
+			case sch == authn.SchemeKerberos && mkKrb != nil:
+				// Raw krb5 tokens or SPNEGO offering Kerberos; never NTLM.
+				return spnego.NewAcceptor(spnego.Config{Kerberos: mkKrb})
+			}
+			return nil
 		}
 	}
 
@@ -230,7 +258,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Authorizer: auth, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Machine: dnsName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
@@ -293,6 +321,21 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	return nil
 }
 
+// announceTrace says loudly that the wire trace is on: it puts every
+// client's command lines into the log.
+func announceTrace(log *zap.Logger, cfg *configs.Config) {
+	if !cfg.Logging.TraceWire {
+		return
+	}
+	if cfg.Logging.Level != "debug" {
+		log.Warn("logging.trace_wire is on but logging.level is " + cfg.Logging.Level + ": nothing is traced until the level is debug")
+		return
+	}
+	log.Warn("WIRE TRACE ON (logging.trace_wire): every request and response envelope is logged at debug level, command lines included; "+
+		"authentication tokens, Basic values, stream contents, environment values and PSRP fragments are redacted",
+		zap.Int("trace_wire_max_bytes", cfg.Logging.TraceWireMaxBytes))
+}
+
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
 func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
@@ -308,6 +351,7 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 	if err := level.UnmarshalText([]byte(cfg.Logging.Level)); err != nil {
 		log.Error("SIGHUP: logging.level", zap.Error(err))
 	}
+	announceTrace(log, cfg)
 	if a, err := buildAuthorizer(cfg); err != nil {
 		log.Error("SIGHUP: authorization rejected; keeping the running one", zap.Error(err))
 	} else {
@@ -343,4 +387,41 @@ func (l *limitedVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntl
 	}
 	l.limiter.Success(l.remote, r.User)
 	return res, nil
+}
+
+// buildKerberos loads the keytab and makes the acceptor configuration
+// shared by every connection, or returns nil when Kerberos is off (neither
+// scheme that carries it is enabled, or no keytab and none configured).
+func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, error) {
+	a := cfg.Service.Auth
+	if !a.Kerberos && !a.Negotiate {
+		return nil, nil
+	}
+	path := cfg.Kerberos.Keytab
+	if path == "" {
+		if _, err := os.Stat(configs.DefaultKeytab); err != nil {
+			log.Info("Kerberos is off: no kerberos.keytab configured and no " + configs.DefaultKeytab)
+			return nil, nil
+		}
+		path = configs.DefaultKeytab
+	}
+	kt, err := kerberos.OpenKeytab(path)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos.keytab: %w", err)
+	}
+	kc := &kerberos.Config{
+		Keytab:            kt,
+		ServicePrincipals: cfg.Kerberos.ServicePrincipals,
+		Realm:             cfg.Kerberos.Realm,
+		Realms:            cfg.Kerberos.Realms,
+		MaxClockSkew:      time.Duration(cfg.Kerberos.MaxClockSkewS) * time.Second,
+		Replay:            kerberos.NewReplayCache(0),
+		CBTLevel:          strings.ToLower(a.CBTHardeningLevel),
+	}
+	if err := kc.Validate(); err != nil {
+		return nil, fmt.Errorf("kerberos: %w", err)
+	}
+	log.Info("Kerberos acceptor ready", zap.String("keytab", path), zap.Strings("principals", kt.Principals()),
+		zap.String("realm", kc.Realm), zap.Strings("service_principals", kc.ServicePrincipals))
+	return kc, nil
 }
