@@ -23,20 +23,21 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 # debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
-# where systemd does not run): the package tests (test/deploy).
+# where systemd does not run), runc, umoci, busybox-static: the package and
+# image tests (test/deploy).
 APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
-  debootstrap lintian systemd
+  debootstrap lintian systemd runc umoci busybox-static
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
 # need gssapi and krb5 (built against libkrb5-dev with gcc).
-PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore
+PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check deb test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check deb image test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
@@ -81,6 +82,12 @@ fresh-check:
 deb: build-deps
 	deploy/debian/build-deb.sh
 
+# The OCI image layout, without a Docker engine (umoci): bin/oci, tag latest
+# (IMAGE_OUT, IMAGE_TAG). Static binary, busybox as /bin/sh, the image's
+# configuration (deploy/image/winrmd.yaml). See deploy/README.md.
+image:
+	deploy/image/build-image.sh
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet $(PKGS)
@@ -114,14 +121,14 @@ deps:
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5' 2>/dev/null; then \
-	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore) ' | tr -s ' ' | paste -sd, -))"; \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' 2>/dev/null; then \
+	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5' && \
-	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore) ' | tr -s ' ' | paste -sd, -)"; \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' && \
+	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 
 # Unit tests only (every package but the e2e one), with the race detector.

@@ -9,6 +9,7 @@ package authn
 
 import (
 	"errors"
+	"fmt"
 )
 
 // Scheme names an HTTP authentication scheme as it appears on the wire.
@@ -19,7 +20,18 @@ const (
 	SchemeNegotiate Scheme = "Negotiate"
 	SchemeNTLM      Scheme = "NTLM"
 	SchemeKerberos  Scheme = "Kerberos"
+	// SchemeCertificate is a TLS client certificate. On the wire clients
+	// send the WS-Management mutual-authentication profile URI
+	// (CertificateProfile) as the whole Authorization value, or nothing.
+	SchemeCertificate Scheme = "Certificate"
+	// SchemeCredSSP is MS-CSSP: TLS records in the tokens, the password
+	// delegated inside.
+	SchemeCredSSP Scheme = "CredSSP"
 )
+
+// CertificateProfile is the Authorization value pywinrm, pypsrp and
+// masterzen/winrm send with a client certificate (DSP0226 C.3.5).
+const CertificateProfile = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 
 // Principal is what a mechanism proved: a name as the client spelled it,
 // and who verified it.
@@ -30,7 +42,8 @@ type Principal struct {
 	// VerifiedDomain it is the domain's canonical name, the qualifier NSS
 	// resolves the domain's accounts by ("CORP" for CORP\\alice).
 	Domain string
-	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
+	// Mechanism that proved it, for audit and metrics: "basic", "ntlm",
+	// "kerberos", "certificate".
 	Mechanism string
 	// Verifier says who checked the credentials, which decides the local
 	// account the name may become (MapPrincipal). The zero value is
@@ -57,6 +70,11 @@ type Principal struct {
 	// Client is the principal exactly as the mechanism proved it, when
 	// that differs from Name ("alice@REALM" for Kerberos), for audit.
 	Client string
+	// Delegated is a credential cache (MIT ccache v4) holding what the
+	// client delegated (a forwarded Kerberos TGT), or nil. It is a secret:
+	// it prints as "[redacted]" and only the shell's worker gets it. A
+	// pointer keeps Principal comparable.
+	Delegated *Secret
 }
 
 // SIDs is a verified Windows identity: the user, its logon domain and its
@@ -92,6 +110,19 @@ func (v Verifier) String() string {
 	}
 	return string(v)
 }
+
+// Secret is credential material. Formatting, JSON and text marshalling
+// print "[redacted]", so a Principal that reaches a log line carries no
+// ticket.
+type Secret []byte
+
+const redacted = "[redacted]"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // Account is a local account from the account database (NSS).
 type Account struct {

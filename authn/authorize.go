@@ -42,6 +42,9 @@ type AuthorizerConfig struct {
 	// HostNames are this host's names, for the local-qualifier rule
 	// (MapPrincipal); nil means NewHostNames() (the host name, localhost).
 	HostNames *HostNames
+	// Accounts, when set, replaces NSS as the account database: sidecar
+	// mode resolves accounts in the target container's files (FilesDB).
+	Accounts AccountDB
 }
 
 // Authorization decisions are cached this long, at most this many.
@@ -93,6 +96,9 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 	}
 	if a.hosts == nil {
 		a.hosts = NewHostNames()
+	}
+	if cfg.Accounts != nil {
+		a.lookupUser, a.lookupGroup = cfg.Accounts.LookupUser, cfg.Accounts.LookupGroup
 	}
 	groups := cfg.AllowedGroups
 	if len(groups) == 0 {

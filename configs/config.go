@@ -29,6 +29,37 @@ type Config struct {
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
 	PowerShell    PowerShell    `yaml:"powershell"`
+	// Sidecar, when its target is set, runs every shell inside another
+	// container's namespaces (sidecar.go).
+	Sidecar Sidecar `yaml:"sidecar"`
+	// CertificateMappings is WinRM's winrm/config/service/certmapping: which
+	// client certificates log on as which local account
+	// (service.auth.certificate, HTTPS only).
+	CertificateMappings []CertMapping `yaml:"certificate_mappings"`
+}
+
+// CertMapping maps client certificates to a local account. A certificate
+// matches when its chain verifies against Issuer (and only Issuer: the
+// system's roots never count), it carries the clientAuth EKU, it is neither
+// expired nor revoked by CRLFile, and one of its UPNs (subjectAltName
+// otherName 1.3.6.1.4.1.311.20.2.3) matches Subject.
+type CertMapping struct {
+	// Issuer is a PEM file holding the CA certificate(s) that must have
+	// issued the client certificate.
+	Issuer string `yaml:"issuer"`
+	// IssuerThumbprint optionally pins which CA of Issuer (SHA-1 hex, as
+	// Windows shows it, or SHA-256 hex) must appear in the verified chain.
+	IssuerThumbprint string `yaml:"issuer_thumbprint"`
+	// Subject is the UPN to match, case-insensitively: "alice@example.test",
+	// a pattern with "*" ("*@example.test"), or "*" for any UPN.
+	Subject string `yaml:"subject"`
+	// User is the local account the certificate logs on as; it is then
+	// authorized like every other logon (allowed groups).
+	User string `yaml:"user"`
+	// CRLFile is an optional CRL (PEM or DER) signed by the issuing CA; a
+	// certificate it lists is refused, and so is every certificate once the
+	// CRL is past its nextUpdate (a stale CRL fails closed).
+	CRLFile string `yaml:"crl_file"`
 }
 
 // Listener is one socket the daemon serves /wsman on.
@@ -370,13 +401,31 @@ func (c *Config) Validate() error {
 	default:
 		return bad("service.auth.cbt_hardening_level", "must be none, relaxed or strict, not %q", s.Auth.CBTHardeningLevel)
 	}
-	if s.Auth.CredSSP {
-		return bad("service.auth.credssp", "CredSSP is not implemented yet; set it to false")
+	if s.Auth.CredSSP && !s.Auth.Negotiate && !s.Auth.Kerberos {
+		return bad("service.auth.credssp", "needs negotiate or kerberos: CredSSP's inner logon is SPNEGO")
 	}
-	if s.Auth.Certificate {
-		return bad("service.auth.certificate", "client certificate authentication is not implemented yet; set it to false")
+	if s.Auth.CredSSP && c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" {
+		return bad("service.auth.credssp", "needs accounts.store_file or accounts.pam_service to verify delegated passwords")
 	}
-	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos {
+	if s.Auth.Certificate && len(c.CertificateMappings) == 0 {
+		return bad("service.auth.certificate", "needs at least one entry in certificate_mappings")
+	}
+	for i, m := range c.CertificateMappings {
+		k := fmt.Sprintf("certificate_mappings[%d]", i)
+		if m.Issuer == "" {
+			return bad(k+".issuer", "required: a PEM file of the issuing CA")
+		}
+		if t := m.IssuerThumbprint; t != "" && !isHex(t, 40) && !isHex(t, 64) {
+			return bad(k+".issuer_thumbprint", "must be a SHA-1 (40) or SHA-256 (64) hex digest, not %q", t)
+		}
+		if m.Subject == "" || len(m.Subject) > 1024 {
+			return bad(k+".subject", "required: a UPN, a pattern with \"*\", or \"*\"")
+		}
+		if m.User == "" || len(m.User) > 256 || strings.ContainsAny(m.User, ":/\x00\n") || m.User[0] == '-' {
+			return bad(k+".user", "not a local account name: %q", m.User)
+		}
+	}
+	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos && !s.Auth.Certificate {
 		return bad("service.auth", "no authentication scheme is enabled")
 	}
 	if s.ReadHeaderTimeoutMS < 100 {
@@ -461,7 +510,22 @@ func (c *Config) Validate() error {
 	if err := c.PowerShell.validate(); err != nil {
 		return err
 	}
+	if err := c.Sidecar.validate(); err != nil {
+		return err
+	}
 	return nil
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 func validHostname(s string) bool {

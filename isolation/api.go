@@ -26,7 +26,11 @@ type SpawnRequest struct {
 	Env       map[string]string // extra variables (rsp:Environment), added to the account's clean environment
 	Dir       string            // working directory; "" = the account's home
 	NoProfile bool              // WINRS_NOPROFILE (no effect on the environment today; recorded)
-	Limits    Limits
+	// Credentials is a credential cache (a forwarded Kerberos TGT) the
+	// shell gets as KRB5CCNAME, readable only by the account, destroyed
+	// with the shell (ccache.go); nil for none.
+	Credentials *authn.Secret
+	Limits      Limits
 }
 
 // Spawner starts workers. The privileged implementation runs as root and

@@ -47,6 +47,10 @@ type SpawnerOptions struct {
 	Logger *zap.Logger
 	// HandshakeTimeout bounds the worker's Hello and Setup answers; 0 means 15s.
 	HandshakeTimeout time.Duration
+	// Sidecar, when set, is the target container (configs.Sidecar.Target)
+	// every worker is born inside (sidecar.go). Needs root and a static
+	// binary.
+	Sidecar string
 }
 
 // Default PATH of workers (Debian's login.defs ENV_PATH and ENV_SUPATH).
@@ -63,6 +67,7 @@ type procSpawner struct {
 	log  *zap.Logger
 	cg   *cgroupSystem
 	lab  authn.Account // the daemon's own account, in lab mode
+	sc   *sidecar      // sidecar mode; nil otherwise
 }
 
 var _ Spawner = (*procSpawner)(nil)
@@ -96,6 +101,16 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 			return nil, fmt.Errorf("isolation: lab mode as root: %w", authn.ErrRootRefused)
 		}
 		s.lab = acct
+	}
+	if opts.Sidecar != "" {
+		if opts.Lab {
+			return nil, errors.New("isolation: sidecar mode needs root (it joins another container's namespaces)")
+		}
+		if err := checkStaticSelf(s.exe); err != nil {
+			return nil, err
+		}
+		s.sc = &sidecar{spec: opts.Sidecar}
+		s.log.Info("sidecar mode: shells run inside the target container's namespaces", zap.String("target", opts.Sidecar))
 	}
 	cg, notes, err := detectCgroups(opts.CgroupRoot)
 	if err != nil {
@@ -217,7 +232,30 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if acct.UID == 0 && !s.opts.AllowRoot {
 		return nil, fmt.Errorf("isolation: %w", authn.ErrRootRefused)
 	}
-	env, err := buildEnv(acct, req.Env)
+	extraEnv := req.Env
+	var ccDir string
+	if req.Credentials != nil && len(*req.Credentials) > 0 {
+		var ccName string
+		var err error
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		if err != nil {
+			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
+			return nil, err
+		}
+		log.Info("delegated Kerberos credentials written for the shell", zap.String("ccache", ccName))
+		extraEnv = make(map[string]string, len(req.Env)+1)
+		for k, v := range req.Env {
+			extraEnv[k] = v
+		}
+		extraEnv["KRB5CCNAME"] = ccName
+	}
+	spawned := false
+	defer func() {
+		if !spawned && ccDir != "" {
+			_ = removeCCache(ccDir)
+		}
+	}()
+	env, err := buildEnv(acct, extraEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +287,20 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile)
+	var th *sidecarThread
+	if s.sc != nil {
+		var tpid int
+		th, tpid, err = s.sc.thread()
+		if err != nil {
+			log.Warn("sidecar target unavailable; refusing the shell", zap.Error(err))
+			return nil, err
+		}
+		// The worker's parent is outside its pid namespace: it reads
+		// getppid() as 0, so Setup names none.
+		setup.ParentPid = 0
+		log = log.With(zap.Int("sidecar_target_pid", tpid))
+	}
+	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
 	if err != nil {
 		if cg != nil {
 			_ = cg.kill(5 * time.Second)
@@ -258,6 +309,8 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		log.Warn("worker spawn failed", zap.Error(err))
 		return nil, err
 	}
+	w.ccacheDir = ccDir
+	spawned = true
 	return w, nil
 }
 
@@ -355,7 +408,11 @@ func pollExit(pid int, exited func() bool) bool {
 	return rc.Read(func(uintptr) bool { return exited() }) == nil
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
+	spawnOn := onSpawnThread
+	if th != nil {
+		spawnOn = th.run // born inside the sidecar target's namespaces
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("isolation: socketpair: %w", err)
@@ -382,6 +439,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 		childF.Close()
 		return nil, err
 	}
+	// A worker born in a sidecar target's pid namespace reads getppid() as
+	// 0, which Go's fork takes for a dead parent when Pdeathsig is set (the
+	// child signals itself before exec). The worker arms the same signal
+	// itself (armParentDeath) first thing; until then a daemon that died
+	// leaves it waiting for a Setup that ends at EOF.
+	pdeath := syscall.SIGTERM
+	if th != nil {
+		pdeath = 0
+	}
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
 			Path: s.exe,
@@ -397,7 +463,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 			Stderr:     stderrW,
 			SysProcAttr: &syscall.SysProcAttr{
 				Setsid:    true,
-				Pdeathsig: syscall.SIGTERM,
+				Pdeathsig: pdeath,
 			},
 		}
 	}
@@ -412,7 +478,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 	if cg != nil && cg.sys.mode == cgroupV2 {
 		if fd, err := unix.Open(cg.dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-			bornIn = onSpawnThread(cmd.Start) == nil
+			bornIn = spawnOn(cmd.Start) == nil
 			unix.Close(fd)
 			if !bornIn {
 				cmd = newCmd()
@@ -420,7 +486,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 		}
 	}
 	if !bornIn {
-		err = onSpawnThread(cmd.Start)
+		err = spawnOn(cmd.Start)
 	}
 	childF.Close()
 	stderrW.Close()
@@ -490,7 +556,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Acc
 	if hello.Version != protoVersion {
 		return nil, fmt.Errorf("isolation: worker speaks protocol %d, want %d", hello.Version, protoVersion)
 	}
-	if int(hello.Pid) != pid || int(cred.Pid) != pid || cred.Uid != uint32(os.Getuid()) {
+	wantHello := pid
+	if th != nil {
+		// Inside the target's pid namespace the worker knows itself by
+		// another number; the kernel (cred.Pid) still names it as we do.
+		if wantHello, err = nsPid(pid); err != nil {
+			return nil, fmt.Errorf("isolation: sidecar worker: %w", err)
+		}
+	}
+	if int(hello.Pid) != wantHello || int(cred.Pid) != pid || cred.Uid != uint32(os.Getuid()) {
 		return nil, fmt.Errorf("isolation: %w: Hello from pid %d (kernel says pid %d uid %d), expected pid %d",
 			ErrProtocol, hello.Pid, cred.Pid, cred.Uid, pid)
 	}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/authn/sealing"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/server/obs"
@@ -60,6 +61,11 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 			s.d.Metrics.Connections.Inc()
 		}
 	case http.StateHijacked, http.StateClosed:
+		if v, ok := s.conns.Load(c); ok {
+			if cl, ok := v.(*connState).closer(); ok {
+				cl.Close()
+			}
+		}
 		s.open.Add(-1)
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Dec()
@@ -162,6 +168,9 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
 	}
+	if c.Service.Auth.CredSSP && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "CredSSP")
+	}
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, st *connState, e *httpError) {
@@ -202,6 +211,15 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 				s.anonymousIdentify(w, r, cfg)
 				return
 			}
+			if cfg.Service.Auth.Certificate && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				// A client certificate with no Authorization header (curl
+				// --cert): the certificate is the credential.
+				if herr := s.certificate(r, st, cfg, isTLS, log); herr != nil {
+					s.fail(w, r, st, herr)
+					return
+				}
+				break
+			}
 			s.countAuth("none", "challenge")
 			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
 			return
@@ -224,20 +242,31 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		scheme, token, _ := strings.Cut(strings.TrimSpace(authz[0]), " ")
 		token = strings.TrimSpace(token)
 		switch {
+		case strings.EqualFold(strings.TrimSpace(authz[0]), authn.CertificateProfile):
+			if herr := s.certificate(r, st, cfg, isTLS, log); herr != nil {
+				s.fail(w, r, st, herr)
+				return
+			}
 		case strings.EqualFold(scheme, "Basic"):
 			if herr := s.basic(r, st, cfg, isTLS, token, log); herr != nil {
 				s.fail(w, r, st, herr)
 				return
 			}
-		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"):
+		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"), strings.EqualFold(scheme, "CredSSP"):
 			sch := authn.SchemeNegotiate
 			if strings.EqualFold(scheme, "NTLM") {
 				sch = authn.SchemeNTLM
 			} else if strings.EqualFold(scheme, "Kerberos") {
 				sch = authn.SchemeKerberos
+			} else if strings.EqualFold(scheme, "CredSSP") {
+				sch = authn.SchemeCredSSP
 			}
 			out, done, herr := s.negotiate(r, st, cfg, sch, token, log)
 			if herr != nil {
+				if len(out) > 0 {
+					// CredSSP's TSRequest{errorCode} rides on the refusal.
+					w.Header().Set("WWW-Authenticate", string(sch)+" "+base64.StdEncoding.EncodeToString(out))
+				}
 				s.fail(w, r, st, herr)
 				return
 			}
@@ -416,8 +445,20 @@ func readBody(r *http.Request, limit int) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
+// closer returns the connection's context if it holds resources (CredSSP's
+// goroutine), for the close hook; the handler is done with it then.
+func (st *connState) closer() (io.Closer, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c, ok := st.authCtx.(io.Closer)
+	return c, ok
+}
+
 // reset forgets the connection's security context.
 func (st *connState) reset() {
+	if c, ok := st.authCtx.(io.Closer); ok {
+		c.Close() // CredSSP: its goroutine waiting for the next leg ends
+	}
 	st.authCtx, st.identity, st.sealer, st.scheme = nil, nil, nil, ""
 	st.basicKey = [32]byte{}
 }
@@ -548,10 +589,59 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 	return nil
 }
 
+// certificate logs a connection on with its TLS client certificate, once:
+// the certificate cannot change on a connection (crypto/tls servers refuse
+// renegotiation), so later requests on it ride on the first mapping.
+func (s *Server) certificate(r *http.Request, st *connState, cfg *configs.Config, isTLS bool, log *zap.Logger) *httpError {
+	if !cfg.Service.Auth.Certificate {
+		s.countAuth(certauth.Mechanism, "disabled")
+		return &httpError{status: http.StatusUnauthorized, scheme: true}
+	}
+	if !isTLS || r.TLS == nil {
+		s.countAuth(certauth.Mechanism, "unencrypted")
+		return &httpError{status: http.StatusUnauthorized, scheme: true}
+	}
+	if st.identity != nil && st.scheme == authn.SchemeCertificate {
+		return nil
+	}
+	st.reset()
+	if err := s.d.Limiter.Allow(st.remote, ""); err != nil {
+		s.logonFailure(st, string(authn.SchemeCertificate), "", err, log)
+		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+	}
+	chain := r.TLS.PeerCertificates
+	res, err := s.certMap.Load().Map(chain)
+	if err != nil {
+		s.d.Limiter.Fail(st.remote, "")
+		name := ""
+		if len(chain) > 0 {
+			name = chain[0].Subject.String()
+		}
+		s.logonFailure(st, string(authn.SchemeCertificate), name, err, log)
+		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+	}
+	log.Info("client certificate mapped", zap.String(obs.FUser, res.Principal.Name), zap.String("upn", res.UPN),
+		zap.String("subject", res.Subject), zap.String("serial", res.Serial), zap.Int("mapping", res.Mapping))
+	id, herr := s.authorize(st, res.Principal, authn.SchemeCertificate, log, zap.String("upn", res.UPN), zap.String("cert_subject", res.Subject), zap.String("cert_serial", res.Serial))
+	if herr != nil {
+		return herr
+	}
+	s.d.Limiter.Success(st.remote, res.Principal.Name)
+	st.identity, st.scheme, st.authzAt = id, authn.SchemeCertificate, time.Now()
+	return nil
+}
+
 // negotiate runs one leg of a connection-bound handshake.
 func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, sch authn.Scheme, token string, log *zap.Logger) ([]byte, bool, *httpError) {
 	mech := strings.ToLower(string(sch))
-	if (sch == authn.SchemeKerberos && !cfg.Service.Auth.Kerberos) || (sch != authn.SchemeKerberos && !cfg.Service.Auth.Negotiate) || s.d.Contexts == nil {
+	enabled := cfg.Service.Auth.Negotiate
+	switch sch {
+	case authn.SchemeKerberos:
+		enabled = cfg.Service.Auth.Kerberos
+	case authn.SchemeCredSSP:
+		enabled = cfg.Service.Auth.CredSSP
+	}
+	if !enabled || s.d.Contexts == nil {
 		s.countAuth(mech, "disabled")
 		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
 	}
@@ -587,7 +677,9 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 		}
 		st.reset()
 		s.logonFailure(st, string(sch), name, err, log)
-		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
+		// only WWW-Authenticate line (clients read the token at its end).
+		return out, false, &httpError{status: http.StatusUnauthorized, scheme: len(out) == 0, close: true}
 	}
 	if !done {
 		return out, false, nil
@@ -606,8 +698,8 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 // authorize maps a principal to an identity. A fresh logon is audited as
 // logon_success; a re-check of an open connection (again) only audits a
 // refusal.
-func (s *Server) authorize(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger) (*authn.Identity, *httpError) {
-	return s.authorizeAs(st, p, sch, log, false)
+func (s *Server) authorize(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, audit ...zap.Field) (*authn.Identity, *httpError) {
+	return s.authorizeAs(st, p, sch, log, false, audit...)
 }
 
 // authorizeAgain re-checks a connection's identity without a new logon event.
@@ -615,7 +707,9 @@ func (s *Server) authorizeAgain(st *connState, p authn.Principal, sch authn.Sche
 	return s.authorizeAs(st, p, sch, log, true)
 }
 
-func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, again bool) (*authn.Identity, *httpError) {
+// audit adds fields (what the mechanism saw: a certificate's UPN) to the
+// audit line.
+func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, again bool, audit ...zap.Field) (*authn.Identity, *httpError) {
 	id, err := s.d.Authorizer.Authorize(p, sch)
 	if err != nil {
 		reason := err.Error()
@@ -624,8 +718,8 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 		}
 		s.countAuth(p.Mechanism, "denied")
 		log.Info("access denied", zap.String(obs.FUser, p.Name), zap.String(obs.FScheme, string(sch)), zap.Bool("open_connection", again), zap.Error(err))
-		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
-			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason))
+		s.d.Audit.Event(obs.EvAccessDenied, append([]zap.Field{zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
+			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason)}, audit...)...)
 		return nil, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
 	}
 	if !again {
@@ -642,7 +736,7 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 			// service name it meant (relay protection, issue 14).
 			fields = append(fields, zap.String("channel_binding", p.Binding), zap.String("spn", p.Service))
 		}
-		s.d.Audit.Event(obs.EvLogonSuccess, fields...)
+		s.d.Audit.Event(obs.EvLogonSuccess, append(fields, audit...)...)
 	}
 	return id, nil
 }

@@ -201,6 +201,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
 		Account: acct, ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
+		Credentials: req.Identity.Principal().Delegated,
 	})
 	if err != nil {
 		m.removeShell(sh)

@@ -20,16 +20,20 @@ import (
 
 	"github.com/winrmd/winrmd/authn/delegation"
 	"github.com/winrmd/winrmd/authn/pac"
+	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/test/addc"
 )
 
 // The throwaway AD domain (test/addc) is started once, on first use, and
 // stopped by TestMain's teardown.
 var (
-	adOnce sync.Once
-	adDom  *addc.Domain
-	adErr  error
-	adMu   sync.Mutex
+	adOnce    sync.Once
+	adDom     *addc.Domain
+	adErr     error
+	adMu      sync.Mutex
+	adMemOnce sync.Once
+	adMember  *addc.Member
+	adMemErr  error
 )
 
 // needAD returns the running domain, or skips for a stated missing
@@ -49,6 +53,21 @@ func needAD(t *testing.T) *addc.Domain {
 		t.Fatalf("AD domain set-up failed: %v", adErr)
 	}
 	return adDom
+}
+
+// needADMember returns the domain and the joined member (winbindd), once.
+func needADMember(t *testing.T) (*addc.Domain, *addc.Member) {
+	t.Helper()
+	d := needAD(t)
+	adMemOnce.Do(func() {
+		adMu.Lock()
+		defer adMu.Unlock()
+		adMember, adMemErr = d.JoinMember(context.Background())
+	})
+	if adMemErr != nil {
+		t.Fatalf("joining the winrmd host to the domain: %v", adMemErr)
+	}
+	return d, adMember
 }
 
 // adTeardown stops the domain (from teardown).
@@ -354,5 +373,81 @@ func TestADPAC(t *testing.T) {
 		if _, err := pac.Verify(raw, key, cname, tk.DecryptedEncPart.AuthTime.Add(time.Hour)); !errors.Is(err, pac.ErrMismatch) {
 			t.Errorf("%s: other authtime: %v", tc.u.Name, err)
 		}
+	}
+}
+
+// adDaemon starts winrmd as a member of the test domain: in the member's
+// mount namespace (domain users through NSS and winbind, ntlm_auth against
+// the member's winbindd, krb5.conf naming the KDC relay), NTLM through
+// winbind, Kerberos with the service keytab exported from the DC, and
+// authorization by the domain's groups: by NSS group name for NTLM
+// ("domain admins", "winrm operators"), by PAC SID for Kerberos (the
+// defaults, which include DOMAIN-512, plus the custom group's SID).
+func adDaemon(t *testing.T, d *addc.Domain, m *addc.Member, mutate func(*configs.Config)) *Daemon {
+	t.Helper()
+	return startDaemonWrapped(t, m.WrapArgs(d.Krb5Conf), func(c *configs.Config) {
+		c.Service.MaxTimeoutMS = 3000
+		// The NTLM challenge must name the joined machine and its domain:
+		// the DC checks the NTLMv2 response's MsvAvNbComputerName and
+		// MsvAvNbDomainName against the member's secure channel.
+		c.Host.NetBIOSName = addc.MemberNetBIOS
+		c.Host.Domain = addc.NetBIOS
+		c.Host.DNSName = addc.Host
+		c.Accounts.Winbind.Enabled = true
+		c.Service.Auth.Kerberos = true
+		c.Kerberos.Keytab = d.Keytab
+		c.Kerberos.Realm = addc.Realm
+		c.Authorization.AllowedGroups = []string{addc.NSSDomainAdmins, addc.NSSOperators}
+		c.Authorization.AllowedSIDs = append(slices.Clone(configs.DefaultAllowedSIDs), d.OperatorsSID)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// TestADWinbindMember: the joined member resolves the domain's users and
+// groups through NSS (libnss-winbind in the private nsswitch.conf), and
+// winrmd authenticates them with NTLM through winbind (ntlm_auth), sealed
+// on HTTP with pywinrm and pypsrp: the Domain Admins member and the custom
+// group's member run commands as themselves; the user in no allowed group
+// is refused and nothing runs for them.
+func TestADWinbindMember(t *testing.T) {
+	d, m := needADMember(t)
+	for _, u := range []addc.User{d.Admin, d.Operator, d.Plain} {
+		out, err := m.Wrap(exec.Command("id", u.Name)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("id %s on the member: %v %s", u.Name, err, out)
+		}
+		t.Logf("member: %s", strings.TrimSpace(string(out)))
+	}
+	out, _ := m.Wrap(exec.Command("id", "-Gn", d.Admin.Name)).CombinedOutput()
+	if !strings.Contains(string(out), addc.NSSDomainAdmins) {
+		t.Fatalf("%s's groups through winbind: %s", d.Admin.Name, out)
+	}
+	dm := adDaemon(t, d, m, nil)
+	h, p := hostPort(t, dm.HTTP)
+	for _, drv := range []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}} {
+		auth := "ntlm"
+		if drv.Name() == "pypsrp" {
+			auth = "negotiate"
+		}
+		for _, u := range []addc.User{d.Admin, d.Operator} {
+			r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + u.Name, Password: u.Password},
+				Spec{Op: "run", Command: "id -un; echo ad-ntlm-ok"})
+			wantOut(t, r, u.Name+"\nad-ntlm-ok\n", "", 0)
+		}
+		r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + d.Plain.Name, Password: d.Plain.Password},
+			Spec{Op: "run", Command: "echo must-not-run"})
+		if r.OK || (!r.refusedAuth() && !r.accessDenied()) {
+			t.Fatalf("%s: %s (no allowed group) got %s", drv.Name(), d.Plain.Name, r)
+		}
+		bad := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + d.Admin.Name, Password: "wrong-" + d.Admin.Password},
+			Spec{Op: "run", Command: "echo must-not-run"})
+		if !bad.refusedAuth() {
+			t.Fatalf("%s: wrong password got %s", drv.Name(), bad)
+		}
+	}
+	if n := dm.executions().commandStarts; n != 4 {
+		t.Errorf("%d commands started, want 4 (2 users × 2 clients; none for the refused)", n)
 	}
 }

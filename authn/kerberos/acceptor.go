@@ -163,13 +163,42 @@ func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
 	case a.failed:
 		return nil, false, fmt.Errorf("kerberos: context failed earlier: %w", authn.ErrMalformed)
 	}
-	out, err := a.accept(in)
+	out, err := a.safeAccept(in)
 	if err != nil {
 		a.failed = true
 		return nil, false, err
 	}
 	a.done = true
 	return out, true, nil
+}
+
+// safeAccept: gokrb5's ASN.1 and crypto code indexes its input; whatever a
+// hostile token makes it do, the result is a refused logon.
+func (a *Acceptor) safeAccept(in []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, malformed("token crashed the decoder (%v)", r)
+		}
+	}()
+	return a.accept(in)
+}
+
+// decryptTicket decrypts the ticket's enc-part (key usage 2).
+func decryptTicket(t *messages.Ticket, key types.EncryptionKey) error {
+	b, err := decrypt(t.EncPart, key, 2)
+	if err != nil {
+		return err
+	}
+	return t.DecryptedEncPart.Unmarshal(b)
+}
+
+// decryptAuthenticator decrypts the authenticator (key usage 11).
+func decryptAuthenticator(req *messages.APReq, key types.EncryptionKey) error {
+	b, err := decrypt(req.EncryptedAuthenticator, key, 11)
+	if err != nil {
+		return err
+	}
+	return req.Authenticator.Unmarshal(b)
 }
 
 func (a *Acceptor) accept(in []byte) ([]byte, error) {
@@ -202,7 +231,7 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	if kl.err != nil {
 		return nil, kl.err
 	}
-	if err := t.Decrypt(kl.key); err != nil {
+	if err := decryptTicket(t, kl.key); err != nil {
 		return nil, fmt.Errorf("kerberos: ticket for %s does not decrypt with the keytab's key (kvno %d, enctype %d): the keytab is stale or belongs to another account: %w",
 			service, t.EncPart.KVNO, t.EncPart.EType, authn.ErrBadCredentials)
 	}
@@ -227,7 +256,7 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	}
 
 	// 3. The authenticator.
-	if err := req.DecryptAuthenticator(tp.Key); err != nil {
+	if err := decryptAuthenticator(&req, tp.Key); err != nil {
 		return nil, fmt.Errorf("kerberos: authenticator of %s does not decrypt with the ticket's session key: %w", client, authn.ErrBadCredentials)
 	}
 	au := &req.Authenticator
@@ -318,6 +347,13 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		a.seq, _ = newSeqState(key, true, false, recvSeq, recvSeq)
 	}
 	p.Client = client
+	if a.deleg != nil {
+		cc, err := a.deleg.CCache()
+		if err != nil {
+			return nil, err
+		}
+		p.Delegated = cc
+	}
 	a.principal = p
 	return out, nil
 }

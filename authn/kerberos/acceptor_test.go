@@ -65,7 +65,7 @@ func TestAcceptMutualAndWrap(t *testing.T) {
 		if p.Name != "alice" || p.Mechanism != "kerberos" || p.Client != "alice@"+cfg.Realm {
 			t.Fatalf("principal %+v", p)
 		}
-		if inf := a.Info(); inf.Service != "HTTP/localhost@"+cfg.Realm || !inf.Mutual || inf.CBT != "not-checked" {
+		if inf := a.Info(); inf.Service != "HTTP/localhost@"+cfg.Realm || !inf.Mutual || inf.CBT != "not-checked" || !inf.PAC {
 			t.Fatalf("info %+v", inf)
 		}
 		ini := verifyAPRep(t, s, out, auth)

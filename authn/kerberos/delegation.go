@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 
+	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 
@@ -13,6 +14,8 @@ import (
 
 // discardLogger receives gokrb5's diagnostic lines (PAC buffers it skips).
 var discardLogger = log.New(io.Discard, "", 0)
+
+const usageKRBCred = 14
 
 // MaxDelegatedTickets bounds the tickets of one KRB-CRED.
 const MaxDelegatedTickets = 4
@@ -32,12 +35,17 @@ func decodeDelegation(b []byte, session, subkey types.EncryptionKey) (*Delegatio
 	switch {
 	case c.EncPart.EType == 0:
 		err = c.DecryptedEncPart.Unmarshal(c.EncPart.Cipher)
-	case len(subkey.KeyValue) > 0 && subkey.KeyType == c.EncPart.EType:
-		if err = c.DecryptEncPart(subkey); err != nil {
-			err = c.DecryptEncPart(session)
-		}
 	default:
-		err = c.DecryptEncPart(session)
+		var plain []byte
+		if len(subkey.KeyValue) > 0 && subkey.KeyType == c.EncPart.EType {
+			plain, err = decrypt(c.EncPart, subkey, usageKRBCred)
+		}
+		if plain == nil {
+			plain, err = decrypt(c.EncPart, session, usageKRBCred)
+		}
+		if err == nil {
+			err = c.DecryptedEncPart.Unmarshal(plain)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kerberos: delegated KRB-CRED does not decrypt: %v: %w", err, authn.ErrBadCredentials)
@@ -46,4 +54,25 @@ func decodeDelegation(b []byte, session, subkey types.EncryptionKey) (*Delegatio
 		return nil, malformed("delegated KRB-CRED: %d tickets, %d ticket infos", len(c.Tickets), len(c.DecryptedEncPart.TicketInfo))
 	}
 	return &Delegation{Cred: c}, nil
+}
+
+// decrypt is crypto.DecryptEncPart with the length checks gokrb5 leaves
+// out (it slices ciphertext[:len-hmac] unchecked: a short enc-part in a
+// hostile AP-REQ would panic).
+func decrypt(ed types.EncryptedData, key types.EncryptionKey, usage uint32) ([]byte, error) {
+	if ed.EType != key.KeyType {
+		return nil, fmt.Errorf("enctype %d, key enctype %d", ed.EType, key.KeyType)
+	}
+	et, err := crypto.GetEtype(key.KeyType)
+	if err != nil {
+		return nil, err
+	}
+	min := et.GetConfounderByteSize() + et.GetHMACBitLength()/8
+	if min < 16+12 {
+		min = 16 + 12
+	}
+	if len(ed.Cipher) < min {
+		return nil, fmt.Errorf("ciphertext of %d bytes, at least %d needed", len(ed.Cipher), min)
+	}
+	return crypto.DecryptMessage(ed.Cipher, key, usage)
 }

@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,6 +28,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
 	"github.com/winrmd/winrmd/authn/basic"
+	"github.com/winrmd/winrmd/authn/credssp"
 	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/ntlm"
 	"github.com/winrmd/winrmd/authn/spnego"
@@ -57,6 +64,38 @@ type readyInfo struct {
 	PID       int            `json:"pid"`
 	Listeners []server.Bound `json:"listeners"`
 	Metrics   string         `json:"metrics,omitempty"`
+}
+
+// credsspCertificate is the inner TLS certificate of CredSSP: the first
+// HTTPS listener's, else a fresh self-signed one (clients bind the key
+// through pubKeyAuth, not a chain).
+func credsspCertificate(cfg *configs.Config) (*tls.Certificate, error) {
+	for _, l := range cfg.Listeners {
+		if l.Transport == "https" {
+			c, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			return &c, nil
+		}
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "winrmd CredSSP"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // swapAuthorizer lets SIGHUP replace the authorization policy in place.
@@ -141,6 +180,7 @@ func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
 		HostNames:     hostNameSet(cfg),
+		Accounts:      sidecarAccounts(cfg),
 	})
 }
 
@@ -216,6 +256,15 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			}
 		}
 	}
+	var credsspCert *tls.Certificate
+	var pwVerifier *basic.Authenticator
+	if cfg.Service.Auth.CredSSP {
+		if credsspCert, err = credsspCertificate(cfg); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
+		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
+		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+	}
 	var contexts server.ContextFactory
 	if mkNTLM != nil || krb != nil {
 		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
@@ -230,6 +279,32 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 				mk = mkNTLM(cbt, remote)
 			}
 			switch {
+			case sch == authn.SchemeCredSSP && credsspCert != nil:
+				// The inner context: SPNEGO with NTLM (and Kerberos when
+				// configured), without channel binding (CredSSP binds the
+				// inner TLS key instead).
+				var inner func() *ntlm.Acceptor
+				if mkNTLM != nil {
+					inner = mkNTLM(nil, remote)
+				}
+				var innerKrb func() authn.Context
+				if krb != nil {
+					kc := *krb
+					kc.ChannelBinding = nil
+					innerKrb = func() authn.Context { return kerberos.NewAcceptor(&kc) }
+				}
+				a, err := credssp.New(credssp.Config{
+					Certificate: credsspCert,
+					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: inner, Kerberos: innerKrb}) },
+					Verify: func(p authn.Principal, password string) error {
+						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
+					},
+				})
+				if err != nil {
+					log.Error("credssp", zap.Error(err))
+					return nil
+				}
+				return a
 			case sch == authn.SchemeNegotiate && cfg.Service.Auth.Negotiate:
 				return spnego.NewAcceptor(spnego.Config{NTLM: mk, Kerberos: mkKrb})
 			case sch == authn.SchemeNTLM && mk != nil:
@@ -242,7 +317,10 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 	}
 
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
+	if err := isolation.SweepCCaches(); err != nil {
+		log.Warn("removing credential caches of earlier runs", zap.Error(err))
+	}
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
@@ -258,7 +336,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: dnsName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {

@@ -102,6 +102,7 @@ type Domain struct {
 	dialer  chan dialReq
 	logf    func(string, ...any)
 	closed  sync.Once
+	member  *Member
 }
 
 // Available reports why the domain cannot run here ("" when it can).
@@ -253,7 +254,9 @@ func (d *Domain) tool(ctx context.Context, args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "samba-tool", args...)
+	// In the DC's namespace: provisioning records the addresses it sees
+	// in DNS (only the DC's there, not the host's).
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", d.NSDC, "samba-tool"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -343,7 +346,18 @@ func (d *Domain) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", d.NSDC,
+	// The DC's smbd turns every session into a Unix token, which needs
+	// the domain's users through NSS: its own winbindd, reached through
+	// /run/samba and nsswitch.conf in a private mount namespace.
+	nss := d.path("etc/nsswitch.conf")
+	if err := os.WriteFile(nss, []byte("passwd: files winbind\ngroup: files winbind\nshadow: files\nhosts: files dns\n"), 0o644); err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set -e
+mount --bind %s /run/samba
+mount --bind %s /etc/nsswitch.conf
+exec "$@"`, d.path("run"), nss)
+	cmd := exec.Command("ip", "netns", "exec", d.NSDC, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
 		"samba", "--foreground", "--no-process-group", "--model=single", "-s", d.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -545,6 +559,9 @@ func (d *Domain) Close() {
 		}
 		if d.dialer != nil {
 			close(d.dialer)
+		}
+		if d.member != nil {
+			d.member.stop()
 		}
 		for _, ns := range []string{d.NSMember, d.NSDC} {
 			killNamespace(ns)

@@ -32,6 +32,9 @@ def wsman(conn):
         password = None
         if conn.get("delegate"):
             kwargs["negotiate_delegate"] = True
+    if conn["auth"] == "certificate":
+        kwargs["certificate_pem"] = conn["cert_pem"]
+        kwargs["certificate_key_pem"] = conn["key_pem"]
     return WSMan(
         conn["host"],
         port=conn["port"],

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,12 +141,16 @@ func TestDebInstallServePurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fixed ports (free ones, chosen now) rather than 0, so that `winrmd
+	// status` can read them from the configuration as on a real host.
 	edited := strings.NewReplacer(
-		`address: "*", port: 5985`, `address: 127.0.0.1, port: 0`,
-		`address: "*", port: 5986`, `address: 127.0.0.1, port: 0`,
+		`address: "*", port: 5985`, `address: 127.0.0.1, port: `+freePort(t),
+		`address: "*", port: 5986`, `address: 127.0.0.1, port: `+freePort(t),
 		"basic: false", "basic: true",
-		"address: 127.0.0.1:9985", "address: 127.0.0.1:0",
+		"address: 127.0.0.1:9985", "address: 127.0.0.1:"+freePort(t),
+		`audit_file: ""`, `audit_file: /var/log/winrmd/audit.log`,
 	).Replace(string(cfg))
+	os.MkdirAll(filepath.Join(root, "var/log/winrmd"), 0o750)
 	if edited == string(cfg) || strings.Contains(edited, "598") {
 		t.Fatalf("the packaged configuration changed shape; cannot point it at loopback:\n%s", cfg)
 	}
@@ -238,6 +243,15 @@ func TestDebInstallServePurge(t *testing.T) {
 	}
 	if strings.Contains(logb.String(), password) {
 		t.Errorf("the daemon logged the password")
+	}
+
+	// winrmd status, from inside the root, against the running daemon.
+	st, err := inRoot(t, root, "", "winrmd", "status")
+	if err != nil || strings.Count(st, "listening") != 2 || !strings.Contains(st, "success") || !strings.Contains(st, user) ||
+		!regexp.MustCompile(`shells: 0 live`).MatchString(st) {
+		t.Errorf("winrmd status: %v\n%s", err, st)
+	} else {
+		t.Logf("winrmd status:\n%s", st)
 	}
 
 	stop()
@@ -336,6 +350,17 @@ func compareSnapshots(before, after map[string]string) []string {
 	}
 	sort.Strings(diff)
 	return diff
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 func itoa(u uint32) string { return strconv.FormatUint(uint64(u), 10) }

@@ -262,6 +262,9 @@ type pyResult struct {
 	Stdout    []byte `json:"stdout"`
 	Stderr    []byte `json:"stderr"`
 	ExitCode  *int   `json:"exit_code"`
+	SHA256    string `json:"stdout_sha256"`
+	Len       int    `json:"stdout_len"`
+	WSMan     int64  `json:"wsman_code"`
 	Error     string `json:"error"`
 	ErrorType string `json:"error_type"`
 }
@@ -269,6 +272,19 @@ type pyResult struct {
 // pywinrm runs command through the daemon at scheme://addr with pywinrm
 // (the repository's client driver, from the .venv `make venv` makes).
 func pywinrm(t *testing.T, scheme, addr, auth, user, password, command string) pyResult {
+	t.Helper()
+	return pywinrmIn(t, "", scheme, addr, auth, user, password, command)
+}
+
+// pywinrmIn is pywinrm run inside the network namespace netns (ip netns
+// exec), or in this one when netns is "".
+func pywinrmIn(t *testing.T, netns, scheme, addr, auth, user, password, command string) pyResult {
+	t.Helper()
+	return pywinrmSpec(t, netns, scheme, addr, auth, user, password, map[string]any{"op": "run", "command": command})
+}
+
+// pywinrmSpec runs one scenario of test/clients/pywinrm_client.py.
+func pywinrmSpec(t *testing.T, netns, scheme, addr, auth, user, password string, spec map[string]any) pyResult {
 	t.Helper()
 	repo := repoRoot(t)
 	python := filepath.Join(repo, ".venv", "bin", "python")
@@ -286,11 +302,15 @@ func pywinrm(t *testing.T, scheme, addr, auth, user, password, command string) p
 	in, _ := json.Marshal(map[string]any{
 		"conn": map[string]any{"scheme": scheme, "host": strings.Trim(host, "[]"), "port": p, "auth": auth,
 			"encryption": "auto", "user": user, "password": password, "cbt": true},
-		"spec": map[string]any{"op": "run", "command": command},
+		"spec": spec,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, filepath.Join(repo, "test", "clients", "pywinrm_client.py"))
+	argv := []string{python, filepath.Join(repo, "test", "clients", "pywinrm_client.py")}
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "NO_PROXY=*", "no_proxy=*")
 	var out, errb bytes.Buffer
