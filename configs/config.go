@@ -157,6 +157,10 @@ type Kerberos struct {
 	// MaxClockSkewS is the tolerated clock difference in seconds
 	// (Windows' and RFC 4120's 300).
 	MaxClockSkewS int `yaml:"max_clock_skew"`
+	// Krb5Conf names the KDCs for CredSSP's second hop (a TGT obtained
+	// with the delegated password). Empty: $KRB5_CONFIG, else
+	// /etc/krb5.conf.
+	Krb5Conf string `yaml:"krb5_conf"`
 }
 
 // DefaultKeytab is used when kerberos.keytab is empty and it exists.

@@ -320,6 +320,17 @@ func TestKerberosRefusals(t *testing.T) {
 			if tc.reason != "" && !d.logContains(tc.reason) {
 				t.Errorf("daemon log does not say %q", tc.reason)
 			}
+			if tc.name == "replayed authenticator" {
+				found := false
+				for _, e := range d.AuditEvents() {
+					if e.Event == "logon_failure" && e.Scheme == "Kerberos" && strings.Contains(e.Raw, w.admin.Name+"@"+krbtest.Realm) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no Kerberos logon_failure audit record naming the client principal")
+				}
+			}
 		})
 	}
 	wantNothingRan(t, d, before)

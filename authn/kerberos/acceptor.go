@@ -280,12 +280,12 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	}
 	a.info.Flags = ck.flags
 	if err := a.checkCBT(ck.bnd); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", client, err)
 	}
 	// Only now, with everything else verified, does the authenticator
 	// count as used.
 	if err := a.cfg.Replay.check(req.EncryptedAuthenticator.Cipher, ctime.Add(2*skew)); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", client, err)
 	}
 
 	// Who it is.
@@ -448,7 +448,8 @@ func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.
 // Principal is valid once the context is complete.
 func (a *Acceptor) Principal() authn.Principal {
 	if !a.done {
-		// The client name, once known, still helps the failure log.
+		// The client name, once the ticket decrypted, names the failure
+		// in the log and the audit record.
 		return authn.Principal{Name: a.info.Client, Mechanism: "kerberos"}
 	}
 	return a.principal

@@ -46,6 +46,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return disableCmd(args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(args[1:], stdout, stderr)
+	case "probe":
+		return probeCmd(args[1:], stdout, stderr)
 	case "user":
 		return userCmd(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
@@ -75,6 +77,7 @@ func usage(w io.Writer) {
                                              make this host a remoting target (Enable-PSRemoting)
   disable [--root DIR]                       stop and disable the service; keep the configuration
   status [--config FILE]                     listeners, schemes, live shells, last logons
+  probe [--url URL]                          anonymous Identify; exit 0 when answered (container probes)
   version                                    print the version
 `)
 }

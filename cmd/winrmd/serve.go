@@ -265,6 +265,25 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
 	}
+	// CredSSP's second hop: with Kerberos configured, the delegated
+	// password becomes a TGT for the shell (kinit in the daemon, the
+	// password in no argv, environment or file); without it, nothing.
+	var secondHop func(authn.Principal, string) *authn.Secret
+	if credsspCert != nil && krb != nil {
+		realm := krb.Realm
+		secondHop = func(p authn.Principal, password string) *authn.Secret {
+			user, r := authn.MapName(p.Name, p.Domain), realm
+			if i := strings.LastIndexByte(p.Client, '@'); i > 0 {
+				user, r = p.Client[:i], p.Client[i+1:]
+			}
+			cc, err := kerberos.PasswordTGT(cfg.Kerberos.Krb5Conf, r, user, password)
+			if err != nil {
+				log.Info("CredSSP second hop: no TGT for the shell", zap.String(obs.FUser, user+"@"+r), zap.Error(err))
+				return nil
+			}
+			return cc
+		}
+	}
 	var contexts server.ContextFactory
 	if mkNTLM != nil || krb != nil {
 		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
@@ -299,6 +318,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 					Verify: func(p authn.Principal, password string) error {
 						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
 					},
+					SecondHop: secondHop,
 				})
 				if err != nil {
 					log.Error("credssp", zap.Error(err))
