@@ -200,6 +200,12 @@ type Host struct {
 	// Domain is the NetBIOS domain (workgroup) shown in the NTLM challenge;
 	// defaults to NetBIOSName (a standalone server).
 	Domain string `yaml:"domain"`
+	// Names are further names clients reach this host by (DNS aliases, a
+	// load balancer's name). With the host name, NetBIOSName, DNSName and
+	// localhost they are the names accepted as the target of a logon
+	// without channel binding (service binding: HTTP/<name>) and as a
+	// local qualifier (<name>\user, user@<name>).
+	Names []string `yaml:"names,omitempty"`
 }
 
 // Windows' "unlimited".
@@ -491,6 +497,11 @@ func (c *Config) Validate() error {
 	case "json", "console":
 	default:
 		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
+	}
+	for i, n := range c.Host.Names {
+		if n == "" || !validHostname(n) {
+			return bad(fmt.Sprintf("host.names[%d]", i), "not a host name: %q", n)
+		}
 	}
 	if c.Logging.TraceWireMaxBytes < 1024 || c.Logging.TraceWireMaxBytes > 1<<20 {
 		return bad("logging.trace_wire_max_bytes", "must be 1024 to 1048576, not %d", c.Logging.TraceWireMaxBytes)

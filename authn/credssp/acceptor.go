@@ -248,7 +248,6 @@ func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
 // connection that needs bytes the client has not sent yet hands the output
 // so far back to Step and waits for the next leg (memConn).
 func (a *Acceptor) run() {
-	defer a.conn.engineDone()
 	err := a.converse()
 	if err != nil {
 		out := a.conn.take()
@@ -261,6 +260,7 @@ func (a *Acceptor) run() {
 				}
 			}
 		}
+		a.conn.engineDone() // before Step can return: the sealer never waits
 		a.results <- result{out: out, err: err}
 		return
 	}
@@ -271,6 +271,7 @@ func (a *Acceptor) run() {
 	// completion: wrapping it would advance the TLS sequence the client
 	// never reads, and break message encryption.
 	a.conn.take()
+	a.conn.engineDone()
 	a.results <- result{out: (&TSRequest{Version: a.replyVersion()}).Marshal(), done: true}
 }
 
@@ -399,7 +400,8 @@ func (a *Acceptor) converse() error {
 	if err != nil {
 		return fmt.Errorf("credssp: delegated password for %q: %w", qualified(p.Name, p.Domain), err)
 	}
-	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg}
+	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg,
+		Verifier: p.Verifier, Service: p.Service, Binding: p.Binding}
 	a.sealer = &sealer{a: a}
 	return nil
 }

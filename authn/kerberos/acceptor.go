@@ -416,7 +416,7 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	case realm == a.cfg.Realm:
 		return authn.Principal{Name: user, Mechanism: "kerberos"}, nil
 	case slices.Contains(a.cfg.Realms, realm):
-		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos"}, nil
+		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos", Verifier: authn.VerifiedDomain}, nil
 	}
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }

@@ -166,7 +166,7 @@ func TestDebInstallServePurge(t *testing.T) {
 
 	unmount := mountRuntime(t, root)
 	ready := "/tmp/winrmd.ready"
-	var logb strings.Builder
+	var logb syncBuffer
 	daemon := exec.Command("chroot", root, "/usr/sbin/winrmd", "serve", "--config", "/etc/winrmd/winrmd.yaml", "--ready-file", ready)
 	daemon.Env = rootEnv()
 	daemon.Stdout, daemon.Stderr = &logb, &logb

@@ -127,7 +127,7 @@ func TestImage(t *testing.T) {
 
 	state := filepath.Join(work, "runc")
 	id := fmt.Sprintf("wrmde2e-image-%d", os.Getpid())
-	var logb strings.Builder
+	var logb syncBuffer
 	run := exec.Command("runc", "--root", state, "run", "--bundle", bundle, id)
 	run.Stdout, run.Stderr = &logb, &logb
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -143,7 +143,7 @@ func TestSidecar(t *testing.T) {
 
 	state := filepath.Join(work, "runc")
 	id := fmt.Sprintf("wrmde2e-sidecar-%d", os.Getpid())
-	var clog strings.Builder
+	var clog syncBuffer
 	run := exec.Command("runc", "--root", state, "run", "--bundle", bundle, id)
 	run.Stdout, run.Stderr = &clog, &clog
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -208,7 +208,7 @@ sidecar:
 	cfgFile := filepath.Join(work, "winrmd.yaml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	ready := filepath.Join(work, "ready.json")
-	var dlog strings.Builder
+	var dlog syncBuffer
 	daemon := exec.Command(bin, "serve", "--config", cfgFile, "--ready-file", ready)
 	daemon.Stdout, daemon.Stderr = &dlog, &dlog
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
