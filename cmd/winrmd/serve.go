@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
@@ -376,10 +375,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			sessions.Shutdown(context.Background())
 			return fmt.Errorf("metrics.address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ln)
+		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
 	if readyFile != "" {
