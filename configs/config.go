@@ -161,6 +161,20 @@ type Kerberos struct {
 	// with the delegated password). Empty: $KRB5_CONFIG, else
 	// /etc/krb5.conf.
 	Krb5Conf string `yaml:"krb5_conf"`
+	// ConstrainedDelegation gives shells of Kerberos logons that did not
+	// forward a TGT the user's identity toward the services the service
+	// account is trusted for in Active Directory (msDS-AllowedToDelegateTo),
+	// through S4U2Proxy. See README "Constrained delegation".
+	ConstrainedDelegation ConstrainedDelegation `yaml:"constrained_delegation"`
+}
+
+// ConstrainedDelegation configures S4U2Proxy for shells.
+type ConstrainedDelegation struct {
+	Enabled bool `yaml:"enabled"`
+	// Account is the service account that holds winrmd's SPNs, as the
+	// keytab names it ("wrmdsvc", "wrmdsvc@REALM", or "HOST$" for the
+	// machine account); its key in the keytab gets its TGT.
+	Account string `yaml:"account"`
 }
 
 // DefaultKeytab is used when kerberos.keytab is empty and it exists.
@@ -459,6 +473,9 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(g) == "" {
 			return bad(fmt.Sprintf("authorization.allowed_groups[%d]", i), "empty group name")
 		}
+	}
+	if cd := c.Kerberos.ConstrainedDelegation; cd.Enabled && strings.TrimSpace(cd.Account) == "" {
+		return bad("kerberos.constrained_delegation.account", "required when constrained delegation is enabled")
 	}
 	for i, s := range c.Authorization.AllowedSIDs {
 		if err := CheckSIDRule(s); err != nil {
