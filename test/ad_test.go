@@ -613,3 +613,46 @@ func TestADKerberos(t *testing.T) {
 		t.Errorf("%d commands started, want %d (none for refused logons)", n, runs)
 	}
 }
+
+// TestADConstrainedDelegationShell: with kerberos.constrained_delegation
+// on, a domain user who logs on with Kerberos and forwards no TGT gets a
+// shell whose GSSAPI reaches, as the user, the service the winrmd service
+// account is trusted for (S4U2Proxy at the real Samba KDC; the ticket
+// shows in klist) and is refused for another service.
+func TestADConstrainedDelegationShell(t *testing.T) {
+	d, m := needADMember(t)
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/gssapi"); err != nil {
+		t.Skip("python3-gssapi (Debian) not installed")
+	}
+	dm := adDaemon(t, d, m, func(c *configs.Config) {
+		c.Kerberos.ConstrainedDelegation.Enabled = true
+		c.Kerberos.ConstrainedDelegation.Account = addc.ServiceAccount
+	})
+	cc := adCCaches(t, d, d.Operator)
+	_, p := hostPort(t, dm.HTTP)
+	conn := Conn{Scheme: "http", Host: addc.ClientHost, Port: p, Auth: "kerberos", Encryption: "always", User: d.Operator.Name,
+		CCacheDir: cc, KRB5Config: d.Krb5Conf}
+	gss := func(spn string) string {
+		svc, host, _ := strings.Cut(spn, "/")
+		return `/usr/bin/python3 -c "import gssapi; print('token', len(gssapi.SecurityContext(name=gssapi.Name('` + svc + `@` + host +
+			`', gssapi.NameType.hostbased_service), usage='initiate').step()))" 2>&1 | tail -1`
+	}
+	r := pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo $KRB5CCNAME; " + gss(addc.AllowedSPN) + "; klist"})
+	if !r.OK {
+		t.Fatalf("shell: %s", r)
+	}
+	out := string(r.Stdout)
+	t.Logf("shell output:\n%s", out)
+	if !strings.Contains(out, "token ") || !strings.Contains(out, "Default principal: "+d.Operator.Principal()) || !strings.Contains(out, addc.AllowedSPN) {
+		t.Fatalf("S4U2Proxy to %s from the shell did not work:\n%s", addc.AllowedSPN, out)
+	}
+	r = pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: gss(addc.RefusedSPN) + "; klist"})
+	if !r.OK {
+		t.Fatalf("shell: %s", r)
+	}
+	out = string(r.Stdout)
+	if strings.Contains(out, "token ") || !strings.Contains(out, "KDC can't fulfill requested option") || strings.Contains(out, addc.RefusedSPN) {
+		t.Fatalf("S4U2Proxy to %s (not allowed) from the shell:\n%s", addc.RefusedSPN, out)
+	}
+	t.Logf("refused as expected:\n%s", out)
+}

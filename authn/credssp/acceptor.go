@@ -400,7 +400,8 @@ func (a *Acceptor) converse() error {
 	if err != nil {
 		return fmt.Errorf("credssp: delegated password for %q: %w", qualified(p.Name, p.Domain), err)
 	}
-	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg}
+	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg,
+		Verifier: p.Verifier, Service: p.Service, Binding: p.Binding}
 	a.sealer = &sealer{a: a}
 	return nil
 }

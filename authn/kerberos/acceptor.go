@@ -77,6 +77,10 @@ type Config struct {
 	CBTLevel string
 	// Now returns the current time (tests); time.Now when nil.
 	Now func() time.Time
+	// Constrained, when set, gives a logon without a forwarded TGT an
+	// S4U2Proxy credential cache (kerberos.constrained_delegation; see
+	// s4u.go). Nil: off.
+	Constrained *ConstrainedDelegation
 }
 
 // Delegation is what a client forwarded with its AP-REQ: a KRB-CRED and
@@ -98,6 +102,10 @@ type Info struct {
 	GroupSIDs       []string
 	TicketExpires   time.Time
 	DelegatedTicket bool
+	// Constrained is "granted" when the logon got an S4U2Proxy cache, else
+	// why not (empty when constrained delegation is off or a TGT was
+	// forwarded).
+	Constrained string
 }
 
 // Acceptor is one server-side Kerberos context.
@@ -311,6 +319,17 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		a.deleg = d
 		a.info.DelegatedTicket = true
 	}
+	// Constrained delegation when nothing was forwarded. A failure costs
+	// the shell its second hop, not the logon.
+	var s4u *authn.Secret
+	if a.deleg == nil && a.cfg.Constrained != nil {
+		if s4u, err = a.cfg.Constrained.Cache(t); err != nil {
+			a.info.Constrained = err.Error()
+			s4u = nil
+		} else {
+			a.info.Constrained = "granted"
+		}
+	}
 
 	// 6. Keys and the reply.
 	mutual := ck.flags&flagMutual != 0 || types.IsFlagSet(&req.APOptions, 2 /* mutual-required */)
@@ -353,6 +372,8 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 			return nil, err
 		}
 		p.Delegated = cc
+	} else if s4u != nil {
+		p.Delegated = s4u
 	}
 	a.principal = p
 	return out, nil
@@ -416,7 +437,7 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	case realm == a.cfg.Realm:
 		return authn.Principal{Name: user, Mechanism: "kerberos"}, nil
 	case slices.Contains(a.cfg.Realms, realm):
-		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos"}, nil
+		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos", Verifier: authn.VerifiedDomain}, nil
 	}
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }

@@ -129,18 +129,33 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 }
 
 // chainVerifier verifies NTLM against the local store first, then winbind.
+// The store answers for names with no qualifier or one naming this host
+// (alice, .\alice, HOST\alice, alice@host); winbind's answers are the
+// domain's (authn.VerifiedDomain), so the authorizer may honour their
+// domain (authn.MapPrincipal).
 type chainVerifier struct {
 	store *accounts.Store
+	hosts *authn.HostNames
 	local ntlm.Verifier
 	wb    ntlm.Verifier
 }
 
 func (c *chainVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	if c.local != nil && c.store.Has(r.User) {
-		return c.local.Verify(ctx, r)
+	if c.local != nil {
+		user, qual, ok := authn.SplitName(r.User)
+		if qual == "" {
+			qual = r.Domain
+		}
+		if ok && c.hosts.IsLocal(qual) && c.store.Has(user) {
+			return c.local.Verify(ctx, r)
+		}
 	}
 	if c.wb != nil {
-		return c.wb.Verify(ctx, r)
+		res, err := c.wb.Verify(ctx, r)
+		if err == nil {
+			res.Verifier = authn.VerifiedDomain
+		}
+		return res, err
 	}
 	if c.local != nil {
 		return c.local.Verify(ctx, r)
@@ -172,12 +187,20 @@ func hostNames(cfg *configs.Config) (netbios, dns, domain string) {
 	return
 }
 
+// hostNameSet is this host's names for service binding and local
+// qualifiers (authn.HostNames), the same for every mechanism.
+func hostNameSet(cfg *configs.Config) *authn.HostNames {
+	netbios, dns, _ := hostNames(cfg)
+	return authn.NewHostNames(append([]string{dns, netbios}, cfg.Host.Names...)...)
+}
+
 func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
 		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           os.Geteuid() != 0,
+		HostNames:     hostNameSet(cfg),
 		Accounts:      sidecarAccounts(cfg),
 	})
 }
@@ -227,13 +250,14 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	}
 
 	netbios, dnsName, domain := hostNames(cfg)
+	hosts := hostNameSet(cfg)
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
 	}
 	var mkNTLM func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor
 	if cfg.Service.Auth.Negotiate {
-		cv := &chainVerifier{store: store}
+		cv := &chainVerifier{store: store, hosts: hosts}
 		if store != nil {
 			cv.local = ntlm.NewNTHashVerifier(store)
 		}
@@ -248,7 +272,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 				return ntlm.NewAcceptor(ntlm.Config{
 					Verifier: &limitedVerifier{v: cv, limiter: limiter, remote: remote}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
 					DNSComputer: dnsName, DNSDomain: dnsName, ChannelBinding: cbt,
-					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
+					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel), Hosts: hosts,
 				})
 			}
 		}
@@ -518,6 +542,13 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 	}
 	if err := kc.Validate(); err != nil {
 		return nil, fmt.Errorf("kerberos: %w", err)
+	}
+	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		// Loud at start: every shell without a forwarded TGT will hold
+		// this account's TGT (README "Constrained delegation").
+		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",
+			zap.String("account", cd.Account))
 	}
 	log.Info("Kerberos acceptor ready", zap.String("keytab", path), zap.Strings("principals", kt.Principals()),
 		zap.String("realm", kc.Realm), zap.Strings("service_principals", kc.ServicePrincipals))

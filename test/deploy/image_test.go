@@ -31,6 +31,7 @@ const identifyXML = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelop
 // nothing.
 func TestImage(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	for _, tool := range []string{"umoci", "runc", "ip", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)

@@ -110,6 +110,7 @@ func procsOfUID(uid int) []int {
 // container is gone the next shell is refused with a fault that says why.
 func TestSidecar(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	for _, tool := range []string{"runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
