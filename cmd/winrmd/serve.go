@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -63,6 +64,26 @@ type readyInfo struct {
 	PID       int            `json:"pid"`
 	Listeners []server.Bound `json:"listeners"`
 	Metrics   string         `json:"metrics,omitempty"`
+}
+
+// noCoreDumps keeps delegated passwords out of core files and away from
+// debuggers of the same uid: the daemon's soft core limit goes to 0 and it
+// becomes non-dumpable (which also forbids ptrace attach without
+// CAP_SYS_PTRACE). Workers are separate executables: execve gives them
+// their own dumpable flag.
+func noCoreDumps() error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("getrlimit(RLIMIT_CORE): %w", err)
+	}
+	rl.Cur = 0
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("setrlimit(RLIMIT_CORE, 0): %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)
+	}
+	return nil
 }
 
 // credsspCertificate is the inner TLS certificate of CredSSP: the first
@@ -263,6 +284,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+		if err := noCoreDumps(); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
 	}
 	// CredSSP's second hop: with Kerberos configured, the delegated
 	// password becomes a TGT for the shell (kinit in the daemon, the
