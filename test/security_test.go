@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -445,5 +447,70 @@ func TestSecurityMetricsDescriptors(t *testing.T) {
 	waitFor(t, 20*time.Second, "metrics to answer again", func() bool {
 		_, err := d.MetricsSnapshot()
 		return err == nil
+	})
+}
+
+// ---- 14.11: shells belong to (name, uid); a re-created account is another --
+
+func TestSecurityRecreatedAccount(t *testing.T) {
+	wd := need(t)
+	name := userPrefix + "r" + randHex(3)
+	u1, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		killUserProcesses(name, 5*time.Second)
+		deleteUser(name)
+	})
+	if err := wd.storeAdd(wd.store, name, u1.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	d := startDaemon(t, nil)
+	c := basicClient{d.HTTPS, true, name, u1.Password}
+	old, err := createShell(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secRow(t, "recreated_account_same_name", func(t *testing.T) {
+		// The account is deleted and made again under the same name with
+		// another uid, within the authorization cache's 30 s; the account
+		// store still knows the name and password.
+		killUserProcesses(name, 5*time.Second)
+		if err := deleteUser(name); err != nil {
+			t.Fatal(err)
+		}
+		uid2 := u1.UID + 1000
+		for ; uid2 < u1.UID+2000; uid2++ {
+			if _, err := user.LookupId(strconv.Itoa(uid2)); err != nil {
+				break
+			}
+		}
+		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
+			"--uid", strconv.Itoa(uid2), "--groups", adminGroup, name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd again: %v: %s", err, out)
+		}
+		// A new shell runs as the account as it is now.
+		sh, err := createShell(c)
+		if err != nil {
+			t.Fatalf("new shell: %v", err)
+		}
+		defer sh.delete()
+		res, err := sh.run("id -u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(res.Stdout)); got != strconv.Itoa(uid2) {
+			executed(t, "the re-created account's new shell runs as uid %s (the deleted account's was %d, now %d)", got, u1.UID, uid2)
+		}
+		// The old account's shell is not the new account's.
+		r, err := c.Post(commandXML(old.ID, "id -u"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if classify(r) != oDenied {
+			executed(t, "the re-created account used the deleted account's shell: %s", r)
+		}
 	})
 }

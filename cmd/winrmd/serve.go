@@ -127,6 +127,10 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 	return s.p.Load().Authorize(p, sch)
 }
 
+func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
+	return s.p.Load().AuthorizeUncached(p, sch)
+}
+
 // chainVerifier verifies NTLM against the local store first, then winbind.
 // The store answers for names with no qualifier or one naming this host
 // (alice, .\alice, HOST\alice, alice@host); winbind's answers are the
