@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -126,6 +125,10 @@ type swapAuthorizer struct {
 
 func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
 	return s.p.Load().Authorize(p, sch)
+}
+
+func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
+	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
 // chainVerifier verifies NTLM against the local store first, then winbind.
@@ -400,10 +403,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			sessions.Shutdown(context.Background())
 			return fmt.Errorf("metrics.address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ln)
+		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
 	if readyFile != "" {
