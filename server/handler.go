@@ -408,6 +408,26 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		s.countRequest(action, "fault")
 		return
 	}
+	if env.Header.Action == wsman.ActionCreate {
+		// A worker is about to start as this account: decide from the
+		// account database itself, not a cached decision, so a deleted or
+		// re-created account never gets a worker with a stale uid or
+		// groups (issue 14.11).
+		if u, ok := s.d.Authorizer.(UncachedAuthorizer); ok {
+			fresh, err := u.AuthorizeUncached(id.Principal(), id.Scheme())
+			if err != nil {
+				reason := err.Error()
+				log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
+				s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
+					zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
+				s.writeFault(w, st, encrypted, protocol, wsman.AccessDenied("Access is denied."), true, env.Header.MessageID)
+				st.reset()
+				s.countRequest(action, "denied")
+				return
+			}
+			st.identity, id = fresh, fresh
+		}
+	}
 	// The session layer may block (Receive); other connections proceed.
 	st.mu.Unlock()
 	body, err := s.d.Sessions.Handle(r.Context(), &session.Request{

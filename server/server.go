@@ -36,6 +36,12 @@ type Authorizer interface {
 	Authorize(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
 }
 
+// UncachedAuthorizer is an Authorizer that can decide without its cache;
+// shells are created with it.
+type UncachedAuthorizer interface {
+	AuthorizeUncached(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
+}
+
 // ContextFactory makes a fresh connection-bound security context for an
 // HTTP scheme; cbt is the listener's expected channel binding (nil on HTTP),
 // remote the client's address (for rate limits). It returns nil when the

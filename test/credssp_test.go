@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -117,6 +118,11 @@ func TestCredSSPRefused(t *testing.T) {
 	}
 	wantNothingRan(t, d, before)
 	mustServe(t, d)
+	// No core file can hold a delegated password.
+	lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", d.PID))
+	if err != nil || !regexp.MustCompile(`(?m)^Max core file size\s+0\s`).Match(lim) {
+		t.Errorf("a CredSSP daemon may dump core (%v):\n%s", err, lim)
+	}
 	secrets := []string{wrong}
 	for _, u := range w.users() {
 		secrets = append(secrets, u.Password)

@@ -11,10 +11,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Regression rows of issue 14 (the attack review): each demonstrates an
@@ -357,6 +361,156 @@ func TestSecurityAuditFields(t *testing.T) {
 		}
 		if len(auditWith(d, "command_start", `"program":"WRMD_TOKEN=… printenv"`)) == 0 {
 			t.Errorf("command_start does not record the program as WRMD_TOKEN=… printenv:\n%s", tail(d.Audit, 5))
+		}
+	})
+}
+
+// ---- 14.8: descriptors the daemon inherited never reach a user command -----
+
+func TestSecurityInheritedDescriptor(t *testing.T) {
+	wd := need(t)
+	secRow(t, "inherited_fd_9_private_key", func(t *testing.T) {
+		// The TLS private key, open on descriptor 9 as `exec 9<key.pem` in a
+		// wrapper script would leave it.
+		key, err := os.Open(wd.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer key.Close()
+		launchExtraMu.Lock()
+		launchExtra = []*os.File{nil, nil, nil, nil, nil, nil, key}
+		launchExtraMu.Unlock()
+		d := startDaemon(t, nil)
+		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/9", d.PID)); err != nil {
+			t.Fatalf("precondition: the daemon has no descriptor 9: %v", err)
+		}
+		sh, err := createShell(basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sh.delete()
+		// test -e stats: listing the directory would itself open one.
+		res, err := sh.run("for n in $(seq 0 64); do [ -e /proc/$$/fd/$n ] && printf '%s ' $n; done; (head -c 64 <&9) 2>/dev/null; exit 0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := string(res.Stdout)
+		if strings.Contains(out, "PRIVATE KEY") {
+			executed(t, "a remote user read the TLS private key through descriptor 9: %q", out)
+		}
+		if got := strings.TrimSpace(out); got != "0 1 2" {
+			t.Errorf("the command has descriptors %q, want exactly 0 1 2", got)
+		}
+	})
+}
+
+// ---- 14.5: the metrics listener cannot exhaust the daemon's descriptors -----
+
+func TestSecurityMetricsDescriptors(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil)
+	secRow(t, "metrics_connection_flood_lowered_nofile", func(t *testing.T) {
+		// A daemon with a small descriptor budget, as a unit with
+		// LimitNOFILE= or a crowded host would give it.
+		const limit = 256
+		lim := unix.Rlimit{Cur: limit, Max: limit}
+		if err := unix.Prlimit(d.PID, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			t.Fatalf("prlimit: %v", err)
+		}
+		// Any local user can open connections to the metrics listener.
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for i := 0; i < 400; i++ {
+			c, err := net.DialTimeout("tcp", d.Metrics, 2*time.Second)
+			if err != nil {
+				break // the kernel's backlog is full: that is no harm to the daemon
+			}
+			conns = append(conns, c)
+		}
+		time.Sleep(200 * time.Millisecond) // let the daemon accept what it will
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID))
+		t.Logf("%d connections open to metrics; the daemon holds %d descriptors (limit %d)", len(conns), len(ents), limit)
+		if len(ents) >= limit-16 {
+			t.Errorf("the daemon holds %d of its %d descriptors", len(ents), limit)
+		}
+		// A real client still logs on and runs a command meanwhile.
+		res := pywinrmAs(t, "http://"+d.HTTP+"/wsman", w.admin.Name, w.admin.Password, "ntlm", "id -un", nil)
+		if !res.OK || strings.TrimSpace(res.Stdout) != w.admin.Name {
+			t.Errorf("pywinrm during the metrics flood: %+v", res)
+		}
+	})
+	// Metrics still answer once the flood is gone.
+	waitFor(t, 20*time.Second, "metrics to answer again", func() bool {
+		_, err := d.MetricsSnapshot()
+		return err == nil
+	})
+}
+
+// ---- 14.11: shells belong to (name, uid); a re-created account is another --
+
+func TestSecurityRecreatedAccount(t *testing.T) {
+	wd := need(t)
+	name := userPrefix + "r" + randHex(3)
+	u1, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		killUserProcesses(name, 5*time.Second)
+		deleteUser(name)
+	})
+	if err := wd.storeAdd(wd.store, name, u1.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	d := startDaemon(t, nil)
+	c := basicClient{d.HTTPS, true, name, u1.Password}
+	old, err := createShell(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secRow(t, "recreated_account_same_name", func(t *testing.T) {
+		// The account is deleted and made again under the same name with
+		// another uid, within the authorization cache's 30 s; the account
+		// store still knows the name and password.
+		killUserProcesses(name, 5*time.Second)
+		if err := deleteUser(name); err != nil {
+			t.Fatal(err)
+		}
+		uid2 := u1.UID + 1000
+		for ; uid2 < u1.UID+2000; uid2++ {
+			if _, err := user.LookupId(strconv.Itoa(uid2)); err != nil {
+				break
+			}
+		}
+		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
+			"--uid", strconv.Itoa(uid2), "--groups", adminGroup, name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd again: %v: %s", err, out)
+		}
+		// A new shell runs as the account as it is now.
+		sh, err := createShell(c)
+		if err != nil {
+			t.Fatalf("new shell: %v", err)
+		}
+		defer sh.delete()
+		res, err := sh.run("id -u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(res.Stdout)); got != strconv.Itoa(uid2) {
+			executed(t, "the re-created account's new shell runs as uid %s (the deleted account's was %d, now %d)", got, u1.UID, uid2)
+		}
+		// The old account's shell is not the new account's.
+		r, err := c.Post(commandXML(old.ID, "id -u"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if classify(r) != oDenied {
+			executed(t, "the re-created account used the deleted account's shell: %s", r)
 		}
 	})
 }

@@ -23,6 +23,12 @@ func main() {
 		isolation.WorkerMain()
 		return
 	}
+	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
+	// user's command (issue 14.8).
+	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {
+		fmt.Fprintf(os.Stderr, "winrmd: marking inherited descriptors close-on-exec: %v\n", err)
+		os.Exit(1)
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

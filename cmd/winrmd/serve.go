@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -66,6 +66,26 @@ type readyInfo struct {
 	Metrics   string         `json:"metrics,omitempty"`
 }
 
+// noCoreDumps keeps delegated passwords out of core files and away from
+// debuggers of the same uid: the daemon's soft core limit goes to 0 and it
+// becomes non-dumpable (which also forbids ptrace attach without
+// CAP_SYS_PTRACE). Workers are separate executables: execve gives them
+// their own dumpable flag.
+func noCoreDumps() error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("getrlimit(RLIMIT_CORE): %w", err)
+	}
+	rl.Cur = 0
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("setrlimit(RLIMIT_CORE, 0): %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)
+	}
+	return nil
+}
+
 // credsspCertificate is the inner TLS certificate of CredSSP: the first
 // HTTPS listener's, else a fresh self-signed one (clients bind the key
 // through pubKeyAuth, not a chain).
@@ -105,6 +125,10 @@ type swapAuthorizer struct {
 
 func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
 	return s.p.Load().Authorize(p, sch)
+}
+
+func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
+	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
 // chainVerifier verifies NTLM against the local store first, then winbind.
@@ -264,6 +288,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+		if err := noCoreDumps(); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
 	}
 	// CredSSP's second hop: with Kerberos configured, the delegated
 	// password becomes a TGT for the shell (kinit in the daemon, the
@@ -376,10 +403,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			sessions.Shutdown(context.Background())
 			return fmt.Errorf("metrics.address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ln)
+		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
 	if readyFile != "" {
