@@ -514,3 +514,28 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		}
 	})
 }
+
+// ---- 14.7: one foreign source cannot lock an account out everywhere --------
+
+func TestSecurityLockoutPerSource(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil)
+	secRow(t, "lockout_from_one_source_right_password_from_another", func(t *testing.T) {
+		attacker, owner := srcAddr(), srcAddr()
+		for i := 0; i < 7; i++ {
+			r, err := postBasicFrom(attacker, d.HTTPS, true, w.guess.Name, "Wrong-"+randHex(3), identifyXML)
+			if err != nil || r.Status != 401 {
+				t.Fatalf("guess %d: %v %v", i, r, err)
+			}
+		}
+		// The attacker's source is locked out, even with the right password.
+		if r, err := postBasicFrom(attacker, d.HTTPS, true, w.guess.Name, w.guess.Password, identifyXML); err != nil || r.Status != 401 {
+			t.Errorf("the guessing source with the right password: %v %v (want 401: locked out)", r, err)
+		}
+		// The owner, from another address, logs on.
+		r, err := postBasicFrom(owner, d.HTTPS, true, w.guess.Name, w.guess.Password, identifyXML)
+		if err != nil || r.Status != 200 {
+			t.Errorf("the right password from another source after a foreign lockout: %v %v", r, err)
+		}
+	})
+}

@@ -238,7 +238,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			return fmt.Errorf("accounts.store_file: %w", err)
 		}
 	}
-	limiter := authn.NewRateLimiter(authn.RateLimitConfig{})
+	limiter := authn.NewRateLimiter(authn.RateLimitConfig{Exempt: cfg.Accounts.LockoutExempt})
 
 	auth := &swapAuthorizer{}
 	a, err := buildAuthorizer(cfg)
