@@ -539,3 +539,45 @@ func TestSecurityLockoutPerSource(t *testing.T) {
 		}
 	})
 }
+
+// ---- 14.10: Basic is verified again when the password changes --------------
+
+func TestSecurityBasicPasswordChange(t *testing.T) {
+	wd := need(t)
+	name := userPrefix + "p" + randHex(3)
+	u, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteUser(name) })
+	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	d := startDaemon(t, nil)
+	secRow(t, "basic_after_password_change_same_connection", func(t *testing.T) {
+		rc, err := dialRaw(d.HTTPS, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		hdr := map[string]string{"Authorization": basicAuth(name, u.Password)}
+		r, err := rc.request("POST", "/wsman", hdr, []byte(identifyXML), 10*time.Second)
+		if err != nil || r.Status != 200 {
+			t.Fatalf("first request: %v %v", r, err)
+		}
+		// The administrator changes the password (the account store).
+		cmd := exec.Command(wd.bin, "user", "passwd", "--store", wd.store, name)
+		cmd.Stdin = strings.NewReader(randPassword() + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("winrmd user passwd: %v: %s", err, out)
+		}
+		r, err = rc.request("POST", "/wsman", hdr, []byte(identifyXML), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Closed && r.Status == 200 {
+			executed(t, "the old password still works on the open connection after the change")
+		}
+	})
+}
