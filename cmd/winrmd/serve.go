@@ -544,7 +544,8 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 		return nil, fmt.Errorf("kerberos: %w", err)
 	}
 	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
-		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt,
+			Logf: log.Sugar().Warnf}
 		// Loud at start: every shell without a forwarded TGT will hold
 		// this account's TGT (README "Constrained delegation").
 		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",
