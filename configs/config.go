@@ -134,6 +134,10 @@ type Accounts struct {
 	StoreFile string `yaml:"store_file"`
 	// Winbind enables NTLM verification through Samba's ntlm_auth helper.
 	Winbind Winbind `yaml:"winbind"`
+	// LockoutExempt names accounts never locked out account-wide by failed
+	// logons from many sources (like Windows' built-in Administrator);
+	// guessing from one source is limited for them too.
+	LockoutExempt []string `yaml:"lockout_exempt,omitempty"`
 }
 
 // Kerberos configures the Kerberos acceptor (Negotiate and the Kerberos

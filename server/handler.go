@@ -40,6 +40,9 @@ type connState struct {
 	authzAt  time.Time // when identity was last authorized
 	sealer   authn.Sealer
 	basicKey [32]byte // hash of the Basic value that produced identity
+	// basicVersion is the credential sources' version when basicKey was
+	// verified.
+	basicVersion string
 }
 
 type connKey struct{}
@@ -592,7 +595,16 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
 	}
 	key := sha256.Sum256([]byte(token))
-	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 {
+	// The same credentials on the same connection are not verified again
+	// while the credential sources are unchanged and the last check is
+	// younger than reauthorizeEvery: a password change or removal then
+	// takes effect on open connections too.
+	version := ""
+	if v, ok := s.d.Basic.(interface{ SourceVersion() string }); ok {
+		version = v.SourceVersion()
+	}
+	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 &&
+		version == st.basicVersion && time.Since(st.authzAt) <= reauthorizeEvery {
 		return nil
 	}
 	st.reset()
@@ -605,7 +617,7 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 	if herr != nil {
 		return herr
 	}
-	st.identity, st.scheme, st.basicKey, st.authzAt = id, authn.SchemeBasic, key, time.Now()
+	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
 	return nil
 }
 

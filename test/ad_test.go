@@ -655,6 +655,22 @@ func TestADConstrainedDelegationShell(t *testing.T) {
 		t.Fatalf("S4U2Proxy to %s (not allowed) from the shell:\n%s", addc.RefusedSPN, out)
 	}
 	t.Logf("refused as expected:\n%s", out)
+
+	// A ticket that is not forwardable (kinit -F) cannot be evidence: the
+	// logon works, the shell has no delegated cache, the log says why.
+	nf := t.TempDir()
+	cmd := exec.Command("kinit", "-F", "-c", "FILE:"+filepath.Join(nf, d.Operator.Name+".cc"), d.Operator.Principal())
+	cmd.Env = d.Env("")
+	cmd.Stdin = strings.NewReader(d.Operator.Password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kinit -F: %v %s", err, out)
+	}
+	conn.CCacheDir = nf
+	r = pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo \"cc=$KRB5CCNAME\""})
+	wantOut(t, r, "cc=\n", "", 0)
+	if !strings.Contains(tail(dm.Stderr, 200), "no S4U2Proxy cache for "+d.Operator.Principal()) {
+		t.Errorf("the log does not say why the non-forwardable logon got no delegation:\n%s", tail(dm.Stderr, 10))
+	}
 }
 
 // TestADCredSSP: CredSSP for a domain account on the joined member. The

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/winrmd/winrmd/configs"
 )
 
 // Regression rows of issue 14 (the attack review): each demonstrates an
@@ -511,6 +513,108 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		}
 		if classify(r) != oDenied {
 			executed(t, "the re-created account used the deleted account's shell: %s", r)
+		}
+	})
+}
+
+// ---- 14.7: one foreign source cannot lock an account out everywhere --------
+
+func TestSecurityLockoutPerSource(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil)
+	secRow(t, "lockout_from_one_source_right_password_from_another", func(t *testing.T) {
+		attacker, owner := srcAddr(), srcAddr()
+		for i := 0; i < 7; i++ {
+			r, err := postBasicFrom(attacker, d.HTTPS, true, w.guess.Name, "Wrong-"+randHex(3), identifyXML)
+			if err != nil || r.Status != 401 {
+				t.Fatalf("guess %d: %v %v", i, r, err)
+			}
+		}
+		// The attacker's source is locked out, even with the right password.
+		if r, err := postBasicFrom(attacker, d.HTTPS, true, w.guess.Name, w.guess.Password, identifyXML); err != nil || r.Status != 401 {
+			t.Errorf("the guessing source with the right password: %v %v (want 401: locked out)", r, err)
+		}
+		// The owner, from another address, logs on.
+		r, err := postBasicFrom(owner, d.HTTPS, true, w.guess.Name, w.guess.Password, identifyXML)
+		if err != nil || r.Status != 200 {
+			t.Errorf("the right password from another source after a foreign lockout: %v %v", r, err)
+		}
+	})
+}
+
+// ---- 14.10: Basic is verified again when the password changes --------------
+
+func TestSecurityBasicPasswordChange(t *testing.T) {
+	wd := need(t)
+	name := userPrefix + "p" + randHex(3)
+	u, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteUser(name) })
+	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	d := startDaemon(t, nil)
+	secRow(t, "basic_after_password_change_same_connection", func(t *testing.T) {
+		rc, err := dialRaw(d.HTTPS, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		hdr := map[string]string{"Authorization": basicAuth(name, u.Password)}
+		r, err := rc.request("POST", "/wsman", hdr, []byte(identifyXML), 10*time.Second)
+		if err != nil || r.Status != 200 {
+			t.Fatalf("first request: %v %v", r, err)
+		}
+		// The administrator changes the password (the account store).
+		cmd := exec.Command(wd.bin, "user", "passwd", "--store", wd.store, name)
+		cmd.Stdin = strings.NewReader(randPassword() + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("winrmd user passwd: %v: %s", err, out)
+		}
+		r, err = rc.request("POST", "/wsman", hdr, []byte(identifyXML), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Closed && r.Status == 200 {
+			executed(t, "the old password still works on the open connection after the change")
+		}
+	})
+}
+
+// ---- 14.14: the configuration never claims a scheme that is not served -----
+
+func TestSecurityUnservedSchemes(t *testing.T) {
+	need(t)
+	secRow(t, "config_claims_unserved_scheme", func(t *testing.T) {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "w.yaml")
+		// Basic switched on with only an HTTP listener (and no
+		// allow_unencrypted) can never be offered.
+		yaml := "listeners:\n  - {transport: http, address: 127.0.0.1, port: 0}\nservice:\n  auth:\n    basic: true\n    kerberos: false\n"
+		if _, err := os.Stat("/etc/krb5.keytab"); err != nil {
+			// Kerberos on (the default) without any keytab is not served.
+			yaml = strings.Replace(yaml, "kerberos: false", "kerberos: true", 1)
+		}
+		os.WriteFile(p, []byte(yaml), 0o600)
+		out, err := cli(t, "", "config", "check", "--config", p)
+		if err != nil {
+			t.Fatalf("config check: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "warning: service.auth.basic is on but") {
+			t.Errorf("config check does not say Basic is not served:\n%s", out)
+		}
+		if strings.Contains(yaml, "kerberos: true") && !strings.Contains(out, "warning: service.auth.kerberos is on but Kerberos is not served") {
+			t.Errorf("config check does not say Kerberos is not served:\n%s", out)
+		}
+		d := startDaemon(t, func(c *configs.Config) {
+			c.Listeners = c.Listeners[:1] // http only
+		})
+		d.stop()
+		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("configuration claims a scheme that is not served")) {
+			t.Errorf("start-up does not say a switched-on scheme is not served:\n%s", tail(d.Stderr, 10))
 		}
 	})
 }

@@ -267,7 +267,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			return fmt.Errorf("accounts.store_file: %w", err)
 		}
 	}
-	limiter := authn.NewRateLimiter(authn.RateLimitConfig{})
+	limiter := authn.NewRateLimiter(authn.RateLimitConfig{Exempt: cfg.Accounts.LockoutExempt})
 
 	auth := &swapAuthorizer{}
 	a, err := buildAuthorizer(cfg)
@@ -283,6 +283,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 
 	netbios, dnsName, domain := hostNames(cfg)
 	hosts := hostNameSet(cfg)
+	for _, w := range unservedSchemes(cfg) {
+		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
+	}
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
@@ -581,7 +584,8 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 		return nil, fmt.Errorf("kerberos: %w", err)
 	}
 	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
-		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt,
+			Logf: log.Sugar().Warnf}
 		// Loud at start: every shell without a forwarded TGT will hold
 		// this account's TGT (README "Constrained delegation").
 		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",
