@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/winrmd/winrmd/configs"
 )
 
 // Regression rows of issue 14 (the attack review): each demonstrates an
@@ -578,6 +580,41 @@ func TestSecurityBasicPasswordChange(t *testing.T) {
 		}
 		if !r.Closed && r.Status == 200 {
 			executed(t, "the old password still works on the open connection after the change")
+		}
+	})
+}
+
+// ---- 14.14: the configuration never claims a scheme that is not served -----
+
+func TestSecurityUnservedSchemes(t *testing.T) {
+	need(t)
+	secRow(t, "config_claims_unserved_scheme", func(t *testing.T) {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "w.yaml")
+		// Basic switched on with only an HTTP listener (and no
+		// allow_unencrypted) can never be offered.
+		yaml := "listeners:\n  - {transport: http, address: 127.0.0.1, port: 0}\nservice:\n  auth:\n    basic: true\n    kerberos: false\n"
+		if _, err := os.Stat("/etc/krb5.keytab"); err != nil {
+			// Kerberos on (the default) without any keytab is not served.
+			yaml = strings.Replace(yaml, "kerberos: false", "kerberos: true", 1)
+		}
+		os.WriteFile(p, []byte(yaml), 0o600)
+		out, err := cli(t, "", "config", "check", "--config", p)
+		if err != nil {
+			t.Fatalf("config check: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "warning: service.auth.basic is on but") {
+			t.Errorf("config check does not say Basic is not served:\n%s", out)
+		}
+		if strings.Contains(yaml, "kerberos: true") && !strings.Contains(out, "warning: service.auth.kerberos is on but Kerberos is not served") {
+			t.Errorf("config check does not say Kerberos is not served:\n%s", out)
+		}
+		d := startDaemon(t, func(c *configs.Config) {
+			c.Listeners = c.Listeners[:1] // http only
+		})
+		d.stop()
+		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("configuration claims a scheme that is not served")) {
+			t.Errorf("start-up does not say a switched-on scheme is not served:\n%s", tail(d.Stderr, 10))
 		}
 	})
 }

@@ -254,6 +254,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 
 	netbios, dnsName, domain := hostNames(cfg)
 	hosts := hostNameSet(cfg)
+	for _, w := range unservedSchemes(cfg) {
+		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
+	}
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
