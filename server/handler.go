@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,6 +44,10 @@ type connState struct {
 	// basicVersion is the credential sources' version when basicKey was
 	// verified.
 	basicVersion string
+
+	// idleSince is when the connection went idle between requests (unix
+	// nanoseconds), 0 while a request is in flight (evict.go).
+	idleSince atomic.Int64
 }
 
 type connKey struct{}
@@ -63,6 +68,8 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Inc()
 		}
+	case http.StateIdle, http.StateActive:
+		s.markIdle(c, cs == http.StateIdle)
 	case http.StateHijacked, http.StateClosed:
 		if v, ok := s.conns.Load(c); ok {
 			if cl, ok := v.(*connState).closer(); ok {

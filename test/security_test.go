@@ -692,3 +692,50 @@ func median(ds []time.Duration) time.Duration {
 	}
 	return s[len(s)/2]
 }
+
+// ---- 14.4: idle unauthenticated connections cannot lock clients out --------
+
+func TestSecurityIdleUnauthenticatedConnections(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil) // service.max_connections: 300, Windows' default
+	secRow(t, "300_idle_unauthenticated_connections", func(t *testing.T) {
+		src := srcAddr()
+		var held []*rawConn
+		defer func() {
+			for _, rc := range held {
+				rc.Close()
+			}
+		}()
+		for i := 0; i < d.Config.Service.MaxConnections; i++ {
+			rc, err := dialRawFrom(src, d.HTTP, false)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			held = append(held, rc)
+			// An empty POST: its 401 keeps the connection open (a refused
+			// body would close it).
+			r, err := rc.request("POST", "/wsman", nil, nil, 10*time.Second)
+			if err != nil || r.Status != 401 {
+				t.Fatalf("connection %d: %v %v (want 401)", i, r, err)
+			}
+		}
+		// A real client logs on over both listeners meanwhile.
+		for _, url := range []string{"https://" + d.HTTPS + "/wsman", "http://" + d.HTTP + "/wsman"} {
+			res := pywinrmAs(t, url, w.admin.Name, w.admin.Password, "ntlm", "id -un", nil)
+			if !res.OK || strings.TrimSpace(res.Stdout) != w.admin.Name {
+				t.Errorf("pywinrm %s with %d idle unauthenticated connections open: %+v", url, len(held), res)
+			}
+		}
+		// And the idle ones do not stay for the 120 s keep-alive.
+		waitFor(t, 30*time.Second, "idle unauthenticated connections to be closed", func() bool {
+			open := 0
+			for _, rc := range held {
+				rc.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+				if _, err := rc.br.Peek(1); err != nil && strings.Contains(err.Error(), "timeout") {
+					open++
+				}
+			}
+			return open == 0
+		})
+	})
+}
