@@ -608,13 +608,16 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 		return nil
 	}
 	st.reset()
+	checked := time.Now()
 	p, err := s.d.Basic.Authenticate(r.Context(), st.remote, token)
 	if err != nil {
 		s.logonFailure(st, "Basic", p.Name, err, log)
+		failureDelay(r, cfg, checked, err)
 		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
 	}
 	id, herr := s.authorize(st, p, authn.SchemeBasic, log)
 	if herr != nil {
+		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
 		return herr
 	}
 	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
@@ -701,6 +704,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 			return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
 		}
 	}
+	checked := time.Now()
 	out, done, err := st.authCtx.Step(in)
 	if err != nil {
 		name := ""
@@ -709,6 +713,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 		}
 		st.reset()
 		s.logonFailure(st, string(sch), name, err, log)
+		failureDelay(r, cfg, checked, err)
 		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
 		// only WWW-Authenticate line (clients read the token at its end).
 		return out, false, &httpError{status: http.StatusUnauthorized, scheme: len(out) == 0, close: true}
@@ -720,6 +725,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 	id, herr := s.authorize(st, p, sch, log)
 	if herr != nil {
 		st.reset()
+		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
 		return nil, false, herr
 	}
 	st.identity, st.authzAt = id, time.Now()
@@ -821,5 +827,30 @@ func (s *Server) countAuth(scheme, result string) {
 			scheme = "unknown"
 		}
 		s.d.Metrics.AuthAttempts.WithLabelValues(scheme, result).Inc()
+	}
+}
+
+// failureDelay holds every 401 that follows a credential check until
+// service.auth.failure_delay_ms after the check began, whatever refused it:
+// a wrong password (which PAM itself delays), an unknown account, or a
+// right password for an account the policy refuses. Without it, a refusal
+// after a successful check answers at once and tells a guesser the
+// password was right (issue 14.9). Malformed and unsupported tokens are
+// refused before any check and are not delayed. The delay is a floor:
+// choose it above the PAM stack's own delay (pam_faildelay's 2 s, which
+// Linux-PAM varies by up to a quarter).
+func failureDelay(r *http.Request, cfg *configs.Config, checked time.Time, err error) {
+	if errors.Is(err, authn.ErrMalformed) || errors.Is(err, authn.ErrUnsupported) {
+		return
+	}
+	wait := time.Until(checked.Add(time.Duration(cfg.Service.Auth.FailureDelayMS) * time.Millisecond))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
 	}
 }

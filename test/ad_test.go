@@ -702,3 +702,35 @@ func TestADConstrainedDelegationShell(t *testing.T) {
 	}
 	noSecretsIn(t, dm, d)
 }
+
+// TestADCredSSP: CredSSP for a domain account on the joined member. The
+// inner NTLM logon goes through winbind, the delegated password is checked
+// by the domain controller (an NTLMv2 proof through winbind), and with the
+// domain's KDC configured the shell gets a TGT from it (the second hop).
+// A wrong delegated password is refused.
+func TestADCredSSP(t *testing.T) {
+	d, m := needADMember(t)
+	dm := adDaemon(t, d, m, func(c *configs.Config) {
+		c.Service.Auth.CredSSP = true
+		c.Kerberos.Krb5Conf = d.Krb5Conf
+	})
+	h, p := hostPort(t, dm.HTTP)
+	for _, drv := range []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}} {
+		r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: "credssp", Encryption: "auto", User: addc.NetBIOS + `\` + d.Admin.Name, Password: d.Admin.Password},
+			Spec{Op: "run", Command: "id -un; klist 2>&1"})
+		if !r.OK {
+			t.Fatalf("%s: %s", drv.Name(), r)
+		}
+		out := string(r.Stdout)
+		if !strings.HasPrefix(out, d.Admin.Name+"\n") || !strings.Contains(out, "krbtgt/"+addc.Realm+"@"+addc.Realm) {
+			t.Fatalf("%s: CredSSP shell of a domain account without its TGT:\n%s", drv.Name(), out)
+		}
+	}
+	before := dm.executions()
+	bad := (pyDriver{"credssp_attack"}).Do(t, Conn{Scheme: "https", Host: h, Port: mustPort(dm.HTTPS), User: addc.NetBIOS + `\` + d.Admin.Name, Password: d.Admin.Password},
+		Spec{Op: "wrong_password", Command: createXML(), Env: map[string]string{"password": "wrong-" + d.Admin.Password}})
+	if bad.OK {
+		t.Fatalf("a wrong delegated password for a domain account was accepted: %s", bad)
+	}
+	wantNothingRan(t, dm, before)
+}

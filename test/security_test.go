@@ -618,3 +618,77 @@ func TestSecurityUnservedSchemes(t *testing.T) {
 		}
 	})
 }
+
+// ---- 14.9: a refused account answers as slowly as a wrong password ----------
+
+func TestSecurityTimingOracle(t *testing.T) {
+	need(t)
+	svc := userPrefix + "pam" + randHex(2)
+	pamFile := filepath.Join("/etc/pam.d", svc)
+	// The shipped deploy/pam.winrmd shape, scaled down: a delay on failure
+	// (0.4 s here, pam_unix's own 2 s switched off), then the host's
+	// passwords; the daemon's refusal floor above it (1 s here, 3 s by
+	// default against PAM's 2 s).
+	if err := os.WriteFile(pamFile, []byte("auth required pam_faildelay.so delay=400000\nauth required pam_unix.so nodelay\naccount required pam_unix.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(pamFile) })
+	var users []*testUser
+	for _, admin := range []bool{true, false} {
+		u, err := createUser(userPrefix+"t"+randHex(3), admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+		t.Cleanup(func() { deleteUser(u.Name) })
+		cmd := exec.Command("chpasswd")
+		cmd.Stdin = strings.NewReader(u.Name + ":" + u.Password + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("chpasswd: %v: %s", err, out)
+		}
+	}
+	allowed, refused := users[0], users[1]
+	d := startDaemon(t, func(c *configs.Config) {
+		c.Accounts.StoreFile = ""
+		c.Accounts.PAMService = svc
+		c.Service.Auth.FailureDelayMS = 1000
+	})
+	secRow(t, "pam_timing_refused_account_vs_wrong_password", func(t *testing.T) {
+		// Sanity: both passwords are right for PAM.
+		if r, err := postBasicFrom(srcAddr(), d.HTTPS, true, allowed.Name, allowed.Password, identifyXML); err != nil || r.Status != 200 {
+			t.Fatalf("allowed account with its password: %v %v", r, err)
+		}
+		measure := func(user, pass string) time.Duration {
+			start := time.Now()
+			r, err := postBasicFrom(srcAddr(), d.HTTPS, true, user, pass, identifyXML)
+			el := time.Since(start)
+			if err != nil || r.Status != 401 {
+				t.Fatalf("%s: %v %v (want 401)", user, r, err)
+			}
+			return el
+		}
+		var wrong, right []time.Duration
+		for i := 0; i < 7; i++ {
+			wrong = append(wrong, measure(allowed.Name, "Wrong-"+randHex(3)))
+			right = append(right, measure(refused.Name, refused.Password))
+		}
+		mw, mr := median(wrong), median(right)
+		ratio := float64(max(mw, mr)) / float64(max(min(mw, mr), time.Millisecond))
+		t.Logf("median 401: wrong password %v, right password of a refused account %v (ratio %.2f)", mw, mr, ratio)
+		if ratio > 1.25 {
+			t.Errorf("the answers' medians differ by %.2f×: timing tells a right password of a refused account from a wrong one", ratio)
+		}
+	})
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	return s[len(s)/2]
+}

@@ -66,6 +66,35 @@ type readyInfo struct {
 	Metrics   string         `json:"metrics,omitempty"`
 }
 
+// verifyDomainPassword checks a delegated password of a domain account
+// through winbind (an NTLMv2 proof built from it, checked by a domain
+// controller), rate-limited like every password.
+func verifyDomainPassword(wb ntlm.Verifier, lim *authn.RateLimiter, remote netip.Addr, p authn.Principal, password, netbios, domain string) error {
+	if wb == nil {
+		return fmt.Errorf("%w: a domain account's delegated password needs accounts.winbind", authn.ErrBackend)
+	}
+	user, qual, _ := authn.SplitName(p.Name)
+	if qual == "" {
+		qual = p.Domain
+	}
+	if err := lim.Allow(remote, p.Name); err != nil {
+		return err
+	}
+	req, err := ntlm.PasswordRequest(user, qual, password, netbios, domain, time.Now())
+	if err != nil {
+		return err
+	}
+	_, err = wb.Verify(context.Background(), req)
+	switch {
+	case err == nil:
+		lim.Success(remote, p.Name)
+	case errors.Is(err, authn.ErrBackend):
+	default:
+		lim.Fail(remote, p.Name)
+	}
+	return err
+}
+
 // noCoreDumps keeps delegated passwords out of core files and away from
 // debuggers of the same uid: the daemon's soft core limit goes to 0 and it
 // becomes non-dumpable (which also forbids ptrace attach without
@@ -262,6 +291,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		return err
 	}
 	var mkNTLM func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor
+	var domainPasswords ntlm.Verifier // winbind: CredSSP's delegated passwords of domain accounts
 	if cfg.Service.Auth.Negotiate {
 		cv := &chainVerifier{store: store, hosts: hosts}
 		if store != nil {
@@ -269,6 +299,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 		if cfg.Accounts.Winbind.Enabled {
 			cv.wb = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
+			domainPasswords = cv.wb
 		}
 		if cv.local == nil && cv.wb == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
@@ -346,6 +377,12 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 					Certificate: credsspCert,
 					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: inner, Kerberos: innerKrb}) },
 					Verify: func(p authn.Principal, password string) error {
+						if p.Verifier == authn.VerifiedDomain {
+							// A domain account (the inner logon went through
+							// winbind or a domain KDC): only the domain can
+							// check its password.
+							return verifyDomainPassword(domainPasswords, limiter, remote, p, password, netbios, domain)
+						}
 						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
 					},
 					SecondHop: secondHop,
