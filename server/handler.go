@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,6 +41,13 @@ type connState struct {
 	authzAt  time.Time // when identity was last authorized
 	sealer   authn.Sealer
 	basicKey [32]byte // hash of the Basic value that produced identity
+	// basicVersion is the credential sources' version when basicKey was
+	// verified.
+	basicVersion string
+
+	// idleSince is when the connection went idle between requests (unix
+	// nanoseconds), 0 while a request is in flight (evict.go).
+	idleSince atomic.Int64
 }
 
 type connKey struct{}
@@ -60,6 +68,8 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Inc()
 		}
+	case http.StateIdle, http.StateActive:
+		s.markIdle(c, cs == http.StateIdle)
 	case http.StateHijacked, http.StateClosed:
 		if v, ok := s.conns.Load(c); ok {
 			if cl, ok := v.(*connState).closer(); ok {
@@ -408,6 +418,26 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		s.countRequest(action, "fault")
 		return
 	}
+	if env.Header.Action == wsman.ActionCreate {
+		// A worker is about to start as this account: decide from the
+		// account database itself, not a cached decision, so a deleted or
+		// re-created account never gets a worker with a stale uid or
+		// groups (issue 14.11).
+		if u, ok := s.d.Authorizer.(UncachedAuthorizer); ok {
+			fresh, err := u.AuthorizeUncached(id.Principal(), id.Scheme())
+			if err != nil {
+				reason := err.Error()
+				log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
+				s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
+					zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
+				s.writeFault(w, st, encrypted, protocol, wsman.AccessDenied("Access is denied."), true, env.Header.MessageID)
+				st.reset()
+				s.countRequest(action, "denied")
+				return
+			}
+			st.identity, id = fresh, fresh
+		}
+	}
 	// The session layer may block (Receive); other connections proceed.
 	st.mu.Unlock()
 	body, err := s.d.Sessions.Handle(r.Context(), &session.Request{
@@ -572,20 +602,32 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
 	}
 	key := sha256.Sum256([]byte(token))
-	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 {
+	// The same credentials on the same connection are not verified again
+	// while the credential sources are unchanged and the last check is
+	// younger than reauthorizeEvery: a password change or removal then
+	// takes effect on open connections too.
+	version := ""
+	if v, ok := s.d.Basic.(interface{ SourceVersion() string }); ok {
+		version = v.SourceVersion()
+	}
+	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 &&
+		version == st.basicVersion && time.Since(st.authzAt) <= reauthorizeEvery {
 		return nil
 	}
 	st.reset()
+	checked := time.Now()
 	p, err := s.d.Basic.Authenticate(r.Context(), st.remote, token)
 	if err != nil {
 		s.logonFailure(st, "Basic", p.Name, err, log)
+		failureDelay(r, cfg, checked, err)
 		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
 	}
 	id, herr := s.authorize(st, p, authn.SchemeBasic, log)
 	if herr != nil {
+		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
 		return herr
 	}
-	st.identity, st.scheme, st.basicKey, st.authzAt = id, authn.SchemeBasic, key, time.Now()
+	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
 	return nil
 }
 
@@ -669,6 +711,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 			return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
 		}
 	}
+	checked := time.Now()
 	out, done, err := st.authCtx.Step(in)
 	if err != nil {
 		name := ""
@@ -677,6 +720,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 		}
 		st.reset()
 		s.logonFailure(st, string(sch), name, err, log)
+		failureDelay(r, cfg, checked, err)
 		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
 		// only WWW-Authenticate line (clients read the token at its end).
 		return out, false, &httpError{status: http.StatusUnauthorized, scheme: len(out) == 0, close: true}
@@ -688,6 +732,7 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 	id, herr := s.authorize(st, p, sch, log)
 	if herr != nil {
 		st.reset()
+		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
 		return nil, false, herr
 	}
 	st.identity, st.authzAt = id, time.Now()
@@ -789,5 +834,30 @@ func (s *Server) countAuth(scheme, result string) {
 			scheme = "unknown"
 		}
 		s.d.Metrics.AuthAttempts.WithLabelValues(scheme, result).Inc()
+	}
+}
+
+// failureDelay holds every 401 that follows a credential check until
+// service.auth.failure_delay_ms after the check began, whatever refused it:
+// a wrong password (which PAM itself delays), an unknown account, or a
+// right password for an account the policy refuses. Without it, a refusal
+// after a successful check answers at once and tells a guesser the
+// password was right (issue 14.9). Malformed and unsupported tokens are
+// refused before any check and are not delayed. The delay is a floor:
+// choose it above the PAM stack's own delay (pam_faildelay's 2 s, which
+// Linux-PAM varies by up to a quarter).
+func failureDelay(r *http.Request, cfg *configs.Config, checked time.Time, err error) {
+	if errors.Is(err, authn.ErrMalformed) || errors.Is(err, authn.ErrUnsupported) {
+		return
+	}
+	wait := time.Until(checked.Add(time.Duration(cfg.Service.Auth.FailureDelayMS) * time.Millisecond))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -37,7 +38,14 @@ func TestCredSSP(t *testing.T) {
 			drv := pyDriver{client}
 			t.Run(scheme+"/"+client, func(t *testing.T) {
 				x := &ictx{d: d, drv: drv, base: credsspConn(d, scheme, w.admin)}
-				for _, sc := range certCore {
+				core := certCore
+				if scheme == "http" {
+					// Bodies over 16 KiB both ways: multipart/x-multi-encrypted
+					// in CredSSP chunks (150 KB of stdin, 5 MiB of output).
+					core = append(append([]scenario{}, certCore...),
+						scenario{"stdin_150KB", "", scStdin}, scenario{"output_5MiB_sha256", "", scBigOutput})
+				}
+				for _, sc := range core {
 					sc := sc
 					t.Run(sc.name, func(t *testing.T) {
 						t.Cleanup(func() { checkNoLeftovers(t, "after "+sc.name, 5*time.Second) })
@@ -117,6 +125,11 @@ func TestCredSSPRefused(t *testing.T) {
 	}
 	wantNothingRan(t, d, before)
 	mustServe(t, d)
+	// No core file can hold a delegated password.
+	lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", d.PID))
+	if err != nil || !regexp.MustCompile(`(?m)^Max core file size\s+0\s`).Match(lim) {
+		t.Errorf("a CredSSP daemon may dump core (%v):\n%s", err, lim)
+	}
 	secrets := []string{wrong}
 	for _, u := range w.users() {
 		secrets = append(secrets, u.Password)

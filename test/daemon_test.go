@@ -23,6 +23,22 @@ import (
 	"github.com/winrmd/winrmd/configs"
 )
 
+// launchExtra, when set, are handed to the next launched daemon as
+// descriptors 3, 4, ... (nil entries stay closed): what a careless wrapper
+// leaves open (test/security_test.go).
+var (
+	launchExtraMu sync.Mutex
+	launchExtra   []*os.File
+)
+
+func takeLaunchExtraFiles() []*os.File {
+	launchExtraMu.Lock()
+	defer launchExtraMu.Unlock()
+	f := launchExtra
+	launchExtra = nil
+	return f
+}
+
 // Daemon is one running `winrmd serve`.
 type Daemon struct {
 	t       testing.TB
@@ -98,6 +114,9 @@ func (w *world) baseConfig(dir string) *configs.Config {
 	c.Service.Auth.Negotiate = true
 	c.Service.Auth.Kerberos = false
 	c.Service.Auth.CBTHardeningLevel = "relaxed"
+	// A short refusal floor keeps the suite's many refused logons quick;
+	// TestSecurityTimingOracle runs with a real one.
+	c.Service.Auth.FailureDelayMS = 200
 	c.Authorization.AllowedGroups = nil // the defaults: admin groups + winrm-remote-users
 	c.Authorization.AllowRoot = false
 	c.Accounts.PAMService = ""
@@ -164,10 +183,6 @@ func startDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Config
 	return d
 }
 
-func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
-	return launchWrapped(t, dir, c, nil)
-}
-
 func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (*Daemon, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("test config invalid: %v", err)
@@ -190,6 +205,7 @@ func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.cmd.ExtraFiles = takeLaunchExtraFiles()
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err

@@ -214,6 +214,9 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tokID == tokKRBError {
+		return nil, fmt.Errorf("kerberos: the client sent a KRB-ERROR instead of an AP-REQ: %w", authn.ErrBadCredentials)
+	}
 	if tokID != tokAPReq {
 		return nil, malformed("expected an AP-REQ, got TOK_ID %x", tokID)
 	}

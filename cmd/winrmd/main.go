@@ -23,6 +23,12 @@ func main() {
 		isolation.WorkerMain()
 		return
 	}
+	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
+	// user's command (issue 14.8).
+	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {
+		fmt.Fprintf(os.Stderr, "winrmd: marking inherited descriptors close-on-exec: %v\n", err)
+		os.Exit(1)
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -97,9 +103,13 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		if _, err := configs.Load(*path); err != nil {
+		c, err := configs.Load(*path)
+		if err != nil {
 			fmt.Fprintf(stderr, "winrmd: %v\n", err)
 			return 1
+		}
+		for _, w := range unservedSchemes(c) {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0

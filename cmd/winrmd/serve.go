@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -66,6 +66,55 @@ type readyInfo struct {
 	Metrics   string         `json:"metrics,omitempty"`
 }
 
+// verifyDomainPassword checks a delegated password of a domain account
+// through winbind (an NTLMv2 proof built from it, checked by a domain
+// controller), rate-limited like every password.
+func verifyDomainPassword(wb ntlm.Verifier, lim *authn.RateLimiter, remote netip.Addr, p authn.Principal, password, netbios, domain string) error {
+	if wb == nil {
+		return fmt.Errorf("%w: a domain account's delegated password needs accounts.winbind", authn.ErrBackend)
+	}
+	user, qual, _ := authn.SplitName(p.Name)
+	if qual == "" {
+		qual = p.Domain
+	}
+	if err := lim.Allow(remote, p.Name); err != nil {
+		return err
+	}
+	req, err := ntlm.PasswordRequest(user, qual, password, netbios, domain, time.Now())
+	if err != nil {
+		return err
+	}
+	_, err = wb.Verify(context.Background(), req)
+	switch {
+	case err == nil:
+		lim.Success(remote, p.Name)
+	case errors.Is(err, authn.ErrBackend):
+	default:
+		lim.Fail(remote, p.Name)
+	}
+	return err
+}
+
+// noCoreDumps keeps delegated passwords out of core files and away from
+// debuggers of the same uid: the daemon's soft core limit goes to 0 and it
+// becomes non-dumpable (which also forbids ptrace attach without
+// CAP_SYS_PTRACE). Workers are separate executables: execve gives them
+// their own dumpable flag.
+func noCoreDumps() error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("getrlimit(RLIMIT_CORE): %w", err)
+	}
+	rl.Cur = 0
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("setrlimit(RLIMIT_CORE, 0): %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)
+	}
+	return nil
+}
+
 // credsspCertificate is the inner TLS certificate of CredSSP: the first
 // HTTPS listener's, else a fresh self-signed one (clients bind the key
 // through pubKeyAuth, not a chain).
@@ -105,6 +154,10 @@ type swapAuthorizer struct {
 
 func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
 	return s.p.Load().Authorize(p, sch)
+}
+
+func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
+	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
 // chainVerifier verifies NTLM against the local store first, then winbind.
@@ -214,7 +267,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			return fmt.Errorf("accounts.store_file: %w", err)
 		}
 	}
-	limiter := authn.NewRateLimiter(authn.RateLimitConfig{})
+	limiter := authn.NewRateLimiter(authn.RateLimitConfig{Exempt: cfg.Accounts.LockoutExempt})
 
 	auth := &swapAuthorizer{}
 	a, err := buildAuthorizer(cfg)
@@ -230,11 +283,15 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 
 	netbios, dnsName, domain := hostNames(cfg)
 	hosts := hostNameSet(cfg)
+	for _, w := range unservedSchemes(cfg) {
+		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
+	}
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
 	}
 	var mkNTLM func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor
+	var domainPasswords ntlm.Verifier // winbind: CredSSP's delegated passwords of domain accounts
 	if cfg.Service.Auth.Negotiate {
 		cv := &chainVerifier{store: store, hosts: hosts}
 		if store != nil {
@@ -242,6 +299,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 		if cfg.Accounts.Winbind.Enabled {
 			cv.wb = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
+			domainPasswords = cv.wb
 		}
 		if cv.local == nil && cv.wb == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
@@ -264,6 +322,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		}
 		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+		if err := noCoreDumps(); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
 	}
 	// CredSSP's second hop: with Kerberos configured, the delegated
 	// password becomes a TGT for the shell (kinit in the daemon, the
@@ -316,6 +377,12 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 					Certificate: credsspCert,
 					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: inner, Kerberos: innerKrb}) },
 					Verify: func(p authn.Principal, password string) error {
+						if p.Verifier == authn.VerifiedDomain {
+							// A domain account (the inner logon went through
+							// winbind or a domain KDC): only the domain can
+							// check its password.
+							return verifyDomainPassword(domainPasswords, limiter, remote, p, password, netbios, domain)
+						}
 						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
 					},
 					SecondHop: secondHop,
@@ -376,10 +443,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 			sessions.Shutdown(context.Background())
 			return fmt.Errorf("metrics.address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ln)
+		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
 	if readyFile != "" {
@@ -520,7 +584,8 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 		return nil, fmt.Errorf("kerberos: %w", err)
 	}
 	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
-		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt,
+			Logf: log.Sugar().Warnf}
 		// Loud at start: every shell without a forwarded TGT will hold
 		// this account's TGT (README "Constrained delegation").
 		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",
