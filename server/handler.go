@@ -20,9 +20,9 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/sealing"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/server/obs"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // connState is what a TCP connection remembers between requests: NTLM and
@@ -368,10 +368,16 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 		s.countRequest(action, "fault")
 		return
 	}
+	msg, err := wsman.Decode(env)
+	if err != nil {
+		s.writeFault(w, st, encrypted, protocol, err.(*wsman.Fault), false, env.Header.MessageID)
+		s.countRequest(action, "fault")
+		return
+	}
 	// The session layer may block (Receive); other connections proceed.
 	st.mu.Unlock()
 	body, err := s.d.Sessions.Handle(r.Context(), &session.Request{
-		Env: env, Identity: id, RemoteAddr: st.remote.String(), ListenerURL: listenerURL(r, l),
+		Msg: msg, Identity: id, RemoteAddr: st.remote.String(), ListenerURL: listenerURL(r, l),
 	})
 	st.mu.Lock()
 	if err != nil {

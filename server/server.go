@@ -21,7 +21,7 @@ import (
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
 )
 

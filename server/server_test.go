@@ -25,7 +25,7 @@ import (
 	"github.com/winrmd/winrmd/authn/spnego"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
 )
 

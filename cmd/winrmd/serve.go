@@ -28,7 +28,7 @@ import (
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
 	"github.com/winrmd/winrmd/server"
-	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
 )
 

@@ -1,39 +1,37 @@
-package session
+package wsman
 
 import (
 	"encoding/base64"
 	"encoding/xml"
 	"strconv"
 	"strings"
-
-	"github.com/winrmd/winrmd/server/wsman"
 )
 
 // The ReceiveResponse is the hot path of every command's output: it is
 // rendered straight into one exactly-sized buffer, with the payload
 // base64-encoded in place, instead of through a DOM whose escaper would walk
 // half a megabyte of base64 that never needs escaping. The shape is the
-// same as wsman.NewResponse's (tested against it).
+// same as NewResponse's (tested against it).
 
-const receiveEnvelopeHead = `<s:Envelope xml:lang="en-US" xmlns:s="` + wsman.NsSoap +
-	`" xmlns:a="` + wsman.NsAddressing + `" xmlns:x="` + wsman.NsTransfer +
-	`" xmlns:w="` + wsman.NsWsman + `" xmlns:rsp="` + wsman.NsShell +
-	`" xmlns:p="` + wsman.NsWsmanMS + `"><s:Header><a:Action>` + wsman.ActionReceive + `Response</a:Action><a:MessageID>`
+const receiveEnvelopeHead = `<s:Envelope xml:lang="en-US" xmlns:s="` + NsSoap +
+	`" xmlns:a="` + NsAddressing + `" xmlns:x="` + NsTransfer +
+	`" xmlns:w="` + NsWsman + `" xmlns:rsp="` + NsShell +
+	`" xmlns:p="` + NsWsmanMS + `"><s:Header><a:Action>` + ActionReceive + `Response</a:Action><a:MessageID>`
 
-// streamChunk is one rsp:Stream element of a response.
-type streamChunk struct {
-	name string
-	data []byte // encoded as base64; nil with end=true renders an empty End element
-	end  bool
+// StreamChunk is one rsp:Stream element of a ReceiveResponse.
+type StreamChunk struct {
+	Name string
+	Data []byte // encoded as base64; nil with End renders an empty End element
+	End  bool
 }
 
-// receiveRender is what a ReceiveResponse carries besides its streams.
-type receiveRender struct {
-	relatesTo string
-	commandID string // a validated, upper-case GUID
-	streams   []streamChunk
-	state     string // wsman.StateDone or StateRunning
-	exitCode  int32  // with StateDone
+// ReceiveResponse is an rsp:ReceiveResponse: output chunks and the
+// command's state.
+type ReceiveResponse struct {
+	CommandID string // a validated, upper-case GUID
+	Streams   []StreamChunk
+	Done      bool  // rsp:CommandState Done (with ExitCode), else Running
+	ExitCode  int32 // with Done
 }
 
 func escapeXML(s string) string {
@@ -54,11 +52,16 @@ func isPlainASCII(s string) bool {
 	return true
 }
 
-func (r *receiveRender) bytes() []byte {
-	rel := escapeXML(r.relatesTo)
-	msgID := wsman.NewMessageID()
+// Encode renders the response into one exactly-sized buffer.
+func (r *ReceiveResponse) Encode(relatesTo string) []byte {
+	rel := escapeXML(relatesTo)
+	state := StateRunning
+	if r.Done {
+		state = StateDone
+	}
+	msgID := NewMessageID()
 	const (
-		toAndRel   = `</a:MessageID><a:To>` + wsman.AddressAnonymous + `</a:To><a:RelatesTo>`
+		toAndRel   = `</a:MessageID><a:To>` + AddressAnonymous + `</a:To><a:RelatesTo>`
 		bodyOpen   = `</a:RelatesTo></s:Header><s:Body><rsp:ReceiveResponse>`
 		streamOpen = `<rsp:Stream Name="`
 		cmdAttr    = `" CommandId="`
@@ -73,16 +76,16 @@ func (r *receiveRender) bytes() []byte {
 		tail       = `</rsp:ReceiveResponse></s:Body></s:Envelope>`
 	)
 	n := len(receiveEnvelopeHead) + len(msgID) + len(toAndRel) + len(rel) + len(bodyOpen) + len(tail)
-	for _, s := range r.streams {
-		n += len(streamOpen) + len(s.name) + len(cmdAttr) + len(r.commandID) + len(closeTag) + len(streamEnd) +
-			base64.StdEncoding.EncodedLen(len(s.data))
-		if s.end {
+	for _, s := range r.Streams {
+		n += len(streamOpen) + len(s.Name) + len(cmdAttr) + len(r.CommandID) + len(closeTag) + len(streamEnd) +
+			base64.StdEncoding.EncodedLen(len(s.Data))
+		if s.End {
 			n += len(endAttr)
 		}
 	}
-	code := strconv.FormatInt(int64(r.exitCode), 10)
-	n += len(stateOpen) + len(r.commandID) + len(stateAttr) + len(r.state) + len(closeTag) + len(stateClose)
-	if r.state == wsman.StateDone {
+	code := strconv.FormatInt(int64(r.ExitCode), 10)
+	n += len(stateOpen) + len(r.CommandID) + len(stateAttr) + len(state) + len(closeTag) + len(stateClose)
+	if r.Done {
 		n += len(exitOpen) + len(code) + len(exitClose)
 	}
 	b := make([]byte, 0, n)
@@ -91,24 +94,24 @@ func (r *receiveRender) bytes() []byte {
 	b = append(b, toAndRel...)
 	b = append(b, rel...)
 	b = append(b, bodyOpen...)
-	for _, s := range r.streams {
+	for _, s := range r.Streams {
 		b = append(b, streamOpen...)
-		b = append(b, s.name...)
+		b = append(b, s.Name...)
 		b = append(b, cmdAttr...)
-		b = append(b, r.commandID...)
-		if s.end {
+		b = append(b, r.CommandID...)
+		if s.End {
 			b = append(b, endAttr...)
 		}
 		b = append(b, closeTag...)
-		b = base64.StdEncoding.AppendEncode(b, s.data)
+		b = base64.StdEncoding.AppendEncode(b, s.Data)
 		b = append(b, streamEnd...)
 	}
 	b = append(b, stateOpen...)
-	b = append(b, r.commandID...)
+	b = append(b, r.CommandID...)
 	b = append(b, stateAttr...)
-	b = append(b, r.state...)
+	b = append(b, state...)
 	b = append(b, closeTag...)
-	if r.state == wsman.StateDone {
+	if r.Done {
 		b = append(b, exitOpen...)
 		b = append(b, code...)
 		b = append(b, exitClose...)
