@@ -10,25 +10,65 @@ FUZZTIME ?= 20s
 PYTHON  ?= python3
 # Test work area (gitignored): logs and the figures of the summary block.
 WORK    := test/.work
+# What building needs beyond the Go toolchain, from Debian: a C compiler, the
+# libc headers and the PAM headers. winrmd uses cgo for PAM (Basic against the
+# host's accounts) and for NSS lookups (sssd, winbind, LDAP accounts); without a
+# C compiler Go silently builds without cgo and loses both, so `make build`
+# installs these as root, names them otherwise, and refuses a cgo-less build
+# unless asked for one (CGO_ENABLED=0 make build).
+BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # What the e2e and interop tests need from Debian and from PyPI.
-APT_PKGS := libpam0g-dev openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl
-PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm
+# samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
+# libnss-winbind: domain users through NSS on the joined member;
+# python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
+APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
+PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build run test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
-build:
+build: build-deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/winrmd
+	@$(BIN) version
+
+# The build's own prerequisites (BUILD_APT_PKGS), checked by the files the
+# build uses, so that it also works where dpkg does not exist.
+build-deps:
+	@if [ "$(origin CGO_ENABLED)" = environment ] && [ "$$CGO_ENABLED" = 0 ]; then \
+	  echo "build: CGO_ENABLED=0 asked for: this binary has no PAM (Basic only against the account store) and resolves accounts from /etc/passwd and /etc/group only"; exit 0; fi; \
+	missing=""; \
+	command -v "$$($(GO) env CC)" >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	[ -e /usr/include/stdlib.h ] || case "$$missing" in *libc6-dev*) ;; *) missing="$$missing libc6-dev";; esac; \
+	[ -e /usr/include/security/pam_appl.h ] || missing="$$missing libpam0g-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "build: winrmd needs the Debian packages:$$missing (a C compiler and the PAM headers, for cgo)."; \
+	    echo "build: install them with:  sudo apt-get install$$missing   then run make again."; exit 1; fi; \
+	  echo "build: installing$$missing (a C compiler and the PAM headers, for cgo)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing < /dev/null || exit 1; \
+	fi; \
+	if [ "$$($(GO) env CGO_ENABLED)" != 1 ]; then \
+	  echo "build: cgo is off (go env CGO_ENABLED=0, CC=$$($(GO) env CC)): refusing a binary without PAM and NSS; set CGO_ENABLED=0 explicitly to build one anyway"; exit 1; fi
 
 # A lab daemon on loopback: self-signed certificate, local account store.
 run: build
 	$(BIN) lab --dir .lab
+
+# A clean Debian 12 root (debootstrap, cached in .cache/fresh) with git, make,
+# gcc and python3, this machine's Go toolchain bind-mounted: the committed HEAD
+# is cloned there and `make run` must answer Identify and a pywinrm `id`
+# (FRESH_TEST=1: `make test` there too). Root; not part of make test.
+fresh-check:
+	test/fresh-check.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
@@ -40,7 +80,9 @@ clean:
 # ---- tests (owned by test/infra) -------------------------------------------
 
 # Everything the tests need, on a fresh Debian 12 as root: apt packages only
-# when one is missing (one apt-get update), then the Go modules.
+# when one is missing (one apt-get update), then the Go modules. Services the
+# packages ship (smbd, samba-ad-dc, krb5-kdc) are not started (policy-rc.d):
+# the tests run their own instances.
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
@@ -49,22 +91,26 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root to install them)"; exit 1; fi; \
 	  echo "deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; \
+	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; rc=$$?; \
+	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	else echo "deps: apt packages present"; fi
 	$(GO) mod download
 
-# The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm
+# The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
+# awinrm
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' 2>/dev/null; then \
-	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -))"; \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' 2>/dev/null; then \
+	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm' && \
-	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm) ' | tr -s ' ' | paste -sd, -)"; \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' && \
+	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 
 # Unit tests only (every package but the e2e one), with the race detector.

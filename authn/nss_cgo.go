@@ -35,6 +35,10 @@ import (
 	"unsafe"
 )
 
+// NSSFromLibc reports whether account lookups go through the C library's NSS
+// (sssd, winbind, LDAP and files alike): true in a cgo build.
+const NSSFromLibc = true
+
 // loginShell returns the login shell of the account name (getpwnam_r: os/user
 // does not expose it). uid must match the entry, so a racing change of the
 // account database cannot mix two accounts.

@@ -10,6 +10,11 @@ import (
 	"strings"
 )
 
+// NSSFromLibc reports whether account lookups go through the C library's NSS.
+// False here: without cgo, os/user and loginShell read /etc/passwd and
+// /etc/group only, so accounts from sssd, winbind or LDAP do not resolve.
+const NSSFromLibc = false
+
 // loginShell reads /etc/passwd, as os/user does without cgo. Such a build
 // resolves only local files accounts: build winrmd with cgo so NSS (sssd,
 // winbind) is used.

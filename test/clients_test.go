@@ -127,7 +127,7 @@ type driver interface {
 
 // ---------------------------------------------------------------- python
 
-type pyDriver struct{ client string } // pywinrm | pypsrp
+type pyDriver struct{ client string } // pywinrm | pypsrp | awinrm
 
 func (p pyDriver) Name() string { return p.client }
 
@@ -135,6 +135,11 @@ func (p pyDriver) Supports(op string, c Conn) bool {
 	switch {
 	case p.client == "pywinrm" && c.Auth == "negotiate":
 		return false // pywinrm's "ntlm" transport is its Negotiate; covered as ntlm
+	case p.client == "awinrm":
+		// awinrm speaks only Negotiate (NTLM inside SPNEGO, asyauth) and
+		// seals every message, on HTTPS too; it has no Basic and no raw
+		// NTLM, so it runs where the matrix asks for Negotiate.
+		return c.Auth == "negotiate"
 	}
 	return true
 }

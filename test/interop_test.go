@@ -23,7 +23,7 @@ import (
 // transport it supports. The Go side holds every assertion; the clients only
 // report what they saw.
 
-var drivers = []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}, mzDriver{}}
+var drivers = []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}, pyDriver{"awinrm"}, mzDriver{}}
 
 // ictx is one client on one transport against one daemon.
 type ictx struct {
@@ -164,6 +164,17 @@ func TestHTTPNegotiateSealed(t *testing.T) {
 	d := startDaemon(t, func(c *configs.Config) { c.Service.MaxTimeoutMS = 3000 })
 	h, p := hostPort(t, d.HTTP)
 	runMatrix(t, d, Conn{Scheme: "http", Host: h, Port: p, Auth: "negotiate", Encryption: "always", User: w.admin.Name, Password: w.admin.Password})
+}
+
+// HTTPS with Negotiate and sealing inside TLS: awinrm seals every message
+// whatever the scheme (Windows accepts that), so its HTTPS run is this one.
+// pypsrp's HTTPS Negotiate path is TestHTTPSNTLMChannelBinding's.
+func TestHTTPSNegotiateSealed(t *testing.T) {
+	need(t)
+	d := startDaemon(t, func(c *configs.Config) { c.Service.MaxTimeoutMS = 3000 })
+	h, p := hostPort(t, d.HTTPS)
+	runMatrix(t, d, Conn{Scheme: "https", Host: h, Port: p, Auth: "negotiate", Encryption: "always", User: w.admin.Name, Password: w.admin.Password}, "pypsrp")
+	wantScheme(t, d, "negotiate")
 }
 
 // HTTPS with NTLM: the clients send channel bindings (pywinrm send_cbt,

@@ -43,7 +43,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "user":
 		return userCmd(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "winrmd %s\n", Version)
+		fmt.Fprintf(stdout, "winrmd %s (%s)\n", Version, buildSummary())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)

@@ -137,6 +137,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
 	}
+	for _, w := range buildWarnings(cfg) {
+		log.Warn(w)
+	}
 
 	var store *accounts.Store
 	if cfg.Accounts.StoreFile != "" {
