@@ -36,10 +36,10 @@ type Authorizer interface {
 }
 
 // ContextFactory makes a fresh connection-bound security context for an
-// HTTP scheme; cbt is the listener's expected channel binding (nil on HTTP),
-// remote the client's address (for rate limits). It returns nil when the
-// scheme is not available.
-type ContextFactory func(scheme authn.Scheme, cbt []byte, remote netip.Addr) authn.Context
+// HTTP scheme, or returns nil when the scheme is not available. The
+// connection's details (address, TLS, channel binding) reach the context
+// with every Step (authn.ConnInfo).
+type ContextFactory func(scheme authn.Scheme) authn.Context
 
 // Deps are the collaborators the daemon wires in.
 type Deps struct {

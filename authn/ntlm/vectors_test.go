@@ -209,10 +209,10 @@ func TestVectorsAcceptor(t *testing.T) {
 	})
 	a.rand = fixedReader(vServerChallenge)
 	neg := []byte("NTLMSSP\x00\x01\x00\x00\x00\x33\x82\x8a\xe2")
-	if _, done, err := a.Step(neg); err != nil || done {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, neg); err != nil || done {
 		t.Fatalf("negotiate: done=%v err=%v", done, err)
 	}
-	if _, done, err := a.Step(vectorAuthenticate(t)); err != nil || !done {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, vectorAuthenticate(t)); err != nil || !done {
 		t.Fatalf("authenticate: done=%v err=%v", done, err)
 	}
 	if p := a.Principal(); p.Name != `Domain\User` || p.Domain != "Domain" || p.Mechanism != "ntlm" {
@@ -235,7 +235,7 @@ func TestVectorsAcceptor(t *testing.T) {
 	if _, _, err := s.Seal([]byte("x")); !errors.Is(err, ErrSessionDead) {
 		t.Fatalf("after failure: %v", err)
 	}
-	if _, done, err := a.Step(neg); !done || !errors.Is(err, authn.ErrContextComplete) {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, neg); !done || !errors.Is(err, authn.ErrContextComplete) {
 		t.Fatalf("step after completion: %v %v", done, err)
 	}
 }

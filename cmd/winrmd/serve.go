@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,8 +25,8 @@ import (
 	"github.com/winrmd/winrmd/authn/winbind"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server"
 	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/server"
 	"github.com/winrmd/winrmd/session"
 )
 
@@ -36,6 +34,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "/etc/winrmd/winrmd.yaml", "configuration file")
 	ready := fs.String("ready-file", "", "write the bound addresses (JSON) here once serving")
+	lab := fs.Bool("lab", false, "unprivileged lab mode: every shell runs as the daemon's own user and the account store decides who may log in")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -44,7 +43,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "winrmd: %v\n", err)
 		return 1
 	}
-	if err := serve(cfg, *path, *ready, nil); err != nil {
+	if err := serve(cfg, *path, *ready, *lab, nil); err != nil {
 		fmt.Fprintf(stderr, "winrmd: %v\n", err)
 		return 1
 	}
@@ -67,61 +66,18 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 	return s.p.Load().Authorize(p, sch)
 }
 
-// chainVerifier verifies NTLM against the local store first, then winbind.
-type chainVerifier struct {
-	store *accounts.Store
-	local ntlm.Verifier
-	wb    ntlm.Verifier
-}
-
-func (c *chainVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	if c.local != nil && c.store.Has(r.User) {
-		return c.local.Verify(ctx, r)
-	}
-	if c.wb != nil {
-		return c.wb.Verify(ctx, r)
-	}
-	if c.local != nil {
-		return c.local.Verify(ctx, r)
-	}
-	return ntlm.VerifyResult{}, authn.ErrUnknownAccount
-}
-
-func hostNames(cfg *configs.Config) (netbios, dns, domain string) {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	dns = cfg.Host.DNSName
-	if dns == "" {
-		dns = host
-	}
-	netbios = cfg.Host.NetBIOSName
-	if netbios == "" {
-		short, _, _ := strings.Cut(host, ".")
-		netbios = strings.ToUpper(short)
-		if len(netbios) > 15 {
-			netbios = netbios[:15]
-		}
-	}
-	domain = cfg.Host.Domain
-	if domain == "" {
-		domain = netbios
-	}
-	return
-}
-
-func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
+func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
 		AllowRoot:     cfg.Authorization.AllowRoot,
-		Lab:           os.Geteuid() != 0,
+		Lab:           lab,
 	})
 }
 
-// serve runs the daemon until SIGTERM/SIGINT. started, when non-nil, is
-// called with the ready info (the lab command prints it).
-func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInfo)) error {
+// serve runs the daemon until SIGTERM/SIGINT. lab is unprivileged lab mode
+// (serve --lab, or winrmd lab run by an ordinary user). started, when
+// non-nil, is called with the ready info (the lab command prints it).
+func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(readyInfo)) error {
 	log, level, err := obs.NewLogger(cfg.Logging.Level, cfg.Logging.Format)
 	if err != nil {
 		return err
@@ -133,7 +89,6 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	}
 	defer audit.Close()
 	metrics := obs.NewMetrics()
-	lab := os.Geteuid() != 0
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
 	}
@@ -151,7 +106,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	limiter := authn.NewRateLimiter(authn.RateLimitConfig{})
 
 	auth := &swapAuthorizer{}
-	a, err := buildAuthorizer(cfg)
+	a, err := buildAuthorizer(cfg, lab)
 	if err != nil {
 		return fmt.Errorf("authorization: %w", err)
 	}
@@ -162,24 +117,25 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		basicAuth = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 	}
 
-	netbios, dnsName, domain := hostNames(cfg)
+	names := cfg.Host.Resolved()
 	var contexts server.ContextFactory
 	if cfg.Service.Auth.Negotiate {
-		cv := &chainVerifier{store: store}
+		chain := &ntlm.Chain{}
 		if store != nil {
-			cv.local = ntlm.NewNTHashVerifier(store)
+			chain.Store, chain.Local = store, ntlm.NewNTHashVerifier(store)
 		}
 		if cfg.Accounts.Winbind.Enabled {
-			cv.wb = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
+			chain.Domain = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
 		}
-		if cv.local == nil && cv.wb == nil {
+		if chain.Local == nil && chain.Domain == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
 		}
-		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
+		verifier := &ntlm.RateLimited{V: chain, Limiter: limiter}
+		contexts = func(sch authn.Scheme) authn.Context {
 			mk := func() *ntlm.Acceptor {
 				return ntlm.NewAcceptor(ntlm.Config{
-					Verifier: &limitedVerifier{v: cv, limiter: limiter, remote: remote}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
-					DNSComputer: dnsName, DNSDomain: dnsName, ChannelBinding: cbt,
+					Verifier: verifier, NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
+					DNSComputer: names.DNSName, DNSDomain: names.DNSName,
 					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
 				})
 			}
@@ -209,7 +165,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Authorizer: auth, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Authorizer: auth, Machine: names.DNSName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
@@ -250,7 +206,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(cfgPath, log, level, auth, srv)
+			reload(cfgPath, lab, log, level, auth, srv)
 			continue
 		}
 		log.Info("shutting down", zap.String("signal", sig.String()))
@@ -274,7 +230,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
-func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
+func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
 	if path == "" {
 		log.Warn("SIGHUP: no configuration file to reload")
 		return
@@ -287,7 +243,7 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 	if err := level.UnmarshalText([]byte(cfg.Logging.Level)); err != nil {
 		log.Error("SIGHUP: logging.level", zap.Error(err))
 	}
-	if a, err := buildAuthorizer(cfg); err != nil {
+	if a, err := buildAuthorizer(cfg, lab); err != nil {
 		log.Error("SIGHUP: authorization rejected; keeping the running one", zap.Error(err))
 	} else {
 		auth.p.Store(a)
@@ -299,27 +255,4 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 		log.Error("SIGHUP: certificate reload failed; keeping the old certificate", zap.Error(err))
 	}
 	log.Info("SIGHUP: configuration reloaded")
-}
-
-// limitedVerifier puts NTLM logons under the same per-source and
-// per-account rate limits as Basic.
-type limitedVerifier struct {
-	v       ntlm.Verifier
-	limiter *authn.RateLimiter
-	remote  netip.Addr
-}
-
-func (l *limitedVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	if err := l.limiter.Allow(l.remote, r.User); err != nil {
-		return ntlm.VerifyResult{}, err
-	}
-	res, err := l.v.Verify(ctx, r)
-	if err != nil {
-		if errors.Is(err, authn.ErrBadCredentials) || errors.Is(err, authn.ErrUnknownAccount) {
-			l.limiter.Fail(l.remote, r.User)
-		}
-		return res, err
-	}
-	l.limiter.Success(l.remote, r.User)
-	return res, nil
 }

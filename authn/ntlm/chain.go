@@ -1,0 +1,61 @@
+package ntlm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/winrmd/winrmd/authn"
+)
+
+// AccountLister says whether a local account store holds a user.
+type AccountLister interface {
+	Has(user string) bool
+}
+
+// Chain verifies against the local account store for the accounts it
+// holds, and against the domain (winbind) for every other; either may be
+// nil. With neither, every logon is an unknown account.
+type Chain struct {
+	Store  AccountLister
+	Local  Verifier // NT hashes of Store's accounts
+	Domain Verifier // winbind
+}
+
+// Verify implements Verifier.
+func (c *Chain) Verify(ctx context.Context, r VerifyRequest) (VerifyResult, error) {
+	if c.Local != nil && c.Store != nil && c.Store.Has(r.User) {
+		return c.Local.Verify(ctx, r)
+	}
+	if c.Domain != nil {
+		return c.Domain.Verify(ctx, r)
+	}
+	if c.Local != nil {
+		return c.Local.Verify(ctx, r)
+	}
+	return VerifyResult{}, authn.ErrUnknownAccount
+}
+
+// RateLimited puts a Verifier under the per-source and per-account limits
+// Basic logons share (authn.RateLimiter): a source or account over its
+// failure budget is refused before the backend is asked; a bad password or
+// unknown account counts against both, a success clears the account.
+type RateLimited struct {
+	V       Verifier
+	Limiter *authn.RateLimiter
+}
+
+// Verify implements Verifier.
+func (l *RateLimited) Verify(ctx context.Context, r VerifyRequest) (VerifyResult, error) {
+	if err := l.Limiter.Allow(r.Remote, r.User); err != nil {
+		return VerifyResult{}, err
+	}
+	res, err := l.V.Verify(ctx, r)
+	if err != nil {
+		if errors.Is(err, authn.ErrBadCredentials) || errors.Is(err, authn.ErrUnknownAccount) {
+			l.Limiter.Fail(r.Remote, r.User)
+		}
+		return res, err
+	}
+	l.Limiter.Success(r.Remote, r.User)
+	return res, nil
+}
