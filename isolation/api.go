@@ -3,15 +3,32 @@
 // the authenticated user's credentials, places it in a per-shell cgroup, and
 // speaks a small framed protocol with it over a socketpair.
 //
+// The package imports nothing of the daemon's other layers: it takes Unix
+// Credentials (the session layer converts the authenticated account into
+// them) and knows nothing of how they were authenticated.
+//
 // This file is the contract the session layer programs against.
 package isolation
 
 import (
 	"context"
 	"errors"
-
-	"github.com/winrmd/winrmd/authn"
 )
+
+// Credentials are the Unix credentials a worker takes: the account a shell
+// runs as, from the account database. Field for field the shape of
+// Credentials, so the session layer converts one into the other.
+type Credentials struct {
+	Username string
+	UID      uint32
+	GID      uint32
+	Groups   []uint32 // supplementary groups
+	Home     string
+	Shell    string
+}
+
+// ErrRootRefused: a worker would run as uid 0 and AllowRoot is off.
+var ErrRootRefused = errors.New("root is refused (authorization.allow_root is false)")
 
 // Limits are per-shell resource limits (winrs.max_*_per_shell).
 type Limits struct {
@@ -21,7 +38,7 @@ type Limits struct {
 
 // SpawnRequest describes the worker of one shell.
 type SpawnRequest struct {
-	Account   authn.Account     // whose credentials the worker takes
+	Account   Credentials       // whose credentials the worker takes
 	ShellID   string            // for the cgroup name and logs
 	Env       map[string]string // extra variables (rsp:Environment), added to the account's clean environment
 	Dir       string            // working directory; "" = the account's home
