@@ -422,14 +422,6 @@ func (cg *shellCgroup) procsDir() string {
 	return ""
 }
 
-// pids lists the processes in the shell's cgroup.
-func (cg *shellCgroup) pids() ([]int, error) {
-	if cg == nil {
-		return nil, nil
-	}
-	return readPids(cg.procsDir())
-}
-
 // kill kills every process in the shell's cgroup and waits until it is
 // empty: cgroup.kill on v2 when the kernel has it; otherwise a
 // freeze / kill / thaw loop (freezer where there is one), signalling each

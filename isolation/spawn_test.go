@@ -518,10 +518,7 @@ func TestLabModeNonRoot(t *testing.T) {
 	cmd := execCommand(helper, "-test.run=^TestLabInner$", "-test.count=1", "-test.v")
 	cmd.Env = []string{"WRMDTEST_LAB_INNER=1", "HOME=" + u.acct.Home, "PATH=" + defaultPath}
 	cmd.Dir = u.acct.Home
-	groups := []uint32{}
-	for _, g := range u.acct.Groups {
-		groups = append(groups, g)
-	}
+	groups := append([]uint32{}, u.acct.Groups...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.acct.UID, Gid: u.acct.GID, Groups: groups}}
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestLabInner") {

@@ -346,10 +346,9 @@ func TestUnsupported(t *testing.T) {
 // --- the Kerberos hook, with a fake mechanism ----------------------------
 
 type fakeKrb struct {
-	key       []byte
-	legs      int
-	done      bool
-	verifyErr error
+	key  []byte
+	legs int
+	done bool
 }
 
 func (f *fakeKrb) Step(_ context.Context, _ authn.ConnInfo, in []byte) ([]byte, bool, error) {
