@@ -17,20 +17,27 @@ WORK    := test/.work
 # installs these as root, names them otherwise, and refuses a cgo-less build
 # unless asked for one (CGO_ENABLED=0 make build).
 BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
-# What the e2e and interop tests need from Debian and from PyPI.
+# What the e2e and interop tests need from Debian and from PyPI (python3-venv:
+# `make venv` on a fresh machine, found by make fresh-check).
 # samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
-APT_PKGS := $(BUILD_APT_PKGS) openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
-  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2
-PIP_PKGS := pywinrm pypsrp pyspnego requests-ntlm awinrm
+# debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
+# where systemd does not run), runc, umoci, busybox-static: the package and
+# image tests (test/deploy).
+APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
+  debootstrap lintian systemd runc umoci busybox-static
+# Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
+# need gssapi and krb5 (built against libkrb5-dev with gcc).
+PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check test unit e2e deps venv lint fuzz bench load soak clean
+.PHONY: all build build-deps run fresh-check deb image test unit e2e deps venv lint fuzz bench load soak clean
 
 all: build
 
@@ -69,6 +76,17 @@ run: build
 # (FRESH_TEST=1: `make test` there too). Root; not part of make test.
 fresh-check:
 	test/fresh-check.sh
+
+# The Debian package, with dpkg-deb alone: bin/winrmd_<version>_<arch>.deb
+# (DEB_VERSION, default 0.1.0~dev). See deploy/README.md.
+deb: build-deps
+	deploy/debian/build-deb.sh
+
+# The OCI image layout, without a Docker engine (umoci): bin/oci, tag latest
+# (IMAGE_OUT, IMAGE_TAG). Static binary, busybox as /bin/sh, the image's
+# configuration (deploy/image/winrmd.yaml). See deploy/README.md.
+image:
+	deploy/image/build-image.sh
 
 # Linters, pinned, built from the Go module proxy into bin/tools/ on first
 # use: staticcheck (honnef.co/go/tools) and deadcode (golang.org/x/tools).
@@ -124,18 +142,18 @@ deps:
 	$(GO) mod download
 
 # The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
-# awinrm
+# awinrm, psrpcore (the PSRP stand-in's server classes)
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' 2>/dev/null; then \
-	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -))"; \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' 2>/dev/null; then \
+	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm' && \
-	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm) ' | tr -s ' ' | paste -sd, -)"; \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' && \
+	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 
 # Unit tests only (every package but the e2e one), with the race detector.
@@ -148,7 +166,7 @@ e2e: venv
 	WINRMD_E2E_RACE=$(E2E_RACE) WINRMD_E2E_STATS=$(CURDIR)/$(WORK)/stats.jsonl \
 	  $(GO) test -race -count=1 -v -timeout $(TEST_TIMEOUT) ./test/
 
-# Everything, then the figures: vet, gofmt, then go test -race over every
+# Everything, then the figures: lint, a short fuzz pass, then go test -race over every
 # package (unit and e2e together, so package parallelism overlaps them), and
 # the summary block. The summary prints even when tests fail.
 test: deps venv

@@ -10,6 +10,7 @@ package authn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 )
 
@@ -21,7 +22,18 @@ const (
 	SchemeNegotiate Scheme = "Negotiate"
 	SchemeNTLM      Scheme = "NTLM"
 	SchemeKerberos  Scheme = "Kerberos"
+	// SchemeCertificate is a TLS client certificate. On the wire clients
+	// send the WS-Management mutual-authentication profile URI
+	// (CertificateProfile) as the whole Authorization value, or nothing.
+	SchemeCertificate Scheme = "Certificate"
+	// SchemeCredSSP is MS-CSSP: TLS records in the tokens, the password
+	// delegated inside.
+	SchemeCredSSP Scheme = "CredSSP"
 )
+
+// CertificateProfile is the Authorization value pywinrm, pypsrp and
+// masterzen/winrm send with a client certificate (DSP0226 C.3.5).
+const CertificateProfile = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 
 // Principal is what a mechanism proved: a name as the client spelled it.
 type Principal struct {
@@ -29,9 +41,46 @@ type Principal struct {
 	Name string
 	// Domain when the mechanism carries one separately (NTLM), else "".
 	Domain string
-	// Mechanism that proved it, for audit and metrics: "basic", "ntlm", "kerberos".
+	// Mechanism that proved it, for audit and metrics: "basic", "ntlm",
+	// "kerberos", "certificate".
 	Mechanism string
+	// SIDs are the Windows security identifiers the mechanism verified for
+	// this principal (Kerberos: from a PAC whose server signature it
+	// checked, authn/pac); nil when it has none. The authorizer matches
+	// them against authorization.allowed_sids. A mechanism must never fill
+	// them from anything unverified. A pointer keeps Principal comparable;
+	// the value is not modified after the mechanism made it.
+	SIDs *SIDs
+	// Client is the principal exactly as the mechanism proved it, when
+	// that differs from Name ("alice@REALM" for Kerberos), for audit.
+	Client string
+	// Delegated is a credential cache (MIT ccache v4) holding what the
+	// client delegated (a forwarded Kerberos TGT), or nil. It is a secret:
+	// it prints as "[redacted]" and only the shell's worker gets it. A
+	// pointer keeps Principal comparable.
+	Delegated *Secret
 }
+
+// SIDs is a verified Windows identity: the user, its logon domain and its
+// groups, as "S-1-…" strings.
+type SIDs struct {
+	User   string
+	Domain string // the logon domain, for "DOMAIN-<rid>" rules
+	Groups []string
+}
+
+// Secret is credential material. Formatting, JSON and text marshalling
+// print "[redacted]", so a Principal that reaches a log line carries no
+// ticket.
+type Secret []byte
+
+const redacted = "[redacted]"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // Account is a local account from the account database (NSS).
 type Account struct {
@@ -49,8 +98,16 @@ type Identity struct {
 	principal Principal
 	account   Account
 	scheme    Scheme
+	admin     bool
 	valid     bool
 }
+
+// Administrator reports whether the identity is an administrator of the
+// host as the policy sees it: root (when allowed), the lab user, a member
+// of an allowed group other than configs.RemoteUsersGroup, or a principal
+// with a verified allowed SID other than Remote Management Users. Reading
+// the service configuration needs it, as on Windows.
+func (id *Identity) Administrator() bool { return id.Valid() && id.admin }
 
 // Valid reports whether the identity came from a completed authentication.
 func (id *Identity) Valid() bool { return id != nil && id.valid }

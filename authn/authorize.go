@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -25,6 +26,11 @@ type AuthorizerConfig struct {
 	// (whichever exist on the host) and winrm-remote-users. Groups are
 	// resolved at decision time, so a group created after start counts.
 	AllowedGroups []string
+	// AllowedSIDs are SIDs (or "DOMAIN-<rid>" rules, see
+	// configs.Authorization) that allow a principal whose mechanism
+	// verified one of them (Principal.SIDs). Empty means
+	// configs.DefaultAllowedSIDs.
+	AllowedSIDs []string
 	// AllowRoot lets uid 0 log on (it is then allowed without group
 	// membership). The check is on the uid, never the name.
 	AllowRoot bool
@@ -33,6 +39,9 @@ type AuthorizerConfig struct {
 	// unprivileged lab mode, where the account store decides who may log
 	// in. A lab daemon running as root is refused unless AllowRoot.
 	Lab bool
+	// Accounts, when set, replaces NSS as the account database: sidecar
+	// mode resolves accounts in the target container's files (FilesDB).
+	Accounts AccountDB
 }
 
 // Authorization decisions are cached this long, at most this many.
@@ -46,6 +55,8 @@ const (
 // use.
 type Authorizer struct {
 	groups    []string
+	sids      map[string]bool // full SIDs
+	domainRID []string        // "-<rid>" suffixes for the logon domain
 	allowRoot bool
 	lab       *Account
 
@@ -62,6 +73,7 @@ type Authorizer struct {
 
 type authzDecision struct {
 	account Account
+	admin   bool
 	err     error
 	expires time.Time
 }
@@ -77,6 +89,9 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		maxCache:    AuthorizeCacheEntries,
 		cache:       make(map[string]authzDecision),
 	}
+	if cfg.Accounts != nil {
+		a.lookupUser, a.lookupGroup = cfg.Accounts.LookupUser, cfg.Accounts.LookupGroup
+	}
 	groups := cfg.AllowedGroups
 	if len(groups) == 0 {
 		groups = configs.DefaultAdminGroups
@@ -87,6 +102,21 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		}
 	}
 	a.groups = slices.Clone(groups)
+	sids := cfg.AllowedSIDs
+	if len(sids) == 0 {
+		sids = configs.DefaultAllowedSIDs
+	}
+	a.sids = make(map[string]bool)
+	for i, s := range sids {
+		if err := configs.CheckSIDRule(s); err != nil {
+			return nil, fmt.Errorf("authorization.allowed_sids[%d]: %w", i, err)
+		}
+		if rid, ok := strings.CutPrefix(s, configs.DomainRelativeSIDPrefix); ok {
+			a.domainRID = append(a.domainRID, "-"+rid)
+		} else {
+			a.sids[strings.ToUpper(s)] = true
+		}
+	}
 	if cfg.Lab {
 		acct, err := selfAccount()
 		if err != nil {
@@ -120,6 +150,17 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 		return nil, fmt.Errorf("%w: no authorizer", ErrBackend)
 	}
 	key := string(scheme) + "\x00" + p.Mechanism + "\x00" + p.Domain + "\x00" + p.Name
+	if p.SIDs != nil {
+		// The decision depends on the SIDs: a digest keeps large PACs
+		// (thousands of SIDs) from growing the cache's keys.
+		h := sha256.New()
+		h.Write([]byte(p.SIDs.Domain + "\x00" + p.SIDs.User))
+		for _, s := range p.SIDs.Groups {
+			h.Write([]byte{0})
+			h.Write([]byte(s))
+		}
+		key += "\x00" + string(h.Sum(nil))
+	}
 	now := a.now()
 	a.mu.Lock()
 	d, ok := a.cache[key]
@@ -129,7 +170,7 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	}
 	a.mu.Unlock()
 	if !ok {
-		d.account, d.err = a.decide(p)
+		d.account, d.admin, d.err = a.decide(p)
 		if d.err == nil || !errors.Is(d.err, ErrBackend) {
 			d.expires = now.Add(a.ttl)
 			a.remember(key, d, now)
@@ -140,7 +181,7 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	}
 	acct := d.account
 	acct.Groups = slices.Clone(acct.Groups)
-	return &Identity{principal: p, account: acct, scheme: scheme, valid: true}, nil
+	return &Identity{principal: p, account: acct, scheme: scheme, admin: d.admin, valid: true}, nil
 }
 
 func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
@@ -162,25 +203,32 @@ func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
 	a.cache[key] = d
 }
 
-func (a *Authorizer) decide(p Principal) (Account, error) {
+func (a *Authorizer) decide(p Principal) (Account, bool, error) {
 	bare := MapName(p.Name, p.Domain)
 	if bare == "" {
-		return Account{}, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
+		return Account{}, false, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
 	}
 	if a.lab != nil {
-		return *a.lab, nil
+		return *a.lab, true, nil
 	}
 	acct, err := a.resolve(p, bare)
 	if err != nil {
-		return Account{}, err
+		return Account{}, false, err
 	}
 	if acct.UID == 0 {
 		if !a.allowRoot {
-			return Account{}, fmt.Errorf("%q maps to uid 0: %w", p.Name, ErrRootRefused)
+			return Account{}, false, fmt.Errorf("%q maps to uid 0: %w", p.Name, ErrRootRefused)
 		}
-		return acct, nil
+		return acct, true, nil
 	}
+	if a.allowedBySID(p) != "" {
+		return acct, a.adminBySID(p), nil
+	}
+	// Every allowed group is looked at: membership of any lets the account
+	// in, membership of one besides RemoteUsersGroup makes it an
+	// administrator.
 	var backendErr error
+	allowed, admin := false, false
 	for _, g := range a.groups {
 		gid, err := a.lookupGroup(g)
 		if err != nil {
@@ -190,13 +238,72 @@ func (a *Authorizer) decide(p Principal) (Account, error) {
 			continue
 		}
 		if acct.GID == gid || slices.Contains(acct.Groups, gid) {
-			return acct, nil
+			allowed = true
+			admin = admin || g != configs.RemoteUsersGroup
 		}
 	}
-	if backendErr != nil {
-		return Account{}, backendErr
+	if allowed {
+		return acct, admin, nil
 	}
-	return Account{}, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
+	if backendErr != nil {
+		return Account{}, false, backendErr
+	}
+	return Account{}, false, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
+}
+
+// allowedBySID returns the first of p's verified SIDs that the policy
+// allows ("" when none does).
+func (a *Authorizer) allowedBySID(p Principal) string {
+	if p.SIDs == nil {
+		return ""
+	}
+	dom := strings.ToUpper(p.SIDs.Domain)
+	for _, s := range append([]string{p.SIDs.User}, p.SIDs.Groups...) {
+		u := strings.ToUpper(s)
+		if a.sids[u] {
+			return s
+		}
+		if dom != "" {
+			if rest, ok := strings.CutPrefix(u, dom); ok && slices.Contains(a.domainRID, rest) {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// adminBySID reports whether one of p's verified SIDs that the policy
+// allows is other than Remote Management Users (S-1-5-32-580): BUILTIN
+// Administrators, Domain Admins, or whatever else the operator listed.
+func (a *Authorizer) adminBySID(p Principal) bool {
+	if p.SIDs == nil {
+		return false
+	}
+	for _, s := range append([]string{p.SIDs.User}, p.SIDs.Groups...) {
+		if strings.EqualFold(s, remoteManagementUsersSID) {
+			continue
+		}
+		if a.allowedBySID(Principal{SIDs: &SIDs{User: s, Domain: p.SIDs.Domain}}) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteManagementUsersSID is BUILTIN\Remote Management Users.
+const remoteManagementUsersSID = "S-1-5-32-580"
+
+// SIDRules returns the SID rules in force (for start-up logs).
+func (a *Authorizer) SIDRules() []string {
+	var r []string
+	for s := range a.sids {
+		r = append(r, s)
+	}
+	slices.Sort(r)
+	for _, d := range a.domainRID {
+		r = append(r, configs.DomainRelativeSIDPrefix+strings.TrimPrefix(d, "-"))
+	}
+	return r
 }
 
 // resolve finds the local account for p (see Authorize for the order).

@@ -124,6 +124,44 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// Administrators: root, the lab user, members of an allowed group other
+// than winrm-remote-users (alice: sudo; a member of both stays one).
+func TestAuthorizeAdministrator(t *testing.T) {
+	nss := newFakeNSS()
+	nss.users["gina"] = Account{Username: "gina", UID: 1006, GID: 1006, Groups: []uint32{4000, 27}}
+	tests := []struct {
+		cfg   AuthorizerConfig
+		name  string
+		admin bool
+	}{
+		{AuthorizerConfig{}, "alice", true},
+		{AuthorizerConfig{}, "gina", true},
+		{AuthorizerConfig{}, "carol", false},
+		{AuthorizerConfig{}, "dave", false},
+		{AuthorizerConfig{AllowRoot: true}, "root", true},
+		{AuthorizerConfig{AllowedGroups: []string{"staff", "winrm-remote-users"}}, "carol", false},
+		{AuthorizerConfig{AllowedGroups: []string{"sudo"}}, "alice", true},
+	}
+	for _, tt := range tests {
+		a, err := NewAuthorizer(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.lookupUser, a.lookupGroup = nss.user, nss.group
+		id, err := a.Authorize(Principal{Name: tt.name}, SchemeNegotiate)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if id.Administrator() != tt.admin {
+			t.Errorf("%s with %+v: Administrator() = %v, want %v", tt.name, tt.cfg, id.Administrator(), tt.admin)
+		}
+	}
+	var zero Identity
+	if zero.Administrator() {
+		t.Error("zero Identity is an administrator")
+	}
+}
+
 func TestAuthorizerConfig(t *testing.T) {
 	for _, groups := range [][]string{{""}, {"  "}, {"a:b"}, {"a\nb"}, {string(make([]byte, 300))}} {
 		if _, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: groups}); err == nil {
@@ -343,5 +381,76 @@ func TestSelfAccount(t *testing.T) {
 	}
 	if acct.UID != uint32(os.Getuid()) || acct.Username == "" || acct.Shell == "" {
 		t.Fatalf("self account %+v", acct)
+	}
+}
+
+// TestAuthorizeBySID: verified SIDs (a PAC's) allow a logon by the
+// defaults (BUILTIN\Administrators, BUILTIN\Remote Management Users, the
+// logon domain's Domain Admins) or by configured SIDs; they never admit
+// root or an account without a local mapping, and the NSS-group rule still
+// applies beside them.
+func TestAuthorizeBySID(t *testing.T) {
+	const dom = "S-1-5-21-1111-2222-3333"
+	const other = "S-1-5-21-4444-5555-6666"
+	bobSIDs := func(groups ...string) *SIDs {
+		return &SIDs{User: dom + "-1104", Domain: dom, Groups: append([]string{dom + "-513"}, groups...)}
+	}
+	tests := []struct {
+		name    string
+		cfg     AuthorizerConfig
+		p       Principal
+		wantErr error
+	}{
+		{"no SIDs, no group", AuthorizerConfig{}, Principal{Name: "bob"}, ErrNotAuthorized},
+		{"Domain Users only", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs()}, ErrNotAuthorized},
+		{"Domain Admins of the logon domain", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs(dom + "-512")}, nil},
+		{"Domain Admins of another domain", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs(other + "-512")}, ErrNotAuthorized},
+		{"BUILTIN Administrators", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs("S-1-5-32-544")}, nil},
+		{"Remote Management Users", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs("S-1-5-32-580")}, nil},
+		{"lower-case spelling", AuthorizerConfig{}, Principal{Name: "bob", SIDs: bobSIDs("s-1-5-32-544")}, nil},
+		{"configured SID", AuthorizerConfig{AllowedSIDs: []string{dom + "-1106"}}, Principal{Name: "bob", SIDs: bobSIDs(dom + "-1106")}, nil},
+		{"configured SIDs replace the defaults", AuthorizerConfig{AllowedSIDs: []string{dom + "-1106"}}, Principal{Name: "bob", SIDs: bobSIDs(dom + "-512")}, ErrNotAuthorized},
+		{"configured domain RID", AuthorizerConfig{AllowedSIDs: []string{"DOMAIN-1106"}}, Principal{Name: "bob", SIDs: bobSIDs(dom + "-1106")}, nil},
+		{"domain RID is not a suffix match", AuthorizerConfig{AllowedSIDs: []string{"DOMAIN-106"}}, Principal{Name: "bob", SIDs: bobSIDs(dom + "-1106")}, ErrNotAuthorized},
+		{"user SID itself", AuthorizerConfig{AllowedSIDs: []string{dom + "-1104"}}, Principal{Name: "bob", SIDs: bobSIDs()}, nil},
+		{"NSS group still allows", AuthorizerConfig{}, Principal{Name: "alice", SIDs: bobSIDs()}, nil},
+		{"no local account", AuthorizerConfig{}, Principal{Name: "mallory", SIDs: bobSIDs(dom + "-512")}, ErrUnknownAccount},
+		{"root stays refused", AuthorizerConfig{}, Principal{Name: "root", SIDs: bobSIDs(dom + "-512")}, ErrRootRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := NewAuthorizer(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nss := newFakeNSS()
+			a.lookupUser, a.lookupGroup = nss.user, nss.group
+			id, err := a.Authorize(tt.p, SchemeKerberos)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && (!id.Valid() || id.Principal().SIDs != tt.p.SIDs) {
+				t.Fatal("identity does not carry the principal")
+			}
+		})
+	}
+	// The cache keys on the SIDs: the same name with other groups is
+	// decided again.
+	a, _ := NewAuthorizer(AuthorizerConfig{})
+	nss := newFakeNSS()
+	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	if _, err := a.Authorize(Principal{Name: "bob", SIDs: bobSIDs(dom + "-512")}, SchemeKerberos); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authorize(Principal{Name: "bob", SIDs: bobSIDs()}, SchemeKerberos); !errors.Is(err, ErrNotAuthorized) {
+		t.Fatalf("cached admin decision reused for other SIDs: %v", err)
+	}
+	for _, bad := range []string{"", "S-1", "S-2-5-32", "S-1-5-x", "DOMAIN-", "DOMAIN-99999999999", "S-1-5-21-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16"} {
+		if _, err := NewAuthorizer(AuthorizerConfig{AllowedSIDs: []string{bad}}); err == nil {
+			t.Errorf("allowed_sids %q accepted", bad)
+		}
+	}
+	if got := a.SIDRules(); len(got) != 3 || got[2] != "DOMAIN-512" {
+		t.Errorf("default rules %v", got)
 	}
 }

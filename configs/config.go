@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -23,9 +24,42 @@ type Config struct {
 	Winrs         Winrs         `yaml:"winrs"`
 	Authorization Authorization `yaml:"authorization"`
 	Accounts      Accounts      `yaml:"accounts"`
+	Kerberos      Kerberos      `yaml:"kerberos"`
 	Logging       Logging       `yaml:"logging"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Host          Host          `yaml:"host"`
+	PowerShell    PowerShell    `yaml:"powershell"`
+	// Sidecar, when its target is set, runs every shell inside another
+	// container's namespaces (sidecar.go).
+	Sidecar Sidecar `yaml:"sidecar"`
+	// CertificateMappings is WinRM's winrm/config/service/certmapping: which
+	// client certificates log on as which local account
+	// (service.auth.certificate, HTTPS only).
+	CertificateMappings []CertMapping `yaml:"certificate_mappings"`
+}
+
+// CertMapping maps client certificates to a local account. A certificate
+// matches when its chain verifies against Issuer (and only Issuer: the
+// system's roots never count), it carries the clientAuth EKU, it is neither
+// expired nor revoked by CRLFile, and one of its UPNs (subjectAltName
+// otherName 1.3.6.1.4.1.311.20.2.3) matches Subject.
+type CertMapping struct {
+	// Issuer is a PEM file holding the CA certificate(s) that must have
+	// issued the client certificate.
+	Issuer string `yaml:"issuer"`
+	// IssuerThumbprint optionally pins which CA of Issuer (SHA-1 hex, as
+	// Windows shows it, or SHA-256 hex) must appear in the verified chain.
+	IssuerThumbprint string `yaml:"issuer_thumbprint"`
+	// Subject is the UPN to match, case-insensitively: "alice@example.test",
+	// a pattern with "*" ("*@example.test"), or "*" for any UPN.
+	Subject string `yaml:"subject"`
+	// User is the local account the certificate logs on as; it is then
+	// authorized like every other logon (allowed groups).
+	User string `yaml:"user"`
+	// CRLFile is an optional CRL (PEM or DER) signed by the issuing CA; a
+	// certificate it lists is refused, and so is every certificate once the
+	// CRL is past its nextUpdate (a stale CRL fails closed).
+	CRLFile string `yaml:"crl_file"`
 }
 
 // Listener is one socket the daemon serves /wsman on.
@@ -81,7 +115,15 @@ type Authorization struct {
 	// administrator groups (sudo, wheel, admin — whichever exist) plus
 	// winrm-remote-users.
 	AllowedGroups []string `yaml:"allowed_groups"`
-	AllowRoot     bool     `yaml:"allow_root"`
+	// AllowedSIDs: Windows SIDs that allow a logon when a mechanism verified
+	// them for the user (Kerberos: the group SIDs of the ticket's PAC, its
+	// server signature checked). An entry is a full SID ("S-1-5-21-…-1106")
+	// or "DOMAIN-<rid>", that RID in the user's own logon domain
+	// ("DOMAIN-512" is the user's Domain Admins). Empty means
+	// DefaultAllowedSIDs. Either rule allows: a PAC SID in this list, or an
+	// NSS group in allowed_groups.
+	AllowedSIDs []string `yaml:"allowed_sids"`
+	AllowRoot   bool     `yaml:"allow_root"`
 }
 
 // Accounts says where credentials come from.
@@ -94,6 +136,32 @@ type Accounts struct {
 	Winbind Winbind `yaml:"winbind"`
 }
 
+// Kerberos configures the Kerberos acceptor (Negotiate and the Kerberos
+// scheme). Kerberos is served when service.auth.kerberos (the Kerberos
+// scheme) or service.auth.negotiate (Kerberos inside Negotiate) is on and
+// a keytab loads.
+type Kerberos struct {
+	// Keytab is the service keytab. Empty: /etc/krb5.keytab when it
+	// exists, else Kerberos is off. A keytab named here must load.
+	Keytab string `yaml:"keytab"`
+	// ServicePrincipals narrows the accepted service principals
+	// ("HTTP/host.example.com", optionally "@REALM"). Empty: every
+	// principal in the keytab (HTTP/, WSMAN/, host/...).
+	ServicePrincipals []string `yaml:"service_principals"`
+	// Realm is the default realm, whose principals map to the bare local
+	// user name ("alice@REALM" -> "alice"). Empty: the keytab's realm.
+	Realm string `yaml:"realm"`
+	// Realms lists further client realms accepted; their principals stay
+	// qualified ("alice@OTHER.REALM") for NSS (winbind, sssd) to resolve.
+	Realms []string `yaml:"realms"`
+	// MaxClockSkewS is the tolerated clock difference in seconds
+	// (Windows' and RFC 4120's 300).
+	MaxClockSkewS int `yaml:"max_clock_skew"`
+}
+
+// DefaultKeytab is used when kerberos.keytab is empty and it exists.
+const DefaultKeytab = "/etc/krb5.keytab"
+
 // Winbind configures the Samba winbind NTLM helper.
 type Winbind struct {
 	Enabled      bool   `yaml:"enabled"`
@@ -105,6 +173,13 @@ type Logging struct {
 	Level     string `yaml:"level"`      // debug | info | warn | error
 	Format    string `yaml:"format"`     // json | console
 	AuditFile string `yaml:"audit_file"` // empty: audit events go to the main log
+	// TraceWire logs every request and response envelope (after
+	// unsealing, before sealing) at debug level, secrets redacted; it
+	// needs level debug as well. Off by default: a trace shows command
+	// lines, and every body costs a copy.
+	TraceWire bool `yaml:"trace_wire"`
+	// TraceWireMaxBytes caps one traced message (1 KiB to 1 MiB).
+	TraceWireMaxBytes int `yaml:"trace_wire_max_bytes"`
 }
 
 // Metrics configures the Prometheus listener.
@@ -167,8 +242,10 @@ func Default() *Config {
 			StoreFile:  "/etc/winrmd/accounts",
 			Winbind:    Winbind{NTLMAuthPath: "/usr/bin/ntlm_auth"},
 		},
-		Logging: Logging{Level: "info", Format: "json"},
-		Metrics: Metrics{Address: "127.0.0.1:9985"},
+		Kerberos:   Kerberos{MaxClockSkewS: 300},
+		Logging:    Logging{Level: "info", Format: "json", TraceWireMaxBytes: 16384},
+		Metrics:    Metrics{Address: "127.0.0.1:9985"},
+		PowerShell: defaultPowerShell(),
 	}
 }
 
@@ -319,13 +396,31 @@ func (c *Config) Validate() error {
 	default:
 		return bad("service.auth.cbt_hardening_level", "must be none, relaxed or strict, not %q", s.Auth.CBTHardeningLevel)
 	}
-	if s.Auth.CredSSP {
-		return bad("service.auth.credssp", "CredSSP is not implemented yet; set it to false")
+	if s.Auth.CredSSP && !s.Auth.Negotiate && !s.Auth.Kerberos {
+		return bad("service.auth.credssp", "needs negotiate or kerberos: CredSSP's inner logon is SPNEGO")
 	}
-	if s.Auth.Certificate {
-		return bad("service.auth.certificate", "client certificate authentication is not implemented yet; set it to false")
+	if s.Auth.CredSSP && c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" {
+		return bad("service.auth.credssp", "needs accounts.store_file or accounts.pam_service to verify delegated passwords")
 	}
-	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos {
+	if s.Auth.Certificate && len(c.CertificateMappings) == 0 {
+		return bad("service.auth.certificate", "needs at least one entry in certificate_mappings")
+	}
+	for i, m := range c.CertificateMappings {
+		k := fmt.Sprintf("certificate_mappings[%d]", i)
+		if m.Issuer == "" {
+			return bad(k+".issuer", "required: a PEM file of the issuing CA")
+		}
+		if t := m.IssuerThumbprint; t != "" && !isHex(t, 40) && !isHex(t, 64) {
+			return bad(k+".issuer_thumbprint", "must be a SHA-1 (40) or SHA-256 (64) hex digest, not %q", t)
+		}
+		if m.Subject == "" || len(m.Subject) > 1024 {
+			return bad(k+".subject", "required: a UPN, a pattern with \"*\", or \"*\"")
+		}
+		if m.User == "" || len(m.User) > 256 || strings.ContainsAny(m.User, ":/\x00\n") || m.User[0] == '-' {
+			return bad(k+".user", "not a local account name: %q", m.User)
+		}
+	}
+	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos && !s.Auth.Certificate {
 		return bad("service.auth", "no authentication scheme is enabled")
 	}
 	if s.ReadHeaderTimeoutMS < 100 {
@@ -356,11 +451,33 @@ func (c *Config) Validate() error {
 			return bad(fmt.Sprintf("authorization.allowed_groups[%d]", i), "empty group name")
 		}
 	}
+	for i, s := range c.Authorization.AllowedSIDs {
+		if err := CheckSIDRule(s); err != nil {
+			return bad(fmt.Sprintf("authorization.allowed_sids[%d]", i), "%v", err)
+		}
+	}
 	if c.Accounts.PAMService == "" && c.Accounts.StoreFile == "" && !c.Accounts.Winbind.Enabled {
 		return bad("accounts", "no credential source: set pam_service, store_file or winbind.enabled")
 	}
 	if c.Accounts.PAMService != "" && strings.ContainsAny(c.Accounts.PAMService, "/\x00") {
 		return bad("accounts.pam_service", "not a PAM service name: %q", c.Accounts.PAMService)
+	}
+	if k := c.Kerberos; k.MaxClockSkewS < 1 || k.MaxClockSkewS > 3600 {
+		return bad("kerberos.max_clock_skew", "must be 1..3600 seconds, not %d", k.MaxClockSkewS)
+	}
+	for i, sp := range c.Kerberos.ServicePrincipals {
+		if n, _, _ := strings.Cut(sp, "@"); !strings.Contains(n, "/") || strings.ContainsAny(sp, " \t\x00") {
+			return bad(fmt.Sprintf("kerberos.service_principals[%d]", i), "not a service principal (service/host[@REALM]): %q", sp)
+		}
+	}
+	for i, r := range append([]string{c.Kerberos.Realm}, c.Kerberos.Realms...) {
+		if strings.ContainsAny(r, "@/\\ \t\x00") || (i > 0 && r == "") {
+			key := "kerberos.realm"
+			if i > 0 {
+				key = fmt.Sprintf("kerberos.realms[%d]", i-1)
+			}
+			return bad(key, "not a realm name: %q", r)
+		}
 	}
 	switch c.Logging.Level {
 	case "debug", "info", "warn", "error":
@@ -372,12 +489,33 @@ func (c *Config) Validate() error {
 	default:
 		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
 	}
+	if c.Logging.TraceWireMaxBytes < 1024 || c.Logging.TraceWireMaxBytes > 1<<20 {
+		return bad("logging.trace_wire_max_bytes", "must be 1024 to 1048576, not %d", c.Logging.TraceWireMaxBytes)
+	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			return bad("metrics.address", "not host:port: %v", err)
 		}
 	}
+	if err := c.PowerShell.validate(); err != nil {
+		return err
+	}
+	if err := c.Sidecar.validate(); err != nil {
+		return err
+	}
 	return nil
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 func validHostname(s string) bool {
@@ -397,7 +535,47 @@ func (s Service) MaxEnvelopeBytes() int { return s.MaxEnvelopeSizeKB * 1024 }
 
 // DefaultAdminGroups are the host administrator group names looked for when
 // authorization.allowed_groups is empty.
-var DefaultAdminGroups = []string{"sudo", "wheel", "admin", "winrm-remote-users"}
+var DefaultAdminGroups = []string{"sudo", "wheel", "admin", RemoteUsersGroup}
+
+// RemoteUsersGroup is the twin of Windows' Remote Management Users: its
+// members may connect and run shells, but are not administrators (they may
+// not read the service configuration, as on Windows). Every other allowed
+// group counts as an administrator group.
+const RemoteUsersGroup = "winrm-remote-users"
+
+// DefaultAllowedSIDs are the SIDs that allow a logon when
+// authorization.allowed_sids is empty: BUILTIN\Administrators, BUILTIN\Remote
+// Management Users, and the user's own domain's Domain Admins (RID 512), as
+// a Windows member server's WinRM allows by default.
+var DefaultAllowedSIDs = []string{"S-1-5-32-544", "S-1-5-32-580", "DOMAIN-512"}
+
+// DomainRelativeSIDPrefix starts an allowed_sids entry that names a RID in
+// the user's logon domain.
+const DomainRelativeSIDPrefix = "DOMAIN-"
+
+// CheckSIDRule checks one allowed_sids entry: "S-1-<authority>-<sub>…"
+// (at most 15 sub-authorities, MS-DTYP 2.4.2) or "DOMAIN-<rid>".
+func CheckSIDRule(s string) error {
+	if rid, ok := strings.CutPrefix(s, DomainRelativeSIDPrefix); ok {
+		if _, err := strconv.ParseUint(rid, 10, 32); err != nil {
+			return fmt.Errorf("%q: the RID after %s must be a 32-bit number", s, DomainRelativeSIDPrefix)
+		}
+		return nil
+	}
+	parts := strings.Split(s, "-")
+	if len(parts) < 3 || len(parts) > 18 || parts[0] != "S" || parts[1] != "1" {
+		return fmt.Errorf("%q is not a SID (S-1-…) or %s<rid>", s, DomainRelativeSIDPrefix)
+	}
+	if _, err := strconv.ParseUint(parts[2], 10, 48); err != nil {
+		return fmt.Errorf("%q: bad identifier authority", s)
+	}
+	for _, p := range parts[3:] {
+		if _, err := strconv.ParseUint(p, 10, 32); err != nil {
+			return fmt.Errorf("%q: sub-authority %q is not a 32-bit number", s, p)
+		}
+	}
+	return nil
+}
 
 // Marshal renders a configuration as YAML.
 func Marshal(c *Config) ([]byte, error) { return yaml.Marshal(c) }

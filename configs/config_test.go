@@ -49,6 +49,11 @@ func TestValidateNamesKey(t *testing.T) {
 		{"logging: {level: loud}", "logging.level"},
 		{"metrics: {address: nonsense}", "metrics.address"},
 		{"authorization: {allowed_groups: ['']}", "authorization.allowed_groups[0]"},
+		{"service: {auth: {certificate: true}}", "service.auth.certificate"},
+		{"certificate_mappings: [{subject: '*', user: a}]", "certificate_mappings[0].issuer"},
+		{"certificate_mappings: [{issuer: /x, user: a}]", "certificate_mappings[0].subject"},
+		{"certificate_mappings: [{issuer: /x, subject: '*', user: 'a:b'}]", "certificate_mappings[0].user"},
+		{"certificate_mappings: [{issuer: /x, subject: '*', user: a, issuer_thumbprint: xyz}]", "certificate_mappings[0].issuer_thumbprint"},
 	}
 	for _, tc := range cases {
 		_, err := Parse([]byte(tc.yaml))
@@ -110,4 +115,21 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a config Validate rejects")
 		}
 	})
+}
+
+func TestSidecarTarget(t *testing.T) {
+	for _, ok := range []string{"", "1234", "nginx", "/kubepods/besteffort/pod1/abc"} {
+		c := Default()
+		c.Sidecar.Target = ok
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{" 12", "a/b", "/x/../y", "x\ny", strings.Repeat("a", MaxSidecarTargetBytes+1)} {
+		c := Default()
+		c.Sidecar.Target = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sidecar.target") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
 }

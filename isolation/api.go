@@ -3,9 +3,10 @@
 // the authenticated user's credentials, places it in a per-shell cgroup, and
 // speaks a small framed protocol with it over a socketpair.
 //
-// The package imports nothing of the daemon's other layers: it takes Unix
-// Credentials (the session layer converts the authenticated account into
-// them) and knows nothing of how they were authenticated.
+// It takes an Account of its own (the session layer converts the
+// authenticated account into one) and knows nothing of how it was
+// authenticated; it still uses authn's Secret (a delegated credential
+// cache) and files account database (sidecar mode).
 //
 // This file is the contract the session layer programs against.
 package isolation
@@ -13,12 +14,14 @@ package isolation
 import (
 	"context"
 	"errors"
+
+	"github.com/winrmd/winrmd/authn"
 )
 
-// Credentials are the Unix credentials a worker takes: the account a shell
-// runs as, from the account database. Field for field the shape of
-// Credentials, so the session layer converts one into the other.
-type Credentials struct {
+// Account is the Unix account a worker takes the credentials of: the
+// account a shell runs as, from the account database. Field for field the
+// shape of authn.Account, so the session layer converts one into the other.
+type Account struct {
 	Username string
 	UID      uint32
 	GID      uint32
@@ -38,12 +41,16 @@ type Limits struct {
 
 // SpawnRequest describes the worker of one shell.
 type SpawnRequest struct {
-	Account   Credentials       // whose credentials the worker takes
+	Account   Account           // whose credentials the worker takes
 	ShellID   string            // for the cgroup name and logs
 	Env       map[string]string // extra variables (rsp:Environment), added to the account's clean environment
 	Dir       string            // working directory; "" = the account's home
 	NoProfile bool              // WINRS_NOPROFILE (no effect on the environment today; recorded)
-	Limits    Limits
+	// Credentials is a credential cache (a forwarded Kerberos TGT) the
+	// shell gets as KRB5CCNAME, readable only by the account, destroyed
+	// with the shell (ccache.go); nil for none.
+	Credentials *authn.Secret
+	Limits      Limits
 }
 
 // Spawner starts workers. The privileged implementation runs as root and

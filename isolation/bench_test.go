@@ -2,6 +2,7 @@ package isolation
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,6 +20,37 @@ func BenchmarkSpawnAndRunTrue(b *testing.B) {
 			b.Fatal(code)
 		}
 	}
+}
+
+// BenchmarkOutputToExitGap measures, for commands that write and exit at
+// once (`echo x`, `ls /`, `sh -c 'echo x; exit 3'`), how long after their
+// last output the exit reaches the daemon: the figure behind the session
+// layer's exit grace window (session.exitGrace), which holds a Receive that
+// found output so that the exit can ride in the same response. Reported as
+// p50, p99 and max microseconds.
+func BenchmarkOutputToExitGap(b *testing.B) {
+	_, c := benchWorker(b)
+	lines := []string{"echo x", "ls /", "echo x; exit 3"}
+	var gaps []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		spec := sh(lines[i%len(lines)])
+		spec.ID = nextID()
+		c.run(b, spec, nil)
+		c.mu.Lock()
+		out, ex := c.lastOut[spec.ID], c.exitAt[spec.ID]
+		c.mu.Unlock()
+		if out.IsZero() || ex.IsZero() {
+			b.Fatalf("%q: output at %v, exit at %v", spec.Line, out, ex)
+		}
+		gaps = append(gaps, ex.Sub(out))
+	}
+	b.StopTimer()
+	slices.Sort(gaps)
+	pct := func(p float64) float64 { return float64(gaps[int(p*float64(len(gaps)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.5), "p50-us")
+	b.ReportMetric(pct(0.99), "p99-us")
+	b.ReportMetric(pct(1), "max-us")
 }
 
 // BenchmarkOutputThroughput measures output through the real protocol and

@@ -63,8 +63,11 @@ type workerHandle struct {
 	// killSession: without a cgroup the shell's processes are found by the
 	// worker's session id.
 	killSession bool
-	stderr      *os.File      // read end of the worker's stderr, or nil
-	stderrDone  chan struct{} // closed when the stderr logger ends
+	stderr      *os.File // read end of the worker's stderr, or nil
+	// ccacheDir holds the shell's delegated Kerberos credentials (ccache.go),
+	// removed when the worker is closed; "" for none.
+	ccacheDir  string
+	stderrDone chan struct{} // closed when the stderr logger ends
 
 	wmu sync.Mutex
 
@@ -775,6 +778,15 @@ func (h *workerHandle) Close() error {
 			// Start went unanswered): what is left went to init. Sweep
 			// the worker's session, a scan of /proc, off the usual path.
 			killSession(h.pid, h.uid, -1)
+		}
+		if h.ccacheDir != "" {
+			// After every process of the shell is gone: nothing can use
+			// the ticket any more.
+			if err := removeCCache(h.ccacheDir); err != nil {
+				errs = append(errs, err)
+			} else {
+				h.log.Info("delegated Kerberos credentials destroyed")
+			}
 		}
 		h.closeErr = errors.Join(errs...)
 		if h.closeErr != nil {

@@ -30,7 +30,7 @@ func requireRoot(t testing.TB) {
 // fails the test if any process of the user is left, kills them, and
 // deletes the account.
 type testUser struct {
-	acct  Credentials
+	acct  Account
 	extra uint32 // the supplementary group's gid
 }
 
@@ -86,7 +86,7 @@ func newTestUser(t testing.TB) *testUser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := &testUser{acct: Credentials{Username: name, UID: uint32(uid), GID: uint32(gid), Home: home, Shell: "/bin/sh"}}
+	tu := &testUser{acct: Account{Username: name, UID: uint32(uid), GID: uint32(gid), Home: home, Shell: "/bin/sh"}}
 	for _, g := range gids {
 		n, _ := strconv.Atoi(g)
 		tu.acct.Groups = append(tu.acct.Groups, uint32(n))
@@ -177,10 +177,14 @@ type collector struct {
 	hold    bool
 	held    map[string]int
 	stopped chan struct{}
+	// lastOut and exitAt: when the last output and the exit of each
+	// command arrived (BenchmarkOutputToExitGap).
+	lastOut, exitAt map[string]time.Time
 }
 
 func newCollector(w Worker) *collector {
-	c := &collector{w: w, out: map[string]*[3]bytes.Buffer{}, exit: map[string]int32{}, held: map[string]int{}, stopped: make(chan struct{})}
+	c := &collector{w: w, out: map[string]*[3]bytes.Buffer{}, exit: map[string]int32{}, held: map[string]int{}, stopped: make(chan struct{}),
+		lastOut: map[string]time.Time{}, exitAt: map[string]time.Time{}}
 	c.cond = sync.NewCond(&c.mu)
 	go c.loop()
 	return c
@@ -198,11 +202,13 @@ func (c *collector) loop() {
 				c.out[ev.CommandID] = b
 			}
 			b[ev.Stream].Write(ev.Data)
+			c.lastOut[ev.CommandID] = time.Now()
 			if c.hold {
 				c.held[ev.CommandID] += len(ev.Data)
 			}
 		case EventExit:
 			c.exit[ev.CommandID] = ev.ExitCode
+			c.exitAt[ev.CommandID] = time.Now()
 		}
 		hold := c.hold
 		c.cond.Broadcast()

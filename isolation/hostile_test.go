@@ -541,7 +541,7 @@ func TestHandshakeRejects(t *testing.T) {
 	}
 }
 
-func selfAccountT(t testing.TB) Credentials {
+func selfAccountT(t testing.TB) Account {
 	acct, err := selfAccount()
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,10 @@ type SpawnerOptions struct {
 	Logger *zap.Logger
 	// HandshakeTimeout bounds the worker's Hello and Setup answers; 0 means 15s.
 	HandshakeTimeout time.Duration
+	// Sidecar, when set, is the target container (configs.Sidecar.Target)
+	// every worker is born inside (sidecar.go). Needs root and a static
+	// binary.
+	Sidecar string
 }
 
 // Default PATH of workers (Debian's login.defs ENV_PATH and ENV_SUPATH).
@@ -60,7 +64,8 @@ type procSpawner struct {
 	exe  string
 	log  *zap.Logger
 	cg   *cgroupSystem
-	lab  Credentials // the daemon's own account, in lab mode
+	lab  Account  // the daemon's own account, in lab mode
+	sc   *sidecar // sidecar mode; nil otherwise
 }
 
 var _ Spawner = (*procSpawner)(nil)
@@ -95,6 +100,16 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		}
 		s.lab = acct
 	}
+	if opts.Sidecar != "" {
+		if opts.Lab {
+			return nil, errors.New("isolation: sidecar mode needs root (it joins another container's namespaces)")
+		}
+		if err := checkStaticSelf(s.exe); err != nil {
+			return nil, err
+		}
+		s.sc = &sidecar{spec: opts.Sidecar}
+		s.log.Info("sidecar mode: shells run inside the target container's namespaces", zap.String("target", opts.Sidecar))
+	}
 	cg, notes, err := detectCgroups(opts.CgroupRoot)
 	if err != nil {
 		return nil, err
@@ -118,8 +133,8 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 func (s *procSpawner) cgroupMode() cgroupMode { return s.cg.mode }
 
 // selfAccount describes the daemon's own user.
-func selfAccount() (Credentials, error) {
-	a := Credentials{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
+func selfAccount() (Account, error) {
+	a := Account{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
 	gs, err := unix.Getgroups()
 	if err != nil {
 		return a, err
@@ -157,7 +172,7 @@ func passwdShell(uid uint32) string {
 
 // buildEnv is the worker's complete environment: the account's clean
 // variables, LANG, then the shell's own Environment.
-func buildEnv(a Credentials, extra map[string]string) ([]envVar, error) {
+func buildEnv(a Account, extra map[string]string) ([]envVar, error) {
 	path := defaultPath
 	if a.UID == 0 {
 		path = defaultRootPath
@@ -215,7 +230,30 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if acct.UID == 0 && !s.opts.AllowRoot {
 		return nil, fmt.Errorf("isolation: %w", ErrRootRefused)
 	}
-	env, err := buildEnv(acct, req.Env)
+	extraEnv := req.Env
+	var ccDir string
+	if req.Credentials != nil && len(*req.Credentials) > 0 {
+		var ccName string
+		var err error
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		if err != nil {
+			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
+			return nil, err
+		}
+		log.Info("delegated Kerberos credentials written for the shell", zap.String("ccache", ccName))
+		extraEnv = make(map[string]string, len(req.Env)+1)
+		for k, v := range req.Env {
+			extraEnv[k] = v
+		}
+		extraEnv["KRB5CCNAME"] = ccName
+	}
+	spawned := false
+	defer func() {
+		if !spawned && ccDir != "" {
+			_ = removeCCache(ccDir)
+		}
+	}()
+	env, err := buildEnv(acct, extraEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +285,20 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile)
+	var th *sidecarThread
+	if s.sc != nil {
+		var tpid int
+		th, tpid, err = s.sc.thread()
+		if err != nil {
+			log.Warn("sidecar target unavailable; refusing the shell", zap.Error(err))
+			return nil, err
+		}
+		// The worker's parent is outside its pid namespace: it reads
+		// getppid() as 0, so Setup names none.
+		setup.ParentPid = 0
+		log = log.With(zap.Int("sidecar_target_pid", tpid))
+	}
+	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
 	if err != nil {
 		if cg != nil {
 			_ = cg.kill(5 * time.Second)
@@ -256,6 +307,8 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		log.Warn("worker spawn failed", zap.Error(err))
 		return nil, err
 	}
+	w.ccacheDir = ccDir
+	spawned = true
 	return w, nil
 }
 
@@ -353,7 +406,11 @@ func pollExit(pid int, exited func() bool) bool {
 	return rc.Read(func(uintptr) bool { return exited() }) == nil
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentials, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
+	spawnOn := onSpawnThread
+	if th != nil {
+		spawnOn = th.run // born inside the sidecar target's namespaces
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("isolation: socketpair: %w", err)
@@ -380,6 +437,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentia
 		childF.Close()
 		return nil, err
 	}
+	// A worker born in a sidecar target's pid namespace reads getppid() as
+	// 0, which Go's fork takes for a dead parent when Pdeathsig is set (the
+	// child signals itself before exec). The worker arms the same signal
+	// itself (armParentDeath) first thing; until then a daemon that died
+	// leaves it waiting for a Setup that ends at EOF.
+	pdeath := syscall.SIGTERM
+	if th != nil {
+		pdeath = 0
+	}
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
 			Path: s.exe,
@@ -395,7 +461,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentia
 			Stderr:     stderrW,
 			SysProcAttr: &syscall.SysProcAttr{
 				Setsid:    true,
-				Pdeathsig: syscall.SIGTERM,
+				Pdeathsig: pdeath,
 			},
 		}
 	}
@@ -410,7 +476,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentia
 	if cg != nil && cg.sys.mode == cgroupV2 {
 		if fd, err := unix.Open(cg.dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-			bornIn = onSpawnThread(cmd.Start) == nil
+			bornIn = spawnOn(cmd.Start) == nil
 			unix.Close(fd)
 			if !bornIn {
 				cmd = newCmd()
@@ -418,7 +484,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentia
 		}
 	}
 	if !bornIn {
-		err = onSpawnThread(cmd.Start)
+		err = spawnOn(cmd.Start)
 	}
 	childF.Close()
 	stderrW.Close()
@@ -488,7 +554,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Credentia
 	if hello.Version != protoVersion {
 		return nil, fmt.Errorf("isolation: worker speaks protocol %d, want %d", hello.Version, protoVersion)
 	}
-	if int(hello.Pid) != pid || int(cred.Pid) != pid || cred.Uid != uint32(os.Getuid()) {
+	wantHello := pid
+	if th != nil {
+		// Inside the target's pid namespace the worker knows itself by
+		// another number; the kernel (cred.Pid) still names it as we do.
+		if wantHello, err = nsPid(pid); err != nil {
+			return nil, fmt.Errorf("isolation: sidecar worker: %w", err)
+		}
+	}
+	if int(hello.Pid) != wantHello || int(cred.Pid) != pid || cred.Uid != uint32(os.Getuid()) {
 		return nil, fmt.Errorf("isolation: %w: Hello from pid %d (kernel says pid %d uid %d), expected pid %d",
 			ErrProtocol, hello.Pid, cred.Pid, cred.Uid, pid)
 	}
@@ -628,7 +702,7 @@ func readFullCred(conn *net.UnixConn, b []byte, want *unix.Ucred) (*unix.Ucred, 
 // verifyWorkerStatus checks /proc/<pid>/status of the (unreaped, so not
 // recyclable) worker: all four uids and gids, the groups, no capabilities
 // for a non-root account, and no_new_privs.
-func verifyWorkerStatus(pid int, acct Credentials) error {
+func verifyWorkerStatus(pid int, acct Account) error {
 	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return err

@@ -313,7 +313,13 @@ type LineReader struct {
 
 // NewLineReader reads lines of at most max bytes (without the '\n').
 func NewLineReader(r io.Reader, max int) *LineReader {
-	return &LineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	// A buffer no larger than a line needs, so an overlong line is refused
+	// as soon as its bytes arrive, not when 64 KiB have.
+	size := 64 << 10
+	if max+2 < size {
+		size = max + 2
+	}
+	return &LineReader{r: bufio.NewReaderSize(r, size), max: max}
 }
 
 // Line returns the next line without its '\n', valid until the next call.

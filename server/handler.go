@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/authn/sealing"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/obs"
@@ -60,6 +61,11 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 			s.d.Metrics.Connections.Inc()
 		}
 	case http.StateHijacked, http.StateClosed:
+		if v, ok := s.conns.Load(c); ok {
+			if cl, ok := v.(*connState).closer(); ok {
+				cl.Close()
+			}
+		}
 		s.open.Add(-1)
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Dec()
@@ -88,6 +94,9 @@ type reply struct {
 	close  bool   // Connection: close
 	offer  bool   // add the WWW-Authenticate scheme offer
 	token  string // a WWW-Authenticate "<scheme> <base64>" handshake leg (401)
+	// refusalToken is a final token on a refusal (CredSSP's
+	// TSRequest{errorCode}), then the only WWW-Authenticate line.
+	refusalToken string
 	// envelope is the SOAP response or fault; nil for an empty body.
 	envelope []byte
 	// unread: the request body was not read; a declared one closes the
@@ -170,8 +179,14 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	if c.Service.Auth.Negotiate && s.d.Contexts != nil {
 		w.Header().Add("WWW-Authenticate", "Negotiate")
 	}
+	if c.Service.Auth.Kerberos && s.d.Kerberos && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "Kerberos")
+	}
 	if c.Service.Auth.Basic && s.d.Basic != nil && (l.transport == "https" || c.Service.AllowUnencrypted) {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN", charset="UTF-8"`)
+	}
+	if c.Service.Auth.CredSSP && s.d.Contexts != nil {
+		w.Header().Add("WWW-Authenticate", "CredSSP")
 	}
 }
 
@@ -203,6 +218,10 @@ type exchange struct {
 func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connState, l *listener) {
 	x := &exchange{w: w, r: r, st: st, cfg: s.cfg.Load(), tls: l.transport == "https"}
 	x.log = s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String()))
+	if s.tracing(x.cfg) {
+		s.traceRequestHeaders(x.log, r)
+		x.w = &traceWriter{ResponseWriter: w, s: s, log: x.log}
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, stage := range []func(*exchange) *reply{
@@ -219,6 +238,9 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 // envelope (sealed when the request was) or an empty body.
 func (s *Server) send(x *exchange, rep *reply) {
 	h := x.w.Header()
+	if rep.refusalToken != "" {
+		h.Set("WWW-Authenticate", rep.refusalToken)
+	}
 	if rep.offer {
 		s.offerSchemes(x.w, x.st.l)
 	}
@@ -239,6 +261,9 @@ func (s *Server) send(x *exchange, rep *reply) {
 		h.Set("Content-Length", "0")
 		x.w.WriteHeader(rep.status)
 		return
+	}
+	if s.tracing(x.cfg) {
+		s.traceBody(x.log, x.cfg, "response", x.sealed, rep.envelope)
 	}
 	if x.sealed && x.st.sealer != nil {
 		enc, ct, err := sealing.Encode(x.protocol, rep.envelope, x.st.sealer)
@@ -275,6 +300,14 @@ func (s *Server) authenticate(x *exchange) *reply {
 			if strings.EqualFold(strings.TrimSpace(r.Header.Get("WSMANIDENTIFY")), "unauthenticated") {
 				return s.anonymousIdentify(x)
 			}
+			if x.cfg.Service.Auth.Certificate && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				// A client certificate with no Authorization header (curl
+				// --cert): the certificate is the credential.
+				if rep := s.certificate(x); rep != nil {
+					return rep
+				}
+				break
+			}
 			s.countAuth("none", "challenge")
 			return refuse(http.StatusUnauthorized, true, false)
 		}
@@ -294,19 +327,29 @@ func (s *Server) authenticate(x *exchange) *reply {
 		scheme, token, _ := strings.Cut(strings.TrimSpace(authz[0]), " ")
 		token = strings.TrimSpace(token)
 		switch {
+		case strings.EqualFold(strings.TrimSpace(authz[0]), authn.CertificateProfile):
+			if rep := s.certificate(x); rep != nil {
+				return rep
+			}
 		case strings.EqualFold(scheme, "Basic"):
 			if rep := s.basic(x, token); rep != nil {
 				return rep
 			}
-		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"):
+		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"), strings.EqualFold(scheme, "CredSSP"):
 			sch := authn.SchemeNegotiate
 			if strings.EqualFold(scheme, "NTLM") {
 				sch = authn.SchemeNTLM
 			} else if strings.EqualFold(scheme, "Kerberos") {
 				sch = authn.SchemeKerberos
+			} else if strings.EqualFold(scheme, "CredSSP") {
+				sch = authn.SchemeCredSSP
 			}
 			out, done, rep := s.negotiate(x, sch, token)
 			if rep != nil {
+				if len(out) > 0 {
+					// CredSSP's TSRequest{errorCode} rides on the refusal.
+					rep.refusalToken = string(sch) + " " + base64.StdEncoding.EncodeToString(out)
+				}
 				return rep
 			}
 			if !done {
@@ -423,6 +466,9 @@ func (s *Server) unseal(x *exchange) *reply {
 // parse turns the body into a decoded message; an authenticated Identify
 // is answered here, and a Create while draining is refused.
 func (s *Server) parse(x *exchange) *reply {
+	if s.tracing(x.cfg) {
+		s.traceBody(x.log, x.cfg, "request", x.sealed, x.raw)
+	}
 	lim := wsman.DefaultLimits()
 	lim.MaxBytes = x.cfg.Service.MaxEnvelopeBytes()
 	env, err := wsman.Parse(x.raw, x.ct, lim)
@@ -466,7 +512,8 @@ func (s *Server) dispatch(x *exchange) *reply {
 			f = wsman.InternalError(995, "", "The operation failed.")
 		}
 		if f.Subcode != "w:TimedOut" {
-			x.log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason))
+			x.log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason),
+				zap.String("detail", f.Internal))
 		}
 		s.countRequest(x.action, "fault")
 		return s.faultReply(f, relatesTo, false)
@@ -496,8 +543,20 @@ func readBody(r *http.Request, limit int) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
+// closer returns the connection's context if it holds resources (CredSSP's
+// goroutine), for the close hook; the handler is done with it then.
+func (st *connState) closer() (io.Closer, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c, ok := st.authCtx.(io.Closer)
+	return c, ok
+}
+
 // reset forgets the connection's security context.
 func (st *connState) reset() {
+	if c, ok := st.authCtx.(io.Closer); ok {
+		c.Close() // CredSSP: its goroutine waiting for the next leg ends
+	}
 	st.authCtx, st.identity, st.sealer, st.scheme = nil, nil, nil, ""
 	st.basicKey = [32]byte{}
 }
@@ -530,6 +589,9 @@ func (s *Server) anonymousIdentify(x *exchange) *reply {
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil || len(raw) > lim.MaxBytes {
 		return &reply{status: http.StatusBadRequest, close: true}
+	}
+	if s.tracing(x.cfg) {
+		s.traceBody(s.log, x.cfg, "request", false, raw)
 	}
 	env, err := wsman.Parse(raw, r.Header.Get("Content-Type"), lim)
 	if err != nil || !env.IsIdentify {
@@ -583,11 +645,61 @@ func (s *Server) basic(x *exchange, token string) *reply {
 	return nil
 }
 
+// certificate logs a connection on with its TLS client certificate, once:
+// the certificate cannot change on a connection (crypto/tls servers refuse
+// renegotiation), so later requests on it ride on the first mapping.
+func (s *Server) certificate(x *exchange) *reply {
+	r, st, log := x.r, x.st, x.log
+	if !x.cfg.Service.Auth.Certificate {
+		s.countAuth(certauth.Mechanism, "disabled")
+		return refuse(http.StatusUnauthorized, true, false)
+	}
+	if !x.tls || r.TLS == nil {
+		s.countAuth(certauth.Mechanism, "unencrypted")
+		return refuse(http.StatusUnauthorized, true, false)
+	}
+	if st.identity != nil && st.scheme == authn.SchemeCertificate {
+		return nil
+	}
+	st.reset()
+	if err := s.d.Limiter.Allow(st.remote, ""); err != nil {
+		s.logonFailure(x, string(authn.SchemeCertificate), "", err)
+		return refuse(http.StatusUnauthorized, true, true)
+	}
+	chain := r.TLS.PeerCertificates
+	res, err := s.certMap.Load().Map(chain)
+	if err != nil {
+		s.d.Limiter.Fail(st.remote, "")
+		name := ""
+		if len(chain) > 0 {
+			name = chain[0].Subject.String()
+		}
+		s.logonFailure(x, string(authn.SchemeCertificate), name, err)
+		return refuse(http.StatusUnauthorized, true, true)
+	}
+	log.Info("client certificate mapped", zap.String(obs.FUser, res.Principal.Name), zap.String("upn", res.UPN),
+		zap.String("subject", res.Subject), zap.String("serial", res.Serial), zap.Int("mapping", res.Mapping))
+	id, rep := s.authorize(x, res.Principal, authn.SchemeCertificate, zap.String("upn", res.UPN), zap.String("cert_subject", res.Subject), zap.String("cert_serial", res.Serial))
+	if rep != nil {
+		return rep
+	}
+	s.d.Limiter.Success(st.remote, res.Principal.Name)
+	st.identity, st.scheme, st.authzAt = id, authn.SchemeCertificate, time.Now()
+	return nil
+}
+
 // negotiate runs one leg of a connection-bound handshake.
 func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte, bool, *reply) {
 	st, cfg := x.st, x.cfg
 	mech := strings.ToLower(string(sch))
-	if (sch == authn.SchemeKerberos && !cfg.Service.Auth.Kerberos) || (sch != authn.SchemeKerberos && !cfg.Service.Auth.Negotiate) || s.d.Contexts == nil {
+	enabled := cfg.Service.Auth.Negotiate
+	switch sch {
+	case authn.SchemeKerberos:
+		enabled = cfg.Service.Auth.Kerberos
+	case authn.SchemeCredSSP:
+		enabled = cfg.Service.Auth.CredSSP
+	}
+	if !enabled || s.d.Contexts == nil {
 		s.countAuth(mech, "disabled")
 		return nil, false, refuse(http.StatusUnauthorized, true, false)
 	}
@@ -623,7 +735,9 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 		}
 		st.reset()
 		s.logonFailure(x, string(sch), name, err)
-		return nil, false, refuse(http.StatusUnauthorized, true, true)
+		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
+		// only WWW-Authenticate line (clients read the token at its end).
+		return out, false, refuse(http.StatusUnauthorized, len(out) == 0, true)
 	}
 	if !done {
 		return out, false, nil
@@ -642,8 +756,8 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 // authorize maps a principal to an identity. A fresh logon is audited as
 // logon_success; a re-check of an open connection (again) only audits a
 // refusal.
-func (s *Server) authorize(x *exchange, p authn.Principal, sch authn.Scheme) (*authn.Identity, *reply) {
-	return s.authorizeAs(x, p, sch, false)
+func (s *Server) authorize(x *exchange, p authn.Principal, sch authn.Scheme, audit ...zap.Field) (*authn.Identity, *reply) {
+	return s.authorizeAs(x, p, sch, false, audit...)
 }
 
 // authorizeAgain re-checks a connection's identity without a new logon event.
@@ -651,7 +765,9 @@ func (s *Server) authorizeAgain(x *exchange, p authn.Principal, sch authn.Scheme
 	return s.authorizeAs(x, p, sch, true)
 }
 
-func (s *Server) authorizeAs(x *exchange, p authn.Principal, sch authn.Scheme, again bool) (*authn.Identity, *reply) {
+// audit adds fields (what the mechanism saw: a certificate's UPN) to the
+// audit line.
+func (s *Server) authorizeAs(x *exchange, p authn.Principal, sch authn.Scheme, again bool, audit ...zap.Field) (*authn.Identity, *reply) {
 	st, log := x.st, x.log
 	id, err := s.d.Authorizer.Authorize(p, sch)
 	if err != nil {
@@ -661,14 +777,18 @@ func (s *Server) authorizeAs(x *exchange, p authn.Principal, sch authn.Scheme, a
 		}
 		s.countAuth(p.Mechanism, "denied")
 		log.Info("access denied", zap.String(obs.FUser, p.Name), zap.String(obs.FScheme, string(sch)), zap.Bool("open_connection", again), zap.Error(err))
-		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
-			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason))
+		s.d.Audit.Event(obs.EvAccessDenied, append([]zap.Field{zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
+			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason)}, audit...)...)
 		return nil, refuse(http.StatusUnauthorized, true, true)
 	}
 	if !again {
 		s.countAuth(p.Mechanism, "success")
-		s.d.Audit.Event(obs.EvLogonSuccess, zap.String(obs.FUser, id.User()), zap.String("principal", p.Name),
-			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id))
+		principal := p.Name
+		if p.Client != "" {
+			principal = p.Client
+		}
+		s.d.Audit.Event(obs.EvLogonSuccess, append([]zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", principal),
+			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id)}, audit...)...)
 	}
 	return id, nil
 }

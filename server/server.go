@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
@@ -50,9 +51,13 @@ type Deps struct {
 	Sessions   *session.Manager
 	Basic      BasicAuthenticator // nil: Basic unavailable
 	Contexts   ContextFactory     // nil: Negotiate unavailable
+	Kerberos   bool               // a keytab is loaded: offer the Kerberos scheme
 	Authorizer Authorizer
-	Machine    string // host name for faults
-	Version    string // ProductVersion for authenticated Identify
+	// Limiter throttles failed certificate logons per source (the password
+	// mechanisms carry their own); nil: unlimited.
+	Limiter *authn.RateLimiter
+	Machine string // host name for faults
+	Version string // ProductVersion for authenticated Identify
 }
 
 // Server is the set of WinRM listeners.
@@ -62,6 +67,7 @@ type Server struct {
 	cfg      atomic.Pointer[configs.Config]
 	filter4  atomic.Pointer[configs.Filter]
 	filter6  atomic.Pointer[configs.Filter]
+	certMap  atomic.Pointer[certauth.Mapper]
 	conns    sync.Map // net.Conn → *connState
 	nextConn atomic.Uint64
 	open     atomic.Int64
@@ -110,14 +116,20 @@ func (s *Server) applyConfig(c *configs.Config) error {
 	if err != nil {
 		return fmt.Errorf("service.ipv6_filter: %w", err)
 	}
+	mp, err := certauth.New(c.CertificateMappings)
+	if err != nil {
+		return err
+	}
 	s.cfg.Store(c)
+	s.certMap.Store(mp)
 	s.filter4.Store(f4)
 	s.filter6.Store(f6)
 	return nil
 }
 
 // Reload applies the reloadable parts of a new configuration (filters, auth
-// switches, encryption policy). Listeners and quotas need a restart.
+// switches, encryption policy, certificate mappings with their CA and CRL
+// files). Listeners and quotas need a restart.
 func (s *Server) Reload(c *configs.Config) error { return s.applyConfig(c) }
 
 // Start binds every listener and serves in the background.
@@ -159,6 +171,19 @@ func (s *Server) Start() ([]Bound, error) {
 				MinVersion:     tls.VersionTLS12,
 				NextProtos:     []string{"http/1.1"},
 				GetCertificate: cs.GetCertificate,
+			}
+			// With certificate logons on, the handshake requests (never
+			// requires) a client certificate; the chain is verified against
+			// the mapping table, not here (crypto/tls still checks the
+			// client's proof of key possession). Decided per handshake, so
+			// SIGHUP switches it.
+			withCert := hs.TLSConfig.Clone()
+			withCert.ClientAuth = tls.RequestClientCert
+			hs.TLSConfig.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				if s.cfg.Load().Service.Auth.Certificate {
+					return withCert, nil
+				}
+				return nil, nil
 			}
 			l.Listener = tls.NewListener(l.Listener, hs.TLSConfig)
 		}

@@ -210,7 +210,8 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		lim.MaxProcesses = v
 	}
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
-		Account: isolation.Credentials(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
+		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
+		Credentials: req.Identity.Principal().Delegated,
 	})
 	if err != nil {
 		m.removeShell(sh)

@@ -1,25 +1,39 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/winrmd/winrmd/authn/delegation"
+	"github.com/winrmd/winrmd/authn/pac"
+	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/test/addc"
 )
 
 // The throwaway AD domain (test/addc) is started once, on first use, and
 // stopped by TestMain's teardown.
 var (
-	adOnce sync.Once
-	adDom  *addc.Domain
-	adErr  error
-	adMu   sync.Mutex
+	adOnce    sync.Once
+	adDom     *addc.Domain
+	adErr     error
+	adMu      sync.Mutex
+	adMemOnce sync.Once
+	adMember  *addc.Member
+	adMemErr  error
 )
 
 // needAD returns the running domain, or skips for a stated missing
@@ -39,6 +53,21 @@ func needAD(t *testing.T) *addc.Domain {
 		t.Fatalf("AD domain set-up failed: %v", adErr)
 	}
 	return adDom
+}
+
+// needADMember returns the domain and the joined member (winbindd), once.
+func needADMember(t *testing.T) (*addc.Domain, *addc.Member) {
+	t.Helper()
+	d := needAD(t)
+	adMemOnce.Do(func() {
+		adMu.Lock()
+		defer adMu.Unlock()
+		adMember, adMemErr = d.JoinMember(context.Background())
+	})
+	if adMemErr != nil {
+		t.Fatalf("joining the winrmd host to the domain: %v", adMemErr)
+	}
+	return d, adMember
 }
 
 // adTeardown stops the domain (from teardown).
@@ -231,5 +260,194 @@ func TestADConstrainedDelegation(t *testing.T) {
 	}
 	if _, err := delegation.ProxyCache(tgt, nfEvidence); err == nil || !strings.Contains(err.Error(), "not forwardable") {
 		t.Fatalf("non-forwardable evidence: %v", err)
+	}
+}
+
+// serviceTicket gets u's ticket for HTTP/<host> from the real KDC and
+// decrypts it with the exported keytab, as the acceptor would.
+func serviceTicket(t *testing.T, d *addc.Domain, u addc.User) (*messages.Ticket, types.EncryptionKey) {
+	t.Helper()
+	cc := filepath.Join(t.TempDir(), u.Name+".cc")
+	if err := d.Kinit(context.Background(), u, cc); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("kvno", "HTTP/"+addc.Host)
+	cmd.Env = d.Env(cc)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kvno: %v\n%s", err, out)
+	}
+	c := readCache(t, cc)
+	cr, ok := c.Find(delegation.Principal{Realm: addc.Realm, Components: []string{"HTTP", addc.Host}})
+	if !ok {
+		t.Fatal("no service ticket in the cache")
+	}
+	var tk messages.Ticket
+	if err := tk.Unmarshal(cr.Ticket); err != nil {
+		t.Fatal(err)
+	}
+	kt, err := keytab.Load(d.Keytab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := kt.GetEncryptionKey(tk.SName, tk.Realm, tk.EncPart.KVNO, tk.EncPart.EType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.Decrypt(key); err != nil {
+		t.Fatal(err)
+	}
+	return &tk, key
+}
+
+// TestADPAC verifies the PACs the real Samba KDC issues with authn/pac:
+// the groups each test user is in (Domain Admins, the SID-mapped custom
+// group, none; a user in BigGroups+1 groups), and refusals for a tampered
+// PAC, a wrong key and a PAC presented for another client.
+func TestADPAC(t *testing.T) {
+	d := needAD(t)
+	domainAdmins := d.DomainSID + "-512"
+	for _, tc := range []struct {
+		u         addc.User
+		want, not []string
+		minGroups int
+	}{
+		{d.Admin, []string{domainAdmins}, []string{d.OperatorsSID}, 2},
+		{d.Operator, []string{d.OperatorsSID}, []string{domainAdmins}, 2},
+		{d.Plain, nil, []string{domainAdmins, d.OperatorsSID}, 1},
+		{d.Big, []string{d.OperatorsSID}, []string{domainAdmins}, addc.BigGroups + 2},
+	} {
+		tk, key := serviceTicket(t, d, tc.u)
+		raw, err := pac.FromAuthorizationData(tk.DecryptedEncPart.AuthorizationData)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.u.Name, err)
+		}
+		cname := tk.DecryptedEncPart.CName.PrincipalNameString()
+		info, err := pac.Verify(raw, key, cname, tk.DecryptedEncPart.AuthTime)
+		if err != nil {
+			t.Fatalf("%s: verify: %v", tc.u.Name, err)
+		}
+		if !strings.EqualFold(info.UserName, tc.u.Name) || info.LogonDomainSID != d.DomainSID || !strings.HasPrefix(info.UserSID, d.DomainSID+"-") {
+			t.Fatalf("%s: PAC says %+v", tc.u.Name, info)
+		}
+		for _, s := range tc.want {
+			if !slices.Contains(info.GroupSIDs, s) {
+				t.Errorf("%s: %s missing from %v", tc.u.Name, s, info.GroupSIDs)
+			}
+		}
+		for _, s := range tc.not {
+			if slices.Contains(info.GroupSIDs, s) {
+				t.Errorf("%s: unexpected %s", tc.u.Name, s)
+			}
+		}
+		if len(info.GroupSIDs) < tc.minGroups {
+			t.Errorf("%s: %d group SIDs, want at least %d", tc.u.Name, len(info.GroupSIDs), tc.minGroups)
+		}
+		t.Logf("%s: PAC of %d bytes, ticket of %d bytes, %d group SIDs", tc.u.Name, len(raw), len(tk.EncPart.Cipher), len(info.GroupSIDs))
+		if dir := os.Getenv("WINRMD_PAC_DUMP"); dir != "" {
+			// Regenerates authn/pac/testdata (a PAC of this throwaway
+			// domain and its service key).
+			js, _ := json.MarshalIndent(map[string]any{
+				"pac": raw, "keytype": key.KeyType, "key": key.KeyValue, "client": cname,
+				"authtime": tk.DecryptedEncPart.AuthTime.Unix(), "domain_sid": d.DomainSID,
+				"group_sids": len(info.GroupSIDs),
+			}, "", " ")
+			os.WriteFile(filepath.Join(dir, tc.u.Name+".json"), js, 0o644)
+		}
+
+		// Tampering anywhere in the logon information breaks the signature.
+		bad := bytes.Clone(raw)
+		bad[len(bad)/2] ^= 0x01
+		if _, err := pac.Verify(bad, key, cname, tk.DecryptedEncPart.AuthTime); err == nil {
+			t.Errorf("%s: tampered PAC accepted", tc.u.Name)
+		}
+		// Adding a group SID by hand: the logon info buffer changes, and
+		// the signature no longer matches.
+		wrongKey := key
+		wrongKey.KeyValue = bytes.Repeat([]byte{0x42}, len(key.KeyValue))
+		if _, err := pac.Verify(raw, wrongKey, cname, tk.DecryptedEncPart.AuthTime); !errors.Is(err, pac.ErrSignature) {
+			t.Errorf("%s: wrong key: %v", tc.u.Name, err)
+		}
+		if _, err := pac.Verify(raw, key, "someoneelse", tk.DecryptedEncPart.AuthTime); !errors.Is(err, pac.ErrMismatch) {
+			t.Errorf("%s: other client: %v", tc.u.Name, err)
+		}
+		if _, err := pac.Verify(raw, key, cname, tk.DecryptedEncPart.AuthTime.Add(time.Hour)); !errors.Is(err, pac.ErrMismatch) {
+			t.Errorf("%s: other authtime: %v", tc.u.Name, err)
+		}
+	}
+}
+
+// adDaemon starts winrmd as a member of the test domain: in the member's
+// mount namespace (domain users through NSS and winbind, ntlm_auth against
+// the member's winbindd, krb5.conf naming the KDC relay), NTLM through
+// winbind, Kerberos with the service keytab exported from the DC, and
+// authorization by the domain's groups: by NSS group name for NTLM
+// ("domain admins", "winrm operators"), by PAC SID for Kerberos (the
+// defaults, which include DOMAIN-512, plus the custom group's SID).
+func adDaemon(t *testing.T, d *addc.Domain, m *addc.Member, mutate func(*configs.Config)) *Daemon {
+	t.Helper()
+	return startDaemonWrapped(t, m.WrapArgs(d.Krb5Conf), func(c *configs.Config) {
+		c.Service.MaxTimeoutMS = 3000
+		// The NTLM challenge must name the joined machine and its domain:
+		// the DC checks the NTLMv2 response's MsvAvNbComputerName and
+		// MsvAvNbDomainName against the member's secure channel.
+		c.Host.NetBIOSName = addc.MemberNetBIOS
+		c.Host.Domain = addc.NetBIOS
+		c.Host.DNSName = addc.Host
+		c.Accounts.Winbind.Enabled = true
+		c.Service.Auth.Kerberos = true
+		c.Kerberos.Keytab = d.Keytab
+		c.Kerberos.Realm = addc.Realm
+		c.Authorization.AllowedGroups = []string{addc.NSSDomainAdmins, addc.NSSOperators}
+		c.Authorization.AllowedSIDs = append(slices.Clone(configs.DefaultAllowedSIDs), d.OperatorsSID)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// TestADWinbindMember: the joined member resolves the domain's users and
+// groups through NSS (libnss-winbind in the private nsswitch.conf), and
+// winrmd authenticates them with NTLM through winbind (ntlm_auth), sealed
+// on HTTP with pywinrm and pypsrp: the Domain Admins member and the custom
+// group's member run commands as themselves; the user in no allowed group
+// is refused and nothing runs for them.
+func TestADWinbindMember(t *testing.T) {
+	d, m := needADMember(t)
+	for _, u := range []addc.User{d.Admin, d.Operator, d.Plain} {
+		out, err := m.Wrap(exec.Command("id", u.Name)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("id %s on the member: %v %s", u.Name, err, out)
+		}
+		t.Logf("member: %s", strings.TrimSpace(string(out)))
+	}
+	out, _ := m.Wrap(exec.Command("id", "-Gn", d.Admin.Name)).CombinedOutput()
+	if !strings.Contains(string(out), addc.NSSDomainAdmins) {
+		t.Fatalf("%s's groups through winbind: %s", d.Admin.Name, out)
+	}
+	dm := adDaemon(t, d, m, nil)
+	h, p := hostPort(t, dm.HTTP)
+	for _, drv := range []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}} {
+		auth := "ntlm"
+		if drv.Name() == "pypsrp" {
+			auth = "negotiate"
+		}
+		for _, u := range []addc.User{d.Admin, d.Operator} {
+			r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + u.Name, Password: u.Password},
+				Spec{Op: "run", Command: "id -un; echo ad-ntlm-ok"})
+			wantOut(t, r, u.Name+"\nad-ntlm-ok\n", "", 0)
+		}
+		r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + d.Plain.Name, Password: d.Plain.Password},
+			Spec{Op: "run", Command: "echo must-not-run"})
+		if r.OK || (!r.refusedAuth() && !r.accessDenied()) {
+			t.Fatalf("%s: %s (no allowed group) got %s", drv.Name(), d.Plain.Name, r)
+		}
+		bad := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: auth, Encryption: "always", User: addc.NetBIOS + `\` + d.Admin.Name, Password: "wrong-" + d.Admin.Password},
+			Spec{Op: "run", Command: "echo must-not-run"})
+		if !bad.refusedAuth() {
+			t.Fatalf("%s: wrong password got %s", drv.Name(), bad)
+		}
+	}
+	if n := dm.executions().commandStarts; n != 4 {
+		t.Errorf("%d commands started, want 4 (2 users × 2 clients; none for the refused)", n)
 	}
 }

@@ -28,13 +28,24 @@ type Conn struct {
 	Scheme           string `json:"scheme"` // http | https
 	Host             string `json:"host"`
 	Port             int    `json:"port"`
-	Auth             string `json:"auth"`       // basic | ntlm | negotiate
+	Auth             string `json:"auth"`       // basic | ntlm | negotiate | certificate | credssp
 	Encryption       string `json:"encryption"` // always | never | auto
 	User             string `json:"user"`
 	Password         string `json:"password"`
 	OperationTimeout int    `json:"operation_timeout,omitempty"` // seconds
 	ReadTimeout      int    `json:"read_timeout,omitempty"`
 	CBT              bool   `json:"cbt"`
+	// Kerberos: the directory of per-user credential caches (<user>.cc,
+	// KRB5CCNAME for the client), the krb5.conf of the test realm, and
+	// whether to forward the TGT.
+	CCacheDir  string `json:"ccache_dir,omitempty"`
+	KRB5Config string `json:"-"`
+	KRB5Realm  string `json:"-"`
+	Delegate   bool   `json:"delegate,omitempty"`
+	// CertPEM and KeyPEM are the client certificate and key files (auth
+	// "certificate").
+	CertPEM string `json:"cert_pem,omitempty"`
+	KeyPEM  string `json:"key_pem,omitempty"`
 }
 
 func (c Conn) String() string {
@@ -158,6 +169,9 @@ func (p pyDriver) Do(t testing.TB, c Conn, s Spec) Result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "NO_PROXY=*", "no_proxy=*")
+	if c.CCacheDir != "" {
+		cmd.Env = append(cmd.Env, "KRB5CCNAME=FILE:"+filepath.Join(c.CCacheDir, c.User+".cc"), "KRB5_CONFIG="+c.KRB5Config)
+	}
 	err := cmd.Run()
 	var r Result
 	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
@@ -194,7 +208,9 @@ func (mzDriver) Supports(op string, c Conn) bool {
 		// pywinrm and pypsrp on NTLM and by masterzen on HTTPS Basic.
 		return !(c.Auth == "ntlm" && (c.Scheme == "http" || c.Encryption == "always"))
 	}
-	return c.Auth == "basic" || c.Auth == "ntlm"
+	// Kerberos: masterzen's ClientKerberos (gokrb5 SPNEGO) has no message
+	// encryption, so HTTPS only.
+	return c.Auth == "basic" || c.Auth == "ntlm" || c.Auth == "certificate" || (c.Auth == "kerberos" && c.Scheme == "https")
 }
 
 func (mzDriver) client(c Conn) (*winrm.Client, error) {
@@ -202,7 +218,17 @@ func (mzDriver) client(c Conn) (*winrm.Client, error) {
 	if opTimeout == 0 {
 		opTimeout = 20
 	}
-	ep := winrm.NewEndpoint(c.Host, c.Port, c.Scheme == "https", true, nil, nil, nil, time.Duration(opTimeout+10)*time.Second)
+	var cert, key []byte
+	if c.Auth == "certificate" {
+		var err error
+		if cert, err = os.ReadFile(c.CertPEM); err != nil {
+			return nil, err
+		}
+		if key, err = os.ReadFile(c.KeyPEM); err != nil {
+			return nil, err
+		}
+	}
+	ep := winrm.NewEndpoint(c.Host, c.Port, c.Scheme == "https", true, nil, cert, key, time.Duration(opTimeout+10)*time.Second)
 	params := winrm.NewParameters(fmt.Sprintf("PT%dS", opTimeout), "en-US", 153600)
 	var inner func() winrm.Transporter
 	switch {
@@ -216,6 +242,17 @@ func (mzDriver) client(c Conn) (*winrm.Client, error) {
 		}
 	case c.Auth == "ntlm":
 		inner = func() winrm.Transporter { return &winrm.ClientNTLM{} }
+	case c.Auth == "certificate":
+		inner = func() winrm.Transporter { return &winrm.ClientAuthRequest{} }
+	case c.Auth == "kerberos":
+		// A fresh AP-REQ from the user's credential cache on every request.
+		inner = func() winrm.Transporter {
+			return winrm.NewClientKerberos(&winrm.Settings{
+				WinRMUsername: c.User, WinRMHost: c.Host, WinRMPort: c.Port, WinRMProto: c.Scheme, WinRMInsecure: true,
+				KrbRealm: c.KRB5Realm, KrbConfig: c.KRB5Config, KrbSpn: "HTTP/" + c.Host,
+				KrbCCache: filepath.Join(c.CCacheDir, c.User+".cc"),
+			})
+		}
 	default:
 		inner = func() winrm.Transporter { return winrm.NewClientWithDial(nil) }
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,14 @@ func (w *world) baseConfig(dir string) *configs.Config {
 // nothing of the test users is left running.
 func startDaemon(t testing.TB, mutate func(*configs.Config)) *Daemon {
 	t.Helper()
+	return startDaemonWrapped(t, nil, mutate)
+}
+
+// startDaemonWrapped is startDaemon with the daemon started through wrap
+// (an argv prefix that must exec the daemon, so its pid stays the one
+// started: e.g. unshare -m and bind mounts, see test/addc).
+func startDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Config)) *Daemon {
+	t.Helper()
 	w := need(t)
 	dir, err := os.MkdirTemp(w.work, "d-")
 	if err != nil {
@@ -123,7 +132,7 @@ func startDaemon(t testing.TB, mutate func(*configs.Config)) *Daemon {
 	if mutate != nil {
 		mutate(c)
 	}
-	d, err := launch(t, dir, c)
+	d, err := launchWrapped(t, dir, c, wrap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +165,10 @@ func startDaemon(t testing.TB, mutate func(*configs.Config)) *Daemon {
 }
 
 func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
+	return launchWrapped(t, dir, c, nil)
+}
+
+func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (*Daemon, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("test config invalid: %v", err)
 	}
@@ -173,7 +186,8 @@ func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(w.bin, "serve", "--config", d.cfgPath, "--ready-file", ready)
+	argv := append(slices.Clone(wrap), w.bin, "serve", "--config", d.cfgPath, "--ready-file", ready)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
@@ -358,6 +372,7 @@ type AuditEvent struct {
 	ShellID    string `json:"shell_id"`
 	CommandID  string `json:"command_id"`
 	Scheme     string `json:"scheme"`
+	Principal  string `json:"principal"`
 	Raw        string `json:"-"`
 }
 

@@ -14,9 +14,12 @@
 //	interop_test.go   the functional scenarios, for every client and transport
 //	negative_test.go  refusals with real clients (no auth, Basic on HTTP, bad XML, ...)
 //	ntlm_test.go      NTLM negatives over raw sockets, curl --ntlm
+//	certificate_test.go client certificates: every client, curl --cert, each refusal
 //	attack_test.go    the table-driven attack suite (issue 4 §1)
 //	lab_test.go       `winrmd lab`, as the README tells a newcomer to use it
 //	stats_test.go     figures for the summary printed at the end of `make test`
+//	psrp_farend_test.go  the PSRP far end: real pwsh when on PATH, else the stand-in
+//	                  (standin/pwsh_standin.py), proven with standin/oop_client.py
 //
 // Everything that needs root skips, saying so, when not run as root; CI runs
 // as root. Figures go to $WINRMD_E2E_STATS (default test/.work/stats.jsonl)

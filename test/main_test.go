@@ -208,6 +208,7 @@ func teardown() {
 	}
 	setupDone = false
 	stopAllDaemons()
+	stopKDC()
 	adTeardown()
 	var names []string
 	for _, u := range w.users() {

@@ -587,7 +587,8 @@ type ntlmOpts struct {
 	level    int    // LM compatibility level: 3 = NTLMv2 (default), 1 = NTLMv1
 	bindings []byte // channel binding application data override (nil: computed on TLS)
 	noCBT    bool
-	src      string // source address ("" = default)
+	src      string    // source address ("" = default)
+	record   *[][]byte // when set, every token of the handshake, both ways
 }
 
 // dialNTLM connects and runs the NTLM handshake. The returned reply is the
@@ -612,6 +613,9 @@ func dialNTLM(addr string, useTLS bool, user, pass string, o ntlmOpts) (*ntlmCon
 		rc.Close()
 		return nil, nil, err
 	}
+	if o.record != nil {
+		*o.record = append(*o.record, neg)
+	}
 	r, err := rc.request("POST", "/wsman", map[string]string{"Authorization": "Negotiate " + base64.StdEncoding.EncodeToString(neg)}, nil, 10*time.Second)
 	if err != nil {
 		rc.Close()
@@ -633,6 +637,9 @@ func dialNTLM(addr string, useTLS bool, user, pass string, o ntlmOpts) (*ntlmCon
 	if err != nil {
 		rc.Close()
 		return nil, nil, err
+	}
+	if o.record != nil {
+		*o.record = append(*o.record, chal, auth)
 	}
 	r, err = rc.request("POST", "/wsman", map[string]string{"Authorization": "Negotiate " + base64.StdEncoding.EncodeToString(auth)}, nil, 10*time.Second)
 	if err != nil {

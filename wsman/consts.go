@@ -122,6 +122,8 @@ const (
 	CodeInvalidParameter          uint32 = 87         // ERROR_INVALID_PARAMETER
 	CodeOperationAborted          uint32 = 995        // ERROR_OPERATION_ABORTED (0x3E3)
 	CodeFileNotFound              uint32 = 2147942402 // 0x80070002, process start failure
+	CodeStartAccessDenied         uint32 = 2147942405 // 0x80070005 E_ACCESSDENIED, program not executable
+	CodeDirectoryInvalid          uint32 = 2147942667 // 0x8007010B ERROR_DIRECTORY
 	CodeResourceNotFound          uint32 = 2150858752 // ERROR_WSMAN_RESOURCE_NOT_FOUND
 	CodeActionNotSupported        uint32 = 2150858753 // ERROR_WSMAN_INVALID_ACTIONURI
 	CodeInvalidHeader             uint32 = 2150858767 // 0x8033800F invalid message information header

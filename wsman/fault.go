@@ -26,6 +26,14 @@ type Fault struct {
 	// RelatesTo is the request's MessageID when Parse got that far before
 	// failing; FaultEnvelope uses it when its relatesTo argument is empty.
 	RelatesTo string
+	// ReasonLang is s:Reason/s:Text's xml:lang: "en-US" unless
+	// NoReasonLang, which renders xml:lang="" as Windows does for the
+	// faults its shell plugin raises (recorded).
+	NoReasonLang bool
+	// Internal is the daemon's own account of the failure (which program,
+	// which errno). It is never rendered: the server logs it beside the
+	// fault, so a client sees only what Windows would say.
+	Internal string
 }
 
 // Error implements error.
@@ -253,6 +261,90 @@ func RemoteShellsNotAllowed() *Fault {
 	}
 }
 
+// The faults Windows' cmd shell plugin (winrscmd.dll) raises, as Windows
+// writes them: one table of code, subcode, reason and message, so every
+// WinRS failure a client can see reads as it would from a Windows host
+// (texts from recorded Windows traffic, PROTOCOL.md §4; the Win32 ones are
+// FormatMessage's, which WinRM ends with a space where the message had its
+// line break). The daemon's own detail goes into Fault.Internal, for its
+// log only.
+
+// ShellFaultKind names one fault of the table.
+type ShellFaultKind uint8
+
+const (
+	// ShellBadParameter: a request the plugin rejects (a Receive, Send or
+	// Signal without CommandId on a cmd shell, an unsupported stream, a
+	// CommandId or ShellId that is not a GUID or is taken, a bad option
+	// value) — ERROR_INVALID_PARAMETER. Recorded for Signal and Receive.
+	ShellBadParameter ShellFaultKind = iota + 1
+	// ShellFileNotFound: the program of a command, or the shell's own
+	// process, could not be started (ENOENT) — 0x80070002. Recorded.
+	ShellFileNotFound
+	// ShellStartDenied: the program exists but may not be executed by the
+	// user (EACCES, EPERM) — 0x80070005.
+	ShellStartDenied
+	// ShellBadDirectory: the shell's WorkingDirectory cannot be entered —
+	// 0x8007010B ERROR_DIRECTORY.
+	ShellBadDirectory
+	// ShellAborted: the plugin lost the command or shell it was serving
+	// (our worker process ended, input or a signal could not be delivered)
+	// — 995 ERROR_OPERATION_ABORTED.
+	ShellAborted
+	// ShellUnknownCommand: a CommandId the shell does not know, or one
+	// that has completed — the service's UNEXPECTED_SELECTORS with the
+	// shell's own message. Recorded.
+	ShellUnknownCommand
+)
+
+// Provider and path of Windows' cmd shell plugin, as f:ProviderFault
+// carries them (recorded).
+const (
+	ShellProvider     = "Shell cmd plugin"
+	ShellProviderPath = `%systemroot%\system32\winrscmd.dll`
+)
+
+type shellFaultText struct {
+	sender   bool
+	subcode  string
+	code     uint32
+	detail   string // w:FaultDetail
+	reason   string
+	message  string // f:Message when it differs from reason
+	provider bool   // inside f:ProviderFault, Reason with xml:lang=""
+}
+
+var shellFaults = map[ShellFaultKind]shellFaultText{
+	ShellBadParameter: {sender: true, subcode: "w:InvalidParameter", code: CodeInvalidParameter, detail: DetailInvalidValue,
+		reason: "The parameter is incorrect. ", provider: true},
+	ShellFileNotFound: {subcode: "w:InternalError", code: CodeFileNotFound,
+		reason: "The system cannot find the file specified. ", provider: true},
+	ShellStartDenied: {subcode: "w:InternalError", code: CodeStartAccessDenied,
+		reason: "Access is denied. ", provider: true},
+	ShellBadDirectory: {subcode: "w:InternalError", code: CodeDirectoryInvalid,
+		reason: "The directory name is invalid. ", provider: true},
+	ShellAborted: {subcode: "w:InternalError", code: CodeOperationAborted,
+		reason: "The I/O operation has been aborted because of either a thread exit or an application request. ", provider: true},
+	ShellUnknownCommand: {sender: true, subcode: "w:InvalidSelectors", code: CodeInvalidSelectors, detail: DetailUnexpectedSelectors,
+		reason: "The WS-Management service cannot process the request because the request contained invalid selectors for the resource. ",
+		message: "The Windows Remote Shell received a request to perform an operation on a command identifier that does not exist. " +
+			"Either the command has completed execution or the client specified an invalid command identifier. "},
+}
+
+// ShellFault returns the fault of kind k as Windows writes it; internal is
+// the daemon's own detail, for its log.
+func ShellFault(k ShellFaultKind, internal string) *Fault {
+	t, ok := shellFaults[k]
+	if !ok {
+		t = shellFaults[ShellAborted]
+	}
+	f := &Fault{Sender: t.sender, Subcode: t.subcode, Code: t.code, Detail: t.detail, Reason: t.reason, Message: t.message, Internal: internal}
+	if t.provider {
+		f.Provider, f.ProviderPath, f.NoReasonLang = ShellProvider, ShellProviderPath, true
+	}
+	return f
+}
+
 // prefixURI maps the prefixes this package emits to their namespaces.
 func prefixURI(prefix string) string {
 	switch prefix {
@@ -323,7 +415,11 @@ func FaultEnvelope(f *Fault, relatesTo, machine string) []byte {
 		code.CreateElement("s:Subcode").CreateElement("s:Value").SetText(f.Subcode)
 	}
 	text := fault.CreateElement("s:Reason").CreateElement("s:Text")
-	text.CreateAttr("xml:lang", "en-US")
+	if f.NoReasonLang {
+		text.CreateAttr("xml:lang", "")
+	} else {
+		text.CreateAttr("xml:lang", "en-US")
+	}
 	text.SetText(f.Reason)
 
 	detail := fault.CreateElement("s:Detail")

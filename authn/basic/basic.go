@@ -163,6 +163,34 @@ func (a *Authenticator) Authenticate(ctx context.Context, remote netip.Addr, hea
 	return authn.Principal{}, err
 }
 
+// VerifyPassword checks a password obtained some other way (CredSSP's
+// delegated credentials) for user exactly as Authenticate checks a Basic
+// one: rate limits first, then the account store or PAM. Errors never
+// contain the password.
+func (a *Authenticator) VerifyPassword(ctx context.Context, remote netip.Addr, user, password string) error {
+	lim := a.cfg.Limiter
+	if err := lim.Allow(remote, user); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	local := authn.MapName(user, "")
+	if local == "" {
+		lim.Fail(remote, user)
+		return fmt.Errorf("%w: %q is not a local account name", authn.ErrUnknownAccount, user)
+	}
+	err := a.verify(local, password, remote)
+	switch {
+	case err == nil:
+		lim.Success(remote, user)
+	case errors.Is(err, authn.ErrBackend), errors.Is(err, authn.ErrRateLimited):
+	default:
+		lim.Fail(remote, user)
+	}
+	return err
+}
+
 func (a *Authenticator) verify(local, password string, remote netip.Addr) error {
 	if st := a.cfg.Store; st != nil {
 		in, err := st.Contains(local)

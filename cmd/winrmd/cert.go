@@ -28,9 +28,22 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
+const certUsage = `usage: winrmd cert generate --cert FILE --key FILE [--host NAME]... [--days N]
+       winrmd cert ca --cert FILE --key FILE [--name NAME] [--days N]
+       winrmd cert client --ca FILE --ca-key FILE --upn USER@DOMAIN --cert FILE --key FILE [--days N]
+       winrmd cert crl --ca FILE --ca-key FILE --out FILE [--revoke CERT]... [--days N]`
+
 func certCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "generate" {
-		fmt.Fprintln(stderr, "usage: winrmd cert generate --cert FILE --key FILE [--host NAME]... [--days N]")
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, certUsage)
+		return 2
+	}
+	switch args[0] {
+	case "generate":
+	case "ca", "client", "crl":
+		return clientCertCmd(args, stdout, stderr)
+	default:
+		fmt.Fprintln(stderr, certUsage)
 		return 2
 	}
 	fs := newFlagSet("cert generate", stderr)

@@ -40,6 +40,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return configCmd(args[1:], stdout, stderr)
 	case "cert":
 		return certCmd(args[1:], stdout, stderr)
+	case "enable":
+		return enableCmd(args[1:], stdout, stderr)
+	case "disable":
+		return disableCmd(args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(args[1:], stdout, stderr)
 	case "user":
 		return userCmd(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
@@ -65,6 +71,10 @@ func usage(w io.Writer) {
                                              write a self-signed certificate
   user add|passwd|del|list --store FILE [NAME]
                                              manage the local account store
+  enable [--basic] [--host NAME]... [--cert FILE --key FILE] [--root DIR]
+                                             make this host a remoting target (Enable-PSRemoting)
+  disable [--root DIR]                       stop and disable the service; keep the configuration
+  status [--config FILE]                     listeners, schemes, live shells, last logons
   version                                    print the version
 `)
 }

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +26,8 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
 	"github.com/winrmd/winrmd/authn/basic"
+	"github.com/winrmd/winrmd/authn/credssp"
+	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/ntlm"
 	"github.com/winrmd/winrmd/authn/spnego"
 	"github.com/winrmd/winrmd/authn/winbind"
@@ -57,6 +65,38 @@ type readyInfo struct {
 	Metrics   string         `json:"metrics,omitempty"`
 }
 
+// credsspCertificate is the inner TLS certificate of CredSSP: the first
+// HTTPS listener's, else a fresh self-signed one (clients bind the key
+// through pubKeyAuth, not a chain).
+func credsspCertificate(cfg *configs.Config) (*tls.Certificate, error) {
+	for _, l := range cfg.Listeners {
+		if l.Transport == "https" {
+			c, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			return &c, nil
+		}
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "winrmd CredSSP"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
 // swapAuthorizer lets SIGHUP replace the authorization policy in place.
 type swapAuthorizer struct {
 	p atomic.Pointer[authn.Authorizer]
@@ -69,8 +109,10 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
+		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           lab,
+		Accounts:      sidecarAccounts(cfg),
 	})
 }
 
@@ -89,6 +131,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	}
 	defer audit.Close()
 	metrics := obs.NewMetrics()
+	announceTrace(log, cfg)
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
 	}
@@ -118,7 +161,13 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	}
 
 	names := cfg.Host.Resolved()
-	var contexts server.ContextFactory
+	krb, err := buildKerberos(cfg, log)
+	if err != nil {
+		return err
+	}
+	// Every context gets the connection (address, TLS, channel binding)
+	// with each Step (authn.ConnInfo); the factory only picks mechanisms.
+	var mkNTLM func() *ntlm.Acceptor
 	if cfg.Service.Auth.Negotiate {
 		chain := &ntlm.Chain{}
 		if store != nil {
@@ -131,25 +180,63 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
 		}
 		verifier := &ntlm.RateLimited{V: chain, Limiter: limiter}
+		mkNTLM = func() *ntlm.Acceptor {
+			return ntlm.NewAcceptor(ntlm.Config{
+				Verifier: verifier, NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
+				DNSComputer: names.DNSName, DNSDomain: names.DNSName,
+				CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
+			})
+		}
+	}
+	var mkKrb func() authn.Context
+	if krb != nil {
+		mkKrb = func() authn.Context { return kerberos.NewAcceptor(krb) }
+	}
+	var credsspCert *tls.Certificate
+	var pwVerifier *basic.Authenticator
+	if cfg.Service.Auth.CredSSP {
+		if credsspCert, err = credsspCertificate(cfg); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
+		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
+		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+	}
+	var contexts server.ContextFactory
+	if mkNTLM != nil || krb != nil {
 		contexts = func(sch authn.Scheme) authn.Context {
-			mk := func() *ntlm.Acceptor {
-				return ntlm.NewAcceptor(ntlm.Config{
-					Verifier: verifier, NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
-					DNSComputer: names.DNSName, DNSDomain: names.DNSName,
-					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
+			switch {
+			case sch == authn.SchemeCredSSP && credsspCert != nil:
+				// The inner context: SPNEGO with NTLM (and Kerberos when
+				// configured); the acceptor steps it without channel
+				// binding (CredSSP binds the inner TLS key instead).
+				a, err := credssp.New(credssp.Config{
+					Certificate: credsspCert,
+					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb}) },
+					Verify: func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error {
+						return pwVerifier.VerifyPassword(ctx, ci.Remote, authn.MapName(p.Name, p.Domain), password)
+					},
 				})
+				if err != nil {
+					log.Error("credssp", zap.Error(err))
+					return nil
+				}
+				return a
+			case sch == authn.SchemeNegotiate && cfg.Service.Auth.Negotiate:
+				return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb})
+			case sch == authn.SchemeNTLM && mkNTLM != nil:
+				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mkNTLM})
+			case sch == authn.SchemeKerberos && mkKrb != nil:
+				// Raw krb5 tokens or SPNEGO offering Kerberos; never NTLM.
+				return spnego.NewAcceptor(spnego.Config{Kerberos: mkKrb})
 			}
-			switch sch {
-			case authn.SchemeNegotiate:
-				return spnego.NewAcceptor(spnego.Config{NTLM: mk})
-			case authn.SchemeNTLM:
-				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mk})
-			}
-			return nil // Kerberos arrives with its own issue
+			return nil
 		}
 	}
 
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation")})
+	if err := isolation.SweepCCaches(); err != nil {
+		log.Warn("removing credential caches of earlier runs", zap.Error(err))
+	}
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
@@ -165,7 +252,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Authorizer: auth, Machine: names.DNSName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: names.DNSName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
@@ -228,6 +315,21 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	return nil
 }
 
+// announceTrace says loudly that the wire trace is on: it puts every
+// client's command lines into the log.
+func announceTrace(log *zap.Logger, cfg *configs.Config) {
+	if !cfg.Logging.TraceWire {
+		return
+	}
+	if cfg.Logging.Level != "debug" {
+		log.Warn("logging.trace_wire is on but logging.level is " + cfg.Logging.Level + ": nothing is traced until the level is debug")
+		return
+	}
+	log.Warn("WIRE TRACE ON (logging.trace_wire): every request and response envelope is logged at debug level, command lines included; "+
+		"authentication tokens, Basic values, stream contents, environment values and PSRP fragments are redacted",
+		zap.Int("trace_wire_max_bytes", cfg.Logging.TraceWireMaxBytes))
+}
+
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
 func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
@@ -243,6 +345,7 @@ func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth
 	if err := level.UnmarshalText([]byte(cfg.Logging.Level)); err != nil {
 		log.Error("SIGHUP: logging.level", zap.Error(err))
 	}
+	announceTrace(log, cfg)
 	if a, err := buildAuthorizer(cfg, lab); err != nil {
 		log.Error("SIGHUP: authorization rejected; keeping the running one", zap.Error(err))
 	} else {
@@ -255,4 +358,41 @@ func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth
 		log.Error("SIGHUP: certificate reload failed; keeping the old certificate", zap.Error(err))
 	}
 	log.Info("SIGHUP: configuration reloaded")
+}
+
+// buildKerberos loads the keytab and makes the acceptor configuration
+// shared by every connection, or returns nil when Kerberos is off (neither
+// scheme that carries it is enabled, or no keytab and none configured).
+func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, error) {
+	a := cfg.Service.Auth
+	if !a.Kerberos && !a.Negotiate {
+		return nil, nil
+	}
+	path := cfg.Kerberos.Keytab
+	if path == "" {
+		if _, err := os.Stat(configs.DefaultKeytab); err != nil {
+			log.Info("Kerberos is off: no kerberos.keytab configured and no " + configs.DefaultKeytab)
+			return nil, nil
+		}
+		path = configs.DefaultKeytab
+	}
+	kt, err := kerberos.OpenKeytab(path)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos.keytab: %w", err)
+	}
+	kc := &kerberos.Config{
+		Keytab:            kt,
+		ServicePrincipals: cfg.Kerberos.ServicePrincipals,
+		Realm:             cfg.Kerberos.Realm,
+		Realms:            cfg.Kerberos.Realms,
+		MaxClockSkew:      time.Duration(cfg.Kerberos.MaxClockSkewS) * time.Second,
+		Replay:            kerberos.NewReplayCache(0),
+		CBTLevel:          strings.ToLower(a.CBTHardeningLevel),
+	}
+	if err := kc.Validate(); err != nil {
+		return nil, fmt.Errorf("kerberos: %w", err)
+	}
+	log.Info("Kerberos acceptor ready", zap.String("keytab", path), zap.Strings("principals", kt.Principals()),
+		zap.String("realm", kc.Realm), zap.Strings("service_principals", kc.ServicePrincipals))
+	return kc, nil
 }

@@ -58,6 +58,10 @@ const (
 	RefusedSPN     = "cifs/other." + DNSDomain
 	// OperatorsGroup is the custom group the tests allow by its SID.
 	OperatorsGroup = "WinRM Operators"
+	// BigGroups is how many extra groups Big is in: ~8 bytes of PAC each,
+	// so the ticket and its base64 Authorization header are ~12 KiB and
+	// ~16 KiB.
+	BigGroups = 1000
 
 	dcAddr     = "10.231.77.1"
 	memberAddr = "10.231.77.2"
@@ -79,10 +83,11 @@ type Domain struct {
 	Dir       string // everything lives below it (0700)
 	DomainSID string // S-1-5-21-…
 	// Admin is in Domain Admins; Operator in OperatorsGroup; Plain in no
-	// allowed group. Administrator is the domain's built-in administrator.
-	Admin, Operator, Plain, Administrator User
-	OperatorsSID                          string // OperatorsGroup's objectSid
-	Keytab                                string // HTTP/Host and ServiceAccount keys, 0600
+	// allowed group; Big in OperatorsGroup and BigGroups more groups (a
+	// large PAC). Administrator is the domain's built-in administrator.
+	Admin, Operator, Plain, Big, Administrator User
+	OperatorsSID                               string // OperatorsGroup's objectSid
+	Keytab                                     string // HTTP/Host and ServiceAccount keys, 0600
 	// Krb5Conf is a krb5.conf for host-side clients: the realm's KDC is the
 	// relay on 127.0.0.1 (TCP only).
 	Krb5Conf string
@@ -97,6 +102,7 @@ type Domain struct {
 	dialer  chan dialReq
 	logf    func(string, ...any)
 	closed  sync.Once
+	member  *Member
 }
 
 // Available reports why the domain cannot run here ("" when it can).
@@ -137,6 +143,7 @@ func Start(ctx context.Context, base string, logf func(string, ...any)) (_ *Doma
 		Admin:         User{"adadmin", "Ad-" + randHex(8) + "!a1"},
 		Operator:      User{"adoper", "Ad-" + randHex(8) + "!o1"},
 		Plain:         User{"adplain", "Ad-" + randHex(8) + "!p1"},
+		Big:           User{"adbig", "Ad-" + randHex(8) + "!b1"},
 		Administrator: User{"Administrator", "Ad-" + randHex(8) + "!A1"},
 		logf:          logf,
 	}
@@ -247,7 +254,9 @@ func (d *Domain) tool(ctx context.Context, args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "samba-tool", args...)
+	// In the DC's namespace: provisioning records the addresses it sees
+	// in DNS (only the DC's there, not the host's).
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", d.NSDC, "samba-tool"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -265,7 +274,8 @@ func (d *Domain) accounts(ctx context.Context) error {
 		{"user", "create", d.Operator.Name, d.Operator.Password},
 		{"user", "create", d.Plain.Name, d.Plain.Password},
 		{"group", "add", OperatorsGroup},
-		{"group", "addmembers", OperatorsGroup, d.Operator.Name},
+		{"user", "create", d.Big.Name, d.Big.Password},
+		{"group", "addmembers", OperatorsGroup, d.Operator.Name + "," + d.Big.Name},
 		{"group", "addmembers", "Domain Admins", d.Admin.Name},
 		{"user", "create", ServiceAccount, svcPass},
 		{"spn", "add", "HTTP/" + Host, ServiceAccount},
@@ -281,6 +291,9 @@ func (d *Domain) accounts(ctx context.Context) error {
 		if _, err := d.tool(ctx, s...); err != nil {
 			return err
 		}
+	}
+	if err := d.bigGroups(ctx); err != nil {
+		return err
 	}
 	out, err := d.tool(ctx, "group", "show", OperatorsGroup, "--attributes=objectSid")
 	if err != nil {
@@ -300,13 +313,51 @@ func (d *Domain) accounts(ctx context.Context) error {
 	return os.Chmod(d.Keytab, 0o600)
 }
 
+// bigGroups puts Big in BigGroups groups, in one samba python process
+// (samba-tool would take a second per group).
+func (d *Domain) bigGroups(ctx context.Context) error {
+	script := `import sys
+from samba.samdb import SamDB
+from samba.param import LoadParm
+from samba.auth import system_session
+lp = LoadParm()
+lp.load(sys.argv[1])
+sam = SamDB(url=sys.argv[2], session_info=system_session(), lp=lp)
+base = str(sam.domain_dn())
+user = "CN=%s,CN=Users,%s" % (sys.argv[3], base)
+sam.transaction_start()
+for i in range(int(sys.argv[4])):
+    sam.add({"dn": "CN=wrmdbig%04d,CN=Users,%s" % (i, base), "objectClass": "group",
+             "sAMAccountName": "wrmdbig%04d" % i, "member": user})
+sam.transaction_commit()
+`
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "-c", script, d.conf, d.path("private/sam.ldb"), d.Big.Name, strconv.Itoa(BigGroups))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("creating %d groups: %v\n%s", BigGroups, err, clip(string(out), 2000))
+	}
+	return nil
+}
+
 // start runs samba in the DC namespace, in its own process group.
 func (d *Domain) start(ctx context.Context) error {
 	logf, err := os.Create(d.path("log/samba.out"))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", d.NSDC,
+	// The DC's smbd turns every session into a Unix token, which needs
+	// the domain's users through NSS: its own winbindd, reached through
+	// /run/samba and nsswitch.conf in a private mount namespace.
+	nss := d.path("etc/nsswitch.conf")
+	if err := os.WriteFile(nss, []byte("passwd: files winbind\ngroup: files winbind\nshadow: files\nhosts: files dns\n"), 0o644); err != nil {
+		return err
+	}
+	script := fmt.Sprintf(`set -e
+mount --bind %s /run/samba
+mount --bind %s /etc/nsswitch.conf
+exec "$@"`, d.path("run"), nss)
+	cmd := exec.Command("ip", "netns", "exec", d.NSDC, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
 		"samba", "--foreground", "--no-process-group", "--model=single", "-s", d.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -508,6 +559,9 @@ func (d *Domain) Close() {
 		}
 		if d.dialer != nil {
 			close(d.dialer)
+		}
+		if d.member != nil {
+			d.member.stop()
 		}
 		for _, ns := range []string{d.NSMember, d.NSDC} {
 			killNamespace(ns)

@@ -24,13 +24,22 @@ TIMED_OUT = 2150858793
 def wsman(conn):
     op_timeout = int(conn.get("operation_timeout") or 20)
     kwargs = {}
-    if conn["auth"] in ("negotiate", "ntlm"):
+    if conn["auth"] in ("negotiate", "ntlm", "kerberos"):
         kwargs["negotiate_send_cbt"] = bool(conn.get("cbt", True))
+    password = conn["password"]
+    if conn.get("ccache_dir"):
+        # Kerberos from the user's credential cache (KRB5CCNAME), no password.
+        password = None
+        if conn.get("delegate"):
+            kwargs["negotiate_delegate"] = True
+    if conn["auth"] == "certificate":
+        kwargs["certificate_pem"] = conn["cert_pem"]
+        kwargs["certificate_key_pem"] = conn["key_pem"]
     return WSMan(
         conn["host"],
         port=conn["port"],
         username=conn["user"],
-        password=conn["password"],
+        password=password,
         ssl=conn["scheme"] == "https",
         auth=conn["auth"],
         cert_validation=False,

@@ -29,13 +29,20 @@ CODES = {
 
 
 def protocol(conn):
-    transport = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm"}[conn["auth"]]
+    transport = {"basic": "basic", "ntlm": "ntlm", "negotiate": "ntlm", "kerberos": "kerberos", "certificate": "certificate", "credssp": "credssp"}[conn["auth"]]
     op_timeout = int(conn.get("operation_timeout") or 20)
+    extra = {}
+    if transport == "kerberos":
+        # The ticket comes from the user's credential cache (KRB5CCNAME).
+        extra["kerberos_delegation"] = bool(conn.get("delegate"))
+    if conn.get("cert_pem"):
+        extra.update(cert_pem=conn["cert_pem"], cert_key_pem=conn["key_pem"])
     return Protocol(
         endpoint="%s://%s:%d/wsman" % (conn["scheme"], conn["host"], conn["port"]),
         transport=transport,
         username=conn["user"],
         password=conn["password"],
+        **extra,
         server_cert_validation="ignore",
         message_encryption=conn.get("encryption") or "auto",
         operation_timeout_sec=op_timeout,

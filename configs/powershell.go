@@ -1,0 +1,114 @@
+package configs
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// PowerShell configures the PowerShell remoting (PSRP) endpoints: the
+// program each runspace pool runs (PowerShell's out-of-process server, as the
+// authenticated user) and the named endpoints besides Microsoft.PowerShell.
+type PowerShell struct {
+	// Path of pwsh; a bare name is looked up in PATH as the user.
+	Path string `yaml:"path"`
+	// Args make pwsh serve the out-of-process transport on stdin/stdout.
+	Args      []string   `yaml:"args"`
+	Endpoints []Endpoint `yaml:"endpoints"`
+}
+
+// Endpoint is a named session configuration
+// (http://schemas.microsoft.com/powershell/<name>).
+type Endpoint struct {
+	Name string `yaml:"name"`
+	// RunAsUser: run this endpoint's pwsh as this local account instead of
+	// the caller (the JEA idea: a fixed service account).
+	RunAsUser string `yaml:"run_as_user"`
+	// AllowedGroups: only members may open a pool here (checked before any
+	// process starts). Empty: the service's authorization.allowed_groups.
+	AllowedGroups []string `yaml:"allowed_groups"`
+	// ConfigurationFile is passed as `-ConfigurationFile` (a .pssc).
+	ConfigurationFile string `yaml:"configuration_file"`
+}
+
+// DefaultEndpoint is the endpoint every Windows host has.
+const DefaultEndpoint = "Microsoft.PowerShell"
+
+// maxEndpoints bounds the endpoint list (it is searched per request).
+const maxEndpoints = 256
+
+func defaultPowerShell() PowerShell {
+	return PowerShell{Path: "pwsh", Args: []string{"-NoLogo", "-NoProfile", "-s"}}
+}
+
+// Argv is the command line of ep's pwsh (ep nil: Microsoft.PowerShell).
+func (p PowerShell) Argv(ep *Endpoint) []string {
+	argv := append([]string{p.Path}, p.Args...)
+	if ep != nil && ep.ConfigurationFile != "" {
+		argv = append(argv, "-ConfigurationFile", ep.ConfigurationFile)
+	}
+	return argv
+}
+
+// Endpoint finds a configured endpoint by name (case-insensitively, as
+// Windows matches configuration names).
+func (p PowerShell) Endpoint(name string) (*Endpoint, bool) {
+	for i := range p.Endpoints {
+		if strings.EqualFold(p.Endpoints[i].Name, name) {
+			return &p.Endpoints[i], true
+		}
+	}
+	return nil, false
+}
+
+func validEndpointName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '.' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func (p PowerShell) validate() error {
+	if p.Path == "" || strings.ContainsRune(p.Path, 0) || (strings.ContainsRune(p.Path, '/') && !filepath.IsAbs(p.Path)) {
+		return bad("powershell.path", "must be a program name or an absolute path, not %q", p.Path)
+	}
+	for i, a := range p.Args {
+		if strings.ContainsRune(a, 0) {
+			return bad(fmt.Sprintf("powershell.args[%d]", i), "contains a NUL byte")
+		}
+	}
+	if len(p.Endpoints) > maxEndpoints {
+		return bad("powershell.endpoints", "at most %d endpoints, not %d", maxEndpoints, len(p.Endpoints))
+	}
+	seen := map[string]bool{}
+	for i, e := range p.Endpoints {
+		k := fmt.Sprintf("powershell.endpoints[%d]", i)
+		if !validEndpointName(e.Name) {
+			return bad(k+".name", "letters, digits, '.', '-' and '_' only, not %q", e.Name)
+		}
+		if strings.EqualFold(e.Name, DefaultEndpoint) {
+			return bad(k+".name", "%s is built in; restrict it with authorization.allowed_groups", DefaultEndpoint)
+		}
+		if seen[strings.ToLower(e.Name)] {
+			return bad(k+".name", "duplicate endpoint %q", e.Name)
+		}
+		seen[strings.ToLower(e.Name)] = true
+		if e.RunAsUser != "" && strings.ContainsAny(e.RunAsUser, "/:\x00\n") {
+			return bad(k+".run_as_user", "not an account name: %q", e.RunAsUser)
+		}
+		for j, g := range e.AllowedGroups {
+			if strings.TrimSpace(g) == "" {
+				return bad(fmt.Sprintf("%s.allowed_groups[%d]", k, j), "empty group name")
+			}
+		}
+		if e.ConfigurationFile != "" && !filepath.IsAbs(e.ConfigurationFile) {
+			return bad(k+".configuration_file", "must be an absolute path, not %q", e.ConfigurationFile)
+		}
+	}
+	return nil
+}

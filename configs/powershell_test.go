@@ -1,0 +1,48 @@
+package configs
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestPowerShellConfig(t *testing.T) {
+	c, err := Parse([]byte(`
+powershell:
+  path: /opt/microsoft/powershell/7/pwsh
+  endpoints:
+    - {name: Maint, allowed_groups: [ops], run_as_user: svc, configuration_file: /etc/winrmd/m.pssc}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.PowerShell.Argv(nil); !slices.Equal(got, []string{"/opt/microsoft/powershell/7/pwsh", "-NoLogo", "-NoProfile", "-s"}) {
+		t.Errorf("default argv %q", got)
+	}
+	ep, ok := c.PowerShell.Endpoint("maint")
+	if !ok || ep.RunAsUser != "svc" {
+		t.Fatalf("endpoint lookup: %+v %v", ep, ok)
+	}
+	if got := c.PowerShell.Argv(ep); !slices.Equal(got[len(got)-2:], []string{"-ConfigurationFile", "/etc/winrmd/m.pssc"}) {
+		t.Errorf("endpoint argv %q", got)
+	}
+	if _, ok := c.PowerShell.Endpoint("Other"); ok {
+		t.Error("unknown endpoint found")
+	}
+	for yaml, key := range map[string]string{
+		"powershell: {path: ''}":                                           "powershell.path",
+		"powershell: {path: 'bin/pwsh'}":                                   "powershell.path",
+		"powershell: {endpoints: [{name: 'a b'}]}":                         "powershell.endpoints[0].name",
+		"powershell: {endpoints: [{name: Microsoft.PowerShell}]}":          "powershell.endpoints[0].name",
+		"powershell: {endpoints: [{name: A}, {name: a}]}":                  "powershell.endpoints[1].name",
+		"powershell: {endpoints: [{name: A, configuration_file: x.pssc}]}": "powershell.endpoints[0].configuration_file",
+		"powershell: {endpoints: [{name: A, allowed_groups: ['']}]}":       "powershell.endpoints[0].allowed_groups[0]",
+		"powershell: {endpoints: [{name: A, run_as_user: 'a/b'}]}":         "powershell.endpoints[0].run_as_user",
+	} {
+		_, err := Parse([]byte(yaml))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Key != key {
+			t.Errorf("%s: got %v, want an error naming %s", yaml, err, key)
+		}
+	}
+}

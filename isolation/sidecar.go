@@ -1,0 +1,324 @@
+package isolation
+
+// Sidecar mode: workers are born inside another container's namespaces.
+//
+// The daemon keeps, per target, one OS thread that has joined the target's
+// ipc, uts, net, pid and mount namespaces, and forks that target's workers
+// from it, so each worker starts inside the container before it reads a
+// byte of Setup, and long before its privilege drop (drop.go). Joining on a
+// daemon thread rather than in the worker: a Go process cannot setns into a
+// mount namespace from a thread that shares its filesystem state with other
+// threads, and the worker's runtime has several threads by the time any Go
+// code runs; the daemon's thread first leaves that sharing
+// (unshare(CLONE_FS)) and is never handed back to the Go scheduler. Like
+// the ordinary spawn thread, it stays alive as long as the daemon does:
+// PR_SET_PDEATHSIG fires when the forking thread ends.
+//
+// Small and loud, as drop.go: the namespace files are opened before any
+// setns (the mount namespace changes what /proc is), joined in a fixed
+// order with the mount namespace last, and verified: each namespace id of
+// the thread (pid: pid_for_children) must equal the target's, and after the
+// mount namespace "/" must be the target's root. Any mismatch discards the
+// thread (it exits, locked) and fails the shell with the reason.
+//
+// The worker executes /proc/self/exe from inside the target's mount
+// namespace: a magic link to the daemon's binary, so the binary need not
+// exist in the container, but it must be static (a dynamic one would load
+// its C library from the container): NewSpawner refuses otherwise.
+//
+// Accounts are resolved by the daemon in the target's /etc/passwd and
+// /etc/group (authn.FilesDB over /proc/<pid>/root); the target is resolved
+// again for every shell, so a stopped container makes the next Create fail
+// with a fault that says so.
+
+import (
+	"bufio"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrSidecarTarget means the sidecar target container cannot be found or
+// entered.
+var ErrSidecarTarget = errors.New("sidecar target unavailable")
+
+// cgroupFS is where the cgroup paths of sidecar targets are resolved.
+var cgroupFS = "/sys/fs/cgroup"
+
+// sidecarNamespaces in the order they are joined: the mount namespace last,
+// because it changes what /proc (and so /proc/<pid>/ns) is.
+var sidecarNamespaces = []struct {
+	name  string // /proc/<pid>/ns/<name>
+	self  string // how this thread's membership reads after setns
+	clone int
+}{
+	{"ipc", "ipc", unix.CLONE_NEWIPC},
+	{"uts", "uts", unix.CLONE_NEWUTS},
+	{"net", "net", unix.CLONE_NEWNET},
+	{"pid", "pid_for_children", unix.CLONE_NEWPID},
+	{"mnt", "", unix.CLONE_NEWNS},
+}
+
+// ResolveSidecarTarget finds the pid (as the daemon sees it) of the target
+// container's process: spec is a pid, an absolute cgroup path (its first
+// process) or a process name (the lowest-numbered process with that comm).
+func ResolveSidecarTarget(spec string) (int, error) {
+	if spec == "" {
+		return 0, fmt.Errorf("%w: no target", ErrSidecarTarget)
+	}
+	if n, err := strconv.Atoi(spec); err == nil {
+		if n <= 0 {
+			return 0, fmt.Errorf("%w: pid %d", ErrSidecarTarget, n)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/ns", n)); err != nil {
+			return 0, fmt.Errorf("%w: pid %d is gone (the container stopped?)", ErrSidecarTarget, n)
+		}
+		return n, nil
+	}
+	if strings.HasPrefix(spec, "/") {
+		procs := filepath.Join(cgroupFS, filepath.Clean(spec), "cgroup.procs")
+		b, err := readSmall(procs, 1<<20)
+		if err != nil {
+			return 0, fmt.Errorf("%w: cgroup %s: %v (the container stopped?)", ErrSidecarTarget, spec, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil && n > 0 {
+				return n, nil
+			}
+		}
+		return 0, fmt.Errorf("%w: cgroup %s has no process (the container stopped?)", ErrSidecarTarget, spec)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrSidecarTarget, err)
+	}
+	best := 0
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || (best != 0 && n >= best) {
+			continue
+		}
+		comm, err := readSmall(fmt.Sprintf("/proc/%d/comm", n), 64)
+		if err == nil && strings.TrimSuffix(string(comm), "\n") == spec {
+			best = n
+		}
+	}
+	if best == 0 {
+		return 0, fmt.Errorf("%w: no process named %q (the container stopped?)", ErrSidecarTarget, spec)
+	}
+	return best, nil
+}
+
+func readSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, max)
+	n, err := f.Read(b)
+	if err != nil && n == 0 {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
+// nsIDs reads the namespace ids ("net:[4026531840]") of pid, in
+// sidecarNamespaces order.
+func nsIDs(pid int) ([]string, error) {
+	ids := make([]string, len(sidecarNamespaces))
+	for i, ns := range sidecarNamespaces {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name))
+		if err != nil {
+			return nil, fmt.Errorf("%w: namespaces of pid %d: %v", ErrSidecarTarget, pid, err)
+		}
+		ids[i] = l
+	}
+	return ids, nil
+}
+
+// sidecarThread is a locked OS thread inside one target's namespaces.
+type sidecarThread struct {
+	ids  []string
+	reqs chan func()
+}
+
+func (t *sidecarThread) run(f func() error) error {
+	var err error
+	done := make(chan struct{})
+	t.reqs <- func() {
+		defer close(done)
+		err = f()
+	}
+	<-done
+	return err
+}
+
+// sidecar is the spawner's sidecar state: the target and its threads.
+type sidecar struct {
+	spec string
+	mu   sync.Mutex
+	cur  *sidecarThread
+}
+
+// thread returns the thread inside the target's current namespaces (a new
+// one when the container was restarted: the old thread stays, parked, as
+// the parent its workers' death signal is tied to) and the target's pid.
+func (s *sidecar) thread() (*sidecarThread, int, error) {
+	pid, err := ResolveSidecarTarget(s.spec)
+	if err != nil {
+		return nil, 0, err
+	}
+	ids, err := nsIDs(pid)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && equalStrings(s.cur.ids, ids) {
+		return s.cur, pid, nil
+	}
+	t, err := joinTarget(pid, ids)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.cur = t
+	return t, pid, nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// joinTarget starts a thread that joins pid's namespaces (want: their ids,
+// read by the caller) and serves spawn requests from then on.
+func joinTarget(pid int, want []string) (*sidecarThread, error) {
+	t := &sidecarThread{ids: want, reqs: make(chan func())}
+	ready := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: on error the thread exits with the goroutine
+		if err := enterNamespaces(pid, want); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		for req := range t.reqs {
+			req()
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// enterNamespaces is the whole namespace switch of the calling (locked)
+// thread; see the file comment for the order and the checks.
+func enterNamespaces(pid int, want []string) error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("isolation: sidecar: no_new_privs: %w", err)
+	}
+	var root unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/", pid), &root); err != nil {
+		return fmt.Errorf("%w: root of pid %d: %v", ErrSidecarTarget, pid, err)
+	}
+	fds := make([]int, len(sidecarNamespaces))
+	for i, ns := range sidecarNamespaces {
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			for _, f := range fds[:i] {
+				unix.Close(f)
+			}
+			return fmt.Errorf("%w: open %s namespace of pid %d: %v", ErrSidecarTarget, ns.name, pid, err)
+		}
+		fds[i] = fd
+	}
+	defer func() {
+		for _, f := range fds {
+			unix.Close(f)
+		}
+	}()
+	// The opened files must still be the namespaces whose ids were read
+	// (the pid could have been reused in between).
+	for i, ns := range sidecarNamespaces {
+		l, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fds[i]))
+		if err != nil || l != want[i] {
+			return fmt.Errorf("%w: %s namespace of pid %d changed while joining (%s, want %s)", ErrSidecarTarget, ns.name, pid, l, want[i])
+		}
+	}
+	// Leave the filesystem state shared with the daemon's other threads:
+	// setns into a mount namespace refuses a thread that shares it.
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("isolation: sidecar: unshare(CLONE_FS): %w", err)
+	}
+	for i, ns := range sidecarNamespaces {
+		if err := unix.Setns(fds[i], ns.clone); err != nil {
+			return fmt.Errorf("isolation: sidecar: setns %s of pid %d: %w", ns.name, pid, err)
+		}
+		if ns.self == "" {
+			continue
+		}
+		got, err := os.Readlink(fmt.Sprintf("/proc/thread-self/ns/%s", ns.self))
+		if err != nil || got != want[i] {
+			return fmt.Errorf("isolation: sidecar: after setns the thread's %s namespace is %s, want %s (%v)", ns.self, got, want[i], err)
+		}
+	}
+	var now unix.Stat_t
+	if err := unix.Stat("/", &now); err != nil || now.Dev != root.Dev || now.Ino != root.Ino {
+		return fmt.Errorf("isolation: sidecar: after setns mnt, / is not pid %d's root (%v)", pid, err)
+	}
+	return nil
+}
+
+// checkStaticSelf refuses a dynamically linked binary for sidecar mode.
+func checkStaticSelf(exe string) error {
+	f, err := elf.Open(exe)
+	if err != nil {
+		return fmt.Errorf("isolation: sidecar: reading %s: %w", exe, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New("isolation: sidecar mode needs a static winrmd (CGO_ENABLED=0, as in the image: make image): " +
+				"a dynamically linked worker would load its C library from the target container")
+		}
+	}
+	return nil
+}
+
+// nsPid is pid's number in its innermost pid namespace (the NSpid line of
+// /proc/<pid>/status), which is what a worker inside a target reports.
+func nsPid(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return 0, fmt.Errorf("no NSpid in /proc/%d/status", pid)
+}

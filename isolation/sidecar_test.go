@@ -1,0 +1,134 @@
+package isolation
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startNamespaced starts `sleep` in new uts, ipc, net, pid and mount
+// namespaces with its own hostname (util-linux unshare), and returns the
+// sleep's pid as we see it.
+func startNamespaced(t *testing.T, hostname string) int {
+	t.Helper()
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("unshare (util-linux) not installed: %v", err)
+	}
+	cmd := exec.Command("unshare", "--uts", "--ipc", "--net", "--pid", "--mount", "--fork", "--mount-proc",
+		"sh", "-c", "hostname "+hostname+" && exec sleep 1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	// The sleep is unshare's child, in the new namespaces.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(f)
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				return pid
+			}
+		}
+	}
+	t.Fatal("the namespaced sleep did not start")
+	return 0
+}
+
+// TestSidecarJoin: a thread joins a target's namespaces, verified, and a
+// process forked from it is inside them (hostname, pid 1, network).
+func TestSidecarJoin(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("requires root: setns")
+	}
+	pid := startNamespaced(t, "wrmd-join-test")
+	sc := &sidecar{spec: strconv.Itoa(pid)}
+	th, got, err := sc.thread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != pid {
+		t.Fatalf("resolved pid %d, want %d", got, pid)
+	}
+	var out []byte
+	err = th.run(func() error {
+		var err error
+		out, err = exec.Command("/bin/sh", "-c", "hostname; cat /proc/1/comm; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").Output()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "wrmd-join-test\nsleep\nlo\n"; string(out) != want {
+		t.Errorf("inside the target: %q, want %q", out, want)
+	}
+	// The same namespaces: the same thread.
+	th2, _, err := sc.thread()
+	if err != nil || th2 != th {
+		t.Errorf("second lookup: %v, same thread %v", err, th2 == th)
+	}
+	// The daemon's own threads are untouched.
+	if h, _ := os.Hostname(); h == "wrmd-join-test" {
+		t.Errorf("the test process's hostname changed")
+	}
+}
+
+// TestSidecarJoinRefusesChangedNamespaces: ids that are not the target's
+// make the join fail loudly (the thread is discarded).
+func TestSidecarJoinRefusesChangedNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("requires root: setns")
+	}
+	pid := startNamespaced(t, "wrmd-join-bad")
+	ids, err := nsIDs(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids[2] = "net:[1]"
+	if _, err := joinTarget(pid, ids); err == nil || !errors.Is(err, ErrSidecarTarget) || !strings.Contains(err.Error(), "changed while joining") {
+		t.Errorf("join with a wrong net id: %v", err)
+	}
+}
+
+func TestResolveSidecarTarget(t *testing.T) {
+	self := os.Getpid()
+	if got, err := ResolveSidecarTarget(strconv.Itoa(self)); err != nil || got != self {
+		t.Errorf("pid: %d %v", got, err)
+	}
+	for _, spec := range []string{"", "0", "-3", "999999999", "no-such-process-name-wrmd", "/no/such/cgroup/wrmd"} {
+		if _, err := ResolveSidecarTarget(spec); !errors.Is(err, ErrSidecarTarget) {
+			t.Errorf("%q: %v, want ErrSidecarTarget", spec, err)
+		}
+	}
+	comm, _ := os.ReadFile("/proc/1/comm")
+	if got, err := ResolveSidecarTarget(strings.TrimSpace(string(comm))); err != nil || got != 1 {
+		t.Errorf("by name %q: %d %v, want 1 (the lowest pid of that name)", strings.TrimSpace(string(comm)), got, err)
+	}
+}
+
+func TestCheckStaticSelf(t *testing.T) {
+	// /bin/sh is dynamically linked on Debian.
+	if err := checkStaticSelf("/bin/sh"); err == nil || !strings.Contains(err.Error(), "static") {
+		t.Errorf("/bin/sh: %v", err)
+	}
+	if _, err := os.Stat("/bin/busybox"); err == nil {
+		if out, _ := exec.Command("ldd", "/bin/busybox").CombinedOutput(); strings.Contains(string(out), "not a dynamic") {
+			if err := checkStaticSelf("/bin/busybox"); err != nil {
+				t.Errorf("static busybox: %v", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""STAND-IN for `pwsh -NoLogo -NoProfile -s` (PowerShell's out-of-process
+server mode), for tests only.
+
+PowerShell is served by no package source the test machines reach, so the
+bridge is proven against this: a real third-party PSRP server implementation
+(psrpcore's ServerRunspacePool / ServerPipeline) behind the same out-of-process
+transport pwsh speaks, one packet per line on stdin/stdout:
+
+    <Data Stream='Default' PSGuid='G'>BASE64</Data>   <DataAck PSGuid='G' />
+    <Command PSGuid='G' />  <CommandAck PSGuid='G' />  <Signal PSGuid='G' />
+    <SignalAck PSGuid='G' />  <Close PSGuid='G' />  <CloseAck PSGuid='G' />
+
+framed as pwsh frames them (single quotes, lower-case GUIDs, one fragment of at
+most 32 KiB per Data packet, '\\n' line ends). What pwsh would run as
+PowerShell is run here through /bin/sh: each stdout line becomes an output
+string object, each stderr line an error record, and a non-zero exit a Failed
+pipeline state. Signal(P) kills the script's process group and reports
+Stopped. Close(pool) or EOF on stdin ends the process.
+
+Arguments are accepted and ignored (the daemon passes pwsh's, e.g.
+`-NoLogo -NoProfile -s`), except `--standin-banner`: print one line to stderr
+at start, which the tests use to say which far end ran.
+"""
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+
+from psrpcore import ServerPipeline, ServerRunspacePool, StreamType
+from psrpcore.types import (
+    ErrorCategory,
+    ErrorCategoryInfo,
+    ErrorRecord,
+    NETException,
+    PSInvocationState,
+)
+from psrpcore import (
+    CreatePipelineEvent,
+    EndOfPipelineInputEvent,
+    GetAvailableRunspacesEvent,
+    PipelineInputEvent,
+    ResetRunspaceStateEvent,
+    SetMaxRunspacesEvent,
+    SetMinRunspacesEvent,
+    PSRPPayload,
+)
+
+EMPTY = uuid.UUID(int=0)
+FRAGMENT = 32 * 1024  # pwsh's out-of-process fragment size
+
+lock = threading.RLock()  # psrpcore objects are not thread-safe
+out = sys.stdout.buffer
+pool = ServerRunspacePool()
+procs = {}  # pipeline id -> Popen
+stopped = set()
+
+
+def write_line(line):
+    out.write(line)
+    out.flush()
+
+
+def guid_packet(tag, g):
+    write_line(b"<%s PSGuid='%s' />\n" % (tag.encode(), str(g or EMPTY).encode()))
+
+
+def flush():
+    """Send everything psrpcore has queued, one fragment per Data packet."""
+    with lock:
+        while True:
+            payload = pool.data_to_send(FRAGMENT + 21)
+            if payload is None:
+                return
+            g = payload.pipeline_id or EMPTY
+            write_line(
+                b"<Data Stream='Default' PSGuid='%s'>%s</Data>\n"
+                % (str(g).encode(), base64.b64encode(payload.data))
+            )
+
+
+def script_of(ps):
+    """The text /bin/sh runs: commands joined as a pipe, parameters appended."""
+    parts = []
+    for cmd in ps.commands:
+        text = cmd.command_text
+        for name, value in cmd.parameters:
+            if name:
+                text += " -%s" % name
+            if value is not None:
+                text += " %s" % value
+        parts.append(text)
+    return " | ".join(parts)
+
+
+def pump(pid, stream, pipe):
+    for raw in iter(pipe.readline, b""):
+        line = raw.rstrip(b"\n").decode("utf-8", "replace")
+        with lock:
+            pipe_obj = pool.pipeline_table.get(pid)
+            if pipe_obj is None or pipe_obj.state != PSInvocationState.Running:
+                continue
+            if stream == "out":
+                pipe_obj.write_output(line)
+            else:
+                pipe_obj.write_error(
+                    NETException(Message=line),
+                    ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="StandInStderr"),
+                    fully_qualified_error_id="NativeCommandError",
+                )
+        flush()
+
+
+def run(pid, pipe_obj):
+    script = script_of(pipe_obj.metadata)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    with lock:
+        procs[pid] = proc
+        if pipe_obj.metadata.no_input:
+            proc.stdin.close()
+    readers = [
+        threading.Thread(target=pump, args=(pid, "out", proc.stdout), daemon=True),
+        threading.Thread(target=pump, args=(pid, "err", proc.stderr), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    rc = proc.wait()
+    with lock:
+        procs.pop(pid, None)
+        if pid in stopped or pipe_obj.state != PSInvocationState.Running:
+            return
+        if rc == 0:
+            pipe_obj.complete()
+        else:
+            err = ErrorRecord(
+                Exception=NETException(Message="stand-in: /bin/sh exited with code %d" % rc),
+                CategoryInfo=ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="ExitCode"),
+                FullyQualifiedErrorId="NativeCommandExitCode",
+            )
+            pipe_obj._change_state(PSInvocationState.Failed, err)
+    flush()
+
+
+def handle_events():
+    while True:
+        with lock:
+            event = pool.next_event()
+        if event is None:
+            return
+        if isinstance(event, CreatePipelineEvent):
+            with lock:
+                pipe_obj = pool.pipeline_table[event.pipeline_id]
+                pipe_obj.start()
+            threading.Thread(target=run, args=(event.pipeline_id, pipe_obj), daemon=True).start()
+        elif isinstance(event, PipelineInputEvent):
+            with lock:
+                proc = procs.get(event.pipeline_id)
+            if proc and proc.stdin and not proc.stdin.closed:
+                try:
+                    proc.stdin.write(("%s\n" % event.data).encode())
+                    proc.stdin.flush()
+                except OSError:
+                    pass
+        elif isinstance(event, EndOfPipelineInputEvent):
+            with lock:
+                proc = procs.get(event.pipeline_id)
+            if proc and proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+        elif isinstance(event, (SetMaxRunspacesEvent, SetMinRunspacesEvent, ResetRunspaceStateEvent)):
+            with lock:
+                pool.runspace_availability_response(event.ci, True)
+        elif isinstance(event, GetAvailableRunspacesEvent):
+            with lock:
+                pool.runspace_availability_response(event.ci, pool.max_runspaces)
+
+
+def kill(pid):
+    with lock:
+        proc = procs.get(pid)
+    if proc:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def main():
+    if "--standin-banner" in sys.argv[1:]:
+        sys.stderr.write("pwsh stand-in (psrpcore + /bin/sh) pid %d\n" % os.getpid())
+        sys.stderr.flush()
+    for raw in sys.stdin.buffer:
+        raw = raw.strip()
+        if not raw:
+            break  # pwsh: an empty line closes the session
+        el = ET.fromstring(raw)
+        g = uuid.UUID(el.attrib["PSGuid"])
+        pid = None if g == EMPTY else g
+        if el.tag == "Data":
+            stream = StreamType.prompt_response if el.attrib.get("Stream") == "PromptResponse" else StreamType.default
+            with lock:
+                pool.receive_data(PSRPPayload(base64.b64decode(el.text or ""), stream, pid))
+            handle_events()
+            flush()
+            guid_packet("DataAck", g)
+        elif el.tag == "Command":
+            with lock:
+                ServerPipeline(pool, g)
+            guid_packet("CommandAck", g)
+        elif el.tag == "Signal":
+            with lock:
+                pipe_obj = pool.pipeline_table.get(g)
+                if pipe_obj is not None and pipe_obj.state == PSInvocationState.Running:
+                    stopped.add(g)
+                    pipe_obj.stop()
+            kill(g)
+            flush()
+            guid_packet("SignalAck", g)
+        elif el.tag == "Close":
+            if pid is None:
+                for p in list(procs):
+                    kill(p)
+                guid_packet("CloseAck", g)
+                return
+            kill(g)
+            with lock:
+                pool.pipeline_table.pop(g, None)
+            guid_packet("CloseAck", g)
+        else:
+            raise ValueError("stand-in: unknown packet %r" % raw[:80])
+    for p in list(procs):
+        kill(p)
+
+
+if __name__ == "__main__":
+    main()
