@@ -35,15 +35,33 @@ const (
 // masterzen/winrm send with a client certificate (DSP0226 C.3.5).
 const CertificateProfile = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 
-// Principal is what a mechanism proved: a name as the client spelled it.
+// Principal is what a mechanism proved: a name as the client spelled it,
+// and who verified it.
 type Principal struct {
 	// Name as authenticated: "user", "DOMAIN\\user" or "user@REALM".
 	Name string
-	// Domain when the mechanism carries one separately (NTLM), else "".
+	// Domain when the mechanism carries one separately (NTLM), else "". For
+	// VerifiedDomain it is the domain's canonical name, the qualifier NSS
+	// resolves the domain's accounts by ("CORP" for CORP\\alice).
 	Domain string
 	// Mechanism that proved it, for audit and metrics: "basic", "ntlm",
 	// "kerberos", "certificate".
 	Mechanism string
+	// Verifier says who checked the credentials, which decides the local
+	// account the name may become (MapPrincipal). The zero value is
+	// VerifiedLocal, the narrowest.
+	Verifier Verifier
+	// Service is the service name the client said it meant to reach (NTLM's
+	// MsvAvTargetName, a Kerberos ticket's server), "" when it sent none.
+	// For audit.
+	Service string
+	// Binding is the outcome of the channel-binding / service-binding
+	// check, for audit: "match" (TLS channel binding verified),
+	// "service-name" (no channel binding; the service name named this
+	// host), "absent" (neither sent, admitted by cbt_hardening_level
+	// relaxed), "not-checked" (plain HTTP without a service name, or level
+	// none), "" when the mechanism has no binding (Basic).
+	Binding string
 	// SIDs are the Windows security identifiers the mechanism verified for
 	// this principal (Kerberos: from a PAC whose server signature it
 	// checked, authn/pac); nil when it has none. The authorizer matches
@@ -67,6 +85,32 @@ type SIDs struct {
 	User   string
 	Domain string // the logon domain, for "DOMAIN-<rid>" rules
 	Groups []string
+}
+
+// Verifier is who verified a Principal's name.
+type Verifier string
+
+const (
+	// VerifiedLocal: this host verified the password of one of its own
+	// accounts (the account store, PAM). The name is the bare local
+	// account; a qualifier is accepted only when it names this host
+	// (".\\alice", "HOST\\alice", "alice@host") and otherwise refused, so a
+	// local password never becomes "CORP\\alice" on a host where NSS
+	// resolves domain names (winbind, sssd).
+	VerifiedLocal Verifier = ""
+	// VerifiedDomain: the domain itself verified the name (winbind asking
+	// a domain controller; a KDC of a trusted realm). Domain must be the
+	// domain's canonical name as NSS qualifies its accounts; only that
+	// qualified name is looked up, never the bare one.
+	VerifiedDomain Verifier = "domain"
+)
+
+// String names the verifier for audit.
+func (v Verifier) String() string {
+	if v == VerifiedLocal {
+		return "local"
+	}
+	return string(v)
 }
 
 // Secret is credential material. Formatting, JSON and text marshalling
@@ -184,6 +228,14 @@ type Context interface {
 	Principal() Principal
 	// Sealer is the message-protection of a complete context, or nil.
 	Sealer() Sealer
+}
+
+// Claimant is implemented by contexts that can say, after a failed logon,
+// which name the client claimed to be ("" when it never got that far), so
+// logon_failure records who was tried. The name is unverified: for audit
+// only.
+type Claimant interface {
+	ClaimedName() string
 }
 
 // Sealer protects WinRM message bodies (MS-WSMV 2.2.9.1): NTLM sealing,

@@ -39,6 +39,9 @@ type AuthorizerConfig struct {
 	// unprivileged lab mode, where the account store decides who may log
 	// in. A lab daemon running as root is refused unless AllowRoot.
 	Lab bool
+	// HostNames are this host's names, for the local-qualifier rule
+	// (MapPrincipal); nil means NewHostNames() (the host name, localhost).
+	HostNames *HostNames
 	// Accounts, when set, replaces NSS as the account database: sidecar
 	// mode resolves accounts in the target container's files (FilesDB).
 	Accounts AccountDB
@@ -59,6 +62,7 @@ type Authorizer struct {
 	domainRID []string        // "-<rid>" suffixes for the logon domain
 	allowRoot bool
 	lab       *Account
+	hosts     *HostNames
 
 	// hooks (tests)
 	now         func() time.Time
@@ -88,6 +92,10 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		ttl:         AuthorizeCacheTTL,
 		maxCache:    AuthorizeCacheEntries,
 		cache:       make(map[string]authzDecision),
+		hosts:       cfg.HostNames,
+	}
+	if a.hosts == nil {
+		a.hosts = NewHostNames()
 	}
 	if cfg.Accounts != nil {
 		a.lookupUser, a.lookupGroup = cfg.Accounts.LookupUser, cfg.Accounts.LookupGroup
@@ -139,17 +147,16 @@ func (a *Authorizer) Groups() []string { return slices.Clone(a.groups) }
 // cannot be one), ErrRootRefused, ErrNotAuthorized or ErrBackend (NSS
 // failed; never cached).
 //
-// Lookup order for a qualified name ("CORP\\alice", "alice@CORP", or NTLM's
-// separate domain): the qualified spelling first, because winbind and sssd
-// resolve exactly that to the domain account; then the bare user part
-// (MapName), then its lower-case form. The account's canonical name (NSS's
-// pw_name) becomes the Identity's user, so every spelling owns the same
-// shells.
+// The names looked up are MapPrincipal's: a qualifier naming this host (or
+// none) means the bare local account; any other qualifier only when the
+// domain itself verified the name, and then only the domain-qualified name.
+// The account's canonical name (NSS's pw_name) becomes the Identity's user,
+// so every spelling owns the same shells.
 func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	if a == nil {
 		return nil, fmt.Errorf("%w: no authorizer", ErrBackend)
 	}
-	key := string(scheme) + "\x00" + p.Mechanism + "\x00" + p.Domain + "\x00" + p.Name
+	key := string(scheme) + "\x00" + p.Mechanism + "\x00" + string(p.Verifier) + "\x00" + p.Domain + "\x00" + p.Name
 	if p.SIDs != nil {
 		// The decision depends on the SIDs: a digest keeps large PACs
 		// (thousands of SIDs) from growing the cache's keys.
@@ -204,14 +211,14 @@ func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {
 }
 
 func (a *Authorizer) decide(p Principal) (Account, bool, error) {
-	bare := MapName(p.Name, p.Domain)
-	if bare == "" {
-		return Account{}, false, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
+	names, err := MapPrincipal(p, a.hosts)
+	if err != nil {
+		return Account{}, false, err
 	}
 	if a.lab != nil {
 		return *a.lab, true, nil
 	}
-	acct, err := a.resolve(p, bare)
+	acct, err := a.resolve(p, names)
 	if err != nil {
 		return Account{}, false, err
 	}
@@ -306,20 +313,9 @@ func (a *Authorizer) SIDRules() []string {
 	return r
 }
 
-// resolve finds the local account for p (see Authorize for the order).
-func (a *Authorizer) resolve(p Principal, bare string) (Account, error) {
-	var candidates []string
-	switch {
-	case bare != p.Name:
-		candidates = append(candidates, p.Name)
-	case p.Domain != "" && p.Domain != ".":
-		candidates = append(candidates, p.Domain+`\`+p.Name)
-	}
-	candidates = append(candidates, bare)
-	if l := strings.ToLower(bare); l != bare {
-		candidates = append(candidates, l)
-	}
-	for _, c := range candidates {
+// resolve finds the local account for p: the first of names NSS knows.
+func (a *Authorizer) resolve(p Principal, names []string) (Account, error) {
+	for _, c := range names {
 		if !validQualifiedName(c) {
 			continue
 		}

@@ -78,16 +78,22 @@ func TestAuthorize(t *testing.T) {
 		{"unmappable", AuthorizerConfig{}, Principal{Name: "HTTP/host@R"}, ErrUnknownAccount, "", 0},
 		{"empty", AuthorizerConfig{}, Principal{}, ErrUnknownAccount, "", 0},
 		{"NetBIOS form maps to local", AuthorizerConfig{}, Principal{Name: `HOST\alice`}, nil, "alice", 1001},
-		{"UPN form maps to local", AuthorizerConfig{}, Principal{Name: "alice@REALM"}, nil, "alice", 1001},
+		{"UPN form of this host maps to local", AuthorizerConfig{}, Principal{Name: "alice@host"}, nil, "alice", 1001},
+		{"dot qualifier is local", AuthorizerConfig{}, Principal{Name: `.\alice`}, nil, "alice", 1001},
+		{"locally verified UPN of another realm refused", AuthorizerConfig{}, Principal{Name: "alice@REALM"}, ErrUnknownAccount, "", 0},
+		{"locally verified foreign domain refused", AuthorizerConfig{}, Principal{Name: `CORP\erin`}, ErrUnknownAccount, "", 0},
+		{"locally verified NTLM domain refused", AuthorizerConfig{}, Principal{Name: "erin", Domain: "CORP", Mechanism: "ntlm"}, ErrUnknownAccount, "", 0},
+		{"domain-verified never becomes the local one", AuthorizerConfig{}, Principal{Name: `CORP\alice`, Domain: "CORP", Verifier: VerifiedDomain}, ErrUnknownAccount, "", 0},
+		{"domain-verified name of this host is local", AuthorizerConfig{}, Principal{Name: `HOST\alice`, Domain: "HOST", Verifier: VerifiedDomain}, nil, "alice", 1001},
 		{"upper case falls back to lower", AuthorizerConfig{}, Principal{Name: "ALICE"}, nil, "alice", 1001},
-		{"qualified NSS name wins over bare", AuthorizerConfig{}, Principal{Name: `CORP\erin`}, nil, `CORP\erin`, 200001},
-		{"NTLM domain qualifies", AuthorizerConfig{}, Principal{Name: "erin", Domain: "CORP", Mechanism: "ntlm"}, nil, `CORP\erin`, 200001},
+		{"domain-verified qualified name", AuthorizerConfig{}, Principal{Name: `CORP\erin`, Domain: "CORP", Verifier: VerifiedDomain}, nil, `CORP\erin`, 200001},
+		{"domain-verified NTLM domain qualifies", AuthorizerConfig{}, Principal{Name: "erin", Domain: "CORP", Mechanism: "ntlm", Verifier: VerifiedDomain}, nil, `CORP\erin`, 200001},
 		{"bare erin is the local one", AuthorizerConfig{}, Principal{Name: "erin"}, ErrNotAuthorized, "", 0},
 		{"dot domain is local", AuthorizerConfig{}, Principal{Name: "erin", Domain: "."}, ErrNotAuthorized, "", 0},
-		{"fully qualified sssd name", AuthorizerConfig{}, Principal{Name: "frank@corp"}, nil, "frank@corp", 200002},
+		{"fully qualified sssd name", AuthorizerConfig{}, Principal{Name: "frank@corp", Verifier: VerifiedDomain}, nil, "frank@corp", 200002},
 		{"root refused", AuthorizerConfig{}, Principal{Name: "root"}, ErrRootRefused, "", 0},
 		{"uid 0 by another name refused", AuthorizerConfig{}, Principal{Name: "toor"}, ErrRootRefused, "", 0},
-		{"domain root refused", AuthorizerConfig{}, Principal{Name: `CORP\root`}, ErrRootRefused, "", 0},
+		{"domain root refused", AuthorizerConfig{}, Principal{Name: `HOST\root`}, ErrRootRefused, "", 0},
 		{"root allowed", AuthorizerConfig{AllowRoot: true}, Principal{Name: "root"}, nil, "root", 0},
 		{"uid 0 allowed without groups", AuthorizerConfig{AllowRoot: true}, Principal{Name: "toor"}, nil, "toor", 0},
 		{"configured groups replace defaults", AuthorizerConfig{AllowedGroups: []string{"staff"}}, Principal{Name: "alice"}, ErrNotAuthorized, "", 0},
@@ -95,6 +101,7 @@ func TestAuthorize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.HostNames = NewHostNames("HOST")
 			a, err := NewAuthorizer(tt.cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -257,7 +264,7 @@ func TestAuthorizeLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"anyone", `CORP\x`, "root", "y@R"} {
+	for _, name := range []string{"anyone", `.\x`, "root", "y@localhost"} {
 		id, err := a.Authorize(Principal{Name: name, Mechanism: "ntlm"}, SchemeNegotiate)
 		if err != nil {
 			t.Fatalf("lab %q: %v", name, err)
@@ -271,6 +278,10 @@ func TestAuthorizeLab(t *testing.T) {
 	}
 	if _, err := a.Authorize(Principal{Name: ""}, SchemeNegotiate); !errors.Is(err, ErrUnknownAccount) {
 		t.Fatalf("lab, empty principal: %v", err)
+	}
+	// The qualifier rule holds in lab mode too.
+	if _, err := a.Authorize(Principal{Name: `CORP\x`, Mechanism: "ntlm"}, SchemeNegotiate); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf(`lab, CORP\x verified locally: %v`, err)
 	}
 	if os.Getuid() == 0 {
 		if _, err := NewAuthorizer(AuthorizerConfig{Lab: true}); !errors.Is(err, ErrRootRefused) {
@@ -301,7 +312,7 @@ func TestAuthorizeRealNSS(t *testing.T) {
 	member := hosttest.AddUser(t, "", g)
 	outsider := hosttest.AddUser(t, "", other)
 
-	a, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: []string{g}})
+	a, err := NewAuthorizer(AuthorizerConfig{AllowedGroups: []string{g}, HostNames: NewHostNames("host", "realm.example")})
 	if err != nil {
 		t.Fatal(err)
 	}

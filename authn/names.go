@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -86,3 +87,65 @@ func validLocalName(s string) bool {
 // foldName is the case-insensitive key for a user name (Windows compares
 // account names without regard to case).
 func foldName(s string) string { return strings.ToLower(s) }
+
+// SplitName separates a principal name into its user part and its
+// qualifier: "D\\u" -> ("u", "D"), "u@R" -> ("u", "R"), "u" -> ("u", "").
+// ok is false when the name cannot be a local account (see MapName).
+func SplitName(name string) (user, qualifier string, ok bool) {
+	user = MapName(name, "")
+	if user == "" {
+		return "", "", false
+	}
+	if i := strings.IndexByte(name, '\\'); i >= 0 {
+		return user, name[:i], true
+	}
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		return user, name[i+1:], true
+	}
+	return user, "", true
+}
+
+// MapPrincipal is the one rule, for every mechanism, from a verified name to
+// the account names NSS is asked for, in order:
+//
+//   - A qualifier that names this host (".\\alice", "HOST\\alice",
+//     "alice@host", or none) means the local account: "alice", then its
+//     lower-case form.
+//   - Any other qualifier is honoured only when the domain itself verified
+//     the name (p.Verifier == VerifiedDomain): then "<p.Domain>\\alice"
+//     (or "alice@<p.Domain>") with the domain's canonical name, never the
+//     bare local "alice".
+//   - A locally verified name (account store, PAM) with a foreign qualifier
+//     is refused (ErrUnknownAccount): the local password proved "alice", not
+//     "CORP\\alice".
+//
+// The qualifier is the one in p.Name, else p.Domain (NTLM carries it apart).
+func MapPrincipal(p Principal, host *HostNames) ([]string, error) {
+	user, qual, ok := SplitName(p.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not a local account name", ErrUnknownAccount, p.Name)
+	}
+	if qual == "" {
+		qual = p.Domain
+	}
+	if !host.IsLocal(qual) {
+		if p.Verifier != VerifiedDomain {
+			return nil, fmt.Errorf("%w: %q: qualifier %q is not this host, and the name was verified locally (%s), not by that domain", ErrUnknownAccount, p.Name, qual, p.Mechanism)
+		}
+		domain := p.Domain
+		if domain == "" {
+			domain = qual
+		}
+		if !validQualifiedName(domain + `\` + user) {
+			return nil, fmt.Errorf("%w: %q: domain %q cannot qualify an account name", ErrUnknownAccount, p.Name, domain)
+		}
+		// Both spellings NSS modules use for a domain's accounts
+		// (winbind: D\u; sssd: either), both with the verified domain.
+		return []string{domain + `\` + user, user + "@" + domain}, nil
+	}
+	names := []string{user}
+	if l := strings.ToLower(user); l != user {
+		names = append(names, l)
+	}
+	return names, nil
+}

@@ -85,3 +85,42 @@ func FuzzMapName(f *testing.F) {
 		}
 	})
 }
+
+// One rule for every mechanism (issues 14.2, 15.4).
+func TestMapPrincipal(t *testing.T) {
+	host := NewHostNames("srv.example.com", "SRV")
+	for _, tt := range []struct {
+		p    Principal
+		want string // first name looked up, or "" for a refusal
+	}{
+		{Principal{Name: "alice"}, "alice"},
+		{Principal{Name: `.\alice`}, "alice"},
+		{Principal{Name: `SRV\alice`}, "alice"},
+		{Principal{Name: "alice@srv.example.com"}, "alice"},
+		{Principal{Name: "alice@localhost"}, "alice"},
+		{Principal{Name: "alice", Domain: "srv"}, "alice"},
+		{Principal{Name: `CORP\alice`}, ""},
+		{Principal{Name: "alice@CORP.EXAMPLE"}, ""},
+		{Principal{Name: "alice", Domain: "CORP"}, ""},
+		{Principal{Name: `CORP\alice`, Domain: "CORP", Verifier: VerifiedDomain}, `CORP\alice`},
+		{Principal{Name: "alice@corp.example", Verifier: VerifiedDomain}, `corp.example\alice`},
+		{Principal{Name: `SRV\alice`, Domain: "SRV", Verifier: VerifiedDomain}, "alice"},
+		{Principal{Name: "HTTP/h@R", Verifier: VerifiedDomain}, ""},
+	} {
+		names, err := MapPrincipal(tt.p, host)
+		got := ""
+		if err == nil {
+			got = names[0]
+		}
+		if got != tt.want {
+			t.Errorf("MapPrincipal(%+v) = %v, %v; want first %q", tt.p, names, err, tt.want)
+		}
+		if tt.p.Verifier != VerifiedDomain && err == nil {
+			for _, n := range names {
+				if strings.ContainsAny(n, `\@`) {
+					t.Errorf("locally verified %+v looks up qualified %q", tt.p, n)
+				}
+			}
+		}
+	}
+}

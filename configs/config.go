@@ -157,6 +157,24 @@ type Kerberos struct {
 	// MaxClockSkewS is the tolerated clock difference in seconds
 	// (Windows' and RFC 4120's 300).
 	MaxClockSkewS int `yaml:"max_clock_skew"`
+	// Krb5Conf names the KDCs for CredSSP's second hop (a TGT obtained
+	// with the delegated password). Empty: $KRB5_CONFIG, else
+	// /etc/krb5.conf.
+	Krb5Conf string `yaml:"krb5_conf"`
+	// ConstrainedDelegation gives shells of Kerberos logons that did not
+	// forward a TGT the user's identity toward the services the service
+	// account is trusted for in Active Directory (msDS-AllowedToDelegateTo),
+	// through S4U2Proxy. See README "Constrained delegation".
+	ConstrainedDelegation ConstrainedDelegation `yaml:"constrained_delegation"`
+}
+
+// ConstrainedDelegation configures S4U2Proxy for shells.
+type ConstrainedDelegation struct {
+	Enabled bool `yaml:"enabled"`
+	// Account is the service account that holds winrmd's SPNs, as the
+	// keytab names it ("wrmdsvc", "wrmdsvc@REALM", or "HOST$" for the
+	// machine account); its key in the keytab gets its TGT.
+	Account string `yaml:"account"`
 }
 
 // DefaultKeytab is used when kerberos.keytab is empty and it exists.
@@ -197,6 +215,12 @@ type Host struct {
 	// Domain is the NetBIOS domain (workgroup) shown in the NTLM challenge;
 	// defaults to NetBIOSName (a standalone server).
 	Domain string `yaml:"domain"`
+	// Names are further names clients reach this host by (DNS aliases, a
+	// load balancer's name). With the host name, NetBIOSName, DNSName and
+	// localhost they are the names accepted as the target of a logon
+	// without channel binding (service binding: HTTP/<name>) and as a
+	// local qualifier (<name>\user, user@<name>).
+	Names []string `yaml:"names,omitempty"`
 }
 
 // Windows' "unlimited".
@@ -451,6 +475,9 @@ func (c *Config) Validate() error {
 			return bad(fmt.Sprintf("authorization.allowed_groups[%d]", i), "empty group name")
 		}
 	}
+	if cd := c.Kerberos.ConstrainedDelegation; cd.Enabled && strings.TrimSpace(cd.Account) == "" {
+		return bad("kerberos.constrained_delegation.account", "required when constrained delegation is enabled")
+	}
 	for i, s := range c.Authorization.AllowedSIDs {
 		if err := CheckSIDRule(s); err != nil {
 			return bad(fmt.Sprintf("authorization.allowed_sids[%d]", i), "%v", err)
@@ -488,6 +515,11 @@ func (c *Config) Validate() error {
 	case "json", "console":
 	default:
 		return bad("logging.format", "must be json or console, not %q", c.Logging.Format)
+	}
+	for i, n := range c.Host.Names {
+		if n == "" || !validHostname(n) {
+			return bad(fmt.Sprintf("host.names[%d]", i), "not a host name: %q", n)
+		}
 	}
 	if c.Logging.TraceWireMaxBytes < 1024 || c.Logging.TraceWireMaxBytes > 1<<20 {
 		return bad("logging.trace_wire_max_bytes", "must be 1024 to 1048576, not %d", c.Logging.TraceWireMaxBytes)

@@ -11,7 +11,7 @@ func TestPowerShellConfig(t *testing.T) {
 powershell:
   path: /opt/microsoft/powershell/7/pwsh
   endpoints:
-    - {name: Maint, allowed_groups: [ops], run_as_user: svc, configuration_file: /etc/winrmd/m.pssc}
+    - {name: Maint, allowed_groups: [ops], configuration_file: /etc/winrmd/m.pssc}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -20,7 +20,7 @@ powershell:
 		t.Errorf("default argv %q", got)
 	}
 	ep, ok := c.PowerShell.Endpoint("maint")
-	if !ok || ep.RunAsUser != "svc" {
+	if !ok || ep.ConfigurationFile != "/etc/winrmd/m.pssc" {
 		t.Fatalf("endpoint lookup: %+v %v", ep, ok)
 	}
 	if got := c.PowerShell.Argv(ep); !slices.Equal(got[len(got)-2:], []string{"-ConfigurationFile", "/etc/winrmd/m.pssc"}) {
@@ -37,7 +37,7 @@ powershell:
 		"powershell: {endpoints: [{name: A}, {name: a}]}":                  "powershell.endpoints[1].name",
 		"powershell: {endpoints: [{name: A, configuration_file: x.pssc}]}": "powershell.endpoints[0].configuration_file",
 		"powershell: {endpoints: [{name: A, allowed_groups: ['']}]}":       "powershell.endpoints[0].allowed_groups[0]",
-		"powershell: {endpoints: [{name: A, run_as_user: 'a/b'}]}":         "powershell.endpoints[0].run_as_user",
+		"powershell: {endpoints: [{name: A, run_as_user: svc}]}":           "powershell.endpoints[0].run_as_user",
 	} {
 		_, err := Parse([]byte(yaml))
 		var fe *FieldError

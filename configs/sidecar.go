@@ -11,8 +11,9 @@ import (
 // /etc/group. Empty Target: off (shells run where the daemon runs).
 type Sidecar struct {
 	// Target names the container: a pid ("1234", as the daemon sees it), a
-	// cgroup path ("/kubepods/.../<id>": its first process, under
-	// /sys/fs/cgroup), or a process name (the comm of its init: the
+	// cgroup path (its first process; under /sys/fs/cgroup, so on cgroup v2
+	// "/kubepods.slice/.../<id>", on v1 with a controller's directory first:
+	// "/pids/kubepods/.../<id>"), or a process name (the comm of its init: the
 	// lowest-numbered process of that name). It is resolved again for
 	// every new shell, so a restarted container is found again.
 	Target string `yaml:"target"`

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -130,5 +132,45 @@ func TestCheckStaticSelf(t *testing.T) {
 				t.Errorf("static busybox: %v", err)
 			}
 		}
+	}
+}
+
+// TestResolveSidecarTargetCgroup: a cgroup path resolves to a process of
+// that cgroup (v2: the path under /sys/fs/cgroup; v1: prefixed by the
+// controller's directory, e.g. /pids/...).
+func TestResolveSidecarTargetCgroup(t *testing.T) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skipf("no /proc/self/cgroup: %v", err)
+	}
+	var spec string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case f[0] == "0" && f[1] == "":
+			spec = f[2] // v2
+		case f[1] == "pids":
+			spec = "/pids" + strings.TrimSuffix(f[2], "/")
+		}
+		if spec != "" {
+			break
+		}
+	}
+	if spec == "" {
+		t.Skip("no cgroup v2 path and no v1 pids controller for this process")
+	}
+	if _, err := os.Stat(filepath.Join(cgroupFS, spec, "cgroup.procs")); err != nil {
+		t.Skipf("cgroup %s not visible under %s: %v", spec, cgroupFS, err)
+	}
+	pid, err := ResolveSidecarTarget(spec)
+	if err != nil {
+		t.Fatalf("%s: %v", spec, err)
+	}
+	procs, _ := os.ReadFile(filepath.Join(cgroupFS, spec, "cgroup.procs"))
+	if !slices.Contains(strings.Fields(string(procs)), strconv.Itoa(pid)) {
+		t.Errorf("%s resolved to pid %d, which is not in the cgroup", spec, pid)
 	}
 }

@@ -53,6 +53,11 @@ func workerMain() int {
 		return 2
 	}
 	syscall.CloseOnExec(workerFD) // commands must never inherit the socket
+	// Nor anything else the worker inherited: commands get 0, 1, 2 only.
+	if err := MarkInheritedCloseOnExec(workerFD + 1); err != nil {
+		wlog("marking inherited descriptors close-on-exec: %v", err)
+		return 2
+	}
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {

@@ -48,6 +48,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // FragmentHeaderLen and MessageHeaderLen are the fixed header sizes.
@@ -533,4 +534,24 @@ func StateOf(data []byte, name string) (int32, error) {
 		return 0, fmt.Errorf("%w: %s not a small number", ErrNoState, name)
 	}
 	return v, nil
+}
+
+func (s InvocationState) String() string {
+	switch s {
+	case NotStarted:
+		return "NotStarted"
+	case Running:
+		return "Running"
+	case Stopping:
+		return "Stopping"
+	case Stopped:
+		return "Stopped"
+	case Completed:
+		return "Completed"
+	case Failed:
+		return "Failed"
+	case Disconnected:
+		return "Disconnected"
+	}
+	return "InvocationState(" + strconv.Itoa(int(s)) + ")"
 }

@@ -730,8 +730,8 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 	out, done, err := st.authCtx.Step(x.r.Context(), ci, in)
 	if err != nil {
 		name := ""
-		if p := st.authCtx.Principal(); p.Name != "" {
-			name = p.Name
+		if c, ok := st.authCtx.(authn.Claimant); ok {
+			name = c.ClaimedName()
 		}
 		st.reset()
 		s.logonFailure(x, string(sch), name, err)
@@ -787,8 +787,15 @@ func (s *Server) authorizeAs(x *exchange, p authn.Principal, sch authn.Scheme, a
 		if p.Client != "" {
 			principal = p.Client
 		}
-		s.d.Audit.Event(obs.EvLogonSuccess, append([]zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", principal),
-			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id)}, audit...)...)
+		fields := []zap.Field{zap.String(obs.FUser, id.User()), zap.String("principal", principal),
+			zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, string(sch)), zap.Uint64(obs.FConnID, st.id),
+			zap.String("verified_by", p.Verifier.String())}
+		if p.Binding != "" {
+			// What the client bound its logon to: the TLS channel, or the
+			// service name it meant (relay protection, issue 14).
+			fields = append(fields, zap.String("channel_binding", p.Binding), zap.String("spn", p.Service))
+		}
+		s.d.Audit.Event(obs.EvLogonSuccess, append(fields, audit...)...)
 	}
 	return id, nil
 }

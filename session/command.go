@@ -243,19 +243,54 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 }
 
 // programName is what the audit trail records of a command: the program,
-// never its arguments (they may carry secrets).
+// never its arguments (they may carry secrets). In a shell line, leading
+// assignments ("TOKEN=secret cmd", a shell's per-command environment) are
+// not the program: they are skipped, and each is recorded only as its
+// variable name ("TOKEN=… cmd"), so the value never reaches the audit.
 func programName(spec isolation.CommandSpec) string {
 	if len(spec.Argv) > 0 {
-		return spec.Argv[0]
+		return clipProgram(spec.Argv[0])
 	}
 	f := strings.Fields(spec.Line)
-	if len(f) == 0 {
-		return ""
+	var vars []string
+	for len(f) > 0 && isAssignment(f[0]) {
+		name, _, _ := strings.Cut(f[0], "=")
+		vars = append(vars, name+"=…")
+		f = f[1:]
 	}
-	if len(f[0]) > 256 {
-		return f[0][:256]
+	prog := ""
+	if len(f) > 0 {
+		prog = clipProgram(f[0])
 	}
-	return f[0]
+	if len(vars) == 0 {
+		return prog
+	}
+	if prog != "" {
+		vars = append(vars, prog)
+	}
+	return clipProgram(strings.Join(vars, " "))
+}
+
+// isAssignment reports whether a shell word is NAME=value (POSIX: NAME is
+// letters, digits and '_', not starting with a digit).
+func isAssignment(w string) bool {
+	name, _, ok := strings.Cut(w, "=")
+	if !ok || name == "" || name[0] >= '0' && name[0] <= '9' {
+		return false
+	}
+	for _, c := range name {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func clipProgram(s string) string {
+	if len(s) > 256 {
+		return s[:256]
+	}
+	return s
 }
 
 // pruneLocked forgets the oldest finished, fully delivered commands beyond

@@ -445,19 +445,6 @@ func (b *bridge) pipelineState(pid psrp.GUID) (psrp.InvocationState, bool) {
 	return q.state, true
 }
 
-// pipelines lists the live pipeline ids.
-func (b *bridge) pipelines() []psrp.GUID {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []psrp.GUID
-	for g := range b.queues {
-		if !g.IsNil() {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // close ends the pool as the PowerShell client does — Close for the pool,
 // wait (bounded) for CloseAck, end pwsh's stdin — and then kills whatever
 // is left and reaps the worker. Safe to call more than once.

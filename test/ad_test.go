@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	gokrbcrypto "github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
@@ -144,12 +146,14 @@ func TestADDomain(t *testing.T) {
 	} else {
 		t.Logf("wrong password refused: %v", err)
 	}
-	// The keytab decrypts the KDC's ticket for HTTP/<host>.
+	// The keytab decrypts the KDC's tickets for every SPN of the service.
 	cc := filepath.Join(dir, d.Operator.Name+".cc")
-	cmd := exec.Command("kvno", "-k", d.Keytab, "HTTP/"+addc.Host)
-	cmd.Env = d.Env(cc)
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "keytab entry valid") {
-		t.Fatalf("kvno -k keytab HTTP/%s: %v\n%s", addc.Host, err, out)
+	for _, spn := range []string{"HTTP/" + addc.Host, "WSMAN/" + addc.Host, "HTTP/" + addc.ClientHost, "WSMAN/" + addc.ClientHost} {
+		cmd := exec.Command("kvno", "-k", d.Keytab, spn)
+		cmd.Env = d.Env(cc)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "keytab entry valid") {
+			t.Fatalf("kvno -k keytab %s: %v\n%s", spn, err, out)
+		}
 	}
 	if !strings.HasPrefix(d.OperatorsSID, d.DomainSID+"-") {
 		t.Fatalf("group SID %s is not in domain %s", d.OperatorsSID, d.DomainSID)
@@ -450,4 +454,205 @@ func TestADWinbindMember(t *testing.T) {
 	if n := dm.executions().commandStarts; n != 4 {
 		t.Errorf("%d commands started, want 4 (2 users × 2 clients; none for the refused)", n)
 	}
+}
+
+// adCCaches kinits every test user of the domain into dir/<name>.cc
+// (through the KDC relay), as the clients' Conn.CCacheDir expects.
+func adCCaches(t *testing.T, d *addc.Domain, users ...addc.User) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, u := range users {
+		if err := d.Kinit(context.Background(), u, filepath.Join(dir, u.Name+".cc")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// tamperPAC rewrites the ticket for HTTP/<ClientHost> in ccache: the
+// ticket is decrypted with the service key, change (when not nil) edits
+// the PAC in place, and the ticket is encrypted again with the same key
+// and session key — what only a holder of the service key could do; the
+// PAC's server signature is left as the KDC made it.
+func tamperPAC(t *testing.T, d *addc.Domain, ccache string, change func(pacBytes []byte)) {
+	t.Helper()
+	c := readCache(t, ccache)
+	want := delegation.Principal{Realm: addc.Realm, Components: []string{"HTTP", addc.ClientHost}}
+	idx := -1
+	for i, cr := range c.Credentials {
+		if _, conf := cr.IsConfig(); !conf && cr.Server.Equal(want) {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		t.Fatalf("no %s ticket in %s", want, ccache)
+	}
+	var tk messages.Ticket
+	if err := tk.Unmarshal(c.Credentials[idx].Ticket); err != nil {
+		t.Fatal(err)
+	}
+	kt, err := keytab.Load(d.Keytab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := kt.GetEncryptionKey(tk.SName, tk.Realm, tk.EncPart.KVNO, tk.EncPart.EType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := gokrbcrypto.DecryptEncPart(tk.EncPart, key, keyusage.KDC_REP_TICKET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if change != nil {
+		if err := tk.Decrypt(key); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := pac.FromAuthorizationData(tk.DecryptedEncPart.AuthorizationData)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.Index(plain, raw)
+		if at < 0 {
+			t.Fatal("PAC bytes not found in the ticket")
+		}
+		change(plain[at : at+len(raw)])
+	}
+	enc, err := gokrbcrypto.GetEncryptedData(plain, key, keyusage.KDC_REP_TICKET, tk.EncPart.KVNO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.EncPart = enc
+	b, err := tk.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Credentials[idx].Ticket = b
+	if err := os.WriteFile(ccache, c.Encode(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestADKerberos: domain users with tickets from the Samba DC (kinit
+// through the KDC relay) log on to winrmd, a joined member, with
+// pywinrm's and pypsrp's Kerberos over HTTP (AES wrap tokens) and over
+// HTTPS; authorization follows the verified PAC only (allowed_groups names
+// no existing group): the Domain Admins member by DOMAIN-512, the custom
+// group's member by its SID, a user in 1000 groups (a ~9 KB PAC) by the
+// same SID, the user in no allowed group refused. A ticket whose PAC was
+// changed (the no-group user made a Domain Admin by its primary group)
+// and re-encrypted with the service key is refused: the PAC signature.
+func TestADKerberos(t *testing.T) {
+	d, m := needADMember(t)
+	dm := adDaemon(t, d, m, func(c *configs.Config) {
+		c.Authorization.AllowedGroups = []string{"wrmdad-no-such-group"}
+	})
+	cc := adCCaches(t, d, d.Admin, d.Operator, d.Plain, d.Big)
+	conn := func(scheme, addr, auth, enc string, u addc.User) Conn {
+		_, p := hostPort(t, addr)
+		return Conn{Scheme: scheme, Host: addc.ClientHost, Port: p, Auth: auth, Encryption: enc, User: u.Name,
+			CCacheDir: cc, KRB5Config: d.Krb5Conf, CBT: true}
+	}
+	runs := 0
+	for _, tc := range []struct {
+		drv          driver
+		scheme, auth string
+		enc          string
+	}{
+		{pyDriver{"pywinrm"}, "http", "kerberos", "always"},
+		{pyDriver{"pypsrp"}, "http", "kerberos", "always"},
+		{pyDriver{"pywinrm"}, "https", "kerberos", "auto"},
+	} {
+		addr := dm.HTTP
+		if tc.scheme == "https" {
+			addr = dm.HTTPS
+		}
+		for _, u := range []addc.User{d.Admin, d.Operator, d.Big} {
+			r := tc.drv.Do(t, conn(tc.scheme, addr, tc.auth, tc.enc, u), Spec{Op: "run", Command: "id -un; echo ad-krb-ok"})
+			wantOut(t, r, u.Name+"\nad-krb-ok\n", "", 0)
+			runs++
+		}
+		r := tc.drv.Do(t, conn(tc.scheme, addr, tc.auth, tc.enc, d.Plain), Spec{Op: "run", Command: "echo must-not-run"})
+		if r.OK || (!r.refusedAuth() && !r.accessDenied()) {
+			t.Fatalf("%s %s: %s (no allowed SID) got %s", tc.drv.Name(), tc.scheme, d.Plain.Name, r)
+		}
+	}
+	found := false
+	for _, e := range dm.AuditEvents() {
+		if e.Event == "logon_success" && strings.Contains(e.Principal, d.Big.Name+"@"+addc.Realm) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no audited Kerberos logon of %s", d.Big.Principal())
+	}
+
+	// The control: re-encrypting the ticket unchanged is accepted…
+	tamperPAC(t, d, filepath.Join(cc, d.Plain.Name+".cc"), nil)
+	// …(the plain user is still refused, by authorization, not by the PAC).
+	r := pyDriver{"pywinrm"}.Do(t, conn("http", dm.HTTP, "kerberos", "always", d.Plain), Spec{Op: "run", Command: "echo must-not-run"})
+	if r.OK {
+		t.Fatalf("re-encrypted ticket of %s ran a command", d.Plain.Name)
+	}
+	before := strings.Count(tail(dm.Stderr, 400), "PAC of "+d.Plain.Principal()+" rejected")
+	// Primary group Domain Users (513) -> Domain Admins (512).
+	tamperPAC(t, d, filepath.Join(cc, d.Plain.Name+".cc"), func(p []byte) {
+		i := bytes.Index(p, []byte{0x01, 0x02, 0x00, 0x00})
+		if i < 0 {
+			t.Fatal("RID 513 not in the PAC")
+		}
+		p[i] = 0x00
+	})
+	r = pyDriver{"pywinrm"}.Do(t, conn("http", dm.HTTP, "kerberos", "always", d.Plain), Spec{Op: "run", Command: "echo must-not-run"})
+	if r.OK || !r.refusedAuth() {
+		t.Fatalf("tampered PAC: %s", r)
+	}
+	if after := strings.Count(tail(dm.Stderr, 400), "PAC of "+d.Plain.Principal()+" rejected"); after <= before {
+		t.Errorf("no log line says the PAC was rejected:\n%s", tail(dm.Stderr, 20))
+	}
+	if n := dm.executions().commandStarts; n != runs {
+		t.Errorf("%d commands started, want %d (none for refused logons)", n, runs)
+	}
+}
+
+// TestADConstrainedDelegationShell: with kerberos.constrained_delegation
+// on, a domain user who logs on with Kerberos and forwards no TGT gets a
+// shell whose GSSAPI reaches, as the user, the service the winrmd service
+// account is trusted for (S4U2Proxy at the real Samba KDC; the ticket
+// shows in klist) and is refused for another service.
+func TestADConstrainedDelegationShell(t *testing.T) {
+	d, m := needADMember(t)
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/gssapi"); err != nil {
+		t.Skip("python3-gssapi (Debian) not installed")
+	}
+	dm := adDaemon(t, d, m, func(c *configs.Config) {
+		c.Kerberos.ConstrainedDelegation.Enabled = true
+		c.Kerberos.ConstrainedDelegation.Account = addc.ServiceAccount
+	})
+	cc := adCCaches(t, d, d.Operator)
+	_, p := hostPort(t, dm.HTTP)
+	conn := Conn{Scheme: "http", Host: addc.ClientHost, Port: p, Auth: "kerberos", Encryption: "always", User: d.Operator.Name,
+		CCacheDir: cc, KRB5Config: d.Krb5Conf}
+	gss := func(spn string) string {
+		svc, host, _ := strings.Cut(spn, "/")
+		return `/usr/bin/python3 -c "import gssapi; print('token', len(gssapi.SecurityContext(name=gssapi.Name('` + svc + `@` + host +
+			`', gssapi.NameType.hostbased_service), usage='initiate').step()))" 2>&1 | tail -1`
+	}
+	r := pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo $KRB5CCNAME; " + gss(addc.AllowedSPN) + "; klist"})
+	if !r.OK {
+		t.Fatalf("shell: %s", r)
+	}
+	out := string(r.Stdout)
+	t.Logf("shell output:\n%s", out)
+	if !strings.Contains(out, "token ") || !strings.Contains(out, "Default principal: "+d.Operator.Principal()) || !strings.Contains(out, addc.AllowedSPN) {
+		t.Fatalf("S4U2Proxy to %s from the shell did not work:\n%s", addc.AllowedSPN, out)
+	}
+	r = pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: gss(addc.RefusedSPN) + "; klist"})
+	if !r.OK {
+		t.Fatalf("shell: %s", r)
+	}
+	out = string(r.Stdout)
+	if strings.Contains(out, "token ") || !strings.Contains(out, "KDC can't fulfill requested option") || strings.Contains(out, addc.RefusedSPN) {
+		t.Fatalf("S4U2Proxy to %s (not allowed) from the shell:\n%s", addc.RefusedSPN, out)
+	}
+	t.Logf("refused as expected:\n%s", out)
 }

@@ -23,6 +23,22 @@ import (
 	"github.com/winrmd/winrmd/configs"
 )
 
+// launchExtra, when set, are handed to the next launched daemon as
+// descriptors 3, 4, ... (nil entries stay closed): what a careless wrapper
+// leaves open (test/security_test.go).
+var (
+	launchExtraMu sync.Mutex
+	launchExtra   []*os.File
+)
+
+func takeLaunchExtraFiles() []*os.File {
+	launchExtraMu.Lock()
+	defer launchExtraMu.Unlock()
+	f := launchExtra
+	launchExtra = nil
+	return f
+}
+
 // Daemon is one running `winrmd serve`.
 type Daemon struct {
 	t       testing.TB
@@ -190,6 +206,7 @@ func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.cmd.ExtraFiles = takeLaunchExtraFiles()
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err

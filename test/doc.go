@@ -15,6 +15,7 @@
 //	negative_test.go  refusals with real clients (no auth, Basic on HTTP, bad XML, ...)
 //	ntlm_test.go      NTLM negatives over raw sockets, curl --ntlm
 //	certificate_test.go client certificates: every client, curl --cert, each refusal
+//	credssp_test.go   CredSSP with pywinrm and pypsrp (HTTP sealed, HTTPS), and its refusals
 //	attack_test.go    the table-driven attack suite (issue 4 §1)
 //	lab_test.go       `winrmd lab`, as the README tells a newcomer to use it
 //	stats_test.go     figures for the summary printed at the end of `make test`

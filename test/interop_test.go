@@ -79,6 +79,11 @@ var scenarios = []scenario{
 // runMatrix runs every scenario with every driver that supports conn (and is
 // not excluded by name).
 func runMatrix(t *testing.T, d *Daemon, base Conn, exclude ...string) {
+	runScenarios(t, d, base, nil, exclude...)
+}
+
+// runScenarios is runMatrix restricted to the named scenarios (nil: all).
+func runScenarios(t *testing.T, d *Daemon, base Conn, only []string, exclude ...string) {
 	for _, drv := range drivers {
 		if slices.Contains(exclude, drv.Name()) {
 			continue
@@ -91,6 +96,9 @@ func runMatrix(t *testing.T, d *Daemon, base Conn, exclude ...string) {
 			x := &ictx{d: d, drv: drv, base: base}
 			for _, sc := range scenarios {
 				sc := sc
+				if only != nil && !slices.Contains(only, sc.name) {
+					continue
+				}
 				if sc.cap != "" && !drv.Supports(sc.cap, base) {
 					// Not a skip: the client library has no way to express it.
 					t.Logf("%s: %s cannot express %s; covered by the other clients", sc.name, drv.Name(), sc.cap)

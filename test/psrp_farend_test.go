@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,13 +36,38 @@ func theFarEnd(t testing.TB, w *world) farEnd {
 		t.Logf("PSRP far end: %s", fe.Name)
 		return fe
 	}
+	// The stand-in runs as the test users: under the system python3 (the
+	// venv's interpreter may sit under root's pyenv), importing psrpcore
+	// from the venv's site-packages.
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		py = w.python
+	}
 	fe := farEnd{
 		Name: "pwsh STAND-IN (psrpcore + /bin/sh; pwsh not on PATH)",
-		Path: w.python,
-		Args: []string{filepath.Join(w.root, "test", "standin", "pwsh_standin.py"), "-NoLogo", "-NoProfile", "-s"},
+		Path: py,
+		Args: []string{filepath.Join(w.root, "test", "standin", "pwsh_standin.py"), "--site", venvSite(t, w), "-NoLogo", "-NoProfile", "-s"},
 	}
 	t.Logf("PSRP far end: %s", fe.Name)
 	return fe
+}
+
+var (
+	siteOnce sync.Once
+	siteDir  string
+	siteErr  error
+)
+
+// venvSite is the test venv's site-packages directory (where psrpcore is).
+func venvSite(t testing.TB, w *world) string {
+	siteOnce.Do(func() {
+		out, err := exec.Command(w.python, "-c", "import os, psrpcore; print(os.path.dirname(os.path.dirname(psrpcore.__file__)))").Output()
+		siteDir, siteErr = strings.TrimSpace(string(out)), err
+	})
+	if siteErr != nil {
+		t.Fatalf("psrpcore not importable from the venv (%v): run `make venv`", siteErr)
+	}
+	return siteDir
 }
 
 // psScript is one script in both far ends' languages.

@@ -119,6 +119,10 @@ func New(cfg Config) *Authenticator {
 // value after "Basic") sent from remote, and returns the principal with the
 // name as the client sent it ("CORP\\alice", "alice@REALM" or "alice").
 //
+// On failure after parsing, the returned principal carries the name the
+// client claimed (unverified, for the audit of the failure) and nothing
+// else.
+//
 // Order: parse; rate limit (before any verification); then the account
 // store if the mapped local name (authn.MapName) is in it, otherwise PAM if
 // configured, otherwise the store (which answers ErrUnknownAccount after a
@@ -139,28 +143,31 @@ func (a *Authenticator) Authenticate(ctx context.Context, remote netip.Addr, hea
 		lim.Fail(remote, "")
 		return authn.Principal{}, err
 	}
+	claimed := authn.Principal{Name: user}
 	if err := lim.Allow(remote, user); err != nil {
-		return authn.Principal{}, err
+		return claimed, err
 	}
 	if err := ctx.Err(); err != nil {
-		return authn.Principal{}, err
+		return claimed, err
 	}
 	local := authn.MapName(user, "")
 	if local == "" {
 		lim.Fail(remote, user)
-		return authn.Principal{}, fmt.Errorf("%w: basic: %q is not a local account name", authn.ErrUnknownAccount, user)
+		return claimed, fmt.Errorf("%w: basic: %q is not a local account name", authn.ErrUnknownAccount, user)
 	}
 	err = a.verify(local, password, remote)
 	switch {
 	case err == nil:
 		lim.Success(remote, user)
-		return authn.Principal{Name: user, Mechanism: Mechanism}, nil
+		// The store and PAM verify local accounts: the authorizer honours
+		// only a qualifier naming this host (authn.MapPrincipal).
+		return authn.Principal{Name: user, Mechanism: Mechanism, Verifier: authn.VerifiedLocal}, nil
 	case errors.Is(err, authn.ErrBackend), errors.Is(err, authn.ErrRateLimited):
 		// Not the client's fault, or already counted by PAM.
 	default:
 		lim.Fail(remote, user)
 	}
-	return authn.Principal{}, err
+	return claimed, err
 }
 
 // VerifyPassword checks a password obtained some other way (CredSSP's

@@ -218,8 +218,12 @@ func TestAuthenticator(t *testing.T) {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("Authenticate = %+v, %v; want %v", p, err, tt.want)
 				}
-				if p != (authn.Principal{}) {
+				// A failure names only the claimed user (for audit).
+				if p.Mechanism != "" || p.Domain != "" || p.Binding != "" {
 					t.Fatalf("principal %+v returned with an error", p)
+				}
+				if u, _, perr := ParseHeader(tt.header); perr == nil && p.Name != u {
+					t.Fatalf("failure names %q, client claimed %q", p.Name, u)
 				}
 				return
 			}

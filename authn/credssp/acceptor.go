@@ -34,7 +34,8 @@
 // The delegated password is checked twice before the logon counts: the
 // TSPasswordCreds user must be the inner context's user, and the password
 // must verify against the account's credential sources (Config.Verify).
-// It is then zeroed unless Config.Keep takes it (the second hop).
+// It is then zeroed; with Kerberos configured, Config.SecondHop first turns
+// it into a TGT for the shell (the second hop).
 package credssp
 
 import (
@@ -90,10 +91,11 @@ type Config struct {
 	// Verify checks the delegated password for the inner principal's
 	// account; ctx and ci are the current leg's. It must not keep password.
 	Verify func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error
-	// Keep, when set, receives the verified password (UTF-16LE bytes, its
-	// own copy) for the second hop; the acceptor zeroes its own copy
-	// either way.
-	Keep func(passwordUTF16 []byte)
+	// SecondHop, when set (Kerberos is configured), turns the verified
+	// password into a credential for the shell (a TGT in a ccache) or
+	// returns nil; it must not keep the password. Without it the shell
+	// gets no credential at all.
+	SecondHop func(p authn.Principal, password string) *authn.Secret
 }
 
 type state int
@@ -257,7 +259,6 @@ func (a *Acceptor) Step(ctx context.Context, ci authn.ConnInfo, in []byte) ([]by
 // connection that needs bytes the client has not sent yet hands the output
 // so far back to Step and waits for the next leg (memConn).
 func (a *Acceptor) run() {
-	defer a.conn.engineDone()
 	err := a.converse()
 	if err != nil {
 		out := a.conn.take()
@@ -270,6 +271,7 @@ func (a *Acceptor) run() {
 				}
 			}
 		}
+		a.conn.engineDone() // before Step can return: the sealer never waits
 		a.results <- result{out: out, err: err}
 		return
 	}
@@ -280,6 +282,7 @@ func (a *Acceptor) run() {
 	// completion: wrapping it would advance the TLS sequence the client
 	// never reads, and break message encryption.
 	a.conn.take()
+	a.conn.engineDone()
 	a.results <- result{out: (&TSRequest{Version: a.replyVersion()}).Marshal(), done: true}
 }
 
@@ -397,16 +400,19 @@ func (a *Acceptor) converse() error {
 	password := decodeUTF16(pw)
 	clear(pw)
 	err = a.cfg.Verify(a.leg.ctx, a.leg.ci, p, password)
-	// Strings cannot be zeroed in Go; password is dropped here and only
-	// creds.Password (zeroed by the deferred Zero) ever held the bytes.
+	var deleg *authn.Secret
+	if err == nil && a.cfg.SecondHop != nil {
+		deleg = a.cfg.SecondHop(p, password)
+	}
+	// Go strings cannot be zeroed: the decoded copy is dropped here, and
+	// the bytes as received (creds.Password, the decrypted authInfo) are
+	// zeroed by the deferred calls.
 	password = ""
 	if err != nil {
 		return fmt.Errorf("credssp: delegated password for %q: %w", qualified(p.Name, p.Domain), err)
 	}
-	if a.cfg.Keep != nil {
-		a.cfg.Keep(bytes.Clone(creds.Password))
-	}
-	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client}
+	a.p = authn.Principal{Name: p.Name, Domain: p.Domain, Mechanism: Mechanism, SIDs: p.SIDs, Client: p.Client, Delegated: deleg,
+		Verifier: p.Verifier, Service: p.Service, Binding: p.Binding}
 	a.sealer = &sealer{a: a}
 	return nil
 }
@@ -476,7 +482,7 @@ func sigLen(c authn.Context, b []byte) int {
 }
 
 func (a *Acceptor) readRequest() (*TSRequest, error) {
-	b, err := readDER(a.tls)
+	b, err := readDER(a.tls, a.conn)
 	if err != nil {
 		return nil, err
 	}
@@ -504,9 +510,19 @@ func (a *Acceptor) writeRequest(r *TSRequest) error {
 }
 
 // readDER reads exactly one DER element (a TSRequest) from r, bounded.
-func readDER(r io.Reader) ([]byte, error) {
+func readDER(r io.Reader, mc *memConn) ([]byte, error) {
 	hdr := make([]byte, 2, 6)
-	if _, err := io.ReadFull(r, hdr); err != nil {
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		return nil, readErr(err)
+	}
+	// From here the message must be complete within the leg that began
+	// it: a client sends each TSRequest whole, so running out of input
+	// mid-message is a truncated TSRequest, not a reason to wait.
+	if mc != nil {
+		mc.setWhole(true)
+		defer mc.setWhole(false)
+	}
+	if _, err := io.ReadFull(r, hdr[1:2]); err != nil {
 		return nil, readErr(err)
 	}
 	if hdr[0] != tagSequence {
@@ -635,8 +651,17 @@ type memConn struct {
 	closed  chan struct{}
 	once    sync.Once
 	running bool
+	whole   bool // a message is being read: no waiting for another leg
 	results chan result
 }
+
+func (c *memConn) setWhole(v bool) {
+	c.mu.Lock()
+	c.whole = v
+	c.mu.Unlock()
+}
+
+var errTruncated = malformed("TSRequest truncated: its leg ended mid-message")
 
 func newMemConn() *memConn {
 	return &memConn{legs: make(chan []byte, 1), closed: make(chan struct{}), running: true}
@@ -670,6 +695,10 @@ func (c *memConn) Read(p []byte) (int, error) {
 		if !c.running || c.results == nil {
 			c.mu.Unlock()
 			return 0, errWouldBlock
+		}
+		if c.whole {
+			c.mu.Unlock()
+			return 0, errTruncated
 		}
 		out := bytes.Clone(c.out.Bytes())
 		c.out.Reset()

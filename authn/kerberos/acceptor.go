@@ -78,6 +78,10 @@ type Config struct {
 	CBTLevel string
 	// Now returns the current time (tests); time.Now when nil.
 	Now func() time.Time
+	// Constrained, when set, gives a logon without a forwarded TGT an
+	// S4U2Proxy credential cache (kerberos.constrained_delegation; see
+	// s4u.go). Nil: off.
+	Constrained *ConstrainedDelegation
 }
 
 // Delegation is what a client forwarded with its AP-REQ: a KRB-CRED and
@@ -99,6 +103,10 @@ type Info struct {
 	GroupSIDs       []string
 	TicketExpires   time.Time
 	DelegatedTicket bool
+	// Constrained is "granted" when the logon got an S4U2Proxy cache, else
+	// why not (empty when constrained delegation is off or a TGT was
+	// forwarded).
+	Constrained string
 }
 
 // Acceptor is one server-side Kerberos context.
@@ -214,6 +222,9 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tokID == tokKRBError {
+		return nil, fmt.Errorf("kerberos: the client sent a KRB-ERROR instead of an AP-REQ: %w", authn.ErrBadCredentials)
+	}
 	if tokID != tokAPReq {
 		return nil, malformed("expected an AP-REQ, got TOK_ID %x", tokID)
 	}
@@ -288,12 +299,12 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 	}
 	a.info.Flags = ck.flags
 	if err := a.checkCBT(ck.bnd); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", client, err)
 	}
 	// Only now, with everything else verified, does the authenticator
 	// count as used.
 	if err := a.cfg.Replay.check(req.EncryptedAuthenticator.Cipher, ctime.Add(2*skew)); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", client, err)
 	}
 
 	// Who it is.
@@ -318,6 +329,17 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 		}
 		a.deleg = d
 		a.info.DelegatedTicket = true
+	}
+	// Constrained delegation when nothing was forwarded. A failure costs
+	// the shell its second hop, not the logon.
+	var s4u *authn.Secret
+	if a.deleg == nil && a.cfg.Constrained != nil {
+		if s4u, err = a.cfg.Constrained.Cache(t); err != nil {
+			a.info.Constrained = err.Error()
+			s4u = nil
+		} else {
+			a.info.Constrained = "granted"
+		}
 	}
 
 	// 6. Keys and the reply.
@@ -361,6 +383,8 @@ func (a *Acceptor) accept(in []byte) ([]byte, error) {
 			return nil, err
 		}
 		p.Delegated = cc
+	} else if s4u != nil {
+		p.Delegated = s4u
 	}
 	a.principal = p
 	return out, nil
@@ -427,7 +451,7 @@ func (a *Acceptor) mapPrincipal(cname types.PrincipalName, realm string) (authn.
 	case realm == a.cfg.Realm:
 		return authn.Principal{Name: user, Mechanism: "kerberos"}, nil
 	case slices.Contains(a.cfg.Realms, realm):
-		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos"}, nil
+		return authn.Principal{Name: user + "@" + realm, Domain: realm, Mechanism: "kerberos", Verifier: authn.VerifiedDomain}, nil
 	}
 	return authn.Principal{}, fmt.Errorf("kerberos: %s: realm %s is neither kerberos.realm (%s) nor in kerberos.realms: %w", full, realm, a.cfg.Realm, authn.ErrUnknownAccount)
 }
@@ -459,7 +483,8 @@ func (a *Acceptor) readPAC(t *messages.Ticket, key types.EncryptionKey) (*authn.
 // Principal is valid once the context is complete.
 func (a *Acceptor) Principal() authn.Principal {
 	if !a.done {
-		// The client name, once known, still helps the failure log.
+		// The client name, once the ticket decrypted, names the failure
+		// in the log and the audit record.
 		return authn.Principal{Name: a.info.Client, Mechanism: "kerberos"}
 	}
 	return a.principal

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,49 @@ func TestKvnoMismatch(t *testing.T) {
 	_, _, err = NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in)
 	if err == nil || !strings.Contains(err.Error(), "kvno mismatch") {
 		t.Fatalf("stale keytab: %v", err)
+	}
+}
+
+// A keytab replaced on disk (a key rotation) is picked up without a
+// restart: the old copy keeps working until the file changes.
+func TestKeytabReloaded(t *testing.T) {
+	e := needKDC(t)
+	if err := e.kdc.AddService("HTTP/rotated"); err != nil {
+		t.Fatal(err)
+	}
+	path := e.kdc.Dir + "/rotating.keytab"
+	if err := e.kdc.Keytab(path, "HTTP/rotated"); err != nil {
+		t.Fatal(err)
+	}
+	kt, err := OpenKeytab(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Keytab: kt, Replay: NewReplayCache(0)}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := login(t, "alice", "HTTP/rotated")
+	in, _ := s.apReq(t, apReqOpts{})
+	if _, _, err := NewAcceptor(cfg).Step(in); err != nil {
+		t.Fatal(err)
+	}
+	// Rotate: new key in the KDC, new keytab file (written aside, renamed).
+	if err := e.kdc.Rekey("HTTP/rotated"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.kdc.Keytab(path+".new", "HTTP/rotated"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	kt.mu.Lock()
+	kt.checked = time.Time{} // skip the recheck interval
+	kt.mu.Unlock()
+	s2 := login(t, "bob", "HTTP/rotated")
+	in2, _ := s2.apReq(t, apReqOpts{})
+	if _, _, err := NewAcceptor(cfg).Step(in2); err != nil {
+		t.Fatalf("ticket under the new key after the keytab changed: %v", err)
 	}
 }

@@ -2,8 +2,6 @@ package kerberos
 
 import (
 	"fmt"
-	"io"
-	"log"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/messages"
@@ -11,9 +9,6 @@ import (
 
 	"github.com/winrmd/winrmd/authn"
 )
-
-// discardLogger receives gokrb5's diagnostic lines (PAC buffers it skips).
-var discardLogger = log.New(io.Discard, "", 0)
 
 const usageKRBCred = 14
 

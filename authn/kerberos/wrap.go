@@ -62,6 +62,9 @@ type seqState struct {
 	sendSeq   uint64
 	recvSeq   uint64
 	checkRecv bool
+	// fastOut/fastIn: the SHA-1 enctypes' seal keys, derived once
+	// (aescts.go); nil for the SHA-2 enctypes, which use gokrb5's code.
+	fastOut, fastIn *usageKeys
 }
 
 func newSeqState(key types.EncryptionKey, acceptor, subkey bool, sendSeq, recvSeq uint64) (*seqState, error) {
@@ -76,7 +79,17 @@ func newSeqState(key types.EncryptionKey, acceptor, subkey bool, sendSeq, recvSe
 		// implemented: such contexts are refused before they complete.
 		return nil, fmt.Errorf("kerberos: message protection for enctype %d not implemented: %w", key.KeyType, authn.ErrUnsupported)
 	}
-	return &seqState{key: key, et: et, acceptor: acceptor, subkey: subkey, sendSeq: sendSeq, recvSeq: recvSeq, checkRecv: true}, nil
+	s := &seqState{key: key, et: et, acceptor: acceptor, subkey: subkey, sendSeq: sendSeq, recvSeq: recvSeq, checkRecv: true}
+	if key.KeyType == 17 || key.KeyType == 18 {
+		sealOut, sealIn, _, _ := s.usages()
+		if s.fastOut, err = deriveUsage(et, key.KeyValue, sealOut); err != nil {
+			return nil, fmt.Errorf("kerberos: deriving keys: %v: %w", err, authn.ErrBackend)
+		}
+		if s.fastIn, err = deriveUsage(et, key.KeyValue, sealIn); err != nil {
+			return nil, fmt.Errorf("kerberos: deriving keys: %v: %w", err, authn.ErrBackend)
+		}
+	}
+	return s, nil
 }
 
 func (s *seqState) sendFlags() byte {
@@ -108,6 +121,9 @@ func (s *seqState) Wrap(plain []byte) (tok []byte, sigLen int, err error) {
 	hdr[2] = s.sendFlags() | wrapFlagSealed
 	hdr[3] = 0xff
 	binary.BigEndian.PutUint64(hdr[8:], s.sendSeq)
+	if s.fastOut != nil {
+		return s.wrapFast(hdr, plain)
+	}
 	// EC = 0 and RRC = 0 in the encrypted copy.
 	p := make([]byte, 0, len(plain)+wrapHeaderLen)
 	p = append(p, plain...)
@@ -124,6 +140,29 @@ func (s *seqState) Wrap(plain []byte) (tok []byte, sigLen int, err error) {
 	tok = append(tok, e[:len(e)-rrc]...)
 	s.sendSeq++
 	return tok, len(tok) - len(plain), nil
+}
+
+// wrapFast is Wrap for the SHA-1 enctypes: E = C || MAC is never built;
+// the token is header || C[last 16] || MAC || C[:len-16], which is E
+// rotated right by RRC = 28.
+func (s *seqState) wrapFast(hdr, plain []byte) ([]byte, int, error) {
+	n := len(plain)
+	buf := make([]byte, aesBlock+n+wrapHeaderLen)
+	copy(buf[aesBlock:], plain)
+	copy(buf[aesBlock+n:], hdr) // RRC still 0 in the encrypted copy
+	mac, err := s.fastOut.seal(buf)
+	if err != nil {
+		return nil, 0, fmt.Errorf("kerberos: wrap: %v: %w", err, authn.ErrBackend)
+	}
+	rrc := aesBlock + sha1MACLen
+	binary.BigEndian.PutUint16(hdr[6:], uint16(rrc))
+	tok := make([]byte, 0, wrapHeaderLen+len(buf)+sha1MACLen)
+	tok = append(tok, hdr...)
+	tok = append(tok, buf[len(buf)-aesBlock:]...)
+	tok = append(tok, mac...)
+	tok = append(tok, buf[:len(buf)-aesBlock]...)
+	s.sendSeq++
+	return tok, len(tok) - n, nil
 }
 
 // Unwrap verifies and decrypts one sealed wrap token from the peer.
@@ -205,6 +244,10 @@ func (s *seqState) Unwrap(tok []byte) ([]byte, error) {
 func (s *seqState) decrypt(e []byte, usage uint32) ([]byte, error) {
 	if len(e) < s.et.GetConfounderByteSize()+s.hmacLen() || len(e)-s.hmacLen() < 16 {
 		return nil, fmt.Errorf("ciphertext too short")
+	}
+	if s.fastIn != nil {
+		// e is a fresh copy (rotateLeft): decrypting it in place is fine.
+		return s.fastIn.open(e[:len(e)-sha1MACLen], e[len(e)-sha1MACLen:])
 	}
 	return s.et.DecryptMessage(s.key.KeyValue, e, usage)
 }

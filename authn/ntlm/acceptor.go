@@ -42,6 +42,12 @@ type Config struct {
 	ChannelBinding []byte
 	// CBTLevel is "none", "relaxed" (default) or "strict".
 	CBTLevel string
+	// Hosts are this host's names for service binding: a client that sent
+	// no channel binding (plain HTTP, or a client without CBT support) and
+	// named a target service (MsvAvTargetName) must have named this host,
+	// else the logon is refused as a relay. nil: the DNS and NetBIOS
+	// computer names and the host name.
+	Hosts *authn.HostNames
 	// Now returns the current time (tests); time.Now when nil.
 	Now func() time.Time
 }
@@ -73,6 +79,7 @@ type Acceptor struct {
 	micChecked bool
 	target     string
 	cbt        string
+	claimed    string // DOMAIN\user as the client sent it, for audit
 }
 
 var _ authn.Context = (*Acceptor)(nil)
@@ -121,6 +128,9 @@ func (a *Acceptor) normalise() error {
 	}
 	if c.NetBIOSDomain == "" {
 		c.NetBIOSDomain = c.NetBIOSComputer
+	}
+	if c.Hosts == nil {
+		c.Hosts = authn.NewHostNames(c.DNSComputer, c.NetBIOSComputer)
 	}
 	return nil
 }
@@ -261,6 +271,10 @@ func (a *Acceptor) onAuthenticate(ctx context.Context, in []byte) error {
 	if err != nil {
 		return err
 	}
+	a.claimed = user
+	if domain != "" {
+		a.claimed = domain + `\` + user
+	}
 
 	// Refuse anonymous, LM-only and NTLMv1 before any verification.
 	if m.flags&FlagAnonymous != 0 || (user == "" && len(m.nt) == 0 && (len(m.lm) == 0 || (len(m.lm) == 1 && m.lm[0] == 0))) {
@@ -322,7 +336,7 @@ func (a *Acceptor) onAuthenticate(ctx context.Context, in []byte) error {
 		}
 		a.micChecked = true
 	}
-	if err := a.checkCBT(blob.channelBindings); err != nil {
+	if err := a.checkBinding(blob.channelBindings, blob.targetName); err != nil {
 		return err
 	}
 
@@ -334,7 +348,8 @@ func (a *Acceptor) onAuthenticate(ctx context.Context, in []byte) error {
 	if d != "" {
 		name = d + `\` + u
 	}
-	a.principal = authn.Principal{Name: name, Domain: d, Mechanism: "ntlm"}
+	a.principal = authn.Principal{Name: name, Domain: d, Mechanism: "ntlm", Verifier: res.Verifier,
+		Service: blob.targetName, Binding: a.cbt}
 	a.flags = flags
 	a.target = blob.targetName
 	if flags&FlagESS != 0 {
@@ -352,28 +367,50 @@ func allZero(b []byte) bool {
 	return x == 0
 }
 
-// checkCBT applies the hardening level to the client's
-// MsvAvChannelBindings. Without a configured binding (plain HTTP) there is
-// no channel to bind to and nothing is checked.
-func (a *Acceptor) checkCBT(got []byte) error {
+// checkBinding applies the hardening level to the client's
+// MsvAvChannelBindings and MsvAvTargetName (both inside the NTLMv2 blob,
+// which NTProofStr authenticates, so a relay cannot change them):
+//
+//   - TLS with a channel binding: it must be this channel's ("match").
+//   - TLS without one: strict refuses; relaxed falls back to service
+//     binding, as HTTP.sys extended protection does.
+//   - Service binding (no channel binding, TLS or plain HTTP): a target
+//     name, when the client sent one, must be HTTP/, WSMAN/ or HOST/ this
+//     host ("service-name"). A client authenticating to an attacker's
+//     server names the attacker's host, so its relayed logon is refused.
+//     A client that sends neither (older clients) is admitted on TLS by
+//     relaxed ("absent") and on plain HTTP, where every message is then
+//     sealed with a key only the client has ("not-checked").
+//
+// Level none checks nothing ("not-checked").
+func (a *Acceptor) checkBinding(got []byte, target string) error {
 	want := a.cfg.ChannelBinding
 	if a.conn.ChannelBinding != nil {
 		want = a.conn.ChannelBinding
 	}
 	present := got != nil && !allZero(got)
 	switch {
-	case want == nil || a.cfg.CBTLevel == CBTNone:
+	case a.cfg.CBTLevel == CBTNone:
 		a.cbt = "not-checked"
 		return nil
-	case present && subtle.ConstantTimeCompare(got, want) == 1:
+	case want != nil && present && subtle.ConstantTimeCompare(got, want) == 1:
 		a.cbt = "match"
 		return nil
-	case present:
+	case want != nil && present:
 		return fmt.Errorf("ntlm: channel binding does not match this TLS channel: %w", authn.ErrChannelBinding)
-	case a.cfg.CBTLevel == CBTStrict:
+	case want != nil && a.cfg.CBTLevel == CBTStrict:
 		return fmt.Errorf("ntlm: channel binding required (strict) but absent: %w", authn.ErrChannelBinding)
-	default:
+	case target != "":
+		if !a.cfg.Hosts.IsServiceName(target) {
+			return fmt.Errorf("ntlm: service binding: the client meant %q, not this host (relayed logon?; host.names lists this host's other names): %w", target, authn.ErrChannelBinding)
+		}
+		a.cbt = "service-name"
+		return nil
+	case want != nil:
 		a.cbt = "absent"
+		return nil
+	default:
+		a.cbt = "not-checked"
 		return nil
 	}
 }
@@ -408,11 +445,15 @@ func (a *Acceptor) Flags() uint32 { return a.flags }
 // SPNEGO then requires the mechListMIC.
 func (a *Acceptor) MICVerified() bool { return a.micChecked }
 
+// ClaimedName is the name the client's AUTHENTICATE claimed (unverified;
+// for the audit of a failed logon), "" before one was decoded.
+func (a *Acceptor) ClaimedName() string { return a.claimed }
+
 // ClientTargetName is the SPN from the client's MsvAvTargetName ("" if none).
 func (a *Acceptor) ClientTargetName() string { return a.target }
 
-// ChannelBindingResult describes the CBT check for audit: "match", "absent"
-// or "not-checked".
+// ChannelBindingResult describes the binding check for audit: "match",
+// "service-name", "absent" or "not-checked".
 func (a *Acceptor) ChannelBindingResult() string { return a.cbt }
 
 var errNoSession = fmt.Errorf("ntlm: no session security (context incomplete or no extended session security): %w", authn.ErrUnsupported)

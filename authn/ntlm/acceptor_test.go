@@ -483,6 +483,61 @@ func TestChannelBinding(t *testing.T) {
 	}
 }
 
+// Service binding (issue 14.1): without a channel binding, a target name
+// must name this host, on HTTPS (relaxed) and on plain HTTP; the relay of
+// a logon meant for another server is refused.
+func TestServiceBinding(t *testing.T) {
+	good := md5.Sum([]byte("channel"))
+	zero := make([]byte, 16)
+	for _, r := range []struct {
+		name     string
+		level    string
+		listener []byte
+		cbt      []byte
+		target   string
+		want     string // ChannelBindingResult, or "error"
+	}{
+		{"https relaxed relayed from another host", "relaxed", good[:], nil, "HTTP/evil.attacker.example", "error"},
+		{"https relaxed zero cbt relayed", "relaxed", good[:], zero, "HTTP/evil.attacker.example", "error"},
+		{"https relaxed names this host", "relaxed", good[:], nil, "HTTP/server.example.com", "service-name"},
+		{"https relaxed WSMAN class with port", "relaxed", good[:], zero, "WSMAN/SERVER.example.com:5986", "service-name"},
+		{"https relaxed host class short name", "relaxed", good[:], nil, "host/server", "service-name"},
+		{"https relaxed configured alias", "relaxed", good[:], nil, "HTTP/alias.example.net", "service-name"},
+		{"https relaxed loopback literal", "relaxed", good[:], nil, "HTTP/127.0.0.1", "service-name"},
+		{"https relaxed other service class", "relaxed", good[:], nil, "CIFS/server.example.com", "error"},
+		{"https relaxed nothing sent", "relaxed", good[:], nil, "", "absent"},
+		{"https relaxed cbt wins over a foreign name", "relaxed", good[:], good[:], "HTTP/elsewhere", "match"},
+		{"https strict name is not enough", "strict", good[:], nil, "HTTP/server.example.com", "error"},
+		{"http relayed from another host", "relaxed", nil, nil, "HTTP/evil.attacker.example", "error"},
+		{"http names this host", "relaxed", nil, nil, "HTTP/server.example.com", "service-name"},
+		{"http nothing sent", "relaxed", nil, nil, "", "not-checked"},
+		{"none checks nothing", "none", good[:], nil, "HTTP/evil.attacker.example", "not-checked"},
+	} {
+		t.Run(r.name, func(t *testing.T) {
+			a := newAcceptor(func(c *ntlm.Config) {
+				c.CBTLevel, c.ChannelBinding = r.level, r.listener
+				c.Hosts = authn.NewHostNames("server.example.com", "SERVER", "alias.example.net")
+			})
+			err := handshake(t, a, &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true, CBT: r.cbt, TargetName: r.target})
+			if r.want == "error" {
+				if !errors.Is(err, authn.ErrChannelBinding) {
+					t.Fatalf("err = %v, want a binding refusal", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := a.ChannelBindingResult(); got != r.want {
+				t.Fatalf("binding %q, want %q", got, r.want)
+			}
+			if p := a.Principal(); p.Binding != r.want || p.Service != r.target {
+				t.Fatalf("principal binding %q service %q", p.Binding, p.Service)
+			}
+		})
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []ntlm.Config{
 		{},

@@ -12,22 +12,36 @@ type AccountLister interface {
 	Has(user string) bool
 }
 
-// Chain verifies against the local account store for the accounts it
-// holds, and against the domain (winbind) for every other; either may be
-// nil. With neither, every logon is an unknown account.
+// Chain verifies against the local account store first, then the domain
+// (winbind); either may be nil. The store answers for names with no
+// qualifier or one naming this host (alice, .\alice, HOST\alice,
+// alice@host); the domain's answers are marked authn.VerifiedDomain, so the
+// authorizer may honour their domain (authn.MapPrincipal). With neither,
+// every logon is an unknown account.
 type Chain struct {
 	Store  AccountLister
-	Local  Verifier // NT hashes of Store's accounts
-	Domain Verifier // winbind
+	Hosts  *authn.HostNames // this host's names, for local qualifiers
+	Local  Verifier         // NT hashes of Store's accounts
+	Domain Verifier         // winbind
 }
 
 // Verify implements Verifier.
 func (c *Chain) Verify(ctx context.Context, r VerifyRequest) (VerifyResult, error) {
-	if c.Local != nil && c.Store != nil && c.Store.Has(r.User) {
-		return c.Local.Verify(ctx, r)
+	if c.Local != nil && c.Store != nil {
+		user, qual, ok := authn.SplitName(r.User)
+		if qual == "" {
+			qual = r.Domain
+		}
+		if ok && c.Hosts.IsLocal(qual) && c.Store.Has(user) {
+			return c.Local.Verify(ctx, r)
+		}
 	}
 	if c.Domain != nil {
-		return c.Domain.Verify(ctx, r)
+		res, err := c.Domain.Verify(ctx, r)
+		if err == nil {
+			res.Verifier = authn.VerifiedDomain
+		}
+		return res, err
 	}
 	if c.Local != nil {
 		return c.Local.Verify(ctx, r)

@@ -31,6 +31,9 @@ type VerifyResult struct {
 	SessionBaseKey []byte
 	// User and Domain in the backend's canonical spelling ("" = as sent).
 	User, Domain string
+	// Verifier is who verified the name: authn.VerifiedLocal for local NT
+	// hashes, authn.VerifiedDomain when a domain controller did (winbind).
+	Verifier authn.Verifier
 }
 
 // NTHashSource returns the NT hash (16 bytes) of a local account;
@@ -55,7 +58,14 @@ func (v ntHashVerifier) Verify(ctx context.Context, r VerifyRequest) (VerifyResu
 	if err := ctx.Err(); err != nil {
 		return VerifyResult{}, fmt.Errorf("ntlm: %v: %w", err, authn.ErrBackend)
 	}
-	hash, err := v.src.NTHash(r.User)
+	// "alice@host" (a UPN-style name, NTLM's DomainName then empty) is
+	// the account alice: its hash, with NTOWFv2 over the name as sent. The
+	// authorizer decides whether the qualifier names this host.
+	lookup := r.User
+	if u, q, ok := authn.SplitName(r.User); ok && q != "" && r.Domain == "" {
+		lookup = u
+	}
+	hash, err := v.src.NTHash(lookup)
 	unknown := false
 	switch {
 	case errors.Is(err, authn.ErrUnknownAccount):

@@ -345,6 +345,15 @@ func (a *Acceptor) Principal() authn.Principal {
 	return a.mech.Principal()
 }
 
+// ClaimedName is the name the mechanism's client claimed (for the audit of
+// a failed logon; unverified).
+func (a *Acceptor) ClaimedName() string {
+	if c, ok := a.mech.(authn.Claimant); ok {
+		return c.ClaimedName()
+	}
+	return ""
+}
+
 // Sealer is the mechanism's message protection after completion.
 func (a *Acceptor) Sealer() authn.Sealer {
 	if !a.done || a.mech == nil {

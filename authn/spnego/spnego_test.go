@@ -99,7 +99,7 @@ func (u users) NTHash(user string) ([]byte, error) {
 var accounts = users{"alice": "Secr3t!pass"}
 
 func ntlmFactory() *ntlm.Acceptor {
-	return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(accounts), NetBIOSComputer: "WINRMD", DNSComputer: "winrmd"})
+	return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(accounts), NetBIOSComputer: "WINRMD", DNSComputer: "winrmd", Hosts: authn.NewHostNames("winrmd.test")})
 }
 
 func newAcceptor() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: ntlmFactory}) }

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 )
 
 const (
@@ -175,7 +177,38 @@ type readyFile struct {
 	Metrics string `json:"metrics"`
 }
 
-func startDaemon(bin, dir, password string, cl *cleanups) (*daemon, error) {
+// startBenchKDC runs a throwaway MIT KDC (krbtest) with the bench user as
+// a principal and HTTP/localhost in a keytab for the daemon, and returns a
+// service ticket for the client side of the Kerberos rows.
+func startBenchKDC(dir, password string, cl *cleanups) (string, *krbtest.Ticket, error) {
+	k, err := krbtest.Start(filepath.Join(dir, "kdc"))
+	if err != nil {
+		return "", nil, err
+	}
+	cl.add(k.Stop)
+	spn := "HTTP/" + krbtest.Host
+	kt := filepath.Join(dir, "kdc", "winrmd.keytab")
+	for _, f := range []func() error{
+		func() error { return k.AddUser(benchUser, password) },
+		func() error { return k.AddService(spn) },
+		func() error { return k.Keytab(kt, spn) },
+	} {
+		if err := f(); err != nil {
+			return "", nil, err
+		}
+	}
+	c, err := k.Login(benchUser, password, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	t, err := c.Ticket(spn)
+	if err != nil {
+		return "", nil, err
+	}
+	return kt, t, nil
+}
+
+func startDaemon(bin, dir, password, keytab string, cl *cleanups) (*daemon, error) {
 	store := filepath.Join(dir, "accounts")
 	cmd := exec.Command(bin, "user", "add", "--store", store, benchUser)
 	cmd.Stdin = strings.NewReader(password + "\n")
@@ -198,7 +231,7 @@ service:
   auth:
     basic: true
     negotiate: true
-    kerberos: false
+    kerberos: %t
     certificate: false
     credssp: false
     cbt_hardening_level: relaxed
@@ -221,7 +254,9 @@ logging:
   format: json
 metrics:
   address: "127.0.0.1:0"
-`, cert, key, benchGroup, store)
+kerberos:
+  keytab: %q
+`, cert, key, keytab != "", benchGroup, store, keytab)
 	cfgPath := filepath.Join(dir, "winrmd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err

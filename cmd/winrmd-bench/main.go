@@ -186,7 +186,11 @@ func realMain() int {
 		return sshSelfTest(dir, u, cl)
 	}
 
-	d, err := startDaemon(cfg.bin, dir, password, cl)
+	keytab, ticket, kerr := startBenchKDC(dir, password, cl)
+	if kerr != nil {
+		warnf("no Kerberos rows: the bench KDC did not start: %v", kerr)
+	}
+	d, err := startDaemon(cfg.bin, dir, password, keytab, cl)
 	if err != nil {
 		warnf("starting winrmd: %v", err)
 		return 1
@@ -197,7 +201,7 @@ func realMain() int {
 		return 1
 	}
 	b := &bench{cfg: cfg, d: d, s: s, dir: dir, t: &wsTarget{httpAddr: d.http, httpsAddr: d.https, user: benchUser,
-		password: password, envelopeSize: 512000, timeout: 120 * time.Second}}
+		password: password, envelopeSize: 512000, timeout: 120 * time.Second, krb: ticket}}
 	info["cpu_accounting"] = map[string]string{"winrmd": d.cpu.method, "sshd": s.cpu.method}
 	fmt.Printf("winrmd pid %d (http %s, https %s), sshd pid %d (%s), stream size %s\n\n", d.pid, d.http, d.https, s.pid, s.addr, sizeName(cfg.size))
 
@@ -224,18 +228,24 @@ func realMain() int {
 		{"cold", "cold_ntlm_x", func() (*result, error) { return b.cold(authNTLM, true) }},
 		{"stdout", "stdout_ntlm", func() (*result, error) { return b.stdout(authNTLM) }},
 		{"stdout", "stdout_basic", func() (*result, error) { return b.stdout(authBasic) }},
+		{"stdout", "stdout_krb5", func() (*result, error) { return b.stdout(authKerberos) }},
 		{"stdin", "stdin_ntlm", func() (*result, error) { return b.stdin(authNTLM) }},
 		{"stdin", "stdin_basic", func() (*result, error) { return b.stdin(authBasic) }},
+		{"stdin", "stdin_krb5", func() (*result, error) { return b.stdin(authKerberos) }},
 		{"concurrent", "concurrent", b.concurrency},
 		{"idle", "idle", b.memory},
 		{"auth", "auth_ntlm", func() (*result, error) { return b.authRate(authNTLM) }},
 		{"auth", "auth_basic", func() (*result, error) { return b.authRate(authBasic) }},
+		{"auth", "auth_krb5", func() (*result, error) { return b.authRate(authKerberos) }},
 	}
 	var results []*result
 	failed := false
 	for _, st := range steps {
 		if !cfg.rows[st.row] {
 			continue
+		}
+		if strings.HasSuffix(st.key, "_krb5") && b.t.krb == nil {
+			continue // no KDC (said above)
 		}
 		select {
 		case <-d.exited:

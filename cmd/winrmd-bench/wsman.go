@@ -25,6 +25,10 @@ import (
 	"time"
 
 	"github.com/bodgit/ntlmssp"
+
+	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/kerberos"
+	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 )
 
 const (
@@ -40,6 +44,7 @@ const (
 	spnegoProto  = "application/HTTP-SPNEGO-session-encrypted"
 	encBoundary  = "Encrypted Boundary"
 	encCT        = `multipart/encrypted;protocol="` + spnegoProto + `";boundary="` + encBoundary + `"`
+	krbEncCT     = `multipart/encrypted;protocol="` + krbProto + `";boundary="` + encBoundary + `"`
 	timedOutCode = "2150858793"
 )
 
@@ -47,16 +52,23 @@ const (
 type authKind int
 
 const (
-	authNTLM  authKind = iota // Negotiate (raw NTLM) over HTTP, sealed bodies
-	authBasic                 // Basic over HTTPS
+	authNTLM     authKind = iota // Negotiate (raw NTLM) over HTTP, sealed bodies
+	authBasic                    // Basic over HTTPS
+	authKerberos                 // the Kerberos scheme over HTTP, AES wrap-sealed bodies
 )
 
 func (a authKind) String() string {
-	if a == authBasic {
+	switch a {
+	case authBasic:
 		return "basic-https"
+	case authKerberos:
+		return "krb5-http"
 	}
 	return "ntlm-http"
 }
+
+// krbProto is the encrypted-part protocol of the Kerberos scheme.
+const krbProto = "application/HTTP-Kerberos-session-encrypted"
 
 // wsTarget says where and as whom to connect.
 type wsTarget struct {
@@ -64,6 +76,10 @@ type wsTarget struct {
 	user, password      string
 	envelopeSize        int // the client's MaxEnvelopeSize (largest response it accepts)
 	timeout             time.Duration
+	// krb is a service ticket for HTTP/localhost from the bench's own MIT
+	// KDC; every Kerberos handshake makes a fresh authenticator with it,
+	// as a client with a ticket cache does (nil: no Kerberos rows).
+	krb *krbtest.Ticket
 }
 
 type wsClient struct {
@@ -76,6 +92,7 @@ type wsClient struct {
 	host  string
 	basic string
 	sess  *ntlmssp.SecuritySession
+	krb   authn.Sealer
 
 	req  []byte // request body scratch
 	resp []byte // response body scratch
@@ -111,13 +128,49 @@ func dialWS(t *wsTarget, kind authKind) (*wsClient, error) {
 	c.bw = bufio.NewWriterSize(c.conn, 64<<10)
 	c.host = addr
 	c.url = scheme + "://" + addr + "/wsman"
-	if kind == authNTLM {
+	switch kind {
+	case authNTLM:
 		if err := c.ntlmHandshake(); err != nil {
+			c.conn.Close()
+			return nil, err
+		}
+	case authKerberos:
+		if err := c.krbHandshake(); err != nil {
 			c.conn.Close()
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// krbHandshake: one empty POST with a mutual AP-REQ under the Kerberos
+// scheme; the 200 carries the AP-REP with the acceptor subkey.
+func (c *wsClient) krbHandshake() error {
+	if c.t.krb == nil {
+		return errors.New("kerberos: no ticket (the bench KDC did not start)")
+	}
+	tok, key, seq, err := c.t.krb.Initiate(krbtest.APReqOptions{Mutual: true})
+	if err != nil {
+		return err
+	}
+	st, h, _, err := c.roundTrip("Kerberos "+base64.StdEncoding.EncodeToString(tok), soapCT, nil)
+	if err != nil {
+		return err
+	}
+	if st != http.StatusOK {
+		return fmt.Errorf("kerberos: AP-REQ answered %d", st)
+	}
+	for _, v := range h.Values("WWW-Authenticate") {
+		if s, ok := strings.CutPrefix(v, "Kerberos "); ok {
+			rep, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("kerberos: AP-REP: %w", err)
+			}
+			c.krb, err = kerberos.FinishInitiator(rep, key, seq)
+			return err
+		}
+	}
+	return errors.New("kerberos: no AP-REP on the 200")
 }
 
 func (c *wsClient) Close() error {
@@ -241,13 +294,17 @@ func (c *wsClient) call(env []byte) (int, []byte, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		st, h, b, err := c.roundTrip("", encCT, sealed)
+		ct := encCT
+		if c.krb != nil {
+			ct = krbEncCT
+		}
+		st, h, b, err := c.roundTrip("", ct, sealed)
 		if err != nil {
 			return 0, nil, err
 		}
-		ct := h.Get("Content-Type")
-		if !strings.HasPrefix(strings.ToLower(ct), "multipart/") {
-			return st, b, fmt.Errorf("unsealed response (%d, %q, %d bytes)", st, ct, len(b))
+		rct := h.Get("Content-Type")
+		if !strings.HasPrefix(strings.ToLower(rct), "multipart/") {
+			return st, b, fmt.Errorf("unsealed response (%d, %q, %d bytes)", st, rct, len(b))
 		}
 		plain, err := c.unseal(b)
 		return st, plain, err
@@ -255,12 +312,20 @@ func (c *wsClient) call(env []byte) (int, []byte, error) {
 }
 
 func (c *wsClient) seal(env []byte) ([]byte, error) {
-	ct, sig, err := c.sess.Wrap(env)
+	var ct, sig []byte
+	var err error
+	proto := spnegoProto
+	if c.krb != nil {
+		sig, ct, err = c.krb.Seal(env)
+		proto = krbProto
+	} else {
+		ct, sig, err = c.sess.Wrap(env)
+	}
 	if err != nil {
 		return nil, err
 	}
 	b := c.req[:0]
-	b = append(b, "--"+encBoundary+"\r\n\tContent-Type: "+spnegoProto+"\r\n\tOriginalContent: type="+soapCT+";Length="...)
+	b = append(b, "--"+encBoundary+"\r\n\tContent-Type: "+proto+"\r\n\tOriginalContent: type="+soapCT+";Length="...)
 	b = strconv.AppendInt(b, int64(len(env)), 10)
 	b = append(b, "\r\n--"+encBoundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(sig)))
@@ -305,10 +370,15 @@ func (c *wsClient) unseal(b []byte) ([]byte, error) {
 		b = b[nl+1:]
 		sl := int(binary.LittleEndian.Uint32(b))
 		b = b[4:]
-		if sl != 16 || len(b) < sl+n {
+		if (c.krb == nil && sl != 16) || sl > 1024 || len(b) < sl+n {
 			return nil, fmt.Errorf("sealed body: signature length %d, %d bytes for %d", sl, len(b), n)
 		}
-		plain, err := c.sess.Unwrap(b[sl:sl+n], b[:sl])
+		var plain []byte
+		if c.krb != nil {
+			plain, err = c.krb.Unseal(b[:sl], b[sl:sl+n])
+		} else {
+			plain, err = c.sess.Unwrap(b[sl:sl+n], b[:sl])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("unseal: %w", err)
 		}

@@ -23,6 +23,12 @@ func main() {
 		isolation.WorkerMain()
 		return
 	}
+	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
+	// user's command (issue 14.8).
+	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {
+		fmt.Fprintf(os.Stderr, "winrmd: marking inherited descriptors close-on-exec: %v\n", err)
+		os.Exit(1)
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -46,6 +52,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return disableCmd(args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(args[1:], stdout, stderr)
+	case "probe":
+		return probeCmd(args[1:], stdout, stderr)
 	case "user":
 		return userCmd(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
@@ -75,6 +83,7 @@ func usage(w io.Writer) {
                                              make this host a remoting target (Enable-PSRemoting)
   disable [--root DIR]                       stop and disable the service; keep the configuration
   status [--config FILE]                     listeners, schemes, live shells, last logons
+  probe [--url URL]                          anonymous Identify; exit 0 when answered (container probes)
   version                                    print the version
 `)
 }

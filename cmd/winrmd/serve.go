@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -65,6 +65,26 @@ type readyInfo struct {
 	Metrics   string         `json:"metrics,omitempty"`
 }
 
+// noCoreDumps keeps delegated passwords out of core files and away from
+// debuggers of the same uid: the daemon's soft core limit goes to 0 and it
+// becomes non-dumpable (which also forbids ptrace attach without
+// CAP_SYS_PTRACE). Workers are separate executables: execve gives them
+// their own dumpable flag.
+func noCoreDumps() error {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("getrlimit(RLIMIT_CORE): %w", err)
+	}
+	rl.Cur = 0
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &rl); err != nil {
+		return fmt.Errorf("setrlimit(RLIMIT_CORE, 0): %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)
+	}
+	return nil
+}
+
 // credsspCertificate is the inner TLS certificate of CredSSP: the first
 // HTTPS listener's, else a fresh self-signed one (clients bind the key
 // through pubKeyAuth, not a chain).
@@ -106,12 +126,20 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 	return s.p.Load().Authorize(p, sch)
 }
 
+// hostNameSet is this host's names for service binding and local
+// qualifiers (authn.HostNames), the same for every mechanism.
+func hostNameSet(cfg *configs.Config) *authn.HostNames {
+	n := cfg.Host.Resolved()
+	return authn.NewHostNames(append([]string{n.DNSName, n.NetBIOSName}, cfg.Host.Names...)...)
+}
+
 func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
 		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
 		Lab:           lab,
+		HostNames:     hostNameSet(cfg),
 		Accounts:      sidecarAccounts(cfg),
 	})
 }
@@ -161,6 +189,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	}
 
 	names := cfg.Host.Resolved()
+	hosts := hostNameSet(cfg)
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
@@ -169,7 +198,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	// with each Step (authn.ConnInfo); the factory only picks mechanisms.
 	var mkNTLM func() *ntlm.Acceptor
 	if cfg.Service.Auth.Negotiate {
-		chain := &ntlm.Chain{}
+		chain := &ntlm.Chain{Hosts: hosts}
 		if store != nil {
 			chain.Store, chain.Local = store, ntlm.NewNTHashVerifier(store)
 		}
@@ -184,7 +213,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 			return ntlm.NewAcceptor(ntlm.Config{
 				Verifier: verifier, NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
 				DNSComputer: names.DNSName, DNSDomain: names.DNSName,
-				CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel),
+				CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel), Hosts: hosts,
 			})
 		}
 	}
@@ -200,6 +229,28 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		}
 		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
+		if err := noCoreDumps(); err != nil {
+			return fmt.Errorf("service.auth.credssp: %w", err)
+		}
+	}
+	// CredSSP's second hop: with Kerberos configured, the delegated
+	// password becomes a TGT for the shell (kinit in the daemon, the
+	// password in no argv, environment or file); without it, nothing.
+	var secondHop func(authn.Principal, string) *authn.Secret
+	if credsspCert != nil && krb != nil {
+		realm := krb.Realm
+		secondHop = func(p authn.Principal, password string) *authn.Secret {
+			user, r := authn.MapName(p.Name, p.Domain), realm
+			if i := strings.LastIndexByte(p.Client, '@'); i > 0 {
+				user, r = p.Client[:i], p.Client[i+1:]
+			}
+			cc, err := kerberos.PasswordTGT(cfg.Kerberos.Krb5Conf, r, user, password)
+			if err != nil {
+				log.Info("CredSSP second hop: no TGT for the shell", zap.String(obs.FUser, user+"@"+r), zap.Error(err))
+				return nil
+			}
+			return cc
+		}
 	}
 	var contexts server.ContextFactory
 	if mkNTLM != nil || krb != nil {
@@ -215,6 +266,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 					Verify: func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error {
 						return pwVerifier.VerifyPassword(ctx, ci.Remote, authn.MapName(p.Name, p.Domain), password)
 					},
+					SecondHop: secondHop,
 				})
 				if err != nil {
 					log.Error("credssp", zap.Error(err))
@@ -272,10 +324,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 			sessions.Shutdown(context.Background())
 			return fmt.Errorf("metrics.address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
-		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go msrv.Serve(ln)
+		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
 	if readyFile != "" {
@@ -391,6 +440,13 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 	}
 	if err := kc.Validate(); err != nil {
 		return nil, fmt.Errorf("kerberos: %w", err)
+	}
+	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		// Loud at start: every shell without a forwarded TGT will hold
+		// this account's TGT (README "Constrained delegation").
+		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",
+			zap.String("account", cd.Account))
 	}
 	log.Info("Kerberos acceptor ready", zap.String("keytab", path), zap.Strings("principals", kt.Principals()),
 		zap.String("realm", kc.Realm), zap.Strings("service_principals", kc.ServicePrincipals))

@@ -52,6 +52,9 @@ const (
 	// carries HTTP/Host and its member join uses MemberNetBIOS.
 	Host          = "winrmd." + DNSDomain
 	MemberNetBIOS = "WRMDHOST"
+	// ClientHost is the name host-side clients use for the daemon on
+	// loopback; krb5.conf maps it to the realm.
+	ClientHost = "localhost"
 	// ServiceAccount owns HTTP/Host and is trusted to delegate to AllowedSPN.
 	ServiceAccount = "wrmdsvc"
 	AllowedSPN     = "cifs/files." + DNSDomain
@@ -279,6 +282,14 @@ func (d *Domain) accounts(ctx context.Context) error {
 		{"group", "addmembers", "Domain Admins", d.Admin.Name},
 		{"user", "create", ServiceAccount, svcPass},
 		{"spn", "add", "HTTP/" + Host, ServiceAccount},
+		{"spn", "add", "WSMAN/" + Host, ServiceAccount},
+		// Host-side clients connect to "localhost" (the daemon listens on
+		// loopback and the tests cannot edit /etc/hosts): its SPNs belong
+		// to the same service account.
+		{"spn", "add", "HTTP/" + ClientHost, ServiceAccount},
+		{"spn", "add", "WSMAN/" + ClientHost, ServiceAccount},
+		// pypsrp's Kerberos asks for host/<name>.
+		{"spn", "add", "host/" + ClientHost, ServiceAccount},
 		{"user", "create", "wrmdfiles", "Svc-" + randHex(12) + "!f1"},
 		{"spn", "add", AllowedSPN, "wrmdfiles"},
 		{"user", "create", "wrmdother", "Svc-" + randHex(12) + "!o1"},
@@ -305,7 +316,7 @@ func (d *Domain) accounts(ctx context.Context) error {
 	}
 	d.OperatorsSID = m[1]
 	d.Keytab = d.path("winrmd.keytab")
-	for _, p := range []string{"HTTP/" + Host, ServiceAccount} {
+	for _, p := range []string{"HTTP/" + Host, "WSMAN/" + Host, "HTTP/" + ClientHost, "WSMAN/" + ClientHost, "host/" + ClientHost, ServiceAccount} {
 		if _, err := d.tool(ctx, "domain", "exportkeytab", d.Keytab, "--principal="+p); err != nil {
 			return err
 		}
@@ -485,7 +496,8 @@ func (d *Domain) krb5Conf(kdc string) string {
 [domain_realm]
   .%[3]s = %[1]s
   %[3]s = %[1]s
-`, Realm, kdc, DNSDomain)
+  %[4]s = %[1]s
+`, Realm, kdc, DNSDomain, ClientHost)
 }
 
 // MemberKrb5Conf is a krb5.conf for use inside the member namespace (the

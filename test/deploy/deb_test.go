@@ -47,6 +47,7 @@ func buildDeb(t *testing.T) string {
 // units, the package's files and /bin/kill, in a scratch root).
 func TestDebLintian(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	for _, tool := range []string{"lintian", "systemd-analyze", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
@@ -91,6 +92,7 @@ func TestDebLintian(t *testing.T) {
 // apart from dpkg's own records.
 func TestDebInstallServePurge(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	deb := buildDeb(t)
 	root := scratchRoot(t, minbaseRoot(t))
 
@@ -166,7 +168,7 @@ func TestDebInstallServePurge(t *testing.T) {
 
 	unmount := mountRuntime(t, root)
 	ready := "/tmp/winrmd.ready"
-	var logb strings.Builder
+	var logb syncBuffer
 	daemon := exec.Command("chroot", root, "/usr/sbin/winrmd", "serve", "--config", "/etc/winrmd/winrmd.yaml", "--ready-file", ready)
 	daemon.Env = rootEnv()
 	daemon.Stdout, daemon.Stderr = &logb, &logb

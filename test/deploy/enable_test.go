@@ -34,6 +34,7 @@ func runEnable(t *testing.T, bin string, args ...string) (string, error) {
 // configuration it wrote (Basic off) and leaves it untouched.
 func TestEnableBareRoot(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	bin := hostBinary(t)
 	root := scratchRoot(t, minbaseRoot(t))
 
@@ -100,6 +101,7 @@ func TestEnableBareRoot(t *testing.T) {
 // disable removes the enablement and keeps the configuration.
 func TestEnableWithPackage(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	if _, err := exec.LookPath("systemctl"); err != nil {
 		t.Fatalf("systemctl is not installed (make test installs systemd): %v", err)
 	}

@@ -31,6 +31,7 @@ const identifyXML = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelop
 // nothing.
 func TestImage(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	for _, tool := range []string{"umoci", "runc", "ip", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
@@ -127,7 +128,7 @@ func TestImage(t *testing.T) {
 
 	state := filepath.Join(work, "runc")
 	id := fmt.Sprintf("wrmde2e-image-%d", os.Getpid())
-	var logb strings.Builder
+	var logb syncBuffer
 	run := exec.Command("runc", "--root", state, "run", "--bundle", bundle, id)
 	run.Stdout, run.Stderr = &logb, &logb
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -179,6 +180,15 @@ func TestImage(t *testing.T) {
 	}
 	t.Logf("Identify through the container: %d bytes, %s", len(identify), regexp.MustCompile(`<wsmid:ProductVersion>[^<]*`).FindString(identify))
 
+	// The probe the Kubernetes manifests use, run inside the container.
+	for _, url := range []string{"http://127.0.0.1:5985/wsman", "https://127.0.0.1:5986/wsman"} {
+		if out, err := exec.Command("runc", "--root", state, "exec", id, "/usr/sbin/winrmd", "probe", "--url", url).CombinedOutput(); err != nil || !strings.Contains(string(out), "IdentifyResponse") {
+			t.Errorf("winrmd probe %s inside the container: %v %s", url, err, out)
+		}
+	}
+	if out, err := exec.Command("runc", "--root", state, "exec", id, "/usr/sbin/winrmd", "probe", "--url", "http://127.0.0.1:1/wsman").CombinedOutput(); err == nil {
+		t.Errorf("winrmd probe of a closed port succeeded: %s", out)
+	}
 	r := pywinrmIn(t, netns, "http", "127.0.0.1:5985", "ntlm", user, password, "hostname; id; echo image-ok")
 	want := regexp.MustCompile(`^winrmd-image\nuid=2000\(` + user + `\) gid=2000\(` + user + `\) groups=[^\n]*999\(winrm-remote-users\)[^\n]*\nimage-ok\n$`)
 	if !r.OK || r.ExitCode == nil || *r.ExitCode != 0 || !want.Match(r.Stdout) {

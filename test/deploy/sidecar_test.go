@@ -110,6 +110,7 @@ func procsOfUID(uid int) []int {
 // container is gone the next shell is refused with a fault that says why.
 func TestSidecar(t *testing.T) {
 	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
 	for _, tool := range []string{"runc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
@@ -143,7 +144,7 @@ func TestSidecar(t *testing.T) {
 
 	state := filepath.Join(work, "runc")
 	id := fmt.Sprintf("wrmde2e-sidecar-%d", os.Getpid())
-	var clog strings.Builder
+	var clog syncBuffer
 	run := exec.Command("runc", "--root", state, "run", "--bundle", bundle, id)
 	run.Stdout, run.Stderr = &clog, &clog
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -208,7 +209,7 @@ sidecar:
 	cfgFile := filepath.Join(work, "winrmd.yaml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	ready := filepath.Join(work, "ready.json")
-	var dlog strings.Builder
+	var dlog syncBuffer
 	daemon := exec.Command(bin, "serve", "--config", cfgFile, "--ready-file", ready)
 	daemon.Stdout, daemon.Stderr = &dlog, &dlog
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

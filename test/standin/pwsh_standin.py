@@ -20,14 +20,21 @@ Stopped. Close(pool) or EOF on stdin ends the process.
 
 Arguments are accepted and ignored (the daemon passes pwsh's, e.g.
 `-NoLogo -NoProfile -s`), except `--standin-banner`: print one line to stderr
-at start, which the tests use to say which far end ran.
+at start, which the tests use to say which far end ran; and `--site DIR`:
+import psrpcore from DIR (the test venv's site-packages: the stand-in runs as
+a test user, under the system python3, since the venv's interpreter may live
+where only root can reach it).
 """
+
+import sys
+
+if "--site" in sys.argv[1:-1]:
+    sys.path.insert(0, sys.argv[sys.argv.index("--site") + 1])
 
 import base64
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 import xml.etree.ElementTree as ET

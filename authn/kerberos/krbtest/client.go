@@ -69,10 +69,26 @@ func (c *Client) APReq(spn string, o APReqOptions) ([]byte, error) {
 
 // APReq makes a fresh authenticator for the ticket, whatever its times.
 func (t *Ticket) APReq(o APReqOptions) ([]byte, error) {
+	tok, _, _, err := t.Initiate(o)
+	return tok, err
+}
+
+// Initiate makes an AP-REQ and returns with it the session key and the
+// authenticator's sequence number, which the initiator's side of the
+// context needs (kerberos.FinishInitiator).
+func (t *Ticket) Initiate(o APReqOptions) (token []byte, sessionKey types.EncryptionKey, seq uint64, err error) {
+	tok, auth, err := t.apReq(o)
+	if err != nil {
+		return nil, types.EncryptionKey{}, 0, err
+	}
+	return tok, t.key, uint64(uint32(auth.SeqNumber)), nil
+}
+
+func (t *Ticket) apReq(o APReqOptions) ([]byte, types.Authenticator, error) {
 	c, tkt, key := t.c, t.tkt, t.key
 	auth, err := types.NewAuthenticator(c.cl.Credentials.Domain(), c.cl.Credentials.CName())
 	if err != nil {
-		return nil, err
+		return nil, auth, err
 	}
 	ck := make([]byte, 24)
 	binary.LittleEndian.PutUint32(ck[0:4], 16)
@@ -85,14 +101,14 @@ func (t *Ticket) APReq(o APReqOptions) ([]byte, error) {
 	auth.Cksum = types.Checksum{CksumType: 0x8003, Checksum: ck}
 	req, err := messages.NewAPReq(tkt, key, auth)
 	if err != nil {
-		return nil, err
+		return nil, auth, err
 	}
 	if o.Mutual {
 		types.SetFlag(&req.APOptions, flags.APOptionMutualRequired)
 	}
 	b, err := req.Marshal()
 	if err != nil {
-		return nil, err
+		return nil, auth, err
 	}
 	oid := []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02, 0x01, 0x00}
 	inner := append(oid, b...)
@@ -105,5 +121,5 @@ func (t *Ticket) APReq(o APReqOptions) ([]byte, error) {
 	default:
 		out = append(out, 0x82, byte(l>>8), byte(l))
 	}
-	return append(out, inner...), nil
+	return append(out, inner...), auth, nil
 }

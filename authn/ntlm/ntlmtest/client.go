@@ -32,6 +32,7 @@ type Client struct {
 	MIC                    bool   // MsvAvFlags 0x2 + MIC
 	MICSlotWithoutFlag     []byte // MIC bytes without announcing them
 	CBT                    []byte // MsvAvChannelBindings value; nil = absent
+	TargetName             string // MsvAvTargetName (an SPN); "" = absent
 	ForgeV1                bool   // 24-byte NtChallengeResponse
 	Anonymous              bool
 	TamperMIC              bool
@@ -164,6 +165,12 @@ func (c *Client) Authenticate(challenge []byte) ([]byte, error) {
 	if c.CBT != nil {
 		blobPairs = append(blobPairs, 10, 0, 16, 0)
 		blobPairs = append(blobPairs, c.CBT...)
+	}
+	if c.TargetName != "" {
+		tn := UTF16(c.TargetName)
+		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, 9)
+		blobPairs = binary.LittleEndian.AppendUint16(blobPairs, uint16(len(tn)))
+		blobPairs = append(blobPairs, tn...)
 	}
 	blobPairs = append(blobPairs, 0, 0, 0, 0)
 
