@@ -280,7 +280,7 @@ func TestKeytabReloaded(t *testing.T) {
 	}
 	s := login(t, "alice", "HTTP/rotated")
 	in, _ := s.apReq(t, apReqOpts{})
-	if _, _, err := NewAcceptor(cfg).Step(in); err != nil {
+	if _, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in); err != nil {
 		t.Fatal(err)
 	}
 	// Rotate: new key in the KDC, new keytab file (written aside, renamed).
@@ -298,7 +298,7 @@ func TestKeytabReloaded(t *testing.T) {
 	kt.mu.Unlock()
 	s2 := login(t, "bob", "HTTP/rotated")
 	in2, _ := s2.apReq(t, apReqOpts{})
-	if _, _, err := NewAcceptor(cfg).Step(in2); err != nil {
+	if _, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in2); err != nil {
 		t.Fatalf("ticket under the new key after the keytab changed: %v", err)
 	}
 }
