@@ -180,10 +180,6 @@ func startDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Config
 	return d
 }
 
-func launch(t testing.TB, dir string, c *configs.Config) (*Daemon, error) {
-	return launchWrapped(t, dir, c, nil)
-}
-
 func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (*Daemon, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("test config invalid: %v", err)

@@ -91,12 +91,11 @@ type Info struct {
 func (i *Info) SIDs() []string { return append([]string{i.UserSID}, i.GroupSIDs...) }
 
 type buffer struct {
-	typ        uint32
-	off, size  int
-	sigOff     int // for signature buffers: where the signature value starts
-	sigLen     int
-	sigType    int32
-	hasSigType bool
+	typ       uint32
+	off, size int
+	sigOff    int // for signature buffers: where the signature value starts
+	sigLen    int
+	sigType   int32
 }
 
 // Verify checks the PAC and returns its Info; see the package comment.
