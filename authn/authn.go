@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 )
 
 // Scheme names an HTTP authentication scheme as it appears on the wire.
@@ -179,12 +180,15 @@ func (id *Identity) User() string {
 }
 
 // Key identifies the owner of shells: two identities with the same Key may
-// use each other's shells.
+// use each other's shells. It is the account's name and uid together: an
+// account deleted and re-created under the same name (another uid) does
+// not inherit the old account's shells, nor does another name for the
+// same uid (issue 14.11).
 func (id *Identity) Key() string {
 	if !id.Valid() {
 		return ""
 	}
-	return id.account.Username
+	return id.account.Username + "\x00" + strconv.FormatUint(uint64(id.account.UID), 10)
 }
 
 // Errors a mechanism or the authorizer returns. They are for logs and audit;

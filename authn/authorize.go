@@ -153,6 +153,18 @@ func (a *Authorizer) Groups() []string { return slices.Clone(a.groups) }
 // The account's canonical name (NSS's pw_name) becomes the Identity's user,
 // so every spelling owns the same shells.
 func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
+	return a.authorize(p, scheme, false)
+}
+
+// AuthorizeUncached decides afresh from the account database, and
+// refreshes the cache with the answer. A shell is created with it, so a
+// worker never starts with the uid or groups of an account that was
+// deleted or re-created within the cache's lifetime (issue 14.11).
+func (a *Authorizer) AuthorizeUncached(p Principal, scheme Scheme) (*Identity, error) {
+	return a.authorize(p, scheme, true)
+}
+
+func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identity, error) {
 	if a == nil {
 		return nil, fmt.Errorf("%w: no authorizer", ErrBackend)
 	}
@@ -171,7 +183,7 @@ func (a *Authorizer) Authorize(p Principal, scheme Scheme) (*Identity, error) {
 	now := a.now()
 	a.mu.Lock()
 	d, ok := a.cache[key]
-	if ok && now.After(d.expires) {
+	if ok && (fresh || now.After(d.expires)) {
 		delete(a.cache, key)
 		ok = false
 	}

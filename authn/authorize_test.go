@@ -124,7 +124,7 @@ func TestAuthorize(t *testing.T) {
 			if !id.Valid() || id.User() != tt.want || id.Account().UID != tt.wantUID {
 				t.Fatalf("identity = %q uid %d, want %q uid %d", id.User(), id.Account().UID, tt.want, tt.wantUID)
 			}
-			if id.Principal() != tt.p || id.Scheme() != SchemeNegotiate || id.Key() != tt.want {
+			if id.Principal() != tt.p || id.Scheme() != SchemeNegotiate || id.Key() != tt.want+"\x00"+strconv.FormatUint(uint64(tt.wantUID), 10) {
 				t.Fatalf("identity carries principal %+v scheme %q key %q", id.Principal(), id.Scheme(), id.Key())
 			}
 		})

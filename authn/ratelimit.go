@@ -23,6 +23,16 @@ type RateLimitConfig struct {
 	Lockout time.Duration
 	// MaxLockout bounds a lockout (default 15 minutes).
 	MaxLockout time.Duration
+	// AccountMaxFailures is how many failures one account may have from
+	// all sources together within Window before it is locked for sources
+	// that never logged on to it (default 4 × MaxFailures). The lockout is
+	// Lockout, never escalated, and a source that has logged on to the
+	// account before passes it: the owner keeps logging on from where they
+	// usually do while strangers guess.
+	AccountMaxFailures int
+	// Exempt accounts are never locked account-wide (like Windows'
+	// built-in Administrator); per-source limits still apply to them.
+	Exempt []string
 	// MaxEntries bounds each table (sources and accounts) (default 10000).
 	// When a table is full the least recently failed entry is dropped.
 	MaxEntries int
@@ -39,26 +49,27 @@ const (
 	DefaultRateLimitTables = 10000
 )
 
-// RateLimiter throttles password guessing per source address and per
-// account. A mechanism calls Allow before verifying anything, then Fail or
-// Success with the outcome. A source or account with MaxFailures failures
-// inside Window is locked out for Lockout; once locked out, each further
-// failure locks it again for twice as long, up to MaxLockout (exponential
-// back-off). Memory is bounded: each table holds at most MaxEntries entries
-// and quiet entries expire.
+// RateLimiter throttles password guessing per source address, per (source,
+// account) pair and per account. A mechanism calls Allow before verifying
+// anything, then Fail or Success with the outcome. A source, or an account
+// from one source, with MaxFailures failures inside Window is locked out
+// for Lockout; once locked out, each further failure locks it again for
+// twice as long, up to MaxLockout (exponential back-off). An account with
+// AccountMaxFailures failures from all sources is locked for Lockout, only
+// for sources that never logged on to it (see AccountMaxFailures): one
+// foreign source can neither lock the owner out from another address nor,
+// limited by its own lockouts, keep the account locked. Memory is bounded:
+// each table holds at most MaxEntries entries and quiet entries expire.
 //
 // IPv6 sources are counted per /64, the smallest block one host usually
 // controls; IPv4 sources (and IPv4-mapped IPv6) per address. Accounts are
 // counted by the local name they map to (MapName, case-insensitive), so
 // "CORP\alice", "alice@CORP" and "Alice" share one counter.
 //
-// Success clears the account's entry but not the source's: otherwise an
-// attacker holding one valid account could interleave good logons to keep
-// spraying other accounts from the same address.
-//
-// A per-account lockout lets anyone lock an account out for up to
-// MaxLockout, as Windows' account lockout policy does; the bound keeps that
-// a delay, never a permanent denial.
+// Success clears the pair's and the account's entries but not the
+// source's: otherwise an attacker holding one valid account could
+// interleave good logons to keep spraying other accounts from the same
+// address. It also remembers the pair as known-good.
 //
 // Requests that are in flight together are not counted until they fail, so
 // a burst of concurrent guesses can exceed MaxFailures by the burst size;
@@ -66,11 +77,17 @@ const (
 //
 // It is safe for concurrent use.
 type RateLimiter struct {
-	cfg   RateLimitConfig
-	mu    sync.Mutex
-	srcs  limitTable
-	users limitTable
+	cfg    RateLimitConfig
+	exempt map[string]bool
+	mu     sync.Mutex
+	srcs   limitTable
+	pairs  limitTable // source + account
+	users  limitTable // account, all sources
+	good   map[string]time.Time
 }
+
+// knownGoodFor is how long a successful logon vouches for its source.
+const knownGoodFor = 30 * 24 * time.Hour
 
 // NewRateLimiter returns a RateLimiter; zero fields of cfg take defaults.
 func NewRateLimiter(cfg RateLimitConfig) *RateLimiter {
@@ -92,11 +109,18 @@ func NewRateLimiter(cfg RateLimitConfig) *RateLimiter {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = DefaultRateLimitTables
 	}
+	if cfg.AccountMaxFailures <= 0 {
+		cfg.AccountMaxFailures = 4 * cfg.MaxFailures
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	rl := &RateLimiter{cfg: cfg}
+	rl := &RateLimiter{cfg: cfg, exempt: map[string]bool{}, good: map[string]time.Time{}}
+	for _, u := range cfg.Exempt {
+		rl.exempt[accountKey(u)] = true
+	}
 	rl.srcs.init(cfg.MaxEntries)
+	rl.pairs.init(cfg.MaxEntries)
 	rl.users.init(cfg.MaxEntries)
 	return rl
 }
@@ -115,11 +139,25 @@ func (rl *RateLimiter) Allow(ip netip.Addr, user string) error {
 		return fmt.Errorf("%w: source %s locked out for %s", ErrRateLimited, ip, d.Round(time.Second))
 	}
 	if user != "" {
-		if d := rl.users.lockedFor(accountKey(user), now, rl.cfg.Window); d > 0 {
-			return fmt.Errorf("%w: account locked out for %s", ErrRateLimited, d.Round(time.Second))
+		acct := accountKey(user)
+		pair := sourceKey(ip) + "\x00" + acct
+		if d := rl.pairs.lockedFor(pair, now, rl.cfg.Window); d > 0 {
+			return fmt.Errorf("%w: account locked out for this source for %s", ErrRateLimited, d.Round(time.Second))
+		}
+		if d := rl.users.lockedFor(acct, now, rl.cfg.Window); d > 0 && !rl.knownGood(pair, now) {
+			return fmt.Errorf("%w: account locked out for sources it never logged on from, for %s", ErrRateLimited, d.Round(time.Second))
 		}
 	}
 	return nil
+}
+
+func (rl *RateLimiter) knownGood(pair string, now time.Time) bool {
+	t, ok := rl.good[pair]
+	if ok && now.Sub(t) > knownGoodFor {
+		delete(rl.good, pair)
+		return false
+	}
+	return ok
 }
 
 // Fail records a failed attempt (bad password, unknown account, malformed
@@ -133,7 +171,11 @@ func (rl *RateLimiter) Fail(ip netip.Addr, user string) {
 	defer rl.mu.Unlock()
 	rl.srcs.fail(sourceKey(ip), now, &rl.cfg)
 	if user != "" {
-		rl.users.fail(accountKey(user), now, &rl.cfg)
+		acct := accountKey(user)
+		rl.pairs.fail(sourceKey(ip)+"\x00"+acct, now, &rl.cfg)
+		if !rl.exempt[acct] {
+			rl.users.failFlat(acct, now, &rl.cfg)
+		}
 	}
 }
 
@@ -143,9 +185,24 @@ func (rl *RateLimiter) Success(ip netip.Addr, user string) {
 	if rl == nil || user == "" {
 		return
 	}
+	now := rl.cfg.Now()
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	rl.users.remove(accountKey(user))
+	acct := accountKey(user)
+	pair := sourceKey(ip) + "\x00" + acct
+	rl.pairs.remove(pair)
+	rl.users.remove(acct)
+	if _, ok := rl.good[pair]; !ok && len(rl.good) >= rl.cfg.MaxEntries {
+		for k, t := range rl.good {
+			if now.Sub(t) > knownGoodFor || len(rl.good) >= rl.cfg.MaxEntries {
+				delete(rl.good, k) // expired first; else an arbitrary one
+			}
+			if len(rl.good) < rl.cfg.MaxEntries {
+				break
+			}
+		}
+	}
+	rl.good[pair] = now
 }
 
 // sourceKey is the table key for a source address.
@@ -256,6 +313,35 @@ func (t *limitTable) fail(key string, now time.Time, cfg *RateLimitConfig) {
 	if e.lockouts > 0 || e.failures >= cfg.MaxFailures {
 		e.lockouts++
 		e.lockedUntil = now.Add(backoff(cfg.Lockout, cfg.MaxLockout, e.lockouts))
+		e.failures = 0
+		e.windowStart = now
+	}
+}
+
+// failFlat counts a failure against the account-wide threshold: a lockout
+// of cfg.Lockout each time AccountMaxFailures accumulate, never escalated.
+func (t *limitTable) failFlat(key string, now time.Time, cfg *RateLimitConfig) {
+	e, ok := t.m[key]
+	if ok && e.expired(now, cfg.Window) {
+		t.remove(key)
+		ok = false
+	}
+	if !ok {
+		t.makeRoom(now, cfg.Window)
+		e = &limitEntry{key: key, windowStart: now}
+		e.elem = t.lru.PushFront(e)
+		t.m[key] = e
+	} else {
+		t.lru.MoveToFront(e.elem)
+	}
+	e.last = now
+	if now.Sub(e.windowStart) >= cfg.Window {
+		e.failures = 0
+		e.windowStart = now
+	}
+	e.failures++
+	if e.failures >= cfg.AccountMaxFailures {
+		e.lockedUntil = now.Add(cfg.Lockout)
 		e.failures = 0
 		e.windowStart = now
 	}

@@ -53,6 +53,13 @@ func TestRateLimiter(t *testing.T) {
 		}
 		return s
 	}
+	manySources := func(n int, u string) []step {
+		s := make([]step, n)
+		for i := range s {
+			s[i] = fail(netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}), u)
+		}
+		return s
+	}
 	seq := func(parts ...any) []step {
 		var out []step
 		for _, p := range parts {
@@ -72,7 +79,11 @@ func TestRateLimiter(t *testing.T) {
 	}{
 		{"fresh source and account pass", seq(ok(a, "alice"))},
 		{"four failures pass", seq(fails(4, a, "alice"), ok(a, "alice"))},
-		{"fifth failure locks source and account", seq(fails(5, a, "alice"), no(a, "alice"), no(a, "bob"), no(b, "alice"), ok(b, "bob"))},
+		{"fifth failure locks the source, not the account elsewhere", seq(fails(5, a, "alice"), no(a, "alice"), no(a, "bob"), ok(b, "alice"), ok(b, "bob"))},
+		{"the right password from another source during a lockout (issue 14.7)",
+			seq(fails(5, a, "alice"), wait(50*time.Second), fail(a, "alice"), no(a, "alice"), ok(b, "alice"), succ(b, "alice"), no(a, "alice"))},
+		{"one source keeps nobody else out", seq(fails(5, a, "alice"), wait(31*time.Second), fail(a, "alice"), wait(61*time.Second),
+			fail(a, "alice"), wait(121*time.Second), fail(a, "alice"), no(a, "alice"), ok(b, "alice"), ok(v6a, "alice"))},
 		{"lockout ends after 30s", seq(fails(5, a, "alice"), wait(29*time.Second), no(a, "alice"), wait(time.Second), ok(a, "alice"))},
 		{"failures outside the window do not add up",
 			seq(fails(4, a, "alice"), wait(5*time.Minute), fails(4, a, "alice"), ok(a, "alice"))},
@@ -92,15 +103,18 @@ func TestRateLimiter(t *testing.T) {
 			seq(fails(5, a, "alice"), succ(a, "alice"), no(a, "bob"), ok(b, "alice"))},
 		{"spraying many accounts from one source",
 			seq(fail(a, "u1"), fail(a, "u2"), fail(a, "u3"), fail(a, "u4"), fail(a, "u5"), no(a, "u6"), ok(b, "u1"))},
-		{"one account from many sources",
-			seq(fail(a, "alice"), fail(b, "alice"), fail(v6a, "alice"), fail(v6c, "alice"),
-				ok(a, "alice"), fail(netip.MustParseAddr("198.51.100.1"), "alice"), no(netip.MustParseAddr("198.51.100.9"), "alice"), ok(b, "bob"))},
+		{"one account from many sources locks it for strangers",
+			seq(manySources(19, "alice"), ok(a, "alice"), manySources(20, "alice")[19], no(a, "alice"), ok(b, "bob"),
+				wait(30*time.Second), ok(a, "alice"))},
+		{"a source that logged on before passes the account-wide lock",
+			seq(succ(b, "alice"), manySources(20, "alice"), no(a, "alice"), ok(b, "alice"))},
 		{"IPv6 counts per /64", seq(fails(5, v6a, "x"), no(v6b, "y"), ok(v6c, "y"))},
 		{"IPv4-mapped IPv6 is the IPv4 source", seq(fails(5, mapped, "x"), no(a, "y"))},
-		{"account names fold and map", seq(fail(a, "ALICE"), fail(b, "CORP\\alice"), fail(v6a, "alice@REALM"),
-			fail(v6c, "Alice"), fail(mapped, "alice"), no(netip.MustParseAddr("203.0.113.1"), "alice"))},
+		{"account names fold and map", seq(fail(a, "ALICE"), fail(a, "CORP\\alice"), fail(a, "alice@REALM"),
+			fail(a, "Alice"), ok(b, "alice"), succ(b, "alice"), fail(b, "ALICE"), fail(b, "CORP\\alice"), fail(b, "alice@REALM"),
+			fail(b, "Alice"), fail(b, "alice"), no(b, "alice"))},
 		{"empty user counts the source only", seq(fails(5, a, ""), no(a, ""), no(a, "bob"), ok(b, "bob"))},
-		{"unmappable names are counted too", seq(fails(5, a, "HTTP/x@R"), ok(b, "bob"), no(b, "HTTP/x@R"))},
+		{"unmappable names are counted too", seq(manySources(20, "HTTP/x@R"), ok(b, "bob"), no(b, "HTTP/x@R"))},
 		{"invalid address is one source", seq(fails(5, netip.Addr{}, "x"), no(netip.Addr{}, "y"))},
 	}
 	for _, tt := range tests {
@@ -126,6 +140,26 @@ func TestRateLimiter(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Named accounts are never locked account-wide; per-source limits still
+// hold for them.
+func TestRateLimiterExempt(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	rl := NewRateLimiter(RateLimitConfig{Now: clk.now, Exempt: []string{"Administrator"}})
+	for i := 0; i < 40; i++ {
+		rl.Fail(netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}), "administrator")
+	}
+	if err := rl.Allow(netip.MustParseAddr("192.0.2.7"), "Administrator"); err != nil {
+		t.Fatalf("exempt account locked account-wide: %v", err)
+	}
+	src := netip.MustParseAddr("192.0.2.8")
+	for i := 0; i < 5; i++ {
+		rl.Fail(src, "Administrator")
+	}
+	if err := rl.Allow(src, "Administrator"); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("exempt account, guessing source not limited: %v", err)
 	}
 }
 

@@ -96,6 +96,11 @@ type Auth struct {
 	Certificate       bool   `yaml:"certificate"`
 	CredSSP           bool   `yaml:"credssp"`
 	CBTHardeningLevel string `yaml:"cbt_hardening_level"` // none | relaxed | strict
+	// FailureDelayMS is how long after a credential check began every
+	// refusal (wrong password, unknown account, or a right password for a
+	// refused account) is answered, so timing does not tell them apart.
+	// Not a Windows knob; 0 disables.
+	FailureDelayMS int `yaml:"failure_delay_ms"`
 }
 
 // Winrs mirrors winrm/config/winrs.
@@ -134,6 +139,10 @@ type Accounts struct {
 	StoreFile string `yaml:"store_file"`
 	// Winbind enables NTLM verification through Samba's ntlm_auth helper.
 	Winbind Winbind `yaml:"winbind"`
+	// LockoutExempt names accounts never locked out account-wide by failed
+	// logons from many sources (like Windows' built-in Administrator);
+	// guessing from one source is limited for them too.
+	LockoutExempt []string `yaml:"lockout_exempt,omitempty"`
 }
 
 // Kerberos configures the Kerberos acceptor (Negotiate and the Kerberos
@@ -248,6 +257,7 @@ func Default() *Config {
 				Certificate:       false,
 				CredSSP:           false,
 				CBTHardeningLevel: "relaxed",
+				FailureDelayMS:    3000,
 			},
 			ReadHeaderTimeoutMS:     10000,
 			IdleConnectionTimeoutMS: 120000,
@@ -446,6 +456,9 @@ func (c *Config) Validate() error {
 	}
 	if !s.Auth.Basic && !s.Auth.Negotiate && !s.Auth.Kerberos && !s.Auth.Certificate {
 		return bad("service.auth", "no authentication scheme is enabled")
+	}
+	if s.Auth.FailureDelayMS < 0 || s.Auth.FailureDelayMS > 30000 {
+		return bad("service.auth.failure_delay_ms", "must be 0..30000, not %d", s.Auth.FailureDelayMS)
 	}
 	if s.ReadHeaderTimeoutMS < 100 {
 		return bad("service.read_header_timeout_ms", "must be at least 100, not %d", s.ReadHeaderTimeoutMS)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,6 +41,13 @@ type connState struct {
 	authzAt  time.Time // when identity was last authorized
 	sealer   authn.Sealer
 	basicKey [32]byte // hash of the Basic value that produced identity
+	// basicVersion is the credential sources' version when basicKey was
+	// verified.
+	basicVersion string
+
+	// idleSince is when the connection went idle between requests (unix
+	// nanoseconds), 0 while a request is in flight (evict.go).
+	idleSince atomic.Int64
 }
 
 type connKey struct{}
@@ -60,6 +68,8 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 		if s.d.Metrics != nil {
 			s.d.Metrics.Connections.Inc()
 		}
+	case http.StateIdle, http.StateActive:
+		s.markIdle(c, cs == http.StateIdle)
 	case http.StateHijacked, http.StateClosed:
 		if v, ok := s.conns.Load(c); ok {
 			if cl, ok := v.(*connState).closer(); ok {
@@ -102,6 +112,9 @@ type reply struct {
 	// unread: the request body was not read; a declared one closes the
 	// connection (a refusal never reads a body).
 	unread bool
+	// reset forgets the connection's security context once the reply
+	// (sealed with it, if the request was) has been sent.
+	reset bool
 }
 
 // refuse is an empty-bodied refusal sent without reading the body.
@@ -225,7 +238,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, stage := range []func(*exchange) *reply{
-		s.authenticate, s.authorizeConn, s.readRequest, s.unseal, s.parse, s.dispatch,
+		s.authenticate, s.authorizeConn, s.readRequest, s.unseal, s.parse, s.recheckCreate, s.dispatch,
 	} {
 		if rep := stage(x); rep != nil {
 			s.send(x, rep)
@@ -237,6 +250,9 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 // send writes a reply: the scheme offer and connection headers, then the
 // envelope (sealed when the request was) or an empty body.
 func (s *Server) send(x *exchange, rep *reply) {
+	if rep.reset {
+		defer x.st.reset()
+	}
 	h := x.w.Header()
 	if rep.refusalToken != "" {
 		h.Set("WWW-Authenticate", rep.refusalToken)
@@ -495,6 +511,34 @@ func (s *Server) parse(x *exchange) *reply {
 	return nil
 }
 
+// recheckCreate: a worker is about to start as this account, so the
+// account database decides itself, not a cached decision: a deleted or
+// re-created account never gets a worker with a stale uid or groups
+// (issue 14.11).
+func (s *Server) recheckCreate(x *exchange) *reply {
+	if x.msg.Header.Action != wsman.ActionCreate {
+		return nil
+	}
+	u, ok := s.d.Authorizer.(UncachedAuthorizer)
+	if !ok {
+		return nil
+	}
+	st := x.st
+	fresh, err := u.AuthorizeUncached(x.id.Principal(), x.id.Scheme())
+	if err != nil {
+		reason := err.Error()
+		x.log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
+		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, x.id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
+			zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
+		s.countRequest(x.action, "denied")
+		rep := s.faultReply(wsman.AccessDenied("Access is denied."), x.msg.Header.MessageID, true)
+		rep.reset = true
+		return rep
+	}
+	st.identity, x.id = fresh, fresh
+	return nil
+}
+
 // dispatch hands the message to the session layer, which may block
 // (Receive): the connection's lock is released meanwhile, so other
 // connections proceed. It always ends the exchange.
@@ -628,20 +672,32 @@ func (s *Server) basic(x *exchange, token string) *reply {
 		return refuse(http.StatusUnauthorized, true, true)
 	}
 	key := sha256.Sum256([]byte(token))
-	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 {
+	// The same credentials on the same connection are not verified again
+	// while the credential sources are unchanged and the last check is
+	// younger than reauthorizeEvery: a password change or removal then
+	// takes effect on open connections too.
+	version := ""
+	if v, ok := s.d.Basic.(interface{ SourceVersion() string }); ok {
+		version = v.SourceVersion()
+	}
+	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 &&
+		version == st.basicVersion && time.Since(st.authzAt) <= reauthorizeEvery {
 		return nil
 	}
 	st.reset()
+	checked := time.Now()
 	p, err := s.d.Basic.Authenticate(x.r.Context(), st.remote, token)
 	if err != nil {
 		s.logonFailure(x, "Basic", p.Name, err)
+		failureDelay(x.r, cfg, checked, err)
 		return refuse(http.StatusUnauthorized, true, true)
 	}
 	id, rep := s.authorize(x, p, authn.SchemeBasic)
 	if rep != nil {
+		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
 		return rep
 	}
-	st.identity, st.scheme, st.basicKey, st.authzAt = id, authn.SchemeBasic, key, time.Now()
+	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
 	return nil
 }
 
@@ -727,6 +783,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 	if st.l.certs != nil {
 		ci.ChannelBinding = st.l.certs.ChannelBinding()
 	}
+	checked := time.Now()
 	out, done, err := st.authCtx.Step(x.r.Context(), ci, in)
 	if err != nil {
 		name := ""
@@ -735,6 +792,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 		}
 		st.reset()
 		s.logonFailure(x, string(sch), name, err)
+		failureDelay(x.r, cfg, checked, err)
 		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
 		// only WWW-Authenticate line (clients read the token at its end).
 		return out, false, refuse(http.StatusUnauthorized, len(out) == 0, true)
@@ -746,6 +804,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 	id, rep := s.authorize(x, p, sch)
 	if rep != nil {
 		st.reset()
+		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
 		return nil, false, rep
 	}
 	st.identity, st.authzAt = id, time.Now()
@@ -849,5 +908,30 @@ func (s *Server) countAuth(scheme, result string) {
 			scheme = "unknown"
 		}
 		s.d.Metrics.AuthAttempts.WithLabelValues(scheme, result).Inc()
+	}
+}
+
+// failureDelay holds every 401 that follows a credential check until
+// service.auth.failure_delay_ms after the check began, whatever refused it:
+// a wrong password (which PAM itself delays), an unknown account, or a
+// right password for an account the policy refuses. Without it, a refusal
+// after a successful check answers at once and tells a guesser the
+// password was right (issue 14.9). Malformed and unsupported tokens are
+// refused before any check and are not delayed. The delay is a floor:
+// choose it above the PAM stack's own delay (pam_faildelay's 2 s, which
+// Linux-PAM varies by up to a quarter).
+func failureDelay(r *http.Request, cfg *configs.Config, checked time.Time, err error) {
+	if errors.Is(err, authn.ErrMalformed) || errors.Is(err, authn.ErrUnsupported) {
+		return
+	}
+	wait := time.Until(checked.Add(time.Duration(cfg.Service.Auth.FailureDelayMS) * time.Millisecond))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
 	}
 }

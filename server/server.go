@@ -36,6 +36,12 @@ type Authorizer interface {
 	Authorize(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
 }
 
+// UncachedAuthorizer is an Authorizer that can decide without its cache;
+// shells are created with it.
+type UncachedAuthorizer interface {
+	AuthorizeUncached(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
+}
+
 // ContextFactory makes a fresh connection-bound security context for an
 // HTTP scheme, or returns nil when the scheme is not available. The
 // connection's details (address, TLS, channel binding) reach the context
@@ -75,6 +81,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []*listener
+	reapOnce  sync.Once
+	stopReap  chan struct{}
+	stopOnce  sync.Once
 	draining  atomic.Bool
 }
 
@@ -100,7 +109,7 @@ func New(d Deps) (*Server, error) {
 	if d.Authorizer == nil || d.Sessions == nil {
 		return nil, errors.New("server: Authorizer and Sessions are required")
 	}
-	s := &Server{d: d, log: d.Log.Named("server"), slots: make(chan struct{}, d.Config.Service.MaxConnections)}
+	s := &Server{d: d, log: d.Log.Named("server"), slots: make(chan struct{}, d.Config.Service.MaxConnections), stopReap: make(chan struct{})}
 	if err := s.applyConfig(d.Config); err != nil {
 		return nil, err
 	}
@@ -135,6 +144,7 @@ func (s *Server) Reload(c *configs.Config) error { return s.applyConfig(c) }
 // Start binds every listener and serves in the background.
 func (s *Server) Start() ([]Bound, error) {
 	c := s.cfg.Load()
+	s.reapOnce.Do(func() { go s.reapIdleUnauthenticated() })
 	var out []Bound
 	for _, lc := range c.Listeners {
 		addr := lc.Address
@@ -223,6 +233,7 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.stopOnce.Do(func() { close(s.stopReap) })
 	s.mu.Lock()
 	ls := append([]*listener(nil), s.listeners...)
 	s.mu.Unlock()
@@ -241,6 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() {
+	s.stopOnce.Do(func() { close(s.stopReap) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.listeners {
@@ -280,6 +292,16 @@ func (g *gatedListener) Accept() (net.Conn, error) {
 		select {
 		case g.s.slots <- struct{}{}:
 		default:
+			// Full: an idle connection that never authenticated gives
+			// its slot to the newcomer (evict.go), so unauthenticated
+			// connections can never lock real clients out.
+			if g.s.evictIdleUnauthenticated() {
+				select {
+				case g.s.slots <- struct{}{}:
+					return &slotConn{Conn: c, release: func() { <-g.s.slots }}, nil
+				default:
+				}
+			}
 			g.s.refuse("max_connections")
 			g.s.log.Warn("connection refused: max_connections reached", zap.String(obs.FRemoteAddr, addr.String()))
 			c.Close()

@@ -454,6 +454,23 @@ func TestADWinbindMember(t *testing.T) {
 	if n := dm.executions().commandStarts; n != 4 {
 		t.Errorf("%d commands started, want 4 (2 users × 2 clients; none for the refused)", n)
 	}
+	noSecretsIn(t, dm, d)
+}
+
+// noSecretsIn: no domain password appears in the daemon's log or audit.
+func noSecretsIn(t *testing.T, dm *Daemon, d *addc.Domain) {
+	t.Helper()
+	for _, f := range []string{dm.Stderr, dm.Audit} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []addc.User{d.Admin, d.Operator, d.Plain, d.Big, d.Administrator} {
+			if bytes.Contains(b, []byte(u.Password)) {
+				t.Errorf("%s contains the password of %s", f, u.Name)
+			}
+		}
+	}
 }
 
 // adCCaches kinits every test user of the domain into dir/<name>.cc
@@ -637,11 +654,23 @@ func TestADConstrainedDelegationShell(t *testing.T) {
 		return `/usr/bin/python3 -c "import gssapi; print('token', len(gssapi.SecurityContext(name=gssapi.Name('` + svc + `@` + host +
 			`', gssapi.NameType.hostbased_service), usage='initiate').step()))" 2>&1 | tail -1`
 	}
-	r := pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo $KRB5CCNAME; " + gss(addc.AllowedSPN) + "; klist"})
+	r := pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo $KRB5CCNAME; stat -c cache=%a:%U \"${KRB5CCNAME#FILE:}\"; " + gss(addc.AllowedSPN) + "; klist"})
 	if !r.OK {
 		t.Fatalf("shell: %s", r)
 	}
 	out := string(r.Stdout)
+	// The shell's own cache: the user's, 0600, gone with the shell.
+	if !strings.Contains(out, "cache=600:"+d.Operator.Name) {
+		t.Errorf("the delegated cache is not the user's own 0600 file:\n%s", out)
+	}
+	ccPath := strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "FILE:")
+	if ccPath == "" {
+		t.Fatalf("no KRB5CCNAME in the shell:\n%s", out)
+	}
+	waitFor(t, 10*time.Second, "the delegated cache removed with the shell", func() bool {
+		_, err := os.Stat(ccPath)
+		return os.IsNotExist(err)
+	})
 	t.Logf("shell output:\n%s", out)
 	if !strings.Contains(out, "token ") || !strings.Contains(out, "Default principal: "+d.Operator.Principal()) || !strings.Contains(out, addc.AllowedSPN) {
 		t.Fatalf("S4U2Proxy to %s from the shell did not work:\n%s", addc.AllowedSPN, out)
@@ -655,4 +684,53 @@ func TestADConstrainedDelegationShell(t *testing.T) {
 		t.Fatalf("S4U2Proxy to %s (not allowed) from the shell:\n%s", addc.RefusedSPN, out)
 	}
 	t.Logf("refused as expected:\n%s", out)
+
+	// A ticket that is not forwardable (kinit -F) cannot be evidence: the
+	// logon works, the shell has no delegated cache, the log says why.
+	nf := t.TempDir()
+	cmd := exec.Command("kinit", "-F", "-c", "FILE:"+filepath.Join(nf, d.Operator.Name+".cc"), d.Operator.Principal())
+	cmd.Env = d.Env("")
+	cmd.Stdin = strings.NewReader(d.Operator.Password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kinit -F: %v %s", err, out)
+	}
+	conn.CCacheDir = nf
+	r = pyDriver{"pywinrm"}.Do(t, conn, Spec{Op: "run", Command: "echo \"cc=$KRB5CCNAME\""})
+	wantOut(t, r, "cc=\n", "", 0)
+	if !strings.Contains(tail(dm.Stderr, 200), "no S4U2Proxy cache for "+d.Operator.Principal()) {
+		t.Errorf("the log does not say why the non-forwardable logon got no delegation:\n%s", tail(dm.Stderr, 10))
+	}
+	noSecretsIn(t, dm, d)
+}
+
+// TestADCredSSP: CredSSP for a domain account on the joined member. The
+// inner NTLM logon goes through winbind, the delegated password is checked
+// by the domain controller (an NTLMv2 proof through winbind), and with the
+// domain's KDC configured the shell gets a TGT from it (the second hop).
+// A wrong delegated password is refused.
+func TestADCredSSP(t *testing.T) {
+	d, m := needADMember(t)
+	dm := adDaemon(t, d, m, func(c *configs.Config) {
+		c.Service.Auth.CredSSP = true
+		c.Kerberos.Krb5Conf = d.Krb5Conf
+	})
+	h, p := hostPort(t, dm.HTTP)
+	for _, drv := range []driver{pyDriver{"pywinrm"}, pyDriver{"pypsrp"}} {
+		r := drv.Do(t, Conn{Scheme: "http", Host: h, Port: p, Auth: "credssp", Encryption: "auto", User: addc.NetBIOS + `\` + d.Admin.Name, Password: d.Admin.Password},
+			Spec{Op: "run", Command: "id -un; klist 2>&1"})
+		if !r.OK {
+			t.Fatalf("%s: %s", drv.Name(), r)
+		}
+		out := string(r.Stdout)
+		if !strings.HasPrefix(out, d.Admin.Name+"\n") || !strings.Contains(out, "krbtgt/"+addc.Realm+"@"+addc.Realm) {
+			t.Fatalf("%s: CredSSP shell of a domain account without its TGT:\n%s", drv.Name(), out)
+		}
+	}
+	before := dm.executions()
+	bad := (pyDriver{"credssp_attack"}).Do(t, Conn{Scheme: "https", Host: h, Port: mustPort(dm.HTTPS), User: addc.NetBIOS + `\` + d.Admin.Name, Password: d.Admin.Password},
+		Spec{Op: "wrong_password", Command: createXML(), Env: map[string]string{"password": "wrong-" + d.Admin.Password}})
+	if bad.OK {
+		t.Fatalf("a wrong delegated password for a domain account was accepted: %s", bad)
+	}
+	wantNothingRan(t, dm, before)
 }

@@ -149,8 +149,11 @@ func (p pyDriver) Supports(op string, c Conn) bool {
 	case p.client == "awinrm":
 		// awinrm speaks only Negotiate (NTLM inside SPNEGO, asyauth) and
 		// seals every message, on HTTPS too; it has no Basic and no raw
-		// NTLM, so it runs where the matrix asks for Negotiate.
-		return c.Auth == "negotiate"
+		// NTLM, so it runs where the matrix asks for Negotiate. Its
+		// Negotiate carries NTLM only (it needs the password): a
+		// Kerberos-by-ticket run (a credential cache, no password) is
+		// not something it can express, so it sits those out.
+		return c.Auth == "negotiate" && c.CCacheDir == ""
 	}
 	return true
 }

@@ -38,7 +38,14 @@ func TestCredSSP(t *testing.T) {
 			drv := pyDriver{client}
 			t.Run(scheme+"/"+client, func(t *testing.T) {
 				x := &ictx{d: d, drv: drv, base: credsspConn(d, scheme, w.admin)}
-				for _, sc := range certCore {
+				core := certCore
+				if scheme == "http" {
+					// Bodies over 16 KiB both ways: multipart/x-multi-encrypted
+					// in CredSSP chunks (150 KB of stdin, 5 MiB of output).
+					core = append(append([]scenario{}, certCore...),
+						scenario{"stdin_150KB", "", scStdin}, scenario{"output_5MiB_sha256", "", scBigOutput})
+				}
+				for _, sc := range core {
 					sc := sc
 					t.Run(sc.name, func(t *testing.T) {
 						t.Cleanup(func() { checkNoLeftovers(t, "after "+sc.name, 5*time.Second) })

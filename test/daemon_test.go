@@ -114,6 +114,9 @@ func (w *world) baseConfig(dir string) *configs.Config {
 	c.Service.Auth.Negotiate = true
 	c.Service.Auth.Kerberos = false
 	c.Service.Auth.CBTHardeningLevel = "relaxed"
+	// A short refusal floor keeps the suite's many refused logons quick;
+	// TestSecurityTimingOracle runs with a real one.
+	c.Service.Auth.FailureDelayMS = 200
 	c.Authorization.AllowedGroups = nil // the defaults: admin groups + winrm-remote-users
 	c.Authorization.AllowRoot = false
 	c.Accounts.PAMService = ""

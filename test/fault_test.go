@@ -247,6 +247,8 @@ func TestFaultKillDaemon(t *testing.T) {
 	d.expectExit = true
 	defer relFaultDone(t, 1)
 
+	type held struct{ sh *winrsShell }
+	var hs []held
 	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
@@ -273,6 +275,7 @@ func TestFaultKillDaemon(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		hs = append(hs, held{sh: sh})
 	}
 	before := relProcsOf(w.admin.UID, w.admin2.UID)
 	t.Logf("%d processes of the test users before the kill", len(before))
@@ -301,6 +304,30 @@ func TestFaultKillDaemon(t *testing.T) {
 	}
 	d.stopped = true
 	d.unregister()
+
+	// A daemon killed with SIGKILL cannot remove its shells' cgroups (the
+	// next daemon reuses one only under the same shell id): each must be
+	// empty now, and the test removes them so the run leaves none behind.
+	for _, h := range hs {
+		for _, dir := range shellCgroupDirs(h.sh.ID) {
+			if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+				t.Errorf("cgroup %s of a shell of the killed daemon still holds processes: %s", dir, bytes.Fields(b))
+				continue
+			}
+			var err error
+			for i := 0; i < 200; i++ { // EBUSY while the kernel releases the exited tasks
+				if err = syscall.Rmdir(dir); err == nil || errors.Is(err, syscall.ENOENT) || !errors.Is(err, syscall.EBUSY) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err != nil && !errors.Is(err, syscall.ENOENT) {
+				t.Errorf("removing %s, a cgroup of a shell of the killed daemon: %v", dir, err)
+			} else {
+				t.Logf("removed %s (empty), a cgroup of a shell of the killed daemon", dir)
+			}
+		}
+	}
 
 	// Restart on the same configuration: same ports, same audit file.
 	t1 := time.Now()
@@ -1100,4 +1127,21 @@ func relLogLevelLines(d *Daemon, offset int64, level string) int {
 		}
 	}
 	return n
+}
+
+// shellCgroupDirs lists the cgroup directories (v1: one per controller; v2:
+// one) named after a shell id, as the isolation layer names them.
+func shellCgroupDirs(id string) []string {
+	var dirs []string
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		if strings.EqualFold(e.Name(), id) {
+			dirs = append(dirs, p)
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return dirs
 }

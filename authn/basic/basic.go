@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"syscall"
 	"unicode"
 	"unicode/utf8"
 
@@ -196,6 +197,28 @@ func (a *Authenticator) VerifyPassword(ctx context.Context, remote netip.Addr, u
 		lim.Fail(remote, user)
 	}
 	return err
+}
+
+// shadowFile is where PAM's pam_unix keeps password hashes.
+const shadowFile = "/etc/shadow"
+
+// SourceVersion identifies the current version of the credential sources
+// (the account store file, and /etc/shadow when PAM is used), one stat
+// each. A connection that verified a Basic credential verifies it again
+// when this changes, so a password change takes effect on open
+// connections too (issue 14.10).
+func (a *Authenticator) SourceVersion() string {
+	v := ""
+	if st := a.cfg.Store; st != nil {
+		v = st.Version()
+	}
+	if a.cfg.PAMService != "" {
+		var fi syscall.Stat_t
+		if err := syscall.Stat(shadowFile, &fi); err == nil {
+			v += fmt.Sprintf("|%d.%d.%d.%d", fi.Ino, fi.Mtim.Sec, fi.Mtim.Nsec, fi.Size)
+		}
+	}
+	return v
 }
 
 func (a *Authenticator) verify(local, password string, remote netip.Addr) error {

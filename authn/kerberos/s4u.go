@@ -47,6 +47,9 @@ type ConstrainedDelegation struct {
 	Krb5Conf string
 	Keytab   *Keytab
 	Now      func() time.Time
+	// Logf reports why a logon got no S4U2Proxy cache (the logon itself
+	// goes on without a second hop); nil discards.
+	Logf func(format string, args ...any)
 
 	mu  sync.Mutex
 	tgt *delegation.Credential
@@ -122,6 +125,16 @@ func (c *ConstrainedDelegation) TGT() (delegation.Credential, error) {
 // (the KDC would refuse S4U2Proxy with it: a sensitive account, or a
 // client that asked for no forwardable tickets).
 func (c *ConstrainedDelegation) Cache(t *messages.Ticket) (*authn.Secret, error) {
+	s, err := c.cache(t)
+	if err != nil && c.Logf != nil {
+		tp := &t.DecryptedEncPart
+		c.Logf("kerberos.constrained_delegation: no S4U2Proxy cache for %s@%s: %v",
+			strings.Join(tp.CName.NameString, "/"), tp.CRealm, err)
+	}
+	return s, err
+}
+
+func (c *ConstrainedDelegation) cache(t *messages.Ticket) (*authn.Secret, error) {
 	tp := &t.DecryptedEncPart
 	if !types.IsFlagSet(&tp.Flags, flags.Forwardable) {
 		return nil, errors.New("the ticket is not forwardable (the account may be sensitive and cannot be delegated)")

@@ -103,9 +103,13 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		if _, err := configs.Load(*path); err != nil {
+		c, err := configs.Load(*path)
+		if err != nil {
 			fmt.Fprintf(stderr, "winrmd: %v\n", err)
 			return 1
+		}
+		for _, w := range unservedSchemes(c) {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0

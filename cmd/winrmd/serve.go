@@ -8,11 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -63,6 +65,35 @@ type readyInfo struct {
 	PID       int            `json:"pid"`
 	Listeners []server.Bound `json:"listeners"`
 	Metrics   string         `json:"metrics,omitempty"`
+}
+
+// verifyDomainPassword checks a delegated password of a domain account
+// through winbind (an NTLMv2 proof built from it, checked by a domain
+// controller), rate-limited like every password.
+func verifyDomainPassword(wb ntlm.Verifier, lim *authn.RateLimiter, remote netip.Addr, p authn.Principal, password, netbios, domain string) error {
+	if wb == nil {
+		return fmt.Errorf("%w: a domain account's delegated password needs accounts.winbind", authn.ErrBackend)
+	}
+	user, qual, _ := authn.SplitName(p.Name)
+	if qual == "" {
+		qual = p.Domain
+	}
+	if err := lim.Allow(remote, p.Name); err != nil {
+		return err
+	}
+	req, err := ntlm.PasswordRequest(user, qual, password, netbios, domain, time.Now())
+	if err != nil {
+		return err
+	}
+	_, err = wb.Verify(context.Background(), req)
+	switch {
+	case err == nil:
+		lim.Success(remote, p.Name)
+	case errors.Is(err, authn.ErrBackend):
+	default:
+		lim.Fail(remote, p.Name)
+	}
+	return err
 }
 
 // noCoreDumps keeps delegated passwords out of core files and away from
@@ -126,6 +157,10 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 	return s.p.Load().Authorize(p, sch)
 }
 
+func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
+	return s.p.Load().AuthorizeUncached(p, sch)
+}
+
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
 func hostNameSet(cfg *configs.Config) *authn.HostNames {
@@ -174,7 +209,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 			return fmt.Errorf("accounts.store_file: %w", err)
 		}
 	}
-	limiter := authn.NewRateLimiter(authn.RateLimitConfig{})
+	limiter := authn.NewRateLimiter(authn.RateLimitConfig{Exempt: cfg.Accounts.LockoutExempt})
 
 	auth := &swapAuthorizer{}
 	a, err := buildAuthorizer(cfg, lab)
@@ -190,6 +225,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 
 	names := cfg.Host.Resolved()
 	hosts := hostNameSet(cfg)
+	for _, w := range unservedSchemes(cfg) {
+		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
+	}
 	krb, err := buildKerberos(cfg, log)
 	if err != nil {
 		return err
@@ -197,6 +235,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	// Every context gets the connection (address, TLS, channel binding)
 	// with each Step (authn.ConnInfo); the factory only picks mechanisms.
 	var mkNTLM func() *ntlm.Acceptor
+	var domainPasswords ntlm.Verifier // winbind: CredSSP's delegated passwords of domain accounts
 	if cfg.Service.Auth.Negotiate {
 		chain := &ntlm.Chain{Hosts: hosts}
 		if store != nil {
@@ -204,6 +243,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		}
 		if cfg.Accounts.Winbind.Enabled {
 			chain.Domain = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
+			domainPasswords = chain.Domain
 		}
 		if chain.Local == nil && chain.Domain == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
@@ -264,6 +304,12 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 					Certificate: credsspCert,
 					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb}) },
 					Verify: func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error {
+						if p.Verifier == authn.VerifiedDomain {
+							// A domain account (the inner logon went through
+							// winbind or a domain KDC): only the domain can
+							// check its password.
+							return verifyDomainPassword(domainPasswords, limiter, ci.Remote, p, password, names.NetBIOSName, names.Domain)
+						}
 						return pwVerifier.VerifyPassword(ctx, ci.Remote, authn.MapName(p.Name, p.Domain), password)
 					},
 					SecondHop: secondHop,
@@ -442,7 +488,8 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 		return nil, fmt.Errorf("kerberos: %w", err)
 	}
 	if cd := cfg.Kerberos.ConstrainedDelegation; cd.Enabled {
-		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt}
+		kc.Constrained = &kerberos.ConstrainedDelegation{Account: cd.Account, Realm: kc.Realm, Krb5Conf: cfg.Kerberos.Krb5Conf, Keytab: kt,
+			Logf: log.Sugar().Warnf}
 		// Loud at start: every shell without a forwarded TGT will hold
 		// this account's TGT (README "Constrained delegation").
 		log.Warn("Kerberos constrained delegation on: shells of logons without a forwarded TGT get an S4U2Proxy cache holding the service account's TGT",

@@ -134,6 +134,12 @@ func Start(ctx context.Context, base string, logf func(string, ...any)) (_ *Doma
 		logf = func(string, ...any) {}
 	}
 	sweepStale()
+	// The private mount namespaces bind the DC's and the member's socket
+	// directories over /run/samba: the mount point must exist (Samba's
+	// packages make it when their services start, which they do not here).
+	if err := os.MkdirAll("/run/samba", 0o755); err != nil {
+		return nil, fmt.Errorf("addc: %w", err)
+	}
 	dir, err := os.MkdirTemp(base, "addc-")
 	if err != nil {
 		return nil, err

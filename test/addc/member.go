@@ -42,9 +42,6 @@ func (d *Domain) JoinMember(ctx context.Context) (*Member, error) {
 	if d.member != nil {
 		return d.member, nil
 	}
-	if _, err := os.Stat("/run/samba"); err != nil {
-		return nil, fmt.Errorf("/run/samba is missing (Debian package samba-common-bin): %w", err)
-	}
 	for _, tool := range []string{"net", "winbindd", "wbinfo"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s not installed (Debian package winbind)", tool)

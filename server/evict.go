@@ -1,0 +1,103 @@
+package server
+
+import (
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/winrmd/winrmd/obs"
+)
+
+// Unauthenticated connections cannot hold the connection pool (issue
+// 14.4: 300 connections that each got a 401 and then sat idle for the
+// keep-alive timeout locked every real client out of both listeners):
+//
+//   - a connection idle between requests without an identity (it got a 401,
+//     or stopped mid-handshake) is closed after unauthenticatedIdle instead
+//     of service.idle_connection_timeout_ms; real handshake legs follow
+//     each other within milliseconds;
+//   - when the pool is full, a newcomer takes the slot of the longest-idle
+//     such connection, so the slots are in effect reserved for
+//     authenticated connections and handshakes in flight.
+const (
+	unauthenticatedIdle = 10 * time.Second
+	reapEvery           = time.Second
+)
+
+// markIdle records whether c is idle between requests.
+func (s *Server) markIdle(c net.Conn, idle bool) {
+	v, ok := s.conns.Load(c)
+	if !ok {
+		return
+	}
+	st := v.(*connState)
+	if idle {
+		st.idleSince.Store(time.Now().UnixNano())
+	} else {
+		st.idleSince.Store(0)
+	}
+}
+
+// idleUnauthenticated reports how long st has been idle without an identity
+// (0 when it is busy, authenticated, or its state is locked by a request).
+func idleUnauthenticated(st *connState, now int64) time.Duration {
+	since := st.idleSince.Load()
+	if since == 0 {
+		return 0
+	}
+	if !st.mu.TryLock() {
+		return 0 // a request holds it: not idle
+	}
+	authed := st.identity != nil
+	st.mu.Unlock()
+	if authed {
+		return 0
+	}
+	return time.Duration(now - since)
+}
+
+// evictIdleUnauthenticated closes the longest-idle connection without an
+// identity; it reports whether there was one.
+func (s *Server) evictIdleUnauthenticated() bool {
+	now := time.Now().UnixNano()
+	var victim net.Conn
+	var vst *connState
+	var longest time.Duration
+	s.conns.Range(func(k, v any) bool {
+		st := v.(*connState)
+		if d := idleUnauthenticated(st, now); d > longest {
+			victim, vst, longest = k.(net.Conn), st, d
+		}
+		return true
+	})
+	if victim == nil {
+		return false
+	}
+	s.refuse("evicted_unauthenticated")
+	s.log.Info("connection pool full: closing an idle unauthenticated connection for a new one",
+		zap.Uint64(obs.FConnID, vst.id), zap.String(obs.FRemoteAddr, vst.remote.String()), zap.Duration("idle", longest))
+	victim.Close()
+	return true
+}
+
+// reapIdleUnauthenticated closes connections idle without an identity for
+// longer than unauthenticatedIdle, until the server stops.
+func (s *Server) reapIdleUnauthenticated() {
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopReap:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		s.conns.Range(func(k, v any) bool {
+			if idleUnauthenticated(v.(*connState), now) > unauthenticatedIdle {
+				k.(net.Conn).Close()
+			}
+			return true
+		})
+	}
+}
