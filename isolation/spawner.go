@@ -118,6 +118,9 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	for _, n := range notes {
 		s.log.Info("cgroup detection", zap.String("note", n))
 	}
+	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
+		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
+	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
