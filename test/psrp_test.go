@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -326,4 +327,39 @@ func TestPSRPFarEndKilled(t *testing.T) {
 		t.Errorf("the client saw no error after the far end died: %+v", r)
 	}
 	checkPSGone(t, d)
+}
+
+// TestPowershellInCmdShell: `powershell -EncodedCommand …` in a cmd shell
+// (pywinrm's run_ps, Ansible) runs PowerShell when it is installed; when it
+// is not, stderr says so and the exit code is 127 — not a shell's riddle.
+func TestPowershellInCmdShell(t *testing.T) {
+	w := need(t)
+	d := startDaemon(t, func(c *configs.Config) { c.PowerShell.Path = "pwsh" })
+	h, p := hostPort(t, d.HTTP)
+	c := Conn{Scheme: "http", Host: h, Port: p, Auth: "ntlm", Encryption: "always", User: w.admin.Name, Password: w.admin.Password}
+	// "Write-Output 'hi'" as UTF-16LE, base64 (what run_ps sends).
+	script := "Write-Output 'hi'"
+	u16 := make([]byte, 0, 2*len(script))
+	for _, r := range script {
+		u16 = append(u16, byte(r), 0)
+	}
+	enc := base64.StdEncoding.EncodeToString(u16)
+	for _, line := range []string{"powershell -encodedcommand " + enc, "PowerShell.exe -NoProfile -NonInteractive -EncodedCommand " + enc} {
+		r := pyDriver{"pywinrm"}.Do(t, c, Spec{Op: "run", Command: line})
+		if !r.OK {
+			t.Fatalf("%s: %s", line, r)
+		}
+		if _, err := exec.LookPath("pwsh"); err == nil {
+			t.Logf("pwsh is installed: the real PowerShell ran")
+			if r.exit() != 0 || strings.TrimSpace(string(r.Stdout)) != "hi" {
+				t.Errorf("%s: %s", line, r)
+			}
+			continue
+		}
+		t.Logf("pwsh is not installed: the daemon must say so")
+		if r.exit() != 127 || !strings.Contains(string(r.Stderr), "PowerShell is not installed") {
+			t.Errorf("%s: exit %d stderr %q", line, r.exit(), r.Stderr)
+		}
+	}
+	checkNoLeftovers(t, "after the powershell commands", 10*time.Second)
 }
