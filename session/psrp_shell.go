@@ -192,6 +192,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Workers.Inc()
+		m.cfg.Metrics.PSRPPools.Inc()
 	}
 	go sh.watchPS()
 	if err := br.sendData(ctx, psrp.NilGUID, psrp.StreamDefault, creation); err != nil {
@@ -345,6 +346,7 @@ func (m *Manager) psCommand(ctx context.Context, req *Request, sh *Shell) ([]byt
 	sh.ps.mu.Unlock()
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Commands.Inc()
+		m.cfg.Metrics.PSRPPipelines.Inc()
 	}
 	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, pid.Upper()), zap.String("endpoint", sh.ps.endpoint),
@@ -508,6 +510,7 @@ func (m *Manager) psSignal(ctx context.Context, req *Request, sh *Shell) ([]byte
 		sh.ps.mu.Unlock()
 		if live && m.cfg.Metrics != nil {
 			m.cfg.Metrics.Commands.Dec()
+			m.cfg.Metrics.PSRPPipelines.Dec()
 		}
 	case strings.HasSuffix(code, "powershell/signal/crtl_c"), strings.HasSuffix(code, "powershell/signal/ctrl_c"), code == strings.ToLower(wsman.SignalCtrlC):
 		if err := sh.ps.br.stop(ctx, pid); err != nil {
@@ -539,6 +542,8 @@ func (sh *Shell) closePS() {
 	sh.ps.mu.Unlock()
 	if sh.m.cfg.Metrics != nil {
 		sh.m.cfg.Metrics.Commands.Sub(float64(n))
+		sh.m.cfg.Metrics.PSRPPipelines.Sub(float64(n))
+		sh.m.cfg.Metrics.PSRPPools.Dec()
 	}
 }
 

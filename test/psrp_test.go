@@ -259,6 +259,11 @@ func TestPSRPIsolation(t *testing.T) {
 	c := conns["http-ntlm-sealed"]
 	open := runPS(t, c, psSpec{Op: "ps_open"})
 	okPS(t, "ps_open", open)
+	if m, err := d.MetricsSnapshot(); err != nil {
+		t.Error(err)
+	} else if v, _ := Metric(m, "winrmd_psrp_pools"); v != 1 {
+		t.Errorf("winrmd_psrp_pools = %v with one pool open", v)
+	}
 
 	other := psConns(t, d, w.admin2)["http-ntlm-sealed"]
 	a := runPS(t, other, psSpec{Op: "ps_attack", ShellID: open.ShellID, Script: fe.script(psScript{sh: "echo owned", pwsh: "'owned'"})})
@@ -288,6 +293,14 @@ func TestPSRPIsolation(t *testing.T) {
 	r = runPS(t, c, psSpec{Op: "ps_close", ShellID: open.ShellID})
 	okPS(t, "ps_close", r)
 	checkPSGone(t, d)
+	if m, err := d.MetricsSnapshot(); err != nil {
+		t.Error(err)
+	} else if v, _ := Metric(m, "winrmd_psrp_pools"); v != 0 {
+		t.Errorf("winrmd_psrp_pools = %v after the pool was closed", v)
+	}
+	if d.AuditCount("shell_delete", w.admin.Name) == 0 {
+		t.Error("no shell_delete audit record for the closed pool")
+	}
 }
 
 // TestPSRPFarEndKilled: the far end dies mid-pipeline; the client gets an
