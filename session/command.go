@@ -191,6 +191,11 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	} else {
 		spec.Line = line
 	}
+	// powershell / powershell.exe / pwsh: the configured PowerShell with
+	// the client's arguments, or a clear "not installed" (pwsh_cmdline.go).
+	if argv, ok := powershellArgv(line, m.cfg.PowerShell.Path); ok {
+		spec.Line, spec.Argv = "", argv
+	}
 
 	c := newCommand(id, sh, line)
 	sh.mu.Lock()
@@ -248,6 +253,9 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 // not the program: they are skipped, and each is recorded only as its
 // variable name ("TOKEN=… cmd"), so the value never reaches the audit.
 func programName(spec isolation.CommandSpec) string {
+	if len(spec.Argv) > 4 && spec.Argv[3] == pwshLauncherName {
+		return spec.Argv[4] // the PowerShell the launcher runs
+	}
 	if len(spec.Argv) > 0 {
 		return clipProgram(spec.Argv[0])
 	}

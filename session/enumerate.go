@@ -85,8 +85,15 @@ func (m *Manager) items(req *Request, filterShell string) ([]func() wsman.Item, 
 		if sh == nil || sh.owner != owner {
 			return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained invalid selectors for the resource.")
 		}
-		sh.mu.Lock()
 		var out []func() wsman.Item
+		if sh.ps != nil {
+			for _, ci := range sh.psPipelines() {
+				ci := ci
+				out = append(out, func() wsman.Item { return wsman.Item{Command: &ci} })
+			}
+			return out, nil
+		}
+		sh.mu.Lock()
 		for _, id := range sh.order {
 			c := sh.commands[id]
 			if c == nil {

@@ -60,6 +60,7 @@ type Config struct {
 	MaxOperationsPerUser  int
 	MaxEnvelopeSizeKB     int // reported by the config Get
 	Spawner               isolation.Spawner
+	PowerShell            configs.PowerShell // the PSRP shells' pwsh and endpoints
 	Log                   *zap.Logger
 	Audit                 *obs.Audit
 	Metrics               *obs.Metrics
@@ -145,6 +146,13 @@ func (m *Manager) Handle(ctx context.Context, req *Request) ([]byte, error) {
 		return m.create(ctx, req)
 	case wsman.ActionDelete:
 		return m.delete(ctx, req)
+	case wsman.ActionCommand, wsman.ActionSend, wsman.ActionReceive, wsman.ActionSignal,
+		wsman.ActionDisconnect, wsman.ActionReconnect, wsman.ActionConnect:
+		if isPowerShellURI(h.ResourceURI) {
+			return m.psHandle(ctx, req)
+		}
+	}
+	switch h.Action {
 	case wsman.ActionCommand:
 		return m.command(ctx, req)
 	case wsman.ActionSend:
@@ -207,6 +215,14 @@ func (m *Manager) lookup(req *Request) (*Shell, error) {
 			zap.String(obs.FRemoteAddr, req.RemoteAddr), zap.String(obs.FShellID, sh.id),
 			zap.String(obs.FReason, "shell belongs to another user"), zap.String(obs.FAction, shortAction(req.Msg.Header.Action)))
 		return nil, wsman.AccessDenied("Access is denied. The shell belongs to another user.")
+	}
+	// A PowerShell shell's worker runs pwsh and nothing else: the cmd
+	// shell's Command/Send/Receive/Signal never reach it.
+	switch req.Msg.Header.Action {
+	case wsman.ActionCommand, wsman.ActionSend, wsman.ActionReceive, wsman.ActionSignal:
+		if (sh.ps != nil) != isPowerShellURI(req.Msg.Header.ResourceURI) {
+			return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the resource URI does not match the shell.")
+		}
 	}
 	return sh, nil
 }

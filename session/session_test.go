@@ -498,8 +498,8 @@ func TestUnservedResourceURIs(t *testing.T) {
 	h := newHarness(t, nil)
 	body := `<rsp:Shell><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams></rsp:Shell>`
 	for uri, mention := range map[string]string{
-		"http://schemas.microsoft.com/powershell/Microsoft.PowerShell": "PSRP",
-		"http://example.com/not/a/shell":                               "",
+		"http://schemas.microsoft.com/powershell/NoSuchEndpoint": "",
+		"http://example.com/not/a/shell":                         "",
 	} {
 		_, err := h.do(envelope(wsman.ActionCreate, uri, "", "", body, "", 0))
 		f, ok := err.(*wsman.Fault)

@@ -31,6 +31,7 @@ type Shell struct {
 	outStreams  string
 	codepage    string
 	worker      isolation.Worker
+	ps          *psShell // a PowerShell (PSRP) shell; nil for cmd
 
 	mu           sync.Mutex
 	state        shellState
@@ -99,12 +100,11 @@ func isCmdShell(uri string) bool { return strings.EqualFold(uri, wsman.ResourceC
 
 func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	h := &req.Msg.Header
+	if isPowerShellURI(h.ResourceURI) {
+		return m.createPS(ctx, req)
+	}
 	if !isCmdShell(h.ResourceURI) {
-		f := wsman.DestinationUnreachable(h.ResourceURI)
-		if strings.HasPrefix(strings.ToLower(h.ResourceURI), strings.ToLower(wsman.PowerShellPrefix)) {
-			f.Message = "PowerShell remoting (PSRP) is not served by this host yet; use the cmd shell resource " + wsman.ResourceCmdShell + "."
-		}
-		return nil, f
+		return nil, wsman.DestinationUnreachable(h.ResourceURI)
 	}
 	if !m.cfg.Winrs.AllowRemoteShellAccess {
 		return nil, wsman.RemoteShellsNotAllowed()
@@ -171,44 +171,10 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	noProfile, _ := h.BoolOption("WINRS_NOPROFILE")
 
-	// Quotas, then register before spawning so concurrent Creates count.
-	m.mu.Lock()
-	if m.closing {
-		m.mu.Unlock()
-		return nil, wsman.OperationAborted("The service is shutting down.")
+	if err := m.register(req, sh); err != nil {
+		return nil, err
 	}
-	if _, dup := m.shells[sh.id]; dup {
-		m.mu.Unlock()
-		return nil, wsman.InvalidParameter("A shell with this ShellId already exists.")
-	}
-	if m.perUser[sh.owner] >= m.cfg.Winrs.MaxShellsPerUser {
-		m.mu.Unlock()
-		m.quotaEvent(req, "max_shells_per_user")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaMaxShells, fmt.Sprintf(
-			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d shells, which has been exceeded. Close existing shells or raise the quota for this user.",
-			m.cfg.Winrs.MaxShellsPerUser))
-	}
-	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Winrs.MaxConcurrentUsers {
-		m.mu.Unlock()
-		m.quotaEvent(req, "max_concurrent_users")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaMaxShellUsers, fmt.Sprintf(
-			"The WS-Management service cannot process the request. The maximum number of %d concurrent shell users has been exceeded. Retry after other users close their shells.",
-			m.cfg.Winrs.MaxConcurrentUsers))
-	}
-	m.shells[sh.id] = sh
-	m.perUser[sh.owner]++
-	if m.cfg.Metrics != nil {
-		m.cfg.Metrics.Shells.Inc()
-	}
-	m.mu.Unlock()
-
-	lim := isolation.Limits{}
-	if v := m.cfg.Winrs.MaxMemoryPerShellMB; v < configs.Unlimited {
-		lim.MemoryMB = v
-	}
-	if v := m.cfg.Winrs.MaxProcessesPerShell; v < configs.Unlimited {
-		lim.MaxProcesses = v
-	}
+	lim := m.limits()
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
 		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
 		Credentials: req.Identity.Principal().Delegated,
@@ -240,6 +206,53 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()))
 
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
+}
+
+// register checks the quotas and adds sh to the shells, before its worker
+// is spawned so concurrent Creates count.
+func (m *Manager) register(req *Request, sh *Shell) error {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return wsman.OperationAborted("The service is shutting down.")
+	}
+	if _, dup := m.shells[sh.id]; dup {
+		m.mu.Unlock()
+		return wsman.InvalidParameter("A shell with this ShellId already exists.")
+	}
+	if m.perUser[sh.owner] >= m.cfg.Winrs.MaxShellsPerUser {
+		m.mu.Unlock()
+		m.quotaEvent(req, "max_shells_per_user")
+		return wsman.QuotaLimit(wsman.CodeQuotaMaxShells, fmt.Sprintf(
+			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d shells, which has been exceeded. Close existing shells or raise the quota for this user.",
+			m.cfg.Winrs.MaxShellsPerUser))
+	}
+	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Winrs.MaxConcurrentUsers {
+		m.mu.Unlock()
+		m.quotaEvent(req, "max_concurrent_users")
+		return wsman.QuotaLimit(wsman.CodeQuotaMaxShellUsers, fmt.Sprintf(
+			"The WS-Management service cannot process the request. The maximum number of %d concurrent shell users has been exceeded. Retry after other users close their shells.",
+			m.cfg.Winrs.MaxConcurrentUsers))
+	}
+	m.shells[sh.id] = sh
+	m.perUser[sh.owner]++
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.Shells.Inc()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// limits are the per-shell resource limits of the configuration.
+func (m *Manager) limits() isolation.Limits {
+	lim := isolation.Limits{}
+	if v := m.cfg.Winrs.MaxMemoryPerShellMB; v < configs.Unlimited {
+		lim.MemoryMB = v
+	}
+	if v := m.cfg.Winrs.MaxProcessesPerShell; v < configs.Unlimited {
+		lim.MaxProcesses = v
+	}
+	return lim
 }
 
 func (m *Manager) quotaEvent(req *Request, which string) {
@@ -365,6 +378,13 @@ func (sh *Shell) close() {
 	w := sh.worker
 	close(sh.done)
 	sh.mu.Unlock()
+	if sh.ps != nil {
+		sh.closePS() // closes the worker too
+		if w != nil && sh.m.cfg.Metrics != nil {
+			sh.m.cfg.Metrics.Workers.Dec()
+		}
+		w = nil
+	}
 	if w != nil {
 		if err := w.Close(); err != nil {
 			sh.m.log.Warn("closing worker", zap.String(obs.FShellID, sh.id), zap.Error(err))

@@ -29,9 +29,12 @@ type StreamChunk struct {
 // command's state.
 type ReceiveResponse struct {
 	CommandID string // a validated, upper-case GUID
-	Streams   []StreamChunk
-	Done      bool  // rsp:CommandState Done (with ExitCode), else Running
-	ExitCode  int32 // with Done
+	// Pool renders a PowerShell runspace pool's Receive: Streams without
+	// CommandId and no CommandState (recorded Windows traffic).
+	Pool     bool
+	Streams  []StreamChunk
+	Done     bool  // rsp:CommandState Done (with ExitCode), else Running
+	ExitCode int32 // with Done
 }
 
 func escapeXML(s string) string {
@@ -76,17 +79,23 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 		tail       = `</rsp:ReceiveResponse></s:Body></s:Envelope>`
 	)
 	n := len(receiveEnvelopeHead) + len(msgID) + len(toAndRel) + len(rel) + len(bodyOpen) + len(tail)
+	cmdID := cmdAttr + r.CommandID
+	if r.Pool {
+		cmdID = ""
+	}
 	for _, s := range r.Streams {
-		n += len(streamOpen) + len(s.Name) + len(cmdAttr) + len(r.CommandID) + len(closeTag) + len(streamEnd) +
+		n += len(streamOpen) + len(s.Name) + len(cmdID) + len(closeTag) + len(streamEnd) +
 			base64.StdEncoding.EncodedLen(len(s.Data))
 		if s.End {
 			n += len(endAttr)
 		}
 	}
 	code := strconv.FormatInt(int64(r.ExitCode), 10)
-	n += len(stateOpen) + len(r.CommandID) + len(stateAttr) + len(state) + len(closeTag) + len(stateClose)
-	if r.Done {
-		n += len(exitOpen) + len(code) + len(exitClose)
+	if !r.Pool {
+		n += len(stateOpen) + len(r.CommandID) + len(stateAttr) + len(state) + len(closeTag) + len(stateClose)
+		if r.Done {
+			n += len(exitOpen) + len(code) + len(exitClose)
+		}
 	}
 	b := make([]byte, 0, n)
 	b = append(b, receiveEnvelopeHead...)
@@ -97,8 +106,7 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 	for _, s := range r.Streams {
 		b = append(b, streamOpen...)
 		b = append(b, s.Name...)
-		b = append(b, cmdAttr...)
-		b = append(b, r.CommandID...)
+		b = append(b, cmdID...)
 		if s.End {
 			b = append(b, endAttr...)
 		}
@@ -106,17 +114,19 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 		b = base64.StdEncoding.AppendEncode(b, s.Data)
 		b = append(b, streamEnd...)
 	}
-	b = append(b, stateOpen...)
-	b = append(b, r.CommandID...)
-	b = append(b, stateAttr...)
-	b = append(b, state...)
-	b = append(b, closeTag...)
-	if r.Done {
-		b = append(b, exitOpen...)
-		b = append(b, code...)
-		b = append(b, exitClose...)
+	if !r.Pool {
+		b = append(b, stateOpen...)
+		b = append(b, r.CommandID...)
+		b = append(b, stateAttr...)
+		b = append(b, state...)
+		b = append(b, closeTag...)
+		if r.Done {
+			b = append(b, exitOpen...)
+			b = append(b, code...)
+			b = append(b, exitClose...)
+		}
+		b = append(b, stateClose...)
 	}
-	b = append(b, stateClose...)
 	b = append(b, tail...)
 	return b
 }

@@ -23,8 +23,9 @@ import (
 type Message struct {
 	Header Header
 	// Body is one of *Shell (Create), *CommandLine (Command), *Send,
-	// *Receive, *Signal, *Enumerate, *Pull, *Release, or nil (Get,
-	// Delete, an unknown Action, or a body of the wrong element).
+	// *Receive, *Signal, *Enumerate, *Pull, *Release, *Disconnect,
+	// *Connect (psrp.go), or nil (Get, Delete, Reconnect, an unknown
+	// Action, or a body of the wrong element).
 	Body any
 }
 
@@ -155,6 +156,14 @@ func decode(env *Envelope) (*Message, *Fault) {
 				p.MaxElements = v
 			}
 			m.Body = p
+		}
+	case ActionDisconnect:
+		if Is(b, NsShell, "Disconnect") {
+			m.Body, f = decodeDisconnect(b)
+		}
+	case ActionConnect:
+		if Is(b, NsShell, "Connect") {
+			m.Body = decodeConnect(b)
 		}
 	case ActionRelease:
 		if Is(b, NsEnumeration, "Release") {

@@ -344,6 +344,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
 		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
 		Spawner:              spawner,
+		PowerShell:           cfg.PowerShell,
 		Log:                  log,
 		Audit:                audit,
 		Metrics:              metrics,
