@@ -1,7 +1,19 @@
 // Package server owns bytes and connections: listeners, TLS, per-connection
 // security contexts, the HTTP pipeline in front of /wsman, and dispatch of
-// parsed envelopes to the session layer. Nothing beyond authentication runs
+// decoded messages to the session layer. Nothing beyond authentication runs
 // for a request that has not authenticated.
+//
+// The pipeline (handler.go) is a fixed sequence of stages over one
+// exchange: authenticate (headers only) -> authorizeConn (re-check an open
+// connection's identity) -> readRequest (bounded body) -> unseal (or the
+// encryption policy) -> parse (wsman.Parse and wsman.Decode) ->
+// recheckCreate (the account database before a worker starts) -> dispatch
+// (session). Each stage passes the exchange on or returns the reply that
+// ends it; send writes every reply, sealed when the request was. Every
+// mechanism's Step gets the request's context and an authn.ConnInfo.
+//
+// Imports: server -> session -> isolation, with authn, wsman, obs and
+// configs; nothing below server imports it.
 package server
 
 import (

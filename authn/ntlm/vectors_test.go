@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/winrmd/winrmd/authn"
+
+	//lint:ignore SA1019 RFC 1320 vectors for the MD4 the NT hash is made of.
+	"golang.org/x/crypto/md4"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -64,7 +67,9 @@ func TestMD4(t *testing.T) {
 		{"abcdefghijklmnopqrstuvwxyz", "d79e1c308aa5bbcdeea8ed63df412da9"},
 		{"12345678901234567890123456789012345678901234567890123456789012345678901234567890", "e33b4ddc9c38f2199c3e7b164fcc0536"},
 	} {
-		got := md4Sum([]byte(tc.in))
+		h := md4.New()
+		h.Write([]byte(tc.in))
+		got := h.Sum(nil)
 		if hex.EncodeToString(got[:]) != tc.want {
 			t.Errorf("MD4(%q) = %x, want %s", tc.in, got, tc.want)
 		}
