@@ -136,8 +136,8 @@ func (c *Command) isDone() bool {
 	return c.state != cmdRunning
 }
 
-func commandSelectorFault() error {
-	return wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained a command identifier that does not exist or has already completed.")
+func commandSelectorFault(id string) error {
+	return wsman.ShellFault(wsman.ShellUnknownCommand, "no command "+strconv.Quote(id)+" in this shell")
 }
 
 func (sh *Shell) getCommand(id string) (*Command, error) {
@@ -148,7 +148,7 @@ func (sh *Shell) getCommand(id string) (*Command, error) {
 	}
 	c := sh.commands[strings.ToUpper(id)]
 	if c == nil {
-		return nil, commandSelectorFault()
+		return nil, commandSelectorFault(id)
 	}
 	return c, nil
 }
@@ -167,28 +167,32 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	id := wsman.NewGUID()
 	if v := cl.CommandID; v != "" {
 		if !validGUID(v) {
-			return nil, wsman.InvalidParameter("The CommandId is not a GUID.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "the CommandId is not a GUID")
 		}
 		id = strings.ToUpper(v)
 	}
 	prog, args := cl.Command, cl.Arguments
-	if prog == "" {
-		return nil, wsman.InvalidParameter("The command line is empty.")
-	}
 	spec := isolation.CommandSpec{ID: id}
+	// Windows joins Command and Arguments with spaces.
 	line := prog
 	if len(args) > 0 {
 		line = prog + " " + strings.Join(args, " ")
 	}
 	if len(line) > 1<<20 || strings.ContainsRune(line, 0) {
-		return nil, wsman.InvalidParameter("The command line is too long or contains NUL.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "the command line is over 1 MiB or contains NUL")
 	}
 	if skip, _ := h.BoolOption("WINRS_SKIP_CMD_SHELL"); skip {
+		if strings.TrimSpace(prog) == "" {
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "WINRS_SKIP_CMD_SHELL with an empty Command")
+		}
 		spec.Argv = append([]string{prog}, args...)
 		if len(args) == 0 {
 			spec.Argv = strings.Fields(prog)
 		}
 	} else {
+		// As `cmd /c <line>`: cmd's quote rule; an empty line runs
+		// `sh -c ""`, which exits 0 as cmd does.
+		line = cmdShellLine(line)
 		spec.Line = line
 	}
 	// powershell / powershell.exe / pwsh: the configured PowerShell with
@@ -205,11 +209,11 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	if sh.state == shellBroken {
 		sh.mu.Unlock()
-		return nil, wsman.InternalError(995, "Shell cmd plugin", "The shell's worker process has ended: "+sh.workerErr.Error())
+		return nil, wsman.ShellFault(wsman.ShellAborted, "the shell's worker process has ended: "+sh.workerErr.Error())
 	}
 	if _, dup := sh.commands[id]; dup {
 		sh.mu.Unlock()
-		return nil, wsman.InvalidParameter("A command with this CommandId already exists.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "a command with CommandId "+id+" already exists")
 	}
 	running := 0
 	for _, o := range sh.commands {
@@ -234,9 +238,9 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		sh.mu.Unlock()
 		m.log.Info("command start failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.Error(err))
 		if errors.Is(err, isolation.ErrStartFailed) {
-			return nil, wsman.InternalError(2147942402, "Shell cmd plugin", "The system cannot find the file specified: "+err.Error())
+			return nil, wsman.ShellFault(startFailure(err), "command "+strconv.Quote(programName(spec))+" could not be started: "+err.Error())
 		}
-		return nil, wsman.InternalError(995, "Shell cmd plugin", "The command could not be started: "+err.Error())
+		return nil, wsman.ShellFault(wsman.ShellAborted, "command could not be started: "+err.Error())
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Commands.Inc()
@@ -245,6 +249,17 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.String("program", programName(spec)))
 
 	return wsman.EncodeCommand(h.MessageID, id), nil
+}
+
+// startFailure maps a start failure to Windows' fault: the worker reports
+// exec's error as text, so "permission denied" (EACCES, EPERM) is Access
+// Denied and everything else the file-not-found Windows answers.
+func startFailure(err error) wsman.ShellFaultKind {
+	msg := err.Error()
+	if strings.Contains(msg, "permission denied") || strings.Contains(msg, "operation not permitted") {
+		return wsman.ShellStartDenied
+	}
+	return wsman.ShellFileNotFound
 }
 
 // programName is what the audit trail records of a command: the program,
@@ -337,10 +352,10 @@ func (m *Manager) send(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	for _, s := range body.Streams {
 		if s.Name != "stdin" {
-			return nil, wsman.InvalidParameter("Unsupported input stream " + strconv.Quote(s.Name) + ".")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported input stream "+strconv.Quote(s.Name))
 		}
 		if s.CommandID == "" {
-			return nil, wsman.InvalidParameter("A cmd shell needs a CommandId on each input stream.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "Send without CommandId on a cmd shell")
 		}
 		c, err := sh.getCommand(s.CommandID)
 		if err != nil {
@@ -357,7 +372,7 @@ func (m *Manager) send(ctx context.Context, req *Request) ([]byte, error) {
 			if ctx.Err() != nil {
 				return nil, wsman.OperationAborted("The client went away.")
 			}
-			return nil, wsman.InternalError(995, "Shell cmd plugin", "Input could not be delivered: "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellAborted, "input could not be delivered: "+err.Error())
 		}
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.StreamBytes.WithLabelValues("stdin").Add(float64(len(data)))
@@ -378,7 +393,7 @@ func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	cid, code := body.CommandID, body.Code
 	if cid == "" {
-		return nil, wsman.InvalidParameter("Signal needs a CommandId on a cmd shell.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "Signal without CommandId on a cmd shell")
 	}
 	c, err := sh.getCommand(cid)
 	if err != nil {
@@ -395,13 +410,13 @@ func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
 	case strings.EqualFold(code, wsman.SignalCtrlBreak):
 		sig = isolation.SignalQuit
 	default:
-		return nil, wsman.InvalidParameter("Unknown signal code " + strconv.Quote(code) + ".")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "unknown signal code "+strconv.Quote(code))
 	}
 	if sig == isolation.SignalTerminate {
 		sh.releaseCommand(c)
 	} else if !c.isDone() {
 		if err := sh.worker.Signal(c.id, sig); err != nil && !errors.Is(err, isolation.ErrUnknown) {
-			return nil, wsman.InternalError(995, "Shell cmd plugin", "The signal could not be delivered: "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellAborted, "the signal could not be delivered: "+err.Error())
 		}
 	}
 	return wsman.EncodeSignal(req.Msg.Header.MessageID), nil

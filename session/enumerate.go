@@ -5,6 +5,11 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/obs"
+
 	"github.com/winrmd/winrmd/wsman"
 )
 
@@ -25,6 +30,13 @@ func (m *Manager) get(ctx context.Context, req *Request) ([]byte, error) {
 	h := &req.Msg.Header
 	switch {
 	case strings.EqualFold(strings.TrimRight(h.ResourceURI, "/"), wsman.ResourceConfig):
+		// Reading the configuration needs administrator rights on Windows;
+		// Remote Management Users (winrm-remote-users) get Access Denied.
+		if !req.Identity.Administrator() {
+			m.cfg.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, req.Identity.User()), zap.String(obs.FRemoteAddr, req.RemoteAddr),
+				zap.String(obs.FReason, "winrm/config is for administrators"), zap.String(obs.FAction, "Get"))
+			return nil, wsman.AccessDenied("")
+		}
 		return wsman.EncodeGetConfig(h.MessageID, m.configInfo()), nil
 	case strings.EqualFold(h.ResourceURI, wsman.ResourceShell), isCmdShell(h.ResourceURI):
 		sh, err := m.lookup(req)
@@ -36,23 +48,41 @@ func (m *Manager) get(ctx context.Context, req *Request) ([]byte, error) {
 	return nil, wsman.DestinationUnreachable(h.ResourceURI)
 }
 
-// configInfo is the part of winrm/config a client may read (pypsrp reads
-// MaxEnvelopeSizekb to size its messages).
+// configInfo is winrm/config with the daemon's values.
 func (m *Manager) configInfo() *wsman.ConfigInfo {
+	svc := m.service()
+	cbt := map[string]string{"none": "None", "relaxed": "Relaxed", "strict": "Strict"}[svc.Auth.CBTHardeningLevel]
 	return &wsman.ConfigInfo{
 		MaxEnvelopeSizeKB:              m.cfg.MaxEnvelopeSizeKB,
 		MaxTimeout:                     m.cfg.MaxTimeout,
 		MaxBatchItems:                  maxBatchItems,
 		MaxConcurrentOperationsPerUser: m.cfg.MaxOperationsPerUser,
 		EnumerationTimeout:             m.cfg.EnumerationTimeout,
-		AllowRemoteShellAccess:         m.cfg.Winrs.AllowRemoteShellAccess,
-		IdleTimeoutMS:                  m.cfg.Winrs.IdleTimeoutMS,
-		MaxConcurrentUsers:             m.cfg.Winrs.MaxConcurrentUsers,
-		MaxShellRunTimeMS:              m.cfg.Winrs.MaxShellRunTimeMS,
-		MaxProcessesPerShell:           m.cfg.Winrs.MaxProcessesPerShell,
-		MaxMemoryPerShellMB:            m.cfg.Winrs.MaxMemoryPerShellMB,
-		MaxShellsPerUser:               m.cfg.Winrs.MaxShellsPerUser,
+		MaxConnections:                 svc.MaxConnections,
+		AllowUnencrypted:               svc.AllowUnencrypted,
+		Auth: wsman.ConfigAuth{Basic: svc.Auth.Basic, Kerberos: svc.Auth.Kerberos, Negotiate: svc.Auth.Negotiate,
+			Certificate: svc.Auth.Certificate, CredSSP: svc.Auth.CredSSP, CbtHardeningLevel: cbt},
+		IPv4Filter:             svc.IPv4Filter,
+		IPv6Filter:             svc.IPv6Filter,
+		AllowRemoteShellAccess: m.cfg.Winrs.AllowRemoteShellAccess,
+		IdleTimeoutMS:          m.cfg.Winrs.IdleTimeoutMS,
+		MaxConcurrentUsers:     m.cfg.Winrs.MaxConcurrentUsers,
+		MaxShellRunTimeMS:      m.cfg.Winrs.MaxShellRunTimeMS,
+		MaxProcessesPerShell:   m.cfg.Winrs.MaxProcessesPerShell,
+		MaxMemoryPerShellMB:    m.cfg.Winrs.MaxMemoryPerShellMB,
+		MaxShellsPerUser:       m.cfg.Winrs.MaxShellsPerUser,
 	}
+}
+
+// SetService replaces the service settings the config Get reports (SIGHUP
+// reloads auth switches, filters and the unencrypted policy).
+func (m *Manager) SetService(s configs.Service) { m.svc.Store(&s) }
+
+func (m *Manager) service() configs.Service {
+	if s := m.svc.Load(); s != nil {
+		return *s
+	}
+	return m.cfg.Service
 }
 
 // items lists what an Enumerate on the request's ResourceURI returns for

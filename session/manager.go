@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,6 +68,13 @@ type Config struct {
 	EnumerationTimeout    time.Duration // default 240 s
 	ReapInterval          time.Duration // default 1 s
 	DefaultReceiveTimeout time.Duration // when the client sends none; default 60 s
+	// Service is winrm/config/service as configured, for the config Get
+	// (SetService replaces it on reload).
+	Service configs.Service
+	// ExitGrace: how long a Receive that found output of a still running
+	// command waits for its exit (DefaultExitGrace when 0; negative: not
+	// at all). See receive.go.
+	ExitGrace time.Duration
 }
 
 // Request is one authenticated, decoded WS-Management request.
@@ -90,6 +98,7 @@ type Manager struct {
 	closing  bool
 	stopReap chan struct{}
 	reapDone chan struct{}
+	svc      atomic.Pointer[configs.Service] // SetService; nil: cfg.Service
 }
 
 // NewManager starts the manager and its idle reaper.
@@ -105,6 +114,9 @@ func NewManager(cfg Config) *Manager {
 	}
 	if cfg.DefaultReceiveTimeout <= 0 {
 		cfg.DefaultReceiveTimeout = 60 * time.Second
+	}
+	if cfg.ExitGrace == 0 {
+		cfg.ExitGrace = DefaultExitGrace
 	}
 	if cfg.MaxOperationsPerUser <= 0 {
 		cfg.MaxOperationsPerUser = 1500

@@ -235,7 +235,7 @@ func psFault(err error) error {
 	}
 	switch {
 	case errors.Is(err, errUnknownPipeline):
-		return commandSelectorFault()
+		return commandSelectorFault("")
 	case errors.Is(err, errBridgeClosed):
 		return wsman.OperationAborted("The runspace pool was closed.")
 	case errors.Is(err, psrp.ErrShortFragment), errors.Is(err, psrp.ErrBlobTooLarge), errors.Is(err, psrp.ErrBadFlags):
@@ -296,7 +296,7 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 		}
 		pid, err := psrp.ParseGUID(c.CommandID)
 		if err != nil || !sh.ps.br.hasPipeline(pid) {
-			return nil, commandSelectorFault()
+			return nil, commandSelectorFault(c.CommandID)
 		}
 		sh.ps.setDisconnected(false)
 		return wsman.EncodeConnect(h.MessageID), nil
@@ -373,7 +373,7 @@ func (m *Manager) psSend(ctx context.Context, req *Request, sh *Shell) ([]byte, 
 		if s.CommandID != "" {
 			pid, err := psrp.ParseGUID(s.CommandID)
 			if err != nil || !sh.ps.br.hasPipeline(pid) {
-				return nil, commandSelectorFault()
+				return nil, commandSelectorFault(s.CommandID)
 			}
 			g = pid
 		}

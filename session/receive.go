@@ -14,6 +14,22 @@ import (
 // CommandState. Measured at under 1.6 KB; kept generous.
 const receiveOverhead = 2560
 
+// DefaultExitGrace is how long a Receive that found output of a command
+// still running waits for that command's exit before answering Running.
+// Windows answers a command that writes and exits at once with its output,
+// the End markers, Done and the ExitCode in one response, and the Ruby
+// WinRM library reads ExitCode only from a response that carries output:
+// split in two, a failing command reads as exit 0. Here the exit arrives
+// after the output, once the worker has seen both pipes close and reaped
+// the process: isolation's BenchmarkOutputToExitGap measured that gap at
+// p50 0.07–0.2 ms, p99 0.7–6 ms and at most 20 ms (3×1000 `echo`/`ls`
+// commands on a 2-core machine shared with seven other builds). 100 ms is
+// five times the worst seen. It costs nothing to a command that exits (the
+// wait ends at its exit) or that fills the response (answered at once); a
+// command that writes a little and keeps running answers at most 100 ms
+// later than it would, with whatever more it wrote meanwhile.
+const DefaultExitGrace = 100 * time.Millisecond
+
 // defaultClientEnvelope is used when the client sends no MaxEnvelopeSize.
 const defaultClientEnvelope = 153600
 
@@ -56,7 +72,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	cid := body.CommandID
 	if cid == "" {
-		return nil, wsman.InvalidParameter("A cmd shell Receive needs a CommandId.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "Receive without CommandId on a cmd shell")
 	}
 	want := [3]bool{}
 	for _, s := range body.Streams {
@@ -66,7 +82,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 		case "stderr":
 			want[isolation.Stderr] = true
 		default:
-			return nil, wsman.InvalidParameter("Unsupported output stream " + strconv.Quote(s) + ".")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported output stream "+strconv.Quote(s))
 		}
 	}
 	if !want[isolation.Stdout] && !want[isolation.Stderr] {
@@ -107,11 +123,44 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	}()
 
 	start := time.Now()
+	// grace runs once output of a still running command is there.
+	var grace *time.Timer
+	graceOver := m.cfg.ExitGrace < 0
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
-		ready := c.state != cmdRunning || (want[isolation.Stdout] && c.pending(isolation.Stdout) > 0) ||
-			(want[isolation.Stderr] && c.pending(isolation.Stderr) > 0)
-		if ready {
+		running := c.state == cmdRunning
+		pending := 0
+		for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
+			if want[s] {
+				pending += c.pending(s)
+			}
+		}
+		if running && pending > 0 && pending < budget && !graceOver {
+			// Give the exit DefaultExitGrace to join this output.
+			if grace == nil {
+				grace = time.NewTimer(m.cfg.ExitGrace)
+			}
+			wake := c.notify
+			c.mu.Unlock()
+			select {
+			case <-wake:
+			case <-grace.C:
+				graceOver = true
+			case <-timer.C:
+				graceOver = true // answer with the output rather than TimedOut
+			case <-ctx.Done():
+				return nil, wsman.OperationAborted("The client went away.")
+			case <-sh.done:
+				return nil, wsman.OperationAborted("The shell was closed.")
+			}
+			continue
+		}
+		if !running || pending > 0 {
 			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
 			c.mu.Unlock()
 			if consumed > 0 {
@@ -143,7 +192,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 // ReceiveResponse. Called with c.mu held.
 func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo string) ([]byte, int, error) {
 	if c.state == cmdTerminated {
-		return nil, 0, commandSelectorFault()
+		return nil, 0, commandSelectorFault(c.id)
 	}
 	var chunks [4]wsman.StreamChunk
 	r := wsman.ReceiveResponse{CommandID: c.id, Streams: chunks[:0]}
@@ -174,7 +223,7 @@ func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo s
 		}
 		r.Done, r.ExitCode = true, c.exitCode
 	case drained && c.err != nil && consumed == 0 && c.to(cmdFinished): // failed, or finished so
-		return nil, 0, wsman.InternalError(995, "Shell cmd plugin", "The command was aborted because its worker process ended: "+c.err.Error())
+		return nil, 0, wsman.ShellFault(wsman.ShellAborted, "the command's worker process ended: "+c.err.Error())
 	}
 	// Render while c.mu is held: the taken bytes stay valid until the next
 	// addOutput may reuse the buffer.

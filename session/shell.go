@@ -30,6 +30,8 @@ type Shell struct {
 	inStreams   string
 	outStreams  string
 	codepage    string
+	env         []wsman.EnvVar // as the Create gave them, echoed in its response
+	dir         string
 	worker      isolation.Worker
 	ps          *psShell // a PowerShell (PSRP) shell; nil for cmd
 
@@ -132,7 +134,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	if id := body.ShellID; id != "" {
 		if !validGUID(id) {
-			return nil, wsman.InvalidParameter("The ShellId is not a GUID.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "the ShellId is not a GUID")
 		}
 		sh.id = strings.ToUpper(id)
 	}
@@ -144,12 +146,12 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	for _, s := range strings.Fields(sh.inStreams) {
 		if s != "stdin" {
-			return nil, wsman.InvalidParameter("Unsupported input stream " + strconv.Quote(s) + "; a cmd shell has stdin.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported input stream "+strconv.Quote(s)+"; a cmd shell has stdin")
 		}
 	}
 	for _, s := range strings.Fields(sh.outStreams) {
 		if s != "stdout" && s != "stderr" {
-			return nil, wsman.InvalidParameter("Unsupported output stream " + strconv.Quote(s) + "; a cmd shell has stdout and stderr.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported output stream "+strconv.Quote(s)+"; a cmd shell has stdout and stderr")
 		}
 	}
 	if d := body.IdleTimeout; d > 0 && d < sh.idleTimeout {
@@ -157,15 +159,16 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	dir := body.WorkingDirectory
 	if len(dir) > 4096 || strings.ContainsRune(dir, 0) {
-		return nil, wsman.InvalidParameter("WorkingDirectory is not a valid path.")
+		return nil, wsman.ShellFault(wsman.ShellBadDirectory, "WorkingDirectory is over 4096 bytes or contains NUL")
 	}
 	env := map[string]string{}
 	for _, v := range body.Environment {
 		if v.Name == "" || strings.ContainsAny(v.Name, "=\x00") || len(v.Name) > 1024 || strings.ContainsRune(v.Value, 0) {
-			return nil, wsman.InvalidParameter("Invalid environment variable name " + strconv.Quote(v.Name) + ".")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "invalid environment variable name "+strconv.Quote(v.Name))
 		}
 		env[v.Name] = v.Value
 	}
+	sh.env, sh.dir = body.Environment, dir
 	if o, ok := h.Option("WINRS_CODEPAGE"); ok {
 		sh.codepage = o.Value
 	}
@@ -184,9 +187,9 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		m.log.Warn("worker spawn failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.Error(err))
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		if dir != "" {
-			return nil, wsman.InternalError(2147942667, "Shell cmd plugin", "The shell could not be started in the working directory "+strconv.Quote(dir)+": "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellBadDirectory, "the shell could not be started in "+strconv.Quote(dir)+": "+err.Error())
 		}
-		return nil, wsman.InternalError(2147942402, "Shell cmd plugin", "The shell could not be started: "+err.Error())
+		return nil, wsman.ShellFault(wsman.ShellFileNotFound, "the shell could not be started: "+err.Error())
 	}
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
@@ -277,6 +280,9 @@ func (sh *Shell) info(full bool) *wsman.ShellInfo {
 		RunTime:       now.Sub(sh.created),
 		Inactivity:    now.Sub(sh.lastActivity),
 		Full:          full,
+	}
+	if !full {
+		i.Environment, i.WorkingDirectory = sh.env, sh.dir
 	}
 	if sh.worker != nil {
 		i.ProcessID = sh.worker.Pid()

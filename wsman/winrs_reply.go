@@ -17,9 +17,13 @@ import (
 type ShellInfo struct {
 	ShellID, ResourceURI, Owner, ClientIP string
 	ProcessID                             int // the worker's pid; omitted when 0
-	IdleTimeout                           time.Duration
-	InputStreams, OutputStreams           string
-	RunTime, Inactivity                   time.Duration // since creation, since last activity
+	// Environment and WorkingDirectory echo a Create's, as Windows does
+	// in its CreateResponse; omitted when empty.
+	Environment                 []EnvVar
+	WorkingDirectory            string
+	IdleTimeout                 time.Duration
+	InputStreams, OutputStreams string
+	RunTime, Inactivity         time.Duration // since creation, since last activity
 	// Full adds rsp:State (always "Connected" for a WinRS shell) and
 	// rsp:ChildProcesses, as Get and Enumerate report them.
 	Full           bool
@@ -38,14 +42,21 @@ type Item struct {
 	Command *CommandInfo
 }
 
-// ConfigInfo is the part of winrm/config a Get returns (pypsrp reads
-// MaxEnvelopeSizekb to size its messages).
+// ConfigInfo is winrm/config as a Get returns it: the whole tree Windows
+// answers (MaxEnvelopeSizekb … Client, Service with Auth and DefaultPorts,
+// Winrs), in Windows' element order. The session fills it with the
+// daemon's values; what has no meaning on this host is fixed at the value
+// Windows ships (EncodeGetConfig says which).
 type ConfigInfo struct {
 	MaxEnvelopeSizeKB              int
 	MaxTimeout                     time.Duration
 	MaxBatchItems                  int
 	MaxConcurrentOperationsPerUser int
 	EnumerationTimeout             time.Duration
+	MaxConnections                 int
+	AllowUnencrypted               bool
+	Auth                           ConfigAuth
+	IPv4Filter, IPv6Filter         string
 	AllowRemoteShellAccess         bool
 	IdleTimeoutMS                  int64
 	MaxConcurrentUsers             int
@@ -53,6 +64,12 @@ type ConfigInfo struct {
 	MaxProcessesPerShell           int
 	MaxMemoryPerShellMB            int
 	MaxShellsPerUser               int
+}
+
+// ConfigAuth is winrm/config/service/auth.
+type ConfigAuth struct {
+	Basic, Kerberos, Negotiate, Certificate, CredSSP bool
+	CbtHardeningLevel                                string // Windows spells it None, Relaxed, Strict
 }
 
 func addText(parent *etree.Element, tag, text string) *etree.Element {
@@ -75,6 +92,15 @@ func (s *ShellInfo) appendTo(parent *etree.Element) {
 	addText(e, "rsp:ClientIP", s.ClientIP)
 	if s.ProcessID != 0 {
 		addText(e, "rsp:ProcessId", strconv.Itoa(s.ProcessID))
+	}
+	if len(s.Environment) > 0 {
+		env := e.CreateElement("rsp:Environment")
+		for _, v := range s.Environment {
+			addText(env, "rsp:Variable", v.Value).CreateAttr("Name", v.Name)
+		}
+	}
+	if s.WorkingDirectory != "" {
+		addText(e, "rsp:WorkingDirectory", s.WorkingDirectory)
 	}
 	addText(e, "rsp:IdleTimeOut", FormatDuration(s.IdleTimeout))
 	addText(e, "rsp:InputStreams", s.InputStreams)
@@ -135,14 +161,52 @@ func EncodeGetConfig(relatesTo string, c *ConfigInfo) []byte {
 	r := NewResponse(ActionGet+ResponseSuffix, relatesTo)
 	e := r.Body().CreateElement("cfg:Config")
 	e.CreateAttr("xmlns:cfg", NsConfig)
+	b := strconv.FormatBool
 	addText(e, "cfg:MaxEnvelopeSizekb", strconv.Itoa(c.MaxEnvelopeSizeKB))
 	addText(e, "cfg:MaxTimeoutms", strconv.FormatInt(int64(c.MaxTimeout/time.Millisecond), 10))
 	addText(e, "cfg:MaxBatchItems", strconv.Itoa(c.MaxBatchItems))
+	addText(e, "cfg:MaxProviderRequests", "4294967295") // Windows' value; there are no providers here
+
+	// The daemon is no WinRM client: Client is what a Windows host ships.
+	cl := e.CreateElement("cfg:Client")
+	addText(cl, "cfg:NetworkDelayms", "5000")
+	addText(cl, "cfg:URLPrefix", "wsman")
+	addText(cl, "cfg:AllowUnencrypted", "false")
+	ca := cl.CreateElement("cfg:Auth")
+	for _, k := range []string{"Basic", "Digest", "Kerberos", "Negotiate", "Certificate"} {
+		addText(ca, "cfg:"+k, "true")
+	}
+	addText(ca, "cfg:CredSSP", "false")
+	defaultPorts(cl)
+	addEmpty(cl, "cfg:TrustedHosts")
+
 	s := e.CreateElement("cfg:Service")
+	// Windows' default descriptor (administrators all access, interactive
+	// users read), which is the daemon's rule for this resource as well.
+	addText(s, "cfg:RootSDDL", "O:NSG:BAD:P(A;;GA;;;BA)(A;;GR;;;IU)S:P(AU;FA;GA;;;WD)(AU;SA;GXGW;;;WD)")
+	addText(s, "cfg:MaxConcurrentOperations", "4294967295")
 	addText(s, "cfg:MaxConcurrentOperationsPerUser", strconv.Itoa(c.MaxConcurrentOperationsPerUser))
 	addText(s, "cfg:EnumerationTimeoutms", strconv.FormatInt(int64(c.EnumerationTimeout/time.Millisecond), 10))
+	addText(s, "cfg:MaxConnections", strconv.Itoa(c.MaxConnections))
+	addText(s, "cfg:MaxPacketRetrievalTimeSeconds", "120")
+	addText(s, "cfg:AllowUnencrypted", b(c.AllowUnencrypted))
+	sa := s.CreateElement("cfg:Auth")
+	addText(sa, "cfg:Basic", b(c.Auth.Basic))
+	addText(sa, "cfg:Kerberos", b(c.Auth.Kerberos))
+	addText(sa, "cfg:Negotiate", b(c.Auth.Negotiate))
+	addText(sa, "cfg:Certificate", b(c.Auth.Certificate))
+	addText(sa, "cfg:CredSSP", b(c.Auth.CredSSP))
+	addText(sa, "cfg:CbtHardeningLevel", c.Auth.CbtHardeningLevel)
+	defaultPorts(s)
+	addText(s, "cfg:IPv4Filter", c.IPv4Filter)
+	addText(s, "cfg:IPv6Filter", c.IPv6Filter)
+	addText(s, "cfg:EnableCompatibilityHttpListener", "false")
+	addText(s, "cfg:EnableCompatibilityHttpsListener", "false")
+	addEmpty(s, "cfg:CertificateThumbprint")
+	addText(s, "cfg:AllowRemoteAccess", "true")
+
 	w := e.CreateElement("cfg:Winrs")
-	addText(w, "cfg:AllowRemoteShellAccess", strconv.FormatBool(c.AllowRemoteShellAccess))
+	addText(w, "cfg:AllowRemoteShellAccess", b(c.AllowRemoteShellAccess))
 	addText(w, "cfg:IdleTimeout", strconv.FormatInt(c.IdleTimeoutMS, 10))
 	addText(w, "cfg:MaxConcurrentUsers", strconv.Itoa(c.MaxConcurrentUsers))
 	addText(w, "cfg:MaxShellRunTime", strconv.FormatInt(c.MaxShellRunTimeMS, 10))
@@ -150,6 +214,20 @@ func EncodeGetConfig(relatesTo string, c *ConfigInfo) []byte {
 	addText(w, "cfg:MaxMemoryPerShellMB", strconv.Itoa(c.MaxMemoryPerShellMB))
 	addText(w, "cfg:MaxShellsPerUser", strconv.Itoa(c.MaxShellsPerUser))
 	return r.Bytes()
+}
+
+// addEmpty adds an element with no content written as Windows writes it in
+// the configuration, <x></x> rather than <x/>.
+func addEmpty(parent *etree.Element, tag string) {
+	parent.CreateElement(tag).CreateCharData("")
+}
+
+// defaultPorts: WinRM's default listener ports (the configured listeners
+// are under winrm/config/listener on Windows, not here).
+func defaultPorts(parent *etree.Element) {
+	p := parent.CreateElement("cfg:DefaultPorts")
+	addText(p, "cfg:HTTP", "5985")
+	addText(p, "cfg:HTTPS", "5986")
 }
 
 // EncodeCommand renders a CommandResponse.

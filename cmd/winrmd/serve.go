@@ -343,6 +343,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
 		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
 		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
+		Service:              cfg.Service,
 		Spawner:              spawner,
 		PowerShell:           cfg.PowerShell,
 		Log:                  log,
@@ -389,7 +390,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(cfgPath, lab, log, level, auth, srv)
+			reload(cfgPath, lab, log, level, auth, srv, sessions)
 			continue
 		}
 		log.Info("shutting down", zap.String("signal", sig.String()))
@@ -428,7 +429,7 @@ func announceTrace(log *zap.Logger, cfg *configs.Config) {
 
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
-func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
+func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server, sessions *session.Manager) {
 	if path == "" {
 		log.Warn("SIGHUP: no configuration file to reload")
 		return
@@ -449,6 +450,8 @@ func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth
 	}
 	if err := srv.Reload(cfg); err != nil {
 		log.Error("SIGHUP: service settings rejected", zap.Error(err))
+	} else {
+		sessions.SetService(cfg.Service)
 	}
 	if err := srv.ReloadCertificates(); err != nil {
 		log.Error("SIGHUP: certificate reload failed; keeping the old certificate", zap.Error(err))
