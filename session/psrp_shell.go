@@ -398,7 +398,7 @@ func (m *Manager) psReceive(ctx context.Context, req *Request, sh *Shell) ([]byt
 	if body.CommandID != "" {
 		pid, err := psrp.ParseGUID(body.CommandID)
 		if err != nil || !sh.ps.br.hasPipeline(pid) {
-			return nil, commandSelectorFault()
+			return nil, commandSelectorFault(body.CommandID)
 		}
 		g = pid
 	}
@@ -487,7 +487,7 @@ func (m *Manager) psSignal(ctx context.Context, req *Request, sh *Shell) ([]byte
 	}
 	pid, err := psrp.ParseGUID(body.CommandID)
 	if err != nil {
-		return nil, commandSelectorFault()
+		return nil, commandSelectorFault(body.CommandID)
 	}
 	// Codes are compared by their last path segments, case-insensitively:
 	// pypsrp sends "powershell/signal/ctrl_c" without the schema prefix,

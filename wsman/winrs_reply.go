@@ -219,7 +219,7 @@ func EncodeGetConfig(relatesTo string, c *ConfigInfo) []byte {
 // addEmpty adds an element with no content written as Windows writes it in
 // the configuration, <x></x> rather than <x/>.
 func addEmpty(parent *etree.Element, tag string) {
-	parent.CreateElement(tag).CreateCharData("")
+	parent.CreateElement(tag).CreateText("")
 }
 
 // defaultPorts: WinRM's default listener ports (the configured listeners
