@@ -3,11 +3,10 @@ package session
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // receiveOverhead is what a ReceiveResponse costs besides base64 payload:
@@ -50,21 +49,17 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, err
 	}
 	sh.touch()
-	h := &req.Env.Header
-	body := req.Env.Body
-	if !isElem(body, wsman.NsShell, "Receive") {
+	h := &req.Msg.Header
+	body, ok := req.Msg.Body.(*wsman.Receive)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Receive request must carry an rsp:Receive element.")
 	}
-	ds := wsman.Child(body, wsman.NsShell, "DesiredStream")
-	if ds == nil {
-		return nil, wsman.SchemaValidation("The Receive request must carry an rsp:DesiredStream element.")
-	}
-	cid := wsman.Attr(ds, "CommandId")
+	cid := body.CommandID
 	if cid == "" {
 		return nil, wsman.InvalidParameter("A cmd shell Receive needs a CommandId.")
 	}
 	want := [3]bool{}
-	for _, s := range strings.Fields(ds.Text()) {
+	for _, s := range body.Streams {
 		switch s {
 		case "stdout":
 			want[isolation.Stdout] = true
@@ -90,20 +85,16 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 
 	// One Receive per command at a time; a second one (a client retrying
 	// after its own read timeout) waits for the first.
-	lockDone := make(chan struct{})
-	go func() { c.recv.Lock(); close(lockDone) }()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case <-lockDone:
+	case c.recv <- struct{}{}:
 	case <-timer.C:
-		go func() { <-lockDone; c.recv.Unlock() }()
 		return nil, wsman.TimedOut()
 	case <-ctx.Done():
-		go func() { <-lockDone; c.recv.Unlock() }()
 		return nil, wsman.OperationAborted("The client went away.")
 	}
-	defer c.recv.Unlock()
+	defer func() { <-c.recv }()
 
 	sh.mu.Lock()
 	sh.receiving++
@@ -118,7 +109,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	start := time.Now()
 	for {
 		c.mu.Lock()
-		ready := c.exited || c.err != nil || (want[isolation.Stdout] && c.pending(isolation.Stdout) > 0) ||
+		ready := c.state != cmdRunning || (want[isolation.Stdout] && c.pending(isolation.Stdout) > 0) ||
 			(want[isolation.Stderr] && c.pending(isolation.Stderr) > 0)
 		if ready {
 			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
@@ -151,10 +142,11 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 // buildReceive takes up to budget bytes of buffered output and renders the
 // ReceiveResponse. Called with c.mu held.
 func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo string) ([]byte, int, error) {
-	if c.err == errReleased {
+	if c.state == cmdTerminated {
 		return nil, 0, commandSelectorFault()
 	}
-	r := receiveRender{relatesTo: relatesTo, commandID: c.id, state: wsman.StateRunning, streams: make([]streamChunk, 0, 4)}
+	var chunks [4]wsman.StreamChunk
+	r := wsman.ReceiveResponse{CommandID: c.id, Streams: chunks[:0]}
 	consumed := 0
 	for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
 		avail := c.pending(s)
@@ -168,27 +160,25 @@ func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo s
 				continue
 			}
 		}
-		r.streams = append(r.streams, streamChunk{name: streamName(s), data: c.take(s, n)})
+		r.Streams = append(r.Streams, wsman.StreamChunk{Name: streamName(s), Data: c.take(s, n)})
 		budget -= n
 		consumed += n
 	}
 	drained := c.pending(isolation.Stdout) == 0 && c.pending(isolation.Stderr) == 0
 	switch {
-	case c.exited && drained:
+	case drained && c.err == nil && c.to(cmdFinished): // exited, or finished before
 		for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
 			if want[s] {
-				r.streams = append(r.streams, streamChunk{name: streamName(s), end: true})
+				r.Streams = append(r.Streams, wsman.StreamChunk{Name: streamName(s), End: true})
 			}
 		}
-		r.state, r.exitCode = wsman.StateDone, c.exitCode
-		c.finished = true
-	case c.err != nil && drained && consumed == 0:
-		c.finished = true
+		r.Done, r.ExitCode = true, c.exitCode
+	case drained && c.err != nil && consumed == 0 && c.to(cmdFinished): // failed, or finished so
 		return nil, 0, wsman.InternalError(995, "Shell cmd plugin", "The command was aborted because its worker process ended: "+c.err.Error())
 	}
 	// Render while c.mu is held: the taken bytes stay valid until the next
 	// addOutput may reuse the buffer.
-	return r.bytes(), consumed, nil
+	return r.Encode(relatesTo), consumed, nil
 }
 
 func streamName(s isolation.Stream) string {
