@@ -32,7 +32,3 @@ func cmdShellLine(line string) string {
 	}
 	return s
 }
-
-// blankLine reports whether a command line has nothing to run. cmd /c with
-// an empty line exits 0, and so does `sh -c ""`.
-func blankLine(line string) bool { return strings.TrimSpace(line) == "" }

@@ -26,12 +26,4 @@ func TestCmdShellLine(t *testing.T) {
 			t.Errorf("cmdShellLine(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
-	for _, blank := range []string{"", " ", "\t \t"} {
-		if !blankLine(blank) {
-			t.Errorf("blankLine(%q) = false", blank)
-		}
-	}
-	if blankLine("true") {
-		t.Error(`blankLine("true") = true`)
-	}
 }
