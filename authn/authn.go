@@ -8,8 +8,10 @@
 package authn
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 )
 
@@ -204,13 +206,28 @@ var (
 	ErrContextComplete = errors.New("security context already complete")
 )
 
+// ConnInfo is what a mechanism may know of the connection it authenticates.
+// The server fills one per request; every leg of a handshake gets it.
+type ConnInfo struct {
+	// Remote is the client's address, for rate limits and audit.
+	Remote netip.Addr
+	// TLS reports an HTTPS listener.
+	TLS bool
+	// ChannelBinding is the 16-byte MD5 of the gss_channel_bindings_struct
+	// whose application data is the listener certificate's
+	// tls-server-end-point (RFC 5929, RFC 5056); nil on plain HTTP.
+	ChannelBinding []byte
+}
+
 // Context is a connection-bound, multi-leg security context (NTLM,
 // Negotiate, Kerberos). The server keeps one per TCP connection.
 type Context interface {
 	// Step consumes the client's token and returns the token to send back
 	// (nil when there is none). When done is true the context is complete:
 	// Principal and Sealer are available and out (if any) goes on the 200.
-	Step(in []byte) (out []byte, done bool, err error)
+	// ctx bounds any backend call the leg makes (winbind, a KDC); ci
+	// describes the connection.
+	Step(ctx context.Context, ci ConnInfo, in []byte) (out []byte, done bool, err error)
 	// Principal is valid after completion.
 	Principal() Principal
 	// Sealer is the message-protection of a complete context, or nil.

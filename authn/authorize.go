@@ -183,7 +183,23 @@ func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identit
 	now := a.now()
 	a.mu.Lock()
 	d, ok := a.cache[key]
-	if ok && (fresh || now.After(d.expires)) {
+	if fresh {
+		// Decided afresh; only a success replaces the cached decision, so
+		// a lookup that fails for a passing reason (descriptors exhausted,
+		// NSS briefly unreachable) is not remembered for the cache's life.
+		a.mu.Unlock()
+		var f authzDecision
+		f.account, f.admin, f.err = a.decide(p)
+		if f.err != nil {
+			return nil, f.err
+		}
+		f.expires = now.Add(a.ttl)
+		a.remember(key, f, now)
+		acct := f.account
+		acct.Groups = slices.Clone(acct.Groups)
+		return &Identity{principal: p, account: acct, scheme: scheme, admin: f.admin, valid: true}, nil
+	}
+	if ok && now.After(d.expires) {
 		delete(a.cache, key)
 		ok = false
 	}

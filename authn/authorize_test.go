@@ -465,3 +465,44 @@ func TestAuthorizeBySID(t *testing.T) {
 		t.Errorf("default rules %v", got)
 	}
 }
+
+// AuthorizeUncached sees a re-created account at once and refreshes the
+// cache; a failed fresh lookup is not remembered (issue 14.11).
+func TestAuthorizeUncached(t *testing.T) {
+	a, err := NewAuthorizer(AuthorizerConfig{HostNames: NewHostNames("HOST")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss := newFakeNSS()
+	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	p := Principal{Name: "alice"}
+	old, err := a.Authorize(p, SchemeBasic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss.mu.Lock()
+	nss.users["alice"] = Account{Username: "alice", UID: 2001, GID: 2001, Groups: []uint32{2001, 27}}
+	nss.mu.Unlock()
+	if id, _ := a.Authorize(p, SchemeBasic); id.Account().UID != 1001 {
+		t.Fatalf("cached decision expected before the fresh one, got uid %d", id.Account().UID)
+	}
+	fresh, err := a.AuthorizeUncached(p, SchemeBasic)
+	if err != nil || fresh.Account().UID != 2001 {
+		t.Fatalf("fresh: %v %v", fresh, err)
+	}
+	if fresh.Key() == old.Key() {
+		t.Fatalf("the re-created account has the old owner key %q", old.Key())
+	}
+	if id, _ := a.Authorize(p, SchemeBasic); id.Account().UID != 2001 {
+		t.Fatalf("the fresh decision did not refresh the cache: uid %d", id.Account().UID)
+	}
+	nss.mu.Lock()
+	nss.broken = true
+	nss.mu.Unlock()
+	if _, err := a.AuthorizeUncached(p, SchemeBasic); !errors.Is(err, ErrBackend) {
+		t.Fatalf("fresh with NSS down: %v", err)
+	}
+	if id, err := a.Authorize(p, SchemeBasic); err != nil || id.Account().UID != 2001 {
+		t.Fatalf("a failed fresh lookup poisoned the cache: %v %v", id, err)
+	}
+}

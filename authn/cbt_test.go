@@ -1,6 +1,7 @@
 package authn_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -100,7 +101,7 @@ func bodgitLogon(t *testing.T, cbt, appData []byte) error {
 	cl, _ := bodgit.NewClient(bodgit.SetUserInfo("alice", "pw"), bodgit.SetVersion(bodgit.DefaultVersion()))
 	a := ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(oneUser{}), ChannelBinding: cbt, CBTLevel: ntlm.CBTStrict})
 	neg, _ := cl.Authenticate(nil, nil)
-	ch, _, err := a.Step(neg)
+	ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, neg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +109,6 @@ func bodgitLogon(t *testing.T, cbt, appData []byte) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = a.Step(auth)
+	_, _, err = a.Step(context.Background(), authn.ConnInfo{}, auth)
 	return err
 }

@@ -136,12 +136,18 @@ func MapPrincipal(p Principal, host *HostNames) ([]string, error) {
 		if domain == "" {
 			domain = qual
 		}
-		if !validQualifiedName(domain + `\` + user) {
-			return nil, fmt.Errorf("%w: %q: domain %q cannot qualify an account name", ErrUnknownAccount, p.Name, domain)
-		}
 		// Both spellings NSS modules use for a domain's accounts
 		// (winbind: D\u; sssd: either), both with the verified domain.
-		return []string{domain + `\` + user, user + "@" + domain}, nil
+		var names []string
+		for _, n := range []string{domain + `\` + user, user + "@" + domain} {
+			if validQualifiedName(n) {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			return nil, fmt.Errorf("%w: %q: domain %q cannot qualify an account name", ErrUnknownAccount, p.Name, domain)
+		}
+		return names, nil
 	}
 	names := []string{user}
 	if l := strings.ToLower(user); l != user {

@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -123,4 +124,39 @@ func TestMapPrincipal(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzMapPrincipal: whatever the name, a locally verified principal maps
+// only to bare local names, and every name handed to NSS passes the
+// qualified-name check.
+func FuzzMapPrincipal(f *testing.F) {
+	for _, s := range []string{"alice", `.\alice`, `SRV\alice`, "alice@srv.example.com", `CORP\alice`, "a@b@c", `\x`, "HTTP/h@R", "-x", "é@ü"} {
+		f.Add(s, "", false)
+		f.Add(s, "CORP", true)
+	}
+	host := NewHostNames("srv.example.com", "SRV")
+	f.Fuzz(func(t *testing.T, name, domain string, byDomain bool) {
+		p := Principal{Name: name, Domain: domain}
+		if byDomain {
+			p.Verifier = VerifiedDomain
+		}
+		names, err := MapPrincipal(p, host)
+		if err != nil {
+			if !errors.Is(err, ErrUnknownAccount) {
+				t.Fatalf("%+v: error %v does not wrap ErrUnknownAccount", p, err)
+			}
+			return
+		}
+		if len(names) == 0 {
+			t.Fatalf("%+v: no names and no error", p)
+		}
+		for _, n := range names {
+			if !validQualifiedName(n) {
+				t.Fatalf("%+v: %q is not a valid NSS name", p, n)
+			}
+			if !byDomain && strings.ContainsAny(n, `\@`) {
+				t.Fatalf("locally verified %+v maps to qualified %q", p, n)
+			}
+		}
+	})
 }

@@ -214,7 +214,8 @@ type Metrics struct {
 	Address string `yaml:"address"` // host:port; empty disables
 }
 
-// Host names the machine the way NTLM and Identify present it.
+// Host names the machine the way NTLM and Identify present it; Resolved
+// fills in the defaults.
 type Host struct {
 	// NetBIOSName defaults to the upper-cased short host name.
 	NetBIOSName string `yaml:"netbios_name"`
@@ -623,3 +624,28 @@ func CheckSIDRule(s string) error {
 
 // Marshal renders a configuration as YAML.
 func Marshal(c *Config) ([]byte, error) { return yaml.Marshal(c) }
+
+// Resolved returns h with every empty name defaulted from the host name:
+// DNSName the host name ("localhost" when there is none), NetBIOSName its
+// first label upper-cased and cut to 15 characters (the NetBIOS limit),
+// Domain the NetBIOS name (a standalone server).
+func (h Host) Resolved() Host {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	if h.DNSName == "" {
+		h.DNSName = host
+	}
+	if h.NetBIOSName == "" {
+		short, _, _ := strings.Cut(host, ".")
+		h.NetBIOSName = strings.ToUpper(short)
+		if len(h.NetBIOSName) > 15 {
+			h.NetBIOSName = h.NetBIOSName[:15]
+		}
+	}
+	if h.Domain == "" {
+		h.Domain = h.NetBIOSName
+	}
+	return h
+}

@@ -3,6 +3,11 @@
 // the authenticated user's credentials, places it in a per-shell cgroup, and
 // speaks a small framed protocol with it over a socketpair.
 //
+// It takes an Account of its own (the session layer converts the
+// authenticated account into one) and knows nothing of how it was
+// authenticated; it still uses authn's Secret (a delegated credential
+// cache) and files account database (sidecar mode).
+//
 // This file is the contract the session layer programs against.
 package isolation
 
@@ -13,6 +18,21 @@ import (
 	"github.com/winrmd/winrmd/authn"
 )
 
+// Account is the Unix account a worker takes the credentials of: the
+// account a shell runs as, from the account database. Field for field the
+// shape of authn.Account, so the session layer converts one into the other.
+type Account struct {
+	Username string
+	UID      uint32
+	GID      uint32
+	Groups   []uint32 // supplementary groups
+	Home     string
+	Shell    string
+}
+
+// ErrRootRefused: a worker would run as uid 0 and AllowRoot is off.
+var ErrRootRefused = errors.New("root is refused (authorization.allow_root is false)")
+
 // Limits are per-shell resource limits (winrs.max_*_per_shell).
 type Limits struct {
 	MemoryMB     int // 0 or configs.Unlimited: none
@@ -21,7 +41,7 @@ type Limits struct {
 
 // SpawnRequest describes the worker of one shell.
 type SpawnRequest struct {
-	Account   authn.Account     // whose credentials the worker takes
+	Account   Account           // whose credentials the worker takes
 	ShellID   string            // for the cgroup name and logs
 	Env       map[string]string // extra variables (rsp:Environment), added to the account's clean environment
 	Dir       string            // working directory; "" = the account's home

@@ -27,8 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/winrmd/winrmd/authn"
 )
 
 // CCacheRoot is where shells' credential caches live (root-run daemon).
@@ -68,7 +66,7 @@ func checkCCacheRoot(root string) error {
 
 // writeCCache stores the credentials for acct and returns the shell's
 // directory and the KRB5CCNAME value.
-func writeCCache(acct authn.Account, shellID string, cc []byte, chown bool) (dir, name string, err error) {
+func writeCCache(acct Account, shellID string, cc []byte, chown bool) (dir, name string, err error) {
 	if len(cc) == 0 || len(cc) > maxCCacheBytes {
 		return "", "", fmt.Errorf("isolation: delegated credential cache of %d bytes", len(cc))
 	}

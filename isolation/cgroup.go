@@ -409,6 +409,14 @@ func (cg *shellCgroup) add(pid int) error {
 	return nil
 }
 
+// pids lists the processes in the shell's cgroup.
+func (cg *shellCgroup) pids() ([]int, error) {
+	if cg == nil {
+		return nil, nil
+	}
+	return readPids(cg.procsDir())
+}
+
 // procsDir is the group whose cgroup.procs lists every process of the shell.
 func (cg *shellCgroup) procsDir() string {
 	if cg.sys.mode == cgroupV2 {
@@ -420,14 +428,6 @@ func (cg *shellCgroup) procsDir() string {
 		}
 	}
 	return ""
-}
-
-// pids lists the processes in the shell's cgroup.
-func (cg *shellCgroup) pids() ([]int, error) {
-	if cg == nil {
-		return nil, nil
-	}
-	return readPids(cg.procsDir())
 }
 
 // kill kills every process in the shell's cgroup and waits until it is

@@ -175,6 +175,7 @@ func (h *workerHandle) hostile(err error) {
 }
 
 func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
+	//lint:ignore S1016 the wire message and the API type stay separate types on purpose: a conversion would tie them together.
 	m := msgStart{ID: spec.ID, Line: spec.Line, Argv: spec.Argv}
 	if err := checkOutgoing(m); err != nil {
 		return fmt.Errorf("isolation: command %q: %w", spec.ID, err)

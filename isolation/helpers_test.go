@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-
-	"github.com/winrmd/winrmd/authn"
 )
 
 func isRoot() bool { return os.Geteuid() == 0 }
@@ -32,7 +30,7 @@ func requireRoot(t testing.TB) {
 // fails the test if any process of the user is left, kills them, and
 // deletes the account.
 type testUser struct {
-	acct  authn.Account
+	acct  Account
 	extra uint32 // the supplementary group's gid
 }
 
@@ -88,7 +86,7 @@ func newTestUser(t testing.TB) *testUser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := &testUser{acct: authn.Account{Username: name, UID: uint32(uid), GID: uint32(gid), Home: home, Shell: "/bin/sh"}}
+	tu := &testUser{acct: Account{Username: name, UID: uint32(uid), GID: uint32(gid), Home: home, Shell: "/bin/sh"}}
 	for _, g := range gids {
 		n, _ := strconv.Atoi(g)
 		tu.acct.Groups = append(tu.acct.Groups, uint32(n))

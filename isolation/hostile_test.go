@@ -16,8 +16,6 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
-
-	"github.com/winrmd/winrmd/authn"
 )
 
 // fakeProc stands in for the worker process when the test plays the worker.
@@ -543,7 +541,7 @@ func TestHandshakeRejects(t *testing.T) {
 	}
 }
 
-func selfAccountT(t testing.TB) authn.Account {
+func selfAccountT(t testing.TB) Account {
 	acct, err := selfAccount()
 	if err != nil {
 		t.Fatal(err)

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/winrmd/winrmd/authn"
 )
 
 // The worker runs as the user: uid, gid, groups, working directory and a
@@ -331,7 +329,7 @@ func TestNoNewPrivs(t *testing.T) {
 }
 
 // runAsUser runs a program as the account without no_new_privs (the control).
-func runAsUser(a authn.Account, prog string, env ...string) (string, error) {
+func runAsUser(a Account, prog string, env ...string) (string, error) {
 	cmd := execCommand(prog)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: a.UID, Gid: a.GID}}
@@ -465,7 +463,7 @@ func TestRefusals(t *testing.T) {
 	u := newTestUser(t)
 	s := newTestSpawner(t, SpawnerOptions{})
 	ctx := context.Background()
-	if _, err := s.Spawn(ctx, SpawnRequest{Account: authn.Account{Username: "root"}}); !errors.Is(err, authn.ErrRootRefused) {
+	if _, err := s.Spawn(ctx, SpawnRequest{Account: Account{Username: "root"}}); !errors.Is(err, ErrRootRefused) {
 		t.Errorf("uid 0: %v", err)
 	}
 	if _, err := s.Spawn(ctx, SpawnRequest{}); err == nil {
@@ -493,7 +491,7 @@ func TestRefusals(t *testing.T) {
 	}
 	// Root with AllowRoot.
 	s2 := newTestSpawner(t, SpawnerOptions{AllowRoot: true, CgroupRoot: "off"})
-	root := authn.Account{Username: "root", Home: "/root", Shell: "/bin/sh"}
+	root := Account{Username: "root", Home: "/root", Shell: "/bin/sh"}
 	_, c := spawn(t, s2, SpawnRequest{Account: root})
 	if out, _, _ := c.run(t, sh("id -u; echo $PATH"), nil); out != "0\n"+defaultRootPath+"\n" {
 		t.Errorf("root worker: %q", out)
@@ -502,11 +500,11 @@ func TestRefusals(t *testing.T) {
 
 func TestLabModeAsRoot(t *testing.T) {
 	requireRoot(t)
-	if _, err := newProcSpawner(SpawnerOptions{Lab: true}); !errors.Is(err, authn.ErrRootRefused) {
+	if _, err := newProcSpawner(SpawnerOptions{Lab: true}); !errors.Is(err, ErrRootRefused) {
 		t.Errorf("lab as root without AllowRoot: %v", err)
 	}
 	s := newTestSpawner(t, SpawnerOptions{Lab: true, AllowRoot: true, CgroupRoot: "off"})
-	_, c := spawn(t, s, SpawnRequest{Account: authn.Account{Username: "ignored", UID: 12345}})
+	_, c := spawn(t, s, SpawnRequest{Account: Account{Username: "ignored", UID: 12345}})
 	if out, _, _ := c.run(t, sh("id -u"), nil); out != "0\n" {
 		t.Errorf("lab worker uid %q", out)
 	}
@@ -520,10 +518,7 @@ func TestLabModeNonRoot(t *testing.T) {
 	cmd := execCommand(helper, "-test.run=^TestLabInner$", "-test.count=1", "-test.v")
 	cmd.Env = []string{"WRMDTEST_LAB_INNER=1", "HOME=" + u.acct.Home, "PATH=" + defaultPath}
 	cmd.Dir = u.acct.Home
-	groups := []uint32{}
-	for _, g := range u.acct.Groups {
-		groups = append(groups, g)
-	}
+	groups := append([]uint32{}, u.acct.Groups...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.acct.UID, Gid: u.acct.GID, Groups: groups}}
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestLabInner") {
@@ -540,7 +535,7 @@ func TestLabInner(t *testing.T) {
 	}
 	s := newTestSpawner(t, SpawnerOptions{Lab: true})
 	t.Logf("cgroup mode as a user: %v", s.cgroupMode())
-	_, c := spawn(t, s, SpawnRequest{Account: authn.Account{Username: "someone"}, Limits: Limits{MaxProcesses: 50}})
+	_, c := spawn(t, s, SpawnRequest{Account: Account{Username: "someone"}, Limits: Limits{MaxProcesses: 50}})
 	out, _, code := c.run(t, sh("id -u; echo $USER"), nil)
 	self, _ := selfAccount()
 	if code != 0 || out != fmt.Sprintf("%d\n%s\n", os.Getuid(), self.Username) {

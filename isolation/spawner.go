@@ -24,8 +24,6 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-
-	"github.com/winrmd/winrmd/authn"
 )
 
 // SpawnerOptions configure NewSpawner.
@@ -66,8 +64,8 @@ type procSpawner struct {
 	exe  string
 	log  *zap.Logger
 	cg   *cgroupSystem
-	lab  authn.Account // the daemon's own account, in lab mode
-	sc   *sidecar      // sidecar mode; nil otherwise
+	lab  Account  // the daemon's own account, in lab mode
+	sc   *sidecar // sidecar mode; nil otherwise
 }
 
 var _ Spawner = (*procSpawner)(nil)
@@ -98,7 +96,7 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 			return nil, fmt.Errorf("isolation: lab mode: %w", err)
 		}
 		if acct.UID == 0 && !opts.AllowRoot {
-			return nil, fmt.Errorf("isolation: lab mode as root: %w", authn.ErrRootRefused)
+			return nil, fmt.Errorf("isolation: lab mode as root: %w", ErrRootRefused)
 		}
 		s.lab = acct
 	}
@@ -120,6 +118,9 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	for _, n := range notes {
 		s.log.Info("cgroup detection", zap.String("note", n))
 	}
+	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
+		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
+	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
@@ -135,8 +136,8 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 func (s *procSpawner) cgroupMode() cgroupMode { return s.cg.mode }
 
 // selfAccount describes the daemon's own user.
-func selfAccount() (authn.Account, error) {
-	a := authn.Account{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
+func selfAccount() (Account, error) {
+	a := Account{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
 	gs, err := unix.Getgroups()
 	if err != nil {
 		return a, err
@@ -174,7 +175,7 @@ func passwdShell(uid uint32) string {
 
 // buildEnv is the worker's complete environment: the account's clean
 // variables, LANG, then the shell's own Environment.
-func buildEnv(a authn.Account, extra map[string]string) ([]envVar, error) {
+func buildEnv(a Account, extra map[string]string) ([]envVar, error) {
 	path := defaultPath
 	if a.UID == 0 {
 		path = defaultRootPath
@@ -230,7 +231,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		return nil, errors.New("isolation: refusing an account without a name")
 	}
 	if acct.UID == 0 && !s.opts.AllowRoot {
-		return nil, fmt.Errorf("isolation: %w", authn.ErrRootRefused)
+		return nil, fmt.Errorf("isolation: %w", ErrRootRefused)
 	}
 	extraEnv := req.Env
 	var ccDir string
@@ -408,7 +409,7 @@ func pollExit(pid int, exited func() bool) bool {
 	return rc.Read(func(uintptr) bool { return exited() }) == nil
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct authn.Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
 	spawnOn := onSpawnThread
 	if th != nil {
 		spawnOn = th.run // born inside the sidecar target's namespaces
@@ -704,7 +705,7 @@ func readFullCred(conn *net.UnixConn, b []byte, want *unix.Ucred) (*unix.Ucred, 
 // verifyWorkerStatus checks /proc/<pid>/status of the (unreaped, so not
 // recyclable) worker: all four uids and gids, the groups, no capabilities
 // for a non-root account, and no_new_privs.
-func verifyWorkerStatus(pid int, acct authn.Account) error {
+func verifyWorkerStatus(pid int, acct Account) error {
 	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return err

@@ -22,9 +22,9 @@ import (
 	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/authn/sealing"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/server/obs"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // connState is what a TCP connection remembers between requests: NTLM and
@@ -95,11 +95,31 @@ const reauthorizeEvery = 30 * time.Second
 // maxToken bounds a decoded authentication token.
 const maxToken = 48 << 10
 
-type httpError struct {
+// reply is what one request gets back, whichever stage produced it. A
+// reply with an envelope is sealed when the request was; one without is an
+// empty-bodied status (a refusal, a challenge, the 200 that ends a
+// handshake).
+type reply struct {
 	status int
-	close  bool
-	scheme bool // add the WWW-Authenticate offer
-	msg    string
+	close  bool   // Connection: close
+	offer  bool   // add the WWW-Authenticate scheme offer
+	token  string // a WWW-Authenticate "<scheme> <base64>" handshake leg (401)
+	// refusalToken is a final token on a refusal (CredSSP's
+	// TSRequest{errorCode}), then the only WWW-Authenticate line.
+	refusalToken string
+	// envelope is the SOAP response or fault; nil for an empty body.
+	envelope []byte
+	// unread: the request body was not read; a declared one closes the
+	// connection (a refusal never reads a body).
+	unread bool
+	// reset forgets the connection's security context once the reply
+	// (sealed with it, if the request was) has been sent.
+	reset bool
+}
+
+// refuse is an empty-bodied refusal sent without reading the body.
+func refuse(status int, offer, close bool) *reply {
+	return &reply{status: status, offer: offer, close: close, unread: true}
 }
 
 func (s *Server) handler(l *listener) http.Handler {
@@ -183,61 +203,133 @@ func (s *Server) offerSchemes(w http.ResponseWriter, l *listener) {
 	}
 }
 
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, st *connState, e *httpError) {
-	if e.scheme {
-		s.offerSchemes(w, st.l)
-	}
-	if e.close {
-		w.Header().Set("Connection", "close")
-	}
-	closeIfBody(w, r)
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(e.status)
+// exchange is one request on its way through the pipeline stages.
+type exchange struct {
+	w   http.ResponseWriter
+	r   *http.Request
+	st  *connState
+	cfg *configs.Config
+	log *zap.Logger
+	tls bool
+
+	id       *authn.Identity
+	outToken string // final handshake token, on whatever reply follows
+	raw      []byte // the body, unsealed once unseal ran
+	ct       string // its Content-Type
+	sealed   bool   // the request was sealed: so is the reply
+	protocol string // the sealing protocol, for the reply
+	msg      *wsman.Message
+	action   string // metric label
 }
 
+// serveWSMan runs one request through the stages: authenticate (from
+// headers alone), authorize (re-check an open connection's identity), read
+// the body (bounded), unseal it (or apply the encryption policy), parse and
+// decode it, dispatch it to the session layer. Each stage either passes the
+// exchange on or returns the reply that ends it; send writes every reply.
+// The connection's lock is held throughout but for dispatch.
 func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connState, l *listener) {
-	cfg := s.cfg.Load()
-	log := s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String()))
-	isTLS := l.transport == "https"
-	if s.tracing(cfg) {
-		s.traceRequestHeaders(log, r)
-		w = &traceWriter{ResponseWriter: w, s: s, log: log}
+	x := &exchange{w: w, r: r, st: st, cfg: s.cfg.Load(), tls: l.transport == "https"}
+	x.log = s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String()))
+	if s.tracing(x.cfg) {
+		s.traceRequestHeaders(x.log, r)
+		x.w = &traceWriter{ResponseWriter: w, s: s, log: x.log}
 	}
-
-	// 1. Authentication, from headers alone.
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	for _, stage := range []func(*exchange) *reply{
+		s.authenticate, s.authorizeConn, s.readRequest, s.unseal, s.parse, s.recheckCreate, s.dispatch,
+	} {
+		if rep := stage(x); rep != nil {
+			s.send(x, rep)
+			return
+		}
+	}
+}
+
+// send writes a reply: the scheme offer and connection headers, then the
+// envelope (sealed when the request was) or an empty body.
+func (s *Server) send(x *exchange, rep *reply) {
+	if rep.reset {
+		defer x.st.reset()
+	}
+	h := x.w.Header()
+	if rep.refusalToken != "" {
+		h.Set("WWW-Authenticate", rep.refusalToken)
+	}
+	if rep.offer {
+		s.offerSchemes(x.w, x.st.l)
+	}
+	if x.outToken != "" {
+		h.Set("WWW-Authenticate", x.outToken)
+	}
+	if rep.close {
+		h.Set("Connection", "close")
+	}
+	if rep.envelope == nil {
+		if rep.token != "" {
+			h.Set("WWW-Authenticate", rep.token)
+			drainHandshake(x.w, x.r)
+		}
+		if rep.unread {
+			closeIfBody(x.w, x.r)
+		}
+		h.Set("Content-Length", "0")
+		x.w.WriteHeader(rep.status)
+		return
+	}
+	if s.tracing(x.cfg) {
+		s.traceBody(x.log, x.cfg, "response", x.sealed, rep.envelope)
+	}
+	if x.sealed && x.st.sealer != nil {
+		enc, ct, err := sealing.Encode(x.protocol, rep.envelope, x.st.sealer)
+		if err != nil {
+			s.log.Error("sealing response", zap.Error(err))
+			h.Set("Connection", "close")
+			h.Set("Content-Length", "0")
+			x.w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		s.writeBody(x.w, rep.status, ct, enc)
+		return
+	}
+	s.writeBody(x.w, rep.status, "application/soap+xml;charset=UTF-8", rep.envelope)
+}
+
+// faultReply renders a fault envelope.
+func (s *Server) faultReply(f *wsman.Fault, relatesTo string, close bool) *reply {
+	return &reply{status: f.HTTPStatus(), close: close, envelope: wsman.FaultEnvelope(f, relatesTo, s.d.Machine)}
+}
+
+// authenticate establishes x.id from the Authorization header and the
+// connection's state: Basic per request, Negotiate/NTLM/Kerberos per
+// connection (a handshake leg ends the request with its token).
+func (s *Server) authenticate(x *exchange) *reply {
+	st, r := x.st, x.r
 	authz := r.Header.Values("Authorization")
-	var outToken string
-	var outScheme authn.Scheme
 	switch {
 	case len(authz) > 1:
-		s.fail(w, r, st, &httpError{status: http.StatusBadRequest, close: true})
 		s.countRequest("none", "bad_request")
-		return
+		return refuse(http.StatusBadRequest, false, true)
 	case len(authz) == 0:
 		if st.identity == nil {
 			if strings.EqualFold(strings.TrimSpace(r.Header.Get("WSMANIDENTIFY")), "unauthenticated") {
-				s.anonymousIdentify(w, r, cfg)
-				return
+				return s.anonymousIdentify(x)
 			}
-			if cfg.Service.Auth.Certificate && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			if x.cfg.Service.Auth.Certificate && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 				// A client certificate with no Authorization header (curl
 				// --cert): the certificate is the credential.
-				if herr := s.certificate(r, st, cfg, isTLS, log); herr != nil {
-					s.fail(w, r, st, herr)
-					return
+				if rep := s.certificate(x); rep != nil {
+					return rep
 				}
 				break
 			}
 			s.countAuth("none", "challenge")
-			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
-			return
+			return refuse(http.StatusUnauthorized, true, false)
 		}
 		if st.scheme == authn.SchemeBasic {
 			// Basic is per request; a connection does not stay logged on.
-			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
-			return
+			return refuse(http.StatusUnauthorized, true, false)
 		}
 		if r.ContentLength == 0 {
 			// An empty POST without credentials asks which schemes exist
@@ -245,22 +337,19 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			// that is already authenticated): answer the offer; a new
 			// handshake then replaces the connection's context.
 			s.countAuth("none", "challenge")
-			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
-			return
+			return refuse(http.StatusUnauthorized, true, false)
 		}
 	default:
 		scheme, token, _ := strings.Cut(strings.TrimSpace(authz[0]), " ")
 		token = strings.TrimSpace(token)
 		switch {
 		case strings.EqualFold(strings.TrimSpace(authz[0]), authn.CertificateProfile):
-			if herr := s.certificate(r, st, cfg, isTLS, log); herr != nil {
-				s.fail(w, r, st, herr)
-				return
+			if rep := s.certificate(x); rep != nil {
+				return rep
 			}
 		case strings.EqualFold(scheme, "Basic"):
-			if herr := s.basic(r, st, cfg, isTLS, token, log); herr != nil {
-				s.fail(w, r, st, herr)
-				return
+			if rep := s.basic(x, token); rep != nil {
+				return rep
 			}
 		case strings.EqualFold(scheme, "Negotiate"), strings.EqualFold(scheme, "NTLM"), strings.EqualFold(scheme, "Kerberos"), strings.EqualFold(scheme, "CredSSP"):
 			sch := authn.SchemeNegotiate
@@ -271,195 +360,218 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 			} else if strings.EqualFold(scheme, "CredSSP") {
 				sch = authn.SchemeCredSSP
 			}
-			out, done, herr := s.negotiate(r, st, cfg, sch, token, log)
-			if herr != nil {
+			out, done, rep := s.negotiate(x, sch, token)
+			if rep != nil {
 				if len(out) > 0 {
 					// CredSSP's TSRequest{errorCode} rides on the refusal.
-					w.Header().Set("WWW-Authenticate", string(sch)+" "+base64.StdEncoding.EncodeToString(out))
+					rep.refusalToken = string(sch) + " " + base64.StdEncoding.EncodeToString(out)
 				}
-				s.fail(w, r, st, herr)
-				return
+				return rep
 			}
 			if !done {
-				w.Header().Set("WWW-Authenticate", string(sch)+" "+base64.StdEncoding.EncodeToString(out))
-				drainHandshake(w, r)
-				w.Header().Set("Content-Length", "0")
-				w.WriteHeader(http.StatusUnauthorized)
-				return
+				return &reply{status: http.StatusUnauthorized, token: string(sch) + " " + base64.StdEncoding.EncodeToString(out)}
 			}
 			if len(out) > 0 {
-				outToken = base64.StdEncoding.EncodeToString(out)
-				outScheme = sch
+				x.outToken = string(sch) + " " + base64.StdEncoding.EncodeToString(out)
 			}
 		default:
 			s.countAuth("unknown", "unsupported")
-			s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true})
-			return
+			return refuse(http.StatusUnauthorized, true, false)
 		}
 	}
-	id := st.identity
-	if !id.Valid() { // by construction unreachable; never serve without one
-		s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, scheme: true, close: true})
-		return
+	x.id = st.identity
+	if !x.id.Valid() { // by construction unreachable; never serve without one
+		x.outToken = ""
+		return refuse(http.StatusUnauthorized, true, true)
 	}
-	// A long-lived connection is authorized again now and then, so a user
-	// removed from the allowed groups (SIGHUP, or the group database) loses
-	// access within reauthorizeEvery even on a connection already open.
-	if time.Since(st.authzAt) > reauthorizeEvery {
-		fresh, herr := s.authorizeAgain(st, id.Principal(), id.Scheme(), log)
-		if herr != nil {
-			st.reset()
-			s.fail(w, r, st, herr)
-			return
-		}
-		st.identity, st.authzAt, id = fresh, time.Now(), fresh
-	}
-	if outToken != "" {
-		w.Header().Set("WWW-Authenticate", string(outScheme)+" "+outToken)
-	}
+	return nil
+}
 
-	// 2. The body, bounded before anything parses it.
-	maxEnv := cfg.Service.MaxEnvelopeBytes()
-	if r.ContentLength > int64(maxEnv+encryptionOverhead) {
-		s.writeFault(w, st, false, "", wsman.EncodingLimit(wsman.CodeMaxEnvelopeSizeExceeded,
-			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true, "")
-		s.countRequest("none", "too_large")
-		return
+// authorizeConn re-checks a long-lived connection's identity now and then,
+// so a user removed from the allowed groups (SIGHUP, or the group
+// database) loses access within reauthorizeEvery even on a connection
+// already open.
+func (s *Server) authorizeConn(x *exchange) *reply {
+	st := x.st
+	if time.Since(st.authzAt) <= reauthorizeEvery {
+		return nil
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(time.Duration(cfg.Service.ReadHeaderTimeoutMS)*time.Millisecond + 60*time.Second))
-	raw, err := readBody(r, maxEnv+encryptionOverhead)
+	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())
+	if rep != nil {
+		st.reset()
+		return rep
+	}
+	st.identity, st.authzAt, x.id = fresh, time.Now(), fresh
+	return nil
+}
+
+// tooLarge is the fault for a body over the envelope limit plus the
+// sealing overhead.
+func (s *Server) tooLarge(maxEnv int) *reply {
+	s.countRequest("none", "too_large")
+	return s.faultReply(wsman.EncodingLimit(wsman.CodeMaxEnvelopeSizeExceeded,
+		"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), "", true)
+}
+
+// readRequest reads the body, bounded before anything parses it.
+func (s *Server) readRequest(x *exchange) *reply {
+	maxEnv := x.cfg.Service.MaxEnvelopeBytes()
+	if x.r.ContentLength > int64(maxEnv+encryptionOverhead) {
+		return s.tooLarge(maxEnv)
+	}
+	rc := http.NewResponseController(x.w)
+	_ = rc.SetReadDeadline(time.Now().Add(time.Duration(x.cfg.Service.ReadHeaderTimeoutMS)*time.Millisecond + 60*time.Second))
+	raw, err := readBody(x.r, maxEnv+encryptionOverhead)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
-		log.Info("reading request body", zap.Error(err))
-		s.fail(w, r, st, &httpError{status: http.StatusBadRequest, close: true})
-		return
+		x.log.Info("reading request body", zap.Error(err))
+		return refuse(http.StatusBadRequest, false, true)
 	}
 	if len(raw) > maxEnv+encryptionOverhead {
-		s.writeFault(w, st, false, "", wsman.EncodingLimit(wsman.CodeMaxEnvelopeSizeExceeded,
-			"The WS-Management service cannot process the request because the envelope size exceeds the maximum allowed ("+strconv.Itoa(maxEnv)+" bytes)."), true, "")
-		s.countRequest("none", "too_large")
-		return
+		return s.tooLarge(maxEnv)
 	}
 	if s.d.Metrics != nil {
 		s.d.Metrics.Bytes.WithLabelValues("in").Add(float64(len(raw)))
 	}
+	x.raw, x.ct = raw, x.r.Header.Get("Content-Type")
+	return nil
+}
 
-	// 3. Encryption policy.
-	ct := r.Header.Get("Content-Type")
-	encrypted := false
-	protocol := ""
-	if sealing.IsEncrypted(ct) {
+// unseal decrypts a sealed body, or refuses a plain one on HTTP unless
+// service.allow_unencrypted. An empty body (the last leg of pywinrm's and
+// pypsrp's handshake) gets an empty 200.
+func (s *Server) unseal(x *exchange) *reply {
+	st, id := x.st, x.id
+	maxEnv := x.cfg.Service.MaxEnvelopeBytes()
+	if sealing.IsEncrypted(x.ct) {
 		if st.sealer == nil {
-			log.Info("encrypted body on a connection without a sealing context")
-			s.fail(w, r, st, &httpError{status: http.StatusBadRequest, close: true})
+			x.log.Info("encrypted body on a connection without a sealing context")
 			s.countRequest("none", "bad_encryption")
-			return
+			return refuse(http.StatusBadRequest, false, true)
 		}
-		plain, proto, err := sealing.Decode(ct, raw, maxEnv, st.sealer)
+		plain, proto, err := sealing.Decode(x.ct, x.raw, maxEnv, st.sealer)
 		if err != nil {
 			// A bad signature, sequence or framing kills the context.
-			log.Warn("refusing encrypted message", zap.Error(err))
+			x.log.Warn("refusing encrypted message", zap.Error(err))
 			s.d.Audit.Event(obs.EvLogonFailure, zap.String(obs.FUser, id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
 				zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "message integrity: "+err.Error()))
 			st.reset()
-			s.fail(w, r, st, &httpError{status: http.StatusBadRequest, close: true})
 			s.countRequest("none", "bad_encryption")
-			return
+			return refuse(http.StatusBadRequest, false, true)
 		}
 		// OMI's client pads sealed plaintext with up to 15 NULs and counts
 		// them in Length; XML never ends with NUL, so drop them.
 		for i := 0; i < 15 && len(plain) > 0 && plain[len(plain)-1] == 0; i++ {
 			plain = plain[:len(plain)-1]
 		}
-		raw, protocol, encrypted = plain, proto, true
-		ct = "application/soap+xml;charset=UTF-8"
-	} else if len(raw) > 0 && !isTLS && !cfg.Service.AllowUnencrypted {
-		log.Info("refusing unencrypted body on HTTP (service.allow_unencrypted is false)")
+		x.raw, x.protocol, x.sealed = plain, proto, true
+		x.ct = "application/soap+xml;charset=UTF-8"
+	} else if len(x.raw) > 0 && !x.tls && !x.cfg.Service.AllowUnencrypted {
+		x.log.Info("refusing unencrypted body on HTTP (service.allow_unencrypted is false)")
 		s.d.Audit.Event(obs.EvUnencrypted, zap.String(obs.FUser, id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
 			zap.String(obs.FScheme, string(st.scheme)))
-		s.fail(w, r, st, &httpError{status: http.StatusUnauthorized, close: true, scheme: true})
 		s.countRequest("none", "unencrypted")
-		return
+		return refuse(http.StatusUnauthorized, true, true)
 	}
-	if len(raw) == 0 {
-		// pywinrm and pypsrp finish authentication with an empty POST.
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusOK)
-		return
+	if len(x.raw) == 0 {
+		return &reply{status: http.StatusOK}
 	}
+	return nil
+}
 
-	if s.tracing(cfg) {
-		s.traceBody(log, cfg, "request", encrypted, raw)
+// parse turns the body into a decoded message; an authenticated Identify
+// is answered here, and a Create while draining is refused.
+func (s *Server) parse(x *exchange) *reply {
+	if s.tracing(x.cfg) {
+		s.traceBody(x.log, x.cfg, "request", x.sealed, x.raw)
 	}
-
-	// 4. Parse and dispatch.
 	lim := wsman.DefaultLimits()
-	lim.MaxBytes = maxEnv
-	env, err := wsman.Parse(raw, ct, lim)
+	lim.MaxBytes = x.cfg.Service.MaxEnvelopeBytes()
+	env, err := wsman.Parse(x.raw, x.ct, lim)
 	if err != nil {
-		f, ok := err.(*wsman.Fault)
-		if !ok {
-			f = wsman.SchemaValidation("The request is not a valid SOAP envelope.")
-		}
-		s.writeFault(w, st, encrypted, protocol, f, false, "")
 		s.countRequest("none", "fault")
-		return
+		return s.faultReply(asFault(err), "", false)
 	}
-	action := actionLabel(env.Header.Action)
-	log = log.With(zap.String(obs.FMessageID, env.Header.MessageID), zap.String(obs.FAction, action), zap.String(obs.FUser, id.User()))
+	x.action = actionLabel(env.Header.Action)
+	x.log = x.log.With(zap.String(obs.FMessageID, env.Header.MessageID), zap.String(obs.FAction, x.action), zap.String(obs.FUser, x.id.User()))
 	if env.IsIdentify {
-		s.writeOK(w, st, encrypted, protocol, wsman.IdentifyResponse(true, s.d.Version))
 		s.countRequest("Identify", "ok")
-		return
+		return &reply{status: http.StatusOK, envelope: wsman.IdentifyResponse(true, s.d.Version)}
 	}
 	if s.draining.Load() && env.Header.Action == wsman.ActionCreate {
-		s.writeFault(w, st, encrypted, protocol, wsman.OperationAborted("The service is shutting down."), false, env.Header.MessageID)
-		s.countRequest(action, "fault")
-		return
+		s.countRequest(x.action, "fault")
+		return s.faultReply(wsman.OperationAborted("The service is shutting down."), env.Header.MessageID, false)
 	}
-	if env.Header.Action == wsman.ActionCreate {
-		// A worker is about to start as this account: decide from the
-		// account database itself, not a cached decision, so a deleted or
-		// re-created account never gets a worker with a stale uid or
-		// groups (issue 14.11).
-		if u, ok := s.d.Authorizer.(UncachedAuthorizer); ok {
-			fresh, err := u.AuthorizeUncached(id.Principal(), id.Scheme())
-			if err != nil {
-				reason := err.Error()
-				log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
-				s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
-					zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
-				s.writeFault(w, st, encrypted, protocol, wsman.AccessDenied("Access is denied."), true, env.Header.MessageID)
-				st.reset()
-				s.countRequest(action, "denied")
-				return
-			}
-			st.identity, id = fresh, fresh
-		}
+	msg, err := wsman.Decode(env)
+	if err != nil {
+		s.countRequest(x.action, "fault")
+		return s.faultReply(asFault(err), env.Header.MessageID, false)
 	}
-	// The session layer may block (Receive); other connections proceed.
-	st.mu.Unlock()
-	body, err := s.d.Sessions.Handle(r.Context(), &session.Request{
-		Env: env, Identity: id, RemoteAddr: st.remote.String(), ListenerURL: listenerURL(r, l),
+	x.msg = msg
+	return nil
+}
+
+// recheckCreate: a worker is about to start as this account, so the
+// account database decides itself, not a cached decision: a deleted or
+// re-created account never gets a worker with a stale uid or groups
+// (issue 14.11).
+func (s *Server) recheckCreate(x *exchange) *reply {
+	if x.msg.Header.Action != wsman.ActionCreate {
+		return nil
+	}
+	u, ok := s.d.Authorizer.(UncachedAuthorizer)
+	if !ok {
+		return nil
+	}
+	st := x.st
+	fresh, err := u.AuthorizeUncached(x.id.Principal(), x.id.Scheme())
+	if err != nil {
+		reason := err.Error()
+		x.log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
+		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, x.id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
+			zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
+		s.countRequest(x.action, "denied")
+		rep := s.faultReply(wsman.AccessDenied("Access is denied."), x.msg.Header.MessageID, true)
+		rep.reset = true
+		return rep
+	}
+	st.identity, x.id = fresh, fresh
+	return nil
+}
+
+// dispatch hands the message to the session layer, which may block
+// (Receive): the connection's lock is released meanwhile, so other
+// connections proceed. It always ends the exchange.
+func (s *Server) dispatch(x *exchange) *reply {
+	x.st.mu.Unlock()
+	body, err := s.d.Sessions.Handle(x.r.Context(), &session.Request{
+		Msg: x.msg, Identity: x.id, RemoteAddr: x.st.remote.String(), ListenerURL: listenerURL(x.r, x.st.l),
 	})
-	st.mu.Lock()
+	x.st.mu.Lock()
+	relatesTo := x.msg.Header.MessageID
 	if err != nil {
 		f, ok := err.(*wsman.Fault)
 		if !ok {
-			log.Error("handler error", zap.Error(err))
+			x.log.Error("handler error", zap.Error(err))
 			f = wsman.InternalError(995, "", "The operation failed.")
 		}
 		if f.Subcode != "w:TimedOut" {
-			log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason),
+			x.log.Info("fault", zap.String("subcode", f.Subcode), zap.Uint32("code", f.Code), zap.String(obs.FReason, f.Reason),
 				zap.String("detail", f.Internal))
 		}
-		s.writeFault(w, st, encrypted, protocol, f, false, env.Header.MessageID)
-		s.countRequest(action, "fault")
-		return
+		s.countRequest(x.action, "fault")
+		return s.faultReply(f, relatesTo, false)
 	}
-	s.writeOK(w, st, encrypted, protocol, body)
-	s.countRequest(action, "ok")
+	s.countRequest(x.action, "ok")
+	return &reply{status: http.StatusOK, envelope: body}
+}
+
+// asFault is err as a *wsman.Fault (Parse and Decode return nothing else).
+func asFault(err error) *wsman.Fault {
+	if f, ok := err.(*wsman.Fault); ok {
+		return f
+	}
+	return wsman.SchemaValidation("The request is not a valid SOAP envelope.")
 }
 
 // readBody reads at most limit+1 bytes of the body, in one allocation when
@@ -505,76 +617,33 @@ func listenerURL(r *http.Request, l *listener) string {
 	return scheme + "://" + host + "/wsman"
 }
 
-func (s *Server) anonymousIdentify(w http.ResponseWriter, r *http.Request, cfg *configs.Config) {
+// anonymousIdentify answers an unauthenticated Identify (WSMANIDENTIFY:
+// unauthenticated); any other body needs authentication.
+func (s *Server) anonymousIdentify(x *exchange) *reply {
+	r := x.r
 	lim := wsman.DefaultLimits()
 	lim.MaxBytes = 64 << 10
 	if r.ContentLength > int64(lim.MaxBytes) {
-		w.Header().Set("Connection", "close")
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusBadRequest)
-		return
+		return &reply{status: http.StatusBadRequest, close: true}
 	}
 	// Unauthenticated: the body gets a few seconds, not a minute.
-	rc := http.NewResponseController(w)
+	rc := http.NewResponseController(x.w)
 	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	raw, err := io.ReadAll(io.LimitReader(r.Body, int64(lim.MaxBytes)+1))
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil || len(raw) > lim.MaxBytes {
-		w.Header().Set("Connection", "close")
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusBadRequest)
-		return
+		return &reply{status: http.StatusBadRequest, close: true}
 	}
-	if s.tracing(cfg) {
-		s.traceBody(s.log, cfg, "request", false, raw)
+	if s.tracing(x.cfg) {
+		s.traceBody(s.log, x.cfg, "request", false, raw)
 	}
 	env, err := wsman.Parse(raw, r.Header.Get("Content-Type"), lim)
 	if err != nil || !env.IsIdentify {
-		// Anything but Identify needs authentication.
 		s.countAuth("none", "challenge")
-		st, _ := r.Context().Value(connKey{}).(*connState)
-		s.offerSchemes(w, st.l)
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusUnauthorized)
-		return
+		return &reply{status: http.StatusUnauthorized, offer: true}
 	}
-	body := wsman.IdentifyResponse(false, "")
-	if s.tracing(cfg) {
-		s.traceBody(s.log, cfg, "response", false, body)
-	}
-	s.writeBody(w, http.StatusOK, "application/soap+xml;charset=UTF-8", body)
 	s.countRequest("Identify", "ok")
-}
-
-func (s *Server) writeOK(w http.ResponseWriter, st *connState, encrypted bool, protocol string, body []byte) {
-	s.writeEnvelope(w, st, encrypted, protocol, http.StatusOK, body)
-}
-
-func (s *Server) writeFault(w http.ResponseWriter, st *connState, encrypted bool, protocol string, f *wsman.Fault, closeConn bool, relatesTo string) {
-	status := f.HTTPStatus()
-	if closeConn {
-		w.Header().Set("Connection", "close")
-	}
-	s.writeEnvelope(w, st, encrypted, protocol, status, wsman.FaultEnvelope(f, relatesTo, s.d.Machine))
-}
-
-func (s *Server) writeEnvelope(w http.ResponseWriter, st *connState, encrypted bool, protocol string, status int, body []byte) {
-	if cfg := s.cfg.Load(); s.tracing(cfg) {
-		s.traceBody(s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String())), cfg, "response", encrypted, body)
-	}
-	if encrypted && st.sealer != nil {
-		enc, ct, err := sealing.Encode(protocol, body, st.sealer)
-		if err != nil {
-			s.log.Error("sealing response", zap.Error(err))
-			w.Header().Set("Connection", "close")
-			w.Header().Set("Content-Length", "0")
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		s.writeBody(w, status, ct, enc)
-		return
-	}
-	s.writeBody(w, status, "application/soap+xml;charset=UTF-8", body)
+	return &reply{status: http.StatusOK, envelope: wsman.IdentifyResponse(false, "")}
 }
 
 func (s *Server) writeBody(w http.ResponseWriter, status int, ct string, body []byte) {
@@ -588,18 +657,19 @@ func (s *Server) writeBody(w http.ResponseWriter, status int, ct string, body []
 }
 
 // basic authenticates a Basic value; verified once per connection.
-func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTLS bool, token string, log *zap.Logger) *httpError {
+func (s *Server) basic(x *exchange, token string) *reply {
+	st, cfg := x.st, x.cfg
 	if !cfg.Service.Auth.Basic || s.d.Basic == nil {
 		s.countAuth("basic", "disabled")
-		return &httpError{status: http.StatusUnauthorized, scheme: true}
+		return refuse(http.StatusUnauthorized, true, false)
 	}
-	if !isTLS && !cfg.Service.AllowUnencrypted {
+	if !x.tls && !cfg.Service.AllowUnencrypted {
 		// The password already crossed the wire in clear; refuse without
 		// checking it, so the plaintext channel is never an oracle.
 		s.countAuth("basic", "unencrypted")
 		s.d.Audit.Event(obs.EvUnencrypted, zap.String(obs.FRemoteAddr, st.remote.String()), zap.String(obs.FScheme, "Basic"),
 			zap.String(obs.FReason, "Basic over HTTP refused (service.allow_unencrypted is false)"))
-		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		return refuse(http.StatusUnauthorized, true, true)
 	}
 	key := sha256.Sum256([]byte(token))
 	// The same credentials on the same connection are not verified again
@@ -616,16 +686,16 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 	}
 	st.reset()
 	checked := time.Now()
-	p, err := s.d.Basic.Authenticate(r.Context(), st.remote, token)
+	p, err := s.d.Basic.Authenticate(x.r.Context(), st.remote, token)
 	if err != nil {
-		s.logonFailure(st, "Basic", p.Name, err, log)
-		failureDelay(r, cfg, checked, err)
-		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		s.logonFailure(x, "Basic", p.Name, err)
+		failureDelay(x.r, cfg, checked, err)
+		return refuse(http.StatusUnauthorized, true, true)
 	}
-	id, herr := s.authorize(st, p, authn.SchemeBasic, log)
-	if herr != nil {
-		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
-		return herr
+	id, rep := s.authorize(x, p, authn.SchemeBasic)
+	if rep != nil {
+		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
+		return rep
 	}
 	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
 	return nil
@@ -634,22 +704,23 @@ func (s *Server) basic(r *http.Request, st *connState, cfg *configs.Config, isTL
 // certificate logs a connection on with its TLS client certificate, once:
 // the certificate cannot change on a connection (crypto/tls servers refuse
 // renegotiation), so later requests on it ride on the first mapping.
-func (s *Server) certificate(r *http.Request, st *connState, cfg *configs.Config, isTLS bool, log *zap.Logger) *httpError {
-	if !cfg.Service.Auth.Certificate {
+func (s *Server) certificate(x *exchange) *reply {
+	r, st, log := x.r, x.st, x.log
+	if !x.cfg.Service.Auth.Certificate {
 		s.countAuth(certauth.Mechanism, "disabled")
-		return &httpError{status: http.StatusUnauthorized, scheme: true}
+		return refuse(http.StatusUnauthorized, true, false)
 	}
-	if !isTLS || r.TLS == nil {
+	if !x.tls || r.TLS == nil {
 		s.countAuth(certauth.Mechanism, "unencrypted")
-		return &httpError{status: http.StatusUnauthorized, scheme: true}
+		return refuse(http.StatusUnauthorized, true, false)
 	}
 	if st.identity != nil && st.scheme == authn.SchemeCertificate {
 		return nil
 	}
 	st.reset()
 	if err := s.d.Limiter.Allow(st.remote, ""); err != nil {
-		s.logonFailure(st, string(authn.SchemeCertificate), "", err, log)
-		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		s.logonFailure(x, string(authn.SchemeCertificate), "", err)
+		return refuse(http.StatusUnauthorized, true, true)
 	}
 	chain := r.TLS.PeerCertificates
 	res, err := s.certMap.Load().Map(chain)
@@ -659,14 +730,14 @@ func (s *Server) certificate(r *http.Request, st *connState, cfg *configs.Config
 		if len(chain) > 0 {
 			name = chain[0].Subject.String()
 		}
-		s.logonFailure(st, string(authn.SchemeCertificate), name, err, log)
-		return &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		s.logonFailure(x, string(authn.SchemeCertificate), name, err)
+		return refuse(http.StatusUnauthorized, true, true)
 	}
 	log.Info("client certificate mapped", zap.String(obs.FUser, res.Principal.Name), zap.String("upn", res.UPN),
 		zap.String("subject", res.Subject), zap.String("serial", res.Serial), zap.Int("mapping", res.Mapping))
-	id, herr := s.authorize(st, res.Principal, authn.SchemeCertificate, log, zap.String("upn", res.UPN), zap.String("cert_subject", res.Subject), zap.String("cert_serial", res.Serial))
-	if herr != nil {
-		return herr
+	id, rep := s.authorize(x, res.Principal, authn.SchemeCertificate, zap.String("upn", res.UPN), zap.String("cert_subject", res.Subject), zap.String("cert_serial", res.Serial))
+	if rep != nil {
+		return rep
 	}
 	s.d.Limiter.Success(st.remote, res.Principal.Name)
 	st.identity, st.scheme, st.authzAt = id, authn.SchemeCertificate, time.Now()
@@ -674,7 +745,8 @@ func (s *Server) certificate(r *http.Request, st *connState, cfg *configs.Config
 }
 
 // negotiate runs one leg of a connection-bound handshake.
-func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, sch authn.Scheme, token string, log *zap.Logger) ([]byte, bool, *httpError) {
+func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte, bool, *reply) {
+	st, cfg := x.st, x.cfg
 	mech := strings.ToLower(string(sch))
 	enabled := cfg.Service.Auth.Negotiate
 	switch sch {
@@ -685,55 +757,55 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 	}
 	if !enabled || s.d.Contexts == nil {
 		s.countAuth(mech, "disabled")
-		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
+		return nil, false, refuse(http.StatusUnauthorized, true, false)
 	}
 	if len(token) > maxToken*4/3+4 {
 		s.countAuth(mech, "malformed")
-		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		return nil, false, refuse(http.StatusUnauthorized, true, true)
 	}
 	in, err := base64.StdEncoding.DecodeString(token)
 	if err != nil || len(in) == 0 {
 		s.countAuth(mech, "malformed")
-		s.logonFailure(st, string(sch), "", authn.ErrMalformed, log)
-		return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		s.logonFailure(x, string(sch), "", authn.ErrMalformed)
+		return nil, false, refuse(http.StatusUnauthorized, true, true)
 	}
 	// A new handshake on a connection replaces whatever it had.
 	if st.authCtx == nil || st.identity != nil || st.scheme != sch {
-		var cbt []byte
-		if st.l.certs != nil {
-			cbt = st.l.certs.ChannelBinding()
-		}
 		st.reset()
-		st.authCtx = s.d.Contexts(sch, cbt, st.remote)
+		st.authCtx = s.d.Contexts(sch)
 		st.scheme = sch
 		if st.authCtx == nil {
 			s.countAuth(mech, "disabled")
-			return nil, false, &httpError{status: http.StatusUnauthorized, scheme: true}
+			return nil, false, refuse(http.StatusUnauthorized, true, false)
 		}
 	}
+	ci := authn.ConnInfo{Remote: st.remote, TLS: x.tls}
+	if st.l.certs != nil {
+		ci.ChannelBinding = st.l.certs.ChannelBinding()
+	}
 	checked := time.Now()
-	out, done, err := st.authCtx.Step(in)
+	out, done, err := st.authCtx.Step(x.r.Context(), ci, in)
 	if err != nil {
 		name := ""
 		if c, ok := st.authCtx.(authn.Claimant); ok {
 			name = c.ClaimedName()
 		}
 		st.reset()
-		s.logonFailure(st, string(sch), name, err, log)
-		failureDelay(r, cfg, checked, err)
+		s.logonFailure(x, string(sch), name, err)
+		failureDelay(x.r, cfg, checked, err)
 		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
 		// only WWW-Authenticate line (clients read the token at its end).
-		return out, false, &httpError{status: http.StatusUnauthorized, scheme: len(out) == 0, close: true}
+		return out, false, refuse(http.StatusUnauthorized, len(out) == 0, true)
 	}
 	if !done {
 		return out, false, nil
 	}
 	p := st.authCtx.Principal()
-	id, herr := s.authorize(st, p, sch, log)
-	if herr != nil {
+	id, rep := s.authorize(x, p, sch)
+	if rep != nil {
 		st.reset()
-		failureDelay(r, cfg, checked, authn.ErrNotAuthorized)
-		return nil, false, herr
+		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
+		return nil, false, rep
 	}
 	st.identity, st.authzAt = id, time.Now()
 	st.sealer = st.authCtx.Sealer()
@@ -743,18 +815,19 @@ func (s *Server) negotiate(r *http.Request, st *connState, cfg *configs.Config, 
 // authorize maps a principal to an identity. A fresh logon is audited as
 // logon_success; a re-check of an open connection (again) only audits a
 // refusal.
-func (s *Server) authorize(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, audit ...zap.Field) (*authn.Identity, *httpError) {
-	return s.authorizeAs(st, p, sch, log, false, audit...)
+func (s *Server) authorize(x *exchange, p authn.Principal, sch authn.Scheme, audit ...zap.Field) (*authn.Identity, *reply) {
+	return s.authorizeAs(x, p, sch, false, audit...)
 }
 
 // authorizeAgain re-checks a connection's identity without a new logon event.
-func (s *Server) authorizeAgain(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger) (*authn.Identity, *httpError) {
-	return s.authorizeAs(st, p, sch, log, true)
+func (s *Server) authorizeAgain(x *exchange, p authn.Principal, sch authn.Scheme) (*authn.Identity, *reply) {
+	return s.authorizeAs(x, p, sch, true)
 }
 
 // audit adds fields (what the mechanism saw: a certificate's UPN) to the
 // audit line.
-func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme, log *zap.Logger, again bool, audit ...zap.Field) (*authn.Identity, *httpError) {
+func (s *Server) authorizeAs(x *exchange, p authn.Principal, sch authn.Scheme, again bool, audit ...zap.Field) (*authn.Identity, *reply) {
+	st, log := x.st, x.log
 	id, err := s.d.Authorizer.Authorize(p, sch)
 	if err != nil {
 		reason := err.Error()
@@ -765,7 +838,7 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 		log.Info("access denied", zap.String(obs.FUser, p.Name), zap.String(obs.FScheme, string(sch)), zap.Bool("open_connection", again), zap.Error(err))
 		s.d.Audit.Event(obs.EvAccessDenied, append([]zap.Field{zap.String(obs.FUser, p.Name), zap.String(obs.FRemoteAddr, st.remote.String()),
 			zap.String(obs.FScheme, string(sch)), zap.String(obs.FReason, reason)}, audit...)...)
-		return nil, &httpError{status: http.StatusUnauthorized, scheme: true, close: true}
+		return nil, refuse(http.StatusUnauthorized, true, true)
 	}
 	if !again {
 		s.countAuth(p.Mechanism, "success")
@@ -786,7 +859,8 @@ func (s *Server) authorizeAs(st *connState, p authn.Principal, sch authn.Scheme,
 	return id, nil
 }
 
-func (s *Server) logonFailure(st *connState, scheme, name string, err error, log *zap.Logger) {
+func (s *Server) logonFailure(x *exchange, scheme, name string, err error) {
+	st, log := x.st, x.log
 	result := "failure"
 	switch {
 	case errors.Is(err, authn.ErrRateLimited):

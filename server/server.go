@@ -1,7 +1,19 @@
 // Package server owns bytes and connections: listeners, TLS, per-connection
 // security contexts, the HTTP pipeline in front of /wsman, and dispatch of
-// parsed envelopes to the session layer. Nothing beyond authentication runs
+// decoded messages to the session layer. Nothing beyond authentication runs
 // for a request that has not authenticated.
+//
+// The pipeline (handler.go) is a fixed sequence of stages over one
+// exchange: authenticate (headers only) -> authorizeConn (re-check an open
+// connection's identity) -> readRequest (bounded body) -> unseal (or the
+// encryption policy) -> parse (wsman.Parse and wsman.Decode) ->
+// recheckCreate (the account database before a worker starts) -> dispatch
+// (session). Each stage passes the exchange on or returns the reply that
+// ends it; send writes every reply, sealed when the request was. Every
+// mechanism's Step gets the request's context and an authn.ConnInfo.
+//
+// Imports: server -> session -> isolation, with authn, wsman, obs and
+// configs; nothing below server imports it.
 package server
 
 import (
@@ -22,7 +34,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
 )
 
@@ -43,10 +55,10 @@ type UncachedAuthorizer interface {
 }
 
 // ContextFactory makes a fresh connection-bound security context for an
-// HTTP scheme; cbt is the listener's expected channel binding (nil on HTTP),
-// remote the client's address (for rate limits). It returns nil when the
-// scheme is not available.
-type ContextFactory func(scheme authn.Scheme, cbt []byte, remote netip.Addr) authn.Context
+// HTTP scheme, or returns nil when the scheme is not available. The
+// connection's details (address, TLS, channel binding) reach the context
+// with every Step (authn.ConnInfo).
+type ContextFactory func(scheme authn.Scheme) authn.Context
 
 // Deps are the collaborators the daemon wires in.
 type Deps struct {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +24,7 @@ import (
 	"github.com/winrmd/winrmd/authn/spnego"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/obs"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
 )
 
@@ -108,9 +107,9 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	srv, err := New(Deps{
 		Config: cfg, Audit: audit, Metrics: metrics, Sessions: sessions, Authorizer: az,
 		Basic: basic.New(basic.Config{Store: store}), Machine: "test",
-		Contexts: func(sch authn.Scheme, cbt []byte, _ netip.Addr) authn.Context {
+		Contexts: func(sch authn.Scheme) authn.Context {
 			mk := func() *ntlm.Acceptor {
-				return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(store), NetBIOSComputer: "TEST", DNSComputer: "test", ChannelBinding: cbt, CBTLevel: "relaxed"})
+				return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(store), NetBIOSComputer: "TEST", DNSComputer: "test", CBTLevel: "relaxed"})
 			}
 			if sch == authn.SchemeNegotiate {
 				return spnego.NewAcceptor(spnego.Config{NTLM: mk})

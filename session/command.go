@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"strconv"
 	"strings"
@@ -12,8 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/obs"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // Command is one command of a shell and its undelivered output. Output held
@@ -26,16 +25,55 @@ type Command struct {
 	started time.Time
 
 	mu       sync.Mutex
+	state    cmdState
 	out      [3][]byte // indexed by isolation.Stream; unread bytes are out[s][off[s]:]
 	off      [3]int
-	exited   bool
-	exitCode int32
-	err      error // worker gone before exit
-	finished bool  // Done was delivered to a client
+	exitCode int32 // from exited on
+	err      error // why the worker went, from failed on
 	released bool  // counted out of metrics
 	notify   chan struct{}
 
-	recv sync.Mutex // one Receive at a time per command
+	// recv is the Receive semaphore (capacity 1): one Receive at a time
+	// per command.
+	recv chan struct{}
+}
+
+// cmdState is where a command is in its life (see the package doc).
+type cmdState uint8
+
+const (
+	cmdRunning    cmdState = iota
+	cmdExited              // exit code known; output may remain
+	cmdFailed              // worker gone before the exit
+	cmdFinished            // Done (or the failure) delivered to a client
+	cmdTerminated          // released by Signal terminate while running; final
+)
+
+func (s cmdState) String() string {
+	return [...]string{"running", "exited", "failed", "finished", "terminated"}[s]
+}
+
+// to moves the command to next and reports whether that transition exists;
+// an impossible one changes nothing. c.mu held.
+func (c *Command) to(next cmdState) bool {
+	ok := false
+	switch c.state {
+	case cmdRunning:
+		ok = next == cmdExited || next == cmdFailed || next == cmdTerminated
+	case cmdExited, cmdFailed:
+		ok = next == cmdFinished
+	case cmdFinished:
+		ok = next == cmdFinished // a repeated Receive delivers it again
+	}
+	if ok {
+		c.state = next
+	}
+	return ok
+}
+
+func newCommand(id string, sh *Shell, line string) *Command {
+	return &Command{id: id, shell: sh, line: line, started: time.Now(),
+		notify: make(chan struct{}), recv: make(chan struct{}, 1)}
 }
 
 func (c *Command) wakeLocked() {
@@ -72,16 +110,20 @@ func (c *Command) take(s isolation.Stream, n int) []byte {
 	return b
 }
 
+// exit records the command's exit; a terminated command ignores it.
 func (c *Command) exit(code int32) {
 	c.mu.Lock()
-	c.exited, c.exitCode = true, code
-	c.wakeLocked()
+	if c.to(cmdExited) {
+		c.exitCode = code
+		c.wakeLocked()
+	}
 	c.mu.Unlock()
 }
 
+// fail records that the worker went before the command exited.
 func (c *Command) fail(err error) {
 	c.mu.Lock()
-	if !c.exited && c.err == nil {
+	if c.to(cmdFailed) {
 		c.err = err
 		c.wakeLocked()
 	}
@@ -91,22 +133,22 @@ func (c *Command) fail(err error) {
 func (c *Command) isDone() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.exited || c.err != nil
+	return c.state != cmdRunning
 }
 
-func commandSelectorFault() error {
-	return wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained a command identifier that does not exist or has already completed.")
+func commandSelectorFault(id string) error {
+	return wsman.ShellFault(wsman.ShellUnknownCommand, "no command "+strconv.Quote(id)+" in this shell")
 }
 
 func (sh *Shell) getCommand(id string) (*Command, error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.closed {
+	if sh.state == shellClosed {
 		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the shell has been closed.")
 	}
 	c := sh.commands[strings.ToUpper(id)]
 	if c == nil {
-		return nil, commandSelectorFault()
+		return nil, commandSelectorFault(id)
 	}
 	return c, nil
 }
@@ -117,59 +159,61 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, err
 	}
 	sh.touch()
-	h := &req.Env.Header
-	cl := req.Env.Body
-	if !isElem(cl, wsman.NsShell, "CommandLine") {
+	h := &req.Msg.Header
+	cl, ok := req.Msg.Body.(*wsman.CommandLine)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Command request must carry an rsp:CommandLine element.")
 	}
 	id := wsman.NewGUID()
-	if v := wsman.Attr(cl, "CommandId"); v != "" {
+	if v := cl.CommandID; v != "" {
 		if !validGUID(v) {
-			return nil, wsman.InvalidParameter("The CommandId is not a GUID.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "the CommandId is not a GUID")
 		}
 		id = strings.ToUpper(v)
 	}
-	prog := ""
-	if e := wsman.Child(cl, wsman.NsShell, "Command"); e != nil {
-		prog = strings.TrimSpace(e.Text())
-	}
-	var args []string
-	for _, a := range wsman.Children(cl, wsman.NsShell, "Arguments") {
-		args = append(args, a.Text())
-	}
-	if prog == "" {
-		return nil, wsman.InvalidParameter("The command line is empty.")
-	}
+	prog, args := cl.Command, cl.Arguments
 	spec := isolation.CommandSpec{ID: id}
+	// Windows joins Command and Arguments with spaces.
 	line := prog
 	if len(args) > 0 {
 		line = prog + " " + strings.Join(args, " ")
 	}
 	if len(line) > 1<<20 || strings.ContainsRune(line, 0) {
-		return nil, wsman.InvalidParameter("The command line is too long or contains NUL.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "the command line is over 1 MiB or contains NUL")
 	}
 	if skip, _ := h.BoolOption("WINRS_SKIP_CMD_SHELL"); skip {
+		if strings.TrimSpace(prog) == "" {
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "WINRS_SKIP_CMD_SHELL with an empty Command")
+		}
 		spec.Argv = append([]string{prog}, args...)
 		if len(args) == 0 {
 			spec.Argv = strings.Fields(prog)
 		}
 	} else {
+		// As `cmd /c <line>`: cmd's quote rule; an empty line runs
+		// `sh -c ""`, which exits 0 as cmd does.
+		line = cmdShellLine(line)
 		spec.Line = line
 	}
+	// powershell / powershell.exe / pwsh: the configured PowerShell with
+	// the client's arguments, or a clear "not installed" (pwsh_cmdline.go).
+	if argv, ok := powershellArgv(line, m.cfg.PowerShell.Path); ok {
+		spec.Line, spec.Argv = "", argv
+	}
 
-	c := &Command{id: id, shell: sh, line: line, started: time.Now(), notify: make(chan struct{})}
+	c := newCommand(id, sh, line)
 	sh.mu.Lock()
-	if sh.closed || sh.worker == nil {
+	if sh.state != shellOpen && sh.state != shellBroken {
 		sh.mu.Unlock()
 		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the shell has been closed.")
 	}
-	if sh.workerErr != nil {
+	if sh.state == shellBroken {
 		sh.mu.Unlock()
-		return nil, wsman.InternalError(995, "Shell cmd plugin", "The shell's worker process has ended: "+sh.workerErr.Error())
+		return nil, wsman.ShellFault(wsman.ShellAborted, "the shell's worker process has ended: "+sh.workerErr.Error())
 	}
 	if _, dup := sh.commands[id]; dup {
 		sh.mu.Unlock()
-		return nil, wsman.InvalidParameter("A command with this CommandId already exists.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "a command with CommandId "+id+" already exists")
 	}
 	running := 0
 	for _, o := range sh.commands {
@@ -194,9 +238,9 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		sh.mu.Unlock()
 		m.log.Info("command start failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.Error(err))
 		if errors.Is(err, isolation.ErrStartFailed) {
-			return nil, wsman.InternalError(2147942402, "Shell cmd plugin", "The system cannot find the file specified: "+err.Error())
+			return nil, wsman.ShellFault(startFailure(err), "command "+strconv.Quote(programName(spec))+" could not be started: "+err.Error())
 		}
-		return nil, wsman.InternalError(995, "Shell cmd plugin", "The command could not be started: "+err.Error())
+		return nil, wsman.ShellFault(wsman.ShellAborted, "command could not be started: "+err.Error())
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Commands.Inc()
@@ -204,9 +248,18 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.String("program", programName(spec)))
 
-	r := wsman.NewResponse(wsman.ActionCommand+"Response", h.MessageID)
-	addText(r.Body().CreateElement("rsp:CommandResponse"), "rsp:CommandId", id)
-	return r.Bytes(), nil
+	return wsman.EncodeCommand(h.MessageID, id), nil
+}
+
+// startFailure maps a start failure to Windows' fault: the worker reports
+// exec's error as text, so "permission denied" (EACCES, EPERM) is Access
+// Denied and everything else the file-not-found Windows answers.
+func startFailure(err error) wsman.ShellFaultKind {
+	msg := err.Error()
+	if strings.Contains(msg, "permission denied") || strings.Contains(msg, "operation not permitted") {
+		return wsman.ShellStartDenied
+	}
+	return wsman.ShellFileNotFound
 }
 
 // programName is what the audit trail records of a command: the program,
@@ -215,6 +268,9 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 // not the program: they are skipped, and each is recorded only as its
 // variable name ("TOKEN=… cmd"), so the value never reaches the audit.
 func programName(spec isolation.CommandSpec) string {
+	if len(spec.Argv) > 4 && spec.Argv[3] == pwshLauncherName {
+		return spec.Argv[4] // the PowerShell the launcher runs
+	}
 	if len(spec.Argv) > 0 {
 		return clipProgram(spec.Argv[0])
 	}
@@ -273,7 +329,7 @@ func (sh *Shell) pruneLocked() {
 			continue
 		}
 		c.mu.Lock()
-		drop := c.finished && len(sh.commands) > maxRetainedCommands
+		drop := c.state == cmdFinished && len(sh.commands) > maxRetainedCommands
 		c.mu.Unlock()
 		if drop {
 			delete(sh.commands, id)
@@ -290,31 +346,22 @@ func (m *Manager) send(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, err
 	}
 	sh.touch()
-	body := req.Env.Body
-	if !isElem(body, wsman.NsShell, "Send") {
+	body, ok := req.Msg.Body.(*wsman.Send)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Send request must carry an rsp:Send element.")
 	}
-	streams := wsman.Children(body, wsman.NsShell, "Stream")
-	if len(streams) > 64 {
-		return nil, wsman.InvalidParameter("Too many streams in one Send.")
-	}
-	for _, s := range streams {
-		if name := wsman.Attr(s, "Name"); name != "stdin" {
-			return nil, wsman.InvalidParameter("Unsupported input stream " + strconv.Quote(name) + ".")
+	for _, s := range body.Streams {
+		if s.Name != "stdin" {
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported input stream "+strconv.Quote(s.Name))
 		}
-		cid := wsman.Attr(s, "CommandId")
-		if cid == "" {
-			return nil, wsman.InvalidParameter("A cmd shell needs a CommandId on each input stream.")
+		if s.CommandID == "" {
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "Send without CommandId on a cmd shell")
 		}
-		c, err := sh.getCommand(cid)
+		c, err := sh.getCommand(s.CommandID)
 		if err != nil {
 			return nil, err
 		}
-		data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s.Text()))
-		if err != nil {
-			return nil, wsman.InvalidParameter("The stream data is not valid base64.")
-		}
-		end := strings.EqualFold(strings.TrimSpace(wsman.Attr(s, "End")), "true")
+		data, end := s.Data, s.End
 		if c.isDone() {
 			continue // the command is gone; Windows drops input likewise
 		}
@@ -325,15 +372,13 @@ func (m *Manager) send(ctx context.Context, req *Request) ([]byte, error) {
 			if ctx.Err() != nil {
 				return nil, wsman.OperationAborted("The client went away.")
 			}
-			return nil, wsman.InternalError(995, "Shell cmd plugin", "Input could not be delivered: "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellAborted, "input could not be delivered: "+err.Error())
 		}
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.StreamBytes.WithLabelValues("stdin").Add(float64(len(data)))
 		}
 	}
-	r := wsman.NewResponse(wsman.ActionSend+"Response", req.Env.Header.MessageID)
-	r.Body().CreateElement("rsp:SendResponse")
-	return r.Bytes(), nil
+	return wsman.EncodeSend(req.Msg.Header.MessageID), nil
 }
 
 func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
@@ -342,17 +387,13 @@ func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, err
 	}
 	sh.touch()
-	body := req.Env.Body
-	if !isElem(body, wsman.NsShell, "Signal") {
+	body, ok := req.Msg.Body.(*wsman.Signal)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Signal request must carry an rsp:Signal element.")
 	}
-	cid := wsman.Attr(body, "CommandId")
-	code := ""
-	if e := wsman.Child(body, wsman.NsShell, "Code"); e != nil {
-		code = strings.TrimSpace(e.Text())
-	}
+	cid, code := body.CommandID, body.Code
 	if cid == "" {
-		return nil, wsman.InvalidParameter("Signal needs a CommandId on a cmd shell.")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "Signal without CommandId on a cmd shell")
 	}
 	c, err := sh.getCommand(cid)
 	if err != nil {
@@ -369,18 +410,16 @@ func (m *Manager) signal(ctx context.Context, req *Request) ([]byte, error) {
 	case strings.EqualFold(code, wsman.SignalCtrlBreak):
 		sig = isolation.SignalQuit
 	default:
-		return nil, wsman.InvalidParameter("Unknown signal code " + strconv.Quote(code) + ".")
+		return nil, wsman.ShellFault(wsman.ShellBadParameter, "unknown signal code "+strconv.Quote(code))
 	}
 	if sig == isolation.SignalTerminate {
 		sh.releaseCommand(c)
 	} else if !c.isDone() {
 		if err := sh.worker.Signal(c.id, sig); err != nil && !errors.Is(err, isolation.ErrUnknown) {
-			return nil, wsman.InternalError(995, "Shell cmd plugin", "The signal could not be delivered: "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellAborted, "the signal could not be delivered: "+err.Error())
 		}
 	}
-	r := wsman.NewResponse(wsman.ActionSignal+"Response", req.Env.Header.MessageID)
-	r.Body().CreateElement("rsp:SignalResponse")
-	return r.Bytes(), nil
+	return wsman.EncodeSignal(req.Msg.Header.MessageID), nil
 }
 
 // releaseCommand kills a command (if running) and forgets it.
@@ -395,9 +434,7 @@ func (sh *Shell) releaseCommand(c *Command) {
 	wasReleased := c.released
 	c.released = true
 	c.out, c.off = [3][]byte{}, [3]int{}
-	if !c.exited && c.err == nil {
-		c.err = errReleased
-	}
+	c.to(cmdTerminated) // only from running; otherwise its output is simply gone
 	c.wakeLocked()
 	c.mu.Unlock()
 	if w != nil {
@@ -407,5 +444,3 @@ func (sh *Shell) releaseCommand(c *Command) {
 		sh.m.cfg.Metrics.Commands.Dec()
 	}
 }
-
-var errReleased = errors.New("command terminated")

@@ -2,79 +2,93 @@ package session
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/beevik/etree"
+	"go.uber.org/zap"
 
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/obs"
+
+	"github.com/winrmd/winrmd/wsman"
 )
 
-// enumeration is a pending (non-optimized) Enumerate waiting for Pulls.
+// enumeration is a pending (non-optimized) Enumerate waiting for Pulls. Its
+// items are described when pulled, so a Pull reports the state then.
 type enumeration struct {
 	owner   string
-	items   []func(parent *etree.Element)
+	items   []func() wsman.Item
 	expires time.Time
 }
 
 const maxEnumerationsPerUser = 64
 
+// maxBatchItems is the most items one Pull returns (Windows' MaxBatchItems).
+const maxBatchItems = 32000
+
 func (m *Manager) get(ctx context.Context, req *Request) ([]byte, error) {
-	h := &req.Env.Header
+	h := &req.Msg.Header
 	switch {
 	case strings.EqualFold(strings.TrimRight(h.ResourceURI, "/"), wsman.ResourceConfig):
-		r := wsman.NewResponse(wsman.ActionGet+"Response", h.MessageID)
-		m.describeConfig(r.Body())
-		return r.Bytes(), nil
+		// Reading the configuration needs administrator rights on Windows;
+		// Remote Management Users (winrm-remote-users) get Access Denied.
+		if !req.Identity.Administrator() {
+			m.cfg.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, req.Identity.User()), zap.String(obs.FRemoteAddr, req.RemoteAddr),
+				zap.String(obs.FReason, "winrm/config is for administrators"), zap.String(obs.FAction, "Get"))
+			return nil, wsman.AccessDenied("")
+		}
+		return wsman.EncodeGetConfig(h.MessageID, m.configInfo()), nil
 	case strings.EqualFold(h.ResourceURI, wsman.ResourceShell), isCmdShell(h.ResourceURI):
 		sh, err := m.lookup(req)
 		if err != nil {
 			return nil, err
 		}
-		r := wsman.NewResponse(wsman.ActionGet+"Response", h.MessageID)
-		sh.describe(r.Body(), true)
-		return r.Bytes(), nil
+		return wsman.EncodeGetShell(h.MessageID, sh.info(true)), nil
 	}
 	return nil, wsman.DestinationUnreachable(h.ResourceURI)
 }
 
-// describeConfig renders the part of winrm/config a client may read
-// (pypsrp reads MaxEnvelopeSizekb to size its messages).
-func (m *Manager) describeConfig(body *etree.Element) {
-	c := body.CreateElement("cfg:Config")
-	c.CreateAttr("xmlns:cfg", wsman.NsConfig)
-	addText(c, "cfg:MaxEnvelopeSizekb", strconv.Itoa(m.cfg.MaxEnvelopeSizeKB))
-	addText(c, "cfg:MaxTimeoutms", strconv.FormatInt(int64(m.cfg.MaxTimeout/time.Millisecond), 10))
-	addText(c, "cfg:MaxBatchItems", "32000")
-	s := c.CreateElement("cfg:Service")
-	addText(s, "cfg:MaxConcurrentOperationsPerUser", strconv.Itoa(m.cfg.MaxOperationsPerUser))
-	addText(s, "cfg:EnumerationTimeoutms", strconv.FormatInt(int64(m.cfg.EnumerationTimeout/time.Millisecond), 10))
-	w := c.CreateElement("cfg:Winrs")
-	addText(w, "cfg:AllowRemoteShellAccess", strconv.FormatBool(m.cfg.Winrs.AllowRemoteShellAccess))
-	addText(w, "cfg:IdleTimeout", strconv.FormatInt(m.cfg.Winrs.IdleTimeoutMS, 10))
-	addText(w, "cfg:MaxConcurrentUsers", strconv.Itoa(m.cfg.Winrs.MaxConcurrentUsers))
-	addText(w, "cfg:MaxShellRunTime", strconv.FormatInt(m.cfg.Winrs.MaxShellRunTimeMS, 10))
-	addText(w, "cfg:MaxProcessesPerShell", strconv.Itoa(m.cfg.Winrs.MaxProcessesPerShell))
-	addText(w, "cfg:MaxMemoryPerShellMB", strconv.Itoa(m.cfg.Winrs.MaxMemoryPerShellMB))
-	addText(w, "cfg:MaxShellsPerUser", strconv.Itoa(m.cfg.Winrs.MaxShellsPerUser))
+// configInfo is winrm/config with the daemon's values.
+func (m *Manager) configInfo() *wsman.ConfigInfo {
+	svc := m.service()
+	cbt := map[string]string{"none": "None", "relaxed": "Relaxed", "strict": "Strict"}[svc.Auth.CBTHardeningLevel]
+	return &wsman.ConfigInfo{
+		MaxEnvelopeSizeKB:              m.cfg.MaxEnvelopeSizeKB,
+		MaxTimeout:                     m.cfg.MaxTimeout,
+		MaxBatchItems:                  maxBatchItems,
+		MaxConcurrentOperationsPerUser: m.cfg.MaxOperationsPerUser,
+		EnumerationTimeout:             m.cfg.EnumerationTimeout,
+		MaxConnections:                 svc.MaxConnections,
+		AllowUnencrypted:               svc.AllowUnencrypted,
+		Auth: wsman.ConfigAuth{Basic: svc.Auth.Basic, Kerberos: svc.Auth.Kerberos, Negotiate: svc.Auth.Negotiate,
+			Certificate: svc.Auth.Certificate, CredSSP: svc.Auth.CredSSP, CbtHardeningLevel: cbt},
+		IPv4Filter:             svc.IPv4Filter,
+		IPv6Filter:             svc.IPv6Filter,
+		AllowRemoteShellAccess: m.cfg.Winrs.AllowRemoteShellAccess,
+		IdleTimeoutMS:          m.cfg.Winrs.IdleTimeoutMS,
+		MaxConcurrentUsers:     m.cfg.Winrs.MaxConcurrentUsers,
+		MaxShellRunTimeMS:      m.cfg.Winrs.MaxShellRunTimeMS,
+		MaxProcessesPerShell:   m.cfg.Winrs.MaxProcessesPerShell,
+		MaxMemoryPerShellMB:    m.cfg.Winrs.MaxMemoryPerShellMB,
+		MaxShellsPerUser:       m.cfg.Winrs.MaxShellsPerUser,
+	}
+}
+
+// SetService replaces the service settings the config Get reports (SIGHUP
+// reloads auth switches, filters and the unencrypted policy).
+func (m *Manager) SetService(s configs.Service) { m.svc.Store(&s) }
+
+func (m *Manager) service() configs.Service {
+	if s := m.svc.Load(); s != nil {
+		return *s
+	}
+	return m.cfg.Service
 }
 
 // items lists what an Enumerate on the request's ResourceURI returns for
 // the caller: its own shells, or the commands of one of its shells.
-func (m *Manager) items(req *Request) ([]func(*etree.Element), error) {
-	h := &req.Env.Header
-	body := req.Env.Body
-	var filterShell string
-	if f := wsman.Child(body, wsman.NsWsman, "Filter"); f != nil {
-		if ss := wsman.Child(f, wsman.NsWsman, "SelectorSet"); ss != nil {
-			for _, s := range wsman.Children(ss, wsman.NsWsman, "Selector") {
-				if strings.EqualFold(wsman.Attr(s, "Name"), "ShellId") {
-					filterShell = strings.ToUpper(strings.TrimSpace(s.Text()))
-				}
-			}
-		}
-	}
+func (m *Manager) items(req *Request, filterShell string) ([]func() wsman.Item, error) {
+	h := &req.Msg.Header
 	owner := req.Identity.Key()
 	switch {
 	case strings.EqualFold(h.ResourceURI, wsman.ResourceShell), isCmdShell(h.ResourceURI):
@@ -86,10 +100,9 @@ func (m *Manager) items(req *Request) ([]func(*etree.Element), error) {
 			}
 		}
 		m.mu.Unlock()
-		out := make([]func(*etree.Element), 0, len(shells))
+		out := make([]func() wsman.Item, 0, len(shells))
 		for _, s := range shells {
-			s := s
-			out = append(out, func(p *etree.Element) { s.describe(p, true) })
+			out = append(out, func() wsman.Item { return wsman.Item{Shell: s.info(true)} })
 		}
 		return out, nil
 	case strings.EqualFold(h.ResourceURI, wsman.ResourceCommand):
@@ -102,22 +115,22 @@ func (m *Manager) items(req *Request) ([]func(*etree.Element), error) {
 		if sh == nil || sh.owner != owner {
 			return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained invalid selectors for the resource.")
 		}
+		var out []func() wsman.Item
+		if sh.ps != nil {
+			for _, ci := range sh.psPipelines() {
+				ci := ci
+				out = append(out, func() wsman.Item { return wsman.Item{Command: &ci} })
+			}
+			return out, nil
+		}
 		sh.mu.Lock()
-		var out []func(*etree.Element)
 		for _, id := range sh.order {
 			c := sh.commands[id]
 			if c == nil {
 				continue
 			}
-			out = append(out, func(p *etree.Element) {
-				e := p.CreateElement("rsp:Command")
-				addText(e, "rsp:CommandId", c.id)
-				addText(e, "rsp:CommandLine", "")
-				state := "Running"
-				if c.isDone() {
-					state = "Done"
-				}
-				addText(e, "rsp:CommandState", state)
+			out = append(out, func() wsman.Item {
+				return wsman.Item{Command: &wsman.CommandInfo{CommandID: c.id, Done: c.isDone()}}
 			})
 		}
 		sh.mu.Unlock()
@@ -126,27 +139,27 @@ func (m *Manager) items(req *Request) ([]func(*etree.Element), error) {
 	return nil, wsman.DestinationUnreachable(h.ResourceURI)
 }
 
+func describe(items []func() wsman.Item) []wsman.Item {
+	out := make([]wsman.Item, len(items))
+	for i, f := range items {
+		out[i] = f()
+	}
+	return out
+}
+
 func (m *Manager) enumerate(ctx context.Context, req *Request) ([]byte, error) {
-	h := &req.Env.Header
-	body := req.Env.Body
-	if !isElem(body, wsman.NsEnumeration, "Enumerate") {
+	h := &req.Msg.Header
+	body, ok := req.Msg.Body.(*wsman.Enumerate)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Enumerate request must carry an n:Enumerate element.")
 	}
-	items, err := m.items(req)
+	items, err := m.items(req, body.FilterShellID)
 	if err != nil {
 		return nil, err
 	}
-	r := wsman.NewResponse(wsman.ActionEnumerate+"Response", h.MessageID)
-	er := r.Body().CreateElement("n:EnumerateResponse")
-	er.CreateAttr("xmlns:n", wsman.NsEnumeration)
-	if wsman.Child(body, wsman.NsWsman, "OptimizeEnumeration") != nil {
-		er.CreateElement("n:EnumerationContext")
-		it := er.CreateElement("w:Items")
-		for _, f := range items {
-			f(it)
-		}
-		er.CreateElement("w:EndOfSequence")
-		return r.Bytes(), nil
+	if body.Optimize {
+		r := wsman.EnumerateResponse{Optimized: true, Items: describe(items)}
+		return r.Encode(h.MessageID), nil
 	}
 	owner := req.Identity.Key()
 	m.mu.Lock()
@@ -163,41 +176,38 @@ func (m *Manager) enumerate(ctx context.Context, req *Request) ([]byte, error) {
 	id := "uuid:" + wsman.NewGUID()
 	m.enums[id] = &enumeration{owner: owner, items: items, expires: time.Now().Add(m.cfg.EnumerationTimeout)}
 	m.mu.Unlock()
-	addText(er, "n:EnumerationContext", id)
-	return r.Bytes(), nil
+	r := wsman.EnumerateResponse{Context: id}
+	return r.Encode(h.MessageID), nil
 }
 
-func (m *Manager) takeEnumeration(req *Request, el *etree.Element) (*enumeration, string, error) {
-	ctxEl := wsman.Child(el, wsman.NsEnumeration, "EnumerationContext")
-	if ctxEl == nil {
-		return nil, "", wsman.InvalidEnumerationContext()
+func (m *Manager) takeEnumeration(req *Request, id string, present bool) (*enumeration, error) {
+	if !present {
+		return nil, wsman.InvalidEnumerationContext()
 	}
-	id := strings.TrimSpace(ctxEl.Text())
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.enums[id]
 	if e == nil || e.owner != req.Identity.Key() {
 		// Another user's context is indistinguishable from an unknown one.
-		return nil, "", wsman.InvalidEnumerationContext()
+		return nil, wsman.InvalidEnumerationContext()
 	}
-	return e, id, nil
+	return e, nil
 }
 
 func (m *Manager) pull(ctx context.Context, req *Request) ([]byte, error) {
-	body := req.Env.Body
-	if !isElem(body, wsman.NsEnumeration, "Pull") {
+	body, ok := req.Msg.Body.(*wsman.Pull)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Pull request must carry an n:Pull element.")
 	}
-	e, id, err := m.takeEnumeration(req, body)
+	e, err := m.takeEnumeration(req, body.Context, body.HasContext)
 	if err != nil {
 		return nil, err
 	}
-	max := 32000
-	if me := wsman.Child(body, wsman.NsEnumeration, "MaxElements"); me != nil {
-		if v, err := strconv.Atoi(strings.TrimSpace(me.Text())); err == nil && v > 0 && v < max {
-			max = v
-		}
+	max := maxBatchItems
+	if v := body.MaxElements; v > 0 && v < max {
+		max = v
 	}
+	id := body.Context
 	m.mu.Lock()
 	n := len(e.items)
 	if n > max {
@@ -212,34 +222,20 @@ func (m *Manager) pull(ctx context.Context, req *Request) ([]byte, error) {
 		e.expires = time.Now().Add(m.cfg.EnumerationTimeout)
 	}
 	m.mu.Unlock()
-	r := wsman.NewResponse(wsman.ActionPull+"Response", req.Env.Header.MessageID)
-	pr := r.Body().CreateElement("n:PullResponse")
-	pr.CreateAttr("xmlns:n", wsman.NsEnumeration)
-	if !last {
-		addText(pr, "n:EnumerationContext", id)
-	}
-	it := pr.CreateElement("n:Items")
-	for _, f := range batch {
-		f(it)
-	}
-	if last {
-		pr.CreateElement("n:EndOfSequence")
-	}
-	return r.Bytes(), nil
+	r := wsman.PullResponse{Context: id, Items: describe(batch), End: last}
+	return r.Encode(req.Msg.Header.MessageID), nil
 }
 
 func (m *Manager) release(ctx context.Context, req *Request) ([]byte, error) {
-	body := req.Env.Body
-	if !isElem(body, wsman.NsEnumeration, "Release") {
+	body, ok := req.Msg.Body.(*wsman.Release)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Release request must carry an n:Release element.")
 	}
-	_, id, err := m.takeEnumeration(req, body)
-	if err != nil {
+	if _, err := m.takeEnumeration(req, body.Context, body.HasContext); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
-	delete(m.enums, id)
+	delete(m.enums, body.Context)
 	m.mu.Unlock()
-	r := wsman.NewResponse(wsman.ActionRelease+"Response", req.Env.Header.MessageID)
-	return r.Bytes(), nil
+	return wsman.EncodeEmpty(wsman.ActionRelease, req.Msg.Header.MessageID), nil
 }

@@ -1,7 +1,40 @@
 // Package session answers "what is a shell": the WinRS shell and command
 // state, output buffers, the Receive long poll, quotas and idle timers. It
-// acts on parsed envelopes for an authenticated identity and never sees HTTP,
-// tokens or sockets; which process runs a shell is isolation's business.
+// acts on decoded messages (wsman.Message: headers and a typed body) for an
+// authenticated identity and never sees XML, HTTP, tokens or sockets; the
+// wire format is the wsman package's business, which process runs a shell
+// is isolation's.
+//
+// Layering: server -> session -> isolation, with wsman (the wire), obs
+// (logs, audit, metrics), authn (identities) and configs beside or below;
+// session imports nothing under server/.
+//
+// # Shell states
+//
+// A shell's state changes only through (*Shell).to, which refuses every
+// transition not drawn here:
+//
+//	spawning --worker up--> open --worker died--> broken
+//	    |                    |                      |
+//	    +--------------------+-------> closed <-----+
+//	         (spawn failed, Delete, idle/run-time reaper, shutdown)
+//
+// # Command states
+//
+// A command's state changes only through (*Command).to:
+//
+//	running --exit--> exited --Done delivered--> finished
+//	   |  \                                         ^
+//	   |   +--worker gone--> failed --fault delivered-+
+//	   +--Signal terminate--> terminated
+//
+// finished answers Done (or the failure fault) again to a repeated Receive;
+// terminated answers the unknown-command fault. Terminating a command that
+// already left running only forgets its output.
+//
+// One Receive per command runs at a time (a channel semaphore); a second
+// one, a client retrying after its own read timeout, waits its turn within
+// its OperationTimeout.
 package session
 
 import (
@@ -9,16 +42,16 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/beevik/etree"
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/obs"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // Config is what the session layer needs from the daemon.
@@ -28,17 +61,25 @@ type Config struct {
 	MaxOperationsPerUser  int
 	MaxEnvelopeSizeKB     int // reported by the config Get
 	Spawner               isolation.Spawner
+	PowerShell            configs.PowerShell // the PSRP shells' pwsh and endpoints
 	Log                   *zap.Logger
 	Audit                 *obs.Audit
 	Metrics               *obs.Metrics
 	EnumerationTimeout    time.Duration // default 240 s
 	ReapInterval          time.Duration // default 1 s
 	DefaultReceiveTimeout time.Duration // when the client sends none; default 60 s
+	// Service is winrm/config/service as configured, for the config Get
+	// (SetService replaces it on reload).
+	Service configs.Service
+	// ExitGrace: how long a Receive that found output of a still running
+	// command waits for its exit (DefaultExitGrace when 0; negative: not
+	// at all). See receive.go.
+	ExitGrace time.Duration
 }
 
-// Request is one authenticated WS-Management request.
+// Request is one authenticated, decoded WS-Management request.
 type Request struct {
-	Env         *wsman.Envelope
+	Msg         *wsman.Message
 	Identity    *authn.Identity
 	RemoteAddr  string // client IP
 	ListenerURL string // e.g. http://host:5985/wsman, echoed in ResourceCreated
@@ -57,6 +98,7 @@ type Manager struct {
 	closing  bool
 	stopReap chan struct{}
 	reapDone chan struct{}
+	svc      atomic.Pointer[configs.Service] // SetService; nil: cfg.Service
 }
 
 // NewManager starts the manager and its idle reaper.
@@ -72,6 +114,9 @@ func NewManager(cfg Config) *Manager {
 	}
 	if cfg.DefaultReceiveTimeout <= 0 {
 		cfg.DefaultReceiveTimeout = 60 * time.Second
+	}
+	if cfg.ExitGrace == 0 {
+		cfg.ExitGrace = DefaultExitGrace
 	}
 	if cfg.MaxOperationsPerUser <= 0 {
 		cfg.MaxOperationsPerUser = 1500
@@ -107,12 +152,19 @@ func (m *Manager) Handle(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	defer m.endOp(key)
 
-	h := &req.Env.Header
+	h := &req.Msg.Header
 	switch h.Action {
 	case wsman.ActionCreate:
 		return m.create(ctx, req)
 	case wsman.ActionDelete:
 		return m.delete(ctx, req)
+	case wsman.ActionCommand, wsman.ActionSend, wsman.ActionReceive, wsman.ActionSignal,
+		wsman.ActionDisconnect, wsman.ActionReconnect, wsman.ActionConnect:
+		if isPowerShellURI(h.ResourceURI) {
+			return m.psHandle(ctx, req)
+		}
+	}
+	switch h.Action {
 	case wsman.ActionCommand:
 		return m.command(ctx, req)
 	case wsman.ActionSend:
@@ -160,7 +212,7 @@ func (m *Manager) endOp(key string) {
 // lookup finds a shell by its selector and checks ownership. Another
 // identity's shell answers Access Denied (never its contents).
 func (m *Manager) lookup(req *Request) (*Shell, error) {
-	id, ok := req.Env.Header.Selector("ShellId")
+	id, ok := req.Msg.Header.Selector("ShellId")
 	if !ok || id == "" {
 		return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the request contained invalid selectors for the resource.")
 	}
@@ -173,8 +225,16 @@ func (m *Manager) lookup(req *Request) (*Shell, error) {
 	if sh.owner != req.Identity.Key() {
 		m.cfg.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, req.Identity.User()),
 			zap.String(obs.FRemoteAddr, req.RemoteAddr), zap.String(obs.FShellID, sh.id),
-			zap.String(obs.FReason, "shell belongs to another user"), zap.String(obs.FAction, shortAction(req.Env.Header.Action)))
+			zap.String(obs.FReason, "shell belongs to another user"), zap.String(obs.FAction, shortAction(req.Msg.Header.Action)))
 		return nil, wsman.AccessDenied("Access is denied. The shell belongs to another user.")
+	}
+	// A PowerShell shell's worker runs pwsh and nothing else: the cmd
+	// shell's Command/Send/Receive/Signal never reach it.
+	switch req.Msg.Header.Action {
+	case wsman.ActionCommand, wsman.ActionSend, wsman.ActionReceive, wsman.ActionSignal:
+		if (sh.ps != nil) != isPowerShellURI(req.Msg.Header.ResourceURI) {
+			return nil, wsman.InvalidSelectors("The WS-Management service cannot process the request because the resource URI does not match the shell.")
+		}
 	}
 	return sh, nil
 }
@@ -277,17 +337,4 @@ func shortAction(a string) string {
 		return a[i+1:]
 	}
 	return a
-}
-
-// etree helpers ---------------------------------------------------------
-
-func addText(parent *etree.Element, tag, text string) *etree.Element {
-	e := parent.CreateElement(tag)
-	e.SetText(text)
-	return e
-}
-
-// isElem reports whether e is the element {ns}local.
-func isElem(e *etree.Element, ns, local string) bool {
-	return e != nil && e.Tag == local && e.NamespaceURI() == ns
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // The test binary doubles as the worker, so these tests use the real spawn
@@ -96,7 +96,11 @@ func (h *harness) do(xml string) (*etree.Document, error) {
 	if err != nil {
 		h.t.Fatalf("test envelope does not parse: %v", err)
 	}
-	out, err := h.m.Handle(context.Background(), &Request{Env: env, Identity: h.id, RemoteAddr: "127.0.0.1", ListenerURL: "http://127.0.0.1:5985/wsman"})
+	msg, err := wsman.Decode(env)
+	if err != nil {
+		return nil, err
+	}
+	out, err := h.m.Handle(context.Background(), &Request{Msg: msg, Identity: h.id, RemoteAddr: "127.0.0.1", ListenerURL: "http://127.0.0.1:5985/wsman"})
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +487,8 @@ func TestOperationQuota(t *testing.T) {
 func TestInvalidIdentityRefused(t *testing.T) {
 	h := newHarness(t, nil)
 	env, _ := wsman.Parse([]byte(envelope(wsman.ActionGet, wsman.ResourceConfig, "", "", "", "", 0)), "", wsman.DefaultLimits())
-	_, err := h.m.Handle(context.Background(), &Request{Env: env, Identity: &authn.Identity{}})
+	msg, _ := wsman.Decode(env)
+	_, err := h.m.Handle(context.Background(), &Request{Msg: msg, Identity: &authn.Identity{}})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeAccessDenied {
 		t.Fatalf("zero Identity must be refused, got %v", err)
 	}
@@ -493,8 +498,8 @@ func TestUnservedResourceURIs(t *testing.T) {
 	h := newHarness(t, nil)
 	body := `<rsp:Shell><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams></rsp:Shell>`
 	for uri, mention := range map[string]string{
-		"http://schemas.microsoft.com/powershell/Microsoft.PowerShell": "PSRP",
-		"http://example.com/not/a/shell":                               "",
+		"http://schemas.microsoft.com/powershell/NoSuchEndpoint": "",
+		"http://example.com/not/a/shell":                         "",
 	} {
 		_, err := h.do(envelope(wsman.ActionCreate, uri, "", "", body, "", 0))
 		f, ok := err.(*wsman.Fault)

@@ -2,20 +2,18 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/beevik/etree"
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/server/obs"
-	"github.com/winrmd/winrmd/server/wsman"
+	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/wsman"
 )
 
 // Shell is one WinRS shell and its worker process.
@@ -32,16 +30,51 @@ type Shell struct {
 	inStreams   string
 	outStreams  string
 	codepage    string
+	env         []wsman.EnvVar // as the Create gave them, echoed in its response
+	dir         string
 	worker      isolation.Worker
+	ps          *psShell // a PowerShell (PSRP) shell; nil for cmd
 
 	mu           sync.Mutex
+	state        shellState
 	lastActivity time.Time
 	receiving    int // pending Receives (keep-alive)
 	commands     map[string]*Command
-	order        []string // command ids in creation order
-	closed       bool
+	order        []string      // command ids in creation order
 	done         chan struct{} // closed when the shell is closed
-	workerErr    error
+	workerErr    error         // why the worker ended, in state broken
+}
+
+// shellState is where a shell is in its life (see the package doc).
+type shellState uint8
+
+const (
+	shellSpawning shellState = iota // registered, worker starting
+	shellOpen                       // worker running
+	shellBroken                     // worker ended on its own; commands failed
+	shellClosed                     // deleted, reaped or shut down; final
+)
+
+func (s shellState) String() string {
+	return [...]string{"spawning", "open", "broken", "closed"}[s]
+}
+
+// to moves the shell to next and reports whether that transition exists;
+// an impossible one changes nothing. sh.mu held.
+func (sh *Shell) to(next shellState) bool {
+	ok := false
+	switch sh.state {
+	case shellSpawning:
+		ok = next == shellOpen || next == shellClosed
+	case shellOpen:
+		ok = next == shellBroken || next == shellClosed
+	case shellBroken:
+		ok = next == shellClosed
+	}
+	if ok {
+		sh.state = next
+	}
+	return ok
 }
 
 const maxRetainedCommands = 256
@@ -68,19 +101,18 @@ func validGUID(s string) bool {
 func isCmdShell(uri string) bool { return strings.EqualFold(uri, wsman.ResourceCmdShell) }
 
 func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
-	h := &req.Env.Header
+	h := &req.Msg.Header
+	if isPowerShellURI(h.ResourceURI) {
+		return m.createPS(ctx, req)
+	}
 	if !isCmdShell(h.ResourceURI) {
-		f := wsman.DestinationUnreachable(h.ResourceURI)
-		if strings.HasPrefix(strings.ToLower(h.ResourceURI), strings.ToLower(wsman.PowerShellPrefix)) {
-			f.Message = "PowerShell remoting (PSRP) is not served by this host yet; use the cmd shell resource " + wsman.ResourceCmdShell + "."
-		}
-		return nil, f
+		return nil, wsman.DestinationUnreachable(h.ResourceURI)
 	}
 	if !m.cfg.Winrs.AllowRemoteShellAccess {
 		return nil, wsman.RemoteShellsNotAllowed()
 	}
-	body := req.Env.Body
-	if !isElem(body, wsman.NsShell, "Shell") {
+	body, ok := req.Msg.Body.(*wsman.Shell)
+	if !ok {
 		return nil, wsman.SchemaValidation("The Create request must carry an rsp:Shell element.")
 	}
 	acct := req.Identity.Account()
@@ -100,107 +132,54 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		commands:     map[string]*Command{},
 		done:         make(chan struct{}),
 	}
-	if id := wsman.Attr(body, "ShellId"); id != "" {
+	if id := body.ShellID; id != "" {
 		if !validGUID(id) {
-			return nil, wsman.InvalidParameter("The ShellId is not a GUID.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "the ShellId is not a GUID")
 		}
 		sh.id = strings.ToUpper(id)
 	}
-	if e := wsman.Child(body, wsman.NsShell, "InputStreams"); e != nil {
-		if s := strings.Join(strings.Fields(e.Text()), " "); s != "" {
-			sh.inStreams = s
-		}
+	if body.InputStreams != "" {
+		sh.inStreams = body.InputStreams
 	}
-	if e := wsman.Child(body, wsman.NsShell, "OutputStreams"); e != nil {
-		if s := strings.Join(strings.Fields(e.Text()), " "); s != "" {
-			sh.outStreams = s
-		}
+	if body.OutputStreams != "" {
+		sh.outStreams = body.OutputStreams
 	}
 	for _, s := range strings.Fields(sh.inStreams) {
 		if s != "stdin" {
-			return nil, wsman.InvalidParameter("Unsupported input stream " + strconv.Quote(s) + "; a cmd shell has stdin.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported input stream "+strconv.Quote(s)+"; a cmd shell has stdin")
 		}
 	}
 	for _, s := range strings.Fields(sh.outStreams) {
 		if s != "stdout" && s != "stderr" {
-			return nil, wsman.InvalidParameter("Unsupported output stream " + strconv.Quote(s) + "; a cmd shell has stdout and stderr.")
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "unsupported output stream "+strconv.Quote(s)+"; a cmd shell has stdout and stderr")
 		}
 	}
-	if e := wsman.Child(body, wsman.NsShell, "IdleTimeOut"); e != nil {
-		d, err := parseIdle(e.Text())
-		if err != nil {
-			return nil, wsman.InvalidParameter("IdleTimeOut: " + err.Error())
-		}
-		if d > 0 && d < sh.idleTimeout {
-			sh.idleTimeout = d
-		}
+	if d := body.IdleTimeout; d > 0 && d < sh.idleTimeout {
+		sh.idleTimeout = d
 	}
-	dir := ""
-	if e := wsman.Child(body, wsman.NsShell, "WorkingDirectory"); e != nil {
-		dir = strings.TrimSpace(e.Text())
-		if len(dir) > 4096 || strings.ContainsRune(dir, 0) {
-			return nil, wsman.InvalidParameter("WorkingDirectory is not a valid path.")
-		}
+	dir := body.WorkingDirectory
+	if len(dir) > 4096 || strings.ContainsRune(dir, 0) {
+		return nil, wsman.ShellFault(wsman.ShellBadDirectory, "WorkingDirectory is over 4096 bytes or contains NUL")
 	}
 	env := map[string]string{}
-	if e := wsman.Child(body, wsman.NsShell, "Environment"); e != nil {
-		vars := wsman.Children(e, wsman.NsShell, "Variable")
-		if len(vars) > 1024 {
-			return nil, wsman.InvalidParameter("Too many environment variables.")
+	for _, v := range body.Environment {
+		if v.Name == "" || strings.ContainsAny(v.Name, "=\x00") || len(v.Name) > 1024 || strings.ContainsRune(v.Value, 0) {
+			return nil, wsman.ShellFault(wsman.ShellBadParameter, "invalid environment variable name "+strconv.Quote(v.Name))
 		}
-		for _, v := range vars {
-			name := wsman.Attr(v, "Name")
-			if name == "" || strings.ContainsAny(name, "=\x00") || len(name) > 1024 || strings.ContainsRune(v.Text(), 0) {
-				return nil, wsman.InvalidParameter("Invalid environment variable name " + strconv.Quote(name) + ".")
-			}
-			env[name] = v.Text()
-		}
+		env[v.Name] = v.Value
 	}
+	sh.env, sh.dir = body.Environment, dir
 	if o, ok := h.Option("WINRS_CODEPAGE"); ok {
 		sh.codepage = o.Value
 	}
 	noProfile, _ := h.BoolOption("WINRS_NOPROFILE")
 
-	// Quotas, then register before spawning so concurrent Creates count.
-	m.mu.Lock()
-	if m.closing {
-		m.mu.Unlock()
-		return nil, wsman.OperationAborted("The service is shutting down.")
+	if err := m.register(req, sh); err != nil {
+		return nil, err
 	}
-	if _, dup := m.shells[sh.id]; dup {
-		m.mu.Unlock()
-		return nil, wsman.InvalidParameter("A shell with this ShellId already exists.")
-	}
-	if m.perUser[sh.owner] >= m.cfg.Winrs.MaxShellsPerUser {
-		m.mu.Unlock()
-		m.quotaEvent(req, "max_shells_per_user")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaMaxShells, fmt.Sprintf(
-			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d shells, which has been exceeded. Close existing shells or raise the quota for this user.",
-			m.cfg.Winrs.MaxShellsPerUser))
-	}
-	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Winrs.MaxConcurrentUsers {
-		m.mu.Unlock()
-		m.quotaEvent(req, "max_concurrent_users")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaMaxShellUsers, fmt.Sprintf(
-			"The WS-Management service cannot process the request. The maximum number of %d concurrent shell users has been exceeded. Retry after other users close their shells.",
-			m.cfg.Winrs.MaxConcurrentUsers))
-	}
-	m.shells[sh.id] = sh
-	m.perUser[sh.owner]++
-	if m.cfg.Metrics != nil {
-		m.cfg.Metrics.Shells.Inc()
-	}
-	m.mu.Unlock()
-
-	lim := isolation.Limits{}
-	if v := m.cfg.Winrs.MaxMemoryPerShellMB; v < configs.Unlimited {
-		lim.MemoryMB = v
-	}
-	if v := m.cfg.Winrs.MaxProcessesPerShell; v < configs.Unlimited {
-		lim.MaxProcesses = v
-	}
+	lim := m.limits()
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
-		Account: acct, ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
+		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
 		Credentials: req.Identity.Principal().Delegated,
 	})
 	if err != nil {
@@ -208,15 +187,17 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		m.log.Warn("worker spawn failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.Error(err))
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		if dir != "" {
-			return nil, wsman.InternalError(2147942667, "Shell cmd plugin", "The shell could not be started in the working directory "+strconv.Quote(dir)+": "+err.Error())
+			return nil, wsman.ShellFault(wsman.ShellBadDirectory, "the shell could not be started in "+strconv.Quote(dir)+": "+err.Error())
 		}
-		return nil, wsman.InternalError(2147942402, "Shell cmd plugin", "The shell could not be started: "+err.Error())
+		return nil, wsman.ShellFault(wsman.ShellFileNotFound, "the shell could not be started: "+err.Error())
 	}
 	sh.mu.Lock()
-	sh.worker = w
-	closedEarly := sh.closed
+	opened := sh.to(shellOpen)
+	if opened {
+		sh.worker = w
+	}
 	sh.mu.Unlock()
-	if closedEarly { // shut down while spawning
+	if !opened { // shut down while spawning
 		w.Close()
 		return nil, wsman.OperationAborted("The service is shutting down.")
 	}
@@ -227,17 +208,54 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()))
 
-	r := wsman.NewResponse(wsman.ActionCreate+"Response", h.MessageID)
-	b := r.Body()
-	rc := b.CreateElement("x:ResourceCreated")
-	addText(rc, "a:Address", req.ListenerURL)
-	rp := rc.CreateElement("a:ReferenceParameters")
-	addText(rp, "w:ResourceURI", sh.resourceURI)
-	sel := rp.CreateElement("w:SelectorSet").CreateElement("w:Selector")
-	sel.CreateAttr("Name", "ShellId")
-	sel.SetText(sh.id)
-	sh.describe(b, false)
-	return r.Bytes(), nil
+	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
+}
+
+// register checks the quotas and adds sh to the shells, before its worker
+// is spawned so concurrent Creates count.
+func (m *Manager) register(req *Request, sh *Shell) error {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return wsman.OperationAborted("The service is shutting down.")
+	}
+	if _, dup := m.shells[sh.id]; dup {
+		m.mu.Unlock()
+		return wsman.InvalidParameter("A shell with this ShellId already exists.")
+	}
+	if m.perUser[sh.owner] >= m.cfg.Winrs.MaxShellsPerUser {
+		m.mu.Unlock()
+		m.quotaEvent(req, "max_shells_per_user")
+		return wsman.QuotaLimit(wsman.CodeQuotaMaxShells, fmt.Sprintf(
+			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d shells, which has been exceeded. Close existing shells or raise the quota for this user.",
+			m.cfg.Winrs.MaxShellsPerUser))
+	}
+	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Winrs.MaxConcurrentUsers {
+		m.mu.Unlock()
+		m.quotaEvent(req, "max_concurrent_users")
+		return wsman.QuotaLimit(wsman.CodeQuotaMaxShellUsers, fmt.Sprintf(
+			"The WS-Management service cannot process the request. The maximum number of %d concurrent shell users has been exceeded. Retry after other users close their shells.",
+			m.cfg.Winrs.MaxConcurrentUsers))
+	}
+	m.shells[sh.id] = sh
+	m.perUser[sh.owner]++
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.Shells.Inc()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// limits are the per-shell resource limits of the configuration.
+func (m *Manager) limits() isolation.Limits {
+	lim := isolation.Limits{}
+	if v := m.cfg.Winrs.MaxMemoryPerShellMB; v < configs.Unlimited {
+		lim.MemoryMB = v
+	}
+	if v := m.cfg.Winrs.MaxProcessesPerShell; v < configs.Unlimited {
+		lim.MaxProcesses = v
+	}
+	return lim
 }
 
 func (m *Manager) quotaEvent(req *Request, which string) {
@@ -245,58 +263,38 @@ func (m *Manager) quotaEvent(req *Request, which string) {
 		zap.String(obs.FRemoteAddr, req.RemoteAddr), zap.String(obs.FReason, which))
 }
 
-// parseIdle accepts an xs:duration or a bare number of seconds (pywinrm).
-func parseIdle(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		if n < 0 || n > 1e9 {
-			return 0, errors.New("out of range")
-		}
-		return time.Duration(n * float64(time.Second)), nil
-	}
-	d, err := wsman.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	if d < 0 {
-		return 0, errors.New("negative")
-	}
-	return d, nil
-}
-
-// describe appends the rsp:Shell element (CreateResponse, Get, Enumerate).
-func (sh *Shell) describe(parent *etree.Element, full bool) {
+// info describes the shell for a CreateResponse (full false), a Get or an
+// enumeration item (full true).
+func (sh *Shell) info(full bool) *wsman.ShellInfo {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := time.Now()
-	e := parent.CreateElement("rsp:Shell")
-	addText(e, "rsp:ShellId", sh.id)
-	addText(e, "rsp:ResourceUri", sh.resourceURI)
-	addText(e, "rsp:Owner", sh.user)
-	addText(e, "rsp:ClientIP", sh.remoteAddr)
-	if sh.worker != nil {
-		addText(e, "rsp:ProcessId", strconv.Itoa(sh.worker.Pid()))
+	i := &wsman.ShellInfo{
+		ShellID:       sh.id,
+		ResourceURI:   sh.resourceURI,
+		Owner:         sh.user,
+		ClientIP:      sh.remoteAddr,
+		IdleTimeout:   sh.idleTimeout,
+		InputStreams:  sh.inStreams,
+		OutputStreams: sh.outStreams,
+		RunTime:       now.Sub(sh.created),
+		Inactivity:    now.Sub(sh.lastActivity),
+		Full:          full,
 	}
-	addText(e, "rsp:IdleTimeOut", wsman.FormatDuration(sh.idleTimeout))
-	addText(e, "rsp:InputStreams", sh.inStreams)
-	addText(e, "rsp:OutputStreams", sh.outStreams)
-	addText(e, "rsp:ShellRunTime", dayDuration(now.Sub(sh.created)))
-	addText(e, "rsp:ShellInactivity", dayDuration(now.Sub(sh.lastActivity)))
+	if !full {
+		i.Environment, i.WorkingDirectory = sh.env, sh.dir
+	}
+	if sh.worker != nil {
+		i.ProcessID = sh.worker.Pid()
+	}
 	if full {
-		addText(e, "rsp:State", "Connected")
-		n := 0
 		for _, c := range sh.commands {
 			if !c.isDone() {
-				n++
+				i.ChildProcesses++
 			}
 		}
-		addText(e, "rsp:ChildProcesses", strconv.Itoa(n))
 	}
-}
-
-func dayDuration(d time.Duration) string {
-	s := int64(d / time.Second)
-	return fmt.Sprintf("P%dDT%dH%dM%dS", s/86400, s%86400/3600, s%3600/60, s%60)
+	return i
 }
 
 // touch records activity.
@@ -310,7 +308,7 @@ func (sh *Shell) touch() {
 func (sh *Shell) expired(now time.Time) string {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.closed || sh.worker == nil {
+	if sh.state != shellOpen && sh.state != shellBroken {
 		return ""
 	}
 	if now.Sub(sh.created) > sh.maxRunTime {
@@ -355,11 +353,13 @@ func (sh *Shell) pump() {
 	}
 	err := w.Err()
 	sh.mu.Lock()
-	closed := sh.closed
 	if err == nil {
 		err = isolation.ErrWorkerGone
 	}
-	sh.workerErr = err
+	broken := sh.to(shellBroken) // false when the shell was closed first
+	if broken {
+		sh.workerErr = err
+	}
 	cmds := make([]*Command, 0, len(sh.commands))
 	for _, c := range sh.commands {
 		cmds = append(cmds, c)
@@ -368,7 +368,7 @@ func (sh *Shell) pump() {
 	for _, c := range cmds {
 		c.fail(err)
 	}
-	if !closed {
+	if broken {
 		sh.m.log.Warn("worker ended unexpectedly", zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.Error(err))
 		sh.m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 	}
@@ -377,14 +377,20 @@ func (sh *Shell) pump() {
 // close kills the worker (and every process of the shell) once.
 func (sh *Shell) close() {
 	sh.mu.Lock()
-	if sh.closed {
+	if !sh.to(shellClosed) {
 		sh.mu.Unlock()
 		return
 	}
-	sh.closed = true
 	w := sh.worker
 	close(sh.done)
 	sh.mu.Unlock()
+	if sh.ps != nil {
+		sh.closePS() // closes the worker too
+		if w != nil && sh.m.cfg.Metrics != nil {
+			sh.m.cfg.Metrics.Workers.Dec()
+		}
+		w = nil
+	}
 	if w != nil {
 		if err := w.Close(); err != nil {
 			sh.m.log.Warn("closing worker", zap.String(obs.FShellID, sh.id), zap.Error(err))
@@ -415,6 +421,5 @@ func (m *Manager) delete(ctx context.Context, req *Request) ([]byte, error) {
 	m.removeShell(sh)
 	m.cfg.Audit.Event(obs.EvShellDelete, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id))
-	r := wsman.NewResponse(wsman.ActionDelete+"Response", req.Env.Header.MessageID)
-	return r.Bytes(), nil
+	return wsman.EncodeEmpty(wsman.ActionDelete, req.Msg.Header.MessageID), nil
 }

@@ -495,6 +495,7 @@ func mzTerminate(cl *winrm.Client, s Spec) (Result, error) {
 	if !s.KeepShell {
 		defer sh.Close()
 	}
+	//lint:ignore SA1019 the pinned masterzen/winrm commit is what Packer and Terraform ship; its callers use Execute.
 	cmd, err := sh.Execute(s.Command)
 	if err != nil {
 		return Result{}, err

@@ -19,6 +19,7 @@
 //	attack_test.go    the table-driven attack suite (issue 4 §1)
 //	lab_test.go       `winrmd lab`, as the README tells a newcomer to use it
 //	stats_test.go     figures for the summary printed at the end of `make test`
+//	psrp_test.go      PowerShell remoting with pypsrp through the daemon to the far end
 //	psrp_farend_test.go  the PSRP far end: real pwsh when on PATH, else the stand-in
 //	                  (standin/pwsh_standin.py), proven with standin/oop_client.py
 //

@@ -247,10 +247,7 @@ func TestFaultKillDaemon(t *testing.T) {
 	d.expectExit = true
 	defer relFaultDone(t, 1)
 
-	type held struct {
-		sh     *winrsShell
-		marker string
-	}
+	type held struct{ sh *winrsShell }
 	var hs []held
 	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
@@ -848,11 +845,11 @@ func TestFaultSIGTERM(t *testing.T) {
 	}
 
 	// The daemon exits 0 within its grace periods and leaves nothing.
-	werr, took, exited := relSignalAndWait(d, 0, 30*time.Second)
+	exited, werr := relSignalAndWait(d, 0, 30*time.Second)
 	if !exited {
 		t.Fatalf("daemon still running 30 s after SIGTERM:\n%s", tail(d.Stderr, 20))
 	}
-	took = time.Since(t0)
+	took := time.Since(t0)
 	if werr != nil {
 		t.Errorf("daemon exit after SIGTERM: %v, want status 0", werr)
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -737,5 +738,61 @@ func TestSecurityIdleUnauthenticatedConnections(t *testing.T) {
 			}
 			return open == 0
 		})
+	})
+}
+
+// ---- 14.3: a stopped worker does not let user processes outlive the daemon -
+
+func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil)
+	d.expectExit = true
+	secRow(t, "sigstopped_worker_kill9_daemon_restart", func(t *testing.T) {
+		c := basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password}
+		sh, err := createShell(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := sh.command("echo ready; sleep 3007")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := relReceiveUntil(sh, id, "ready", 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// The user stops its own worker (same uid: kill -STOP is allowed),
+		// so the parent-death signal stays pending.
+		var worker int
+		for _, p := range workerProcs() {
+			if p.UID == w.admin.UID {
+				worker = p.PID
+			}
+		}
+		if worker == 0 {
+			t.Fatalf("no worker of %s", w.admin.Name)
+		}
+		if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(d.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-d.done
+		time.Sleep(500 * time.Millisecond)
+		if len(userProcs(w.admin.UID)) == 0 {
+			t.Fatalf("precondition: nothing of %s survived the daemon's death", w.admin.Name)
+		}
+		// The daemon starts again (systemd's Restart=on-failure).
+		startDaemon(t, nil)
+		ok := false
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) && !ok {
+			ok = len(userProcs(w.admin.UID)) == 0
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !ok {
+			executed(t, "processes of %s survive the daemon's death and restart: %v", w.admin.Name, userProcs(w.admin.UID))
+			killUserProcesses(w.admin.Name, 5*time.Second)
+		}
 	})
 }

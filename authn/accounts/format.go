@@ -13,7 +13,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/md4" //nolint:staticcheck // MD4 is what NTLM's NT hash is.
+	//lint:ignore SA1019 the NT hash is MD4 of the UTF-16LE password by definition (MS-NLMP 3.3.1, NTOWFv1).
+	"golang.org/x/crypto/md4"
 
 	"github.com/winrmd/winrmd/authn"
 )
@@ -100,7 +101,7 @@ func parsePHC(s string) (*phc, error) {
 	}
 	ps := strings.Split(parts[3], ",")
 	if len(ps) != 3 {
-		return nil, errors.New("password hash: parameters are not m=..,t=..,p=..")
+		return nil, errors.New("password hash: parameters are not m=N,t=N,p=N")
 	}
 	m, err1 := decimalParam(ps[0], "m=", minMemoryKiB, maxMemoryKiB)
 	t, err2 := decimalParam(ps[1], "t=", 1, maxTime)
@@ -126,7 +127,7 @@ func parsePHC(s string) (*phc, error) {
 func decimalParam(s, prefix string, lo, hi uint64) (uint64, error) {
 	v, ok := strings.CutPrefix(s, prefix)
 	if !ok {
-		return 0, fmt.Errorf("expected %s..", prefix)
+		return 0, fmt.Errorf("expected %s", prefix)
 	}
 	n, err := strconv.ParseUint(v, 10, 32)
 	if err != nil || strconv.FormatUint(n, 10) != v || n < lo || n > hi {

@@ -40,6 +40,7 @@ package credssp
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -88,8 +89,8 @@ type Config struct {
 	// Inner makes the inner SPNEGO context (NTLM, Kerberos).
 	Inner func() authn.Context
 	// Verify checks the delegated password for the inner principal's
-	// account. It must not keep password.
-	Verify func(p authn.Principal, password string) error
+	// account; ctx and ci are the current leg's. It must not keep password.
+	Verify func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error
 	// SecondHop, when set (Kerberos is configured), turns the verified
 	// password into a credential for the shell (a TGT in a ccache) or
 	// returns nil; it must not keep the password. Without it the shell
@@ -123,6 +124,12 @@ type Acceptor struct {
 	started bool
 	results chan result
 	sealer  *sealer
+	// leg is the current Step's context and connection, written before
+	// the leg's bytes reach the engine (which reads it only then).
+	leg struct {
+		ctx context.Context
+		ci  authn.ConnInfo
+	}
 }
 
 type result struct {
@@ -190,10 +197,14 @@ func ServerBinding(version int, nonce, key []byte) []byte {
 }
 
 // Step feeds one client token and returns the reply token. When done, the
-// logon is complete: Principal and Sealer are ready.
-func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
+// logon is complete: Principal and Sealer are ready. ctx bounds the leg's
+// backend calls (the inner logon, the password check); the inner context
+// is stepped with ci less its channel binding (CredSSP binds the inner TLS
+// key instead, MS-CSSP 3.1.5).
+func (a *Acceptor) Step(ctx context.Context, ci authn.ConnInfo, in []byte) ([]byte, bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.leg.ctx, a.leg.ci = ctx, ci
 	switch a.st {
 	case stDone:
 		return nil, false, authn.ErrContextComplete
@@ -318,7 +329,7 @@ func (a *Acceptor) converse() error {
 		var out []byte
 		done := false
 		if req.NegoToken != nil {
-			out, done, err = a.inner.Step(req.NegoToken)
+			out, done, err = a.inner.Step(a.leg.ctx, authn.ConnInfo{Remote: a.leg.ci.Remote, TLS: a.leg.ci.TLS}, req.NegoToken)
 			if err != nil {
 				return fmt.Errorf("credssp: inner logon: %w", err)
 			}
@@ -388,7 +399,7 @@ func (a *Acceptor) converse() error {
 	}
 	password := decodeUTF16(pw)
 	clear(pw)
-	err = a.cfg.Verify(p, password)
+	err = a.cfg.Verify(a.leg.ctx, a.leg.ci, p, password)
 	var deleg *authn.Secret
 	if err == nil && a.cfg.SecondHop != nil {
 		deleg = a.cfg.SecondHop(p, password)

@@ -2,6 +2,7 @@ package credssp
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -62,7 +63,7 @@ func newTestAcceptor(t *testing.T, verified *[]string) *Acceptor {
 		Inner: func() authn.Context {
 			return ntlm.NewAcceptor(ntlm.Config{Verifier: ntlm.NewNTHashVerifier(accounts), NetBIOSComputer: "WINRMD", DNSComputer: "winrmd.test"})
 		},
-		Verify: func(p authn.Principal, password string) error {
+		Verify: func(_ context.Context, _ authn.ConnInfo, p authn.Principal, password string) error {
 			if verified != nil {
 				*verified = append(*verified, p.Name)
 			}
@@ -231,7 +232,7 @@ func converse(t *testing.T, a *Acceptor, at attack) outcome {
 	var o outcome
 	o.client, o.lc = tc, lc
 	for leg := range lc.toSrv {
-		out, done, err := a.Step(leg)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, leg)
 		o.lastOut = out
 		if err != nil || done {
 			o.done, o.err = done, err
@@ -324,7 +325,7 @@ func TestConversationRefusals(t *testing.T) {
 			} else if len(o.lastOut) == 0 {
 				t.Error("no errorCode token for a v6 client")
 			}
-			if _, _, err := a.Step([]byte{1}); err == nil {
+			if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, []byte{1}); err == nil {
 				t.Error("a failed context stepped again")
 			}
 		})
@@ -341,7 +342,7 @@ func TestCloseEndsTheConversation(t *testing.T) {
 		tc := tls.Client(lc, &tls.Config{InsecureSkipVerify: true})
 		go tc.Handshake()
 		hello := <-lc.toSrv
-		if _, done, err := a.Step(hello); done || err != nil {
+		if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, hello); done || err != nil {
 			t.Fatalf("ClientHello: %v %v", done, err)
 		}
 		close(lc.fromSv)
@@ -358,11 +359,11 @@ func TestCloseEndsTheConversation(t *testing.T) {
 
 func TestStepLimits(t *testing.T) {
 	a := newTestAcceptor(t, nil)
-	if _, _, err := a.Step(make([]byte, MaxMessage+2048)); !errors.Is(err, authn.ErrMalformed) {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, make([]byte, MaxMessage+2048)); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("oversized token: %v", err)
 	}
 	a = newTestAcceptor(t, nil)
-	if _, _, err := a.Step([]byte("not TLS at all, just bytes")); !errors.Is(err, authn.ErrMalformed) {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, []byte("not TLS at all, just bytes")); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("garbage: %v", err)
 	}
 }

@@ -26,6 +26,7 @@
 package kerberos
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -110,7 +111,8 @@ type Info struct {
 
 // Acceptor is one server-side Kerberos context.
 type Acceptor struct {
-	cfg *Config
+	cfg  *Config
+	conn authn.ConnInfo // of the current leg
 
 	done, failed bool
 	principal    authn.Principal
@@ -163,8 +165,14 @@ func (a *Acceptor) now() time.Time {
 
 // Step consumes the client's AP-REQ token. Kerberos completes in one leg:
 // done is true on success, out is the AP-REP token when the client asked
-// for mutual authentication.
-func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
+// for mutual authentication. ci's channel binding, when set (TLS),
+// replaces Config.ChannelBinding; the leg makes no backend call, so ctx
+// has nothing to bound.
+func (a *Acceptor) Step(_ context.Context, ci authn.ConnInfo, in []byte) ([]byte, bool, error) {
+	if ci.ChannelBinding != nil && len(ci.ChannelBinding) != 16 {
+		return nil, false, fmt.Errorf("kerberos: channel binding of %d bytes, want 16: %w", len(ci.ChannelBinding), authn.ErrBackend)
+	}
+	a.conn = ci
 	switch {
 	case a.done:
 		return nil, true, authn.ErrContextComplete
@@ -403,6 +411,9 @@ func (a *Acceptor) serviceAllowed(sname types.PrincipalName, realm string) bool 
 // one of our service principals (serviceAllowed and the keytab lookup).
 func (a *Acceptor) checkCBT(got []byte) error {
 	want := a.cfg.ChannelBinding
+	if a.conn.ChannelBinding != nil {
+		want = a.conn.ChannelBinding
+	}
 	present := false
 	for _, b := range got {
 		if b != 0 {

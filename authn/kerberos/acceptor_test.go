@@ -2,6 +2,7 @@ package kerberos
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -58,7 +59,7 @@ func TestAcceptMutualAndWrap(t *testing.T) {
 		cfg := newTestConfig(t)
 		a := NewAcceptor(cfg)
 		in, auth := s.apReq(t, apReqOpts{flags: flagMutual | flagSequence | flagConf | flagInteg, subkey: sub})
-		out, done, err := a.Step(in)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 		if err != nil || !done {
 			t.Fatalf("Step: done %v err %v", done, err)
 		}
@@ -106,7 +107,7 @@ func TestAcceptMutualAndWrap(t *testing.T) {
 			t.Fatal("replayed wrap token accepted")
 		}
 		// Kerberos completes in one leg.
-		if _, _, err := a.Step(in); !errors.Is(err, authn.ErrContextComplete) {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, in); !errors.Is(err, authn.ErrContextComplete) {
 			t.Fatalf("second Step: %v", err)
 		}
 	}
@@ -116,7 +117,7 @@ func TestNoMutual(t *testing.T) {
 	s := login(t, "alice", "HTTP/localhost")
 	a := NewAcceptor(newTestConfig(t))
 	in, auth := s.apReq(t, apReqOpts{flags: flagConf | flagInteg})
-	out, done, err := a.Step(in)
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 	if err != nil || !done || out != nil {
 		t.Fatalf("out %x done %v err %v", out, done, err)
 	}
@@ -131,7 +132,7 @@ func TestMSOIDEchoed(t *testing.T) {
 	s := login(t, "alice", "WSMAN/localhost")
 	a := NewAcceptor(newTestConfig(t))
 	in, _ := s.apReq(t, apReqOpts{flags: flagMutual, oid: OIDMSKRB5})
-	out, _, err := a.Step(in)
+	out, _, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +145,10 @@ func TestReplayRefused(t *testing.T) {
 	s := login(t, "alice", "HTTP/localhost")
 	cfg := newTestConfig(t)
 	in, _ := s.apReq(t, apReqOpts{flags: flagMutual})
-	if _, _, err := NewAcceptor(cfg).Step(in); err != nil {
+	if _, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := NewAcceptor(cfg).Step(in)
+	_, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in)
 	if err == nil || !strings.Contains(err.Error(), "replayed") {
 		t.Fatalf("replayed AP-REQ: %v", err)
 	}
@@ -186,7 +187,7 @@ func TestRefusals(t *testing.T) {
 			}
 			in, _ := ss.apReq(t, tc.opts)
 			a := NewAcceptor(cfg)
-			_, done, err := a.Step(in)
+			_, done, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 			if err == nil || done {
 				t.Fatalf("accepted (done %v)", done)
 			}
@@ -220,7 +221,7 @@ func TestCBTLevels(t *testing.T) {
 		cfg.ChannelBinding, cfg.CBTLevel = cbt, tc.level
 		a := NewAcceptor(cfg)
 		in, _ := s.apReq(t, apReqOpts{bnd: tc.bnd})
-		if _, _, err := a.Step(in); err != nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, in); err != nil {
 			t.Fatalf("%s: %v", tc.level, err)
 		}
 		if a.Info().CBT != tc.want {
@@ -252,7 +253,7 @@ func TestKvnoMismatch(t *testing.T) {
 	}
 	s := login(t, "alice", "HTTP/rekeyed")
 	in, _ := s.apReq(t, apReqOpts{})
-	_, _, err = NewAcceptor(cfg).Step(in)
+	_, _, err = NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in)
 	if err == nil || !strings.Contains(err.Error(), "kvno mismatch") {
 		t.Fatalf("stale keytab: %v", err)
 	}
@@ -279,7 +280,7 @@ func TestKeytabReloaded(t *testing.T) {
 	}
 	s := login(t, "alice", "HTTP/rotated")
 	in, _ := s.apReq(t, apReqOpts{})
-	if _, _, err := NewAcceptor(cfg).Step(in); err != nil {
+	if _, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in); err != nil {
 		t.Fatal(err)
 	}
 	// Rotate: new key in the KDC, new keytab file (written aside, renamed).
@@ -297,7 +298,7 @@ func TestKeytabReloaded(t *testing.T) {
 	kt.mu.Unlock()
 	s2 := login(t, "bob", "HTTP/rotated")
 	in2, _ := s2.apReq(t, apReqOpts{})
-	if _, _, err := NewAcceptor(cfg).Step(in2); err != nil {
+	if _, _, err := NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, in2); err != nil {
 		t.Fatalf("ticket under the new key after the keytab changed: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package kerberos
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -113,7 +114,7 @@ func FuzzAcceptAPReq(f *testing.F) {
 	kt := fuzzKeytab()
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a := NewAcceptor(fuzzConfig(kt))
-		out, done, err := a.Step(in)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 		if err != nil {
 			if done || out != nil || a.Sealer() != nil {
 				t.Fatalf("failed Step returned done=%v out=%d sealer", done, len(out))
@@ -123,7 +124,7 @@ func FuzzAcceptAPReq(f *testing.F) {
 		if !done || a.Principal().Name == "" {
 			t.Fatalf("accepted without a principal")
 		}
-		if _, _, err := a.Step(in); err == nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, in); err == nil {
 			t.Fatal("second Step on a complete context accepted")
 		}
 	})
@@ -137,11 +138,11 @@ func FuzzSPNEGOKerberos(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		cfg := fuzzConfig(kt)
 		a := spnego.NewAcceptor(spnego.Config{Kerberos: func() authn.Context { return NewAcceptor(cfg) }})
-		_, done, err := a.Step(first)
+		_, done, err := a.Step(context.Background(), authn.ConnInfo{}, first)
 		if err != nil || done || second == nil {
 			return
 		}
-		_, _, _ = a.Step(second)
+		_, _, _ = a.Step(context.Background(), authn.ConnInfo{}, second)
 	})
 }
 
@@ -203,7 +204,7 @@ func TestFuzzSeedsAccepted(t *testing.T) {
 	kt := fuzzKeytab()
 	tok, auth, key := fuzzAPReq(kt, flagMutual, 7)
 	a := NewAcceptor(fuzzConfig(kt))
-	out, done, err := a.Step(tok)
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, tok)
 	if err != nil || !done || out == nil {
 		t.Fatalf("seed AP-REQ: done %v err %v", done, err)
 	}
@@ -214,7 +215,7 @@ func TestFuzzSeedsAccepted(t *testing.T) {
 		t.Fatalf("seed wrap: %v", err)
 	}
 	sp := spnego.NewAcceptor(spnego.Config{Kerberos: func() authn.Context { return NewAcceptor(fuzzConfig(kt)) }})
-	if _, done, err := sp.Step(spnegoInit(tok)); err != nil || !done {
+	if _, done, err := sp.Step(context.Background(), authn.ConnInfo{}, spnegoInit(tok)); err != nil || !done {
 		t.Fatalf("seed SPNEGO: done %v err %v", done, err)
 	}
 	if os.Getenv("WINRMD_WRITE_FUZZ_SEEDS") != "" {

@@ -3,6 +3,7 @@ package kerberos
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"io"
 	"os"
@@ -131,7 +132,7 @@ func TestPySPNEGOKerberos(t *testing.T) {
 				if w[0] != "TOKEN" || legs > 3 {
 					t.Fatalf("python: %v", w)
 				}
-				out, done, err := a.Step(dec(w[1]))
+				out, done, err := a.Step(context.Background(), authn.ConnInfo{}, dec(w[1]))
 				if err != nil {
 					t.Fatalf("leg %d: %v", legs, err)
 				}

@@ -2,6 +2,7 @@ package kerberos
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"testing"
 
@@ -143,7 +144,7 @@ func TestSPNEGOKerberosNotFirstMIC(t *testing.T) {
 	cfg := fuzzConfig(kt)
 	a := spnego.NewAcceptor(spnego.Config{Kerberos: func() authn.Context { return NewAcceptor(cfg) }})
 	init, mechList := spnegoInitWith([][]byte{oidNTLM, OIDKRB5}, []byte("NTLMSSP\x00\x01\x00\x00\x00"))
-	out, done, err := a.Step(init)
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, init)
 	if err != nil || done {
 		t.Fatalf("init: done %v err %v", done, err)
 	}
@@ -156,7 +157,7 @@ func TestSPNEGOKerberosNotFirstMIC(t *testing.T) {
 	}
 	apreq, auth, sessKey := fuzzAPReq(kt, flagMutual|flagConf|flagInteg, 9)
 	resp, _ := (&gspnego.NegTokenResp{NegState: 1, ResponseToken: apreq}).Marshal()
-	out, done, err = a.Step(resp)
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, resp)
 	if err != nil || done {
 		t.Fatalf("AP-REQ leg: done %v err %v", done, err)
 	}
@@ -173,7 +174,7 @@ func TestSPNEGOKerberosNotFirstMIC(t *testing.T) {
 	}
 	mic, _ := ini.MIC(mechList)
 	resp, _ = (&gspnego.NegTokenResp{NegState: 1, MechListMIC: mic}).Marshal()
-	out, done, err = a.Step(resp)
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, resp)
 	if err != nil || !done {
 		t.Fatalf("MIC leg: done %v err %v", done, err)
 	}
@@ -187,14 +188,14 @@ func TestSPNEGOKerberosNotFirstMIC(t *testing.T) {
 	}
 	// A wrong client MIC fails the context.
 	b := spnego.NewAcceptor(spnego.Config{Kerberos: func() authn.Context { return NewAcceptor(fuzzConfig(kt)) }})
-	b.Step(init)
+	b.Step(context.Background(), authn.ConnInfo{}, init)
 	apreq2, _, _ := fuzzAPReq(kt, flagMutual, 10)
 	resp, _ = (&gspnego.NegTokenResp{NegState: 1, ResponseToken: apreq2}).Marshal()
-	if _, _, err := b.Step(resp); err != nil {
+	if _, _, err := b.Step(context.Background(), authn.ConnInfo{}, resp); err != nil {
 		t.Fatal(err)
 	}
 	resp, _ = (&gspnego.NegTokenResp{NegState: 1, MechListMIC: bytes.Repeat([]byte{1}, 28)}).Marshal()
-	if _, done, err := b.Step(resp); err == nil || done {
+	if _, done, err := b.Step(context.Background(), authn.ConnInfo{}, resp); err == nil || done {
 		t.Fatal("forged mechListMIC accepted")
 	}
 }

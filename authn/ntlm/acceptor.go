@@ -71,6 +71,7 @@ type Acceptor struct {
 	negotiate []byte // as received, for the MIC
 	challenge []byte // as sent
 	serverCh  [8]byte
+	conn      authn.ConnInfo // of the current leg
 
 	principal  authn.Principal
 	flags      uint32
@@ -146,14 +147,16 @@ func netbiosName(host string) string {
 	return host
 }
 
-// Step runs one leg with a background context; see StepContext.
-func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
-	return a.StepContext(context.Background(), in)
-}
-
-// StepContext runs one leg: NEGOTIATE in, CHALLENGE out; then AUTHENTICATE
-// in, nothing out and done. ctx bounds the credential verification.
-func (a *Acceptor) StepContext(ctx context.Context, in []byte) ([]byte, bool, error) {
+// Step runs one leg: NEGOTIATE in, CHALLENGE out; then AUTHENTICATE in,
+// nothing out and done. ctx bounds the credential verification; ci gives
+// the client's address (passed to the Verifier, which rate-limits on it)
+// and, on TLS, the channel binding to check (it replaces
+// Config.ChannelBinding when set).
+func (a *Acceptor) Step(ctx context.Context, ci authn.ConnInfo, in []byte) ([]byte, bool, error) {
+	if ci.ChannelBinding != nil && len(ci.ChannelBinding) != 16 {
+		return nil, false, fmt.Errorf("ntlm: channel binding of %d bytes, want 16: %w", len(ci.ChannelBinding), authn.ErrBackend)
+	}
+	a.conn = ci
 	if a.cfgErr != nil {
 		return nil, false, a.cfgErr
 	}
@@ -299,6 +302,7 @@ func (a *Acceptor) onAuthenticate(ctx context.Context, in []byte) error {
 	}
 
 	res, err := a.cfg.Verifier.Verify(ctx, VerifyRequest{
+		Remote:          a.conn.Remote,
 		User:            user,
 		Domain:          domain,
 		Workstation:     ws,
@@ -381,6 +385,9 @@ func allZero(b []byte) bool {
 // Level none checks nothing ("not-checked").
 func (a *Acceptor) checkBinding(got []byte, target string) error {
 	want := a.cfg.ChannelBinding
+	if a.conn.ChannelBinding != nil {
+		want = a.conn.ChannelBinding
+	}
 	present := got != nil && !allZero(got)
 	switch {
 	case a.cfg.CBTLevel == CBTNone:

@@ -72,7 +72,7 @@ func TestGoNTLMSSPHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ch, done, err := a.Step(neg)
+			ch, done, err := a.Step(context.Background(), authn.ConnInfo{}, neg)
 			if err != nil || done {
 				t.Fatalf("negotiate: %v %v", done, err)
 			}
@@ -80,7 +80,7 @@ func TestGoNTLMSSPHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, done, err = a.Step(auth)
+			_, done, err = a.Step(context.Background(), authn.ConnInfo{}, auth)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || done {
 					t.Fatalf("got %v (done=%v), want %v", err, done, tc.wantErr)
@@ -88,7 +88,7 @@ func TestGoNTLMSSPHandshake(t *testing.T) {
 				if a.Sealer() != nil || a.Session() != nil {
 					t.Fatal("failed context exposes session security")
 				}
-				if _, _, err := a.Step(auth); err == nil {
+				if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, auth); err == nil {
 					t.Fatal("failed context accepted another step")
 				}
 				return
@@ -144,7 +144,7 @@ func TestGoNTLMSSPForged(t *testing.T) {
 			}
 			a := newAcceptor(mods...)
 			neg, _ := gontlm.NewNegotiateMessage("", "")
-			ch, _, err := a.Step(neg)
+			ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, neg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +152,7 @@ func TestGoNTLMSSPForged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, done, err := a.Step(tc.forge(auth))
+			_, done, err := a.Step(context.Background(), authn.ConnInfo{}, tc.forge(auth))
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != done {
 				t.Fatalf("got %v (done=%v), want %v", err, done, tc.wantErr)
 			}
@@ -163,12 +163,12 @@ func TestGoNTLMSSPForged(t *testing.T) {
 func TestGoNTLMSSPPasswordHash(t *testing.T) {
 	a := newAcceptor()
 	neg, _ := gontlm.NewNegotiateMessage("", "")
-	ch, _, _ := a.Step(neg)
+	ch, _, _ := a.Step(context.Background(), authn.ConnInfo{}, neg)
 	auth, err := gontlm.NewAuthenticateMessage(ch, "bob", hex.EncodeToString(ntlm.NTHash("hunter2")), &gontlm.AuthenticateMessageOptions{PasswordHashed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, done, err := a.Step(auth); err != nil || !done {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth); err != nil || !done {
 		t.Fatalf("pass-the-hash client: %v", err)
 	}
 }
@@ -176,7 +176,7 @@ func TestGoNTLMSSPPasswordHash(t *testing.T) {
 func TestChallengeShape(t *testing.T) {
 	a := newAcceptor()
 	neg, _ := gontlm.NewNegotiateMessage("", "")
-	ch, _, _ := a.Step(neg)
+	ch, _, _ := a.Step(context.Background(), authn.ConnInfo{}, neg)
 	f := challengeFlags(t, ch)
 	for _, want := range []uint32{ntlm.FlagUnicode, ntlm.FlagRequestTarget, ntlm.FlagNTLM, ntlm.FlagAlwaysSign,
 		ntlm.FlagTargetInfo, ntlm.FlagTypeServer, ntlm.FlagVersion, ntlm.FlagESS, ntlm.Flag128, ntlm.Flag56} {
@@ -227,14 +227,14 @@ func equalU16(a, b []uint16) bool {
 // a Windows client's NEGOTIATE (0xE20882B7).
 func TestChallengeFlagsWindows(t *testing.T) {
 	neg := []byte("NTLMSSP\x00\x01\x00\x00\x00\xb7\x82\x08\xe2\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x00\x61\x4a\x00\x00\x00\x0f")
-	ch, _, err := newAcceptor().Step(neg)
+	ch, _, err := newAcceptor().Step(context.Background(), authn.ConnInfo{}, neg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f := challengeFlags(t, ch); f != 0xE28A8235 {
 		t.Errorf("standalone: %#x, want 0xE28A8235", f)
 	}
-	ch, _, err = newAcceptor(func(c *ntlm.Config) { c.NetBIOSDomain = "CORP" }).Step(neg)
+	ch, _, err = newAcceptor(func(c *ntlm.Config) { c.NetBIOSDomain = "CORP" }).Step(context.Background(), authn.ConnInfo{}, neg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestNegotiateShapes(t *testing.T) {
 			6, 0, 6, 0, 32, 0, 0, 0, 2, 0, 2, 0, 38, 0, 0, 0), "DOMAINWS"...), false, ntlm.FlagUnicode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, done, err := newAcceptor().Step(tc.msg)
+			ch, done, err := newAcceptor().Step(context.Background(), authn.ConnInfo{}, tc.msg)
 			if err != nil || done {
 				t.Fatalf("%v %v", done, err)
 			}
@@ -284,12 +284,12 @@ func TestNegotiateShapes(t *testing.T) {
 func TestOEMAuthenticate(t *testing.T) {
 	c := &ntlmtest.Client{User: "bob", Password: "hunter2", NegotiateFlags: 0x00088206, OEM: true}
 	a := newAcceptor()
-	ch, _, err := a.Step(c.Negotiate())
+	ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 	if err != nil {
 		t.Fatal(err)
 	}
 	auth, _ := c.Authenticate(ch)
-	if _, done, err := a.Step(auth); err != nil || !done {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth); err != nil || !done {
 		t.Fatalf("OEM client: %v", err)
 	}
 	if a.Principal().Name != "bob" {
@@ -301,7 +301,7 @@ func TestOEMAuthenticate(t *testing.T) {
 
 func handshake(t *testing.T, a *ntlm.Acceptor, c *ntlmtest.Client) error {
 	t.Helper()
-	ch, done, err := a.Step(c.Negotiate())
+	ch, done, err := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 	if err != nil || done {
 		t.Fatalf("negotiate: %v %v", done, err)
 	}
@@ -309,7 +309,7 @@ func handshake(t *testing.T, a *ntlm.Acceptor, c *ntlmtest.Client) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, done, err = a.Step(auth)
+	_, done, err = a.Step(context.Background(), authn.ConnInfo{}, auth)
 	if err == nil && !done {
 		t.Fatal("not done without error")
 	}
@@ -544,7 +544,7 @@ func TestConfigErrors(t *testing.T) {
 		{Verifier: ntlm.NewNTHashVerifier(users), CBTLevel: "paranoid"},
 		{Verifier: ntlm.NewNTHashVerifier(users), ChannelBinding: []byte{1, 2, 3}},
 	} {
-		if _, _, err := ntlm.NewAcceptor(cfg).Step([]byte("NTLMSSP\x00\x01\x00\x00\x00\x00\x00\x00\x00")); err == nil {
+		if _, _, err := ntlm.NewAcceptor(cfg).Step(context.Background(), authn.ConnInfo{}, []byte("NTLMSSP\x00\x01\x00\x00\x00\x00\x00\x00\x00")); err == nil {
 			t.Errorf("config %+v accepted", cfg)
 		}
 	}
@@ -553,20 +553,20 @@ func TestConfigErrors(t *testing.T) {
 func TestStepOrder(t *testing.T) {
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
 	a := newAcceptor()
-	ch, _, _ := newAcceptor().Step(c.Negotiate())
+	ch, _, _ := newAcceptor().Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 	auth, _ := c.Authenticate(ch)
-	if _, _, err := a.Step(auth); !errors.Is(err, authn.ErrMalformed) {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, auth); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("AUTHENTICATE first: %v", err)
 	}
 	a = newAcceptor()
-	a.Step(c.Negotiate())
-	if _, _, err := a.Step(c.Negotiate()); !errors.Is(err, authn.ErrMalformed) {
+	a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate()); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("NEGOTIATE twice: %v", err)
 	}
 	// An AUTHENTICATE computed for another context's challenge fails.
 	a = newAcceptor()
-	a.Step(c.Negotiate())
-	if _, _, err := a.Step(auth); !errors.Is(err, authn.ErrBadCredentials) {
+	a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, auth); !errors.Is(err, authn.ErrBadCredentials) {
 		t.Fatalf("foreign challenge: %v", err)
 	}
 }
@@ -597,7 +597,7 @@ func TestBodgitClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ch, _, err := a.Step(neg)
+			ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, neg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -605,7 +605,7 @@ func TestBodgitClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, done, err := a.Step(auth)
+			_, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && (err != nil || !done)) {
 				t.Fatalf("got %v, want %v", err, tc.wantErr)
 			}
@@ -701,9 +701,9 @@ func TestVerifierContract(t *testing.T) {
 	cancel()
 	a = newAcceptor()
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
-	ch, _, _ := a.Step(c.Negotiate())
+	ch, _, _ := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 	auth, _ := c.Authenticate(ch)
-	if _, _, err := a.StepContext(ctx, auth); !errors.Is(err, authn.ErrBackend) {
+	if _, _, err := a.Step(ctx, authn.ConnInfo{}, auth); !errors.Is(err, authn.ErrBackend) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
@@ -711,7 +711,7 @@ func TestVerifierContract(t *testing.T) {
 func TestTimestampUsesNow(t *testing.T) {
 	now := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	a := newAcceptor(func(c *ntlm.Config) { c.Now = func() time.Time { return now } })
-	ch, _, _ := a.Step((&ntlmtest.Client{}).Negotiate())
+	ch, _, _ := a.Step(context.Background(), authn.ConnInfo{}, (&ntlmtest.Client{}).Negotiate())
 	tl := int(binary.LittleEndian.Uint16(ch[40:]))
 	to := int(binary.LittleEndian.Uint32(ch[44:]))
 	pairs, _ := ntlmtest.ReadAVPairs(ch[to : to+tl])

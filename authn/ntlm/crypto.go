@@ -7,17 +7,19 @@ import (
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/rc4"
-	"encoding/binary"
-	"math/bits"
 	"strings"
 	"unicode"
+
+	//lint:ignore SA1019 the NT hash is MD4 of the UTF-16LE password by definition (MS-NLMP 3.3.1, NTOWFv1).
+	"golang.org/x/crypto/md4"
 )
 
 // NTHash returns the NT hash (MD4 of the UTF-16LE password), the value an
 // NTHashSource stores for each account.
 func NTHash(password string) []byte {
-	s := md4Sum(encodeUTF16(password))
-	return s[:]
+	h := md4.New()
+	h.Write(encodeUTF16(password))
+	return h.Sum(nil)
 }
 
 // NTOWFv2 is HMAC_MD5(NT hash, UTF16LE(UPPER(user) || domain)).
@@ -104,58 +106,4 @@ func computeMIC(esk, negotiate, challenge, authenticate []byte, micAt int) []byt
 	h.Write(zero[:])
 	h.Write(authenticate[micAt+micLength:])
 	return h.Sum(nil)
-}
-
-// md4Sum is MD4 (RFC 1320). It exists only for NT hashes.
-func md4Sum(msg []byte) [16]byte {
-	a, b, c, d := uint32(0x67452301), uint32(0xefcdab89), uint32(0x98badcfe), uint32(0x10325476)
-	n := len(msg)
-	padLen := 64 - (n+9)%64
-	if padLen == 64 {
-		padLen = 0
-	}
-	buf := make([]byte, n+1+padLen+8)
-	copy(buf, msg)
-	buf[n] = 0x80
-	binary.LittleEndian.PutUint64(buf[len(buf)-8:], uint64(n)*8)
-
-	var x [16]uint32
-	r1 := [4]int{3, 7, 11, 19}
-	r2 := [4]int{3, 5, 9, 13}
-	r3 := [4]int{3, 9, 11, 15}
-	o2 := [16]int{0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15}
-	o3 := [16]int{0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15}
-	for blk := 0; blk < len(buf); blk += 64 {
-		for i := range x {
-			x[i] = binary.LittleEndian.Uint32(buf[blk+4*i:])
-		}
-		aa, bb, cc, dd := a, b, c, d
-		// Each step updates one of a, d, c, b in turn; rotating the four
-		// names keeps the code to one expression per round.
-		for i := 0; i < 16; i++ {
-			f := (b & c) | (^b & d)
-			a = bits.RotateLeft32(a+f+x[i], r1[i%4])
-			a, b, c, d = d, a, b, c
-		}
-		for i := 0; i < 16; i++ {
-			g := (b & c) | (b & d) | (c & d)
-			a = bits.RotateLeft32(a+g+x[o2[i]]+0x5a827999, r2[i%4])
-			a, b, c, d = d, a, b, c
-		}
-		for i := 0; i < 16; i++ {
-			h := b ^ c ^ d
-			a = bits.RotateLeft32(a+h+x[o3[i]]+0x6ed9eba1, r3[i%4])
-			a, b, c, d = d, a, b, c
-		}
-		a += aa
-		b += bb
-		c += cc
-		d += dd
-	}
-	var out [16]byte
-	binary.LittleEndian.PutUint32(out[0:], a)
-	binary.LittleEndian.PutUint32(out[4:], b)
-	binary.LittleEndian.PutUint32(out[8:], c)
-	binary.LittleEndian.PutUint32(out[12:], d)
-	return out
 }

@@ -2,6 +2,7 @@ package ntlm
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"testing"
@@ -50,7 +51,7 @@ func FuzzParseNegotiate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		a := NewAcceptor(Config{Verifier: NewNTHashVerifier(mapSource{}), NetBIOSComputer: "S", DNSComputer: "s"})
-		out, done, err := a.Step(msg)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, msg)
 		if err != nil {
 			if out != nil || done {
 				t.Fatal("output with error")
@@ -89,7 +90,7 @@ func fuzzAcceptor() *Acceptor {
 // for fuzzAcceptor's CHALLENGE.
 func micAuthenticate(t testing.TB) []byte {
 	a := fuzzAcceptor()
-	ch, _, err := a.Step(fuzzNegotiate)
+	ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, fuzzNegotiate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +165,10 @@ func authenticateRows(t testing.TB) []struct {
 func TestParseAuthenticateTable(t *testing.T) {
 	for _, r := range authenticateRows(t) {
 		a := fuzzAcceptor()
-		if _, _, err := a.Step(fuzzNegotiate); err != nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, fuzzNegotiate); err != nil {
 			t.Fatal(err)
 		}
-		_, done, err := a.Step(r.msg)
+		_, done, err := a.Step(context.Background(), authn.ConnInfo{}, r.msg)
 		if r.err == nil {
 			if err != nil || !done {
 				t.Errorf("%s: %v", r.name, err)
@@ -193,10 +194,10 @@ func FuzzParseAuthenticate(f *testing.F) {
 			}
 		}
 		a := fuzzAcceptor()
-		if _, _, err := a.Step(fuzzNegotiate); err != nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, fuzzNegotiate); err != nil {
 			t.Fatal(err)
 		}
-		_, done, err := a.Step(msg)
+		_, done, err := a.Step(context.Background(), authn.ConnInfo{}, msg)
 		if (err == nil) != done {
 			t.Fatalf("done=%v err=%v", done, err)
 		}
@@ -267,10 +268,10 @@ func BenchmarkHandshake(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		a := fuzzAcceptor()
-		if _, _, err := a.Step(fuzzNegotiate); err != nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, fuzzNegotiate); err != nil {
 			b.Fatal(err)
 		}
-		if _, done, err := a.Step(auth); err != nil || !done {
+		if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth); err != nil || !done {
 			b.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/winrmd/winrmd/authn"
 )
@@ -18,6 +19,7 @@ type Verifier interface {
 // VerifyRequest is one NTLM response to check. Names are as the client
 // sent them.
 type VerifyRequest struct {
+	Remote                    netip.Addr // the client, for rate limits
 	User, Domain, Workstation string
 	ServerChallenge           [8]byte
 	NtResponse, LmResponse    []byte

@@ -13,6 +13,7 @@ package spnego
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 
 	"github.com/winrmd/winrmd/authn"
@@ -65,6 +66,14 @@ type Acceptor struct {
 	micRecv      bool
 
 	done, failed bool
+
+	leg leg // the Step call in progress
+}
+
+// leg is what one Step call passes on to the mechanism.
+type leg struct {
+	ctx context.Context
+	ci  authn.ConnInfo
 }
 
 var _ authn.Context = (*Acceptor)(nil)
@@ -78,8 +87,10 @@ func NewNTLMSchemeAcceptor(cfg Config) authn.Context { return &Acceptor{cfg: cfg
 
 var errFailed = fmt.Errorf("spnego: context failed earlier: %w", authn.ErrMalformed)
 
-// Step consumes one client token.
-func (a *Acceptor) Step(in []byte) ([]byte, bool, error) {
+// Step consumes one client token. ctx and ci go to the mechanism's step.
+func (a *Acceptor) Step(ctx context.Context, ci authn.ConnInfo, in []byte) ([]byte, bool, error) {
+	a.leg = leg{ctx, ci}
+	defer func() { a.leg = leg{} }()
 	switch {
 	case a.done:
 		return nil, true, authn.ErrContextComplete
@@ -104,7 +115,7 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 	}
 	switch a.mode {
 	case modeRawNTLM, modeRawKerberos:
-		return a.mech.Step(in)
+		return a.mech.Step(a.leg.ctx, a.leg.ci, in)
 	case modeSPNEGO:
 		t, err := parseNegTokenResp(in)
 		if err != nil {
@@ -120,7 +131,7 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 			return nil, false, err
 		}
 		a.mode = modeRawNTLM
-		return a.mech.Step(in)
+		return a.mech.Step(a.leg.ctx, a.leg.ci, in)
 	case a.ntlmOnly:
 		return nil, false, malformed("NTLM scheme: not an NTLMSSP token")
 	case isGSSToken(in):
@@ -141,7 +152,7 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 				return nil, false, err
 			}
 			a.mode = modeRawKerberos
-			return a.mech.Step(in)
+			return a.mech.Step(a.leg.ctx, a.leg.ci, in)
 		default:
 			return nil, false, fmt.Errorf("spnego: GSS token for mechanism %x: %w", oid, authn.ErrUnsupported)
 		}
@@ -244,7 +255,7 @@ func (a *Acceptor) onResp(t *negTokenResp) ([]byte, bool, error) {
 
 // advance feeds a mechanism token and finishes when the mechanism does.
 func (a *Acceptor) advance(tok, inMIC []byte) ([]byte, bool, error) {
-	out, done, err := a.mech.Step(tok)
+	out, done, err := a.mech.Step(a.leg.ctx, a.leg.ci, tok)
 	if err != nil {
 		return nil, false, err
 	}

@@ -2,6 +2,7 @@ package spnego
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"testing"
@@ -80,7 +81,7 @@ func newTestAcceptor() *Acceptor {
 
 func TestTokenTable(t *testing.T) {
 	for _, r := range tokenRows {
-		_, _, err := newTestAcceptor().Step(r.tok)
+		_, _, err := newTestAcceptor().Step(context.Background(), authn.ConnInfo{}, r.tok)
 		if r.err == nil && err != nil || r.err != nil && !errors.Is(err, r.err) {
 			t.Errorf("%s: got %v, want %v", r.name, err, r.err)
 		}
@@ -106,10 +107,10 @@ var respRows = []struct {
 func TestRespTable(t *testing.T) {
 	for _, r := range respRows {
 		a := newTestAcceptor()
-		if _, _, err := a.Step(goodInit); err != nil {
+		if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, goodInit); err != nil {
 			t.Fatal(err)
 		}
-		_, _, err := a.Step(r.tok)
+		_, _, err := a.Step(context.Background(), authn.ConnInfo{}, r.tok)
 		if !errors.Is(err, r.err) {
 			t.Errorf("%s: got %v, want %v", r.name, err, r.err)
 		}
@@ -141,7 +142,7 @@ func FuzzSPNEGO(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		a := newTestAcceptor()
-		out, done, err := a.Step(first)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, first)
 		if err != nil {
 			if out != nil || done || a.Principal() != (authn.Principal{}) || a.Sealer() != nil {
 				t.Fatal("failed step leaks state")
@@ -156,7 +157,7 @@ func FuzzSPNEGO(f *testing.F) {
 		if second == nil {
 			return
 		}
-		out, done, err = a.Step(second)
+		out, done, err = a.Step(context.Background(), authn.ConnInfo{}, second)
 		if err != nil {
 			return
 		}

@@ -2,7 +2,9 @@ package spnego_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
+	"github.com/winrmd/winrmd/authn"
 	"io"
 	"os"
 	"os/exec"
@@ -88,7 +90,7 @@ func TestPySPNEGO(t *testing.T) {
 					t.Fatalf("python: %v", w)
 				}
 				in := dec(w[1])
-				out, done, err := a.Step(in)
+				out, done, err := a.Step(context.Background(), authn.ConnInfo{}, in)
 				if err != nil {
 					t.Fatalf("leg %d: %v", legs, err)
 				}

@@ -117,7 +117,7 @@ func spnegoNTLM(t *testing.T, mechs []asn1.ObjectIdentifier, c *ntlmtest.Client,
 	} else {
 		first = initToken(t, mechs, []byte("optimistic token of another mechanism"), nil)
 	}
-	out, done, err := a.Step(first)
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, first)
 	if err != nil || done {
 		t.Fatalf("leg 1: %v %v", done, err)
 	}
@@ -130,7 +130,7 @@ func spnegoNTLM(t *testing.T, mechs []asn1.ObjectIdentifier, c *ntlmtest.Client,
 		if r.NegState != 3 || r.ResponseToken != nil {
 			t.Fatalf("non-preferred selection: %+v", r)
 		}
-		out, done, err = a.Step(respToken(t, c.Negotiate(), nil))
+		out, done, err = a.Step(context.Background(), authn.ConnInfo{}, respToken(t, c.Negotiate(), nil))
 		if err != nil || done {
 			t.Fatalf("leg 2: %v %v", done, err)
 		}
@@ -153,7 +153,7 @@ func spnegoNTLM(t *testing.T, mechs []asn1.ObjectIdentifier, c *ntlmtest.Client,
 	if mangle != nil {
 		mic = mangle(mic)
 	}
-	out, done, err = a.Step(respToken(t, auth, mic))
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, respToken(t, auth, mic))
 	if err != nil {
 		return a, err
 	}
@@ -222,12 +222,12 @@ func TestFinalTokenShape(t *testing.T) {
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true}
 	a := newAcceptor()
 	mechs := []asn1.ObjectIdentifier{oidNTLM}
-	out, _, err := a.Step(initToken(t, mechs, c.Negotiate(), nil))
+	out, _, err := a.Step(context.Background(), authn.ConnInfo{}, initToken(t, mechs, c.Negotiate(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	auth, _ := c.Authenticate(parseResp(t, out).ResponseToken)
-	out, done, err := a.Step(respToken(t, auth, c.Session.GetMIC(mustMarshal(t, mechs, ""))))
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, respToken(t, auth, c.Session.GetMIC(mustMarshal(t, mechs, ""))))
 	if err != nil || !done {
 		t.Fatal(err)
 	}
@@ -282,12 +282,12 @@ func TestSPNEGOVariants(t *testing.T) {
 func TestOldMICQuirk(t *testing.T) {
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", KeyExch: true}
 	a := newAcceptor()
-	out, _, err := a.Step(initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil))
+	out, _, err := a.Step(context.Background(), authn.ConnInfo{}, initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	auth, _ := c.Authenticate(parseResp(t, out).ResponseToken)
-	if _, done, err := a.Step(respToken(t, auth, auth)); err != nil || !done {
+	if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, respToken(t, auth, auth)); err != nil || !done {
 		t.Fatalf("%v %v", done, err)
 	}
 }
@@ -296,18 +296,18 @@ func TestRawNTLMInNegotiate(t *testing.T) {
 	for _, ctor := range []func(spnego.Config) authn.Context{spnego.NewAcceptor, spnego.NewNTLMSchemeAcceptor} {
 		c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass", MIC: true, KeyExch: true}
 		a := ctor(spnego.Config{NTLM: ntlmFactory})
-		ch, done, err := a.Step(c.Negotiate())
+		ch, done, err := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 		if err != nil || done || !ntlm.IsNTLMToken(ch) {
 			t.Fatalf("raw leg 1: %x %v %v", ch, done, err)
 		}
 		auth, _ := c.Authenticate(ch)
-		out, done, err := a.Step(auth)
+		out, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth)
 		if err != nil || !done || out != nil {
 			t.Fatalf("raw leg 2: %x %v %v", out, done, err)
 		}
 		// No SPNEGO, no mechListMIC, no reset: sequence numbers start at 0.
 		roundTrip(t, a.Sealer(), c.Session, 0)
-		if _, done, err := a.Step(auth); !done || !errors.Is(err, authn.ErrContextComplete) {
+		if _, done, err := a.Step(context.Background(), authn.ConnInfo{}, auth); !done || !errors.Is(err, authn.ErrContextComplete) {
 			t.Fatalf("step after completion: %v", err)
 		}
 	}
@@ -316,7 +316,7 @@ func TestRawNTLMInNegotiate(t *testing.T) {
 func TestNTLMSchemeRefusesSPNEGO(t *testing.T) {
 	a := spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: ntlmFactory})
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
-	if _, _, err := a.Step(initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil)); !errors.Is(err, authn.ErrMalformed) {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil)); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("SPNEGO on NTLM scheme: %v", err)
 	}
 }
@@ -336,7 +336,7 @@ func TestUnsupported(t *testing.T) {
 				a = spnego.NewAcceptor(spnego.Config{})
 				tok = initToken(t, []asn1.ObjectIdentifier{oidNTLM}, []byte("NTLMSSP\x00"), nil)
 			}
-			if _, _, err := a.Step(tok); !errors.Is(err, authn.ErrUnsupported) {
+			if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, tok); !errors.Is(err, authn.ErrUnsupported) {
 				t.Fatalf("got %v", err)
 			}
 		})
@@ -346,13 +346,12 @@ func TestUnsupported(t *testing.T) {
 // --- the Kerberos hook, with a fake mechanism ----------------------------
 
 type fakeKrb struct {
-	key       []byte
-	legs      int
-	done      bool
-	verifyErr error
+	key  []byte
+	legs int
+	done bool
 }
 
-func (f *fakeKrb) Step(in []byte) ([]byte, bool, error) {
+func (f *fakeKrb) Step(_ context.Context, _ authn.ConnInfo, in []byte) ([]byte, bool, error) {
 	f.legs++
 	if !bytes.HasPrefix(in, []byte("AP-REQ")) {
 		return nil, false, authn.ErrMalformed
@@ -392,7 +391,7 @@ func TestKerberosHook(t *testing.T) {
 	// supportedMech is the client's first OID, no mechListMIC.
 	a := spnego.NewAcceptor(cfg)
 	mechs := []asn1.ObjectIdentifier{oidMSKRB5, oidKRB5, oidNTLM}
-	out, done, err := a.Step(initToken(t, mechs, []byte("AP-REQ"), nil))
+	out, done, err := a.Step(context.Background(), authn.ConnInfo{}, initToken(t, mechs, []byte("AP-REQ"), nil))
 	if err != nil || !done {
 		t.Fatalf("%v %v", done, err)
 	}
@@ -410,14 +409,14 @@ func TestKerberosHook(t *testing.T) {
 	a = spnego.NewAcceptor(cfg)
 	mechs = []asn1.ObjectIdentifier{oidNEGOEX, oidKRB5}
 	list := mustMarshal(t, mechs, "")
-	out, done, err = a.Step(initToken(t, mechs, []byte("negoex"), nil))
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, initToken(t, mechs, []byte("negoex"), nil))
 	if err != nil || done {
 		t.Fatalf("%v %v", done, err)
 	}
 	if r := parseResp(t, out); r.NegState != 3 || !r.SupportedMech.Equal(oidKRB5) {
 		t.Fatalf("reply %+v", r)
 	}
-	out, done, err = a.Step(respToken(t, []byte("AP-REQ"), nil))
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, respToken(t, []byte("AP-REQ"), nil))
 	if err != nil || done {
 		t.Fatalf("%v %v", done, err)
 	}
@@ -426,7 +425,7 @@ func TestKerberosHook(t *testing.T) {
 	if r.NegState != 1 || string(r.ResponseToken) != "AP-REP" || !bytes.Equal(r.MechListMIC, srvMIC) {
 		t.Fatalf("reply %+v", r)
 	}
-	out, done, err = a.Step(respToken(t, nil, clientMIC(list)))
+	out, done, err = a.Step(context.Background(), authn.ConnInfo{}, respToken(t, nil, clientMIC(list)))
 	if err != nil || !done {
 		t.Fatalf("%v %v", done, err)
 	}
@@ -437,9 +436,9 @@ func TestKerberosHook(t *testing.T) {
 	// Same, with a bad client MIC.
 	krb = &fakeKrb{key: []byte("k")}
 	a = spnego.NewAcceptor(cfg)
-	a.Step(initToken(t, mechs, nil, nil))
-	a.Step(respToken(t, []byte("AP-REQ"), nil))
-	if _, _, err := a.Step(respToken(t, nil, []byte("forged"))); !errors.Is(err, authn.ErrBadCredentials) {
+	a.Step(context.Background(), authn.ConnInfo{}, initToken(t, mechs, nil, nil))
+	a.Step(context.Background(), authn.ConnInfo{}, respToken(t, []byte("AP-REQ"), nil))
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, respToken(t, nil, []byte("forged"))); !errors.Is(err, authn.ErrBadCredentials) {
 		t.Fatalf("bad MIC: %v", err)
 	}
 
@@ -448,7 +447,7 @@ func TestKerberosHook(t *testing.T) {
 	a = spnego.NewAcceptor(cfg)
 	raw := append([]byte{0x60, 0x11, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02}, "AP-REQ"...)
 	raw[1] = byte(len(raw) - 2)
-	if _, _, err := a.Step(raw); !errors.Is(err, authn.ErrMalformed) { // fake wants a bare "AP-REQ" prefix
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, raw); !errors.Is(err, authn.ErrMalformed) { // fake wants a bare "AP-REQ" prefix
 		t.Fatalf("raw krb5: %v", err)
 	}
 	if krb.legs != 1 {
@@ -480,7 +479,7 @@ func TestGoNTLMSSPNegotiatorOverHTTP(t *testing.T) {
 		if st.ctx == nil {
 			st.ctx = newAcceptor()
 		}
-		out, done, err := st.ctx.Step(in)
+		out, done, err := st.ctx.Step(context.Background(), authn.ConnInfo{}, in)
 		if err != nil {
 			st.ctx = nil
 			w.Header().Set("Connection", "close")
@@ -530,11 +529,11 @@ func TestGoNTLMSSPNegotiatorOverHTTP(t *testing.T) {
 
 func TestStepAfterFailure(t *testing.T) {
 	a := newAcceptor()
-	if _, _, err := a.Step([]byte{0xa1, 0x00}); !errors.Is(err, authn.ErrMalformed) {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, []byte{0xa1, 0x00}); !errors.Is(err, authn.ErrMalformed) {
 		t.Fatalf("NegTokenResp first: %v", err)
 	}
 	c := &ntlmtest.Client{User: "alice", Password: "Secr3t!pass"}
-	if _, _, err := a.Step(initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil)); err == nil {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, initToken(t, []asn1.ObjectIdentifier{oidNTLM}, c.Negotiate(), nil)); err == nil {
 		t.Fatal("failed context continued")
 	}
 }

@@ -36,7 +36,7 @@ func handshake(t *testing.T, v ntlm.Verifier, user, domain, password string) err
 	t.Helper()
 	a := ntlm.NewAcceptor(ntlm.Config{Verifier: v, NetBIOSComputer: "WBHOST", DNSComputer: "wbhost"})
 	c := &ntlmtest.Client{User: user, Domain: domain, Password: password, MIC: true, KeyExch: true}
-	ch, _, err := a.Step(c.Negotiate())
+	ch, _, err := a.Step(context.Background(), authn.ConnInfo{}, c.Negotiate())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func handshake(t *testing.T, v ntlm.Verifier, user, domain, password string) err
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.Step(auth); err != nil {
+	if _, _, err := a.Step(context.Background(), authn.ConnInfo{}, auth); err != nil {
 		return err
 	}
 	sig, data := c.Session.Seal([]byte("<s:Envelope/>"))

@@ -671,7 +671,7 @@ func (b *bench) authRate(kind authKind) (*result, error) {
 					return err
 				}
 				if st != 200 {
-					return fmt.Errorf("Identify: HTTP %d %.200s", st, body)
+					return fmt.Errorf("identify: HTTP %d %.200s", st, body)
 				}
 			}
 			return nil

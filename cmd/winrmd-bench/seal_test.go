@@ -7,7 +7,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"github.com/winrmd/winrmd/authn"
 	"testing"
 
 	"github.com/bodgit/ntlmssp"
@@ -29,7 +31,7 @@ func pair(tb testing.TB) (*ntlmssp.SecuritySession, *ntlm.Session) {
 		tb.Fatal(err)
 	}
 	neg, _ := cl.Authenticate(nil, nil)
-	chal, _, err := acc.Step(neg)
+	chal, _, err := acc.Step(context.Background(), authn.ConnInfo{}, neg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -37,7 +39,7 @@ func pair(tb testing.TB) (*ntlmssp.SecuritySession, *ntlm.Session) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, done, err := acc.Step(auth); err != nil || !done {
+	if _, done, err := acc.Step(context.Background(), authn.ConnInfo{}, auth); err != nil || !done {
 		tb.Fatalf("acceptor: done=%v err=%v", done, err)
 	}
 	return cl.SecuritySession(), acc.Session()

@@ -478,14 +478,14 @@ func (c *wsClient) CreateShell() (string, error) {
 	b = append(b, `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`+envEnd...)
 	r, err := c.soap(b)
 	if err != nil {
-		return "", fmt.Errorf("Create: %w", err)
+		return "", fmt.Errorf("create: %w", err)
 	}
 	id := between(r, `Name="ShellId">`, "<")
 	if id == "" {
 		id = between(r, "ShellId>", "<")
 	}
 	if id == "" {
-		return "", fmt.Errorf("Create: no ShellId in %.300s", r)
+		return "", fmt.Errorf("create: no ShellId in %.300s", r)
 	}
 	return id, nil
 }
@@ -494,7 +494,7 @@ func (c *wsClient) DeleteShell(shell string) error {
 	b := c.header(make([]byte, 0, 2048), actDelete, shell, "")
 	b = append(b, envEnd...)
 	if _, err := c.soap(b); err != nil {
-		return fmt.Errorf("Delete: %w", err)
+		return fmt.Errorf("delete: %w", err)
 	}
 	return nil
 }
@@ -525,11 +525,11 @@ func (c *wsClient) Command(shell, cmdline string) (string, error) {
 	b = append(b, `</rsp:Command></rsp:CommandLine>`+envEnd...)
 	r, err := c.soap(b)
 	if err != nil {
-		return "", fmt.Errorf("Command: %w", err)
+		return "", fmt.Errorf("command: %w", err)
 	}
 	id := between(r, "CommandId>", "<")
 	if id == "" {
-		return "", fmt.Errorf("Command: no CommandId in %.300s", r)
+		return "", fmt.Errorf("command: no CommandId in %.300s", r)
 	}
 	return id, nil
 }
@@ -548,7 +548,7 @@ func (c *wsClient) Send(shell, cmd string, data []byte, end bool) error {
 	b = base64.StdEncoding.AppendEncode(b, data)
 	b = append(b, `</rsp:Stream></rsp:Send>`+envEnd...)
 	if _, err := c.soap(b); err != nil {
-		return fmt.Errorf("Send: %w", err)
+		return fmt.Errorf("send: %w", err)
 	}
 	return nil
 }
@@ -582,13 +582,13 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 		res.receives++
 		st, r, err := c.call(req)
 		if err != nil {
-			return res, fmt.Errorf("Receive: %w", err)
+			return res, fmt.Errorf("receive: %w", err)
 		}
 		if st != http.StatusOK {
 			if bytes.Contains(r, []byte(timedOutCode)) || bytes.Contains(r, []byte("w:TimedOut")) {
 				continue
 			}
-			return res, fmt.Errorf("Receive: %w", &soapError{status: st, body: string(r)})
+			return res, fmt.Errorf("receive: %w", &soapError{status: st, body: string(r)})
 		}
 		// Streams.
 		p := r
@@ -600,7 +600,7 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 			p = p[i+len(streamOpen):]
 			gt := bytes.IndexByte(p, '>')
 			if gt < 0 {
-				return res, errors.New("Receive: bad Stream element")
+				return res, errors.New("receive: bad Stream element")
 			}
 			attrs := p[:gt]
 			p = p[gt+1:]
@@ -609,7 +609,7 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 			}
 			e := bytes.Index(p, streamEnd)
 			if e < 0 {
-				return res, errors.New("Receive: unterminated Stream")
+				return res, errors.New("receive: unterminated Stream")
 			}
 			text := p[:e]
 			p = p[e+len(streamEnd):]
@@ -622,7 +622,7 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 			}
 			m, err := base64.StdEncoding.Decode(dec[:n], text)
 			if err != nil {
-				return res, fmt.Errorf("Receive: base64: %w", err)
+				return res, fmt.Errorf("receive: base64: %w", err)
 			}
 			if res.firstByte == 0 && m > 0 {
 				res.firstByte = time.Since(start)

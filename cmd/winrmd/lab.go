@@ -45,7 +45,7 @@ func labCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "winrmd lab: %v\n", err)
 		return 1
 	}
-	err = serve(cfg, cfgPath, filepath.Join(abs, "ready.json"), func(info readyInfo) {
+	err = serve(cfg, cfgPath, filepath.Join(abs, "ready.json"), os.Geteuid() != 0, func(info readyInfo) {
 		printLabHelp(stdout, info, name, password, abs)
 	})
 	if err != nil {

@@ -35,8 +35,8 @@ import (
 	"github.com/winrmd/winrmd/authn/winbind"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/server"
-	"github.com/winrmd/winrmd/server/obs"
 	"github.com/winrmd/winrmd/session"
 )
 
@@ -44,6 +44,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "/etc/winrmd/winrmd.yaml", "configuration file")
 	ready := fs.String("ready-file", "", "write the bound addresses (JSON) here once serving")
+	lab := fs.Bool("lab", false, "unprivileged lab mode: every shell runs as the daemon's own user and the account store decides who may log in")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,7 +53,7 @@ func serveCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "winrmd: %v\n", err)
 		return 1
 	}
-	if err := serve(cfg, *path, *ready, nil); err != nil {
+	if err := serve(cfg, *path, *ready, *lab, nil); err != nil {
 		fmt.Fprintf(stderr, "winrmd: %v\n", err)
 		return 1
 	}
@@ -160,86 +161,28 @@ func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) 
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
-// chainVerifier verifies NTLM against the local store first, then winbind.
-// The store answers for names with no qualifier or one naming this host
-// (alice, .\alice, HOST\alice, alice@host); winbind's answers are the
-// domain's (authn.VerifiedDomain), so the authorizer may honour their
-// domain (authn.MapPrincipal).
-type chainVerifier struct {
-	store *accounts.Store
-	hosts *authn.HostNames
-	local ntlm.Verifier
-	wb    ntlm.Verifier
-}
-
-func (c *chainVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	if c.local != nil {
-		user, qual, ok := authn.SplitName(r.User)
-		if qual == "" {
-			qual = r.Domain
-		}
-		if ok && c.hosts.IsLocal(qual) && c.store.Has(user) {
-			return c.local.Verify(ctx, r)
-		}
-	}
-	if c.wb != nil {
-		res, err := c.wb.Verify(ctx, r)
-		if err == nil {
-			res.Verifier = authn.VerifiedDomain
-		}
-		return res, err
-	}
-	if c.local != nil {
-		return c.local.Verify(ctx, r)
-	}
-	return ntlm.VerifyResult{}, authn.ErrUnknownAccount
-}
-
-func hostNames(cfg *configs.Config) (netbios, dns, domain string) {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
-	dns = cfg.Host.DNSName
-	if dns == "" {
-		dns = host
-	}
-	netbios = cfg.Host.NetBIOSName
-	if netbios == "" {
-		short, _, _ := strings.Cut(host, ".")
-		netbios = strings.ToUpper(short)
-		if len(netbios) > 15 {
-			netbios = netbios[:15]
-		}
-	}
-	domain = cfg.Host.Domain
-	if domain == "" {
-		domain = netbios
-	}
-	return
-}
-
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
 func hostNameSet(cfg *configs.Config) *authn.HostNames {
-	netbios, dns, _ := hostNames(cfg)
-	return authn.NewHostNames(append([]string{dns, netbios}, cfg.Host.Names...)...)
+	n := cfg.Host.Resolved()
+	return authn.NewHostNames(append([]string{n.DNSName, n.NetBIOSName}, cfg.Host.Names...)...)
 }
 
-func buildAuthorizer(cfg *configs.Config) (*authn.Authorizer, error) {
+func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 	return authn.NewAuthorizer(authn.AuthorizerConfig{
 		AllowedGroups: cfg.Authorization.AllowedGroups,
 		AllowedSIDs:   cfg.Authorization.AllowedSIDs,
 		AllowRoot:     cfg.Authorization.AllowRoot,
-		Lab:           os.Geteuid() != 0,
+		Lab:           lab,
 		HostNames:     hostNameSet(cfg),
 		Accounts:      sidecarAccounts(cfg),
 	})
 }
 
-// serve runs the daemon until SIGTERM/SIGINT. started, when non-nil, is
-// called with the ready info (the lab command prints it).
-func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInfo)) error {
+// serve runs the daemon until SIGTERM/SIGINT. lab is unprivileged lab mode
+// (serve --lab, or winrmd lab run by an ordinary user). started, when
+// non-nil, is called with the ready info (the lab command prints it).
+func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(readyInfo)) error {
 	log, level, err := obs.NewLogger(cfg.Logging.Level, cfg.Logging.Format)
 	if err != nil {
 		return err
@@ -252,7 +195,6 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	defer audit.Close()
 	metrics := obs.NewMetrics()
 	announceTrace(log, cfg)
-	lab := os.Geteuid() != 0
 	if lab {
 		log.Warn("running unprivileged (lab mode): every shell runs as the daemon's own user; the account store decides who may log in")
 	}
@@ -270,7 +212,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	limiter := authn.NewRateLimiter(authn.RateLimitConfig{Exempt: cfg.Accounts.LockoutExempt})
 
 	auth := &swapAuthorizer{}
-	a, err := buildAuthorizer(cfg)
+	a, err := buildAuthorizer(cfg, lab)
 	if err != nil {
 		return fmt.Errorf("authorization: %w", err)
 	}
@@ -281,7 +223,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		basicAuth = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
 	}
 
-	netbios, dnsName, domain := hostNames(cfg)
+	names := cfg.Host.Resolved()
 	hosts := hostNameSet(cfg)
 	for _, w := range unservedSchemes(cfg) {
 		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
@@ -290,29 +232,34 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	if err != nil {
 		return err
 	}
-	var mkNTLM func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor
+	// Every context gets the connection (address, TLS, channel binding)
+	// with each Step (authn.ConnInfo); the factory only picks mechanisms.
+	var mkNTLM func() *ntlm.Acceptor
 	var domainPasswords ntlm.Verifier // winbind: CredSSP's delegated passwords of domain accounts
 	if cfg.Service.Auth.Negotiate {
-		cv := &chainVerifier{store: store, hosts: hosts}
+		chain := &ntlm.Chain{Hosts: hosts}
 		if store != nil {
-			cv.local = ntlm.NewNTHashVerifier(store)
+			chain.Store, chain.Local = store, ntlm.NewNTHashVerifier(store)
 		}
 		if cfg.Accounts.Winbind.Enabled {
-			cv.wb = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
-			domainPasswords = cv.wb
+			chain.Domain = winbind.New(cfg.Accounts.Winbind.NTLMAuthPath)
+			domainPasswords = chain.Domain
 		}
-		if cv.local == nil && cv.wb == nil {
+		if chain.Local == nil && chain.Domain == nil {
 			log.Warn("negotiate is enabled but no NT hash source exists (accounts.store_file or accounts.winbind); NTLM logons will fail")
 		}
-		mkNTLM = func(cbt []byte, remote netip.Addr) func() *ntlm.Acceptor {
-			return func() *ntlm.Acceptor {
-				return ntlm.NewAcceptor(ntlm.Config{
-					Verifier: &limitedVerifier{v: cv, limiter: limiter, remote: remote}, NetBIOSComputer: netbios, NetBIOSDomain: domain,
-					DNSComputer: dnsName, DNSDomain: dnsName, ChannelBinding: cbt,
-					CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel), Hosts: hosts,
-				})
-			}
+		verifier := &ntlm.RateLimited{V: chain, Limiter: limiter}
+		mkNTLM = func() *ntlm.Acceptor {
+			return ntlm.NewAcceptor(ntlm.Config{
+				Verifier: verifier, NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
+				DNSComputer: names.DNSName, DNSDomain: names.DNSName,
+				CBTLevel: strings.ToLower(cfg.Service.Auth.CBTHardeningLevel), Hosts: hosts,
+			})
 		}
+	}
+	var mkKrb func() authn.Context
+	if krb != nil {
+		mkKrb = func() authn.Context { return kerberos.NewAcceptor(krb) }
 	}
 	var credsspCert *tls.Certificate
 	var pwVerifier *basic.Authenticator
@@ -347,43 +294,23 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	}
 	var contexts server.ContextFactory
 	if mkNTLM != nil || krb != nil {
-		contexts = func(sch authn.Scheme, cbt []byte, remote netip.Addr) authn.Context {
-			var mkKrb func() authn.Context
-			if krb != nil {
-				kc := *krb
-				kc.ChannelBinding = cbt
-				mkKrb = func() authn.Context { return kerberos.NewAcceptor(&kc) }
-			}
-			var mk func() *ntlm.Acceptor
-			if mkNTLM != nil {
-				mk = mkNTLM(cbt, remote)
-			}
+		contexts = func(sch authn.Scheme) authn.Context {
 			switch {
 			case sch == authn.SchemeCredSSP && credsspCert != nil:
 				// The inner context: SPNEGO with NTLM (and Kerberos when
-				// configured), without channel binding (CredSSP binds the
-				// inner TLS key instead).
-				var inner func() *ntlm.Acceptor
-				if mkNTLM != nil {
-					inner = mkNTLM(nil, remote)
-				}
-				var innerKrb func() authn.Context
-				if krb != nil {
-					kc := *krb
-					kc.ChannelBinding = nil
-					innerKrb = func() authn.Context { return kerberos.NewAcceptor(&kc) }
-				}
+				// configured); the acceptor steps it without channel
+				// binding (CredSSP binds the inner TLS key instead).
 				a, err := credssp.New(credssp.Config{
 					Certificate: credsspCert,
-					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: inner, Kerberos: innerKrb}) },
-					Verify: func(p authn.Principal, password string) error {
+					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb}) },
+					Verify: func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error {
 						if p.Verifier == authn.VerifiedDomain {
 							// A domain account (the inner logon went through
 							// winbind or a domain KDC): only the domain can
 							// check its password.
-							return verifyDomainPassword(domainPasswords, limiter, remote, p, password, netbios, domain)
+							return verifyDomainPassword(domainPasswords, limiter, ci.Remote, p, password, names.NetBIOSName, names.Domain)
 						}
-						return pwVerifier.VerifyPassword(context.Background(), remote, authn.MapName(p.Name, p.Domain), password)
+						return pwVerifier.VerifyPassword(ctx, ci.Remote, authn.MapName(p.Name, p.Domain), password)
 					},
 					SecondHop: secondHop,
 				})
@@ -393,9 +320,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 				}
 				return a
 			case sch == authn.SchemeNegotiate && cfg.Service.Auth.Negotiate:
-				return spnego.NewAcceptor(spnego.Config{NTLM: mk, Kerberos: mkKrb})
-			case sch == authn.SchemeNTLM && mk != nil:
-				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mk})
+				return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb})
+			case sch == authn.SchemeNTLM && mkNTLM != nil:
+				return spnego.NewNTLMSchemeAcceptor(spnego.Config{NTLM: mkNTLM})
 			case sch == authn.SchemeKerberos && mkKrb != nil:
 				// Raw krb5 tokens or SPNEGO offering Kerberos; never NTLM.
 				return spnego.NewAcceptor(spnego.Config{Kerberos: mkKrb})
@@ -416,14 +343,16 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
 		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
 		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
+		Service:              cfg.Service,
 		Spawner:              spawner,
+		PowerShell:           cfg.PowerShell,
 		Log:                  log,
 		Audit:                audit,
 		Metrics:              metrics,
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
-		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: dnsName,
+		Basic: basicAuth, Contexts: contexts, Kerberos: krb != nil, Authorizer: auth, Limiter: limiter, Machine: names.DNSName,
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
@@ -461,7 +390,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, started func(readyInf
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(cfgPath, log, level, auth, srv)
+			reload(cfgPath, lab, log, level, auth, srv, sessions)
 			continue
 		}
 		log.Info("shutting down", zap.String("signal", sig.String()))
@@ -500,7 +429,7 @@ func announceTrace(log *zap.Logger, cfg *configs.Config) {
 
 // reload applies SIGHUP: certificates, authorization, log level, filters and
 // auth switches. Listeners, quotas and account sources need a restart.
-func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server) {
+func reload(path string, lab bool, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuthorizer, srv *server.Server, sessions *session.Manager) {
 	if path == "" {
 		log.Warn("SIGHUP: no configuration file to reload")
 		return
@@ -514,41 +443,20 @@ func reload(path string, log *zap.Logger, level *zap.AtomicLevel, auth *swapAuth
 		log.Error("SIGHUP: logging.level", zap.Error(err))
 	}
 	announceTrace(log, cfg)
-	if a, err := buildAuthorizer(cfg); err != nil {
+	if a, err := buildAuthorizer(cfg, lab); err != nil {
 		log.Error("SIGHUP: authorization rejected; keeping the running one", zap.Error(err))
 	} else {
 		auth.p.Store(a)
 	}
 	if err := srv.Reload(cfg); err != nil {
 		log.Error("SIGHUP: service settings rejected", zap.Error(err))
+	} else {
+		sessions.SetService(cfg.Service)
 	}
 	if err := srv.ReloadCertificates(); err != nil {
 		log.Error("SIGHUP: certificate reload failed; keeping the old certificate", zap.Error(err))
 	}
 	log.Info("SIGHUP: configuration reloaded")
-}
-
-// limitedVerifier puts NTLM logons under the same per-source and
-// per-account rate limits as Basic.
-type limitedVerifier struct {
-	v       ntlm.Verifier
-	limiter *authn.RateLimiter
-	remote  netip.Addr
-}
-
-func (l *limitedVerifier) Verify(ctx context.Context, r ntlm.VerifyRequest) (ntlm.VerifyResult, error) {
-	if err := l.limiter.Allow(l.remote, r.User); err != nil {
-		return ntlm.VerifyResult{}, err
-	}
-	res, err := l.v.Verify(ctx, r)
-	if err != nil {
-		if errors.Is(err, authn.ErrBadCredentials) || errors.Is(err, authn.ErrUnknownAccount) {
-			l.limiter.Fail(l.remote, r.User)
-		}
-		return res, err
-	}
-	l.limiter.Success(l.remote, r.User)
-	return res, nil
 }
 
 // buildKerberos loads the keytab and makes the acceptor configuration

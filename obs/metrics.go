@@ -14,6 +14,8 @@ type Metrics struct {
 	Shells         prometheus.Gauge       // live shells
 	Workers        prometheus.Gauge       // live worker processes
 	Commands       prometheus.Gauge       // running commands
+	PSRPPools      prometheus.Gauge       // live PowerShell runspace pools (also in Shells)
+	PSRPPipelines  prometheus.Gauge       // PowerShell pipelines not yet terminated (also in Commands)
 	Bytes          *prometheus.CounterVec // direction: in|out (HTTP bodies)
 	StreamBytes    *prometheus.CounterVec // stream: stdin|stdout|stderr
 	ReceiveLatency prometheus.Histogram   // seconds a Receive waited
@@ -31,9 +33,12 @@ func NewMetrics() *Metrics {
 		AuthAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winrmd_auth_attempts_total", Help: "Authentication attempts by scheme and result.",
 		}, []string{"scheme", "result"}),
-		Shells:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_shells", Help: "Live shells."}),
-		Workers:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_workers", Help: "Live worker processes."}),
-		Commands: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_commands", Help: "Commands not yet released."}),
+		Shells:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_shells", Help: "Live shells."}),
+		Workers:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_workers", Help: "Live worker processes."}),
+		Commands:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_commands", Help: "Commands not yet released."}),
+		PSRPPools: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_psrp_pools", Help: "Live PowerShell runspace pools."}),
+		PSRPPipelines: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_psrp_pipelines",
+			Help: "PowerShell pipelines not yet terminated."}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winrmd_bytes_total", Help: "HTTP body bytes by direction.",
 		}, []string{"direction"}),
@@ -49,7 +54,7 @@ func NewMetrics() *Metrics {
 			Name: "winrmd_connections_refused_total", Help: "Connections or requests refused before authentication, by reason.",
 		}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.Requests, m.AuthAttempts, m.Shells, m.Workers, m.Commands, m.Bytes,
+	m.Registry.MustRegister(m.Requests, m.AuthAttempts, m.Shells, m.Workers, m.Commands, m.PSRPPools, m.PSRPPipelines, m.Bytes,
 		m.StreamBytes, m.ReceiveLatency, m.Connections, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -62,19 +62,6 @@ func Attr(e *etree.Element, local string) string {
 	return ""
 }
 
-// HasAttr reports whether e has the un-namespaced attribute local.
-func HasAttr(e *etree.Element, local string) bool {
-	if e == nil {
-		return false
-	}
-	for _, a := range e.Attr {
-		if a.Space == "" && a.Key == local {
-			return true
-		}
-	}
-	return false
-}
-
 // Text returns the character data (CDATA included) directly inside e up to
 // its first child element, or "" for a nil e. It is not trimmed.
 func Text(e *etree.Element) string {

@@ -1,0 +1,85 @@
+package wsman
+
+import (
+	"bytes"
+	"encoding/base64"
+	"testing"
+
+	"github.com/beevik/etree"
+)
+
+func TestReceiveRenderMatchesDOMShape(t *testing.T) {
+	payload := bytes.Repeat([]byte{0, 1, 2, '<', '&', 0xff}, 1000)
+	const cid = "11111111-2222-4333-8444-555555555555"
+	cases := []struct {
+		rel string
+		r   ReceiveResponse
+	}{
+		{"uuid:ABC", ReceiveResponse{CommandID: cid, Streams: []StreamChunk{{Name: "stdout", Data: payload}}}},
+		{`uuid:<&"odd'>` + "\t", ReceiveResponse{CommandID: cid, Done: true, ExitCode: -2,
+			Streams: []StreamChunk{{Name: "stdout", Data: []byte("x")}, {Name: "stderr", Data: []byte("e")}, {Name: "stdout", End: true}, {Name: "stderr", End: true}}}},
+	}
+	for _, c := range cases {
+		r := c.r
+		raw := r.Encode(c.rel)
+		doc := etree.NewDocument()
+		if err := doc.ReadFromBytes(raw); err != nil {
+			t.Fatalf("not XML: %v\n%s", err, raw)
+		}
+		// It must parse as a request envelope would, namespaces by URI.
+		if _, err := Parse(bytes.Replace(raw, []byte("ReceiveResponse</a:Action>"), []byte("Receive</a:Action>"), 1), "", DefaultLimits()); err != nil {
+			t.Fatalf("rendered envelope does not pass the wsman parser: %v", err)
+		}
+		if got := doc.FindElement("//Header/RelatesTo").Text(); got != c.rel {
+			t.Fatalf("RelatesTo %q, want %q", got, c.rel)
+		}
+		if doc.FindElement("//Header/Action").Text() != ActionReceive+"Response" {
+			t.Fatal("wrong Action")
+		}
+		if doc.FindElement("//Header/Action").Space != "a" || doc.Root().SelectAttrValue("xmlns:a", "") != NsAddressing {
+			t.Fatal("prefixes differ from NewResponse's")
+		}
+		streams := doc.FindElements("//ReceiveResponse/Stream")
+		if len(streams) != len(r.Streams) {
+			t.Fatalf("%d streams, want %d", len(streams), len(r.Streams))
+		}
+		for i, s := range streams {
+			data, err := base64.StdEncoding.DecodeString(s.Text())
+			if err != nil || !bytes.Equal(data, r.Streams[i].Data) {
+				t.Fatalf("stream %d payload differs", i)
+			}
+			if (s.SelectAttrValue("End", "") == "true") != r.Streams[i].End || s.SelectAttrValue("CommandId", "") != r.CommandID {
+				t.Fatalf("stream %d attributes wrong", i)
+			}
+		}
+		st := doc.FindElement("//CommandState")
+		want := StateRunning
+		if r.Done {
+			want = StateDone
+		}
+		if st.SelectAttrValue("State", "") != want {
+			t.Fatal("state")
+		}
+		ec := st.FindElement("ExitCode")
+		if r.Done != (ec != nil) {
+			t.Fatal("ExitCode must appear exactly with Done")
+		}
+		if ec != nil && ec.Text() != "-2" {
+			t.Fatalf("ExitCode %q", ec.Text())
+		}
+		if len(raw) != cap(raw) {
+			t.Fatalf("size computed %d, used %d", cap(raw), len(raw))
+		}
+	}
+}
+
+func BenchmarkReceiveRender(b *testing.B) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 382080/16)
+	r := ReceiveResponse{CommandID: "11111111-2222-4333-8444-555555555555",
+		Streams: []StreamChunk{{Name: "stdout", Data: payload}}}
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_ = r.Encode("uuid:6F0C2A9D-0000-4000-8000-000000000001")
+	}
+}
