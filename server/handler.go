@@ -530,6 +530,14 @@ func (s *Server) recheckCreate(x *exchange) *reply {
 		x.log.Info("shell refused: account re-checked", zap.String(obs.FReason, reason))
 		s.d.Audit.Event(obs.EvAccessDenied, zap.String(obs.FUser, x.id.User()), zap.String(obs.FRemoteAddr, st.remote.String()),
 			zap.String(obs.FScheme, string(st.scheme)), zap.String(obs.FReason, "shell create: "+reason))
+		if errors.Is(err, authn.ErrBackend) {
+			// The account database could not answer (a sidecar target
+			// that is gone, descriptors exhausted): not a refusal of the
+			// account, so the fault tells the (authenticated) client why
+			// the shell cannot start.
+			s.countRequest(x.action, "fault")
+			return s.faultReply(wsman.InternalError(995, "", "The shell could not be started: "+reason), x.msg.Header.MessageID, true)
+		}
 		s.countRequest(x.action, "denied")
 		rep := s.faultReply(wsman.AccessDenied("Access is denied."), x.msg.Header.MessageID, true)
 		rep.reset = true
