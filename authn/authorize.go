@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -394,6 +395,16 @@ func lookupAccount(name string) (Account, error) {
 	if err != nil {
 		var unknown user.UnknownUserError
 		if errors.As(err, &unknown) {
+			// glibc's files backend answers "no such user" when it cannot
+			// open /etc/passwd (EMFILE/ENFILE at the descriptor limit): a
+			// passing failure, not an answer, and never to be cached.
+			if f, oerr := os.Open("/etc/passwd"); oerr != nil {
+				if errors.Is(oerr, syscall.EMFILE) || errors.Is(oerr, syscall.ENFILE) {
+					return Account{}, fmt.Errorf("%w: look up user %q: %v", ErrBackend, name, oerr)
+				}
+			} else {
+				f.Close()
+			}
 			return Account{}, fmt.Errorf("%w: %q", ErrUnknownAccount, name)
 		}
 		return Account{}, fmt.Errorf("%w: look up user %q: %v", ErrBackend, name, err)
