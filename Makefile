@@ -104,7 +104,7 @@ $(DEADCODE):
 
 # gofmt, go vet, staticcheck (every report fails; a justified exception
 # is a //lint:ignore comment at its site) and deadcode with tests counted as
-# callers (every report fails unless deadcode.allow lists it with a reason).
+# callers (every report fails unless .ci/deadcode.allow lists it with a reason).
 lint: $(STATICCHECK) $(DEADCODE)
 	@rc=0; \
 	echo "== gofmt"; bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.venv/*')); \
@@ -113,8 +113,8 @@ lint: $(STATICCHECK) $(DEADCODE)
 	echo "== staticcheck $(STATICCHECK_VERSION)"; $(STATICCHECK) $(PKGS) || rc=1; \
 	echo "== deadcode $(DEADCODE_VERSION)"; out=$$($(DEADCODE) -test $(PKGS)) || rc=1; \
 	  left=$$(printf '%s\n' "$$out" | sed -n 's/^\([^:]*\):[0-9]*:[0-9]*: unreachable func: \(.*\)$$/\1 \2/p' | \
-	    while read -r f fn; do grep -qxF "$$f $$fn" <(sed 's/[[:space:]]*#.*//' deadcode.allow) || echo "$$f: unreachable func: $$fn"; done); \
-	  if [ -n "$$left" ]; then echo "$$left"; echo "deadcode: remove it, or list it in deadcode.allow with the reason"; rc=1; fi; \
+	    while read -r f fn; do grep -qxF "$$f $$fn" <(sed 's/[[:space:]]*#.*//' .ci/deadcode.allow) || echo "$$f: unreachable func: $$fn"; done); \
+	  if [ -n "$$left" ]; then echo "$$left"; echo "deadcode: remove it, or list it in .ci/deadcode.allow with the reason"; rc=1; fi; \
 	exit $$rc
 
 clean:

@@ -6,7 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 // Unauthenticated connections cannot hold the connection pool (issue

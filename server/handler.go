@@ -22,9 +22,9 @@ import (
 	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/authn/sealing"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/obs"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // connState is what a TCP connection remembers between requests: NTLM and

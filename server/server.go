@@ -34,8 +34,8 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/certauth"
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 // BasicAuthenticator verifies a Basic Authorization value.

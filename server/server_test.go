@@ -24,8 +24,8 @@ import (
 	"github.com/winrmd/winrmd/authn/spnego"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/session"
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 // The test binary doubles as the worker: shells run through the real

@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // The wire trace (logging.trace_wire at level debug): what a client sent

@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/obs"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // Command is one command of a shell and its undelivered output. Output held

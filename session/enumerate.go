@@ -8,9 +8,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/obs"
+	"github.com/winrmd/winrmd/session/obs"
 
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // enumeration is a pending (non-optimized) Enumerate waiting for Pulls. Its

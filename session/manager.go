@@ -50,8 +50,8 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/obs"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // Config is what the session layer needs from the daemon.

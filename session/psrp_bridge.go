@@ -33,7 +33,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/winrmd/winrmd/psrp"
+	"github.com/winrmd/winrmd/session/psrp"
 )
 
 // pwshPipe is what the bridge needs of the PowerShell process

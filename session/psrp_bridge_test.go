@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/winrmd/winrmd/psrp"
+	"github.com/winrmd/winrmd/session/psrp"
 )
 
 // These tests script the far end of the bridge by hand, to play a hostile

@@ -40,9 +40,9 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
-	"github.com/winrmd/winrmd/psrp"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/obs"
+	"github.com/winrmd/winrmd/session/psrp"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // psProvider names the plugin in faults, as Windows' PowerShell plugin does.

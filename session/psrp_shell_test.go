@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/winrmd/winrmd/configs"
-	"github.com/winrmd/winrmd/psrp"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/psrp"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // psCreate is a PSRP Create with the given ShellId and creationXml bytes.

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // receiveOverhead is what a ReceiveResponse costs besides base64 payload:

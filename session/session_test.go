@@ -17,7 +17,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // The test binary doubles as the worker, so these tests use the real spawn

@@ -12,8 +12,8 @@ import (
 
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/obs"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // Shell is one WinRS shell and its worker process.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/winrmd/winrmd/wsman"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // The shell's transition function accepts exactly the package doc's arrows.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/winrmd/winrmd/psrp"
+	"github.com/winrmd/winrmd/session/psrp"
 )
 
 // The far end of the PSRP bridge: real PowerShell when `pwsh` is on PATH,

@@ -35,9 +35,9 @@ import (
 	"github.com/winrmd/winrmd/authn/winbind"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
-	"github.com/winrmd/winrmd/obs"
 	"github.com/winrmd/winrmd/server"
 	"github.com/winrmd/winrmd/session"
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 func serveCmd(args []string, stderr io.Writer) int {
