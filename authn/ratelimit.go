@@ -290,7 +290,10 @@ func (t *limitTable) lockedFor(key string, now time.Time, window time.Duration) 
 	return 0
 }
 
-func (t *limitTable) fail(key string, now time.Time, cfg *RateLimitConfig) {
+// count records one failure for key within cfg.Window (a new or expired
+// entry starts a fresh window) and returns the entry; fail and failFlat
+// differ only in what a full count does.
+func (t *limitTable) count(key string, now time.Time, cfg *RateLimitConfig) *limitEntry {
 	e, ok := t.m[key]
 	if ok && e.expired(now, cfg.Window) {
 		t.remove(key)
@@ -310,6 +313,11 @@ func (t *limitTable) fail(key string, now time.Time, cfg *RateLimitConfig) {
 		e.windowStart = now
 	}
 	e.failures++
+	return e
+}
+
+func (t *limitTable) fail(key string, now time.Time, cfg *RateLimitConfig) {
+	e := t.count(key, now, cfg)
 	if e.lockouts > 0 || e.failures >= cfg.MaxFailures {
 		e.lockouts++
 		e.lockedUntil = now.Add(backoff(cfg.Lockout, cfg.MaxLockout, e.lockouts))
@@ -321,25 +329,7 @@ func (t *limitTable) fail(key string, now time.Time, cfg *RateLimitConfig) {
 // failFlat counts a failure against the account-wide threshold: a lockout
 // of cfg.Lockout each time AccountMaxFailures accumulate, never escalated.
 func (t *limitTable) failFlat(key string, now time.Time, cfg *RateLimitConfig) {
-	e, ok := t.m[key]
-	if ok && e.expired(now, cfg.Window) {
-		t.remove(key)
-		ok = false
-	}
-	if !ok {
-		t.makeRoom(now, cfg.Window)
-		e = &limitEntry{key: key, windowStart: now}
-		e.elem = t.lru.PushFront(e)
-		t.m[key] = e
-	} else {
-		t.lru.MoveToFront(e.elem)
-	}
-	e.last = now
-	if now.Sub(e.windowStart) >= cfg.Window {
-		e.failures = 0
-		e.windowStart = now
-	}
-	e.failures++
+	e := t.count(key, now, cfg)
 	if e.failures >= cfg.AccountMaxFailures {
 		e.lockedUntil = now.Add(cfg.Lockout)
 		e.failures = 0
