@@ -403,6 +403,11 @@ func pollExit(pid int, exited func() bool) bool {
 	if err != nil {
 		return false
 	}
+	return pollPidfd(fd, exited)
+}
+
+// pollPidfd is pollExit on an open pidfd, which it closes.
+func pollPidfd(fd int, exited func() bool) bool {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return false
@@ -421,8 +426,14 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	if setup.Flags&setupNewPrivs != 0 {
 		spawnOn = privilegedSpawns.run
 	}
+	started := false // a worker process exists (from then on its reaping releases th)
 	if th != nil {
 		spawnOn = th.run // born inside the sidecar target's namespaces
+		defer func() {
+			if !started {
+				th.release()
+			}
+		}()
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -509,6 +520,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	pid := cmd.Process.Pid
 	proc := &osProcess{cmd: cmd, exited: make(chan struct{})}
 	go proc.wait()
+	started = true
+	if th != nil {
+		// The worker's parent-death signal is tied to th: th may end only
+		// once the worker is reaped.
+		go func() {
+			<-proc.exited
+			th.release()
+		}()
+	}
 	log = log.With(zap.Int("pid", pid))
 
 	h := newWorkerHandle(log, pid, acct.UID, conn, nil, proc, cg)
