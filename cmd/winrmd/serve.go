@@ -52,13 +52,6 @@ func serveCmd(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// readyInfo is what --ready-file receives.
-type readyInfo struct {
-	PID       int            `json:"pid"`
-	Listeners []server.Bound `json:"listeners"`
-	Metrics   string         `json:"metrics,omitempty"`
-}
-
 // swapAuthorizer lets SIGHUP replace the authorization policy in place.
 type swapAuthorizer struct {
 	p atomic.Pointer[authn.Authorizer]
@@ -93,7 +86,7 @@ func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 // serve runs the daemon until SIGTERM/SIGINT. lab is unprivileged lab mode
 // (serve --lab, or winrmd lab run by an ordinary user). started, when
 // non-nil, is called with the ready info (the lab command prints it).
-func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(readyInfo)) error {
+func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(server.Ready)) error {
 	log, level, err := obs.NewLogger(cfg.Logging.Level, cfg.Logging.Format)
 	if err != nil {
 		return err
@@ -274,7 +267,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		sessions.Shutdown(context.Background())
 		return err
 	}
-	info := readyInfo{PID: os.Getpid(), Listeners: bound}
+	info := server.Ready{PID: os.Getpid(), Listeners: bound}
 	var msrv *http.Server
 	if cfg.Metrics.Address != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Address)
