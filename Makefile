@@ -24,10 +24,10 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 # debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
 # where systemd does not run), runc, umoci, busybox-static: the package and
-# image tests (test/deploy).
+# image tests (test/deploy). sudo: a remote shell runs it (TestSecuritySudo).
 APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
-  debootstrap lintian systemd runc umoci busybox-static
+  debootstrap lintian systemd runc umoci busybox-static sudo
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
 # need gssapi and krb5 (built against libkrb5-dev with gcc).
 PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp

@@ -112,6 +112,14 @@ type Winrs struct {
 	MaxProcessesPerShell   int   `yaml:"max_processes_per_shell"`
 	MaxMemoryPerShellMB    int   `yaml:"max_memory_per_shell_mb"`
 	MaxShellRunTimeMS      int64 `yaml:"max_shell_run_time_ms"`
+	// AllowNewPrivileges: commands of a shell may gain privileges by
+	// executing a setuid or file-capability program (sudo, su, ping on some
+	// hosts), as in an SSH session. False sets no_new_privs on the worker
+	// and empties its capability bounding set: the shell can never become
+	// more than the account. Not a Windows knob (Windows has no setuid);
+	// true by default because a remote administrator expects sudo to work.
+	// PowerShell endpoints take it unless they set their own.
+	AllowNewPrivileges bool `yaml:"allow_new_privileges"`
 }
 
 // Authorization decides which local accounts may connect.
@@ -270,6 +278,7 @@ func Default() *Config {
 			MaxProcessesPerShell:   Unlimited,
 			MaxMemoryPerShellMB:    Unlimited,
 			MaxShellRunTimeMS:      Unlimited,
+			AllowNewPrivileges:     true,
 		},
 		Accounts: Accounts{
 			PAMService: "winrmd",

@@ -51,6 +51,12 @@ type SpawnRequest struct {
 	// with the shell (ccache.go); nil for none.
 	Credentials *authn.Secret
 	Limits      Limits
+	// AllowNewPrivileges lets the shell's commands gain privileges by
+	// executing setuid or file-capability programs (sudo). False, the zero
+	// value: the worker carries no_new_privs from its first instruction and,
+	// for a non-root account, an empty capability bounding set. Sidecar
+	// workers always carry no_new_privs.
+	AllowNewPrivileges bool
 }
 
 // Spawner starts workers. The privileged implementation runs as root and

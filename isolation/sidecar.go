@@ -10,9 +10,16 @@ package isolation
 // mount namespace from a thread that shares its filesystem state with other
 // threads, and the worker's runtime has several threads by the time any Go
 // code runs; the daemon's thread first leaves that sharing
-// (unshare(CLONE_FS)) and is never handed back to the Go scheduler. Like
-// the ordinary spawn thread, it stays alive as long as the daemon does:
-// PR_SET_PDEATHSIG fires when the forking thread ends.
+// (unshare(CLONE_FS)) and is never handed back to the Go scheduler.
+//
+// A thread lives as long as it is the target's current one or a worker it
+// forked is alive (the worker's parent-death signal fires when the forking
+// thread ends, not the daemon). When the container restarts (new namespace
+// ids) or its process exits (watched through a pidfd), its thread is
+// retired: it ends, still locked, so the Go runtime terminates it, once its
+// last worker has been reaped. So a daemon
+// whose target restarts N times holds one sidecar thread, plus one per
+// earlier container that still has a live worker, not N.
 //
 // Small and loud, as drop.go: the namespace files are opened before any
 // setns (the mount namespace changes what /proc is), joined in a fixed
@@ -149,8 +156,17 @@ func nsIDs(pid int) ([]string, error) {
 type sidecarThread struct {
 	ids  []string
 	reqs chan func()
+	sc   *sidecar
+	// Guarded by sc.mu: holders (a spawn in progress or a live worker forked
+	// from this thread) and whether a newer thread replaced it. The thread
+	// ends when it is retired and has no holder: closing reqs ends its
+	// goroutine, which never unlocked the thread, so Go terminates it.
+	holders int
+	retired bool
+	ended   bool
 }
 
+// run executes f on the thread; only a holder (see sidecar.thread) calls it.
 func (t *sidecarThread) run(f func() error) error {
 	var err error
 	done := make(chan struct{})
@@ -162,36 +178,109 @@ func (t *sidecarThread) run(f func() error) error {
 	return err
 }
 
-// sidecar is the spawner's sidecar state: the target and its threads.
+// release gives back one hold taken by sidecar.thread: when the spawn
+// failed before a worker started, or when the worker forked from the
+// thread has been reaped.
+func (t *sidecarThread) release() {
+	t.sc.mu.Lock()
+	defer t.sc.mu.Unlock()
+	if t.holders > 0 {
+		t.holders--
+	}
+	t.endIfUnused()
+}
+
+// retire marks the thread as replaced; sc.mu is held.
+func (t *sidecarThread) retire() {
+	t.retired = true
+	t.endIfUnused()
+}
+
+// endIfUnused ends a retired thread nobody holds; sc.mu is held.
+func (t *sidecarThread) endIfUnused() {
+	if t.retired && t.holders == 0 && !t.ended {
+		t.ended = true
+		close(t.reqs)
+	}
+}
+
+// sidecar is the spawner's sidecar state: the target and its current thread.
 type sidecar struct {
 	spec string
 	mu   sync.Mutex
 	cur  *sidecarThread
 }
 
-// thread returns the thread inside the target's current namespaces (a new
-// one when the container was restarted: the old thread stays, parked, as
-// the parent its workers' death signal is tied to) and the target's pid.
+// thread returns, held, the thread inside the target's current namespaces
+// and the target's pid: the caller releases it when the spawn fails or the
+// worker it forked has been reaped. A container restart (new namespace ids)
+// gets a new thread and retires the old one; so does a target that is gone.
 func (s *sidecar) thread() (*sidecarThread, int, error) {
 	pid, err := ResolveSidecarTarget(s.spec)
-	if err != nil {
-		return nil, 0, err
-	}
-	ids, err := nsIDs(pid)
-	if err != nil {
-		return nil, 0, err
+	var ids []string
+	if err == nil {
+		ids, err = nsIDs(pid)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cur != nil && equalStrings(s.cur.ids, ids) {
-		return s.cur, pid, nil
-	}
-	t, err := joinTarget(pid, ids)
 	if err != nil {
+		s.retireCurrent()
 		return nil, 0, err
 	}
-	s.cur = t
-	return t, pid, nil
+	if s.cur != nil && !equalStrings(s.cur.ids, ids) {
+		s.retireCurrent() // the container restarted
+	}
+	if s.cur == nil {
+		t, err := joinTarget(pid, ids)
+		if err != nil {
+			return nil, 0, err
+		}
+		t.sc = s
+		s.cur = t
+		go s.retireWhenGone(t, pid)
+	}
+	s.cur.holders++
+	return s.cur, pid, nil
+}
+
+// retireWhenGone retires t as soon as the target process exits (the
+// container stopped), so that the daemon does not keep the dead container's
+// namespaces, and its mounts, alive until the next shell. Without pollable
+// pidfds the next lookup retires it.
+func (s *sidecar) retireWhenGone(t *sidecarThread, pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == nil {
+		// The pidfd must name the process whose namespaces t joined (not a
+		// new process that reused the pid).
+		if ids, err := nsIDs(pid); err == nil && equalStrings(ids, t.ids) {
+			// A pidfd turns readable when its process exits.
+			exited := func() bool {
+				p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, err := unix.Poll(p, 0)
+				return err == nil && n > 0
+			}
+			if !pollPidfd(fd, exited) {
+				return
+			}
+		} else {
+			unix.Close(fd)
+		}
+	} else if !errors.Is(err, unix.ESRCH) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == t {
+		s.retireCurrent()
+	}
+}
+
+// retireCurrent retires the current thread, if any; s.mu is held.
+func (s *sidecar) retireCurrent() {
+	if s.cur != nil {
+		s.cur.retire()
+		s.cur = nil
+	}
 }
 
 func equalStrings(a, b []string) bool {
@@ -211,21 +300,48 @@ func equalStrings(a, b []string) bool {
 func joinTarget(pid int, want []string) (*sidecarThread, error) {
 	t := &sidecarThread{ids: want, reqs: make(chan func())}
 	ready := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: on error the thread exits with the goroutine
+	reqs := t.reqs
+	goLockedOffMain(func() {
+		// Never unlocked: when this returns (a failed join, or the thread
+		// retired and closed), Go terminates the thread.
 		if err := enterNamespaces(pid, want); err != nil {
 			ready <- err
 			return
 		}
 		ready <- nil
-		for req := range t.reqs {
+		for req := range reqs {
 			req()
 		}
-	}()
+	})
 	if err := <-ready; err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// goLockedOffMain runs f on a new goroutine locked to an OS thread that is
+// not the process's main thread, and never unlocks it. The main thread must
+// not join a target: /proc/self shows the main thread's namespaces for the
+// whole daemon, and Go cannot end the main thread (a locked goroutine that
+// returns there wedges it for good). A goroutine that lands on the main
+// thread keeps it (locked, waiting) until a second one has locked another
+// thread: a locked thread runs nothing else, so the second cannot land there.
+func goLockedOffMain(f func()) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			return
+		}
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			f()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+	}()
 }
 
 // enterNamespaces is the whole namespace switch of the calling (locked)

@@ -58,17 +58,12 @@ func TestSidecarJoin(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("requires root: setns")
 	}
-	// In a chroot (make fresh-check runs the tests in one) the unshare'd
-	// target shares the chroot, not a root of its own: setns into its
-	// mount namespace lands at the namespace's real root, which
-	// enterNamespaces refuses (the check this test would trip on). Real
-	// containers pivot_root into their own root.
-	var here, init unix.Stat_t
-	if unix.Stat("/", &here) == nil && unix.Stat("/proc/1/root", &init) == nil && (here.Dev != init.Dev || here.Ino != init.Ino) {
+	if inChroot() {
 		t.Skip("the test runs in a chroot: a chrooted unshare target has no root of its own to join")
 	}
 	pid := startNamespaced(t, "wrmd-join-test")
 	sc := &sidecar{spec: strconv.Itoa(pid)}
+	t.Cleanup(func() { sc.mu.Lock(); sc.retireCurrent(); sc.mu.Unlock() })
 	th, got, err := sc.thread()
 	if err != nil {
 		t.Fatal(err)
@@ -93,9 +88,115 @@ func TestSidecarJoin(t *testing.T) {
 	if err != nil || th2 != th {
 		t.Errorf("second lookup: %v, same thread %v", err, th2 == th)
 	}
+	th.release()
+	if th2 != nil {
+		th2.release()
+	}
 	// The daemon's own threads are untouched.
 	if h, _ := os.Hostname(); h == "wrmd-join-test" {
 		t.Errorf("the test process's hostname changed")
+	}
+}
+
+// inChroot reports whether the test runs in a chroot (make fresh-check
+// ran the tests in one once): a chrooted unshare target has no root of its
+// own, and setns into its mount namespace lands at the namespace's real
+// root, which enterNamespaces refuses. Real containers pivot_root into their
+// own root.
+func inChroot() bool {
+	var here, init unix.Stat_t
+	return unix.Stat("/", &here) == nil && unix.Stat("/proc/1/root", &init) == nil && (here.Dev != init.Dev || here.Ino != init.Ino)
+}
+
+// threadTid runs on th and returns the OS thread's id.
+func threadTid(t *testing.T, th *sidecarThread) int {
+	t.Helper()
+	var tid int
+	if err := th.run(func() error { tid = unix.Gettid(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+// waitThreadGone waits until the test process has no thread tid (the
+// runtime terminates a locked thread whose goroutine returned; how soon is
+// the scheduler's business, so this waits for the event, not a duration).
+func waitThreadGone(t *testing.T, tid int) bool {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSidecarThreadEndsAfterRestart: when the target's namespaces change (a
+// container restart) the old thread ends once nothing holds it (no spawn in
+// progress, no live worker forked from it), and not before; a target that
+// is gone retires the current thread too. So restarts leave no threads.
+func TestSidecarThreadEndsAfterRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("requires root: setns")
+	}
+	if inChroot() {
+		t.Skip("the test runs in a chroot: a chrooted unshare target has no root of its own to join")
+	}
+	first := startNamespaced(t, "wrmd-restart-1")
+	sc := &sidecar{spec: strconv.Itoa(first)}
+	held, _, err := sc.thread() // as a live worker holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldTid := threadTid(t, held)
+	idle, _, err := sc.thread()
+	if err != nil || idle != held {
+		t.Fatalf("second lookup: %v, same thread %v", err, idle == held)
+	}
+	idle.release() // that spawn is over; the other hold remains
+
+	// The container "restarts": the same spec now names other namespaces.
+	second := startNamespaced(t, "wrmd-restart-2")
+	sc.spec = strconv.Itoa(second)
+	next, _, err := sc.thread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == held {
+		t.Fatal("a restarted target got the old thread")
+	}
+	nextTid := threadTid(t, next)
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", heldTid)); err != nil {
+		t.Errorf("the old thread ended while a worker still held it: %v", err)
+	}
+	held.release() // its last worker is reaped
+	if !waitThreadGone(t, heldTid) {
+		t.Errorf("the old target's thread %d did not end once released", heldTid)
+	}
+	next.release()
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", nextTid)); err != nil {
+		t.Errorf("the current thread ended while its target still runs: %v", err)
+	}
+
+	// The target goes away: the next lookup fails and retires the thread.
+	sc.spec = "999999999"
+	if _, _, err := sc.thread(); !errors.Is(err, ErrSidecarTarget) {
+		t.Fatalf("lookup of a gone target: %v", err)
+	}
+	if !waitThreadGone(t, nextTid) {
+		t.Errorf("the thread of a gone target (%d) did not end", nextTid)
+	}
+	// No thread of this process is left in either target's namespaces, and
+	// the main thread never joined one.
+	targets := []string{held.ids[len(held.ids)-1], next.ids[len(next.ids)-1]}
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, e := range tasks {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/self/task/%s/ns/mnt", e.Name())); err == nil && slices.Contains(targets, l) {
+			t.Errorf("thread %s is still in a target's mount namespace %s", e.Name(), l)
+		}
+	}
+	if slices.Contains([]int{heldTid, nextTid}, os.Getpid()) {
+		t.Errorf("a target was joined on the process's main thread")
 	}
 }
 

@@ -328,6 +328,35 @@ func TestNoNewPrivs(t *testing.T) {
 	}
 }
 
+// The capability bounding set of a shell that may not gain privileges is
+// empty (a command's status shows it); a shell that may (AllowNewPrivileges,
+// for sudo) has no no_new_privs, a full bounding set, and its setuid-root
+// program runs as root, while the worker itself still holds no capability.
+func TestNewPrivileges(t *testing.T) {
+	u := newTestUser(t)
+	suid := setuidHelper(t, u.acct.GID)
+	s := newTestSpawner(t, SpawnerOptions{})
+	_, c := spawn(t, s, SpawnRequest{Account: u.acct})
+	if out, _, _ := c.run(t, sh("grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status"), nil); out != "CapBnd:\t0000000000000000\nNoNewPrivs:\t1\n" {
+		t.Errorf("confined command: %q, want no_new_privs and an empty bounding set", out)
+	}
+	h, c := spawn(t, s, SpawnRequest{Account: u.acct, AllowNewPrivileges: true, Env: map[string]string{"WRMDTEST_HELPER": "ids"}})
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), "NoNewPrivs:\t0") || !strings.Contains(string(st), "CapEff:\t0000000000000000") {
+		t.Errorf("worker of a shell with new privileges:\n%s", st)
+	}
+	out, _, _ := c.run(t, sh("grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status"), nil)
+	if !strings.HasPrefix(out, "CapBnd:\t") || !strings.HasSuffix(out, "NoNewPrivs:\t0\n") || strings.Contains(out, "CapBnd:\t0000000000000000") {
+		t.Errorf("command with new privileges: %q, want no no_new_privs and the daemon's bounding set", out)
+	}
+	if out, errOut, code := c.run(t, CommandSpec{Argv: []string{suid}}, nil); code != 0 || !strings.Contains(out, "euid=0") {
+		t.Errorf("setuid-root helper with new privileges: exit %d, %q %q, want euid=0", code, out, errOut)
+	}
+}
+
 // runAsUser runs a program as the account without no_new_privs (the control).
 func runAsUser(a Account, prog string, env ...string) (string, error) {
 	cmd := execCommand(prog)

@@ -273,6 +273,13 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if s.opts.AllowRoot {
 		setup.Flags |= setupAllowRoot
 	}
+	if req.AllowNewPrivileges && s.sc == nil {
+		// A sidecar worker joins another container's namespaces from a
+		// thread that carries no_new_privs: what the container's setuid
+		// programs could do there is the container's business, not a
+		// remote shell's.
+		setup.Flags |= setupNewPrivs
+	}
 	if maxProcs > 0 && !s.cg.pids {
 		setup.Flags |= setupNprocLimit
 		log.Warn("no pids cgroup: limiting processes with RLIMIT_NPROC, which counts all of the user's processes on the host")
@@ -396,6 +403,11 @@ func pollExit(pid int, exited func() bool) bool {
 	if err != nil {
 		return false
 	}
+	return pollPidfd(fd, exited)
+}
+
+// pollPidfd is pollExit on an open pidfd, which it closes.
+func pollPidfd(fd int, exited func() bool) bool {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return false
@@ -410,9 +422,18 @@ func pollExit(pid int, exited func() bool) bool {
 }
 
 func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
-	spawnOn := onSpawnThread
+	spawnOn := confinedSpawns.run
+	if setup.Flags&setupNewPrivs != 0 {
+		spawnOn = privilegedSpawns.run
+	}
+	started := false // a worker process exists (from then on its reaping releases th)
 	if th != nil {
 		spawnOn = th.run // born inside the sidecar target's namespaces
+		defer func() {
+			if !started {
+				th.release()
+			}
+		}()
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -499,6 +520,15 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	pid := cmd.Process.Pid
 	proc := &osProcess{cmd: cmd, exited: make(chan struct{})}
 	go proc.wait()
+	started = true
+	if th != nil {
+		// The worker's parent-death signal is tied to th: th may end only
+		// once the worker is reaped.
+		go func() {
+			<-proc.exited
+			th.release()
+		}()
+	}
 	log = log.With(zap.Int("pid", pid))
 
 	h := newWorkerHandle(log, pid, acct.UID, conn, nil, proc, cg)
@@ -612,7 +642,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		return nil, fmt.Errorf("isolation: %w: SetupOK sent by pid %d uid %d gid %d, expected pid %d uid %d gid %d",
 			ErrProtocol, cred.Pid, cred.Uid, cred.Gid, pid, acct.UID, acct.GID)
 	}
-	if err := verifyWorkerStatus(pid, acct); err != nil {
+	if err := verifyWorkerStatus(pid, acct, setup.Flags&setupNewPrivs == 0); err != nil {
 		return nil, fmt.Errorf("isolation: worker credentials: %w", err)
 	}
 	stop()
@@ -626,7 +656,8 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	if cg != nil {
 		mode = cg.sys.mode.String()
 	}
-	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile))
+	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile),
+		zap.Bool("new_privileges", setup.Flags&setupNewPrivs != 0))
 	return h, nil
 }
 
@@ -704,8 +735,9 @@ func readFullCred(conn *net.UnixConn, b []byte, want *unix.Ucred) (*unix.Ucred, 
 
 // verifyWorkerStatus checks /proc/<pid>/status of the (unreaped, so not
 // recyclable) worker: all four uids and gids, the groups, no capabilities
-// for a non-root account, and no_new_privs.
-func verifyWorkerStatus(pid int, acct Account) error {
+// for a non-root account, and no_new_privs exactly as asked for (the worker
+// checks its own capability bounding set: only its command thread's counts).
+func verifyWorkerStatus(pid int, acct Account, noNewPrivs bool) error {
 	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return err
@@ -733,51 +765,62 @@ func verifyWorkerStatus(pid int, acct Account) error {
 	if !sameGroups(groups, acct.Groups) {
 		return fmt.Errorf("groups %v, want %v", groups, acct.Groups)
 	}
-	if !nnp {
-		return errors.New("no_new_privs is not set")
+	if nnp != noNewPrivs {
+		return fmt.Errorf("no_new_privs is %v, want %v", nnp, noNewPrivs)
 	}
 	return nil
 }
 
-// The spawn thread: every worker is forked from one OS thread that is locked
-// to its goroutine for the life of the daemon and carries no_new_privs. So
-//   - each worker has no_new_privs from its first instruction, on every
-//     thread its runtime makes (the flag is inherited at clone), which a Go
-//     process cannot arrange for itself afterwards when cgo is linked;
-//   - the parent-death signal, which fires when the forking *thread* exits,
-//     only fires when the daemon itself dies.
+// The spawn threads: every worker is forked from one of two OS threads,
+// each locked to its goroutine for the life of the daemon, so the
+// parent-death signal, which fires when the forking *thread* exits, only
+// fires when the daemon itself dies.
 //
-// no_new_privs on this one daemon thread only affects what it executes:
-// workers, which never gain privileges by exec anyway.
+// confinedSpawns carries no_new_privs, so each worker of a shell that may
+// not gain privileges has it from its first instruction, on every thread
+// its runtime makes (the flag is inherited at clone), which a Go process
+// cannot arrange for itself afterwards when cgo is linked. no_new_privs on
+// this one daemon thread only affects what it executes: workers, which never
+// gain privileges by exec anyway. privilegedSpawns does not: its workers'
+// commands may run sudo (winrs.allow_new_privileges).
 var (
-	spawnOnce sync.Once
-	spawnErr  error
-	spawnReqs chan func()
+	confinedSpawns   = &spawnThread{noNewPrivs: true}
+	privilegedSpawns = &spawnThread{}
 )
 
-func onSpawnThread(f func() error) error {
-	spawnOnce.Do(func() {
-		spawnReqs = make(chan func())
+type spawnThread struct {
+	noNewPrivs bool
+	once       sync.Once
+	err        error
+	reqs       chan func()
+}
+
+// run runs f on the thread (started on first use).
+func (t *spawnThread) run(f func() error) error {
+	t.once.Do(func() {
+		t.reqs = make(chan func())
 		ready := make(chan error)
 		go func() {
 			runtime.LockOSThread() // never unlocked
-			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-				ready <- fmt.Errorf("isolation: no_new_privs on the spawn thread: %w", err)
-				return
+			if t.noNewPrivs {
+				if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+					ready <- fmt.Errorf("isolation: no_new_privs on the spawn thread: %w", err)
+					return
+				}
 			}
 			ready <- nil
-			for req := range spawnReqs {
+			for req := range t.reqs {
 				req()
 			}
 		}()
-		spawnErr = <-ready
+		t.err = <-ready
 	})
-	if spawnErr != nil {
-		return spawnErr
+	if t.err != nil {
+		return t.err
 	}
 	var err error
 	done := make(chan struct{})
-	spawnReqs <- func() {
+	t.reqs <- func() {
 		defer close(done)
 		err = f()
 	}

@@ -291,9 +291,34 @@ func (s *Server) send(x *exchange, rep *reply) {
 			return
 		}
 		s.writeBody(x.w, rep.status, ct, enc)
+		s.prepareKeystream(x, len(rep.envelope))
 		return
 	}
 	s.writeBody(x.w, rep.status, "application/soap+xml;charset=UTF-8", rep.envelope)
+}
+
+// keystreamPreparer is a sealer whose costly half can run ahead (NTLM's
+// RC4 keystream, ntlm.Session.PrepareKeystream).
+type keystreamPreparer interface{ PrepareKeystream(n int) }
+
+// streamingReply is the envelope size from which a Receive's answer counts
+// as a stream of full responses: a streaming command's next response has
+// the same size (full payload, the same header lengths), while small
+// answers are not worth a goroutine.
+const streamingReply = 64 << 10
+
+// prepareKeystream: after a large sealed ReceiveResponse, the next message
+// on this connection is most likely the next one of the same size, so its
+// keystream is drawn while the client unseals this one. The session uses
+// it only for a message of exactly that size sealed from exactly this
+// state; anything else seals as before.
+func (s *Server) prepareKeystream(x *exchange, n int) {
+	if x.action != "Receive" || n < streamingReply {
+		return
+	}
+	if p, ok := x.st.sealer.(keystreamPreparer); ok {
+		p.PrepareKeystream(n)
+	}
 }
 
 // faultReply renders a fault envelope.

@@ -180,7 +180,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	lim := m.limits()
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
 		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
-		Credentials: req.Identity.Principal().Delegated,
+		Credentials: req.Identity.Principal().Delegated, AllowNewPrivileges: m.cfg.Winrs.AllowNewPrivileges,
 	})
 	if err != nil {
 		m.removeShell(sh)

@@ -97,6 +97,27 @@ func auditWith(d *Daemon, event string, subs ...string) []AuditEvent {
 	return out
 }
 
+// secStoreUser makes an administrator account (tag marks its test) with its
+// password in the account store, both removed, with its processes, at the
+// end of the test.
+func secStoreUser(t *testing.T, wd *world, tag string) *testUser {
+	t.Helper()
+	name := userPrefix + tag + randHex(3)
+	u, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		killUserProcesses(name, 5*time.Second)
+		deleteUser(name)
+	})
+	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	return u
+}
+
 // ---- 14.1: NTLM relay from HTTP to the HTTPS listener ----------------------
 
 // ntlmRelay is an attacker's HTTP endpoint: it answers a victim's WinRM
@@ -456,20 +477,8 @@ func TestSecurityMetricsDescriptors(t *testing.T) {
 // ---- 14.11: shells belong to (name, uid); a re-created account is another --
 
 func TestSecurityRecreatedAccount(t *testing.T) {
-	wd := need(t)
-	name := userPrefix + "r" + randHex(3)
-	u1, err := createUser(name, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		killUserProcesses(name, 5*time.Second)
-		deleteUser(name)
-	})
-	if err := wd.storeAdd(wd.store, name, u1.Password); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	u1 := secStoreUser(t, need(t), "r")
+	name := u1.Name
 	d := startDaemon(t, nil)
 	c := basicClient{d.HTTPS, true, name, u1.Password}
 	old, err := createShell(c)
@@ -547,16 +556,8 @@ func TestSecurityLockoutPerSource(t *testing.T) {
 
 func TestSecurityBasicPasswordChange(t *testing.T) {
 	wd := need(t)
-	name := userPrefix + "p" + randHex(3)
-	u, err := createUser(name, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteUser(name) })
-	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	u := secStoreUser(t, wd, "p")
+	name := u.Name
 	d := startDaemon(t, nil)
 	secRow(t, "basic_after_password_change_same_connection", func(t *testing.T) {
 		rc, err := dialRaw(d.HTTPS, true)
@@ -793,6 +794,61 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		if !ok {
 			executed(t, "processes of %s survive the daemon's death and restart: %v", w.admin.Name, userProcs(w.admin.UID))
 			killUserProcesses(w.admin.Name, 5*time.Second)
+		}
+	})
+}
+
+// ---- 14.13: sudo works in a shell, as over SSH, unless switched off --------
+
+func TestSecuritySudo(t *testing.T) {
+	wd := need(t)
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Skip("sudo is not installed (make test installs it: APT_PKGS)")
+	}
+	u := secStoreUser(t, wd, "s")
+	name := u.Name
+	// A NOPASSWD rule for two harmless programs. sudo skips files whose
+	// name holds a dot, so the name is the account's.
+	rule := filepath.Join("/etc/sudoers.d", name)
+	if err := os.WriteFile(rule, []byte(name+" ALL=(root) NOPASSWD: /usr/bin/true, /usr/bin/id\n"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(rule) })
+	if out, err := exec.Command("visudo", "-cf", rule).CombinedOutput(); err != nil {
+		t.Fatalf("visudo -c %s: %v: %s", rule, err, out)
+	}
+	const line = "sudo -n true && sudo -n id -u"
+	run := func(t *testing.T, d *Daemon) (*result, error) {
+		sh, err := createShell(basicClient{d.HTTPS, true, name, u.Password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sh.delete()
+		return sh.run(line)
+	}
+
+	secRow(t, "sudo_nopasswd_in_shell", func(t *testing.T) {
+		d := startDaemon(t, nil) // winrs.allow_new_privileges: true, the default
+		res, err := run(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "0" {
+			t.Errorf("%q in a shell of %s (NOPASSWD rule): exit %d, stdout %q, stderr %q; want exit 0 and 0",
+				line, name, res.ExitCode, res.Stdout, res.Stderr)
+		}
+	})
+	t.Run("sudo_refused_without_new_privileges", func(t *testing.T) {
+		d := startDaemon(t, func(c *configs.Config) { c.Winrs.AllowNewPrivileges = false })
+		res, err := run(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode == 0 || strings.TrimSpace(string(res.Stdout)) == "0" {
+			executed(t, "sudo ran as root with winrs.allow_new_privileges false: exit %d, stdout %q", res.ExitCode, res.Stdout)
+		}
+		if !strings.Contains(string(res.Stderr), "no new privileges") {
+			t.Errorf("sudo's refusal does not name no_new_privs: %q", res.Stderr)
 		}
 	})
 }

@@ -102,26 +102,22 @@ func procsOfUID(uid int) []int {
 	return out
 }
 
-// TestSidecar: a busybox container started with runc (its own pid, mount,
-// uts, ipc and network namespaces, its own hostname), winrmd on the host in
-// sidecar mode targeting it, and pywinrm running commands that must run
-// inside the container as an account that exists only there; a process
-// started in a shell does not survive the shell's Delete; once the
-// container is gone the next shell is refused with a fault that says why.
-func TestSidecar(t *testing.T) {
-	needRoot(t)
-	t.Parallel() // independent roots, containers and namespaces
-	for _, tool := range []string{"runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
-		}
-	}
-	const user, uid, password = "wrmde2ecnt", 47311, "Side-Pw-7c1e2f9a!x"
-	if _, err := exec.Command("getent", "passwd", user).Output(); err == nil {
-		t.Fatalf("%s exists on the host: the test needs an account that exists only in the container", user)
-	}
-	work := t.TempDir()
-	os.Chmod(work, 0o755)
+// sidecarContainer is a busybox container run by runc from one bundle; it
+// can be stopped and started again (a restart: new namespaces, same root).
+type sidecarContainer struct {
+	t      *testing.T
+	bundle string
+	state  string
+	id     string
+	log    syncBuffer
+	done   chan error
+	up     bool
+}
+
+// newSidecarContainer writes the bundle: a busybox root whose account
+// exists only there, the host name wrmd-sidecar, and args as its process.
+func newSidecarContainer(t *testing.T, work, user string, uid int, args []string) *sidecarContainer {
+	t.Helper()
 	bundle := filepath.Join(work, "bundle")
 	os.MkdirAll(bundle, 0o755)
 	busyboxRoot(t, bundle, user, uid)
@@ -136,57 +132,72 @@ func TestSidecar(t *testing.T) {
 	}
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
-	proc["args"] = []string{"/bin/sh", "-c", "exec sleep 1000000"}
+	proc["args"] = args
 	spec["hostname"] = "wrmd-sidecar"
 	spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
 	b, _ = json.MarshalIndent(spec, "", " ")
 	os.WriteFile(cfgPath, b, 0o644)
+	c := &sidecarContainer{t: t, bundle: bundle, state: filepath.Join(work, "runc"), id: fmt.Sprintf("wrmde2e-sidecar-%d-%s", os.Getpid(), filepath.Base(work))}
+	t.Cleanup(c.stop)
+	return c
+}
 
-	state := filepath.Join(work, "runc")
-	id := fmt.Sprintf("wrmde2e-sidecar-%d", os.Getpid())
-	var clog syncBuffer
-	run := exec.Command("runc", "--root", state, "run", "--bundle", bundle, id)
-	run.Stdout, run.Stderr = &clog, &clog
+// start runs the container and returns its init's pid once it runs.
+func (c *sidecarContainer) start() int {
+	t := c.t
+	t.Helper()
+	run := exec.Command("runc", "--root", c.state, "run", "--bundle", c.bundle, c.id)
+	run.Stdout, run.Stderr = &c.log, &c.log
 	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cdone := make(chan error, 1)
-	go func() { cdone <- run.Wait() }()
-	containerGone := false
-	stopContainer := func() {
-		if containerGone {
-			return
-		}
-		containerGone = true
-		exec.Command("runc", "--root", state, "kill", id, "KILL").Run()
-		select {
-		case <-cdone:
-		case <-time.After(30 * time.Second):
-			t.Errorf("container did not stop")
-		}
-		exec.Command("runc", "--root", state, "delete", "--force", id).Run()
-	}
-	t.Cleanup(stopContainer)
-	var target int
+	c.done = make(chan error, 1)
+	c.up = true
+	go func(done chan error) { done <- run.Wait() }(c.done)
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		out, err := exec.Command("runc", "--root", state, "state", id).Output()
+		out, err := exec.Command("runc", "--root", c.state, "state", c.id).Output()
 		var st struct {
 			Status string `json:"status"`
 			Pid    int    `json:"pid"`
 		}
 		if err == nil && json.Unmarshal(out, &st) == nil && st.Status == "running" && st.Pid > 0 {
-			target = st.Pid
-			break
+			return st.Pid
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container not running after 30s: %v %s\n%s", err, out, clog.String())
+			t.Fatalf("container not running after 30s: %v %s\n%s", err, out, c.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	hostHost, _ := os.Hostname()
+}
 
-	// The daemon, on the host, in sidecar mode.
+// stop kills the container (its whole pid namespace goes) and deletes it.
+func (c *sidecarContainer) stop() {
+	if !c.up {
+		return
+	}
+	c.up = false
+	exec.Command("runc", "--root", c.state, "kill", c.id, "KILL").Run()
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		c.t.Errorf("container did not stop")
+	}
+	exec.Command("runc", "--root", c.state, "delete", "--force", c.id).Run()
+}
+
+// sidecarDaemon is winrmd serve on the host in sidecar mode.
+type sidecarDaemon struct {
+	addr string
+	pid  int
+	log  *syncBuffer
+	stop func()
+}
+
+// startSidecarDaemon starts the static winrmd in sidecar mode for target,
+// with user (in its own account store) allowed over NTLM.
+func startSidecarDaemon(t *testing.T, work, user, password, target string) *sidecarDaemon {
+	t.Helper()
 	bin := staticBinary(t)
 	store := filepath.Join(work, "accounts")
 	uc := exec.Command(bin, "user", "add", "--store", store, user)
@@ -204,14 +215,14 @@ accounts:
 logging: {level: debug, format: json}
 metrics: {address: ""}
 sidecar:
-  target: "%d"
+  target: "%s"
 `, store, target)
 	cfgFile := filepath.Join(work, "winrmd.yaml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 	ready := filepath.Join(work, "ready.json")
-	var dlog syncBuffer
+	dlog := &syncBuffer{}
 	daemon := exec.Command(bin, "serve", "--config", cfgFile, "--ready-file", ready)
-	daemon.Stdout, daemon.Stderr = &dlog, &dlog
+	daemon.Stdout, daemon.Stderr = dlog, dlog
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
@@ -256,10 +267,40 @@ sidecar:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	addr := info.Listeners[0].Address
+	return &sidecarDaemon{addr: info.Listeners[0].Address, pid: daemon.Process.Pid, log: dlog, stop: stopDaemon}
+}
+
+// TestSidecar: a busybox container started with runc (its own pid, mount,
+// uts, ipc and network namespaces, its own hostname), winrmd on the host in
+// sidecar mode targeting it, and pywinrm running commands that must run
+// inside the container as an account that exists only there; a process
+// started in a shell does not survive the shell's Delete; once the
+// container is gone the next shell is refused with a fault that says why.
+func TestSidecar(t *testing.T) {
+	needRoot(t)
+	t.Parallel() // independent roots, containers and namespaces
+	for _, tool := range []string{"runc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (make test installs it): %v", tool, err)
+		}
+	}
+	const user, uid, password = "wrmde2ecnt", 47311, "Side-Pw-7c1e2f9a!x"
+	if _, err := exec.Command("getent", "passwd", user).Output(); err == nil {
+		t.Fatalf("%s exists on the host: the test needs an account that exists only in the container", user)
+	}
+	work := t.TempDir()
+	os.Chmod(work, 0o755)
+	ctr := newSidecarContainer(t, work, user, uid, []string{"/bin/sh", "-c", "exec sleep 1000000"})
+	target := ctr.start()
+	stopContainer := ctr.stop
+	hostHost, _ := os.Hostname()
+
+	// The daemon, on the host, in sidecar mode.
+	d := startSidecarDaemon(t, work, user, password, strconv.Itoa(target))
+	addr, dlog, stopDaemon := d.addr, d.log, d.stop
 	defer func() {
 		if t.Failed() {
-			t.Logf("daemon log:\n%s\ncontainer log:\n%s", tail([]byte(dlog.String()), 60), clog.String())
+			t.Logf("daemon log:\n%s\ncontainer log:\n%s", tail([]byte(dlog.String()), 60), ctr.log.String())
 		}
 	}()
 	runIn := func(command string) pyResult {
@@ -339,5 +380,111 @@ sidecar:
 	}
 	if strings.Contains(dlog.String(), password) {
 		t.Errorf("the daemon logged the password")
+	}
+}
+
+// daemonThreads counts the threads of pid, and those of them inside a mount
+// namespace other than its main thread's (the sidecar threads: the main
+// thread never joins a target).
+func daemonThreads(pid int) (all, joined int) {
+	own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, e := range tasks {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/task/%s/ns/mnt", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		all++
+		if l != own {
+			joined++
+		}
+	}
+	return all, joined
+}
+
+// TestSidecarRestarts: the target container (named by its process name, as
+// in Kubernetes) restarts several times under a running daemon; each
+// restart's shell runs in the new container, and the daemon's threads come
+// back to a bound: one thread inside the current container and none left
+// in the earlier ones (each was parked for good before), and none once the
+// container is gone.
+func TestSidecarRestarts(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Fatalf("runc is not installed (make test installs it): %v", err)
+	}
+	const user, uid, password = "wrmde2ecnr", 47312, "Side-Pw-3d8b1a6e!r"
+	const restarts = 5
+	if _, err := exec.Command("getent", "passwd", user).Output(); err == nil {
+		t.Fatalf("%s exists on the host: the test needs an account that exists only in the container", user)
+	}
+	work := t.TempDir()
+	os.Chmod(work, 0o755)
+	// The container's init is a script whose name (its comm) is the target.
+	name := fmt.Sprintf("wrmdsc%d", os.Getpid()%10000000)
+	ctr := newSidecarContainer(t, work, user, uid, []string{"/bin/" + name})
+	if err := os.WriteFile(filepath.Join(ctr.bundle, "rootfs", "bin", name), []byte("#!/bin/sh\nsleep 1000000\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctr.start()
+	d := startSidecarDaemon(t, work, user, password, name)
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s\ncontainer log:\n%s", tail([]byte(d.log.String()), 60), ctr.log.String())
+		}
+	}()
+	// A shell in the current container: its pid namespace's init is the
+	// target script, started at the container's start (its boot marker).
+	shell := func(round int) {
+		t.Helper()
+		r := pywinrmSpec(t, "", "http", d.addr, "ntlm", user, password, map[string]any{"op": "run", "command": "hostname; cat /proc/1/comm; cat /proc/1/stat | cut -d' ' -f22"})
+		if !r.OK || r.ExitCode == nil || *r.ExitCode != 0 || !regexp.MustCompile(`^wrmd-sidecar\n`+name+`\n[0-9]+\n$`).Match(r.Stdout) {
+			t.Fatalf("round %d: ok=%v exit=%v stdout=%q stderr=%q error=%s %s", round, r.OK, r.ExitCode, r.Stdout, r.Stderr, r.ErrorType, r.Error)
+		}
+	}
+	// waitJoined waits until the daemon has at most want threads inside a
+	// container (a worker is reaped, and its thread ended, after the run
+	// op's shell Delete has been answered).
+	waitJoined := func(what string, want int) (all int) {
+		t.Helper()
+		var joined int
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			all, joined = daemonThreads(d.pid)
+			if joined <= want {
+				return all
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the daemon has %d threads inside containers, want at most %d (%d threads in all)", what, joined, want, all)
+			}
+		}
+	}
+	shell(0)
+	shell(0) // the runtime's threads for a shell exist after the first
+	base := waitJoined("first container", 1)
+	t.Logf("after two shells in the first container: %d threads, one inside it", base)
+	for i := 1; i <= restarts; i++ {
+		ctr.stop()
+		ctr.start()
+		shell(i)
+		all := waitJoined(fmt.Sprintf("restart %d", i), 1)
+		t.Logf("restart %d: %d threads", i, all)
+	}
+	// One thread per restart would be base+restarts; the runtime's own
+	// threads may grow by one or two for blocking system calls.
+	if all, _ := daemonThreads(d.pid); all > base+2 {
+		t.Errorf("after %d restarts the daemon has %d threads, %d after the first container: threads pile up", restarts, all, base)
+	}
+	// The container goes away: the next shell is refused and the thread
+	// inside the last container ends.
+	ctr.stop()
+	r := pywinrmSpec(t, "", "http", d.addr, "ntlm", user, password, map[string]any{"op": "run", "command": "hostname"})
+	if r.OK || !strings.Contains(r.Error, "sidecar target") {
+		t.Errorf("after the container stopped: ok=%v %s %s", r.OK, r.ErrorType, r.Error)
+	}
+	waitJoined("after the container stopped", 0)
+	d.stop()
+	if left := procsOfUID(uid); len(left) > 0 {
+		t.Errorf("processes of the container account left: %v", left)
 	}
 }
