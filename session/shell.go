@@ -287,6 +287,9 @@ func (sh *Shell) info(full bool) *wsman.ShellInfo {
 	if sh.worker != nil {
 		i.ProcessID = sh.worker.Pid()
 	}
+	if sh.ps != nil && sh.ps.xpress {
+		i.CompressionMode = wsman.CompressionModeXpress
+	}
 	if full {
 		for _, c := range sh.commands {
 			if !c.isDone() {
