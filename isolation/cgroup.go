@@ -43,12 +43,16 @@ type cgroupSystem struct {
 	v1Parents map[string]string
 	memory    bool // a memory controller is available
 	pids      bool // a pids controller is available
+	// watch, when set, hears of every shell group made and removed, to kill
+	// them should the daemon die (watchdog.go).
+	watch *watchdog
 }
 
 // shellCgroup is the set of directories of one shell's cgroup.
 type shellCgroup struct {
 	sys  *cgroupSystem
 	dirs map[string]string // v1: controller -> dir; v2: "" -> dir
+	name string            // the directory name in every hierarchy
 }
 
 // mountInfo is one cgroup line of /proc/self/mountinfo.
@@ -321,12 +325,11 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		return nil, nil
 	}
 	name := cgroupName(shellID)
-	cg := &shellCgroup{sys: s, dirs: map[string]string{}}
-	parents := s.v1Parents
-	if s.mode == cgroupV2 {
-		parents = map[string]string{"": s.v2Parent}
-	}
-	for ctrl, parent := range parents {
+	cg := &shellCgroup{sys: s, dirs: map[string]string{}, name: name}
+	// Before the group exists: the watchdog must know of it before any
+	// process can be in it.
+	s.watch.note('+', name)
+	for ctrl, parent := range s.parents() {
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			if !errors.Is(err, os.ErrExist) {
@@ -586,6 +589,9 @@ func (cg *shellCgroup) remove() error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", d, err))
 		}
+	}
+	if len(errs) == 0 {
+		cg.sys.watch.note('-', cg.name)
 	}
 	return errors.Join(errs...)
 }

@@ -47,6 +47,11 @@ type SpawnerOptions struct {
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
 	Sidecar string
+	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
+	// a root process that kills every shell cgroup of this daemon when the
+	// daemon dies, stopped workers included. Needs root and cgroups; the
+	// daemon sets it, tests that make many spawners in one process do not.
+	Watchdog bool
 }
 
 // handshakeTimeout bounds the worker's Hello and its answer to Setup: a
@@ -121,6 +126,11 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	}
 	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
+	}
+	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
+		if cg.watch, err = startWatchdog(cg, s.exe, s.log); err != nil {
+			return nil, err
+		}
 	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
