@@ -44,6 +44,10 @@
 //   - ccache.go: delegated Kerberos credentials for a shell.
 //   - pwsh.go: a pwsh process inside a worker, for the PSRP bridge.
 //
+// The watchdog (root, one per daemon, `winrmd watchdog`):
+//   - watchdog.go: both ends: the daemon's writer of its shell cgroups,
+//     and the process that kills and removes them when the daemon dies.
+//
 // Nothing in the worker's files is reachable from the daemon's but through
 // the protocol, and the other way round; the tests' doubles and accessors
 // live in _test.go files (testhooks_test.go).
