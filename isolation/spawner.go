@@ -243,10 +243,10 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	}
 	extraEnv := req.Env
 	var ccDir string
-	if req.Credentials != nil && len(*req.Credentials) > 0 {
+	if len(req.Credentials) > 0 {
 		var ccName string
 		var err error
-		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, req.Credentials, !s.opts.Lab)
 		if err != nil {
 			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
 			return nil, err
