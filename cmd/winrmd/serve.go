@@ -263,11 +263,13 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
+		_ = spawner.Close()
 		return err
 	}
 	bound, err := srv.Start()
 	if err != nil {
 		sessions.Shutdown(context.Background())
+		_ = spawner.Close()
 		return err
 	}
 	info := server.Ready{PID: os.Getpid(), Listeners: bound}
@@ -277,6 +279,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		if err != nil {
 			srv.Close()
 			sessions.Shutdown(context.Background())
+			_ = spawner.Close()
 			return fmt.Errorf("metrics.address: %w", err)
 		}
 		msrv = serveMetrics(ln, metrics.Registry)
@@ -312,6 +315,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	sessions.Shutdown(ctx)
 	cancel()
+	if err := spawner.Close(); err != nil {
+		log.Warn("removing the shells' cgroup parents", zap.Error(err))
+	}
 	if msrv != nil {
 		msrv.Close()
 	}
