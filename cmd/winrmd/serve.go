@@ -65,6 +65,8 @@ func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) 
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
+func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
+
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
 func hostNameSet(cfg *configs.Config) *authn.HostNames {
