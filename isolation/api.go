@@ -8,6 +8,44 @@
 // authenticated; it still uses authn's Secret (a delegated credential
 // cache) and files account database (sidecar mode).
 //
+// The files split by the process that runs them.
+//
+// Both sides:
+//   - api.go: this contract, what the session layer programs against.
+//   - proto.go: the daemon <-> worker protocol: the frames, their strict
+//     bounded decoders, the spec in its header.
+//   - proctree.go: the process tree: the one reader of processes from
+//     /proc, and the kill strategy per shell (cgroup, else the tree below
+//     the worker), chosen once when the spawner starts; its header gives
+//     the reasons and the numbers.
+//
+// The worker (the unprivileged child, `winrmd worker`):
+//   - worker_main.go: start-up: fd 3, the Hello/Setup handshake, the
+//     privilege drop's caller, warm threads, the environment.
+//   - drop.go: the privilege drop, small, ordered and verified (its check
+//     of a /proc status file, checkStatus, is also the daemon's check of
+//     the worker after Setup).
+//   - worker_loop.go: the command loop after Setup: fork commands, move
+//     their output under the credit window, feed stdin, reap, and kill the
+//     whole shell when the daemon goes away.
+//   - fds.go: close-on-exec for whatever a process inherited (the daemon
+//     calls it too, at start).
+//
+// The daemon (root, or the lab user):
+//   - spawner.go: Spawner: the worker's birth (spawn thread, socketpair,
+//     cgroup), the handshake and the verification of its credentials.
+//   - handle.go: Worker: the daemon's end of the protocol, every frame
+//     checked against the command's state; Close.
+//   - cgroup.go, orphans.go: per-shell cgroups (v2, else v1), and at start
+//     the shell groups a dead daemon left.
+//   - sidecar.go: workers born inside another container's namespaces.
+//   - ccache.go: delegated Kerberos credentials for a shell.
+//   - pwsh.go: a pwsh process inside a worker, for the PSRP bridge.
+//
+// Nothing in the worker's files is reachable from the daemon's but through
+// the protocol, and the other way round; the tests' doubles and accessors
+// live in _test.go files (testhooks_test.go).
+//
 // This file is the contract the session layer programs against.
 package isolation
 

@@ -1,7 +1,6 @@
 package isolation
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,36 +58,22 @@ type mountInfo struct {
 }
 
 func readCgroupMounts() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := procfs.GetMounts() // /proc/self/mountinfo
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root point opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+3 > len(fields) {
+	for _, m := range mounts {
+		if m.FSType != "cgroup" && m.FSType != "cgroup2" {
 			continue
 		}
-		fs := fields[sep+1]
-		if fs != "cgroup" && fs != "cgroup2" {
-			continue
+		mi := mountInfo{root: unescapeMount(m.Root), point: unescapeMount(m.MountPoint), fstype: m.FSType}
+		for o := range m.SuperOptions {
+			mi.opts = append(mi.opts, o)
 		}
-		out = append(out, mountInfo{
-			root: unescapeMount(fields[3]), point: unescapeMount(fields[4]),
-			fstype: fs, opts: strings.Split(fields[sep+3], ","),
-		})
+		out = append(out, mi)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for space...).
@@ -109,24 +95,24 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// ownCgroups parses /proc/self/cgroup: controller (or "" for v2) -> path.
+// ownCgroups is the daemon's own cgroups: controller (or "" for v2) -> path.
 func ownCgroups() (map[string]string, error) {
-	data, err := os.ReadFile("/proc/self/cgroup")
+	self, err := procfs.Self()
+	if err != nil {
+		return nil, err
+	}
+	cgs, err := self.Cgroups()
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
+	for _, cg := range cgs {
+		if cg.HierarchyID == 0 && len(cg.Controllers) == 0 {
+			out[""] = cg.Path
 			continue
 		}
-		if parts[0] == "0" && parts[1] == "" {
-			out[""] = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			out[c] = parts[2]
+		for _, c := range cg.Controllers {
+			out[c] = cg.Path
 		}
 	}
 	return out, nil

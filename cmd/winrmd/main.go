@@ -108,7 +108,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "winrmd: %v\n", err)
 			return 1
 		}
-		for _, w := range unservedSchemes(c) {
+		for _, w := range c.UnservedSchemes() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
