@@ -31,10 +31,7 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 	if s == nil || s.mode == cgroupNone {
 		return nil, nil
 	}
-	parents := s.v1Parents
-	if s.mode == cgroupV2 {
-		parents = map[string]string{"": s.v2Parent}
-	}
+	parents := s.parents()
 	names := map[string]bool{}
 	for _, p := range parents {
 		ents, err := os.ReadDir(p)

@@ -47,6 +47,11 @@ type SpawnerOptions struct {
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
 	Sidecar string
+	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
+	// a root process that kills every shell cgroup of this daemon when the
+	// daemon dies, stopped workers included. Needs root and cgroups; the
+	// daemon sets it, tests that make many spawners in one process do not.
+	Watchdog bool
 }
 
 // handshakeTimeout bounds the worker's Hello and its answer to Setup: a
@@ -121,6 +126,11 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	}
 	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
+	}
+	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
+		if cg.watch, err = startWatchdog(cg, s.exe, s.log); err != nil {
+			return nil, err
+		}
 	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
@@ -217,6 +227,11 @@ func limitValue(v int) int {
 	return v
 }
 
+// Close removes the cgroup parents the spawner used when they are empty
+// (removeParents); the daemon calls it at a clean shutdown, after every
+// shell is closed.
+func (s *procSpawner) Close() error { return s.cg.removeParents() }
+
 // Spawn starts the worker of one shell and returns once it runs as the
 // account, inside its cgroup.
 func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, error) {
@@ -233,10 +248,10 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	}
 	extraEnv := req.Env
 	var ccDir string
-	if req.Credentials != nil && len(*req.Credentials) > 0 {
+	if len(req.Credentials) > 0 {
 		var ccName string
 		var err error
-		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, req.Credentials, !s.opts.Lab)
 		if err != nil {
 			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
 			return nil, err

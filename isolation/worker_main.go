@@ -200,17 +200,26 @@ func applySetup(s msgSetup, ppid int, fatal func(string)) (uint8, error) {
 	if s.UID == 0 && s.Flags&setupAllowRoot == 0 {
 		return setupErrDenied, errors.New("refusing uid 0")
 	}
+	newPrivs := s.Flags&setupNewPrivs != 0
 	if s.Flags&setupLab != 0 {
 		// Lab mode: no credential change; the worker must already be the account.
 		if msg := checkCredentials(s.UID, s.GID, s.Groups); msg != "" {
 			return setupErrDenied, errors.New("lab mode: " + msg)
 		}
 	} else if os.Getuid() == 0 {
-		dropPrivileges(s.UID, s.GID, s.Groups, fatal)
+		// A root account keeps its bounding set: emptied, root's
+		// commands would run without any capability.
+		dropPrivileges(s.UID, s.GID, s.Groups, !newPrivs && s.UID != 0, fatal)
 	} else if msg := checkCredentials(s.UID, s.GID, s.Groups); msg != "" {
 		return setupErrDenied, errors.New("not root and not the account: " + msg)
 	}
-	if err := setNoNewPrivs(); err != nil {
+	if newPrivs {
+		// Born on the daemon's privileged spawn thread; one born with
+		// no_new_privs cannot shed it, and must not pretend it did.
+		if v, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); err != nil || v != 0 {
+			fatal(fmt.Sprintf("Setup allows new privileges, but no_new_privs is %d (%v)", v, err))
+		}
+	} else if err := setNoNewPrivs(); err != nil {
 		fatal(err.Error())
 	}
 	if err := armParentDeath(ppid); err != nil {

@@ -181,7 +181,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	// endpoint's fixed service account (the caller was authorized above;
 	// the pool stays the caller's).
 	runAs := isolation.Account(acct)
-	creds := req.Identity.Principal().Delegated
+	creds := delegated(req.Identity)
 	if ep != nil && ep.RunAsUser != "" {
 		if m.cfg.ServiceAccount == nil {
 			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" runs as a service account, which this service cannot resolve.")

@@ -69,6 +69,8 @@ func (s *swapAuthorizer) ServiceAccount(name string) (authn.Account, error) {
 	return s.p.Load().ServiceAccount(name)
 }
 
+func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
+
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
 func hostNameSet(cfg *configs.Config) *authn.HostNames {
@@ -242,7 +244,8 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
+		Watchdog: true})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
@@ -265,11 +268,13 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
+		_ = spawner.Close()
 		return err
 	}
 	bound, err := srv.Start()
 	if err != nil {
 		sessions.Shutdown(context.Background())
+		_ = spawner.Close()
 		return err
 	}
 	info := server.Ready{PID: os.Getpid(), Listeners: bound}
@@ -279,6 +284,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		if err != nil {
 			srv.Close()
 			sessions.Shutdown(context.Background())
+			_ = spawner.Close()
 			return fmt.Errorf("metrics.address: %w", err)
 		}
 		msrv = serveMetrics(ln, metrics.Registry)
@@ -314,6 +320,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	sessions.Shutdown(ctx)
 	cancel()
+	if err := spawner.Close(); err != nil {
+		log.Warn("removing the shells' cgroup parents", zap.Error(err))
+	}
 	if msrv != nil {
 		msrv.Close()
 	}
