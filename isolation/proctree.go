@@ -59,13 +59,16 @@ package isolation
 // reads are raw syscalls into one reused buffer (readSmallFile,
 // readDirNames) and its one parser of /proc/<pid>/stat (procPPid) reads
 // only the parent. Everything off that path (a scan of every process, the
-// daemon's own cgroups and mounts at start-up) goes through
+// daemon's own cgroups and mounts at start-up in cgroup.go, a sidecar
+// target's name and pid-namespace number) goes through
 // github.com/prometheus/procfs. The worker's credentials after the drop are
-// checked from /proc/<pid>/status in drop.go (checkStatus), which the
+// checked from /proc/<pid>/status in drop.go (checkStatus; procfs has no
+// Groups or NoNewPrivs), which the
 // privilege drop owns.
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -590,4 +593,41 @@ func countTasksOfUID(uid uint32) int {
 		}
 	}
 	return total
+}
+
+// lowestPidNamed is the lowest-numbered process whose comm is name (0:
+// none): a sidecar target given by name (sidecar.go).
+func lowestPidNamed(name string) (int, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return 0, err
+	}
+	best := 0
+	for _, p := range procs {
+		if best != 0 && p.PID >= best {
+			continue
+		}
+		if comm, err := p.Comm(); err == nil && comm == name {
+			best = p.PID
+		}
+	}
+	return best, nil
+}
+
+// nsPid is pid's number in its innermost pid namespace (the NSpid line of
+// /proc/<pid>/status), which is what a worker inside a sidecar target
+// reports in its Hello.
+func nsPid(pid int) (int, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, err
+	}
+	if len(st.NSpids) == 0 {
+		return 0, fmt.Errorf("no NSpid in /proc/%d/status", pid)
+	}
+	return int(st.NSpids[len(st.NSpids)-1]), nil
 }
