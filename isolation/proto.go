@@ -98,7 +98,11 @@ const (
 	setupLab        = 1 << 0 // do not change credentials, verify they already match
 	setupAllowRoot  = 1 << 1 // uid 0 is acceptable
 	setupNprocLimit = 1 << 2 // no pids cgroup: apply RLIMIT_NPROC as a last resort
-	setupFlagsMask  = setupLab | setupAllowRoot | setupNprocLimit
+	// setupNewPrivs: commands may gain privileges by exec (sudo). Without
+	// it the worker sets no_new_privs and, dropping a non-root account,
+	// empties its capability bounding set first.
+	setupNewPrivs  = 1 << 3
+	setupFlagsMask = setupLab | setupAllowRoot | setupNprocLimit | setupNewPrivs
 )
 
 // SetupErr codes.
@@ -610,4 +614,13 @@ func decodeWorkerToDaemon(typ byte, p []byte) (msg, error) {
 // validEnvKey: non-empty, no '=' and no NUL (NUL is checked by cstr).
 func validEnvKey(k string) bool {
 	return k != "" && !bytes.ContainsRune([]byte(k), '=')
+}
+
+// truncate cuts s to n bytes: a text bounded to its field's limit before
+// it is encoded (maxMsgLen, maxIDLen).
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

@@ -48,6 +48,9 @@ type connState struct {
 	// idleSince is when the connection went idle between requests (unix
 	// nanoseconds), 0 while a request is in flight (evict.go).
 	idleSince atomic.Int64
+	// authed: a request on it authenticated once; from then on it no longer
+	// counts against its source's unauthenticated cap (evict.go).
+	authed atomic.Bool
 }
 
 type connKey struct{}
@@ -291,9 +294,34 @@ func (s *Server) send(x *exchange, rep *reply) {
 			return
 		}
 		s.writeBody(x.w, rep.status, ct, enc)
+		s.prepareKeystream(x, len(rep.envelope))
 		return
 	}
 	s.writeBody(x.w, rep.status, "application/soap+xml;charset=UTF-8", rep.envelope)
+}
+
+// keystreamPreparer is a sealer whose costly half can run ahead (NTLM's
+// RC4 keystream, ntlm.Session.PrepareKeystream).
+type keystreamPreparer interface{ PrepareKeystream(n int) }
+
+// streamingReply is the envelope size from which a Receive's answer counts
+// as a stream of full responses: a streaming command's next response has
+// the same size (full payload, the same header lengths), while small
+// answers are not worth a goroutine.
+const streamingReply = 64 << 10
+
+// prepareKeystream: after a large sealed ReceiveResponse, the next message
+// on this connection is most likely the next one of the same size, so its
+// keystream is drawn while the client unseals this one. The session uses
+// it only for a message of exactly that size sealed from exactly this
+// state; anything else seals as before.
+func (s *Server) prepareKeystream(x *exchange, n int) {
+	if x.action != "Receive" || n < streamingReply {
+		return
+	}
+	if p, ok := x.st.sealer.(keystreamPreparer); ok {
+		p.PrepareKeystream(n)
+	}
 }
 
 // faultReply renders a fault envelope.
@@ -384,16 +412,23 @@ func (s *Server) authenticate(x *exchange) *reply {
 		x.outToken = ""
 		return refuse(http.StatusUnauthorized, true, true)
 	}
+	st.authed.Store(true)
 	return nil
 }
 
 // authorizeConn re-checks a long-lived connection's identity now and then,
 // so a user removed from the allowed groups (SIGHUP, or the group
 // database) loses access within reauthorizeEvery even on a connection
-// already open.
+// already open; and at once when the local account database changed
+// (issue 14.11: an account re-created under the same name must not reach
+// the deleted account's shells through an identity authorized before).
 func (s *Server) authorizeConn(x *exchange) *reply {
 	st := x.st
-	if time.Since(st.authzAt) <= reauthorizeEvery {
+	changed := false
+	if v, ok := s.d.Authorizer.(VersionedAuthorizer); ok {
+		changed = v.AccountsVersion() != x.id.AccountsVersion()
+	}
+	if time.Since(st.authzAt) <= reauthorizeEvery && !changed {
 		return nil
 	}
 	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())

@@ -36,6 +36,14 @@ type Command struct {
 	// recv is the Receive semaphore (capacity 1): one Receive at a time
 	// per command.
 	recv chan struct{}
+
+	// The next ReceiveResponse, rendered while the client still reads the
+	// last one (receive.go, prepareNext). recvGen counts the responses that
+	// took output; a preparation is valid only for the generation it was
+	// made in, so it never carries bytes another response took.
+	prep      *preparedReceive
+	recvGen   uint64
+	preparing bool
 }
 
 // cmdState is where a command is in its life (see the package doc).
@@ -107,6 +115,8 @@ func (c *Command) pending(s isolation.Stream) int { return len(c.out[s]) - c.off
 func (c *Command) take(s isolation.Stream, n int) []byte {
 	b := c.out[s][c.off[s] : c.off[s]+n]
 	c.off[s] += n
+	c.recvGen++
+	c.prep = nil
 	return b
 }
 
@@ -434,6 +444,7 @@ func (sh *Shell) releaseCommand(c *Command) {
 	wasReleased := c.released
 	c.released = true
 	c.out, c.off = [3][]byte{}, [3]int{}
+	c.prep = nil
 	c.to(cmdTerminated) // only from running; otherwise its output is simply gone
 	c.wakeLocked()
 	c.mu.Unlock()

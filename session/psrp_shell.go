@@ -21,6 +21,10 @@ package session
 //	Connect connectXml          -> refused: the out-of-process transport has
 //	                               no way to attach a second client
 //
+// A Create with rsp:CompressionType xpress makes every Send and Receive
+// stream payload xpress-compressed (wsman/xpress.go); the bridge and pwsh
+// always see raw fragments.
+//
 // The daemon only reads PSRP headers and states; pwsh does everything else,
 // the session-key exchange included.
 
@@ -51,8 +55,13 @@ const psProvider = "microsoft.powershell"
 // psShell is the PSRP part of a Shell.
 type psShell struct {
 	endpoint string
-	proc     *isolation.PwshProcess
-	br       *bridge
+	runAs    string // the endpoint's run_as_user account, "" for the caller
+	// xpress: the Create asked for xpress compression, so every Send
+	// payload arrives compressed and every Receive payload leaves
+	// compressed (wsman/xpress.go). pwsh always sees raw fragments.
+	xpress bool
+	proc   *isolation.PwshProcess
+	br     *bridge
 
 	mu           sync.Mutex
 	disconnected bool
@@ -127,6 +136,16 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	if _, err := psrp.SplitFragments(creation, 0); err != nil {
 		return nil, wsman.InvalidParameter("The creationXml does not hold PSRP fragments: " + err.Error())
 	}
+	// Stream compression: the Windows PowerShell client always asks for
+	// xpress; nothing else is defined.
+	xpress := false
+	switch ct := h.CompressionType; {
+	case ct == "":
+	case strings.EqualFold(ct, wsman.CompressionXpress):
+		xpress = true
+	default:
+		return nil, wsman.InvalidParameter("Unsupported CompressionType " + strconv.Quote(ct) + "; only xpress is known.")
+	}
 	sh := &Shell{
 		m:            m,
 		id:           strings.ToUpper(body.ShellID),
@@ -142,7 +161,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		outStreams:   "stdout",
 		commands:     map[string]*Command{},
 		done:         make(chan struct{}),
-		ps:           &psShell{endpoint: epName, recv: map[psrp.GUID]chan struct{}{}, started: map[psrp.GUID]time.Time{}},
+		ps:           &psShell{endpoint: epName, xpress: xpress, recv: map[psrp.GUID]chan struct{}{}, started: map[psrp.GUID]time.Time{}},
 	}
 	if d := body.IdleTimeout; d > 0 && d < sh.idleTimeout {
 		sh.idleTimeout = d
@@ -158,6 +177,27 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		}
 		env[v.Name] = v.Value
 	}
+	// The account the pool's processes run as: the caller, or the
+	// endpoint's fixed service account (the caller was authorized above;
+	// the pool stays the caller's).
+	runAs := isolation.Account(acct)
+	creds := delegated(req.Identity)
+	if ep != nil && ep.RunAsUser != "" {
+		if m.cfg.ServiceAccount == nil {
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" runs as a service account, which this service cannot resolve.")
+		}
+		svc, err := m.cfg.ServiceAccount(ep.RunAsUser)
+		if err != nil {
+			m.log.Warn("endpoint's run_as_user unusable", zap.String("endpoint", epName), zap.String("run_as", ep.RunAsUser), zap.Error(err))
+			m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FUser, req.Identity.User()), zap.String("endpoint", epName),
+				zap.String("run_as", ep.RunAsUser), zap.String(obs.FReason, err.Error()))
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" cannot start: its run_as_user is unusable.")
+		}
+		runAs = isolation.Account(svc)
+		sh.ps.runAs = svc.Username
+		// The caller's forwarded Kerberos credentials are theirs alone.
+		creds = nil
+	}
 	if err := m.register(req, sh); err != nil {
 		return nil, err
 	}
@@ -167,8 +207,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
-	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: req.Identity.Principal().Delegated})
+	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
+		Credentials: creds, AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
 	if err != nil {
 		return fail(err)
 	}
@@ -178,7 +218,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		w.Close()
 		return fail(err)
 	}
-	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{})
+	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{Xpress: xpress})
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
 	if opened {
@@ -201,7 +241,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()),
-		zap.String("endpoint", epName), zap.String("program", argv[0]))
+		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]))
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
 }
 
@@ -304,6 +344,15 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 	return nil, wsman.ActionNotSupported(h.Action)
 }
 
+// runAsField names the service account in audit records (user stays the
+// caller who was authorized); nothing when the pool runs as the caller.
+func (ps *psShell) runAsField() zap.Field {
+	if ps.runAs == "" {
+		return zap.Skip()
+	}
+	return zap.String("run_as", ps.runAs)
+}
+
 func (ps *psShell) setDisconnected(v bool) {
 	ps.mu.Lock()
 	ps.disconnected = v
@@ -350,7 +399,7 @@ func (m *Manager) psCommand(ctx context.Context, req *Request, sh *Shell) ([]byt
 	}
 	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, pid.Upper()), zap.String("endpoint", sh.ps.endpoint),
-		zap.String("program", "PowerShell pipeline"))
+		sh.ps.runAsField(), zap.String("program", "PowerShell pipeline"))
 	return wsman.EncodeCommand(req.Msg.Header.MessageID, pid.Upper()), nil
 }
 
@@ -377,7 +426,14 @@ func (m *Manager) psSend(ctx context.Context, req *Request, sh *Shell) ([]byte, 
 			}
 			g = pid
 		}
-		if err := sh.ps.br.sendData(ctx, g, kind, s.Data); err != nil {
+		data := s.Data
+		if sh.ps.xpress {
+			var err error
+			if data, err = wsman.DecompressStream(data, psrp.DefaultMaxData); err != nil {
+				return nil, wsman.InvalidParameter("The " + s.Name + " stream is not valid xpress data: " + err.Error())
+			}
+		}
+		if err := sh.ps.br.sendData(ctx, g, kind, data); err != nil {
 			return nil, psFault(err)
 		}
 	}
@@ -450,8 +506,11 @@ func (m *Manager) psReceive(ctx context.Context, req *Request, sh *Shell) ([]byt
 	chunks := make([]wsman.StreamChunk, len(frags))
 	n := 0
 	for i, f := range frags {
-		chunks[i] = wsman.StreamChunk{Name: "stdout", Data: f}
 		n += len(f)
+		if sh.ps.xpress {
+			f = wsman.CompressStream(nil, f)
+		}
+		chunks[i] = wsman.StreamChunk{Name: "stdout", Data: f}
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.StreamBytes.WithLabelValues("stdout").Add(float64(n))

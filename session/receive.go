@@ -133,6 +133,16 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	}()
 	for {
 		c.mu.Lock()
+		if p := c.usablePrep(want, budget); p != nil {
+			c.take(isolation.Stdout, p.n)
+			c.schedulePrep(want, budget, sh.done)
+			c.mu.Unlock()
+			_ = sh.worker.Consumed(c.id, p.n)
+			if m.cfg.Metrics != nil {
+				m.cfg.Metrics.ReceiveLatency.Observe(time.Since(start).Seconds())
+			}
+			return p.r.Finish(h.MessageID), nil
+		}
 		running := c.state == cmdRunning
 		pending := 0
 		for _, s := range []isolation.Stream{isolation.Stdout, isolation.Stderr} {
@@ -162,6 +172,9 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 		}
 		if !running || pending > 0 {
 			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
+			if ferr == nil && consumed > 0 {
+				c.schedulePrep(want, budget, sh.done)
+			}
 			c.mu.Unlock()
 			if consumed > 0 {
 				_ = sh.worker.Consumed(c.id, consumed)
@@ -235,4 +248,94 @@ func streamName(s isolation.Stream) string {
 		return "stderr"
 	}
 	return "stdout"
+}
+
+// The speculative Receive. A client streams a command's output with one
+// Receive after another, and reads (unseals, decodes) each response before
+// it sends the next request, while the worker has already refilled the
+// output window. So after answering a Receive that took output, the
+// daemon renders the next response at once — output taken and base64
+// encoded, everything but the header, which needs the next request's
+// MessageID — and the next Receive only finishes it. A preparation is
+// used only when the response it holds is exactly the one that Receive
+// would render: the same streams and budget asked for, no output taken
+// since (recvGen), more output pending than it carries (so the state is
+// Running, no End marker), and no stderr that would have joined it. Its
+// bytes are taken from the command only when it is used; anything else
+// (Signal, a Receive of other streams, a terminate) finds it stale or
+// drops it, and renders as before.
+
+// prepareWait bounds how long a preparation waits for output to fill a
+// response; a command that writes slowly is answered as before.
+const prepareWait = 2 * time.Second
+
+type preparedReceive struct {
+	gen    uint64
+	want   [3]bool
+	budget int
+	n      int // stdout bytes it carries
+	r      *wsman.PreparedReceive
+}
+
+// usablePrep returns the prepared response if it is the one a Receive
+// for want and budget would render now, and forgets it. c.mu held.
+func (c *Command) usablePrep(want [3]bool, budget int) *preparedReceive {
+	p := c.prep
+	if p == nil {
+		return nil
+	}
+	c.prep = nil
+	rem := budget - p.n
+	stderrJoins := want[isolation.Stderr] && rem > 0 && c.pending(isolation.Stderr) > 0 && c.pending(isolation.Stderr) <= rem
+	if p.gen != c.recvGen || p.want != want || p.budget != budget || c.state == cmdTerminated ||
+		c.pending(isolation.Stdout) <= p.n || stderrJoins {
+		return nil
+	}
+	return p
+}
+
+// schedulePrep starts preparing the response after the one just taken,
+// unless a preparation is under way. c.mu held.
+func (c *Command) schedulePrep(want [3]bool, budget int, shellDone <-chan struct{}) {
+	if c.preparing || !want[isolation.Stdout] || budget/3*3 == 0 {
+		return
+	}
+	c.preparing = true
+	go c.prepareNext(c.recvGen, want, budget, shellDone)
+}
+
+// prepareNext renders the next full response of stdout once the output is
+// there, unless a Receive took output meanwhile (then that Receive's own
+// preparation follows) or the command ends.
+func (c *Command) prepareNext(gen uint64, want [3]bool, budget int, shellDone <-chan struct{}) {
+	n := budget / 3 * 3
+	idle := time.NewTimer(prepareWait)
+	defer idle.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer func() { c.preparing = false }()
+	for c.recvGen == gen && c.state != cmdTerminated && c.state != cmdFinished {
+		if c.pending(isolation.Stdout) > n {
+			off := c.off[isolation.Stdout]
+			r := wsman.ReceiveResponse{CommandID: c.id,
+				Streams: []wsman.StreamChunk{{Name: "stdout", Data: c.out[isolation.Stdout][off : off+n]}}}
+			c.prep = &preparedReceive{gen: gen, want: want, budget: budget, n: n, r: r.Prepare(wsman.ReceiveHeadRoom)}
+			return
+		}
+		if c.state != cmdRunning {
+			return // no more output comes
+		}
+		wake := c.notify
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-idle.C:
+			c.mu.Lock()
+			return
+		case <-shellDone:
+			c.mu.Lock()
+			return
+		}
+		c.mu.Lock()
+	}
 }

@@ -50,6 +50,9 @@ type Session struct {
 	mac    [md5.Size]byte
 	seqBuf [4]byte
 	expSig [SignatureSize]byte
+
+	pending *Keystream // drawn ahead for the next Seal (PrepareKeystream)
+	spare   []byte     // the last used keystream's buffer
 }
 
 var _ authn.Sealer = (*Session)(nil)
@@ -118,10 +121,20 @@ func (s *Session) checksum(h hash.Hash, seq uint32, msg []byte, dst []byte) {
 // sign writes the outbound signature of msg into sig (16 bytes) and
 // advances the sequence number.
 func (s *Session) sign(sig []byte, msg []byte) {
+	s.signWith(sig, msg, nil)
+}
+
+// signWith is sign with the checksum's 8 bytes of RC4 keystream given
+// (from a Keystream) instead of drawn from the outbound cipher.
+func (s *Session) signWith(sig, msg, ks []byte) {
 	binary.LittleEndian.PutUint32(sig[0:], 1)
 	s.checksum(s.outHMAC, s.outSeq, msg, sig[4:12])
 	if s.keyExch {
-		s.out.XORKeyStream(sig[4:12], sig[4:12])
+		if ks != nil {
+			subtle.XORBytes(sig[4:12], sig[4:12], ks)
+		} else {
+			s.out.XORKeyStream(sig[4:12], sig[4:12])
+		}
 	}
 	binary.LittleEndian.PutUint32(sig[12:], s.outSeq)
 	s.outSeq++
@@ -179,9 +192,84 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 	n := len(dst)
 	dst = append(dst, make([]byte, SignatureSize+len(plain))...)
 	sig, data := dst[n:n+SignatureSize], dst[n+SignatureSize:]
+	if k := s.takeKeystream(len(plain)); k != nil {
+		// Byte for byte what the cipher would give: the keystream was
+		// drawn from this very state (checked) by a copy of it.
+		subtle.XORBytes(data, plain, k.ks[:len(plain)])
+		var tail []byte
+		if s.keyExch {
+			tail = k.ks[len(plain):]
+		}
+		s.signWith(sig, plain, tail)
+		*s.out = k.after
+		s.spare = k.ks // for the next one while the stream goes on
+		return dst, nil
+	}
 	s.out.XORKeyStream(data, plain)
 	s.sign(sig, plain)
 	return dst, nil
+}
+
+// Keystream is outbound RC4 keystream drawn ahead of time, by a copy of
+// the cipher, for a message of one given length. RC4 is a stream cipher:
+// sealing XORs the plaintext with the next bytes of the stream, so those
+// bytes can be made while the peer still reads the last message — the
+// costly half of sealing, off the reply's path. The session itself does
+// not move until a Seal of exactly that length, from exactly that state,
+// uses it; any other Seal, SignMIC or ResetRC4 first makes it stale.
+type Keystream struct {
+	n      int
+	seq    uint32
+	before rc4.Cipher // the state it was drawn from
+	after  rc4.Cipher // the state after it
+	ks     []byte     // n bytes, plus the checksum's 8 with key exchange
+	done   chan struct{}
+}
+
+// PrepareKeystream starts drawing the keystream for a next message of n
+// bytes in another goroutine and returns at once; the next AppendSeal of
+// exactly n bytes waits for it and uses it. It replaces an earlier one,
+// reusing its buffer.
+func (s *Session) PrepareKeystream(n int) {
+	if s.dead || !s.seal || n <= 0 {
+		return
+	}
+	buf := s.spare
+	if old := s.pending; old != nil {
+		<-old.done // never two generators: the buffer is reused
+		buf = old.ks
+	}
+	s.spare = nil
+	need := n
+	if s.keyExch {
+		need += 8
+	}
+	if cap(buf) < need {
+		buf = make([]byte, need)
+	}
+	k := &Keystream{n: n, seq: s.outSeq, before: *s.out, ks: buf[:need], done: make(chan struct{})}
+	k.after = k.before
+	s.pending = k
+	go func() {
+		clear(k.ks)
+		k.after.XORKeyStream(k.ks, k.ks)
+		close(k.done)
+	}()
+}
+
+// takeKeystream returns the prepared keystream if it fits a message of n
+// bytes sealed now, and forgets it either way.
+func (s *Session) takeKeystream(n int) *Keystream {
+	k := s.pending
+	if k == nil {
+		return nil
+	}
+	<-k.done
+	s.pending = nil
+	if k.n != n || k.seq != s.outSeq || k.before != *s.out {
+		return nil // stale: the stream went elsewhere
+	}
+	return k
 }
 
 // Unseal decrypts data and verifies sig. Any failure kills the session.

@@ -57,14 +57,33 @@ func isPlainASCII(s string) bool {
 
 // Encode renders the response into one exactly-sized buffer.
 func (r *ReceiveResponse) Encode(relatesTo string) []byte {
-	rel := escapeXML(relatesTo)
+	return r.Prepare(len(escapeXML(relatesTo))).Finish(relatesTo)
+}
+
+// PreparedReceive is a ReceiveResponse rendered but for its header: the
+// MessageID and RelatesTo are only known when the request it answers
+// arrives. Its buffer keeps room in front of the rendered body, so Finish
+// writes the header in place and copies nothing when the room suffices.
+type PreparedReceive struct {
+	buf   []byte // buf[start:] is the rendered rest of the envelope
+	start int
+}
+
+// ReceiveHeadRoom is room for a RelatesTo to keep when it is not known yet:
+// clients send "uuid:" and a GUID (41 bytes); a longer one costs Finish
+// one copy.
+const ReceiveHeadRoom = 128
+
+const receiveToAndRel = `</a:MessageID><a:To>` + AddressAnonymous + `</a:To><a:RelatesTo>`
+
+// Prepare renders everything after the RelatesTo value, leaving room in
+// front for the header with a RelatesTo of up to relRoom bytes (escaped).
+func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
 	state := StateRunning
 	if r.Done {
 		state = StateDone
 	}
-	msgID := NewMessageID()
 	const (
-		toAndRel   = `</a:MessageID><a:To>` + AddressAnonymous + `</a:To><a:RelatesTo>`
 		bodyOpen   = `</a:RelatesTo></s:Header><s:Body><rsp:ReceiveResponse>`
 		streamOpen = `<rsp:Stream Name="`
 		cmdAttr    = `" CommandId="`
@@ -78,7 +97,10 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 		stateClose = `</rsp:CommandState>`
 		tail       = `</rsp:ReceiveResponse></s:Body></s:Envelope>`
 	)
-	n := len(receiveEnvelopeHead) + len(msgID) + len(toAndRel) + len(rel) + len(bodyOpen) + len(tail)
+	// The header: envelope head, a MessageID ("uuid:" and a GUID), To,
+	// then RelatesTo.
+	head := len(receiveEnvelopeHead) + len("uuid:") + 36 + len(receiveToAndRel) + relRoom
+	n := head + len(bodyOpen) + len(tail)
 	cmdID := cmdAttr + r.CommandID
 	if r.Pool {
 		cmdID = ""
@@ -97,11 +119,7 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 			n += len(exitOpen) + len(code) + len(exitClose)
 		}
 	}
-	b := make([]byte, 0, n)
-	b = append(b, receiveEnvelopeHead...)
-	b = append(b, msgID...)
-	b = append(b, toAndRel...)
-	b = append(b, rel...)
+	b := make([]byte, head, n)
 	b = append(b, bodyOpen...)
 	for _, s := range r.Streams {
 		b = append(b, streamOpen...)
@@ -128,5 +146,27 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 		b = append(b, stateClose...)
 	}
 	b = append(b, tail...)
+	return &PreparedReceive{buf: b, start: head}
+}
+
+// Finish writes the header answering relatesTo (and a new MessageID) in
+// front of the prepared body and returns the whole envelope. It writes in
+// place when the room suffices, else into a new buffer. Call it once.
+func (p *PreparedReceive) Finish(relatesTo string) []byte {
+	rel := escapeXML(relatesTo)
+	msgID := NewMessageID()
+	hl := len(receiveEnvelopeHead) + len(msgID) + len(receiveToAndRel) + len(rel)
+	var b []byte
+	if hl <= p.start {
+		b = p.buf[p.start-hl:]
+	} else {
+		b = make([]byte, hl+len(p.buf)-p.start)
+		copy(b[hl:], p.buf[p.start:])
+	}
+	h := b[:0]
+	h = append(h, receiveEnvelopeHead...)
+	h = append(h, msgID...)
+	h = append(h, receiveToAndRel...)
+	_ = append(h, rel...)
 	return b
 }

@@ -3,6 +3,8 @@ package wsman
 import (
 	"bytes"
 	"encoding/base64"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/beevik/etree"
@@ -81,5 +83,26 @@ func BenchmarkReceiveRender(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		_ = r.Encode("uuid:6F0C2A9D-0000-4000-8000-000000000001")
+	}
+}
+
+// TestPreparedReceiveFinish: a response prepared before its request arrived
+// (the speculative Receive) is, once finished, byte for byte what Encode
+// renders but for the new MessageID, whether the RelatesTo fits the room
+// kept in front (written in place) or not (copied).
+func TestPreparedReceiveFinish(t *testing.T) {
+	r := ReceiveResponse{CommandID: "11111111-2222-4333-8444-555555555555",
+		Streams: []StreamChunk{{Name: "stdout", Data: bytes.Repeat([]byte{7, '<', 0xfe}, 333)}}}
+	msgID := regexp.MustCompile(`<a:MessageID>uuid:[0-9A-F-]{36}</a:MessageID>`)
+	for _, rel := range []string{"uuid:6F0C2A9D-0000-4000-8000-000000000001", "uuid:" + strings.Repeat("&x", 200)} {
+		want := msgID.ReplaceAll(r.Encode(rel), nil)
+		p := r.Prepare(ReceiveHeadRoom)
+		got := p.Finish(rel)
+		if !bytes.Equal(msgID.ReplaceAll(got, nil), want) {
+			t.Fatalf("RelatesTo %.20q: prepared response differs from Encode's:\n%s\n%s", rel, got, want)
+		}
+		if !msgID.Match(got) {
+			t.Fatal("prepared response without a MessageID")
+		}
 	}
 }
