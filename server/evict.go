@@ -14,16 +14,12 @@ import (
 // keep-alive timeout locked every real client out of both listeners):
 //
 //   - a connection idle between requests without an identity (it got a 401,
-//     or stopped mid-handshake) is closed after unauthenticatedIdle instead
-//     of service.idle_connection_timeout_ms; real handshake legs follow
-//     each other within milliseconds;
+//     or stopped mid-handshake) is closed after Limits.UnauthenticatedIdle
+//     instead of Limits.IdleTimeout; real handshake legs follow each other
+//     within milliseconds;
 //   - when the pool is full, a newcomer takes the slot of the longest-idle
 //     such connection, so the slots are in effect reserved for
 //     authenticated connections and handshakes in flight.
-const (
-	unauthenticatedIdle = 10 * time.Second
-	reapEvery           = time.Second
-)
 
 // markIdle records whether c is idle between requests.
 func (s *Server) markIdle(c net.Conn, idle bool) {
@@ -82,9 +78,10 @@ func (s *Server) evictIdleUnauthenticated() bool {
 }
 
 // reapIdleUnauthenticated closes connections idle without an identity for
-// longer than unauthenticatedIdle, until the server stops.
+// longer than Limits.UnauthenticatedIdle, until the server stops.
 func (s *Server) reapIdleUnauthenticated() {
-	t := time.NewTicker(reapEvery)
+	lim := s.lim.Load()
+	t := time.NewTicker(lim.ReapEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -94,7 +91,7 @@ func (s *Server) reapIdleUnauthenticated() {
 		}
 		now := time.Now().UnixNano()
 		s.conns.Range(func(k, v any) bool {
-			if idleUnauthenticated(v.(*connState), now) > unauthenticatedIdle {
+			if idleUnauthenticated(v.(*connState), now) > lim.UnauthenticatedIdle {
 				k.(net.Conn).Close()
 			}
 			return true

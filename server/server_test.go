@@ -99,7 +99,7 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	}
 	cs := &countingSpawner{Spawner: sp}
 	metrics := obs.NewMetrics()
-	sessions := session.NewManager(session.Config{Winrs: cfg.Winrs, MaxTimeout: time.Minute, Spawner: cs, Audit: audit, Metrics: metrics})
+	sessions := session.NewManager(session.Config{Limits: session.LimitsFor(cfg), Winrs: cfg.Winrs, Spawner: cs, Audit: audit, Metrics: metrics})
 	az, err := authn.NewAuthorizer(authn.AuthorizerConfig{Lab: true, AllowRoot: true})
 	if err != nil {
 		t.Fatal(err)

@@ -42,8 +42,9 @@ func newHarness(t *testing.T, mut func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := configs.Default().Winrs
-	cfg := Config{Winrs: w, MaxTimeout: 60 * time.Second, Spawner: sp, ReapInterval: 50 * time.Millisecond}
+	lim := LimitsFor(configs.Default())
+	lim.ReapInterval = 50 * time.Millisecond
+	cfg := Config{Limits: lim, Winrs: configs.Default().Winrs, Spawner: sp}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -359,7 +360,7 @@ func TestUnknownShellAndCommand(t *testing.T) {
 }
 
 func TestShellQuotaAndDelete(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Winrs.MaxShellsPerUser = 2 })
+	h := newHarness(t, func(c *Config) { c.Limits.MaxShellsPerUser = 2 })
 	a := h.createShell("", "")
 	h.createShell("", "")
 	_, err := h.do(envelope(wsman.ActionCreate, wsman.ResourceCmdShell, "", "", `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`, "", 0))
@@ -467,7 +468,7 @@ func TestConcurrentShells(t *testing.T) {
 }
 
 func TestOperationQuota(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.MaxOperationsPerUser = 1 })
+	h := newHarness(t, func(c *Config) { c.Limits.MaxOperationsPerUser = 1 })
 	sh := h.createShell("", "")
 	cmd := h.run(sh, "exec sleep 100")
 	done := make(chan struct{})
