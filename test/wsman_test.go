@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,10 +87,7 @@ func env(action, resourceURI, shellID, body string, options ...string) string {
 	return b.String()
 }
 
-func createXML() string {
-	return env(actCreate, uriCmd, "", `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`,
-		"WINRS_NOPROFILE=FALSE", "WINRS_CODEPAGE=65001")
-}
+func createXML() string { return createXMLWith(nil, "") }
 
 func commandXML(shellID, command string) string {
 	return env(actCmd, uriCmd, shellID, `<rsp:CommandLine><rsp:Command>`+xmlEscape(command)+`</rsp:Command></rsp:CommandLine>`,
@@ -468,8 +466,11 @@ func okBody(r *reply, err error) (*node, error) {
 	return parseXML(r.Body)
 }
 
-func createShell(c soapClient) (*winrsShell, error) {
-	root, err := okBody(c.Post(createXML()))
+func createShell(c soapClient) (*winrsShell, error) { return createShellFrom(c, createXML()) }
+
+// createShellFrom posts a Create and returns the shell it made.
+func createShellFrom(c soapClient, create string) (*winrsShell, error) {
+	root, err := okBody(c.Post(create))
 	if err != nil {
 		return nil, err
 	}
@@ -773,3 +774,219 @@ func (nc *ntlmConn) postRawBody(body []byte, contentType string) (*reply, error)
 func (nc *ntlmConn) Post(soap string) (*reply, error) { return nc.postSealed(soap) }
 
 func (nc *ntlmConn) Close() { nc.rc.Close() }
+
+// basicKeepAlive is HTTPS (or HTTP) Basic over one keep-alive connection, as real
+// clients send it: the password is verified once per connection, not per
+// request. A reply that closes the connection makes the next request dial a
+// new one; a request is never retried.
+type basicKeepAlive struct {
+	addr       string
+	tls        bool
+	user, pass string
+	src        string
+	mu         sync.Mutex
+	rc         *rawConn
+}
+
+// connAlive tells whether a kept-alive connection is still open: the server
+// closes idle keep-alive connections (service.idle_connection_timeout_ms),
+// and a client must then dial again rather than write into a closed one, as
+// HTTP client libraries do. A peer that closed has sent its FIN: a read
+// returns at once.
+func connAlive(rc *rawConn) bool {
+	rc.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := rc.br.Peek(1)
+	rc.c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
+
+func (b *basicKeepAlive) Post(soap string) (*reply, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc != nil && !connAlive(b.rc) {
+		b.rc.Close()
+		b.rc = nil
+	}
+	if b.rc == nil {
+		rc, err := dialRawFrom(b.src, b.addr, b.tls)
+		if err != nil {
+			return nil, err
+		}
+		b.rc = rc
+	}
+	r, err := b.rc.request("POST", "/wsman", map[string]string{"Authorization": basicAuth(b.user, b.pass)}, []byte(soap), 90*time.Second)
+	if err != nil || r.Closed || strings.EqualFold(r.Header.Get("Connection"), "close") {
+		b.rc.Close()
+		b.rc = nil
+	}
+	if err == nil && r.Closed {
+		return r, errors.New("connection closed without an answer")
+	}
+	return r, err
+}
+
+func (b *basicKeepAlive) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc != nil {
+		b.rc.Close()
+		b.rc = nil
+	}
+}
+
+// dialNTLMSealed dials an NTLM-authenticated, sealed HTTP connection.
+func dialNTLMSealed(addr, user, pass string) (*ntlmConn, error) {
+	nc, r, err := dialNTLM(addr, false, user, pass, ntlmOpts{})
+	if err != nil {
+		if nc != nil {
+			nc.Close()
+		}
+		return nil, err
+	}
+	if r.Status != 200 {
+		nc.Close()
+		return nil, fmt.Errorf("NTLM handshake: %s", r)
+	}
+	return nc, nil
+}
+
+// ntlmKeepAlive is an NTLM-sealed HTTP client that authenticates a new
+// connection when the server has closed the idle one (shells belong to the
+// identity, not the connection).
+type ntlmKeepAlive struct {
+	addr, user, pass string
+	mu               sync.Mutex
+	nc               *ntlmConn
+}
+
+func (k *ntlmKeepAlive) Post(soap string) (*reply, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil && !connAlive(k.nc.rc) {
+		k.nc.Close()
+		k.nc = nil
+	}
+	if k.nc == nil {
+		nc, err := dialNTLMSealed(k.addr, k.user, k.pass)
+		if err != nil {
+			return nil, err
+		}
+		k.nc = nc
+	}
+	r, err := k.nc.Post(soap)
+	if err != nil || r.Closed {
+		k.nc.Close()
+		k.nc = nil
+		if err == nil {
+			err = errors.New("connection closed without an answer")
+		}
+	}
+	return r, err
+}
+
+func (k *ntlmKeepAlive) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil {
+		k.nc.Close()
+		k.nc = nil
+	}
+}
+
+// latencies collects Receive round-trip times.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// take returns and resets the samples.
+func (l *latencies) take() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.d
+	l.d = nil
+	return d
+}
+
+func percentilesOf(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n=0"
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1))] }
+	r := func(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+	return fmt.Sprintf("n=%d p50=%s p90=%s p99=%s max=%s", len(s), r(p(0.5)), r(p(0.9)), r(p(0.99)), r(s[len(s)-1]))
+}
+
+// createXMLWith is a cmd shell Create with an optional Environment and
+// WorkingDirectory (createXML has neither).
+func createXMLWith(envVars map[string]string, dir string) string {
+	var b strings.Builder
+	b.WriteString(`<rsp:Shell>`)
+	if len(envVars) > 0 {
+		b.WriteString(`<rsp:Environment>`)
+		keys := make([]string, 0, len(envVars))
+		for k := range envVars {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			b.WriteString(`<rsp:Variable Name="` + xmlEscape(k) + `">` + xmlEscape(envVars[k]) + `</rsp:Variable>`)
+		}
+		b.WriteString(`</rsp:Environment>`)
+	}
+	if dir != "" {
+		b.WriteString(`<rsp:WorkingDirectory>` + xmlEscape(dir) + `</rsp:WorkingDirectory>`)
+	}
+	b.WriteString(`<rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`)
+	return env(actCreate, uriCmd, "", b.String(), "WINRS_NOPROFILE=FALSE", "WINRS_CODEPAGE=65001")
+}
+
+// createShellWith is createShell with an Environment and a
+// WorkingDirectory (createXMLWith).
+func createShellWith(c soapClient, envVars map[string]string, dir string) (*winrsShell, error) {
+	return createShellFrom(c, createXMLWith(envVars, dir))
+}
+
+// sendStdin sends stdin in chunks (default 32 KiB), the last with End=true.
+func (s *winrsShell) sendStdin(cmdID string, data []byte, chunk int) error {
+	if chunk <= 0 {
+		chunk = 32 << 10
+	}
+	for off := 0; ; off += chunk {
+		end := min(off+chunk, len(data))
+		last := end == len(data)
+		if _, err := okBody(s.c.Post(sendXML(s.ID, cmdID, data[off:end], last))); err != nil {
+			return fmt.Errorf("Send: %w", err)
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// runWith runs one command with optional stdin and returns its output,
+// timing every Receive into lat (when not nil).
+func (s *winrsShell) runWith(cmd string, stdin []byte, lat *latencies) (*result, error) {
+	id, err := s.command(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("Command: %w", err)
+	}
+	if stdin != nil {
+		if err := s.sendStdin(id, stdin, 0); err != nil {
+			return nil, err
+		}
+	}
+	return s.receiveAllObserved(id, 3*time.Minute, lat.add)
+}
