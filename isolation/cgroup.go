@@ -1,7 +1,6 @@
 package isolation
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,12 +43,16 @@ type cgroupSystem struct {
 	v1Parents map[string]string
 	memory    bool // a memory controller is available
 	pids      bool // a pids controller is available
+	// watch, when set, hears of every shell group made and removed, to kill
+	// them should the daemon die (watchdog.go).
+	watch *watchdog
 }
 
 // shellCgroup is the set of directories of one shell's cgroup.
 type shellCgroup struct {
 	sys  *cgroupSystem
 	dirs map[string]string // v1: controller -> dir; v2: "" -> dir
+	name string            // the directory name in every hierarchy
 }
 
 // mountInfo is one cgroup line of /proc/self/mountinfo.
@@ -58,36 +62,22 @@ type mountInfo struct {
 }
 
 func readCgroupMounts() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := procfs.GetMounts() // /proc/self/mountinfo
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root point opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+3 > len(fields) {
+	for _, m := range mounts {
+		if m.FSType != "cgroup" && m.FSType != "cgroup2" {
 			continue
 		}
-		fs := fields[sep+1]
-		if fs != "cgroup" && fs != "cgroup2" {
-			continue
+		mi := mountInfo{root: unescapeMount(m.Root), point: unescapeMount(m.MountPoint), fstype: m.FSType}
+		for o := range m.SuperOptions {
+			mi.opts = append(mi.opts, o)
 		}
-		out = append(out, mountInfo{
-			root: unescapeMount(fields[3]), point: unescapeMount(fields[4]),
-			fstype: fs, opts: strings.Split(fields[sep+3], ","),
-		})
+		out = append(out, mi)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for space...).
@@ -109,24 +99,24 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// ownCgroups parses /proc/self/cgroup: controller (or "" for v2) -> path.
+// ownCgroups is the daemon's own cgroups: controller (or "" for v2) -> path.
 func ownCgroups() (map[string]string, error) {
-	data, err := os.ReadFile("/proc/self/cgroup")
+	self, err := procfs.Self()
+	if err != nil {
+		return nil, err
+	}
+	cgs, err := self.Cgroups()
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
+	for _, cg := range cgs {
+		if cg.HierarchyID == 0 && len(cg.Controllers) == 0 {
+			out[""] = cg.Path
 			continue
 		}
-		if parts[0] == "0" && parts[1] == "" {
-			out[""] = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			out[c] = parts[2]
+		for _, c := range cg.Controllers {
+			out[c] = cg.Path
 		}
 	}
 	return out, nil
@@ -335,12 +325,11 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		return nil, nil
 	}
 	name := cgroupName(shellID)
-	cg := &shellCgroup{sys: s, dirs: map[string]string{}}
-	parents := s.v1Parents
-	if s.mode == cgroupV2 {
-		parents = map[string]string{"": s.v2Parent}
-	}
-	for ctrl, parent := range parents {
+	cg := &shellCgroup{sys: s, dirs: map[string]string{}, name: name}
+	// Before the group exists: the watchdog must know of it before any
+	// process can be in it.
+	s.watch.note('+', name)
+	for ctrl, parent := range s.parents() {
 		dir := filepath.Join(parent, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			if !errors.Is(err, os.ErrExist) {
@@ -600,6 +589,9 @@ func (cg *shellCgroup) remove() error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", d, err))
 		}
+	}
+	if len(errs) == 0 {
+		cg.sys.watch.note('-', cg.name)
 	}
 	return errors.Join(errs...)
 }

@@ -34,7 +34,8 @@ package isolation
 // its C library from the container): NewSpawner refuses otherwise.
 //
 // Accounts are resolved by the daemon in the target's /etc/passwd and
-// /etc/group (authn.FilesDB over /proc/<pid>/root); the target is resolved
+// /etc/group (cmd/winrmd/sidecar.go, over /proc/<pid>/root) before the
+// session layer asks for a shell; the target is resolved
 // again for every shell, so a stopped container makes the next Create fail
 // with a fault that says so.
 

@@ -377,9 +377,9 @@ func TestMemoryLimit(t *testing.T) {
 	// The limit is in place.
 	var limFile string
 	if s.cg.mode == cgroupV1 {
-		limFile = filepath.Join(h.cg.dirs["memory"], "memory.limit_in_bytes")
+		limFile = filepath.Join(h.cgroup().dirs["memory"], "memory.limit_in_bytes")
 	} else {
-		limFile = filepath.Join(h.cg.dirs[""], "memory.max")
+		limFile = filepath.Join(h.cgroup().dirs[""], "memory.max")
 	}
 	if b, _ := os.ReadFile(limFile); strings.TrimSpace(string(b)) != strconv.Itoa(128<<20) {
 		t.Fatalf("%s = %q", limFile, b)
@@ -466,7 +466,7 @@ func TestWorkerKilled(t *testing.T) {
 func TestDaemonSocketClosed(t *testing.T) {
 	u := newTestUser(t)
 	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
-	h.keepOrphans = true
+	h.reap = keepOrphans{h.reap}
 	id := nextID()
 	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "sleep 100 & sleep 100"}); err != nil {
 		t.Fatal(err)
@@ -627,7 +627,7 @@ func TestCgroupV2Explicit(t *testing.T) {
 func TestWorkerSIGTERM(t *testing.T) {
 	u := newTestUser(t)
 	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
-	h.keepOrphans = true
+	h.reap = keepOrphans{h.reap}
 	id := nextID()
 	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "sleep 100 & sleep 100"}); err != nil {
 		t.Fatal(err)

@@ -43,13 +43,22 @@ type SpawnerOptions struct {
 	CgroupRoot string
 	// Logger may be nil.
 	Logger *zap.Logger
-	// HandshakeTimeout bounds the worker's Hello and Setup answers; 0 means 15s.
-	HandshakeTimeout time.Duration
 	// Sidecar, when set, is the target container (configs.Sidecar.Target)
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
 	Sidecar string
+	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
+	// a root process that kills every shell cgroup of this daemon when the
+	// daemon dies, stopped workers included. Needs root and cgroups; the
+	// daemon sets it, tests that make many spawners in one process do not.
+	Watchdog bool
 }
+
+// handshakeTimeout bounds the worker's Hello and its answer to Setup: a
+// worker that has not sent them by then is broken or hostile. A worker
+// starts in milliseconds (BenchmarkSpawnAndRunTrue), a loaded host in
+// seconds. A caller's shorter deadline on Spawn's context applies too.
+const handshakeTimeout = 15 * time.Second
 
 // Default PATH of workers (Debian's login.defs ENV_PATH and ENV_SUPATH).
 const (
@@ -84,9 +93,6 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("isolation")
-	if s.opts.HandshakeTimeout <= 0 {
-		s.opts.HandshakeTimeout = 15 * time.Second
-	}
 	if !opts.Lab && os.Geteuid() != 0 {
 		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
 	}
@@ -121,6 +127,11 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
 	}
+	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
+		if cg.watch, err = startWatchdog(cg, s.exe, s.log); err != nil {
+			return nil, err
+		}
+	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
@@ -131,9 +142,6 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	}
 	return s, nil
 }
-
-// cgroupMode reports how shells are confined (tests and diagnostics).
-func (s *procSpawner) cgroupMode() cgroupMode { return s.cg.mode }
 
 // selfAccount describes the daemon's own user.
 func selfAccount() (Account, error) {
@@ -235,10 +243,10 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	}
 	extraEnv := req.Env
 	var ccDir string
-	if req.Credentials != nil && len(*req.Credentials) > 0 {
+	if len(req.Credentials) > 0 {
 		var ccName string
 		var err error
-		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, req.Credentials, !s.opts.Lab)
 		if err != nil {
 			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
 			return nil, err
@@ -531,8 +539,8 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	}
 	log = log.With(zap.Int("pid", pid))
 
-	h := newWorkerHandle(log, pid, acct.UID, conn, nil, proc, cg)
-	h.killSession = cg == nil
+	reap := newShellReaper(cg, proc, pid, acct.UID)
+	h := newWorkerHandle(log, pid, conn, nil, proc, reap)
 	h.stderr, h.stderrDone = stderrR, make(chan struct{})
 	go h.logStderr()
 	defer func() {
@@ -542,9 +550,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 			case <-proc.exited:
 			case <-time.After(5 * time.Second):
 			}
-			if cg == nil {
-				killSession(pid, acct.UID, -1)
-			}
+			_ = reap.sweep(false)
 			conn.Close()
 			select {
 			case <-h.stderrDone:
@@ -561,7 +567,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		}
 	}
 
-	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -611,7 +617,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := conn.Write(b); err != nil {
 		return nil, fail(fmt.Errorf("isolation: sending Setup: %w", err))
 	}
@@ -826,15 +832,6 @@ func (t *spawnThread) run(f func() error) error {
 	}
 	<-done
 	return err
-}
-
-// countTasks is the number of threads of pid.
-func countTasks(pid int) int {
-	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
-	if err != nil {
-		return 0
-	}
-	return len(ents)
 }
 
 func randomHex(n int) string {

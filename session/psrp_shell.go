@@ -186,7 +186,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: req.Identity.Principal().Delegated, AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
+		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
 	if err != nil {
 		return fail(err)
 	}

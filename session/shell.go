@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
 	"github.com/winrmd/winrmd/session/obs"
@@ -178,7 +179,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	lim := m.limits()
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
 		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
-		Credentials: req.Identity.Principal().Delegated, AllowNewPrivileges: m.cfg.Winrs.AllowNewPrivileges,
+		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.Winrs.AllowNewPrivileges,
 	})
 	if err != nil {
 		m.removeShell(sh)
@@ -241,6 +242,15 @@ func (m *Manager) register(req *Request, sh *Shell) error {
 		m.cfg.Metrics.Shells.Inc()
 	}
 	m.mu.Unlock()
+	return nil
+}
+
+// delegated is the caller's delegated Kerberos credential cache, as
+// isolation takes it (nil: none): isolation knows nothing of authn.
+func delegated(id *authn.Identity) isolation.CredentialCache {
+	if d := id.Principal().Delegated; d != nil {
+		return isolation.CredentialCache(*d)
+	}
 	return nil
 }
 

@@ -23,6 +23,10 @@ func main() {
 		isolation.WorkerMain()
 		return
 	}
+	if isolation.IsWatchdog() {
+		isolation.WatchdogMain()
+		return
+	}
 	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
 	// user's command (issue 14.8).
 	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {
