@@ -658,18 +658,13 @@ func negotiateToken(r *reply) ([]byte, bool) {
 // tlsServerEndPoint is RFC 5929's channel binding application data.
 func tlsServerEndPoint(cert *x509.Certificate) []byte { return wsclient.TLSServerEndPoint(cert) }
 
-const (
-	mpProtocol = wsclient.ProtoSPNEGO
-	mpCT       = `multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"`
-)
+const mpProtocol = wsclient.ProtoSPNEGO
+
+var mpCT = wsclient.EncryptedContentType(mpProtocol)
 
 // sealBody wraps plaintext SOAP in the multipart/encrypted body.
 func (nc *ntlmConn) sealBody(plain []byte) ([]byte, error) {
 	return wsclient.AppendSealed(nil, wsclient.NTLM(nc.session), mpProtocol, plain)
-}
-
-func encodeMultipart(plainLen int, sig, ct []byte) []byte {
-	return wsclient.AppendMultipart(nil, mpProtocol, plainLen, sig, ct)
 }
 
 // unsealBody decodes a multipart/encrypted response.
