@@ -48,6 +48,9 @@ type connState struct {
 	// idleSince is when the connection went idle between requests (unix
 	// nanoseconds), 0 while a request is in flight (evict.go).
 	idleSince atomic.Int64
+	// authed: a request on it authenticated once; from then on it no longer
+	// counts against its source's unauthenticated cap (evict.go).
+	authed atomic.Bool
 }
 
 type connKey struct{}
@@ -395,6 +398,7 @@ func (s *Server) authenticate(x *exchange) *reply {
 		x.outToken = ""
 		return refuse(http.StatusUnauthorized, true, true)
 	}
+	st.authed.Store(true)
 	return nil
 }
 

@@ -35,6 +35,13 @@ type Limits struct {
 	// at Start.
 	IdleTimeout time.Duration
 
+	// MaxUnauthenticatedPerSource is how many connections that have not
+	// authenticated one source address may hold, counted from accept
+	// (service.max_unauthenticated_connections_per_source; default 200).
+	// Its newcomer beyond that takes the slot of its own longest-idle one,
+	// or is closed at accept. Reloadable.
+	MaxUnauthenticatedPerSource int
+
 	// UnauthenticatedIdle closes a connection without an identity (it got
 	// a 401, or stopped mid-handshake) idle this long between requests
 	// (default 10 s; real handshake legs follow each other within
@@ -114,11 +121,12 @@ const (
 // are read. The fixed fields take their defaults.
 func LimitsFor(s configs.Service) Limits {
 	return Limits{
-		MaxConnections:    s.MaxConnections,
-		ReadHeaderTimeout: time.Duration(s.ReadHeaderTimeoutMS) * time.Millisecond,
-		IdleTimeout:       time.Duration(s.IdleConnectionTimeoutMS) * time.Millisecond,
-		MaxEnvelope:       s.MaxEnvelopeBytes(),
-		FailureDelay:      time.Duration(s.Auth.FailureDelayMS) * time.Millisecond,
+		MaxConnections:              s.MaxConnections,
+		MaxUnauthenticatedPerSource: s.MaxUnauthenticatedPerSource,
+		ReadHeaderTimeout:           time.Duration(s.ReadHeaderTimeoutMS) * time.Millisecond,
+		IdleTimeout:                 time.Duration(s.IdleConnectionTimeoutMS) * time.Millisecond,
+		MaxEnvelope:                 s.MaxEnvelopeBytes(),
+		FailureDelay:                time.Duration(s.Auth.FailureDelayMS) * time.Millisecond,
 	}.withDefaults()
 }
 
@@ -136,6 +144,7 @@ func (l Limits) withDefaults() Limits {
 		}
 	}
 	set(&l.MaxConnections, d.MaxConnections)
+	set(&l.MaxUnauthenticatedPerSource, d.MaxUnauthenticatedPerSource)
 	setD(&l.ReadHeaderTimeout, time.Duration(d.ReadHeaderTimeoutMS)*time.Millisecond)
 	setD(&l.IdleTimeout, time.Duration(d.IdleConnectionTimeoutMS)*time.Millisecond)
 	setD(&l.UnauthenticatedIdle, defaultUnauthenticatedIdle)

@@ -14,20 +14,21 @@ func TestLimitsFor(t *testing.T) {
 	svc := configs.Default().Service
 	got := LimitsFor(svc)
 	want := Limits{
-		MaxConnections:             300,
-		ReadHeaderTimeout:          10 * time.Second,
-		IdleTimeout:                120 * time.Second,
-		UnauthenticatedIdle:        10 * time.Second,
-		ReapEvery:                  time.Second,
-		MaxHeaderBytes:             64 << 10,
-		MaxToken:                   48 << 10,
-		MaxEnvelope:                512000,
-		SealingOverhead:            16 << 10,
-		BodyTimeout:                60 * time.Second,
-		MaxUnauthenticatedBody:     64 << 10,
-		UnauthenticatedBodyTimeout: 5 * time.Second,
-		ReauthorizeEvery:           30 * time.Second,
-		FailureDelay:               3 * time.Second,
+		MaxConnections:              300,
+		MaxUnauthenticatedPerSource: 200,
+		ReadHeaderTimeout:           10 * time.Second,
+		IdleTimeout:                 120 * time.Second,
+		UnauthenticatedIdle:         10 * time.Second,
+		ReapEvery:                   time.Second,
+		MaxHeaderBytes:              64 << 10,
+		MaxToken:                    48 << 10,
+		MaxEnvelope:                 512000,
+		SealingOverhead:             16 << 10,
+		BodyTimeout:                 60 * time.Second,
+		MaxUnauthenticatedBody:      64 << 10,
+		UnauthenticatedBodyTimeout:  5 * time.Second,
+		ReauthorizeEvery:            30 * time.Second,
+		FailureDelay:                3 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LimitsFor(default):\n got %+v\nwant %+v", got, want)

@@ -102,6 +102,8 @@ type Server struct {
 	stopReap  chan struct{}
 	stopOnce  sync.Once
 	draining  atomic.Bool
+	// lastSourceWarn throttles the per-source refusal's log line (evict.go).
+	lastSourceWarn atomic.Int64
 }
 
 type listener struct {
@@ -308,13 +310,17 @@ func (g *gatedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		if !g.s.admitSource(addr) {
+			c.Close()
+			continue
+		}
 		select {
 		case g.s.slots <- struct{}{}:
 		default:
 			// Full: an idle connection that never authenticated gives
 			// its slot to the newcomer (evict.go), so unauthenticated
 			// connections can never lock real clients out.
-			if g.s.evictIdleUnauthenticated() {
+			if g.s.evictIdleUnauthenticated(netip.Addr{}) {
 				select {
 				case g.s.slots <- struct{}{}:
 					return &slotConn{Conn: c, release: func() { <-g.s.slots }}, nil

@@ -742,6 +742,41 @@ func TestSecurityIdleUnauthenticatedConnections(t *testing.T) {
 	})
 }
 
+// One source holding every slot with connections that never finish a
+// request (nothing, or a header a byte at a time: busy, so never evicted as
+// idle, and renewed every read_header_timeout) cannot keep a client at
+// another address from logging on.
+func TestSecurityUnauthenticatedFloodPerSource(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil) // max_connections 300, 200 unauthenticated per source
+	secRow(t, "one_source_flood_other_source_logs_on", func(t *testing.T) {
+		flood := srcAddr()
+		var held []*rawConn
+		defer func() {
+			for _, rc := range held {
+				rc.Close()
+			}
+		}()
+		for i := 0; i < d.Config.Service.MaxConnections; i++ {
+			rc, err := dialRawFrom(flood, d.HTTP, false)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			held = append(held, rc)
+			rc.c.Write([]byte("POST /wsman HTTP/1.1\r\nHost: x\r\n")) // and never the rest
+		}
+		// A real client from 127.0.0.1 logs on meanwhile, well within the
+		// flood's read_header_timeout.
+		res := pywinrmAs(t, "http://"+d.HTTP+"/wsman", w.admin.Name, w.admin.Password, "ntlm", "id -un", nil)
+		if !res.OK || strings.TrimSpace(res.Stdout) != w.admin.Name {
+			executed(t, "pywinrm from 127.0.0.1 while %s holds %d unfinished connections: %+v", flood, len(held), res)
+		}
+		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("max_unauthenticated_connections_per_source")) {
+			t.Errorf("the daemon does not say it refused the flooding source:\n%s", tail(d.Stderr, 5))
+		}
+	})
+}
+
 // ---- 14.3: a stopped worker does not let user processes outlive the daemon -
 
 // stoppedWorkerShell starts a shell of w.admin on d with a long command and
