@@ -117,6 +117,11 @@ type SpawnRequest struct {
 // daemon's own user.
 type Spawner interface {
 	Spawn(ctx context.Context, req SpawnRequest) (Worker, error)
+	// Close releases what the spawner made for itself, once every worker
+	// it spawned is closed: the parents of the shells' cgroups are removed
+	// when empty (another daemon's live shells keep a shared one). Spawn
+	// is not called after Close.
+	Close() error
 }
 
 // CommandSpec is one command inside a shell.

@@ -43,6 +43,10 @@ type cgroupSystem struct {
 	v1Parents map[string]string
 	memory    bool // a memory controller is available
 	pids      bool // a pids controller is available
+	// own: the parents are the "winrmd" directories detection made (or
+	// another daemon of the same cgroup made), which the daemon removes
+	// when empty at shutdown (removeParents); false for a configured root.
+	own bool
 	// watch, when set, hears of every shell group made and removed, to kill
 	// them should the daemon die (watchdog.go).
 	watch *watchdog
@@ -190,12 +194,12 @@ func detectCgroups(root string) (*cgroupSystem, []string, error) {
 				notes = append(notes, "cgroup v2 not usable: "+err.Error())
 				continue
 			}
-			return &cgroupSystem{mode: cgroupV2, v2Parent: parent, memory: mem, pids: pids}, notes, nil
+			return &cgroupSystem{mode: cgroupV2, v2Parent: parent, memory: mem, pids: pids, own: true}, notes, nil
 		}
 	}
 
 	// cgroup v1: memory and pids, plus freezer for a race-free kill.
-	sys := &cgroupSystem{mode: cgroupV1, v1Parents: map[string]string{}}
+	sys := &cgroupSystem{mode: cgroupV1, v1Parents: map[string]string{}, own: true}
 	for _, ctrl := range []string{"memory", "pids", "freezer"} {
 		p, ok := own[ctrl]
 		if !ok {
@@ -331,7 +335,15 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 	s.watch.note('+', name)
 	for ctrl, parent := range s.parents() {
 		dir := filepath.Join(parent, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, os.ErrNotExist) && s.own {
+			// Another daemon sharing the parent removed it, empty, at its
+			// shutdown (removeParents): make it again.
+			if err = s.makeParent(parent); err == nil {
+				err = os.Mkdir(dir, 0o755)
+			}
+		}
+		if err != nil {
 			if !errors.Is(err, os.ErrExist) {
 				cg.remove()
 				return nil, fmt.Errorf("isolation: creating cgroup %s: %w", dir, err)
@@ -371,6 +383,38 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		}
 	}
 	return cg, nil
+}
+
+// makeParent makes a parent of shell groups again, as detection did.
+func (s *cgroupSystem) makeParent(parent string) error {
+	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if s.mode == cgroupV2 {
+		return enableV2Controllers(parent, s.memory, s.pids)
+	}
+	return nil
+}
+
+// removeParents removes the parents of the shell groups when they are
+// empty, at the daemon's clean shutdown, so that nothing of the daemon
+// stays under /sys/fs/cgroup. Several daemons may share a parent (one per
+// listener set, test runs): the kernel refuses to remove a group that
+// still has child groups or processes (EBUSY), so another daemon's live
+// shells keep it, and a daemon that finds it gone makes it again (create).
+// A configured root (SpawnerOptions.CgroupRoot) is not the daemon's and
+// stays, as does the v2 leaf "daemon" the daemon itself still runs in.
+func (s *cgroupSystem) removeParents() error {
+	if s == nil || !s.own {
+		return nil
+	}
+	var errs []error
+	for _, p := range s.parents() {
+		if err := unix.Rmdir(p); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("isolation: removing cgroup %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // setPidsMax writes pids.max (no-op without a pids controller).

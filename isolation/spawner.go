@@ -227,6 +227,11 @@ func limitValue(v int) int {
 	return v
 }
 
+// Close removes the cgroup parents the spawner used when they are empty
+// (removeParents); the daemon calls it at a clean shutdown, after every
+// shell is closed.
+func (s *procSpawner) Close() error { return s.cg.removeParents() }
+
 // Spawn starts the worker of one shell and returns once it runs as the
 // account, inside its cgroup.
 func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, error) {

@@ -405,10 +405,16 @@ func (s *Server) authenticate(x *exchange) *reply {
 // authorizeConn re-checks a long-lived connection's identity now and then,
 // so a user removed from the allowed groups (SIGHUP, or the group
 // database) loses access within Limits.ReauthorizeEvery even on a
-// connection already open.
+// connection already open; and at once when the local account database changed
+// (issue 14.11: an account re-created under the same name must not reach
+// the deleted account's shells through an identity authorized before).
 func (s *Server) authorizeConn(x *exchange) *reply {
 	st := x.st
-	if time.Since(st.authzAt) <= x.lim.ReauthorizeEvery {
+	changed := false
+	if v, ok := s.d.Authorizer.(VersionedAuthorizer); ok {
+		changed = v.AccountsVersion() != x.id.AccountsVersion()
+	}
+	if time.Since(st.authzAt) <= x.lim.ReauthorizeEvery && !changed {
 		return nil
 	}
 	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())

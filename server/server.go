@@ -58,6 +58,13 @@ type UncachedAuthorizer interface {
 	AuthorizeUncached(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
 }
 
+// VersionedAuthorizer is an Authorizer that can tell when the account
+// database changed (authn.Authorizer.AccountsVersion); an open connection's
+// identity is re-authorized at its next request after a change.
+type VersionedAuthorizer interface {
+	AccountsVersion() string
+}
+
 // ContextFactory makes a fresh connection-bound security context for an
 // HTTP scheme, or returns nil when the scheme is not available. The
 // connection's details (address, TLS, channel binding) reach the context

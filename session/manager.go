@@ -70,9 +70,12 @@ type Config struct {
 	Winrs      configs.Winrs
 	Spawner    isolation.Spawner
 	PowerShell configs.PowerShell // the PSRP shells' pwsh and endpoints
-	Log        *zap.Logger
-	Audit      *obs.Audit
-	Metrics    *obs.Metrics
+	// ServiceAccount resolves an endpoint's run_as_user (the authorizer's
+	// account database); nil: such endpoints refuse to open.
+	ServiceAccount func(name string) (authn.Account, error)
+	Log            *zap.Logger
+	Audit          *obs.Audit
+	Metrics        *obs.Metrics
 	// MaxEnvelopeSizeKB and Service are winrm/config/service as
 	// configured, reported by the config Get (SetService replaces Service
 	// on reload); they decide nothing here.

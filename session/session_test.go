@@ -41,6 +41,7 @@ func newHarness(t *testing.T, mut func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = sp.Close() }) // after the Manager's Shutdown below
 	lim := LimitsFor(configs.Default())
 	lim.ReapInterval = 50 * time.Millisecond
 	cfg := Config{Limits: lim, Winrs: configs.Default().Winrs, Spawner: sp}

@@ -476,15 +476,39 @@ func TestSecurityMetricsDescriptors(t *testing.T) {
 
 // ---- 14.11: shells belong to (name, uid); a re-created account is another --
 
-func TestSecurityRecreatedAccount(t *testing.T) {
-	u1 := secStoreUser(t, need(t), "r")
-	name := u1.Name
+// recreateAccount makes the (deleted) account name again, in the allowed
+// group, under a free uid above old; it returns the uid.
+func recreateAccount(t *testing.T, name string, old int) int {
+	t.Helper()
+	uid := old + 1000
+	for ; uid < old+2000; uid++ {
+		if _, err := user.LookupId(strconv.Itoa(uid)); err != nil {
+			break
+		}
+	}
+	if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
+		"--uid", strconv.Itoa(uid), "--groups", adminGroup, name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd again: %v: %s", err, out)
+	}
+	return uid
+}
+
+// accountWithShell makes a store account (tag) with a shell on a new daemon.
+func accountWithShell(t *testing.T, tag string) (*testUser, basicClient, *winrsShell) {
+	t.Helper()
+	u := secStoreUser(t, need(t), tag)
 	d := startDaemon(t, nil)
-	c := basicClient{d.HTTPS, true, name, u1.Password}
-	old, err := createShell(c)
+	c := basicClient{d.HTTPS, true, u.Name, u.Password}
+	sh, err := createShell(c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return u, c, sh
+}
+
+func TestSecurityRecreatedAccount(t *testing.T) {
+	u1, c, old := accountWithShell(t, "r")
+	name := u1.Name
 	secRow(t, "recreated_account_same_name", func(t *testing.T) {
 		// The account is deleted and made again under the same name with
 		// another uid, within the authorization cache's 30 s; the account
@@ -493,16 +517,7 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		if err := deleteUser(name); err != nil {
 			t.Fatal(err)
 		}
-		uid2 := u1.UID + 1000
-		for ; uid2 < u1.UID+2000; uid2++ {
-			if _, err := user.LookupId(strconv.Itoa(uid2)); err != nil {
-				break
-			}
-		}
-		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
-			"--uid", strconv.Itoa(uid2), "--groups", adminGroup, name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd again: %v: %s", err, out)
-		}
+		uid2 := recreateAccount(t, name, u1.UID)
 		// A new shell runs as the account as it is now.
 		sh, err := createShell(c)
 		if err != nil {
@@ -523,6 +538,37 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		}
 		if classify(r) != oDenied {
 			executed(t, "the re-created account used the deleted account's shell: %s", r)
+		}
+	})
+}
+
+// The window left by the row above: before any Create refreshed it, a logon
+// within the authorization cache's 30 s was decided from the deleted
+// account's cached entry (its uid), so the re-created account reached the
+// deleted account's live shells. The account database's version now
+// invalidates that entry.
+func TestSecurityRecreatedAccountBeforeCreate(t *testing.T) {
+	u1, c, old := accountWithShell(t, "q")
+	name := u1.Name
+	t.Cleanup(func() {
+		for _, p := range userProcs(u1.UID) {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+	})
+	secRow(t, "recreated_account_old_shell_before_create", func(t *testing.T) {
+		// Deleted while its shell runs (userdel --force), and made again
+		// under the same name with another uid at once.
+		if out, err := exec.Command("userdel", "--force", name).CombinedOutput(); err != nil {
+			t.Fatalf("userdel --force: %v: %s", err, out)
+		}
+		uid2 := recreateAccount(t, name, u1.UID)
+		// No Create: straight to the deleted account's shell.
+		r, err := c.Post(commandXML(old.ID, "id -u"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if classify(r) != oDenied {
+			executed(t, "the re-created account (uid %d) used the deleted account's shell (uid %d) before any Create: %s", uid2, u1.UID, r)
 		}
 	})
 }

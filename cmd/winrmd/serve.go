@@ -65,6 +65,12 @@ func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) 
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
+func (s *swapAuthorizer) ServiceAccount(name string) (authn.Account, error) {
+	return s.p.Load().ServiceAccount(name)
+}
+
+func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
+
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
 func hostNameSet(cfg *configs.Config) *authn.HostNames {
@@ -250,6 +256,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Service:           cfg.Service,
 		Spawner:           spawner,
 		PowerShell:        cfg.PowerShell,
+		ServiceAccount:    auth.ServiceAccount,
 		Log:               log,
 		Audit:             audit,
 		Metrics:           metrics,
@@ -260,11 +267,13 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
+		_ = spawner.Close()
 		return err
 	}
 	bound, err := srv.Start()
 	if err != nil {
 		sessions.Shutdown(context.Background())
+		_ = spawner.Close()
 		return err
 	}
 	info := server.Ready{PID: os.Getpid(), Listeners: bound}
@@ -274,6 +283,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		if err != nil {
 			srv.Close()
 			sessions.Shutdown(context.Background())
+			_ = spawner.Close()
 			return fmt.Errorf("metrics.address: %w", err)
 		}
 		msrv = serveMetrics(ln, metrics.Registry)
@@ -309,6 +319,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	sessions.Shutdown(ctx)
 	cancel()
+	if err := spawner.Close(); err != nil {
+		log.Warn("removing the shells' cgroup parents", zap.Error(err))
+	}
 	if msrv != nil {
 		msrv.Close()
 	}
