@@ -24,13 +24,13 @@ BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 # debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
 # where systemd does not run), runc, umoci, busybox-static: the package and
-# image tests (test/deploy).
+# image tests (test/deploy). sudo: a remote shell runs it (TestSecuritySudo).
 APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
-  debootstrap lintian systemd runc umoci busybox-static
+  debootstrap lintian systemd runc umoci busybox-static sudo
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
 # need gssapi and krb5 (built against libkrb5-dev with gcc).
-PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp
+PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp dissect.util
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
 # e2e run is where the daemon's goroutines really race (20 concurrent shells,
@@ -142,17 +142,19 @@ deps:
 	$(GO) mod download
 
 # The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
-# awinrm, psrpcore (the PSRP stand-in's server classes)
+# awinrm, psrpcore (the PSRP stand-in's server classes), dissect.util (an
+# independent LZ77+Huffman decoder the xpress interop test reads the daemon's
+# compressed streams with)
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
 # them (a fresh clone, a changed interpreter).
 venv:
-	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' 2>/dev/null; then \
+	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp, dissect.util.compression.lzxpress_huffman' 2>/dev/null; then \
 	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PKGS) && \
-	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp' && \
+	  $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp, dissect.util.compression.lzxpress_huffman' && \
 	  echo "venv: installed $$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -)"; \
 	fi
 

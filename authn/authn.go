@@ -145,6 +145,17 @@ type Identity struct {
 	scheme    Scheme
 	admin     bool
 	valid     bool
+	version   string // the account database's version it was decided under
+}
+
+// AccountsVersion is the version of the account database the identity was
+// decided under (Authorizer.AccountsVersion): when the database's version
+// is another now, the identity may be stale and is decided again.
+func (id *Identity) AccountsVersion() string {
+	if !id.Valid() {
+		return ""
+	}
+	return id.version
 }
 
 // Administrator reports whether the identity is an administrator of the

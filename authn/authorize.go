@@ -69,6 +69,7 @@ type Authorizer struct {
 	now         func() time.Time
 	lookupUser  func(name string) (Account, error)
 	lookupGroup func(name string) (uint32, error)
+	version     func() string // the account database's version ("" : unknown)
 	ttl         time.Duration
 	maxCache    int
 
@@ -81,6 +82,7 @@ type authzDecision struct {
 	admin   bool
 	err     error
 	expires time.Time
+	version string // the account database's version it was decided under
 }
 
 // NewAuthorizer checks cfg and returns an Authorizer.
@@ -90,6 +92,7 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 		now:         time.Now,
 		lookupUser:  lookupAccount,
 		lookupGroup: lookupGroupID,
+		version:     localAccountFilesVersion,
 		ttl:         AuthorizeCacheTTL,
 		maxCache:    AuthorizeCacheEntries,
 		cache:       make(map[string]authzDecision),
@@ -100,6 +103,7 @@ func NewAuthorizer(cfg AuthorizerConfig) (*Authorizer, error) {
 	}
 	if cfg.Accounts != nil {
 		a.lookupUser, a.lookupGroup = cfg.Accounts.LookupUser, cfg.Accounts.LookupGroup
+		a.version = func() string { return "" } // the TTL alone
 	}
 	groups := cfg.AllowedGroups
 	if len(groups) == 0 {
@@ -182,6 +186,7 @@ func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identit
 		key += "\x00" + string(h.Sum(nil))
 	}
 	now := a.now()
+	version := a.version()
 	a.mu.Lock()
 	d, ok := a.cache[key]
 	if fresh {
@@ -194,13 +199,13 @@ func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identit
 		if f.err != nil {
 			return nil, f.err
 		}
-		f.expires = now.Add(a.ttl)
+		f.expires, f.version = now.Add(a.ttl), version
 		a.remember(key, f, now)
 		acct := f.account
 		acct.Groups = slices.Clone(acct.Groups)
-		return &Identity{principal: p, account: acct, scheme: scheme, admin: f.admin, valid: true}, nil
+		return &Identity{principal: p, account: acct, scheme: scheme, admin: f.admin, valid: true, version: f.version}, nil
 	}
-	if ok && now.After(d.expires) {
+	if ok && (now.After(d.expires) || d.version != version) {
 		delete(a.cache, key)
 		ok = false
 	}
@@ -208,7 +213,7 @@ func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identit
 	if !ok {
 		d.account, d.admin, d.err = a.decide(p)
 		if d.err == nil || !errors.Is(d.err, ErrBackend) {
-			d.expires = now.Add(a.ttl)
+			d.expires, d.version = now.Add(a.ttl), version
 			a.remember(key, d, now)
 		}
 	}
@@ -217,7 +222,34 @@ func (a *Authorizer) authorize(p Principal, scheme Scheme, fresh bool) (*Identit
 	}
 	acct := d.account
 	acct.Groups = slices.Clone(acct.Groups)
-	return &Identity{principal: p, account: acct, scheme: scheme, admin: d.admin, valid: true}, nil
+	return &Identity{principal: p, account: acct, scheme: scheme, admin: d.admin, valid: true, version: d.version}, nil
+}
+
+// AccountsVersion identifies the current version of the local account
+// database (/etc/passwd and /etc/group: one stat each), "" where it cannot
+// be known (a directory behind NSS, sidecar files). A cached decision
+// made under another version is decided again, and the server
+// re-authorizes an open connection whose identity predates a change: an
+// account deleted and re-created (userdel, useradd), or moved out of an
+// allowed group, is seen at the next request, not after the cache's 30 s
+// (issue 14.11). Directory accounts (winbind, sssd) change without a local
+// file changing; for them the cache's TTL remains the bound, shorter than
+// winbind's and sssd's own caches anyway.
+func (a *Authorizer) AccountsVersion() string { return a.version() }
+
+// localAccountFilesVersion stamps /etc/passwd and /etc/group (inode,
+// modification time, size: shadow-utils rewrite them by rename).
+func localAccountFilesVersion() string {
+	var b strings.Builder
+	for _, f := range []string{"/etc/passwd", "/etc/group"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(f, &st); err != nil {
+			b.WriteString("-|")
+			continue
+		}
+		fmt.Fprintf(&b, "%d.%d.%d.%d|", st.Ino, st.Mtim.Sec, st.Mtim.Nsec, st.Size)
+	}
+	return b.String()
 }
 
 func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {

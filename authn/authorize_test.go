@@ -20,6 +20,13 @@ type fakeNSS struct {
 	groups  map[string]uint32
 	lookups int
 	broken  bool
+	ver     int // the database's version (AccountsVersion)
+}
+
+func (f *fakeNSS) version() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strconv.Itoa(f.ver)
 }
 
 func (f *fakeNSS) user(name string) (Account, error) {
@@ -107,7 +114,7 @@ func TestAuthorize(t *testing.T) {
 				t.Fatal(err)
 			}
 			nss := newFakeNSS()
-			a.lookupUser, a.lookupGroup = nss.user, nss.group
+			a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 			id, err := a.Authorize(tt.p, SchemeNegotiate)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
@@ -154,7 +161,7 @@ func TestAuthorizeAdministrator(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.lookupUser, a.lookupGroup = nss.user, nss.group
+		a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 		id, err := a.Authorize(Principal{Name: tt.name}, SchemeNegotiate)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
@@ -191,7 +198,7 @@ func TestAuthorizeCache(t *testing.T) {
 	}
 	nss := newFakeNSS()
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	a.lookupUser, a.lookupGroup, a.now = nss.user, nss.group, clk.now
+	a.lookupUser, a.lookupGroup, a.version, a.now = nss.user, nss.group, nss.version, clk.now
 
 	p := Principal{Name: "alice", Mechanism: "basic"}
 	for i := 0; i < 3; i++ {
@@ -249,7 +256,7 @@ func TestAuthorizeCacheBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	nss := newFakeNSS()
-	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 	a.maxCache = 64
 	for i := 0; i < 1000; i++ {
 		a.Authorize(Principal{Name: fmt.Sprintf("nobody%d", i)}, SchemeBasic)
@@ -435,7 +442,7 @@ func TestAuthorizeBySID(t *testing.T) {
 				t.Fatal(err)
 			}
 			nss := newFakeNSS()
-			a.lookupUser, a.lookupGroup = nss.user, nss.group
+			a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 			id, err := a.Authorize(tt.p, SchemeKerberos)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("got %v, want %v", err, tt.wantErr)
@@ -449,7 +456,7 @@ func TestAuthorizeBySID(t *testing.T) {
 	// decided again.
 	a, _ := NewAuthorizer(AuthorizerConfig{})
 	nss := newFakeNSS()
-	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 	if _, err := a.Authorize(Principal{Name: "bob", SIDs: bobSIDs(dom + "-512")}, SchemeKerberos); err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +481,7 @@ func TestAuthorizeUncached(t *testing.T) {
 		t.Fatal(err)
 	}
 	nss := newFakeNSS()
-	a.lookupUser, a.lookupGroup = nss.user, nss.group
+	a.lookupUser, a.lookupGroup, a.version = nss.user, nss.group, nss.version
 	p := Principal{Name: "alice"}
 	old, err := a.Authorize(p, SchemeBasic)
 	if err != nil {
@@ -504,5 +511,16 @@ func TestAuthorizeUncached(t *testing.T) {
 	}
 	if id, err := a.Authorize(p, SchemeBasic); err != nil || id.Account().UID != 2001 {
 		t.Fatalf("a failed fresh lookup poisoned the cache: %v %v", id, err)
+	}
+	// A change of the account database's version is seen at once by the
+	// cached path too, not after the TTL, and an identity says which
+	// version it was decided under (what the server re-checks).
+	nss.mu.Lock()
+	nss.broken = false
+	nss.users["alice"] = Account{Username: "alice", UID: 3001, GID: 3001, Groups: []uint32{3001, 27}}
+	nss.ver++
+	nss.mu.Unlock()
+	if id, err := a.Authorize(p, SchemeBasic); err != nil || id.Account().UID != 3001 || id.AccountsVersion() != "1" || a.AccountsVersion() != "1" {
+		t.Fatalf("after the database's version changed: %v %v, want uid 3001 decided under version 1", id, err)
 	}
 }

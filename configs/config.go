@@ -73,10 +73,16 @@ type Listener struct {
 
 // Service mirrors winrm/config/service.
 type Service struct {
-	AllowUnencrypted               bool   `yaml:"allow_unencrypted"`
-	MaxEnvelopeSizeKB              int    `yaml:"max_envelope_size_kb"`
-	MaxTimeoutMS                   int    `yaml:"max_timeout_ms"`
-	MaxConnections                 int    `yaml:"max_connections"`
+	AllowUnencrypted  bool `yaml:"allow_unencrypted"`
+	MaxEnvelopeSizeKB int  `yaml:"max_envelope_size_kb"`
+	MaxTimeoutMS      int  `yaml:"max_timeout_ms"`
+	MaxConnections    int  `yaml:"max_connections"`
+	// MaxUnauthenticatedPerSource caps the connections one source address
+	// may hold before they authenticate (handshakes in flight, 401s,
+	// anonymous Identify), so one address cannot take every slot of
+	// max_connections from the others. Authenticated connections are not
+	// capped per source. Not a Windows knob.
+	MaxUnauthenticatedPerSource    int    `yaml:"max_unauthenticated_connections_per_source"`
 	MaxConcurrentOperationsPerUser int    `yaml:"max_concurrent_operations_per_user"`
 	IPv4Filter                     string `yaml:"ipv4_filter"`
 	IPv6Filter                     string `yaml:"ipv6_filter"`
@@ -112,6 +118,14 @@ type Winrs struct {
 	MaxProcessesPerShell   int   `yaml:"max_processes_per_shell"`
 	MaxMemoryPerShellMB    int   `yaml:"max_memory_per_shell_mb"`
 	MaxShellRunTimeMS      int64 `yaml:"max_shell_run_time_ms"`
+	// AllowNewPrivileges: commands of a shell may gain privileges by
+	// executing a setuid or file-capability program (sudo, su, ping on some
+	// hosts), as in an SSH session. False sets no_new_privs on the worker
+	// and empties its capability bounding set: the shell can never become
+	// more than the account. Not a Windows knob (Windows has no setuid);
+	// true by default because a remote administrator expects sudo to work.
+	// PowerShell endpoints take it unless they set their own.
+	AllowNewPrivileges bool `yaml:"allow_new_privileges"`
 }
 
 // Authorization decides which local accounts may connect.
@@ -247,6 +261,7 @@ func Default() *Config {
 			MaxEnvelopeSizeKB:              500,
 			MaxTimeoutMS:                   60000,
 			MaxConnections:                 300,
+			MaxUnauthenticatedPerSource:    200,
 			MaxConcurrentOperationsPerUser: 1500,
 			IPv4Filter:                     "*",
 			IPv6Filter:                     "*",
@@ -270,6 +285,7 @@ func Default() *Config {
 			MaxProcessesPerShell:   Unlimited,
 			MaxMemoryPerShellMB:    Unlimited,
 			MaxShellRunTimeMS:      Unlimited,
+			AllowNewPrivileges:     true,
 		},
 		Accounts: Accounts{
 			PAMService: "winrmd",
@@ -415,6 +431,9 @@ func (c *Config) Validate() error {
 	}
 	if s.MaxConnections < 1 {
 		return bad("service.max_connections", "must be at least 1, not %d", s.MaxConnections)
+	}
+	if s.MaxUnauthenticatedPerSource < 1 {
+		return bad("service.max_unauthenticated_connections_per_source", "must be at least 1, not %d", s.MaxUnauthenticatedPerSource)
 	}
 	if s.MaxConcurrentOperationsPerUser < 1 {
 		return bad("service.max_concurrent_operations_per_user", "must be at least 1, not %d", s.MaxConcurrentOperationsPerUser)

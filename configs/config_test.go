@@ -40,6 +40,7 @@ func TestValidateNamesKey(t *testing.T) {
 		{"service: {max_envelope_size_kb: 1}", "service.max_envelope_size_kb"},
 		{"service: {max_timeout_ms: 0}", "service.max_timeout_ms"},
 		{"service: {max_connections: 0}", "service.max_connections"},
+		{"service: {max_unauthenticated_connections_per_source: 0}", "service.max_unauthenticated_connections_per_source"},
 		{"service: {ipv4_filter: 'nonsense'}", "service.ipv4_filter"},
 		{"service: {ipv6_filter: '10.0.0.1'}", "service.ipv6_filter"},
 		{"service: {auth: {cbt_hardening_level: maybe}}", "service.auth.cbt_hardening_level"},

@@ -30,6 +30,19 @@ type Endpoint struct {
 	AllowedGroups []string `yaml:"allowed_groups"`
 	// ConfigurationFile is passed as `-ConfigurationFile` (a .pssc).
 	ConfigurationFile string `yaml:"configuration_file"`
+	// AllowNewPrivileges overrides winrs.allow_new_privileges for this
+	// endpoint's pools (false for an endpoint whose users must never run
+	// sudo); omitted: the global setting.
+	AllowNewPrivileges *bool `yaml:"allow_new_privileges,omitempty"`
+}
+
+// NewPrivileges says whether the pools of ep (nil: Microsoft.PowerShell) may
+// gain privileges by exec; global is winrs.allow_new_privileges.
+func (p PowerShell) NewPrivileges(ep *Endpoint, global bool) bool {
+	if ep != nil && ep.AllowNewPrivileges != nil {
+		return *ep.AllowNewPrivileges
+	}
+	return global
 }
 
 // DefaultEndpoint is the endpoint every Windows host has.

@@ -46,3 +46,20 @@ powershell:
 		}
 	}
 }
+
+func TestEndpointNewPrivileges(t *testing.T) {
+	c, err := Parse([]byte("winrs: {allow_new_privileges: true}\npowershell:\n  endpoints:\n    - {name: Locked, allow_new_privileges: false}\n    - {name: Plain}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, _ := c.PowerShell.Endpoint("locked")
+	plain, _ := c.PowerShell.Endpoint("Plain")
+	g := c.Winrs.AllowNewPrivileges
+	if c.PowerShell.NewPrivileges(locked, g) || !c.PowerShell.NewPrivileges(plain, g) || !c.PowerShell.NewPrivileges(nil, g) {
+		t.Errorf("endpoint override: locked %v, plain %v, Microsoft.PowerShell %v; want false, true, true",
+			c.PowerShell.NewPrivileges(locked, g), c.PowerShell.NewPrivileges(plain, g), c.PowerShell.NewPrivileges(nil, g))
+	}
+	if !Default().Winrs.AllowNewPrivileges {
+		t.Error("winrs.allow_new_privileges defaults to false; an administrator expects sudo to work")
+	}
+}

@@ -5,8 +5,52 @@
 //
 // It takes an Account of its own (the session layer converts the
 // authenticated account into one) and knows nothing of how it was
-// authenticated; it still uses authn's Secret (a delegated credential
-// cache) and files account database (sidecar mode).
+// authenticated: it imports nothing of authn (TestNoAuthnImport holds it).
+// A delegated Kerberos ticket comes as its own CredentialCache, which the
+// session layer converts from authn's Secret; in sidecar mode the daemon
+// resolves accounts in the target's files before it asks for a shell.
+//
+// The files split by the process that runs them.
+//
+// Both sides:
+//   - api.go: this contract, what the session layer programs against.
+//   - proto.go: the daemon <-> worker protocol: the frames, their strict
+//     bounded decoders, the spec in its header.
+//   - proctree.go: the process tree: the one reader of processes from
+//     /proc, and the kill strategy per shell (cgroup, else the tree below
+//     the worker), chosen once when the spawner starts; its header gives
+//     the reasons and the numbers.
+//
+// The worker (the unprivileged child, `winrmd worker`):
+//   - worker_main.go: start-up: fd 3, the Hello/Setup handshake, the
+//     privilege drop's caller, warm threads, the environment.
+//   - drop.go: the privilege drop, small, ordered and verified (its check
+//     of a /proc status file, checkStatus, is also the daemon's check of
+//     the worker after Setup).
+//   - worker_loop.go: the command loop after Setup: fork commands, move
+//     their output under the credit window, feed stdin, reap, and kill the
+//     whole shell when the daemon goes away.
+//   - fds.go: close-on-exec for whatever a process inherited (the daemon
+//     calls it too, at start).
+//
+// The daemon (root, or the lab user):
+//   - spawner.go: Spawner: the worker's birth (spawn thread, socketpair,
+//     cgroup), the handshake and the verification of its credentials.
+//   - handle.go: Worker: the daemon's end of the protocol, every frame
+//     checked against the command's state; Close.
+//   - cgroup.go, orphans.go: per-shell cgroups (v2, else v1), and at start
+//     the shell groups a dead daemon left.
+//   - sidecar.go: workers born inside another container's namespaces.
+//   - ccache.go: delegated Kerberos credentials for a shell.
+//   - pwsh.go: a pwsh process inside a worker, for the PSRP bridge.
+//
+// The watchdog (root, one per daemon, `winrmd watchdog`):
+//   - watchdog.go: both ends: the daemon's writer of its shell cgroups,
+//     and the process that kills and removes them when the daemon dies.
+//
+// Nothing in the worker's files is reachable from the daemon's but through
+// the protocol, and the other way round; the tests' doubles and accessors
+// live in _test.go files (testhooks_test.go).
 //
 // This file is the contract the session layer programs against.
 package isolation
@@ -14,8 +58,7 @@ package isolation
 import (
 	"context"
 	"errors"
-
-	"github.com/winrmd/winrmd/authn"
+	"fmt"
 )
 
 // Account is the Unix account a worker takes the credentials of: the
@@ -29,6 +72,16 @@ type Account struct {
 	Home     string
 	Shell    string
 }
+
+// CredentialCache is a credential cache in MIT's ccache format (a
+// delegated Kerberos ticket). It prints, logs and encodes as "[redacted]"
+// whatever the verb or encoder, so it never reaches a log by accident; the
+// bytes go only to the shell's cache file (writeCCache).
+type CredentialCache []byte
+
+func (CredentialCache) String() string               { return "[redacted]" }
+func (CredentialCache) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte("[redacted]")) }
+func (CredentialCache) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
 // ErrRootRefused: a worker would run as uid 0 and AllowRoot is off.
 var ErrRootRefused = errors.New("root is refused (authorization.allow_root is false)")
@@ -48,9 +101,15 @@ type SpawnRequest struct {
 	NoProfile bool              // WINRS_NOPROFILE (no effect on the environment today; recorded)
 	// Credentials is a credential cache (a forwarded Kerberos TGT) the
 	// shell gets as KRB5CCNAME, readable only by the account, destroyed
-	// with the shell (ccache.go); nil for none.
-	Credentials *authn.Secret
+	// with the shell (ccache.go); empty for none.
+	Credentials CredentialCache
 	Limits      Limits
+	// AllowNewPrivileges lets the shell's commands gain privileges by
+	// executing setuid or file-capability programs (sudo). False, the zero
+	// value: the worker carries no_new_privs from its first instruction and,
+	// for a non-root account, an empty capability bounding set. Sidecar
+	// workers always carry no_new_privs.
+	AllowNewPrivileges bool
 }
 
 // Spawner starts workers. The privileged implementation runs as root and
@@ -58,6 +117,11 @@ type SpawnRequest struct {
 // daemon's own user.
 type Spawner interface {
 	Spawn(ctx context.Context, req SpawnRequest) (Worker, error)
+	// Close releases what the spawner made for itself, once every worker
+	// it spawned is closed: the parents of the shells' cgroups are removed
+	// when empty (another daemon's live shells keep a shared one). Spawn
+	// is not called after Close.
+	Close() error
 }
 
 // CommandSpec is one command inside a shell.

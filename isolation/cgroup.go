@@ -1,7 +1,6 @@
 package isolation
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,12 +43,20 @@ type cgroupSystem struct {
 	v1Parents map[string]string
 	memory    bool // a memory controller is available
 	pids      bool // a pids controller is available
+	// own: the parents are the "winrmd" directories detection made (or
+	// another daemon of the same cgroup made), which the daemon removes
+	// when empty at shutdown (removeParents); false for a configured root.
+	own bool
+	// watch, when set, hears of every shell group made and removed, to kill
+	// them should the daemon die (watchdog.go).
+	watch *watchdog
 }
 
 // shellCgroup is the set of directories of one shell's cgroup.
 type shellCgroup struct {
 	sys  *cgroupSystem
 	dirs map[string]string // v1: controller -> dir; v2: "" -> dir
+	name string            // the directory name in every hierarchy
 }
 
 // mountInfo is one cgroup line of /proc/self/mountinfo.
@@ -58,36 +66,22 @@ type mountInfo struct {
 }
 
 func readCgroupMounts() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := procfs.GetMounts() // /proc/self/mountinfo
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []mountInfo
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root point opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+3 > len(fields) {
+	for _, m := range mounts {
+		if m.FSType != "cgroup" && m.FSType != "cgroup2" {
 			continue
 		}
-		fs := fields[sep+1]
-		if fs != "cgroup" && fs != "cgroup2" {
-			continue
+		mi := mountInfo{root: unescapeMount(m.Root), point: unescapeMount(m.MountPoint), fstype: m.FSType}
+		for o := range m.SuperOptions {
+			mi.opts = append(mi.opts, o)
 		}
-		out = append(out, mountInfo{
-			root: unescapeMount(fields[3]), point: unescapeMount(fields[4]),
-			fstype: fs, opts: strings.Split(fields[sep+3], ","),
-		})
+		out = append(out, mi)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for space...).
@@ -109,24 +103,24 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// ownCgroups parses /proc/self/cgroup: controller (or "" for v2) -> path.
+// ownCgroups is the daemon's own cgroups: controller (or "" for v2) -> path.
 func ownCgroups() (map[string]string, error) {
-	data, err := os.ReadFile("/proc/self/cgroup")
+	self, err := procfs.Self()
+	if err != nil {
+		return nil, err
+	}
+	cgs, err := self.Cgroups()
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
+	for _, cg := range cgs {
+		if cg.HierarchyID == 0 && len(cg.Controllers) == 0 {
+			out[""] = cg.Path
 			continue
 		}
-		if parts[0] == "0" && parts[1] == "" {
-			out[""] = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			out[c] = parts[2]
+		for _, c := range cg.Controllers {
+			out[c] = cg.Path
 		}
 	}
 	return out, nil
@@ -200,12 +194,12 @@ func detectCgroups(root string) (*cgroupSystem, []string, error) {
 				notes = append(notes, "cgroup v2 not usable: "+err.Error())
 				continue
 			}
-			return &cgroupSystem{mode: cgroupV2, v2Parent: parent, memory: mem, pids: pids}, notes, nil
+			return &cgroupSystem{mode: cgroupV2, v2Parent: parent, memory: mem, pids: pids, own: true}, notes, nil
 		}
 	}
 
 	// cgroup v1: memory and pids, plus freezer for a race-free kill.
-	sys := &cgroupSystem{mode: cgroupV1, v1Parents: map[string]string{}}
+	sys := &cgroupSystem{mode: cgroupV1, v1Parents: map[string]string{}, own: true}
 	for _, ctrl := range []string{"memory", "pids", "freezer"} {
 		p, ok := own[ctrl]
 		if !ok {
@@ -335,14 +329,21 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		return nil, nil
 	}
 	name := cgroupName(shellID)
-	cg := &shellCgroup{sys: s, dirs: map[string]string{}}
-	parents := s.v1Parents
-	if s.mode == cgroupV2 {
-		parents = map[string]string{"": s.v2Parent}
-	}
-	for ctrl, parent := range parents {
+	cg := &shellCgroup{sys: s, dirs: map[string]string{}, name: name}
+	// Before the group exists: the watchdog must know of it before any
+	// process can be in it.
+	s.watch.note('+', name)
+	for ctrl, parent := range s.parents() {
 		dir := filepath.Join(parent, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, os.ErrNotExist) && s.own {
+			// Another daemon sharing the parent removed it, empty, at its
+			// shutdown (removeParents): make it again.
+			if err = s.makeParent(parent); err == nil {
+				err = os.Mkdir(dir, 0o755)
+			}
+		}
+		if err != nil {
 			if !errors.Is(err, os.ErrExist) {
 				cg.remove()
 				return nil, fmt.Errorf("isolation: creating cgroup %s: %w", dir, err)
@@ -382,6 +383,38 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		}
 	}
 	return cg, nil
+}
+
+// makeParent makes a parent of shell groups again, as detection did.
+func (s *cgroupSystem) makeParent(parent string) error {
+	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if s.mode == cgroupV2 {
+		return enableV2Controllers(parent, s.memory, s.pids)
+	}
+	return nil
+}
+
+// removeParents removes the parents of the shell groups when they are
+// empty, at the daemon's clean shutdown, so that nothing of the daemon
+// stays under /sys/fs/cgroup. Several daemons may share a parent (one per
+// listener set, test runs): the kernel refuses to remove a group that
+// still has child groups or processes (EBUSY), so another daemon's live
+// shells keep it, and a daemon that finds it gone makes it again (create).
+// A configured root (SpawnerOptions.CgroupRoot) is not the daemon's and
+// stays, as does the v2 leaf "daemon" the daemon itself still runs in.
+func (s *cgroupSystem) removeParents() error {
+	if s == nil || !s.own {
+		return nil
+	}
+	var errs []error
+	for _, p := range s.parents() {
+		if err := unix.Rmdir(p); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("isolation: removing cgroup %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // setPidsMax writes pids.max (no-op without a pids controller).
@@ -600,6 +633,9 @@ func (cg *shellCgroup) remove() error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", d, err))
 		}
+	}
+	if len(errs) == 0 {
+		cg.sys.watch.note('-', cg.name)
 	}
 	return errors.Join(errs...)
 }

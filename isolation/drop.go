@@ -1,6 +1,7 @@
 package isolation
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -24,7 +25,16 @@ import (
 //
 // The caller has locked the OS thread: prctl settings made afterwards are
 // per-thread, and every command is forked from this thread.
-func dropPrivileges(uid, gid uint32, groups []uint32, fatal func(string)) {
+//
+// emptyBounding first empties the capability bounding set (it takes
+// CAP_SETPCAP, so only while root): nothing the commands exec can then
+// carry a capability, whatever setuid bit or file capability it has.
+func dropPrivileges(uid, gid uint32, groups []uint32, emptyBounding bool, fatal func(string)) {
+	if emptyBounding {
+		if err := dropBoundingSet(); err != nil {
+			fatal(err.Error())
+		}
+	}
 	gs := make([]int, len(groups))
 	for i, g := range groups {
 		gs[i] = int(g)
@@ -157,6 +167,35 @@ func setNoNewPrivs() error {
 	v, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
 	if err != nil || v != 1 {
 		return fmt.Errorf("no_new_privs not set (%d, %v)", v, err)
+	}
+	return nil
+}
+
+// dropBoundingSet empties the capability bounding set of every thread when
+// the runtime can (no cgo), else of the calling (locked) thread, from which
+// every command is forked; then it checks the calling thread. The kernel's
+// last capability is found by asking: PR_CAPBSET_READ fails with EINVAL
+// past it.
+func dropBoundingSet() error {
+	for c := uintptr(0); ; c++ {
+		if _, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err == unix.EINVAL {
+			break
+		} else if c > 255 {
+			return errors.New("PR_CAPBSET_READ never ends")
+		}
+		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0)
+		if errno == syscall.ENOTSUP {
+			errno = 0
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+				return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d): %w", c, err)
+			}
+		}
+		if errno != 0 {
+			return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d) on all threads: %w", c, errno)
+		}
+		if v, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err != nil || v != 0 {
+			return fmt.Errorf("capability %d still in the bounding set (%d, %v)", c, v, err)
+		}
 	}
 	return nil
 }

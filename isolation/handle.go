@@ -55,15 +55,13 @@ type dcmd struct {
 type workerHandle struct {
 	log  *zap.Logger
 	pid  int
-	uid  uint32
 	conn *net.UnixConn
 	r    io.Reader
 	proc process
-	cg   *shellCgroup
-	// killSession: without a cgroup the shell's processes are found by the
-	// worker's session id.
-	killSession bool
-	stderr      *os.File // read end of the worker's stderr, or nil
+	// reap kills the shell's processes (proctree.go), the strategy the
+	// spawner chose when it started.
+	reap   shellReaper
+	stderr *os.File // read end of the worker's stderr, or nil
 	// ccacheDir holds the shell's delegated Kerberos credentials (ccache.go),
 	// removed when the worker is closed; "" for none.
 	ccacheDir  string
@@ -93,15 +91,13 @@ type workerHandle struct {
 
 	closeOnce sync.Once
 	closeErr  error
-
-	keepOrphans bool // tests: do not clean up after an unexpected end
 }
 
 var _ Worker = (*workerHandle)(nil)
 
-func newWorkerHandle(log *zap.Logger, pid int, uid uint32, conn *net.UnixConn, r io.Reader, proc process, cg *shellCgroup) *workerHandle {
+func newWorkerHandle(log *zap.Logger, pid int, conn *net.UnixConn, r io.Reader, proc process, reap shellReaper) *workerHandle {
 	h := &workerHandle{
-		log: log, pid: pid, uid: uid, conn: conn, r: r, proc: proc, cg: cg,
+		log: log, pid: pid, conn: conn, r: r, proc: proc, reap: reap,
 		cmds:     map[string]*dcmd{},
 		events:   make(chan Event, 64),
 		done:     make(chan struct{}),
@@ -382,16 +378,6 @@ func (h *workerHandle) Release(id string) error {
 	return h.send(msgRelease{ID: id})
 }
 
-// commandPid is the pid the worker reported for a command (tests).
-func (h *workerHandle) commandPid(id string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if c := h.cmds[id]; c != nil {
-		return c.pid
-	}
-	return 0
-}
-
 // --- reading ---
 
 func (h *workerHandle) readLoop() {
@@ -581,8 +567,8 @@ func (h *workerHandle) end(readErr error) {
 		err = fmt.Errorf("%w (%s)", ErrWorkerGone, h.proc.State())
 		h.log.Warn("worker ended", zap.Error(err))
 	}
-	if !closing && !h.keepOrphans {
-		if err := h.killShell(); err != nil {
+	if !closing {
+		if err := h.reap.killAll(); err != nil {
 			h.log.Error("killing the shell's processes", zap.Error(err))
 		}
 	}
@@ -601,98 +587,6 @@ func (h *workerHandle) end(readErr error) {
 	h.qcond.Broadcast()
 	h.mu.Unlock()
 	close(h.done)
-}
-
-// killShell kills every process of the shell once the worker has ended:
-// the whole cgroup, or, without one, every process of the account in the
-// worker's session (its orphans have gone to init, out of the tree).
-func (h *workerHandle) killShell() error {
-	if h.cg != nil {
-		return h.cg.kill(10 * time.Second)
-	}
-	if h.killSession {
-		if pin, ok := h.proc.(pinner); ok {
-			// Only if the worker somehow outlived its SIGKILL.
-			pin.pinned(func() { killBelow(h.pid, h.uid) })
-		}
-		killSession(h.pid, h.uid, -1)
-	}
-	return nil
-}
-
-// pinner is a process whose pid stays its own while pinned runs f: it is
-// not reaped meanwhile. pinned reports false, without running f, once it
-// has been reaped.
-type pinner interface {
-	pinned(f func()) bool
-}
-
-// killBelow kills every process below the (pinned) worker: through the
-// children files, or, without them, by scanning /proc for its descendants
-// of uid. It reports how many the walk found (-1 after a scan).
-func killBelow(pid int, uid uint32) int {
-	if n, ok := killTree(pid); ok {
-		return n
-	}
-	killDescendants(pid, uid)
-	return -1
-}
-
-// reapShell kills every process below the worker, round after round, until
-// the worker (a subreaper that reaps on SIGCHLD) has no child left, not even
-// a zombie, or until deadline. It reports whether it saw no child left, in
-// two rounds in a row. Each round reads the children files of the shell's
-// processes only; the worker is pinned while they are read.
-func (h *workerHandle) reapShell(pin pinner, deadline time.Time) bool {
-	empty := 0
-	for pause := 250 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
-		found := 0
-		if !pin.pinned(func() { found = killBelow(h.pid, h.uid) }) {
-			return false // the worker is gone
-		}
-		if found < 0 {
-			// No children files: the old way, a scan of /proc per check.
-			if h.killSession {
-				killSession(h.pid, h.uid, h.pid)
-			}
-			for {
-				n := 0
-				if !pin.pinned(func() { n = len(childrenOfScan(h.pid)) }) {
-					return false
-				}
-				if n == 0 {
-					return true
-				}
-				if time.Now().After(deadline) {
-					return false
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-		if found == 0 {
-			if empty++; empty == 2 {
-				return true
-			}
-			continue // look once more, at once
-		}
-		empty = 0
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pause)
-	}
-}
-
-// childrenOfScan lists the children of pid by reading the stat file of
-// every process on the host (only without children files).
-func childrenOfScan(pid int) []int {
-	var out []int
-	for p, parent := range parents() {
-		if parent == pid {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // Close kills every process of the shell, reaps the worker and stops every
@@ -714,32 +608,9 @@ func (h *workerHandle) Close() error {
 		}
 		h.mu.Unlock()
 		var errs []error
-		pin, real := h.proc.(pinner)
-		// complete: the shell was seen with nothing left but the worker,
-		// which then forks nothing more.
-		complete := real
-		if real && startsIdle != nil {
-			// A Start still on its way may fork after the walk below: wait
-			// until every Start sent has been answered.
-			t := time.NewTimer(2 * time.Second)
-			select {
-			case <-startsIdle:
-			case <-h.done:
-				complete = false
-			case <-t.C:
-				complete = false
-			}
-			t.Stop()
-		}
-		if h.cg != nil {
-			if err := h.cg.killExcept(10*time.Second, h.pid); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if real && (h.cg != nil || h.killSession) {
-			if !h.reapShell(pin, time.Now().Add(2*time.Second)) {
-				complete = false
-			}
+		complete, err := h.reap.drain(startsIdle, h.done)
+		if err != nil {
+			errs = append(errs, err)
 		}
 		_ = h.proc.Kill()
 		select {
@@ -765,19 +636,8 @@ func (h *workerHandle) Close() error {
 				<-h.stderrDone
 			}
 		}
-		if h.cg != nil {
-			// Anything forked between the kill and the worker's death.
-			if err := h.cg.kill(5 * time.Second); err != nil {
-				errs = append(errs, err)
-			}
-			if err := h.cg.remove(); err != nil {
-				errs = append(errs, err)
-			}
-		} else if h.killSession && !complete {
-			// The walk did not finish (the worker died or stalled, or a
-			// Start went unanswered): what is left went to init. Sweep
-			// the worker's session, a scan of /proc, off the usual path.
-			killSession(h.pid, h.uid, -1)
+		if err := h.reap.sweep(complete); err != nil {
+			errs = append(errs, err)
 		}
 		if h.ccacheDir != "" {
 			// After every process of the shell is gone: nothing can use

@@ -138,6 +138,12 @@ func newTestSpawner(t testing.TB, opts SpawnerOptions) *procSpawner {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// After the shells' own clean-ups (registered later, run earlier).
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("spawner Close: %v", err)
+		}
+	})
 	return s
 }
 

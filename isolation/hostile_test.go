@@ -8,9 +8,11 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,7 +66,7 @@ type fakeWorker struct {
 func newFakeWorker(t testing.TB) *fakeWorker {
 	d, w := unixPair(t)
 	proc := &fakeProc{exited: make(chan struct{})}
-	h := newWorkerHandle(zaptest.NewLogger(t), 4242, 1000, d, bufio.NewReader(d), proc, nil)
+	h := newWorkerHandle(zaptest.NewLogger(t), 4242, d, bufio.NewReader(d), proc, noReaper{})
 	h.run()
 	t.Cleanup(func() { h.Close() })
 	return &fakeWorker{t: t, h: h, proc: proc, conn: w, r: bufio.NewReader(w)}
@@ -361,20 +363,40 @@ func TestHandleFlow(t *testing.T) {
 	}
 }
 
-// The worker's loop checks the daemon too: run it in-process against the
-// test playing the daemon.
+// The worker's loop checks the daemon too: run it against the test playing
+// the daemon. The loop reaps every child of its process, as a worker does,
+// so it runs in a process of its own: this test binary started as the
+// "workerloop" helper (workerLoopHelper), its socket on fd 3.
 type fakeDaemon struct {
 	t    testing.TB
 	conn *net.UnixConn
 	r    *bufio.Reader
-	done chan error
+	done chan error // the helper's exit: nil when serve returned nil or EOF
 }
 
 func newFakeDaemon(t testing.TB) *fakeDaemon {
 	d, w := unixPair(t)
-	loop := newWorkerLoop(w, bufio.NewReader(w), os.Environ())
+	wf, err := w.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "WRMDTEST_HELPER=workerloop")
+	cmd.ExtraFiles = []*os.File{wf}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	wf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	fd := &fakeDaemon{t: t, conn: d, r: bufio.NewReader(d), done: make(chan error, 1)}
-	go func() { fd.done <- loop.serve() }()
+	go func() { fd.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		d.Close()
 		<-fd.done
@@ -418,7 +440,7 @@ func (d *fakeDaemon) expectFatal() {
 	case err := <-d.done:
 		d.done <- err
 		if err == nil {
-			d.t.Fatal("serve returned nil")
+			d.t.Fatal("serve returned nil (the helper exited 0)")
 		}
 	case <-time.After(5 * time.Second):
 		d.t.Fatal("worker loop did not end")
@@ -527,9 +549,11 @@ func TestHandshakeRejects(t *testing.T) {
 			if err := os.WriteFile(exe, []byte("#!/bin/sh\n"+body+"\nsleep 5\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			s := newTestSpawner(t, SpawnerOptions{Exe: exe, AllowRoot: true, CgroupRoot: "off", HandshakeTimeout: time.Second})
+			s := newTestSpawner(t, SpawnerOptions{Exe: exe, AllowRoot: true, CgroupRoot: "off"})
 			start := time.Now()
-			_, err := s.Spawn(context.Background(), SpawnRequest{Account: selfAccountT(t), ShellID: "wrmdtest-hs"})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_, err := s.Spawn(ctx, SpawnRequest{Account: selfAccountT(t), ShellID: "wrmdtest-hs"})
 			if err == nil {
 				t.Fatal("Spawn succeeded")
 			}

@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 // runHelper implements the helper program's modes.
 func runHelper(mode string) int {
 	switch {
+	case mode == "workerloop":
+		return workerLoopHelper()
 	case mode == "ids":
 		r, e, s := syscall.Getuid(), syscall.Geteuid(), -1
 		fmt.Printf("uid=%d euid=%d suid=%d\n", r, e, s)

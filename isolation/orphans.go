@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -32,10 +31,7 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 	if s == nil || s.mode == cgroupNone {
 		return nil, nil
 	}
-	parents := s.v1Parents
-	if s.mode == cgroupV2 {
-		parents = map[string]string{"": s.v2Parent}
-	}
+	parents := s.parents()
 	names := map[string]bool{}
 	for _, p := range parents {
 		ents, err := os.ReadDir(p)
@@ -84,8 +80,9 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 // ownedByLiveDaemon reports whether a process of the group has a parent
 // outside it that runs the same executable: a worker and its daemon.
 func ownedByLiveDaemon(pids []int) bool {
+	var buf []byte
 	for _, p := range pids {
-		pp := parentPid(p)
+		pp := procPPid(p, &buf)
 		if pp <= 1 || slices.Contains(pids, pp) {
 			continue
 		}
@@ -98,28 +95,6 @@ func ownedByLiveDaemon(pids []int) bool {
 		}
 	}
 	return false
-}
-
-// parentPid reads the PPid of pid from /proc (0 when it is gone).
-func parentPid(pid int) int {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := len(data) - 1
-	for i >= 0 && data[i] != ')' {
-		i--
-	}
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
 
 func later(a, b time.Time) time.Time {

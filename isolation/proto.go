@@ -98,7 +98,11 @@ const (
 	setupLab        = 1 << 0 // do not change credentials, verify they already match
 	setupAllowRoot  = 1 << 1 // uid 0 is acceptable
 	setupNprocLimit = 1 << 2 // no pids cgroup: apply RLIMIT_NPROC as a last resort
-	setupFlagsMask  = setupLab | setupAllowRoot | setupNprocLimit
+	// setupNewPrivs: commands may gain privileges by exec (sudo). Without
+	// it the worker sets no_new_privs and, dropping a non-root account,
+	// empties its capability bounding set first.
+	setupNewPrivs  = 1 << 3
+	setupFlagsMask = setupLab | setupAllowRoot | setupNprocLimit | setupNewPrivs
 )
 
 // SetupErr codes.

@@ -60,7 +60,6 @@ type modelCmd struct {
 
 func runWorkerSession(t *testing.T, ops []byte) {
 	fw := newFakeWorker(t)
-	fw.h.keepOrphans = true
 	ids := [3]string{"C0", "C1", "C2"}
 	var model [3]modelCmd
 	violation := "" // the first forbidden frame, once sent

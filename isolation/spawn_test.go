@@ -328,6 +328,35 @@ func TestNoNewPrivs(t *testing.T) {
 	}
 }
 
+// The capability bounding set of a shell that may not gain privileges is
+// empty (a command's status shows it); a shell that may (AllowNewPrivileges,
+// for sudo) has no no_new_privs, a full bounding set, and its setuid-root
+// program runs as root, while the worker itself still holds no capability.
+func TestNewPrivileges(t *testing.T) {
+	u := newTestUser(t)
+	suid := setuidHelper(t, u.acct.GID)
+	s := newTestSpawner(t, SpawnerOptions{})
+	_, c := spawn(t, s, SpawnRequest{Account: u.acct})
+	if out, _, _ := c.run(t, sh("grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status"), nil); out != "CapBnd:\t0000000000000000\nNoNewPrivs:\t1\n" {
+		t.Errorf("confined command: %q, want no_new_privs and an empty bounding set", out)
+	}
+	h, c := spawn(t, s, SpawnRequest{Account: u.acct, AllowNewPrivileges: true, Env: map[string]string{"WRMDTEST_HELPER": "ids"}})
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), "NoNewPrivs:\t0") || !strings.Contains(string(st), "CapEff:\t0000000000000000") {
+		t.Errorf("worker of a shell with new privileges:\n%s", st)
+	}
+	out, _, _ := c.run(t, sh("grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status"), nil)
+	if !strings.HasPrefix(out, "CapBnd:\t") || !strings.HasSuffix(out, "NoNewPrivs:\t0\n") || strings.Contains(out, "CapBnd:\t0000000000000000") {
+		t.Errorf("command with new privileges: %q, want no no_new_privs and the daemon's bounding set", out)
+	}
+	if out, errOut, code := c.run(t, CommandSpec{Argv: []string{suid}}, nil); code != 0 || !strings.Contains(out, "euid=0") {
+		t.Errorf("setuid-root helper with new privileges: exit %d, %q %q, want euid=0", code, out, errOut)
+	}
+}
+
 // runAsUser runs a program as the account without no_new_privs (the control).
 func runAsUser(a Account, prog string, env ...string) (string, error) {
 	cmd := execCommand(prog)
@@ -348,9 +377,9 @@ func TestMemoryLimit(t *testing.T) {
 	// The limit is in place.
 	var limFile string
 	if s.cg.mode == cgroupV1 {
-		limFile = filepath.Join(h.cg.dirs["memory"], "memory.limit_in_bytes")
+		limFile = filepath.Join(h.cgroup().dirs["memory"], "memory.limit_in_bytes")
 	} else {
-		limFile = filepath.Join(h.cg.dirs[""], "memory.max")
+		limFile = filepath.Join(h.cgroup().dirs[""], "memory.max")
 	}
 	if b, _ := os.ReadFile(limFile); strings.TrimSpace(string(b)) != strconv.Itoa(128<<20) {
 		t.Fatalf("%s = %q", limFile, b)
@@ -437,7 +466,7 @@ func TestWorkerKilled(t *testing.T) {
 func TestDaemonSocketClosed(t *testing.T) {
 	u := newTestUser(t)
 	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
-	h.keepOrphans = true
+	h.reap = keepOrphans{h.reap}
 	id := nextID()
 	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "sleep 100 & sleep 100"}); err != nil {
 		t.Fatal(err)
@@ -598,7 +627,7 @@ func TestCgroupV2Explicit(t *testing.T) {
 func TestWorkerSIGTERM(t *testing.T) {
 	u := newTestUser(t)
 	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
-	h.keepOrphans = true
+	h.reap = keepOrphans{h.reap}
 	id := nextID()
 	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "sleep 100 & sleep 100"}); err != nil {
 		t.Fatal(err)

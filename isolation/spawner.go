@@ -43,13 +43,22 @@ type SpawnerOptions struct {
 	CgroupRoot string
 	// Logger may be nil.
 	Logger *zap.Logger
-	// HandshakeTimeout bounds the worker's Hello and Setup answers; 0 means 15s.
-	HandshakeTimeout time.Duration
 	// Sidecar, when set, is the target container (configs.Sidecar.Target)
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
 	Sidecar string
+	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
+	// a root process that kills every shell cgroup of this daemon when the
+	// daemon dies, stopped workers included. Needs root and cgroups; the
+	// daemon sets it, tests that make many spawners in one process do not.
+	Watchdog bool
 }
+
+// handshakeTimeout bounds the worker's Hello and its answer to Setup: a
+// worker that has not sent them by then is broken or hostile. A worker
+// starts in milliseconds (BenchmarkSpawnAndRunTrue), a loaded host in
+// seconds. A caller's shorter deadline on Spawn's context applies too.
+const handshakeTimeout = 15 * time.Second
 
 // Default PATH of workers (Debian's login.defs ENV_PATH and ENV_SUPATH).
 const (
@@ -84,9 +93,6 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("isolation")
-	if s.opts.HandshakeTimeout <= 0 {
-		s.opts.HandshakeTimeout = 15 * time.Second
-	}
 	if !opts.Lab && os.Geteuid() != 0 {
 		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
 	}
@@ -121,6 +127,11 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
 	}
+	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
+		if cg.watch, err = startWatchdog(cg, s.exe, s.log); err != nil {
+			return nil, err
+		}
+	}
 	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
@@ -131,9 +142,6 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	}
 	return s, nil
 }
-
-// cgroupMode reports how shells are confined (tests and diagnostics).
-func (s *procSpawner) cgroupMode() cgroupMode { return s.cg.mode }
 
 // selfAccount describes the daemon's own user.
 func selfAccount() (Account, error) {
@@ -219,6 +227,11 @@ func limitValue(v int) int {
 	return v
 }
 
+// Close removes the cgroup parents the spawner used when they are empty
+// (removeParents); the daemon calls it at a clean shutdown, after every
+// shell is closed.
+func (s *procSpawner) Close() error { return s.cg.removeParents() }
+
 // Spawn starts the worker of one shell and returns once it runs as the
 // account, inside its cgroup.
 func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, error) {
@@ -235,10 +248,10 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	}
 	extraEnv := req.Env
 	var ccDir string
-	if req.Credentials != nil && len(*req.Credentials) > 0 {
+	if len(req.Credentials) > 0 {
 		var ccName string
 		var err error
-		ccDir, ccName, err = writeCCache(acct, req.ShellID, *req.Credentials, !s.opts.Lab)
+		ccDir, ccName, err = writeCCache(acct, req.ShellID, req.Credentials, !s.opts.Lab)
 		if err != nil {
 			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
 			return nil, err
@@ -272,6 +285,13 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	}
 	if s.opts.AllowRoot {
 		setup.Flags |= setupAllowRoot
+	}
+	if req.AllowNewPrivileges && s.sc == nil {
+		// A sidecar worker joins another container's namespaces from a
+		// thread that carries no_new_privs: what the container's setuid
+		// programs could do there is the container's business, not a
+		// remote shell's.
+		setup.Flags |= setupNewPrivs
 	}
 	if maxProcs > 0 && !s.cg.pids {
 		setup.Flags |= setupNprocLimit
@@ -415,7 +435,10 @@ func pollPidfd(fd int, exited func() bool) bool {
 }
 
 func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
-	spawnOn := onSpawnThread
+	spawnOn := confinedSpawns.run
+	if setup.Flags&setupNewPrivs != 0 {
+		spawnOn = privilegedSpawns.run
+	}
 	started := false // a worker process exists (from then on its reaping releases th)
 	if th != nil {
 		spawnOn = th.run // born inside the sidecar target's namespaces
@@ -521,8 +544,8 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	}
 	log = log.With(zap.Int("pid", pid))
 
-	h := newWorkerHandle(log, pid, acct.UID, conn, nil, proc, cg)
-	h.killSession = cg == nil
+	reap := newShellReaper(cg, proc, pid, acct.UID)
+	h := newWorkerHandle(log, pid, conn, nil, proc, reap)
 	h.stderr, h.stderrDone = stderrR, make(chan struct{})
 	go h.logStderr()
 	defer func() {
@@ -532,9 +555,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 			case <-proc.exited:
 			case <-time.After(5 * time.Second):
 			}
-			if cg == nil {
-				killSession(pid, acct.UID, -1)
-			}
+			_ = reap.sweep(false)
 			conn.Close()
 			select {
 			case <-h.stderrDone:
@@ -551,7 +572,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		}
 	}
 
-	hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -601,7 +622,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := conn.Write(b); err != nil {
 		return nil, fail(fmt.Errorf("isolation: sending Setup: %w", err))
 	}
@@ -632,7 +653,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		return nil, fmt.Errorf("isolation: %w: SetupOK sent by pid %d uid %d gid %d, expected pid %d uid %d gid %d",
 			ErrProtocol, cred.Pid, cred.Uid, cred.Gid, pid, acct.UID, acct.GID)
 	}
-	if err := verifyWorkerStatus(pid, acct); err != nil {
+	if err := verifyWorkerStatus(pid, acct, setup.Flags&setupNewPrivs == 0); err != nil {
 		return nil, fmt.Errorf("isolation: worker credentials: %w", err)
 	}
 	stop()
@@ -646,7 +667,8 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	if cg != nil {
 		mode = cg.sys.mode.String()
 	}
-	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile))
+	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile),
+		zap.Bool("new_privileges", setup.Flags&setupNewPrivs != 0))
 	return h, nil
 }
 
@@ -724,8 +746,9 @@ func readFullCred(conn *net.UnixConn, b []byte, want *unix.Ucred) (*unix.Ucred, 
 
 // verifyWorkerStatus checks /proc/<pid>/status of the (unreaped, so not
 // recyclable) worker: all four uids and gids, the groups, no capabilities
-// for a non-root account, and no_new_privs.
-func verifyWorkerStatus(pid int, acct Account) error {
+// for a non-root account, and no_new_privs exactly as asked for (the worker
+// checks its own capability bounding set: only its command thread's counts).
+func verifyWorkerStatus(pid int, acct Account, noNewPrivs bool) error {
 	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return err
@@ -753,65 +776,67 @@ func verifyWorkerStatus(pid int, acct Account) error {
 	if !sameGroups(groups, acct.Groups) {
 		return fmt.Errorf("groups %v, want %v", groups, acct.Groups)
 	}
-	if !nnp {
-		return errors.New("no_new_privs is not set")
+	if nnp != noNewPrivs {
+		return fmt.Errorf("no_new_privs is %v, want %v", nnp, noNewPrivs)
 	}
 	return nil
 }
 
-// The spawn thread: every worker is forked from one OS thread that is locked
-// to its goroutine for the life of the daemon and carries no_new_privs. So
-//   - each worker has no_new_privs from its first instruction, on every
-//     thread its runtime makes (the flag is inherited at clone), which a Go
-//     process cannot arrange for itself afterwards when cgo is linked;
-//   - the parent-death signal, which fires when the forking *thread* exits,
-//     only fires when the daemon itself dies.
+// The spawn threads: every worker is forked from one of two OS threads,
+// each locked to its goroutine for the life of the daemon, so the
+// parent-death signal, which fires when the forking *thread* exits, only
+// fires when the daemon itself dies.
 //
-// no_new_privs on this one daemon thread only affects what it executes:
-// workers, which never gain privileges by exec anyway.
+// confinedSpawns carries no_new_privs, so each worker of a shell that may
+// not gain privileges has it from its first instruction, on every thread
+// its runtime makes (the flag is inherited at clone), which a Go process
+// cannot arrange for itself afterwards when cgo is linked. no_new_privs on
+// this one daemon thread only affects what it executes: workers, which never
+// gain privileges by exec anyway. privilegedSpawns does not: its workers'
+// commands may run sudo (winrs.allow_new_privileges).
 var (
-	spawnOnce sync.Once
-	spawnErr  error
-	spawnReqs chan func()
+	confinedSpawns   = &spawnThread{noNewPrivs: true}
+	privilegedSpawns = &spawnThread{}
 )
 
-func onSpawnThread(f func() error) error {
-	spawnOnce.Do(func() {
-		spawnReqs = make(chan func())
+type spawnThread struct {
+	noNewPrivs bool
+	once       sync.Once
+	err        error
+	reqs       chan func()
+}
+
+// run runs f on the thread (started on first use).
+func (t *spawnThread) run(f func() error) error {
+	t.once.Do(func() {
+		t.reqs = make(chan func())
 		ready := make(chan error)
 		go func() {
 			runtime.LockOSThread() // never unlocked
-			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-				ready <- fmt.Errorf("isolation: no_new_privs on the spawn thread: %w", err)
-				return
+			if t.noNewPrivs {
+				if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+					ready <- fmt.Errorf("isolation: no_new_privs on the spawn thread: %w", err)
+					return
+				}
 			}
 			ready <- nil
-			for req := range spawnReqs {
+			for req := range t.reqs {
 				req()
 			}
 		}()
-		spawnErr = <-ready
+		t.err = <-ready
 	})
-	if spawnErr != nil {
-		return spawnErr
+	if t.err != nil {
+		return t.err
 	}
 	var err error
 	done := make(chan struct{})
-	spawnReqs <- func() {
+	t.reqs <- func() {
 		defer close(done)
 		err = f()
 	}
 	<-done
 	return err
-}
-
-// countTasks is the number of threads of pid.
-func countTasks(pid int) int {
-	ents, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
-	if err != nil {
-		return 0
-	}
-	return len(ents)
 }
 
 func randomHex(n int) string {

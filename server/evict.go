@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,7 +20,16 @@ import (
 //     each other within milliseconds;
 //   - when the pool is full, a newcomer takes the slot of the longest-idle
 //     such connection, so the slots are in effect reserved for
-//     authenticated connections and handshakes in flight.
+//     authenticated connections and handshakes in flight;
+//   - one source address holds at most
+//     service.max_unauthenticated_connections_per_source connections that
+//     have not authenticated (counted from accept: a connection that sends
+//     nothing, or a header a byte at a time, is busy and cannot be evicted,
+//     so without the cap one address could hold the whole pool for good by
+//     reconnecting every read_header_timeout); its newcomer beyond that
+//     takes the slot of its own longest-idle one, or is closed at accept.
+//     Authenticated connections are not capped per source (one Ansible
+//     controller runs many shells).
 const (
 	unauthenticatedIdle = 10 * time.Second
 	reapEvery           = time.Second
@@ -58,14 +68,18 @@ func idleUnauthenticated(st *connState, now int64) time.Duration {
 }
 
 // evictIdleUnauthenticated closes the longest-idle connection without an
-// identity; it reports whether there was one.
-func (s *Server) evictIdleUnauthenticated() bool {
+// identity (from source from, when it is valid); it reports whether there
+// was one.
+func (s *Server) evictIdleUnauthenticated(from netip.Addr) bool {
 	now := time.Now().UnixNano()
 	var victim net.Conn
 	var vst *connState
 	var longest time.Duration
 	s.conns.Range(func(k, v any) bool {
 		st := v.(*connState)
+		if from.IsValid() && st.remote != from {
+			return true
+		}
 		if d := idleUnauthenticated(st, now); d > longest {
 			victim, vst, longest = k.(net.Conn), st, d
 		}
@@ -79,6 +93,31 @@ func (s *Server) evictIdleUnauthenticated() bool {
 		zap.Uint64(obs.FConnID, vst.id), zap.String(obs.FRemoteAddr, vst.remote.String()), zap.Duration("idle", longest))
 	victim.Close()
 	return true
+}
+
+// admitSource reports whether a new connection from addr may be served
+// under its source's cap on unauthenticated connections, evicting the
+// source's own longest-idle one to make room when it can. The count runs
+// over the open connections (at most max_connections), at accept only.
+func (s *Server) admitSource(addr netip.Addr) bool {
+	limit := s.cfg.Load().Service.MaxUnauthenticatedPerSource
+	n := 0
+	s.conns.Range(func(_, v any) bool {
+		st := v.(*connState)
+		if st.remote == addr && !st.authed.Load() {
+			n++
+		}
+		return n < limit
+	})
+	if n < limit || s.evictIdleUnauthenticated(addr) {
+		return true
+	}
+	s.refuse("unauthenticated_per_source")
+	if last := s.lastSourceWarn.Load(); time.Now().UnixNano()-last > int64(10*time.Second) && s.lastSourceWarn.CompareAndSwap(last, time.Now().UnixNano()) {
+		s.log.Warn("connection refused: its source holds service.max_unauthenticated_connections_per_source connections that have not authenticated (logged at most every 10 s; winrmd_connections_refused_total counts each)",
+			zap.String(obs.FRemoteAddr, addr.String()), zap.Int("limit", limit))
+	}
+	return false
 }
 
 // reapIdleUnauthenticated closes connections idle without an identity for

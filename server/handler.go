@@ -48,6 +48,9 @@ type connState struct {
 	// idleSince is when the connection went idle between requests (unix
 	// nanoseconds), 0 while a request is in flight (evict.go).
 	idleSince atomic.Int64
+	// authed: a request on it authenticated once; from then on it no longer
+	// counts against its source's unauthenticated cap (evict.go).
+	authed atomic.Bool
 }
 
 type connKey struct{}
@@ -426,16 +429,23 @@ func (s *Server) authenticate(x *exchange) *reply {
 		x.outToken = ""
 		return refuse(http.StatusUnauthorized, true, true)
 	}
+	st.authed.Store(true)
 	return nil
 }
 
 // authorizeConn re-checks a long-lived connection's identity now and then,
 // so a user removed from the allowed groups (SIGHUP, or the group
 // database) loses access within reauthorizeEvery even on a connection
-// already open.
+// already open; and at once when the local account database changed
+// (issue 14.11: an account re-created under the same name must not reach
+// the deleted account's shells through an identity authorized before).
 func (s *Server) authorizeConn(x *exchange) *reply {
 	st := x.st
-	if time.Since(st.authzAt) <= reauthorizeEvery {
+	changed := false
+	if v, ok := s.d.Authorizer.(VersionedAuthorizer); ok {
+		changed = v.AccountsVersion() != x.id.AccountsVersion()
+	}
+	if time.Since(st.authzAt) <= reauthorizeEvery && !changed {
 		return nil
 	}
 	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())

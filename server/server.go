@@ -54,6 +54,13 @@ type UncachedAuthorizer interface {
 	AuthorizeUncached(p authn.Principal, scheme authn.Scheme) (*authn.Identity, error)
 }
 
+// VersionedAuthorizer is an Authorizer that can tell when the account
+// database changed (authn.Authorizer.AccountsVersion); an open connection's
+// identity is re-authorized at its next request after a change.
+type VersionedAuthorizer interface {
+	AccountsVersion() string
+}
+
 // ContextFactory makes a fresh connection-bound security context for an
 // HTTP scheme, or returns nil when the scheme is not available. The
 // connection's details (address, TLS, channel binding) reach the context
@@ -97,6 +104,8 @@ type Server struct {
 	stopReap  chan struct{}
 	stopOnce  sync.Once
 	draining  atomic.Bool
+	// lastSourceWarn throttles the per-source refusal's log line (evict.go).
+	lastSourceWarn atomic.Int64
 }
 
 type listener struct {
@@ -301,13 +310,17 @@ func (g *gatedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		if !g.s.admitSource(addr) {
+			c.Close()
+			continue
+		}
 		select {
 		case g.s.slots <- struct{}{}:
 		default:
 			// Full: an idle connection that never authenticated gives
 			// its slot to the newcomer (evict.go), so unauthenticated
 			// connections can never lock real clients out.
-			if g.s.evictIdleUnauthenticated() {
+			if g.s.evictIdleUnauthenticated(netip.Addr{}) {
 				select {
 				case g.s.slots <- struct{}{}:
 					return &slotConn{Conn: c, release: func() { <-g.s.slots }}, nil

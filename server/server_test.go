@@ -97,6 +97,7 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = sp.Close() }) // after the sessions' Shutdown, registered later
 	cs := &countingSpawner{Spawner: sp}
 	metrics := obs.NewMetrics()
 	sessions := session.NewManager(session.Config{Winrs: cfg.Winrs, MaxTimeout: time.Minute, Spawner: cs, Audit: audit, Metrics: metrics})

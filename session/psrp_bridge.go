@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/session/psrp"
+	"github.com/winrmd/winrmd/session/wsman"
 )
 
 // pwshPipe is what the bridge needs of the PowerShell process
@@ -51,6 +52,9 @@ type bridgeLimits struct {
 	MaxBuffered int           // output bytes queued for Receives
 	MaxData     int           // decoded bytes of one Data packet, either way
 	AckTimeout  time.Duration // one packet's wait for its acknowledgement
+	// Xpress: Receives compress each fragment, which may add its chunk
+	// headers (wsman.XpressOverhead) to the response.
+	Xpress bool
 }
 
 func (l bridgeLimits) withDefaults() bridgeLimits {
@@ -393,6 +397,9 @@ func (b *bridge) receive(ctx context.Context, g psrp.GUID, budget int) (frags []
 				// Each fragment is one rsp:Stream element: its own
 				// markup costs about 64 bytes of budget.
 				c := len(q.frags[n]) + 64
+				if b.lim.Xpress {
+					c += wsman.XpressOverhead(len(q.frags[n]))
+				}
 				if n > 0 && size+c > budget {
 					break
 				}

@@ -21,6 +21,10 @@ package session
 //	Connect connectXml          -> refused: the out-of-process transport has
 //	                               no way to attach a second client
 //
+// A Create with rsp:CompressionType xpress makes every Send and Receive
+// stream payload xpress-compressed (wsman/xpress.go); the bridge and pwsh
+// always see raw fragments.
+//
 // The daemon only reads PSRP headers and states; pwsh does everything else,
 // the session-key exchange included.
 
@@ -51,8 +55,12 @@ const psProvider = "microsoft.powershell"
 // psShell is the PSRP part of a Shell.
 type psShell struct {
 	endpoint string
-	proc     *isolation.PwshProcess
-	br       *bridge
+	// xpress: the Create asked for xpress compression, so every Send
+	// payload arrives compressed and every Receive payload leaves
+	// compressed (wsman/xpress.go). pwsh always sees raw fragments.
+	xpress bool
+	proc   *isolation.PwshProcess
+	br     *bridge
 
 	mu           sync.Mutex
 	disconnected bool
@@ -127,6 +135,16 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	if _, err := psrp.SplitFragments(creation, 0); err != nil {
 		return nil, wsman.InvalidParameter("The creationXml does not hold PSRP fragments: " + err.Error())
 	}
+	// Stream compression: the Windows PowerShell client always asks for
+	// xpress; nothing else is defined.
+	xpress := false
+	switch ct := h.CompressionType; {
+	case ct == "":
+	case strings.EqualFold(ct, wsman.CompressionXpress):
+		xpress = true
+	default:
+		return nil, wsman.InvalidParameter("Unsupported CompressionType " + strconv.Quote(ct) + "; only xpress is known.")
+	}
 	sh := &Shell{
 		m:            m,
 		id:           strings.ToUpper(body.ShellID),
@@ -142,7 +160,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		outStreams:   "stdout",
 		commands:     map[string]*Command{},
 		done:         make(chan struct{}),
-		ps:           &psShell{endpoint: epName, recv: map[psrp.GUID]chan struct{}{}, started: map[psrp.GUID]time.Time{}},
+		ps:           &psShell{endpoint: epName, xpress: xpress, recv: map[psrp.GUID]chan struct{}{}, started: map[psrp.GUID]time.Time{}},
 	}
 	if d := body.IdleTimeout; d > 0 && d < sh.idleTimeout {
 		sh.idleTimeout = d
@@ -168,7 +186,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: req.Identity.Principal().Delegated})
+		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
 	if err != nil {
 		return fail(err)
 	}
@@ -178,7 +196,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		w.Close()
 		return fail(err)
 	}
-	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{})
+	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{Xpress: xpress})
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
 	if opened {
@@ -377,7 +395,14 @@ func (m *Manager) psSend(ctx context.Context, req *Request, sh *Shell) ([]byte, 
 			}
 			g = pid
 		}
-		if err := sh.ps.br.sendData(ctx, g, kind, s.Data); err != nil {
+		data := s.Data
+		if sh.ps.xpress {
+			var err error
+			if data, err = wsman.DecompressStream(data, psrp.DefaultMaxData); err != nil {
+				return nil, wsman.InvalidParameter("The " + s.Name + " stream is not valid xpress data: " + err.Error())
+			}
+		}
+		if err := sh.ps.br.sendData(ctx, g, kind, data); err != nil {
 			return nil, psFault(err)
 		}
 	}
@@ -450,8 +475,11 @@ func (m *Manager) psReceive(ctx context.Context, req *Request, sh *Shell) ([]byt
 	chunks := make([]wsman.StreamChunk, len(frags))
 	n := 0
 	for i, f := range frags {
-		chunks[i] = wsman.StreamChunk{Name: "stdout", Data: f}
 		n += len(f)
+		if sh.ps.xpress {
+			f = wsman.CompressStream(nil, f)
+		}
+		chunks[i] = wsman.StreamChunk{Name: "stdout", Data: f}
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.StreamBytes.WithLabelValues("stdout").Add(float64(n))

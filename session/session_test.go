@@ -42,6 +42,7 @@ func newHarness(t *testing.T, mut func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = sp.Close() }) // after the Manager's Shutdown below
 	w := configs.Default().Winrs
 	cfg := Config{Winrs: w, MaxTimeout: 60 * time.Second, Spawner: sp, ReapInterval: 50 * time.Millisecond}
 	if mut != nil {

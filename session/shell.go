@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
 	"github.com/winrmd/winrmd/session/obs"
@@ -180,7 +181,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	lim := m.limits()
 	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{
 		Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, NoProfile: noProfile, Limits: lim,
-		Credentials: req.Identity.Principal().Delegated,
+		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.Winrs.AllowNewPrivileges,
 	})
 	if err != nil {
 		m.removeShell(sh)
@@ -246,6 +247,15 @@ func (m *Manager) register(req *Request, sh *Shell) error {
 	return nil
 }
 
+// delegated is the caller's delegated Kerberos credential cache, as
+// isolation takes it (nil: none): isolation knows nothing of authn.
+func delegated(id *authn.Identity) isolation.CredentialCache {
+	if d := id.Principal().Delegated; d != nil {
+		return isolation.CredentialCache(*d)
+	}
+	return nil
+}
+
 // limits are the per-shell resource limits of the configuration.
 func (m *Manager) limits() isolation.Limits {
 	lim := isolation.Limits{}
@@ -286,6 +296,9 @@ func (sh *Shell) info(full bool) *wsman.ShellInfo {
 	}
 	if sh.worker != nil {
 		i.ProcessID = sh.worker.Pid()
+	}
+	if sh.ps != nil && sh.ps.xpress {
+		i.CompressionMode = wsman.CompressionModeXpress
 	}
 	if full {
 		for _, c := range sh.commands {

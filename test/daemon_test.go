@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/server"
 )
 
 // launchExtra, when set, are handed to the next launched daemon as
@@ -223,7 +224,7 @@ func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if r, err := readReady(ready); err == nil {
+		if r, err := server.ReadReady(ready); err == nil {
 			if err := d.adopt(r); err != nil {
 				d.stop()
 				return nil, err
@@ -243,46 +244,14 @@ func launchWrapped(t testing.TB, dir string, c *configs.Config, wrap []string) (
 	}
 }
 
-type readyFile struct {
-	PID       int `json:"pid"`
-	Listeners []struct {
-		Transport string `json:"transport"`
-		Address   string `json:"address"`
-	} `json:"listeners"`
-	Metrics string `json:"metrics"`
-}
-
 // adopt takes the bound addresses from a ready file; the pid must be the
 // process that was started (a wrapper must exec the daemon).
-func (d *Daemon) adopt(r *readyFile) error {
-	for _, l := range r.Listeners {
-		switch l.Transport {
-		case "http":
-			d.HTTP = l.Address
-		case "https":
-			d.HTTPS = l.Address
-		}
-	}
-	d.Metrics = r.Metrics
+func (d *Daemon) adopt(r *server.Ready) error {
+	d.HTTP, d.HTTPS, d.Metrics = r.Address("http"), r.Address("https"), r.Metrics
 	if r.PID != 0 && r.PID != d.PID {
 		return fmt.Errorf("ready file pid %d, started pid %d (the wrapper must exec the daemon)", r.PID, d.PID)
 	}
 	return nil
-}
-
-func readReady(path string) (*readyFile, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r readyFile
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, err
-	}
-	if len(r.Listeners) == 0 {
-		return nil, errors.New("no listeners yet")
-	}
-	return &r, nil
 }
 
 func (d *Daemon) unregister() {

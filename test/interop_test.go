@@ -255,8 +255,8 @@ func scIdentity(t *testing.T, x *ictx) {
 				}
 			}
 		}
-		if len(f) == 2 && f[0] == "NoNewPrivs:" && f[1] != "1" {
-			t.Errorf("no_new_privs not set: %q", line)
+		if len(f) == 2 && f[0] == "NoNewPrivs:" && f[1] != relNNP(x.d) {
+			t.Errorf("no_new_privs not as configured (winrs.allow_new_privileges %v): %q", x.d.Config.Winrs.AllowNewPrivileges, line)
 		}
 	}
 }

@@ -3,7 +3,8 @@ package e2e
 // Privilege checks (issue 4 §5): a worker never runs as root unless
 // authorization.allow_root; uid, gid and groups come only from the account
 // database, never from request bytes; every worker carries no_new_privs and
-// exactly the account's credentials.
+// exactly the account's credentials. no_new_privs is as configured
+// (winrs.allow_new_privileges; on by default so that sudo works).
 
 import (
 	"fmt"
@@ -122,8 +123,8 @@ func TestPrivilegeRoot(t *testing.T) {
 		checks++
 		if err != nil {
 			t.Errorf("worker %d status: %v", pid, err)
-		} else if st["NoNewPrivs"] != "1" {
-			t.Errorf("root worker %d: NoNewPrivs %q, want 1", pid, st["NoNewPrivs"])
+		} else if st["NoNewPrivs"] != relNNP(d) {
+			t.Errorf("root worker %d: NoNewPrivs %q, want %s", pid, st["NoNewPrivs"], relNNP(d))
 		}
 	})
 	relStat(t, "privilege_checks", int64(checks))
@@ -163,8 +164,16 @@ func relHostIDs(t testing.TB, name string) relIDs {
 	return relParseIDs(strings.Join(parts, "\n"))
 }
 
-// relStatusIDs reads Uid/Gid/Groups/NoNewPrivs from a status map.
-func relCheckStatus(t *testing.T, what string, st map[string]string, want relIDs) {
+// relNNP is the NoNewPrivs value d's workers carry.
+func relNNP(d *Daemon) string {
+	if d.Config.Winrs.AllowNewPrivileges {
+		return "0"
+	}
+	return "1"
+}
+
+// relCheckStatus checks Uid/Gid/Groups/NoNewPrivs/capabilities of a status map.
+func relCheckStatus(t *testing.T, what string, st map[string]string, want relIDs, nnp string) {
 	t.Helper()
 	for _, k := range []string{"Uid", "Gid"} {
 		f := strings.Fields(st[k])
@@ -195,8 +204,8 @@ func relCheckStatus(t *testing.T, what string, st map[string]string, want relIDs
 			t.Errorf("%s: Groups %v, want %v (the account database)", what, g, want.groups)
 		}
 	}
-	if st["NoNewPrivs"] != "1" {
-		t.Errorf("%s: NoNewPrivs %q, want 1", what, st["NoNewPrivs"])
+	if st["NoNewPrivs"] != nnp {
+		t.Errorf("%s: NoNewPrivs %q, want %s", what, st["NoNewPrivs"], nnp)
 	}
 	for _, k := range []string{"CapEff", "CapPrm"} {
 		if v := st[k]; v != "" && strings.Trim(v, "0") != "" {
@@ -218,7 +227,7 @@ func relUniq(s []string) []string {
 // The worker's uid, gid and groups are the account database's: `id` inside
 // the shell matches `id <user>` on the host, for a user with supplementary
 // groups, over both schemes; the worker's and the command's /proc status
-// carry the same credentials and NoNewPrivs 1.
+// carry the same credentials and NoNewPrivs as configured.
 func TestPrivilegeAccountDatabase(t *testing.T) {
 	need(t)
 	dir := relDir(t)
@@ -274,7 +283,7 @@ func TestPrivilegeAccountDatabase(t *testing.T) {
 					t.Fatalf("worker %d: %v", pid, err)
 				}
 				checks++
-				relCheckStatus(t, fmt.Sprintf("worker %d", pid), st, want)
+				relCheckStatus(t, fmt.Sprintf("worker %d", pid), st, want, relNNP(d))
 				// The command's: its own /proc/self/status.
 				r, err = sh.run("cat /proc/self/status")
 				if err != nil {
@@ -287,7 +296,7 @@ func TestPrivilegeAccountDatabase(t *testing.T) {
 					}
 				}
 				checks++
-				relCheckStatus(t, "command process", cst, want)
+				relCheckStatus(t, "command process", cst, want, relNNP(d))
 			})
 		}
 	}
@@ -344,7 +353,7 @@ func TestPrivilegeRequestCannotChooseUID(t *testing.T) {
 			pid := relWorkerPID(d, sh.ID, 5*time.Second)
 			if st, err := relStatus(pid); err == nil {
 				checks++
-				relCheckStatus(t, fmt.Sprintf("worker %d", pid), st, want)
+				relCheckStatus(t, fmt.Sprintf("worker %d", pid), st, want, relNNP(d))
 			} else {
 				t.Errorf("worker %d: %v", pid, err)
 			}

@@ -36,6 +36,8 @@ type psSpec struct {
 	Sleep    float64  `json:"sleep,omitempty"`
 	Digest   bool     `json:"digest,omitempty"`
 	Marker   string   `json:"marker,omitempty"`
+	Xpress   bool     `json:"xpress,omitempty"`
+	Input    []string `json:"input,omitempty"`
 }
 
 type psResult struct {
@@ -59,6 +61,18 @@ type psResult struct {
 	HTTPStatus   int             `json:"http_status"`
 	WSManCode    int64           `json:"wsman_code"`
 	Traceback    string          `json:"traceback"`
+	Xpress       *xpressStats    `json:"xpress"`
+}
+
+// xpressStats is what the xpress-speaking client saw (psrp_client.py
+// XpressWSMan).
+type xpressStats struct {
+	CompressionMode  string `json:"compression_mode"`
+	SentStored       int    `json:"sent_stored"`
+	RecvStored       int    `json:"recv_stored"`
+	RecvHuffman      int    `json:"recv_huffman"`
+	RecvHuffmanBytes int    `json:"recv_huffman_bytes"`
+	RecvHuffmanWire  int    `json:"recv_huffman_wire"`
 }
 
 func (r psResult) String() string {
@@ -155,6 +169,70 @@ func TestPSRPLifecycle(t *testing.T) {
 					t.Errorf("execute_ps: %+v", r)
 				}
 			}
+		})
+	}
+	checkPSGone(t, d)
+}
+
+// TestPSRPXpress: a client that asks for xpress stream compression, as the
+// Windows PowerShell client always does. The CreateResponse says
+// XpressCompression; the client's Sends (the pool's SESSION_CAPABILITY and
+// INIT_RUNSPACEPOOL, each pipeline's input) arrive compressed and the daemon
+// decompresses them; every Receive payload leaves compressed and is read by
+// an independent LZ77+Huffman decoder (dissect.util) — several MB of output
+// byte-exact, and the result must really be Huffman-coded, not stored.
+func TestPSRPXpress(t *testing.T) {
+	w := need(t)
+	d, fe := psDaemon(t, func(c *configs.Config) { c.Service.Auth.Basic = true })
+	// 400 objects of 5000 characters: each output fragment is one stream
+	// payload, compressed on its own (a payload of a few hundred bytes does
+	// not pay for the 256-byte code table and is stored).
+	const objs, width = 400, 5000
+	sh := fmt.Sprintf(`awk 'BEGIN{for(i=0;i<%d;i++){s=sprintf("line %%d ",i); while(length(s)<%d) s=s sprintf("%%06d,",i); print s}}'`, objs, width)
+	pw := fmt.Sprintf(`0..%d | ForEach-Object { $s = "line $_ "; while ($s.Length -lt %d) { $s += '{0:D6},' -f $_ }; $s }`, objs-1, width)
+	var want bytes.Buffer
+	for i := 0; i < objs; i++ {
+		if i > 0 {
+			want.WriteByte('\n')
+		}
+		line := fmt.Sprintf("line %d ", i)
+		for len(line) < width {
+			line += fmt.Sprintf("%06d,", i)
+		}
+		want.WriteString(line)
+	}
+	sum := sha256.Sum256(want.Bytes())
+	for name, c := range psConns(t, d, w.admin) {
+		t.Run(name, func(t *testing.T) {
+			r := runPS(t, c, psSpec{Op: "ps_run", Xpress: true, Scripts: []string{fe.script(scriptOutErr), fe.script(scriptFail)}})
+			okPS(t, "ps_run with xpress", r)
+			if first := r.Runs[0]; strings.Join(first.Output, ",") != "one,three" || len(first.Errors) != 1 || first.State != "COMPLETED" {
+				t.Errorf("output and errors: %s", first)
+			}
+			if r.Runs[1].State != "FAILED" {
+				t.Errorf("failing pipeline: %s", r.Runs[1])
+			}
+			x := r.Xpress
+			if x == nil || x.CompressionMode != "XpressCompression" || x.RecvStored+x.RecvHuffman == 0 {
+				t.Fatalf("compression not in effect: %+v", x)
+			}
+			// Pipeline input travels in Sends, compressed.
+			input := []string{"alpha", "beta", strings.Repeat("gamma", 3000)}
+			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, Input: input, Script: fe.script(psScript{sh: "cat", pwsh: "$input"})})
+			okPS(t, "pipeline input with xpress", r)
+			if strings.Join(r.Output, ",") != strings.Join(input, ",") || r.Xpress.SentStored == 0 {
+				t.Errorf("pipeline input: %s, xpress %+v", r, r.Xpress)
+			}
+			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, Digest: true, Script: fe.script(psScript{sh: sh, pwsh: pw})})
+			okPS(t, "large output with xpress", r)
+			if r.OutputSHA256 != hex.EncodeToString(sum[:]) || r.OutputLen != want.Len() {
+				t.Errorf("large output: %d bytes sha %s, want %d bytes sha %x", r.OutputLen, r.OutputSHA256, want.Len(), sum)
+			}
+			if x = r.Xpress; x == nil || x.RecvHuffman == 0 || x.RecvHuffmanWire*2 > x.RecvHuffmanBytes {
+				t.Errorf("output was not LZ77+Huffman-compressed (to under half): %+v", x)
+			}
+			t.Logf("far end %s; xpress: %+v", fe.Name, x)
+			recordStat("bytes_verified", int64(want.Len()))
 		})
 	}
 	checkPSGone(t, d)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/server"
 )
 
 // ---------------------------------------------------------------- figures
@@ -552,7 +553,7 @@ func relStartDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Con
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if r, err := readReady(ready); err == nil {
+		if r, err := server.ReadReady(ready); err == nil {
 			if err := d.adopt(r); err != nil {
 				t.Fatal(err)
 			}

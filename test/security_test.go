@@ -97,6 +97,27 @@ func auditWith(d *Daemon, event string, subs ...string) []AuditEvent {
 	return out
 }
 
+// secStoreUser makes an administrator account (tag marks its test) with its
+// password in the account store, both removed, with its processes, at the
+// end of the test.
+func secStoreUser(t *testing.T, wd *world, tag string) *testUser {
+	t.Helper()
+	name := userPrefix + tag + randHex(3)
+	u, err := createUser(name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		killUserProcesses(name, 5*time.Second)
+		deleteUser(name)
+	})
+	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	return u
+}
+
 // ---- 14.1: NTLM relay from HTTP to the HTTPS listener ----------------------
 
 // ntlmRelay is an attacker's HTTP endpoint: it answers a victim's WinRM
@@ -455,27 +476,39 @@ func TestSecurityMetricsDescriptors(t *testing.T) {
 
 // ---- 14.11: shells belong to (name, uid); a re-created account is another --
 
-func TestSecurityRecreatedAccount(t *testing.T) {
-	wd := need(t)
-	name := userPrefix + "r" + randHex(3)
-	u1, err := createUser(name, true)
-	if err != nil {
-		t.Fatal(err)
+// recreateAccount makes the (deleted) account name again, in the allowed
+// group, under a free uid above old; it returns the uid.
+func recreateAccount(t *testing.T, name string, old int) int {
+	t.Helper()
+	uid := old + 1000
+	for ; uid < old+2000; uid++ {
+		if _, err := user.LookupId(strconv.Itoa(uid)); err != nil {
+			break
+		}
 	}
-	t.Cleanup(func() {
-		killUserProcesses(name, 5*time.Second)
-		deleteUser(name)
-	})
-	if err := wd.storeAdd(wd.store, name, u1.Password); err != nil {
-		t.Fatal(err)
+	if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
+		"--uid", strconv.Itoa(uid), "--groups", adminGroup, name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd again: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	return uid
+}
+
+// accountWithShell makes a store account (tag) with a shell on a new daemon.
+func accountWithShell(t *testing.T, tag string) (*testUser, basicClient, *winrsShell) {
+	t.Helper()
+	u := secStoreUser(t, need(t), tag)
 	d := startDaemon(t, nil)
-	c := basicClient{d.HTTPS, true, name, u1.Password}
-	old, err := createShell(c)
+	c := basicClient{d.HTTPS, true, u.Name, u.Password}
+	sh, err := createShell(c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return u, c, sh
+}
+
+func TestSecurityRecreatedAccount(t *testing.T) {
+	u1, c, old := accountWithShell(t, "r")
+	name := u1.Name
 	secRow(t, "recreated_account_same_name", func(t *testing.T) {
 		// The account is deleted and made again under the same name with
 		// another uid, within the authorization cache's 30 s; the account
@@ -484,16 +517,7 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		if err := deleteUser(name); err != nil {
 			t.Fatal(err)
 		}
-		uid2 := u1.UID + 1000
-		for ; uid2 < u1.UID+2000; uid2++ {
-			if _, err := user.LookupId(strconv.Itoa(uid2)); err != nil {
-				break
-			}
-		}
-		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", "--comment", ownerTag(),
-			"--uid", strconv.Itoa(uid2), "--groups", adminGroup, name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd again: %v: %s", err, out)
-		}
+		uid2 := recreateAccount(t, name, u1.UID)
 		// A new shell runs as the account as it is now.
 		sh, err := createShell(c)
 		if err != nil {
@@ -514,6 +538,37 @@ func TestSecurityRecreatedAccount(t *testing.T) {
 		}
 		if classify(r) != oDenied {
 			executed(t, "the re-created account used the deleted account's shell: %s", r)
+		}
+	})
+}
+
+// The window left by the row above: before any Create refreshed it, a logon
+// within the authorization cache's 30 s was decided from the deleted
+// account's cached entry (its uid), so the re-created account reached the
+// deleted account's live shells. The account database's version now
+// invalidates that entry.
+func TestSecurityRecreatedAccountBeforeCreate(t *testing.T) {
+	u1, c, old := accountWithShell(t, "q")
+	name := u1.Name
+	t.Cleanup(func() {
+		for _, p := range userProcs(u1.UID) {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+	})
+	secRow(t, "recreated_account_old_shell_before_create", func(t *testing.T) {
+		// Deleted while its shell runs (userdel --force), and made again
+		// under the same name with another uid at once.
+		if out, err := exec.Command("userdel", "--force", name).CombinedOutput(); err != nil {
+			t.Fatalf("userdel --force: %v: %s", err, out)
+		}
+		uid2 := recreateAccount(t, name, u1.UID)
+		// No Create: straight to the deleted account's shell.
+		r, err := c.Post(commandXML(old.ID, "id -u"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if classify(r) != oDenied {
+			executed(t, "the re-created account (uid %d) used the deleted account's shell (uid %d) before any Create: %s", uid2, u1.UID, r)
 		}
 	})
 }
@@ -547,16 +602,8 @@ func TestSecurityLockoutPerSource(t *testing.T) {
 
 func TestSecurityBasicPasswordChange(t *testing.T) {
 	wd := need(t)
-	name := userPrefix + "p" + randHex(3)
-	u, err := createUser(name, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deleteUser(name) })
-	if err := wd.storeAdd(wd.store, name, u.Password); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { exec.Command(wd.bin, "user", "del", "--store", wd.store, name).Run() })
+	u := secStoreUser(t, wd, "p")
+	name := u.Name
 	d := startDaemon(t, nil)
 	secRow(t, "basic_after_password_change_same_connection", func(t *testing.T) {
 		rc, err := dialRaw(d.HTTPS, true)
@@ -741,38 +788,124 @@ func TestSecurityIdleUnauthenticatedConnections(t *testing.T) {
 	})
 }
 
+// One source holding every slot with connections that never finish a
+// request (nothing, or a header a byte at a time: busy, so never evicted as
+// idle, and renewed every read_header_timeout) cannot keep a client at
+// another address from logging on.
+func TestSecurityUnauthenticatedFloodPerSource(t *testing.T) {
+	need(t)
+	d := startDaemon(t, nil) // max_connections 300, 200 unauthenticated per source
+	secRow(t, "one_source_flood_other_source_logs_on", func(t *testing.T) {
+		flood := srcAddr()
+		var held []*rawConn
+		defer func() {
+			for _, rc := range held {
+				rc.Close()
+			}
+		}()
+		for i := 0; i < d.Config.Service.MaxConnections; i++ {
+			rc, err := dialRawFrom(flood, d.HTTP, false)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			held = append(held, rc)
+			rc.c.Write([]byte("POST /wsman HTTP/1.1\r\nHost: x\r\n")) // and never the rest
+		}
+		// A real client from 127.0.0.1 logs on meanwhile, well within the
+		// flood's read_header_timeout.
+		res := pywinrmAs(t, "http://"+d.HTTP+"/wsman", w.admin.Name, w.admin.Password, "ntlm", "id -un", nil)
+		if !res.OK || strings.TrimSpace(res.Stdout) != w.admin.Name {
+			executed(t, "pywinrm from 127.0.0.1 while %s holds %d unfinished connections: %+v", flood, len(held), res)
+		}
+		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("max_unauthenticated_connections_per_source")) {
+			t.Errorf("the daemon does not say it refused the flooding source:\n%s", tail(d.Stderr, 5))
+		}
+	})
+}
+
 // ---- 14.3: a stopped worker does not let user processes outlive the daemon -
+
+// stoppedWorkerShell starts a shell of w.admin on d with a long command and
+// SIGSTOPs its worker, as its user may (same uid), so that the worker never
+// acts on its parent-death signal.
+func stoppedWorkerShell(t *testing.T, d *Daemon) {
+	t.Helper()
+	sh, err := createShell(basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := sh.command("echo ready; sleep 3007")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relReceiveUntil(sh, id, "ready", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var worker int
+	for _, p := range workerProcs() {
+		if p.UID == w.admin.UID && p.PPID == d.PID {
+			worker = p.PID
+		}
+	}
+	if worker == 0 {
+		t.Fatalf("no worker of %s", w.admin.Name)
+	}
+	if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killUserProcesses(w.admin.Name, 5*time.Second) })
+}
+
+// watchdogOf is d's watchdog process (0: none).
+func watchdogOf(d *Daemon) int {
+	for _, p := range listProcs() {
+		if p.PPID == d.PID && len(p.Args) > 1 && p.Args[1] == "watchdog" {
+			return p.PID
+		}
+	}
+	return 0
+}
+
+// userGone waits until no process of uid is left.
+func userGone(uid int, within time.Duration) bool {
+	return relWait(within, func() bool { return len(userProcs(uid)) == 0 })
+}
 
 func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 	need(t)
-	d := startDaemon(t, nil)
-	d.expectExit = true
-	secRow(t, "sigstopped_worker_kill9_daemon_restart", func(t *testing.T) {
-		c := basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password}
-		sh, err := createShell(c)
-		if err != nil {
+	secRow(t, "sigstopped_worker_kill9_daemon", func(t *testing.T) {
+		d := startDaemon(t, nil)
+		d.expectExit = true
+		stoppedWorkerShell(t, d)
+		wdog := watchdogOf(d)
+		if wdog == 0 {
+			t.Errorf("the daemon has no watchdog process")
+		}
+		if err := syscall.Kill(d.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		id, err := sh.command("echo ready; sleep 3007")
-		if err != nil {
-			t.Fatal(err)
+		<-d.done
+		// No restart: the user's processes are gone all the same.
+		if !userGone(w.admin.UID, 15*time.Second) {
+			executed(t, "processes of %s survive the daemon's death: %v", w.admin.Name, userProcs(w.admin.UID))
 		}
-		if _, err := relReceiveUntil(sh, id, "ready", 20*time.Second); err != nil {
-			t.Fatal(err)
+		if wdog != 0 {
+			waitFor(t, 15*time.Second, "the watchdog to exit", func() bool { return syscall.Kill(wdog, 0) != nil })
 		}
-		// The user stops its own worker (same uid: kill -STOP is allowed),
-		// so the parent-death signal stays pending.
-		var worker int
-		for _, p := range workerProcs() {
-			if p.UID == w.admin.UID {
-				worker = p.PID
-			}
+		// Another daemon's start-up (parallel tests) could reap the group
+		// too; the watchdog's own word says it did not depend on that.
+		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("the daemon is gone: killed and removed 1 shell cgroup(s)")) {
+			executed(t, "no watchdog killed the dead daemon's shell cgroup:\n%s", tail(d.Stderr, 5))
 		}
-		if worker == 0 {
-			t.Fatalf("no worker of %s", w.admin.Name)
-		}
-		if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
+	})
+	// The watchdog killed with the daemon (one OOM kill after another): the
+	// next start-up reaps what is left.
+	t.Run("sigstopped_worker_kill9_daemon_and_watchdog_restart", func(t *testing.T) {
+		d := startDaemon(t, nil)
+		d.expectExit = true
+		stoppedWorkerShell(t, d)
+		if wdog := watchdogOf(d); wdog != 0 {
+			syscall.Kill(wdog, syscall.SIGKILL)
 		}
 		if err := syscall.Kill(d.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -780,19 +913,66 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		<-d.done
 		time.Sleep(500 * time.Millisecond)
 		if len(userProcs(w.admin.UID)) == 0 {
-			t.Fatalf("precondition: nothing of %s survived the daemon's death", w.admin.Name)
+			t.Fatalf("precondition: nothing of %s survived the daemon's and the watchdog's death", w.admin.Name)
 		}
-		// The daemon starts again (systemd's Restart=on-failure).
-		startDaemon(t, nil)
-		ok := false
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) && !ok {
-			ok = len(userProcs(w.admin.UID)) == 0
-			time.Sleep(100 * time.Millisecond)
+		startDaemon(t, nil) // systemd's Restart=on-failure
+		if !userGone(w.admin.UID, 15*time.Second) {
+			t.Errorf("processes of %s survive the daemon's death and restart: %v", w.admin.Name, userProcs(w.admin.UID))
 		}
-		if !ok {
-			executed(t, "processes of %s survive the daemon's death and restart: %v", w.admin.Name, userProcs(w.admin.UID))
-			killUserProcesses(w.admin.Name, 5*time.Second)
+	})
+}
+
+// ---- 14.13: sudo works in a shell, as over SSH, unless switched off --------
+
+func TestSecuritySudo(t *testing.T) {
+	wd := need(t)
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Skip("sudo is not installed (make test installs it: APT_PKGS)")
+	}
+	u := secStoreUser(t, wd, "s")
+	name := u.Name
+	// A NOPASSWD rule for two harmless programs. sudo skips files whose
+	// name holds a dot, so the name is the account's.
+	rule := filepath.Join("/etc/sudoers.d", name)
+	if err := os.WriteFile(rule, []byte(name+" ALL=(root) NOPASSWD: /usr/bin/true, /usr/bin/id\n"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(rule) })
+	if out, err := exec.Command("visudo", "-cf", rule).CombinedOutput(); err != nil {
+		t.Fatalf("visudo -c %s: %v: %s", rule, err, out)
+	}
+	const line = "sudo -n true && sudo -n id -u"
+	run := func(t *testing.T, d *Daemon) (*result, error) {
+		sh, err := createShell(basicClient{d.HTTPS, true, name, u.Password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sh.delete()
+		return sh.run(line)
+	}
+
+	secRow(t, "sudo_nopasswd_in_shell", func(t *testing.T) {
+		d := startDaemon(t, nil) // winrs.allow_new_privileges: true, the default
+		res, err := run(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "0" {
+			t.Errorf("%q in a shell of %s (NOPASSWD rule): exit %d, stdout %q, stderr %q; want exit 0 and 0",
+				line, name, res.ExitCode, res.Stdout, res.Stderr)
+		}
+	})
+	t.Run("sudo_refused_without_new_privileges", func(t *testing.T) {
+		d := startDaemon(t, func(c *configs.Config) { c.Winrs.AllowNewPrivileges = false })
+		res, err := run(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode == 0 || strings.TrimSpace(string(res.Stdout)) == "0" {
+			executed(t, "sudo ran as root with winrs.allow_new_privileges false: exit %d, stdout %q", res.ExitCode, res.Stdout)
+		}
+		if !strings.Contains(string(res.Stderr), "no new privileges") {
+			t.Errorf("sudo's refusal does not name no_new_privs: %q", res.Stderr)
 		}
 	})
 }

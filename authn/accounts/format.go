@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
-	//lint:ignore SA1019 the NT hash is MD4 of the UTF-16LE password by definition (MS-NLMP 3.3.1, NTOWFv1).
-	"golang.org/x/crypto/md4"
 
 	"github.com/winrmd/winrmd/authn"
 )
@@ -134,22 +131,6 @@ func decimalParam(s, prefix string, lo, hi uint64) (uint64, error) {
 		return 0, fmt.Errorf("%s must be %d..%d", prefix, lo, hi)
 	}
 	return n, nil
-}
-
-// NTHashOf is MD4 of the UTF-16LE password: NTLM's password-equivalent key.
-func NTHashOf(password string) [16]byte {
-	u := utf16.Encode([]rune(password))
-	b := make([]byte, 2*len(u))
-	for i, c := range u {
-		b[2*i] = byte(c)
-		b[2*i+1] = byte(c >> 8)
-	}
-	h := md4.New()
-	h.Write(b)
-	var out [16]byte
-	h.Sum(out[:0])
-	clear(b)
-	return out
 }
 
 // record is one account.

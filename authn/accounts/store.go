@@ -65,6 +65,7 @@ import (
 	"syscall"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/ntlm"
 )
 
 // ErrExists is returned by Add for a name already in the store.
@@ -287,7 +288,7 @@ func (s *Store) newRecord(user, password string) (*record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &record{name: user, hash: h, nt: NTHashOf(password)}, nil
+	return &record{name: user, hash: h, nt: [16]byte(ntlm.NTHash(password))}, nil
 }
 
 // current returns the snapshot for the file as it is now, reloading it if

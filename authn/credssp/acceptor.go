@@ -509,7 +509,10 @@ func (a *Acceptor) writeRequest(r *TSRequest) error {
 	return err
 }
 
-// readDER reads exactly one DER element (a TSRequest) from r, bounded.
+// readDER reads exactly one DER element (a TSRequest) from r, bounded. It
+// only frames the stream: the tag, and the length that says how many bytes
+// to read. Everything else (minimal lengths, the structure) is checked by
+// ParseTSRequest on the whole element.
 func readDER(r io.Reader, mc *memConn) ([]byte, error) {
 	hdr := make([]byte, 2, 6)
 	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
@@ -525,7 +528,7 @@ func readDER(r io.Reader, mc *memConn) ([]byte, error) {
 	if _, err := io.ReadFull(r, hdr[1:2]); err != nil {
 		return nil, readErr(err)
 	}
-	if hdr[0] != tagSequence {
+	if hdr[0] != 0x30 { // SEQUENCE
 		return nil, malformed("TSRequest: tag %#x", hdr[0])
 	}
 	l := int(hdr[1])

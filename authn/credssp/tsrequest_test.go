@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/internal/der"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
 func TestTSRequestRoundTrip(t *testing.T) {
@@ -85,7 +88,12 @@ func TestTSCredentials(t *testing.T) {
 		t.Errorf("Zero left the password in the message buffer")
 	}
 	// Smart-card credentials (credType 2) are not accepted.
-	sc := wrap(tagSequence, wrap(ctx(0), marshalInt(2)), wrap(ctx(1), wrap(tagOctetString, []byte{0x30, 0x00})))
+	var b2 cryptobyte.Builder
+	b2.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1(der.Context(0), func(b *cryptobyte.Builder) { b.AddASN1Int64(2) })
+		field(b, 1, []byte{0x30, 0x00})
+	})
+	sc := b2.BytesOrPanic()
 	if _, err := ParseTSCredentials(sc); !errors.Is(err, authn.ErrUnsupported) {
 		t.Errorf("credType 2: %v", err)
 	}

@@ -17,7 +17,9 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/internal/der"
 	"github.com/winrmd/winrmd/authn/spnego"
+	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // The fuzz targets need no KDC: an in-memory keytab and tickets made with
@@ -89,16 +91,14 @@ func spnegoInitWith(mechs [][]byte, mech []byte) ([]byte, []byte) {
 		oids = append(oids, 0x06, byte(len(o)))
 		oids = append(oids, o...)
 	}
-	seq := der(0x30, oids)
-	body := append(der(0xa0, seq), der(0xa2, der(0x04, mech))...)
-	init := der(0xa0, der(0x30, body))
+	seq := derElem(0x30, oids)
+	body := append(derElem(0xa0, seq), derElem(0xa2, derElem(0x04, mech))...)
+	init := derElem(0xa0, derElem(0x30, body))
 	spnegoOID := []byte{0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02}
-	return der(0x60, append(spnegoOID, init...)), seq
+	return derElem(0x60, append(spnegoOID, init...)), seq
 }
 
-func der(tag byte, content []byte) []byte {
-	return append(appendDERLength([]byte{tag}, len(content)), content...)
-}
+func derElem(tag byte, content []byte) []byte { return der.Element(asn1.Tag(tag), content) }
 
 func seedTokens() [][]byte {
 	kt := fuzzKeytab()

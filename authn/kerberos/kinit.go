@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
@@ -61,4 +62,16 @@ func PasswordTGT(krb5conf, realm, user, password string) (*authn.Secret, error) 
 		}}},
 	}}
 	return d.CCache()
+}
+
+// SecondHopPrincipal names the principal a CredSSP logon's delegated
+// password gets a TGT for (PasswordTGT): the inner logon's own Kerberos
+// client principal when it was a Kerberos logon (p.Client, user@REALM),
+// else the account name the logon maps to (authn.MapName) in realm
+// (kerberos.realm; "" lets PasswordTGT take krb5.conf's default realm).
+func SecondHopPrincipal(p authn.Principal, realm string) (user, r string) {
+	if i := strings.LastIndexByte(p.Client, '@'); i > 0 {
+		return p.Client[:i], p.Client[i+1:]
+	}
+	return authn.MapName(p.Name, p.Domain), realm
 }

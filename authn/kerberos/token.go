@@ -15,9 +15,9 @@ package kerberos
 //	    [DlgOpt LE16 = 1, Dlgth LE16, Deleg KRB-CRED]   when DELEG is set
 //	    [Exts ...]                                      ignored
 //
-// The reader is strict: definite minimal DER lengths, the exact OIDs, no
-// trailing bytes after the outer element, every length checked against
-// what is left.
+// The reader is strict (authn/internal/der, on cryptobyte): definite
+// minimal DER lengths, the exact OIDs, no trailing bytes after the outer
+// element, every length checked against what is left.
 
 import (
 	"bytes"
@@ -25,6 +25,8 @@ import (
 	"fmt"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/internal/der"
+	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // MaxTokenSize bounds a context token (Windows' MaxTokenSize is 48000;
@@ -58,77 +60,22 @@ const (
 // gssChecksumType is the authenticator checksum type of RFC 4121 4.1.1.
 const gssChecksumType = 0x8003
 
-func malformed(format string, args ...any) error {
-	return fmt.Errorf("kerberos: "+format+": %w", append(args, authn.ErrMalformed)...)
-}
+func malformed(format string, args ...any) error { return rd.Errorf(format, args...) }
 
-// derLength reads a definite, minimal DER length at b[0:]; it returns the
-// length and the number of octets it took.
-func derLength(b []byte) (int, int, error) {
-	if len(b) == 0 {
-		return 0, 0, malformed("DER length truncated")
-	}
-	if b[0] < 0x80 {
-		return int(b[0]), 1, nil
-	}
-	n := int(b[0] & 0x7f)
-	if n == 0 || n > 3 || len(b) < 1+n {
-		return 0, 0, malformed("DER length form %#x", b[0])
-	}
-	l := 0
-	for _, c := range b[1 : 1+n] {
-		l = l<<8 | int(c)
-	}
-	if l < 0x80 || (n > 1 && b[1] == 0) {
-		return 0, 0, malformed("DER length not minimal")
-	}
-	return l, 1 + n, nil
-}
-
-// appendDERLength appends a DER length.
-func appendDERLength(b []byte, l int) []byte {
-	switch {
-	case l < 0x80:
-		return append(b, byte(l))
-	case l < 0x100:
-		return append(b, 0x81, byte(l))
-	case l < 0x10000:
-		return append(b, 0x82, byte(l>>8), byte(l))
-	default:
-		return append(b, 0x83, byte(l>>16), byte(l>>8), byte(l))
-	}
-}
+// rd reads the GSS-API framing's DER (authn/internal/der, on cryptobyte).
+const rd der.Reader = "kerberos"
 
 // ParseInitialToken splits a GSS-framed krb5 token into its mechanism OID
 // (either krb5 OID), its TOK_ID and the DER message. The returned slices
 // alias in.
 func ParseInitialToken(in []byte) (oid []byte, tokID [2]byte, msg []byte, err error) {
-	if len(in) > MaxTokenSize {
-		return nil, tokID, nil, malformed("token of %d bytes exceeds %d", len(in), MaxTokenSize)
-	}
-	if len(in) < 2 || in[0] != 0x60 {
-		return nil, tokID, nil, malformed("not a GSS-API InitialContextToken")
-	}
-	l, n, err := derLength(in[1:])
+	oid, rest, err := rd.InitialContextToken(in, MaxTokenSize)
 	if err != nil {
 		return nil, tokID, nil, err
 	}
-	body := in[1+n:]
-	if l != len(body) {
-		return nil, tokID, nil, malformed("GSS token length %d, %d bytes present", l, len(body))
-	}
-	if len(body) < 2 || body[0] != 0x06 {
-		return nil, tokID, nil, malformed("GSS token without a mechanism OID")
-	}
-	ol := int(body[1])
-	if ol >= 0x80 || len(body) < 2+ol {
-		return nil, tokID, nil, malformed("GSS mechanism OID truncated")
-	}
-	oid = body[2 : 2+ol]
 	if !bytes.Equal(oid, OIDKRB5) && !bytes.Equal(oid, OIDMSKRB5) {
 		return nil, tokID, nil, fmt.Errorf("kerberos: GSS token for mechanism %x: %w", oid, authn.ErrUnsupported)
 	}
-	rest := body[2+ol:]
 	if len(rest) < 2 {
 		return nil, tokID, nil, malformed("GSS token without TOK_ID")
 	}
@@ -138,14 +85,7 @@ func ParseInitialToken(in []byte) (oid []byte, tokID [2]byte, msg []byte, err er
 
 // frameToken wraps msg in the GSS framing with oid and tokID.
 func frameToken(oid []byte, tokID [2]byte, msg []byte) []byte {
-	inner := 2 + len(oid) + 2 + len(msg)
-	out := make([]byte, 0, inner+6)
-	out = append(out, 0x60)
-	out = appendDERLength(out, inner)
-	out = append(out, 0x06, byte(len(oid)))
-	out = append(out, oid...)
-	out = append(out, tokID[:]...)
-	return append(out, msg...)
+	return der.Element(der.TagApp0, der.Element(asn1.OBJECT_IDENTIFIER, oid), tokID[:], msg)
 }
 
 // gssChecksum is the decoded 0x8003 authenticator checksum.

@@ -14,11 +14,15 @@ import (
 	"golang.org/x/crypto/md4"
 )
 
-// NTHash returns the NT hash (MD4 of the UTF-16LE password), the value an
-// NTHashSource stores for each account.
+// NTHash returns the NT hash (MD4 of the UTF-16LE password, MS-NLMP 3.3.1
+// NTOWFv1), the value an NTHashSource stores for each account and the one
+// the local account store (authn/accounts) writes. The UTF-16 copy of the
+// password is zeroed before it returns.
 func NTHash(password string) []byte {
+	b := encodeUTF16(password)
+	defer clear(b)
 	h := md4.New()
-	h.Write(encodeUTF16(password))
+	h.Write(b)
 	return h.Sum(nil)
 }
 

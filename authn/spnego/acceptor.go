@@ -135,19 +135,19 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 	case a.ntlmOnly:
 		return nil, false, malformed("NTLM scheme: not an NTLMSSP token")
 	case isGSSToken(in):
-		oid, inner, err := parseGSSHeader(in)
+		oid, inner, err := rd.InitialContextToken(in, MaxTokenSize)
 		if err != nil {
 			return nil, false, err
 		}
 		switch {
-		case oidEqual(oid, oidSPNEGO):
+		case bytes.Equal(oid, oidSPNEGO):
 			t, err := parseNegTokenInit(inner)
 			if err != nil {
 				return nil, false, err
 			}
 			a.mode = modeSPNEGO
 			return a.onInit(t)
-		case oidEqual(oid, oidKRB5) || oidEqual(oid, oidMSKRB5):
+		case bytes.Equal(oid, oidKRB5) || bytes.Equal(oid, oidMSKRB5):
 			if err := a.selectMech(oid); err != nil {
 				return nil, false, err
 			}
@@ -156,7 +156,7 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 		default:
 			return nil, false, fmt.Errorf("spnego: GSS token for mechanism %x: %w", oid, authn.ErrUnsupported)
 		}
-	case in[0] == ctx(1):
+	case isNegTokenResp(in):
 		return nil, false, malformed("NegTokenResp without a preceding NegTokenInit")
 	default:
 		return nil, false, malformed("unrecognised Negotiate token (first byte %#x)", in[0])
@@ -166,9 +166,9 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 // supported reports whether we can run the mechanism oid.
 func (a *Acceptor) supported(oid []byte) bool {
 	switch {
-	case oidEqual(oid, oidNTLM):
+	case bytes.Equal(oid, oidNTLM):
 		return a.cfg.NTLM != nil
-	case oidEqual(oid, oidKRB5), oidEqual(oid, oidMSKRB5):
+	case bytes.Equal(oid, oidKRB5), bytes.Equal(oid, oidMSKRB5):
 		return a.cfg.Kerberos != nil
 	}
 	return false
@@ -179,7 +179,7 @@ func (a *Acceptor) selectMech(oid []byte) error {
 		return fmt.Errorf("spnego: mechanism %x not enabled: %w", oid, authn.ErrUnsupported)
 	}
 	a.mechOID = oid
-	if oidEqual(oid, oidNTLM) {
+	if bytes.Equal(oid, oidNTLM) {
 		na := a.cfg.NTLM()
 		if na == nil {
 			return fmt.Errorf("spnego: no NTLM acceptor: %w", authn.ErrUnsupported)
@@ -227,7 +227,7 @@ func (a *Acceptor) onResp(t *negTokenResp) ([]byte, bool, error) {
 	if t.negState == reject {
 		return nil, false, fmt.Errorf("spnego: client rejected the negotiation: %w", authn.ErrBadCredentials)
 	}
-	if t.supportedMech != nil && !oidEqual(t.supportedMech, a.mechOID) {
+	if t.supportedMech != nil && !bytes.Equal(t.supportedMech, a.mechOID) {
 		return nil, false, malformed("client names mechanism %x, selected %x", t.supportedMech, a.mechOID)
 	}
 	if a.mechDone {

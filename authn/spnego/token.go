@@ -2,7 +2,16 @@ package spnego
 
 // SPNEGO tokens (RFC 4178 4.2, MS-SPNG): parsing of the client's
 // NegTokenInit (inside the GSS-API framing) and NegTokenResp, building of
-// our NegTokenResp.
+// our NegTokenResp. The DER is read with authn/internal/der (cryptobyte
+// underneath): definite minimal lengths, low tag numbers, fields in order
+// and at most once, no trailing bytes where a structure must end, sizes
+// bounded by MaxTokenSize.
+
+import (
+	"github.com/winrmd/winrmd/authn/internal/der"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
+)
 
 // Mechanism OIDs as DER content octets.
 var (
@@ -45,44 +54,29 @@ type negTokenResp struct {
 	mechListMIC   []byte
 }
 
-// isGSSToken reports whether b is a GSS-API initial-context token (0x60).
-func isGSSToken(b []byte) bool { return len(b) > 0 && b[0] == tagApp0 }
+// rd reads this package's DER (authn/internal/der, on cryptobyte).
+const rd der.Reader = "spnego"
 
-// parseGSSHeader splits a GSS-API InitialContextToken into its mechanism
-// OID and inner token.
-func parseGSSHeader(b []byte) (oid, inner []byte, err error) {
-	if len(b) > MaxTokenSize {
-		return nil, nil, malformed("token of %d bytes exceeds %d", len(b), MaxTokenSize)
-	}
-	app, err := readOnly(b, tagApp0, "InitialContextToken")
-	if err != nil {
-		return nil, nil, err
-	}
-	o, rest, err := readTLV(app.content)
-	if err != nil {
-		return nil, nil, err
-	}
-	if o.tag != tagOID {
-		return nil, nil, malformed("InitialContextToken: tag %#x, want OID", o.tag)
-	}
-	if err := checkOID(o.content); err != nil {
-		return nil, nil, err
-	}
-	return o.content, rest, nil
-}
+func malformed(format string, args ...any) error { return rd.Errorf(format, args...) }
+
+// isGSSToken reports whether b is a GSS-API initial-context token (0x60).
+func isGSSToken(b []byte) bool { return len(b) > 0 && b[0] == byte(der.TagApp0) }
+
+// isNegTokenResp reports whether b starts as a NegotiationToken's [1].
+func isNegTokenResp(b []byte) bool { return len(b) > 0 && b[0] == byte(der.Context(1)) }
 
 // parseNegTokenInit parses the inner token of a SPNEGO initial token:
 // [0] NegTokenInit.
 func parseNegTokenInit(inner []byte) (*negTokenInit, error) {
-	choice, err := readOnly(inner, ctx(0), "NegotiationToken")
+	choice, err := rd.Only(inner, der.Context(0), "NegotiationToken")
 	if err != nil {
 		return nil, err
 	}
-	seq, err := readOnly(choice.content, tagSequence, "NegTokenInit")
+	seq, err := rd.Only(choice, asn1.SEQUENCE, "NegTokenInit")
 	if err != nil {
 		return nil, err
 	}
-	f, err := readFields(seq.content, 3, "NegTokenInit")
+	f, err := rd.Fields(seq, 3, "NegTokenInit")
 	if err != nil {
 		return nil, err
 	}
@@ -90,49 +84,38 @@ func parseNegTokenInit(inner []byte) (*negTokenInit, error) {
 	if f[0] == nil {
 		return nil, malformed("NegTokenInit without mechTypes")
 	}
-	list, err := readOnly(f[0], tagSequence, "mechTypes")
+	list, err := rd.Only(f[0], asn1.SEQUENCE, "mechTypes")
 	if err != nil {
 		return nil, err
 	}
-	t.mechTypesDER = list.raw
-	for b := list.content; len(b) > 0; {
-		o, rest, err := readTLV(b)
+	t.mechTypesDER = f[0] // the MechTypeList element, which fills [0] exactly
+	for s := cryptobyte.String(list); !s.Empty(); {
+		o, err := rd.ReadOID(&s, "mechTypes")
 		if err != nil {
-			return nil, err
-		}
-		if o.tag != tagOID {
-			return nil, malformed("mechTypes: tag %#x, want OID", o.tag)
-		}
-		if err := checkOID(o.content); err != nil {
 			return nil, err
 		}
 		if len(t.mechTypes) == maxMechTypes {
 			return nil, malformed("more than %d mechTypes", maxMechTypes)
 		}
-		t.mechTypes = append(t.mechTypes, o.content)
-		b = rest
+		t.mechTypes = append(t.mechTypes, o)
 	}
 	if len(t.mechTypes) == 0 {
 		return nil, malformed("empty mechTypes")
 	}
 	if f[1] != nil { // reqFlags: ignored, but must be a BIT STRING
-		if _, err := readOnly(f[1], tagBitString, "reqFlags"); err != nil {
+		if _, err := rd.Only(f[1], asn1.BIT_STRING, "reqFlags"); err != nil {
 			return nil, err
 		}
 	}
 	if f[2] != nil {
-		v, err := readOnly(f[2], tagOctetString, "mechToken")
-		if err != nil {
+		if t.mechToken, err = rd.Only(f[2], asn1.OCTET_STRING, "mechToken"); err != nil {
 			return nil, err
 		}
-		t.mechToken = v.content
 	}
 	if f[3] != nil {
-		v, err := readOnly(f[3], tagOctetString, "mechListMIC")
-		if err != nil {
+		if t.mechListMIC, err = rd.Only(f[3], asn1.OCTET_STRING, "mechListMIC"); err != nil {
 			return nil, err
 		}
-		t.mechListMIC = v.content
 	}
 	return t, nil
 }
@@ -142,70 +125,71 @@ func parseNegTokenResp(b []byte) (*negTokenResp, error) {
 	if len(b) > MaxTokenSize {
 		return nil, malformed("token of %d bytes exceeds %d", len(b), MaxTokenSize)
 	}
-	choice, err := readOnly(b, ctx(1), "NegotiationToken")
+	choice, err := rd.Only(b, der.Context(1), "NegotiationToken")
 	if err != nil {
 		return nil, err
 	}
-	seq, err := readOnly(choice.content, tagSequence, "NegTokenResp")
+	seq, err := rd.Only(choice, asn1.SEQUENCE, "NegTokenResp")
 	if err != nil {
 		return nil, err
 	}
-	f, err := readFields(seq.content, 3, "NegTokenResp")
+	f, err := rd.Fields(seq, 3, "NegTokenResp")
 	if err != nil {
 		return nil, err
 	}
 	t := &negTokenResp{negState: -1}
 	if f[0] != nil {
-		v, err := readOnly(f[0], tagEnumerated, "negState")
+		v, err := rd.Only(f[0], asn1.ENUM, "negState")
 		if err != nil {
 			return nil, err
 		}
-		if len(v.content) != 1 || v.content[0] > requestMIC {
-			return nil, malformed("negState %x", v.content)
+		if len(v) != 1 || v[0] > requestMIC {
+			return nil, malformed("negState %x", v)
 		}
-		t.negState = int(v.content[0])
+		t.negState = int(v[0])
 	}
 	if f[1] != nil {
-		v, err := readOnly(f[1], tagOID, "supportedMech")
-		if err != nil {
+		s := cryptobyte.String(f[1])
+		if t.supportedMech, err = rd.ReadOID(&s, "supportedMech"); err != nil {
 			return nil, err
 		}
-		if err := checkOID(v.content); err != nil {
-			return nil, err
+		if !s.Empty() {
+			return nil, malformed("supportedMech: %d trailing bytes", len(s))
 		}
-		t.supportedMech = v.content
 	}
 	if f[2] != nil {
-		v, err := readOnly(f[2], tagOctetString, "responseToken")
-		if err != nil {
+		if t.responseToken, err = rd.Only(f[2], asn1.OCTET_STRING, "responseToken"); err != nil {
 			return nil, err
 		}
-		t.responseToken = v.content
 	}
 	if f[3] != nil {
-		v, err := readOnly(f[3], tagOctetString, "mechListMIC")
-		if err != nil {
+		if t.mechListMIC, err = rd.Only(f[3], asn1.OCTET_STRING, "mechListMIC"); err != nil {
 			return nil, err
 		}
-		t.mechListMIC = v.content
 	}
 	return t, nil
 }
 
 // marshal encodes a NegTokenResp; negState -1 and nil fields are omitted.
 func (t *negTokenResp) marshal() []byte {
-	var parts [][]byte
-	if t.negState >= 0 {
-		parts = append(parts, wrap(ctx(0), []byte{tagEnumerated, 1, byte(t.negState)}))
-	}
-	if t.supportedMech != nil {
-		parts = append(parts, wrap(ctx(1), wrap(tagOID, t.supportedMech)))
-	}
-	if t.responseToken != nil {
-		parts = append(parts, wrap(ctx(2), wrap(tagOctetString, t.responseToken)))
-	}
-	if t.mechListMIC != nil {
-		parts = append(parts, wrap(ctx(3), wrap(tagOctetString, t.mechListMIC)))
-	}
-	return wrap(ctx(1), wrap(tagSequence, parts...))
+	var b cryptobyte.Builder
+	b.AddASN1(der.Context(1), func(b *cryptobyte.Builder) {
+		b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			if t.negState >= 0 {
+				b.AddASN1(der.Context(0), func(b *cryptobyte.Builder) { b.AddASN1Enum(int64(t.negState)) })
+			}
+			if t.supportedMech != nil {
+				b.AddASN1(der.Context(1), func(b *cryptobyte.Builder) {
+					b.AddASN1(asn1.OBJECT_IDENTIFIER, func(b *cryptobyte.Builder) { b.AddBytes(t.supportedMech) })
+				})
+			}
+			if t.responseToken != nil {
+				b.AddASN1(der.Context(2), func(b *cryptobyte.Builder) { b.AddASN1OctetString(t.responseToken) })
+			}
+			if t.mechListMIC != nil {
+				b.AddASN1(der.Context(3), func(b *cryptobyte.Builder) { b.AddASN1OctetString(t.mechListMIC) })
+			}
+		})
+	})
+	return b.BytesOrPanic()
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
+	"github.com/winrmd/winrmd/server"
 )
 
 const (
@@ -168,15 +168,6 @@ type daemon struct {
 	exitError error
 }
 
-type readyFile struct {
-	PID       int `json:"pid"`
-	Listeners []struct {
-		Transport string `json:"transport"`
-		Address   string `json:"address"`
-	} `json:"listeners"`
-	Metrics string `json:"metrics"`
-}
-
 // startBenchKDC runs a throwaway MIT KDC (krbtest) with the bench user as
 // a principal and HTTP/localhost in a keytab for the daemon, and returns a
 // service ticket for the client side of the Kerberos rows.
@@ -286,23 +277,12 @@ kerberos:
 			return nil, fmt.Errorf("winrmd exited at start (%v); log:\n%s", d.exitError, tail(d.logFile, 30))
 		default:
 		}
-		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
-			var rf readyFile
-			if json.Unmarshal(b, &rf) == nil && len(rf.Listeners) > 0 {
-				for _, l := range rf.Listeners {
-					switch l.Transport {
-					case "http":
-						d.http = l.Address
-					case "https":
-						d.https = l.Address
-					}
-				}
-				d.metrics = rf.Metrics
-				if rf.PID != 0 && rf.PID != d.pid {
-					return nil, fmt.Errorf("ready file pid %d, started %d", rf.PID, d.pid)
-				}
-				break
+		if rf, err := server.ReadReady(ready); err == nil {
+			d.http, d.https, d.metrics = rf.Address("http"), rf.Address("https"), rf.Metrics
+			if rf.PID != 0 && rf.PID != d.pid {
+				return nil, fmt.Errorf("ready file pid %d, started %d", rf.PID, d.pid)
 			}
+			break
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("winrmd not ready after 30s; log:\n%s", tail(d.logFile, 30))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/winrmd/winrmd/authn/accounts"
 	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/server"
 )
 
 // labUser is the account `winrmd lab` creates when it runs as root.
@@ -45,7 +46,7 @@ func labCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "winrmd lab: %v\n", err)
 		return 1
 	}
-	err = serve(cfg, cfgPath, filepath.Join(abs, "ready.json"), os.Geteuid() != 0, func(info readyInfo) {
+	err = serve(cfg, cfgPath, filepath.Join(abs, "ready.json"), os.Geteuid() != 0, func(info server.Ready) {
 		printLabHelp(stdout, info, name, password, abs)
 	})
 	if err != nil {
@@ -143,16 +144,8 @@ func randomPassword() string {
 	return string(b)
 }
 
-func printLabHelp(w io.Writer, info readyInfo, name, password, dir string) {
-	var httpA, httpsA string
-	for _, l := range info.Listeners {
-		if l.Transport == "http" && httpA == "" {
-			httpA = l.Address
-		}
-		if l.Transport == "https" && httpsA == "" {
-			httpsA = l.Address
-		}
-	}
+func printLabHelp(w io.Writer, info server.Ready, name, password, dir string) {
+	httpA, httpsA := info.Address("http"), info.Address("https")
 	fmt.Fprintf(w, `
 winrmd lab is serving (pid %d).
   account:   %s

@@ -23,6 +23,10 @@ func main() {
 		isolation.WorkerMain()
 		return
 	}
+	if isolation.IsWatchdog() {
+		isolation.WatchdogMain()
+		return
+	}
 	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
 	// user's command (issue 14.8).
 	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {
@@ -108,7 +112,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "winrmd: %v\n", err)
 			return 1
 		}
-		for _, w := range unservedSchemes(c) {
+		for _, w := range c.UnservedSchemes() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)

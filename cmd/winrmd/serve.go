@@ -2,19 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,7 +16,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -60,94 +52,6 @@ func serveCmd(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// readyInfo is what --ready-file receives.
-type readyInfo struct {
-	PID       int            `json:"pid"`
-	Listeners []server.Bound `json:"listeners"`
-	Metrics   string         `json:"metrics,omitempty"`
-}
-
-// verifyDomainPassword checks a delegated password of a domain account
-// through winbind (an NTLMv2 proof built from it, checked by a domain
-// controller), rate-limited like every password.
-func verifyDomainPassword(wb ntlm.Verifier, lim *authn.RateLimiter, remote netip.Addr, p authn.Principal, password, netbios, domain string) error {
-	if wb == nil {
-		return fmt.Errorf("%w: a domain account's delegated password needs accounts.winbind", authn.ErrBackend)
-	}
-	user, qual, _ := authn.SplitName(p.Name)
-	if qual == "" {
-		qual = p.Domain
-	}
-	if err := lim.Allow(remote, p.Name); err != nil {
-		return err
-	}
-	req, err := ntlm.PasswordRequest(user, qual, password, netbios, domain, time.Now())
-	if err != nil {
-		return err
-	}
-	_, err = wb.Verify(context.Background(), req)
-	switch {
-	case err == nil:
-		lim.Success(remote, p.Name)
-	case errors.Is(err, authn.ErrBackend):
-	default:
-		lim.Fail(remote, p.Name)
-	}
-	return err
-}
-
-// noCoreDumps keeps delegated passwords out of core files and away from
-// debuggers of the same uid: the daemon's soft core limit goes to 0 and it
-// becomes non-dumpable (which also forbids ptrace attach without
-// CAP_SYS_PTRACE). Workers are separate executables: execve gives them
-// their own dumpable flag.
-func noCoreDumps() error {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_CORE, &rl); err != nil {
-		return fmt.Errorf("getrlimit(RLIMIT_CORE): %w", err)
-	}
-	rl.Cur = 0
-	if err := unix.Setrlimit(unix.RLIMIT_CORE, &rl); err != nil {
-		return fmt.Errorf("setrlimit(RLIMIT_CORE, 0): %w", err)
-	}
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)
-	}
-	return nil
-}
-
-// credsspCertificate is the inner TLS certificate of CredSSP: the first
-// HTTPS listener's, else a fresh self-signed one (clients bind the key
-// through pubKeyAuth, not a chain).
-func credsspCertificate(cfg *configs.Config) (*tls.Certificate, error) {
-	for _, l := range cfg.Listeners {
-		if l.Transport == "https" {
-			c, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
-			if err != nil {
-				return nil, err
-			}
-			return &c, nil
-		}
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "winrmd CredSSP"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-}
-
 // swapAuthorizer lets SIGHUP replace the authorization policy in place.
 type swapAuthorizer struct {
 	p atomic.Pointer[authn.Authorizer]
@@ -160,6 +64,8 @@ func (s *swapAuthorizer) Authorize(p authn.Principal, sch authn.Scheme) (*authn.
 func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) (*authn.Identity, error) {
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
+
+func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
 
 // hostNameSet is this host's names for service binding and local
 // qualifiers (authn.HostNames), the same for every mechanism.
@@ -182,7 +88,7 @@ func buildAuthorizer(cfg *configs.Config, lab bool) (*authn.Authorizer, error) {
 // serve runs the daemon until SIGTERM/SIGINT. lab is unprivileged lab mode
 // (serve --lab, or winrmd lab run by an ordinary user). started, when
 // non-nil, is called with the ready info (the lab command prints it).
-func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(readyInfo)) error {
+func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started func(server.Ready)) error {
 	log, level, err := obs.NewLogger(cfg.Logging.Level, cfg.Logging.Format)
 	if err != nil {
 		return err
@@ -225,7 +131,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 
 	names := cfg.Host.Resolved()
 	hosts := hostNameSet(cfg)
-	for _, w := range unservedSchemes(cfg) {
+	for _, w := range cfg.UnservedSchemes() {
 		log.Warn("configuration claims a scheme that is not served", zap.String("reason", w))
 	}
 	krb, err := buildKerberos(cfg, log)
@@ -262,14 +168,26 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		mkKrb = func() authn.Context { return kerberos.NewAcceptor(krb) }
 	}
 	var credsspCert *tls.Certificate
-	var pwVerifier *basic.Authenticator
+	var credsspPasswords *credssp.PasswordCheck
 	if cfg.Service.Auth.CredSSP {
-		if credsspCert, err = credsspCertificate(cfg); err != nil {
+		var certFile, keyFile string
+		for _, l := range cfg.Listeners {
+			if l.Transport == "https" {
+				certFile, keyFile = l.CertFile, l.KeyFile
+				break
+			}
+		}
+		if credsspCert, err = credssp.InnerCertificate(certFile, keyFile); err != nil {
 			return fmt.Errorf("service.auth.credssp: %w", err)
 		}
-		pwVerifier = basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter})
+		credsspPasswords = &credssp.PasswordCheck{
+			Local:           basic.New(basic.Config{Store: store, PAMService: cfg.Accounts.PAMService, Limiter: limiter}),
+			Domain:          domainPasswords,
+			Limiter:         limiter,
+			NetBIOSComputer: names.NetBIOSName, NetBIOSDomain: names.Domain,
+		}
 		log.Warn("CredSSP is enabled: clients hand this host their passwords (see README, CredSSP)")
-		if err := noCoreDumps(); err != nil {
+		if err := credssp.NoCoreDumps(); err != nil {
 			return fmt.Errorf("service.auth.credssp: %w", err)
 		}
 	}
@@ -278,15 +196,11 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	// password in no argv, environment or file); without it, nothing.
 	var secondHop func(authn.Principal, string) *authn.Secret
 	if credsspCert != nil && krb != nil {
-		realm := krb.Realm
 		secondHop = func(p authn.Principal, password string) *authn.Secret {
-			user, r := authn.MapName(p.Name, p.Domain), realm
-			if i := strings.LastIndexByte(p.Client, '@'); i > 0 {
-				user, r = p.Client[:i], p.Client[i+1:]
-			}
-			cc, err := kerberos.PasswordTGT(cfg.Kerberos.Krb5Conf, r, user, password)
+			user, realm := kerberos.SecondHopPrincipal(p, krb.Realm)
+			cc, err := kerberos.PasswordTGT(cfg.Kerberos.Krb5Conf, realm, user, password)
 			if err != nil {
-				log.Info("CredSSP second hop: no TGT for the shell", zap.String(obs.FUser, user+"@"+r), zap.Error(err))
+				log.Info("CredSSP second hop: no TGT for the shell", zap.String(obs.FUser, user+"@"+realm), zap.Error(err))
 				return nil
 			}
 			return cc
@@ -303,16 +217,8 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 				a, err := credssp.New(credssp.Config{
 					Certificate: credsspCert,
 					Inner:       func() authn.Context { return spnego.NewAcceptor(spnego.Config{NTLM: mkNTLM, Kerberos: mkKrb}) },
-					Verify: func(ctx context.Context, ci authn.ConnInfo, p authn.Principal, password string) error {
-						if p.Verifier == authn.VerifiedDomain {
-							// A domain account (the inner logon went through
-							// winbind or a domain KDC): only the domain can
-							// check its password.
-							return verifyDomainPassword(domainPasswords, limiter, ci.Remote, p, password, names.NetBIOSName, names.Domain)
-						}
-						return pwVerifier.VerifyPassword(ctx, ci.Remote, authn.MapName(p.Name, p.Domain), password)
-					},
-					SecondHop: secondHop,
+					Verify:      credsspPasswords.Verify,
+					SecondHop:   secondHop,
 				})
 				if err != nil {
 					log.Error("credssp", zap.Error(err))
@@ -334,7 +240,8 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target})
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
+		Watchdog: true})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
@@ -356,20 +263,23 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Version: "OS: 0.0.0 SP: 0.0 Stack: 3.0",
 	})
 	if err != nil {
+		_ = spawner.Close()
 		return err
 	}
 	bound, err := srv.Start()
 	if err != nil {
 		sessions.Shutdown(context.Background())
+		_ = spawner.Close()
 		return err
 	}
-	info := readyInfo{PID: os.Getpid(), Listeners: bound}
+	info := server.Ready{PID: os.Getpid(), Listeners: bound}
 	var msrv *http.Server
 	if cfg.Metrics.Address != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Address)
 		if err != nil {
 			srv.Close()
 			sessions.Shutdown(context.Background())
+			_ = spawner.Close()
 			return fmt.Errorf("metrics.address: %w", err)
 		}
 		msrv = serveMetrics(ln, metrics.Registry)
@@ -405,6 +315,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	sessions.Shutdown(ctx)
 	cancel()
+	if err := spawner.Close(); err != nil {
+		log.Warn("removing the shells' cgroup parents", zap.Error(err))
+	}
 	if msrv != nil {
 		msrv.Close()
 	}
@@ -467,13 +380,10 @@ func buildKerberos(cfg *configs.Config, log *zap.Logger) (*kerberos.Config, erro
 	if !a.Kerberos && !a.Negotiate {
 		return nil, nil
 	}
-	path := cfg.Kerberos.Keytab
+	path := cfg.KerberosKeytab()
 	if path == "" {
-		if _, err := os.Stat(configs.DefaultKeytab); err != nil {
-			log.Info("Kerberos is off: no kerberos.keytab configured and no " + configs.DefaultKeytab)
-			return nil, nil
-		}
-		path = configs.DefaultKeytab
+		log.Info("Kerberos is off: no kerberos.keytab configured and no " + configs.DefaultKeytab)
+		return nil, nil
 	}
 	kt, err := kerberos.OpenKeytab(path)
 	if err != nil {

@@ -28,6 +28,9 @@ type ShellInfo struct {
 	// rsp:ChildProcesses, as Get and Enumerate report them.
 	Full           bool
 	ChildProcesses int // running commands, with Full
+	// CompressionMode is rsp:CompressionMode (CompressionModeXpress when the
+	// shell's streams are compressed); omitted when empty.
+	CompressionMode string
 }
 
 // CommandInfo is an rsp:Command enumeration item.
@@ -105,6 +108,9 @@ func (s *ShellInfo) appendTo(parent *etree.Element) {
 	addText(e, "rsp:IdleTimeOut", FormatDuration(s.IdleTimeout))
 	addText(e, "rsp:InputStreams", s.InputStreams)
 	addText(e, "rsp:OutputStreams", s.OutputStreams)
+	if s.CompressionMode != "" {
+		addText(e, "rsp:CompressionMode", s.CompressionMode)
+	}
 	addText(e, "rsp:ShellRunTime", dayDuration(s.RunTime))
 	addText(e, "rsp:ShellInactivity", dayDuration(s.Inactivity))
 	if s.Full {

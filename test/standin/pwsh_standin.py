@@ -123,10 +123,12 @@ def pump(pid, stream, pipe):
         flush()
 
 
-def run(pid, pipe_obj):
-    script = script_of(pipe_obj.metadata)
+def spawn(pid, pipe_obj):
+    """Start the pipeline's /bin/sh before the next packet is read: its
+    input (PIPELINE_INPUT, END_OF_PIPELINE_INPUT) may follow at once and
+    must find the process (as pwsh has the pipeline before it acks)."""
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", script],
+        ["/bin/sh", "-c", script_of(pipe_obj.metadata)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,6 +138,10 @@ def run(pid, pipe_obj):
         procs[pid] = proc
         if pipe_obj.metadata.no_input:
             proc.stdin.close()
+    return proc
+
+
+def run(pid, pipe_obj, proc):
     readers = [
         threading.Thread(target=pump, args=(pid, "out", proc.stdout), daemon=True),
         threading.Thread(target=pump, args=(pid, "err", proc.stderr), daemon=True),
@@ -171,7 +177,8 @@ def handle_events():
             with lock:
                 pipe_obj = pool.pipeline_table[event.pipeline_id]
                 pipe_obj.start()
-            threading.Thread(target=run, args=(event.pipeline_id, pipe_obj), daemon=True).start()
+            proc = spawn(event.pipeline_id, pipe_obj)
+            threading.Thread(target=run, args=(event.pipeline_id, pipe_obj, proc), daemon=True).start()
         elif isinstance(event, PipelineInputEvent):
             with lock:
                 proc = procs.get(event.pipeline_id)

@@ -1,26 +1,40 @@
-package main
+package configs
 
-import (
-	"os"
+import "os"
 
-	"github.com/winrmd/winrmd/configs"
-)
+// KerberosKeytab is the keytab the daemon serves Kerberos with, or "" when
+// Kerberos is off: neither scheme that carries it (service.auth.kerberos,
+// service.auth.negotiate) is on, or kerberos.keytab is empty and
+// DefaultKeytab does not exist. A keytab that is named must load, or
+// start-up fails.
+func (c *Config) KerberosKeytab() string {
+	if !c.Service.Auth.Kerberos && !c.Service.Auth.Negotiate {
+		return ""
+	}
+	if c.Kerberos.Keytab != "" {
+		return c.Kerberos.Keytab
+	}
+	if _, err := os.Stat(DefaultKeytab); err != nil {
+		return ""
+	}
+	return DefaultKeytab
+}
 
-// unservedSchemes names each authentication scheme the configuration
+// UnservedSchemes names each authentication scheme the configuration
 // switches on that the daemon would not actually serve, and why: a
 // configuration must never claim a scheme nobody can log on with (issue
 // 14.14). `config check` prints these and start-up logs them as warnings.
 // One rule per scheme; a new mechanism adds its own here.
-func unservedSchemes(c *configs.Config) []string {
+func (c *Config) UnservedSchemes() []string {
 	var out []string
 	a := c.Service.Auth
 	https := false
 	for _, l := range c.Listeners {
 		https = https || l.Transport == "https"
 	}
-	kerberos := kerberosServed(c)
+	kerberos := c.KerberosKeytab() != ""
 	if a.Kerberos && !kerberos {
-		out = append(out, "service.auth.kerberos is on but Kerberos is not served: no kerberos.keytab configured and no "+configs.DefaultKeytab)
+		out = append(out, "service.auth.kerberos is on but Kerberos is not served: no kerberos.keytab configured and no "+DefaultKeytab)
 	}
 	if a.Negotiate && c.Accounts.StoreFile == "" && !c.Accounts.Winbind.Enabled && !kerberos {
 		out = append(out, "service.auth.negotiate is on but neither NTLM (no accounts.store_file, no accounts.winbind) nor Kerberos (no keytab) can verify a logon")
@@ -32,17 +46,4 @@ func unservedSchemes(c *configs.Config) []string {
 		out = append(out, "service.auth.certificate is on but no HTTPS listener exists: client certificates need TLS")
 	}
 	return out
-}
-
-// kerberosServed mirrors buildKerberos's choice of keytab: the configured
-// one, else the system's when it exists.
-func kerberosServed(c *configs.Config) bool {
-	if !c.Service.Auth.Kerberos && !c.Service.Auth.Negotiate {
-		return false
-	}
-	if c.Kerberos.Keytab != "" {
-		return true // a keytab named must load, or start-up fails
-	}
-	_, err := os.Stat(configs.DefaultKeytab)
-	return err == nil
 }

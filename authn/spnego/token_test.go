@@ -5,11 +5,29 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/internal/der"
 	"github.com/winrmd/winrmd/authn/ntlm"
 )
+
+// DER identifier octets the table rows are written with (untyped, so that
+// they also fit in a []byte literal).
+const (
+	tagInteger     = 0x02
+	tagBitString   = 0x03
+	tagOctetString = 0x04
+	tagOID         = 0x06
+	tagEnumerated  = 0x0a
+	tagSequence    = 0x30
+	tagApp0        = 0x60
+)
+
+var ctx = der.Context
+
+var wrap = der.Element
 
 func h(s string) []byte {
 	b, err := hex.DecodeString(s)
@@ -120,13 +138,13 @@ func TestRespTable(t *testing.T) {
 func TestDERWriterMinimal(t *testing.T) {
 	for _, n := range []int{0, 1, 127, 128, 255, 256, 65535, 65536} {
 		b := wrap(tagOctetString, make([]byte, n))
-		v, rest, err := readTLV(b)
-		if err != nil || len(rest) != 0 || len(v.content) != n {
+		v, err := rd.Only(b, tagOctetString, "test")
+		if err != nil || len(v) != n {
 			t.Errorf("length %d: %v", n, err)
 		}
 	}
 	// The mechListMIC is computed over the MechTypeList exactly as received.
-	_, inner, _ := parseGSSHeader(goodInit)
+	_, inner, _ := rd.InitialContextToken(goodInit, MaxTokenSize)
 	ti, err := parseNegTokenInit(inner)
 	if err != nil || !bytes.Equal(ti.mechTypesDER, mechNTLM) {
 		t.Fatalf("mechTypesDER %x, %v", ti.mechTypesDER, err)
@@ -170,4 +188,32 @@ func FuzzSPNEGO(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Refusals name the field at fault: the log is all an operator has.
+func TestErrorsNameTheField(t *testing.T) {
+	fields := map[string]string{
+		"mechToken not OCTET STRING": "spnego: mechToken: tag 0x30",
+		"reqFlags not BIT STRING":    "spnego: reqFlags: tag 0x2",
+		"mechTypes not OIDs":         "spnego: mechTypes: tag 0x4",
+		"fields out of order":        "spnego: NegTokenInit: unexpected element 0xa0",
+		"unknown field [4]":          "spnego: NegTokenInit: unexpected element 0xa4",
+		"trailing bytes after token": "spnego: InitialContextToken: 1 trailing bytes",
+		"OID not minimal":            "spnego: InitialContextToken mechanism: OID",
+		"non-minimal length":         "spnego: InitialContextToken: not a DER element",
+	}
+	for _, r := range tokenRows {
+		want, ok := fields[r.name]
+		if !ok {
+			continue
+		}
+		delete(fields, r.name)
+		_, _, err := newTestAcceptor().Step(context.Background(), authn.ConnInfo{}, r.tok)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want it to start %q", r.name, err, want)
+		}
+	}
+	for name := range fields {
+		t.Errorf("no row %q", name)
+	}
 }

@@ -1,0 +1,640 @@
+package isolation
+
+// The worker's command loop, after Setup: it runs in the worker process
+// only, as the account. The daemon's end of the same protocol is handle.go.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// --- the worker's loop ---
+
+// workerLoop serves one daemon connection: it starts commands as its
+// children, moves their output out under the credit window, feeds their
+// stdin from bounded queues, and reports exits. The reading goroutine
+// (serve) never blocks on a command.
+type workerLoop struct {
+	conn *net.UnixConn
+	r    io.Reader
+	env  []string
+	out  *outQueue
+
+	mu     sync.Mutex
+	cmds   map[string]*wcmd // live and exited, until Release
+	byPid  map[int]*wcmd    // unreaped children
+	closed bool
+
+	stopOnce sync.Once
+	sigchld  chan os.Signal
+	done     chan struct{}
+}
+
+type wcmd struct {
+	id  string
+	pid int
+	w   *workerLoop
+
+	mu       sync.Mutex
+	cond     *sync.Cond // window, stdin queue and release changes
+	window   int        // output bytes that may still be sent
+	inflight int        // window reserved by a pump blocked in read
+	released bool
+	reaped   bool
+	status   unix.WaitStatus
+	open     int // output pipes not yet at EOF
+	exitSent bool
+	outR     [2]*os.File
+
+	stdinW      *os.File
+	stdinOnce   sync.Once
+	sq          [][]byte
+	sqBytes     int
+	sqEOF       bool      // eof queued
+	stdinDone   bool      // no more stdin will be written
+	pending     *msgStdin // waiting for room in the queue (not yet acknowledged)
+	stdinFailed bool
+}
+
+func newWorkerLoop(conn *net.UnixConn, r io.Reader, env []string) *workerLoop {
+	w := &workerLoop{
+		conn:    conn,
+		r:       r,
+		env:     env,
+		cmds:    map[string]*wcmd{},
+		byPid:   map[int]*wcmd{},
+		sigchld: make(chan os.Signal, 1),
+		done:    make(chan struct{}),
+	}
+	w.out = newOutQueue(conn, w.stop)
+	return w
+}
+
+// stop ends serve: the read fails and the loop shuts down.
+func (w *workerLoop) stop() {
+	w.stopOnce.Do(func() {
+		close(w.done)
+		_ = w.conn.SetReadDeadline(time.Unix(1, 0))
+	})
+}
+
+// serve runs until the daemon closes the socket (io.EOF), stop is called or
+// the daemon breaks the protocol. Every command is killed before it returns.
+func (w *workerLoop) serve() (err error) {
+	signal.Notify(w.sigchld, unix.SIGCHLD)
+	go w.reaper()
+	defer func() {
+		w.shutdown()
+		signal.Stop(w.sigchld)
+	}()
+	var buf []byte
+	for {
+		var typ byte
+		var p []byte
+		typ, p, buf, err = readFrame(w.r, buf)
+		if err != nil {
+			select {
+			case <-w.done:
+				return io.EOF
+			default:
+			}
+			if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameEmpty) {
+				return w.protocolError(err)
+			}
+			return err
+		}
+		m, err := decodeDaemonToWorker(typ, p)
+		if err != nil {
+			return w.protocolError(err)
+		}
+		if err := w.handle(m); err != nil {
+			return w.protocolError(err)
+		}
+	}
+}
+
+// protocolError tells the daemon why the worker gives up.
+func (w *workerLoop) protocolError(err error) error {
+	err = fmt.Errorf("protocol violation by the daemon: %w", err)
+	w.out.push(msgFatal{Msg: truncate(err.Error(), maxMsgLen)})
+	w.out.flush(time.Second)
+	return err
+}
+
+func (w *workerLoop) handle(m msg) error {
+	switch m := m.(type) {
+	case msgStart:
+		return w.start(m)
+	case msgStdin:
+		c, err := w.lookup(m.ID)
+		if err != nil {
+			return err
+		}
+		return c.stdin(m)
+	case msgSignal:
+		c, err := w.lookup(m.ID)
+		if err != nil {
+			return err
+		}
+		c.signal(m.Sig)
+		return nil
+	case msgCredit:
+		c, err := w.lookup(m.ID)
+		if err != nil {
+			return err
+		}
+		return c.credit(int(m.N))
+	case msgRelease:
+		w.release(m.ID)
+		return nil
+	default:
+		return fmt.Errorf("frame 0x%02x after Setup", m.frameType())
+	}
+}
+
+func (w *workerLoop) lookup(id string) (*wcmd, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.cmds[id]
+	if c == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknown, id)
+	}
+	return c, nil
+}
+
+// start forks the command on this (locked) thread. The lock on w.mu keeps
+// the reaper from reaping the child before it is registered.
+func (w *workerLoop) start(m msgStart) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, dup := w.cmds[m.ID]; dup {
+		return fmt.Errorf("duplicate command id %q", m.ID)
+	}
+	fail := func(err error) error {
+		w.out.push(msgStartErr{ID: m.ID, Msg: truncate(err.Error(), maxMsgLen)})
+		return nil
+	}
+	var path string
+	var argv []string
+	if len(m.Argv) > 0 {
+		p, err := exec.LookPath(m.Argv[0])
+		if err != nil {
+			return fail(err)
+		}
+		path, argv = p, m.Argv
+	} else {
+		path, argv = "/bin/sh", []string{"/bin/sh", "-c", m.Line}
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return fail(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return fail(err)
+	}
+	// Fd() puts the child's ends in blocking mode, as a child expects.
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Env:   w.env,
+		Files: []uintptr{inR.Fd(), outW.Fd(), errW.Fd()},
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true, // its own process group: signals reach the whole group
+			Pdeathsig: syscall.SIGKILL,
+		},
+	})
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return fail(fmt.Errorf("%s: %w", path, err))
+	}
+	c := &wcmd{id: m.ID, pid: pid, w: w, window: OutputWindow, open: 2, stdinW: inW, outR: [2]*os.File{outR, errR}}
+	c.cond = sync.NewCond(&c.mu)
+	w.cmds[m.ID] = c
+	w.byPid[pid] = c
+	w.out.push(msgStarted{ID: m.ID, Pid: uint32(pid)})
+	go c.pump(Stdout, outR)
+	go c.pump(Stderr, errR)
+	go c.feed()
+	return nil
+}
+
+// reaper collects every exited child on SIGCHLD without holding a thread per
+// command (a blocked wait would cost one OS thread, and threads count
+// against the shell's process limit).
+func (w *workerLoop) reaper() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.sigchld:
+		case <-tick.C:
+		case <-w.done:
+			return
+		}
+		w.mu.Lock()
+		// The worker is a child subreaper: everything its commands
+		// orphan becomes its child and is reaped here.
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			if c := w.byPid[pid]; c != nil {
+				delete(w.byPid, pid)
+				c.reapedWith(ws)
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *workerLoop) release(id string) {
+	w.mu.Lock()
+	c := w.cmds[id]
+	delete(w.cmds, id)
+	w.mu.Unlock()
+	if c == nil {
+		// Benign: the command failed to start, and the daemon's Release
+		// crossed our StartErr.
+		w.out.push(msgReleased{ID: id})
+		return
+	}
+	c.mu.Lock()
+	c.released = true
+	if !c.reaped {
+		_ = unix.Kill(-c.pid, unix.SIGKILL)
+	}
+	c.stopStdinLocked()
+	c.out().push(msgReleased{ID: id}) // ordered after everything this command sent
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	// Unblock the pumps even if an escaped grandchild still holds the pipes.
+	for _, f := range c.outR {
+		f.Close()
+	}
+}
+
+// shutdown kills every command's process group and everything left in the
+// worker's session.
+func (w *workerLoop) shutdown() {
+	w.stop()
+	w.mu.Lock()
+	w.closed = true
+	all := make(map[*wcmd]bool)
+	for _, c := range w.cmds {
+		all[c] = true
+	}
+	for _, c := range w.byPid {
+		all[c] = true
+	}
+	w.mu.Unlock()
+	for c := range all {
+		_ = unix.Kill(-c.pid, unix.SIGKILL)
+		c.mu.Lock()
+		c.released = true
+		c.stopStdinLocked()
+		c.mu.Unlock()
+		for _, f := range c.outR {
+			f.Close()
+		}
+	}
+	// Kill everything below the worker (a child subreaper: every process
+	// of the shell is below it) and reap it, round after round, so that
+	// what a dying process forked is caught too and nothing is left for
+	// init, not even a zombie.
+	self, uid := os.Getpid(), uint32(os.Getuid())
+	deadline := time.Now().Add(2 * time.Second)
+	for pause := 250 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		if killBelow(self, uid) < 0 {
+			killSession(self, uid, self) // no children files: the session too
+		}
+		if reapChildren() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(pause)
+	}
+	w.out.close()
+}
+
+// reapChildren reaps every child that has exited and reports whether none
+// is left (ECHILD).
+func reapChildren() bool {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) {
+			return true
+		}
+		if pid <= 0 || err != nil {
+			return false
+		}
+	}
+}
+
+func (c *wcmd) out() *outQueue { return c.w.out }
+
+// reapedWith is called by the reaper under w.mu.
+func (c *wcmd) reapedWith(ws unix.WaitStatus) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reaped = true
+	c.status = ws
+	c.stopStdinLocked() // a command that exited just drops its stdin
+	c.maybeExitLocked()
+}
+
+func (c *wcmd) maybeExitLocked() {
+	if c.reaped && c.open == 0 && !c.exitSent && !c.released {
+		c.exitSent = true
+		c.out().push(msgExit{ID: c.id, Code: exitCode(c.status)})
+	}
+}
+
+// exitCode is what sh reports: the exit status, or 128+signal.
+func exitCode(ws unix.WaitStatus) int32 {
+	switch {
+	case ws.Exited():
+		return int32(ws.ExitStatus())
+	case ws.Signaled():
+		return 128 + int32(ws.Signal())
+	default:
+		return 255
+	}
+}
+
+// pump moves one output pipe to the daemon, never more than the window.
+func (c *wcmd) pump(stream Stream, f *os.File) {
+	buf := make([]byte, maxOutChunk)
+	for {
+		c.mu.Lock()
+		for c.window == 0 && !c.released {
+			c.cond.Wait()
+		}
+		if c.released {
+			c.mu.Unlock()
+			break
+		}
+		n := min(c.window, maxOutChunk)
+		c.window -= n // reserved while reading
+		c.inflight += n
+		c.mu.Unlock()
+
+		k, err := f.Read(buf[:n])
+
+		c.mu.Lock()
+		c.inflight -= n
+		c.window += n - k
+		if k > 0 && !c.released {
+			c.out().push(msgOutput{ID: c.id, Stream: stream, Data: buf[:k]})
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		if err != nil {
+			break
+		}
+	}
+	f.Close()
+	c.mu.Lock()
+	c.open--
+	c.maybeExitLocked()
+	c.mu.Unlock()
+}
+
+func (c *wcmd) credit(n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.window+c.inflight+n > OutputWindow {
+		return fmt.Errorf("credit %d for %q overflows the window", n, c.id)
+	}
+	c.window += n
+	c.cond.Broadcast()
+	return nil
+}
+
+func (c *wcmd) signal(s Signal) {
+	sig := map[Signal]unix.Signal{SignalInterrupt: unix.SIGINT, SignalQuit: unix.SIGQUIT, SignalTerminate: unix.SIGKILL}[s]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.released {
+		return
+	}
+	// After the leader is reaped its group may live on (background jobs);
+	// terminate still reaches them.
+	if !c.reaped || s == SignalTerminate {
+		_ = unix.Kill(-c.pid, sig)
+	}
+}
+
+// stdin queues data, or holds it until the queue has room; the daemon has at
+// most one unacknowledged Stdin per command.
+func (c *wcmd) stdin(m msgStdin) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending != nil {
+		return fmt.Errorf("second Stdin for %q before its acknowledgement", c.id)
+	}
+	if c.stdinDone || c.sqEOF || c.released {
+		c.out().push(msgStdinAck{ID: c.id, Dropped: true})
+		return nil
+	}
+	if c.sqBytes > 0 && c.sqBytes+len(m.Data) > stdinQueueCap {
+		c.pending = &m
+		return nil
+	}
+	c.enqueueLocked(m)
+	return nil
+}
+
+func (c *wcmd) enqueueLocked(m msgStdin) {
+	if len(m.Data) > 0 {
+		c.sq = append(c.sq, m.Data)
+		c.sqBytes += len(m.Data)
+	}
+	if m.EOF {
+		c.sqEOF = true
+	}
+	c.out().push(msgStdinAck{ID: c.id})
+	c.cond.Broadcast()
+}
+
+// stopStdinLocked drops queued stdin and closes the pipe.
+func (c *wcmd) stopStdinLocked() {
+	c.stdinDone = true
+	c.sq, c.sqBytes = nil, 0
+	if c.pending != nil {
+		c.pending = nil
+		c.out().push(msgStdinAck{ID: c.id, Dropped: true})
+	}
+	c.stdinOnce.Do(func() { c.stdinW.Close() })
+	c.cond.Broadcast()
+}
+
+// feed writes the stdin queue to the pipe.
+func (c *wcmd) feed() {
+	for {
+		c.mu.Lock()
+		for len(c.sq) == 0 && !c.sqEOF && !c.stdinDone {
+			c.cond.Wait()
+		}
+		if c.stdinDone {
+			c.mu.Unlock()
+			return
+		}
+		if len(c.sq) == 0 { // eof after the data
+			c.stdinDone = true
+			c.stdinOnce.Do(func() { c.stdinW.Close() })
+			if c.pending != nil {
+				c.pending = nil
+				c.out().push(msgStdinAck{ID: c.id, Dropped: true})
+			}
+			c.mu.Unlock()
+			return
+		}
+		chunk := c.sq[0]
+		c.sq = c.sq[1:]
+		c.mu.Unlock()
+
+		_, err := c.stdinW.Write(chunk)
+
+		c.mu.Lock()
+		c.sqBytes -= len(chunk)
+		if c.sqBytes < 0 {
+			c.sqBytes = 0
+		}
+		if err != nil && !c.stdinDone {
+			// The command closed its stdin (EPIPE): nothing more can go in.
+			c.stdinFailed = true
+			c.stopStdinLocked()
+		}
+		if c.pending != nil && (c.sqBytes == 0 || c.sqBytes+len(c.pending.Data) <= stdinQueueCap) {
+			p := *c.pending
+			c.pending = nil
+			c.enqueueLocked(p)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// --- outbound queue ---
+
+// outQueue is the worker's single writer: frames are encoded when pushed
+// and written in order by one goroutine, so no reader ever blocks on the
+// socket. Output is bounded by the credit windows; control frames by the
+// daemon's own requests.
+type outQueue struct {
+	conn    net.Conn
+	onError func()
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	q      [][]byte
+	busy   bool
+	failed bool
+}
+
+func newOutQueue(conn net.Conn, onError func()) *outQueue {
+	o := &outQueue{conn: conn, onError: onError}
+	o.cond = sync.NewCond(&o.mu)
+	go o.run()
+	return o
+}
+
+func (o *outQueue) push(m msg) {
+	b, err := appendFrame(nil, m)
+	if err != nil {
+		// Only a bug can produce this: every field is bounded below the cap.
+		b, _ = appendFrame(nil, msgFatal{Msg: "worker: " + err.Error()})
+	}
+	o.mu.Lock()
+	if !o.failed {
+		o.q = append(o.q, b)
+		o.cond.Broadcast()
+	}
+	o.mu.Unlock()
+}
+
+func (o *outQueue) run() {
+	for {
+		o.mu.Lock()
+		for len(o.q) == 0 && !o.failed {
+			o.cond.Wait()
+		}
+		if o.failed {
+			o.mu.Unlock()
+			return
+		}
+		batch := o.q
+		o.q = nil
+		o.busy = true
+		o.mu.Unlock()
+
+		bufs := net.Buffers(batch)
+		_, err := bufs.WriteTo(o.conn)
+
+		o.mu.Lock()
+		o.busy = false
+		if err != nil {
+			o.failed = true
+			o.q = nil
+		}
+		o.cond.Broadcast()
+		o.mu.Unlock()
+		if err != nil {
+			o.onError()
+			return
+		}
+	}
+}
+
+// close stops the writer (what is queued is dropped).
+func (o *outQueue) close() {
+	o.mu.Lock()
+	o.failed = true
+	o.q = nil
+	o.cond.Broadcast()
+	o.mu.Unlock()
+}
+
+// flush waits until everything pushed so far is written (or timeout).
+func (o *outQueue) flush(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, func() {
+		o.mu.Lock()
+		o.cond.Broadcast()
+		o.mu.Unlock()
+	})
+	defer t.Stop()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for (len(o.q) > 0 || o.busy) && !o.failed && time.Now().Before(deadline) {
+		o.cond.Wait()
+	}
+}
