@@ -22,14 +22,25 @@ type PowerShell struct {
 type Endpoint struct {
 	Name string `yaml:"name"`
 	// RunAsUser: run this endpoint's pwsh as this local account instead of
-	// the caller (the JEA idea: a fixed service account). Not implemented
-	// yet: validation refuses it.
+	// the caller (the JEA idea: a fixed service account). The caller is
+	// still the one authorized (service policy, then AllowedGroups), before
+	// anything starts; the pool stays the caller's (only they may use,
+	// list or close it) and the audit names both. The caller's delegated
+	// credentials never reach the service account's processes. root only
+	// with authorization.allow_root.
 	RunAsUser string `yaml:"run_as_user"`
 	// AllowedGroups: only members may open a pool here (checked before any
 	// process starts). Empty: the service's authorization.allowed_groups.
 	AllowedGroups []string `yaml:"allowed_groups"`
 	// ConfigurationFile is passed as `-ConfigurationFile` (a .pssc).
 	ConfigurationFile string `yaml:"configuration_file"`
+	// StartupScript: a script (absolute path, as Windows'
+	// Register-PSSessionConfiguration -StartupScript takes) that runs in the
+	// pool as it opens, before the first pipeline, dot-sourced into the
+	// session so what it defines stays. pwsh gets it as its server mode's
+	// initial command: `-Command ". '<path>'"` (pwsh runs that in each
+	// runspace it creates for the pool).
+	StartupScript string `yaml:"startup_script"`
 	// AllowNewPrivileges overrides winrs.allow_new_privileges for this
 	// endpoint's pools (false for an endpoint whose users must never run
 	// sudo); omitted: the global setting.
@@ -61,6 +72,11 @@ func (p PowerShell) Argv(ep *Endpoint) []string {
 	if ep != nil && ep.ConfigurationFile != "" {
 		argv = append(argv, "-ConfigurationFile", ep.ConfigurationFile)
 	}
+	if ep != nil && ep.StartupScript != "" {
+		// -Command takes the rest of the command line, so it comes last;
+		// validate keeps quotes out of the path, so the text is exact.
+		argv = append(argv, "-Command", ". '"+ep.StartupScript+"'")
+	}
 	return argv
 }
 
@@ -81,6 +97,20 @@ func validEndpointName(s string) bool {
 	}
 	for _, r := range s {
 		if !(r == '-' || r == '.' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// validAccountName: what useradd and NSS accept as a user name (letters,
+// digits, '.', '_', '-', a trailing '$'; not starting with '-').
+func validAccountName(s string) bool {
+	if s == "" || len(s) > 256 || s[0] == '-' {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '-' || r == '.' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '$' && i == len(s)-1) {
 			return false
 		}
 	}
@@ -112,11 +142,13 @@ func (p PowerShell) validate() error {
 			return bad(k+".name", "duplicate endpoint %q", e.Name)
 		}
 		seen[strings.ToLower(e.Name)] = true
-		if e.RunAsUser != "" {
-			// Running an endpoint as a fixed account needs an account
-			// lookup the authorizer does not offer yet; refusing the key
-			// beats silently running as the caller.
-			return bad(k+".run_as_user", "not implemented yet; remove it (the endpoint runs as the caller)")
+		if e.RunAsUser != "" && !validAccountName(e.RunAsUser) {
+			return bad(k+".run_as_user", "not a local account name: %q", e.RunAsUser)
+		}
+		if s := e.StartupScript; s != "" {
+			if !filepath.IsAbs(s) || len(s) > 4096 || strings.ContainsAny(s, "'\"`$\x00\n\r") {
+				return bad(k+".startup_script", "must be an absolute path without quotes, '$', '`' or line breaks, not %q", s)
+			}
 		}
 		for j, g := range e.AllowedGroups {
 			if strings.TrimSpace(g) == "" {

@@ -56,12 +56,15 @@ import (
 
 // Config is what the session layer needs from the daemon.
 type Config struct {
-	Winrs                 configs.Winrs
-	MaxTimeout            time.Duration // service.max_timeout_ms: OperationTimeout is clamped to it
-	MaxOperationsPerUser  int
-	MaxEnvelopeSizeKB     int // reported by the config Get
-	Spawner               isolation.Spawner
-	PowerShell            configs.PowerShell // the PSRP shells' pwsh and endpoints
+	Winrs                configs.Winrs
+	MaxTimeout           time.Duration // service.max_timeout_ms: OperationTimeout is clamped to it
+	MaxOperationsPerUser int
+	MaxEnvelopeSizeKB    int // reported by the config Get
+	Spawner              isolation.Spawner
+	PowerShell           configs.PowerShell // the PSRP shells' pwsh and endpoints
+	// ServiceAccount resolves an endpoint's run_as_user (the authorizer's
+	// account database); nil: such endpoints refuse to open.
+	ServiceAccount        func(name string) (authn.Account, error)
 	Log                   *zap.Logger
 	Audit                 *obs.Audit
 	Metrics               *obs.Metrics

@@ -55,6 +55,7 @@ const psProvider = "microsoft.powershell"
 // psShell is the PSRP part of a Shell.
 type psShell struct {
 	endpoint string
+	runAs    string // the endpoint's run_as_user account, "" for the caller
 	// xpress: the Create asked for xpress compression, so every Send
 	// payload arrives compressed and every Receive payload leaves
 	// compressed (wsman/xpress.go). pwsh always sees raw fragments.
@@ -176,6 +177,27 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		}
 		env[v.Name] = v.Value
 	}
+	// The account the pool's processes run as: the caller, or the
+	// endpoint's fixed service account (the caller was authorized above;
+	// the pool stays the caller's).
+	runAs := isolation.Account(acct)
+	creds := delegated(req.Identity)
+	if ep != nil && ep.RunAsUser != "" {
+		if m.cfg.ServiceAccount == nil {
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" runs as a service account, which this service cannot resolve.")
+		}
+		svc, err := m.cfg.ServiceAccount(ep.RunAsUser)
+		if err != nil {
+			m.log.Warn("endpoint's run_as_user unusable", zap.String("endpoint", epName), zap.String("run_as", ep.RunAsUser), zap.Error(err))
+			m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FUser, req.Identity.User()), zap.String("endpoint", epName),
+				zap.String("run_as", ep.RunAsUser), zap.String(obs.FReason, err.Error()))
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" cannot start: its run_as_user is unusable.")
+		}
+		runAs = isolation.Account(svc)
+		sh.ps.runAs = svc.Username
+		// The caller's forwarded Kerberos credentials are theirs alone.
+		creds = nil
+	}
 	if err := m.register(req, sh); err != nil {
 		return nil, err
 	}
@@ -185,8 +207,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
-	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
+	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
+		Credentials: creds, AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
 	if err != nil {
 		return fail(err)
 	}
@@ -219,7 +241,7 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()),
-		zap.String("endpoint", epName), zap.String("program", argv[0]))
+		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]))
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
 }
 
@@ -322,6 +344,15 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 	return nil, wsman.ActionNotSupported(h.Action)
 }
 
+// runAsField names the service account in audit records (user stays the
+// caller who was authorized); nothing when the pool runs as the caller.
+func (ps *psShell) runAsField() zap.Field {
+	if ps.runAs == "" {
+		return zap.Skip()
+	}
+	return zap.String("run_as", ps.runAs)
+}
+
 func (ps *psShell) setDisconnected(v bool) {
 	ps.mu.Lock()
 	ps.disconnected = v
@@ -368,7 +399,7 @@ func (m *Manager) psCommand(ctx context.Context, req *Request, sh *Shell) ([]byt
 	}
 	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, pid.Upper()), zap.String("endpoint", sh.ps.endpoint),
-		zap.String("program", "PowerShell pipeline"))
+		sh.ps.runAsField(), zap.String("program", "PowerShell pipeline"))
 	return wsman.EncodeCommand(req.Msg.Header.MessageID, pid.Upper()), nil
 }
 

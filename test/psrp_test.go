@@ -454,3 +454,70 @@ func TestPowershellInCmdShell(t *testing.T) {
 	}
 	checkNoLeftovers(t, "after the powershell commands", 10*time.Second)
 }
+
+// TestPSRPRunAsEndpoint: a JEA-like endpoint that runs as a fixed service
+// account and admits only a group, with a startup script. The caller (a
+// member) is authorized and owns the pool; the pool's processes run as the
+// service account; the startup script ran in the pool before the first
+// pipeline and what it defined stays for every pipeline; the audit names the
+// caller as user and the service account as run_as. An administrator who is
+// not in the group is refused before any process starts.
+func TestPSRPRunAsEndpoint(t *testing.T) {
+	w := need(t)
+	dir := relDir(t)
+	grp := relGroup(t, fmt.Sprintf("%sra%s", userPrefix, randHex(2)))
+	caller := relUsers(t, "rac", 1, true, grp)[0]
+	svc := relUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
+	store := relStore(t, dir, []*testUser{caller, w.admin})
+	startup := filepath.Join(dir, "startup.ps1")
+	d, fe := psDaemon(t, func(c *configs.Config) {
+		c.Accounts.StoreFile = store
+		c.PowerShell.Endpoints = []configs.Endpoint{{Name: "Svc", RunAsUser: svc.Name, AllowedGroups: []string{grp}, StartupScript: startup}}
+	})
+	body := fe.script(psScript{
+		sh:   `export WINRMD_STARTUP="ran as $(id -un)"`,
+		pwsh: `$env:WINRMD_STARTUP = "ran as $([Environment]::UserName)"`,
+	})
+	if err := os.WriteFile(startup, []byte(body+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	who := fe.script(psScript{sh: `id -un; echo "$WINRMD_STARTUP"`, pwsh: `[Environment]::UserName; $env:WINRMD_STARTUP`})
+	c := psConns(t, d, caller)["http-ntlm-sealed"]
+	r := runPS(t, c, psSpec{Op: "ps_run", Endpoint: "Svc", Scripts: []string{who, who}})
+	okPS(t, "ps_run on the run_as endpoint", r)
+	want := svc.Name + ",ran as " + svc.Name
+	for i, run := range r.Runs {
+		if got := strings.Join(run.Output, ","); got != want || run.State != "COMPLETED" {
+			t.Errorf("pipeline %d: %s, want output %q", i, run, want)
+		}
+	}
+	var created map[string]any
+	for _, e := range d.AuditEvents() {
+		if e.Event == "shell_create" && strings.EqualFold(e.ShellID, r.ShellID) {
+			_ = json.Unmarshal([]byte(e.Raw), &created)
+		}
+	}
+	if created == nil || !auditUserIs(fmt.Sprint(created["user"]), caller.Name) || created["run_as"] != svc.Name || created["endpoint"] != "Svc" {
+		t.Errorf("shell_create audit record: %v (want user %s, run_as %s)", created, caller.Name, svc.Name)
+	}
+	starts := 0
+	for _, e := range d.AuditEvents() {
+		if e.Event == "command_start" && strings.EqualFold(e.ShellID, r.ShellID) && strings.Contains(e.Raw, `"run_as":"`+svc.Name+`"`) && auditUserIs(e.User, caller.Name) {
+			starts++
+		}
+	}
+	if starts != 2 {
+		t.Errorf("%d command_start records name the caller and run_as, want 2", starts)
+	}
+
+	// An administrator outside the group: refused before anything starts.
+	before := d.AuditCount("shell_create", "")
+	r = runPS(t, psConns(t, d, w.admin)["http-ntlm-sealed"], psSpec{Op: "ps_run", Endpoint: "Svc", Script: "id -un"})
+	if r.OK || !(r.WSManCode == codeAccessDenied || strings.Contains(strings.ToLower(r.Error), "access")) {
+		t.Errorf("run_as endpoint for a non-member: %s", r)
+	}
+	if d.AuditCount("shell_create", "") != before {
+		t.Error("a refused caller started the service account's pool")
+	}
+	checkPSGone(t, d)
+}

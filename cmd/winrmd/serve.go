@@ -65,6 +65,10 @@ func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) 
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
+func (s *swapAuthorizer) ServiceAccount(name string) (authn.Account, error) {
+	return s.p.Load().ServiceAccount(name)
+}
+
 func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
 
 // hostNameSet is this host's names for service binding and local
@@ -253,6 +257,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Service:              cfg.Service,
 		Spawner:              spawner,
 		PowerShell:           cfg.PowerShell,
+		ServiceAccount:       auth.ServiceAccount,
 		Log:                  log,
 		Audit:                audit,
 		Metrics:              metrics,
