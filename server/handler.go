@@ -290,6 +290,23 @@ func (s *Server) send(x *exchange, rep *reply) {
 // RC4 keystream, ntlm.Session.PrepareKeystream).
 type keystreamPreparer interface{ PrepareKeystream(n int) }
 
+// unsealKeystreamPreparer is the same for inbound messages.
+type unsealKeystreamPreparer interface{ PrepareUnsealKeystream(n int) }
+
+// prepareUnsealKeystream: after a large sealed request (a Send of stdin), the
+// client's next message is most likely the next Send of the same size, so
+// its keystream is drawn while this one is handled and the client seals the
+// next. The session uses it only for a message of exactly that size from
+// exactly this state.
+func (s *Server) prepareUnsealKeystream(st *connState, n int) {
+	if n < streamingReply {
+		return
+	}
+	if p, ok := st.sealer.(unsealKeystreamPreparer); ok {
+		p.PrepareUnsealKeystream(n)
+	}
+}
+
 // streamingReply is the envelope size from which a Receive's answer counts
 // as a stream of full responses: a streaming command's next response has
 // the same size (full payload, the same header lengths), while small
@@ -480,6 +497,7 @@ func (s *Server) unseal(x *exchange) *reply {
 			s.countRequest("none", "bad_encryption")
 			return refuse(http.StatusBadRequest, false, true)
 		}
+		s.prepareUnsealKeystream(st, len(plain))
 		// OMI's client pads sealed plaintext with up to 15 NULs and counts
 		// them in Length; XML never ends with NUL, so drop them.
 		for i := 0; i < 15 && len(plain) > 0 && plain[len(plain)-1] == 0; i++ {
