@@ -155,8 +155,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		resourceURI:  wsman.PowerShellPrefix + epName,
 		created:      time.Now(),
 		lastActivity: time.Now(),
-		idleTimeout:  time.Duration(m.cfg.Winrs.IdleTimeoutMS) * time.Millisecond,
-		maxRunTime:   time.Duration(m.cfg.Winrs.MaxShellRunTimeMS) * time.Millisecond,
+		idleTimeout:  m.cfg.Limits.IdleTimeout,
+		maxRunTime:   m.cfg.Limits.MaxShellRunTime,
 		inStreams:    "stdin pr",
 		outStreams:   "stdout",
 		commands:     map[string]*Command{},
@@ -238,7 +238,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 			return fail(err)
 		}
 	}
-	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{Xpress: xpress})
+	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)),
+		bridgeLimits{MaxBuffered: m.cfg.Limits.PSRPMaxBuffered, AckTimeout: m.cfg.Limits.PSRPAckTimeout, Xpress: xpress})
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
 	if opened {
@@ -336,7 +337,7 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 	case wsman.ActionDisconnect:
 		if d, ok := req.Msg.Body.(*wsman.Disconnect); ok && d.IdleTimeout > 0 {
 			sh.mu.Lock()
-			if d.IdleTimeout < time.Duration(m.cfg.Winrs.IdleTimeoutMS)*time.Millisecond {
+			if d.IdleTimeout < m.cfg.Limits.IdleTimeout {
 				sh.idleTimeout = d.IdleTimeout
 			}
 			sh.mu.Unlock()
@@ -612,7 +613,7 @@ func (sh *Shell) closePS() {
 	if br == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sh.m.cfg.Limits.PSRPCloseTimeout)
 	defer cancel()
 	if err := br.close(ctx); err != nil && !errors.Is(err, isolation.ErrWorkerGone) {
 		sh.m.log.Debug("closing PowerShell", zap.String(obs.FShellID, sh.id), zap.Error(err))

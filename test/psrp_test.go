@@ -468,11 +468,11 @@ func TestPowershellInCmdShell(t *testing.T) {
 // not in the group is refused before any process starts.
 func TestPSRPRunAsEndpoint(t *testing.T) {
 	w := need(t)
-	dir := relDir(t)
-	grp := relGroup(t, fmt.Sprintf("%sra%s", userPrefix, randHex(2)))
-	caller := relUsers(t, "rac", 1, true, grp)[0]
-	svc := relUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
-	store := relStore(t, dir, []*testUser{caller, w.admin})
+	dir := testDir(t)
+	grp := makeGroup(t, fmt.Sprintf("%sra%s", userPrefix, randHex(2)))
+	caller := makeUsers(t, "rac", 1, true, grp)[0]
+	svc := makeUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
+	store := writeStore(t, dir, []*testUser{caller, w.admin})
 	startup := filepath.Join(dir, "startup.ps1")
 	d, fe := psDaemon(t, func(c *configs.Config) {
 		c.Accounts.StoreFile = store
