@@ -250,17 +250,16 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		return fmt.Errorf("isolation: %w", err)
 	}
 	sessions := session.NewManager(session.Config{
-		Winrs:                cfg.Winrs,
-		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
-		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
-		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
-		Service:              cfg.Service,
-		Spawner:              spawner,
-		PowerShell:           cfg.PowerShell,
-		ServiceAccount:       auth.ServiceAccount,
-		Log:                  log,
-		Audit:                audit,
-		Metrics:              metrics,
+		Limits:            session.LimitsFor(cfg),
+		Winrs:             cfg.Winrs,
+		MaxEnvelopeSizeKB: cfg.Service.MaxEnvelopeSizeKB,
+		Service:           cfg.Service,
+		Spawner:           spawner,
+		PowerShell:        cfg.PowerShell,
+		ServiceAccount:    auth.ServiceAccount,
+		Log:               log,
+		Audit:             audit,
+		Metrics:           metrics,
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
