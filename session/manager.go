@@ -105,6 +105,7 @@ type Manager struct {
 	stopReap chan struct{}
 	reapDone chan struct{}
 	svc      atomic.Pointer[configs.Service] // SetService; nil: cfg.Service
+	spares   *spares                         // warm pwsh per user and endpoint (psrp_spare.go)
 }
 
 // NewManager starts the manager and its idle reaper.
@@ -126,6 +127,7 @@ func NewManager(cfg Config) *Manager {
 		stopReap: make(chan struct{}),
 		reapDone: make(chan struct{}),
 	}
+	m.spares = newSpares(m)
 	go m.reaper()
 	return m
 }
@@ -246,6 +248,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	m.mu.Unlock()
 	close(m.stopReap)
 	<-m.reapDone
+	m.spares.shutdown(ctx)
 	var wg sync.WaitGroup
 	for _, s := range shells {
 		wg.Add(1)

@@ -207,16 +207,36 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
-	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: creds, AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
-	if err != nil {
-		return fail(err)
-	}
 	argv := m.cfg.PowerShell.Argv(ep)
-	proc, err := isolation.StartPwsh(ctx, w, argv)
-	if err != nil {
-		w.Close()
-		return fail(err)
+	want := spareRequest{key: spareKey(sh.owner, epName), acct: runAs, argv: argv,
+		newPriv: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)}
+	var (
+		w    isolation.Worker
+		proc *isolation.PwshProcess
+		warm bool
+	)
+	// A warm spare only for a Create that asks nothing the spare was not
+	// started with.
+	if len(env) == 0 && dir == "" && len(creds) == 0 {
+		if sp := m.spares.take(want); sp != nil {
+			w, proc, warm = sp.w, sp.proc, true
+			if m.cfg.Metrics != nil {
+				m.cfg.Metrics.PSRPSparesUsed.Inc()
+			}
+		}
+	}
+	if !warm {
+		var err error
+		w, err = m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
+			Credentials: creds, AllowNewPrivileges: want.newPriv})
+		if err != nil {
+			return fail(err)
+		}
+		proc, err = isolation.StartPwsh(ctx, w, argv)
+		if err != nil {
+			w.Close()
+			return fail(err)
+		}
 	}
 	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)),
 		bridgeLimits{MaxBuffered: m.cfg.Limits.PSRPMaxBuffered, AckTimeout: m.cfg.Limits.PSRPAckTimeout, Xpress: xpress})
@@ -242,7 +262,9 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()),
-		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]))
+		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]), zap.Bool("warm_spare", warm))
+	// This user's next pool here starts warm.
+	m.spares.start(want)
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
 }
 

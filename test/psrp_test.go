@@ -114,6 +114,10 @@ func psDaemon(t *testing.T, mutate func(*configs.Config)) (*Daemon, farEnd) {
 		c.Service.MaxTimeoutMS = 5000
 		c.PowerShell.Path = fe.Path
 		c.PowerShell.Args = fe.Args
+		// Warm spares are idle processes that outlive a closed pool (by
+		// design): off here, so the other tests' leftover checks stay
+		// exact; TestPSRPWarmSpare turns them on.
+		c.PowerShell.WarmSpares = 0
 		if mutate != nil {
 			mutate(c)
 		}
@@ -520,4 +524,105 @@ func TestPSRPRunAsEndpoint(t *testing.T) {
 		t.Error("a refused caller started the service account's pool")
 	}
 	checkPSGone(t, d)
+}
+
+// shellCreated returns the shell_create audit record of a pool.
+func shellCreated(d *Daemon, shellID string) map[string]any {
+	for _, e := range d.AuditEvents() {
+		if e.Event == "shell_create" && strings.EqualFold(e.ShellID, shellID) {
+			var m map[string]any
+			if json.Unmarshal([]byte(e.Raw), &m) == nil {
+				return m
+			}
+		}
+	}
+	return nil
+}
+
+// waitMetric polls a daemon metric until it has the value (the deadline only
+// bounds a broken run; nothing is asserted about time).
+func waitMetric(t *testing.T, d *Daemon, name string, want float64) {
+	t.Helper()
+	var v float64
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		m, err := d.MetricsSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ = Metric(m, name); v == want {
+			return
+		}
+	}
+	t.Fatalf("%s = %v, want %v", name, v, want)
+}
+
+// TestPSRPWarmSpare: after a user's first pool a warm pwsh waits for that
+// user; their second pool takes it (the audit says warm_spare, the metric
+// counts it, and the pool runs as that user); another user's pool never
+// does. Spares end at their lifetime and at shutdown, leaving no process.
+func TestPSRPWarmSpare(t *testing.T) {
+	w := need(t)
+	who := psScript{sh: "id -un", pwsh: "[Environment]::UserName"}
+	d, fe := psDaemon(t, func(c *configs.Config) {
+		c.PowerShell.WarmSpares = 4
+		c.PowerShell.WarmSpareLifetimeS = 600
+	})
+	a := psConns(t, d, w.admin)["http-ntlm-sealed"]
+	b := psConns(t, d, w.admin2)["https-basic"]
+	run := func(c Conn, u *testUser) (warm bool) {
+		t.Helper()
+		r := runPS(t, c, psSpec{Op: "ps_run", Script: fe.script(who)})
+		okPS(t, "ps_run", r)
+		if got := strings.Join(r.Output, ""); got != u.Name {
+			t.Errorf("pool of %s ran as %q", u.Name, got)
+		}
+		rec := shellCreated(d, r.ShellID)
+		if rec == nil {
+			t.Fatalf("no shell_create record for %s", r.ShellID)
+		}
+		return rec["warm_spare"] == true
+	}
+	if run(a, w.admin) {
+		t.Error("the first pool of a user took a warm spare")
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 1)
+	if run(b, w.admin2) {
+		t.Errorf("%s's pool took a warm spare (only %s had one)", w.admin2.Name, w.admin.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2)
+	if !run(a, w.admin) {
+		t.Errorf("%s's second pool did not take the warm spare", w.admin.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares_used_total", 1)
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2) // taken, and replaced
+	if !run(b, w.admin2) {
+		t.Errorf("%s's second pool did not take its own warm spare", w.admin2.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares_used_total", 2)
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2)
+
+	// Shutdown ends the idle spares: nothing is left after a clean stop.
+	d.stop()
+	if d.waitErr != nil {
+		t.Errorf("daemon exited badly with warm spares: %v", d.waitErr)
+	}
+	checkNoLeftovers(t, "after a stop with warm spares", 5*time.Second)
+
+	// A spare nobody takes ends at its lifetime.
+	d2, fe2 := psDaemon(t, func(c *configs.Config) {
+		c.PowerShell.WarmSpares = 4
+		c.PowerShell.WarmSpareLifetimeS = 2
+	})
+	r := runPS(t, psConns(t, d2, w.admin)["http-ntlm-sealed"], psSpec{Op: "ps_run", Script: fe2.script(who)})
+	okPS(t, "ps_run", r)
+	expired := false
+	for deadline := time.Now().Add(60 * time.Second); !expired && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		expired = strings.Contains(tail(d2.Stderr, 200), "warm spare expired")
+	}
+	if !expired {
+		t.Fatal("no spare expired in the daemon log")
+	}
+	waitMetric(t, d2, "winrmd_psrp_warm_spares", 0)
+	waitMetric(t, d2, "winrmd_psrp_warm_spares_used_total", 0)
+	checkNoLeftovers(t, "after the warm spare's lifetime", 10*time.Second)
 }
