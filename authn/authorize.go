@@ -319,6 +319,33 @@ func (a *Authorizer) decide(p Principal) (Account, bool, error) {
 	return Account{}, false, fmt.Errorf("%q (local %q): %w", p.Name, acct.Username, ErrNotAuthorized)
 }
 
+// ServiceAccount resolves the fixed account a PowerShell endpoint runs as
+// (powershell.endpoints[].run_as_user), from the same account database as
+// Authorize, afresh each time (an account re-created with another uid is
+// never used with the old one). It makes no Identity: the caller was
+// authorized already, and the service account is only whose credentials the
+// pool's processes take. uid 0 is refused unless allow_root; lab mode runs
+// everything as the daemon's own user, this too.
+func (a *Authorizer) ServiceAccount(name string) (Account, error) {
+	if a == nil {
+		return Account{}, fmt.Errorf("%w: no authorizer", ErrBackend)
+	}
+	if a.lab != nil {
+		return *a.lab, nil
+	}
+	if !validQualifiedName(name) {
+		return Account{}, fmt.Errorf("%w: %q cannot be an account name", ErrUnknownAccount, name)
+	}
+	acct, err := a.lookupUser(name)
+	if err != nil {
+		return Account{}, err
+	}
+	if acct.UID == 0 && !a.allowRoot {
+		return Account{}, fmt.Errorf("run_as_user %q maps to uid 0: %w", name, ErrRootRefused)
+	}
+	return acct, nil
+}
+
 // allowedBySID returns the first of p's verified SIDs that the policy
 // allows ("" when none does).
 func (a *Authorizer) allowedBySID(p Principal) string {

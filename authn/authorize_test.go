@@ -524,3 +524,35 @@ func TestAuthorizeUncached(t *testing.T) {
 		t.Fatalf("after the database's version changed: %v %v, want uid 3001 decided under version 1", id, err)
 	}
 }
+
+// TestServiceAccount: run_as_user is looked up in the authorizer's account
+// database each time, needs no group membership (the caller was authorized),
+// and is refused for uid 0 unless allow_root.
+func TestServiceAccount(t *testing.T) {
+	for _, allowRoot := range []bool{false, true} {
+		a, err := NewAuthorizer(AuthorizerConfig{AllowRoot: allowRoot, HostNames: NewHostNames("HOST")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nss := newFakeNSS()
+		a.lookupUser, a.lookupGroup = nss.user, nss.group
+		acct, err := a.ServiceAccount("bob") // in no allowed group
+		if err != nil || acct.UID != 1002 || acct.Username != "bob" {
+			t.Fatalf("bob: %+v, %v", acct, err)
+		}
+		before := nss.lookups
+		if _, err := a.ServiceAccount("bob"); err != nil || nss.lookups != before+1 {
+			t.Errorf("second lookup: %v, lookups %d -> %d (want afresh)", err, before, nss.lookups)
+		}
+		if _, err := a.ServiceAccount("nosuch"); !errors.Is(err, ErrUnknownAccount) {
+			t.Errorf("unknown account: %v", err)
+		}
+		if _, err := a.ServiceAccount("a:b"); !errors.Is(err, ErrUnknownAccount) {
+			t.Errorf("invalid name: %v", err)
+		}
+		_, err = a.ServiceAccount("toor")
+		if allowRoot != (err == nil) || !allowRoot && !errors.Is(err, ErrRootRefused) {
+			t.Errorf("uid 0 with allow_root=%v: %v", allowRoot, err)
+		}
+	}
+}

@@ -48,9 +48,10 @@
 //   - watchdog.go: both ends: the daemon's writer of its shell cgroups,
 //     and the process that kills and removes them when the daemon dies.
 //
-// Nothing in the worker's files is reachable from the daemon's but through
-// the protocol, and the other way round; the tests' doubles and accessors
-// live in _test.go files (testhooks_test.go).
+// The worker's files use nothing declared in the daemon's, and the other
+// way round (TestSplitByProcess holds it): they meet in the protocol and
+// the shared files. The tests' doubles and accessors live in _test.go
+// files (testhooks_test.go).
 //
 // This file is the contract the session layer programs against.
 package isolation

@@ -188,3 +188,49 @@ func BenchmarkParallelSpawnClose(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkShellTree is the cost of finding a shell's processes, the
+// choice proctree.go makes once: the walk of the children files below the
+// worker against the scan of every process's stat file on the host (the
+// fallback without children files or pidfds). The shell holds 10 sleeping
+// processes; nothing is killed. The scan's cost grows with the host's
+// processes, the walk's only with the shell's.
+func BenchmarkShellTree(b *testing.B) {
+	s, req := benchSpawner(b, "off")
+	h, _ := spawn(b, s, req)
+	id := nextID()
+	if err := h.Start(context.Background(), CommandSpec{ID: id, Line: "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1000 & done; wait"}); err != nil {
+		b.Fatal(err)
+	}
+	list := func() int {
+		var buf []byte
+		n := 0
+		var walk func(int)
+		walk = func(pid int) {
+			for _, k := range taskChildren(pid, &buf) {
+				n++
+				walk(k)
+			}
+		}
+		walk(h.Pid())
+		return n
+	}
+	if !eventually(5*time.Second, func() bool { return list() >= 11 }) {
+		b.Fatalf("the shell's processes did not start: %d", list())
+	}
+	b.Run("walk", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if n := list(); n < 11 {
+				b.Fatalf("walk found %d", n)
+			}
+		}
+	})
+	b.Run("scan", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if n := len(descendants(h.Pid())); n < 11 {
+				b.Fatalf("scan found %d", n)
+			}
+		}
+		b.ReportMetric(float64(len(allStats())), "host-procs")
+	})
+}

@@ -20,12 +20,13 @@ package isolation
 //
 //   - cgroupReaper, wherever a memory or pids cgroup is usable: the whole
 //     group dies by one write to cgroup.kill (cgroup v2, kernel 5.14 and
-//     later; probed once at detection), else by freeze, kill each member
-//     through a pidfd after checking it is still a member, thaw, until the
-//     group is empty (v1 freezer, or v2 cgroup.freeze). The freezer is what
-//     makes it race-free: a frozen group cannot fork, and a stopped
-//     (SIGSTOP) process is killed as well. It is the only strategy that
-//     holds a process that left the tree and the session.
+//     later; where the kernel lacks the file the write fails at once),
+//     else by freeze, kill each member through a pidfd after checking it
+//     is still a member, thaw, until the group is empty (v1 freezer, or v2
+//     cgroup.freeze). The freezer is what makes it race-free: a frozen
+//     group cannot fork, and a stopped (SIGSTOP) process is killed as
+//     well. It is the only strategy that holds a process that left the
+//     tree and the session.
 //   - treeReaper otherwise: a walk of the tree below the worker, then a
 //     sweep of the worker's session (a process that calls setsid and is
 //     orphaned to init escapes both; only a cgroup holds it).
@@ -36,9 +37,17 @@ package isolation
 // the host every 5 ms until the worker had no child: in `make bench`'s row
 // of 200 concurrent shells that scan was 24-36% of the daemon's CPU
 // samples, O(shells x host processes); with the walk Close fell to 5.8%
-// (BENCH.md, "200 concurrent shells"). The scan is kept only for a kernel
+// (BENCH.md, "200 concurrent shells"). BenchmarkShellTree, a shell of 11
+// processes on a host of 109 (2 CPUs, 2026-12-06): the walk finds them in
+// 0.17 ms, the scan in 2.1 ms. The scan is kept only for a kernel
 // without children files (CONFIG_PROC_CHILDREN) or pidfds (before 5.3):
 // treeWalkable probes both once per process, the daemon and each worker.
+//
+// The cgroup costs more per shell (BenchmarkSpawnClose, same host, cgroup
+// v1: 8.8-8.9 CPU ms per shell against 7.0-7.3 with the tree alone: the
+// groups' mkdir, limits, kill loop and rmdir), and is still the choice
+// wherever it exists: it holds the memory and process limits, and it is
+// the only hold on a process that leaves the tree.
 //
 // Both strategies kill every process but the worker first and let the
 // worker, a subreaper that reaps on SIGCHLD, collect them, so not even a
@@ -50,13 +59,16 @@ package isolation
 // reads are raw syscalls into one reused buffer (readSmallFile,
 // readDirNames) and its one parser of /proc/<pid>/stat (procPPid) reads
 // only the parent. Everything off that path (a scan of every process, the
-// daemon's own cgroups and mounts at start-up) goes through
+// daemon's own cgroups and mounts at start-up in cgroup.go, a sidecar
+// target's name and pid-namespace number) goes through
 // github.com/prometheus/procfs. The worker's credentials after the drop are
-// checked from /proc/<pid>/status in drop.go (checkStatus), which the
+// checked from /proc/<pid>/status in drop.go (checkStatus; procfs has no
+// Groups or NoNewPrivs), which the
 // privilege drop owns.
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -581,4 +593,41 @@ func countTasksOfUID(uid uint32) int {
 		}
 	}
 	return total
+}
+
+// lowestPidNamed is the lowest-numbered process whose comm is name (0:
+// none): a sidecar target given by name (sidecar.go).
+func lowestPidNamed(name string) (int, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return 0, err
+	}
+	best := 0
+	for _, p := range procs {
+		if best != 0 && p.PID >= best {
+			continue
+		}
+		if comm, err := p.Comm(); err == nil && comm == name {
+			best = p.PID
+		}
+	}
+	return best, nil
+}
+
+// nsPid is pid's number in its innermost pid namespace (the NSpid line of
+// /proc/<pid>/status), which is what a worker inside a sidecar target
+// reports in its Hello.
+func nsPid(pid int) (int, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, err
+	}
+	if len(st.NSpids) == 0 {
+		return 0, fmt.Errorf("no NSpid in /proc/%d/status", pid)
+	}
+	return int(st.NSpids[len(st.NSpids)-1]), nil
 }

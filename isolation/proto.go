@@ -624,3 +624,12 @@ func decodeWorkerToDaemon(typ byte, p []byte) (msg, error) {
 func validEnvKey(k string) bool {
 	return k != "" && !bytes.ContainsRune([]byte(k), '=')
 }
+
+// truncate cuts s to n bytes: a text bounded to its field's limit before
+// it is encoded (maxMsgLen, maxIDLen).
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

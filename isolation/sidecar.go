@@ -40,7 +40,6 @@ package isolation
 // with a fault that says so.
 
 import (
-	"bufio"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -104,20 +103,9 @@ func ResolveSidecarTarget(spec string) (int, error) {
 		}
 		return 0, fmt.Errorf("%w: cgroup %s has no process (the container stopped?)", ErrSidecarTarget, spec)
 	}
-	ents, err := os.ReadDir("/proc")
+	best, err := lowestPidNamed(spec)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrSidecarTarget, err)
-	}
-	best := 0
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil || (best != 0 && n >= best) {
-			continue
-		}
-		comm, err := readSmall(fmt.Sprintf("/proc/%d/comm", n), 64)
-		if err == nil && strings.TrimSuffix(string(comm), "\n") == spec {
-			best = n
-		}
 	}
 	if best == 0 {
 		return 0, fmt.Errorf("%w: no process named %q (the container stopped?)", ErrSidecarTarget, spec)
@@ -417,25 +405,4 @@ func checkStaticSelf(exe string) error {
 		}
 	}
 	return nil
-}
-
-// nsPid is pid's number in its innermost pid namespace (the NSpid line of
-// /proc/<pid>/status), which is what a worker inside a target reports.
-func nsPid(pid int) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				break
-			}
-			return strconv.Atoi(f[len(f)-1])
-		}
-	}
-	return 0, fmt.Errorf("no NSpid in /proc/%d/status", pid)
 }

@@ -260,13 +260,6 @@ func limitNproc(uid uint32, budget uint32) error {
 	return nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 func writeMsg(w io.Writer, m msg) error {
 	b, err := appendFrame(nil, m)
 	if err != nil {

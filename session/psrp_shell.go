@@ -55,6 +55,7 @@ const psProvider = "microsoft.powershell"
 // psShell is the PSRP part of a Shell.
 type psShell struct {
 	endpoint string
+	runAs    string // the endpoint's run_as_user account, "" for the caller
 	// xpress: the Create asked for xpress compression, so every Send
 	// payload arrives compressed and every Receive payload leaves
 	// compressed (wsman/xpress.go). pwsh always sees raw fragments.
@@ -154,8 +155,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		resourceURI:  wsman.PowerShellPrefix + epName,
 		created:      time.Now(),
 		lastActivity: time.Now(),
-		idleTimeout:  time.Duration(m.cfg.Winrs.IdleTimeoutMS) * time.Millisecond,
-		maxRunTime:   time.Duration(m.cfg.Winrs.MaxShellRunTimeMS) * time.Millisecond,
+		idleTimeout:  m.cfg.Limits.IdleTimeout,
+		maxRunTime:   m.cfg.Limits.MaxShellRunTime,
 		inStreams:    "stdin pr",
 		outStreams:   "stdout",
 		commands:     map[string]*Command{},
@@ -176,6 +177,27 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		}
 		env[v.Name] = v.Value
 	}
+	// The account the pool's processes run as: the caller, or the
+	// endpoint's fixed service account (the caller was authorized above;
+	// the pool stays the caller's).
+	runAs := isolation.Account(acct)
+	creds := delegated(req.Identity)
+	if ep != nil && ep.RunAsUser != "" {
+		if m.cfg.ServiceAccount == nil {
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" runs as a service account, which this service cannot resolve.")
+		}
+		svc, err := m.cfg.ServiceAccount(ep.RunAsUser)
+		if err != nil {
+			m.log.Warn("endpoint's run_as_user unusable", zap.String("endpoint", epName), zap.String("run_as", ep.RunAsUser), zap.Error(err))
+			m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FUser, req.Identity.User()), zap.String("endpoint", epName),
+				zap.String("run_as", ep.RunAsUser), zap.String(obs.FReason, err.Error()))
+			return nil, wsman.InternalError(2147942402, psProvider, "The session configuration "+epName+" cannot start: its run_as_user is unusable.")
+		}
+		runAs = isolation.Account(svc)
+		sh.ps.runAs = svc.Username
+		// The caller's forwarded Kerberos credentials are theirs alone.
+		creds = nil
+	}
 	if err := m.register(req, sh); err != nil {
 		return nil, err
 	}
@@ -185,18 +207,39 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
-	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: isolation.Account(acct), ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: delegated(req.Identity), AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
-	if err != nil {
-		return fail(err)
-	}
 	argv := m.cfg.PowerShell.Argv(ep)
-	proc, err := isolation.StartPwsh(ctx, w, argv)
-	if err != nil {
-		w.Close()
-		return fail(err)
+	want := spareRequest{key: spareKey(sh.owner, epName), acct: runAs, argv: argv,
+		newPriv: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)}
+	var (
+		w    isolation.Worker
+		proc *isolation.PwshProcess
+		warm bool
+	)
+	// A warm spare only for a Create that asks nothing the spare was not
+	// started with.
+	if len(env) == 0 && dir == "" && len(creds) == 0 {
+		if sp := m.spares.take(want); sp != nil {
+			w, proc, warm = sp.w, sp.proc, true
+			if m.cfg.Metrics != nil {
+				m.cfg.Metrics.PSRPSparesUsed.Inc()
+			}
+		}
 	}
-	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{Xpress: xpress})
+	if !warm {
+		var err error
+		w, err = m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
+			Credentials: creds, AllowNewPrivileges: want.newPriv})
+		if err != nil {
+			return fail(err)
+		}
+		proc, err = isolation.StartPwsh(ctx, w, argv)
+		if err != nil {
+			w.Close()
+			return fail(err)
+		}
+	}
+	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)),
+		bridgeLimits{MaxBuffered: m.cfg.Limits.PSRPMaxBuffered, AckTimeout: m.cfg.Limits.PSRPAckTimeout, Xpress: xpress})
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
 	if opened {
@@ -219,7 +262,9 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()),
-		zap.String("endpoint", epName), zap.String("program", argv[0]))
+		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]), zap.Bool("warm_spare", warm))
+	// This user's next pool here starts warm.
+	m.spares.start(want)
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
 }
 
@@ -292,7 +337,7 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 	case wsman.ActionDisconnect:
 		if d, ok := req.Msg.Body.(*wsman.Disconnect); ok && d.IdleTimeout > 0 {
 			sh.mu.Lock()
-			if d.IdleTimeout < time.Duration(m.cfg.Winrs.IdleTimeoutMS)*time.Millisecond {
+			if d.IdleTimeout < m.cfg.Limits.IdleTimeout {
 				sh.idleTimeout = d.IdleTimeout
 			}
 			sh.mu.Unlock()
@@ -320,6 +365,15 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 		return wsman.EncodeConnect(h.MessageID), nil
 	}
 	return nil, wsman.ActionNotSupported(h.Action)
+}
+
+// runAsField names the service account in audit records (user stays the
+// caller who was authorized); nothing when the pool runs as the caller.
+func (ps *psShell) runAsField() zap.Field {
+	if ps.runAs == "" {
+		return zap.Skip()
+	}
+	return zap.String("run_as", ps.runAs)
 }
 
 func (ps *psShell) setDisconnected(v bool) {
@@ -368,7 +422,7 @@ func (m *Manager) psCommand(ctx context.Context, req *Request, sh *Shell) ([]byt
 	}
 	m.cfg.Audit.Event(obs.EvCommandStart, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, pid.Upper()), zap.String("endpoint", sh.ps.endpoint),
-		zap.String("program", "PowerShell pipeline"))
+		sh.ps.runAsField(), zap.String("program", "PowerShell pipeline"))
 	return wsman.EncodeCommand(req.Msg.Header.MessageID, pid.Upper()), nil
 }
 
@@ -559,7 +613,7 @@ func (sh *Shell) closePS() {
 	if br == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sh.m.cfg.Limits.PSRPCloseTimeout)
 	defer cancel()
 	if err := br.close(ctx); err != nil && !errors.Is(err, isolation.ErrWorkerGone) {
 		sh.m.log.Debug("closing PowerShell", zap.String(obs.FShellID, sh.id), zap.Error(err))

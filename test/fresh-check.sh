@@ -167,6 +167,17 @@ ns_run() {
 		ns_run "$SELF" __inside "$ROOT" "$GOROOT_HOST" "$1"
 }
 
+# Accounts made inside the root get uids and gids from 30000 up, not from
+# 1000 as on the host: the kernel knows processes by number, and this host's
+# own test suites (other checkouts, run at the same time) kill every process
+# of their test accounts' uids, which would otherwise be the root's accounts
+# too (seen: the root's workers killed by SIGKILL mid-test). Below the fixed
+# uids of the container-only accounts of test/deploy (47311...).
+set_uid_range() {
+	sed -i -E 's/^(UID_MIN|GID_MIN)([[:space:]]+).*/\1\230000/; s/^(UID_MAX|GID_MAX)([[:space:]]+).*/\1\239999/' "$ROOT/etc/login.defs"
+	grep -qE '^UID_MIN[[:space:]]+30000$' "$ROOT/etc/login.defs" || die "could not set the uid range in $ROOT/etc/login.defs"
+}
+
 LABPID=""
 cleanup() {
 	set +e
@@ -235,6 +246,7 @@ echo "$HOSTNAME_IN" >"$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n' \
 	"$HOSTNAME_IN" >"$ROOT/etc/hosts"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+set_uid_range
 # This machine's trust store belongs to "what a fresh machine here holds": the
 # package registries are reached through a TLS proxy whose CA is in it. Kept
 # in /usr/local/share/ca-certificates too, so that an update-ca-certificates

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -43,31 +44,56 @@ func theFarEnd(t testing.TB, w *world) farEnd {
 	if _, err := os.Stat(py); err != nil {
 		py = w.python
 	}
+	script, site := standinCopy(t, w)
 	fe := farEnd{
 		Name: "pwsh STAND-IN (psrpcore + /bin/sh; pwsh not on PATH)",
 		Path: py,
-		Args: []string{filepath.Join(w.root, "test", "standin", "pwsh_standin.py"), "--site", venvSite(t, w), "-NoLogo", "-NoProfile", "-s"},
+		Args: []string{script, "--site", site, "-NoLogo", "-NoProfile", "-s"},
 	}
 	t.Logf("PSRP far end: %s", fe.Name)
 	return fe
 }
 
 var (
-	siteOnce sync.Once
-	siteDir  string
-	siteErr  error
+	standinOnce   sync.Once
+	standinScript string
+	standinSite   string
+	standinErr    error
 )
 
-// venvSite is the test venv's site-packages directory (where psrpcore is).
-func venvSite(t testing.TB, w *world) string {
-	siteOnce.Do(func() {
+// standinCopy copies the stand-in and the test venv's site-packages (where
+// psrpcore and its dependencies are) into the world's base directory, and
+// returns both paths. The stand-in runs as the test users, who may not be
+// able to read the checkout: a clone in root's home (/root is 0700 on
+// Debian, as on a fresh machine: make fresh-check) is out of their reach.
+func standinCopy(t testing.TB, w *world) (script, site string) {
+	standinOnce.Do(func() {
 		out, err := exec.Command(w.python, "-c", "import os, psrpcore; print(os.path.dirname(os.path.dirname(psrpcore.__file__)))").Output()
-		siteDir, siteErr = strings.TrimSpace(string(out)), err
+		if err != nil {
+			standinErr = fmt.Errorf("psrpcore not importable from the venv (%v): run `make venv`", err)
+			return
+		}
+		dir := filepath.Join(w.work, "standin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			standinErr = err
+			return
+		}
+		standinScript, standinSite = filepath.Join(dir, "pwsh_standin.py"), filepath.Join(dir, "site-packages")
+		for _, c := range [][2]string{
+			{filepath.Join(w.root, "test", "standin", "pwsh_standin.py"), standinScript},
+			{strings.TrimSpace(string(out)), standinSite},
+		} {
+			if out, err := exec.Command("cp", "-a", c[0], c[1]).CombinedOutput(); err != nil {
+				standinErr = fmt.Errorf("copying the stand-in: %v %s", err, out)
+				return
+			}
+		}
+		standinErr = exec.Command("chmod", "-R", "a+rX", dir).Run()
 	})
-	if siteErr != nil {
-		t.Fatalf("psrpcore not importable from the venv (%v): run `make venv`", siteErr)
+	if standinErr != nil {
+		t.Fatalf("%v", standinErr)
 	}
-	return siteDir
+	return standinScript, standinSite
 }
 
 // psScript is one script in both far ends' languages.

@@ -967,7 +967,7 @@ func watchdogOf(d *Daemon) int {
 
 // userGone waits until no process of uid is left.
 func userGone(uid int, within time.Duration) bool {
-	return relWait(within, func() bool { return len(userProcs(uid)) == 0 })
+	return eventually(within, func() bool { return len(userProcs(uid)) == 0 })
 }
 
 func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {

@@ -66,6 +66,10 @@ func (s *swapAuthorizer) AuthorizeUncached(p authn.Principal, sch authn.Scheme) 
 	return s.p.Load().AuthorizeUncached(p, sch)
 }
 
+func (s *swapAuthorizer) ServiceAccount(name string) (authn.Account, error) {
+	return s.p.Load().ServiceAccount(name)
+}
+
 func (s *swapAuthorizer) AccountsVersion() string { return s.p.Load().AccountsVersion() }
 
 // hostNameSet is this host's names for service binding and local
@@ -251,16 +255,16 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		return fmt.Errorf("isolation: %w", err)
 	}
 	sessions := session.NewManager(session.Config{
-		Winrs:                cfg.Winrs,
-		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
-		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
-		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
-		Service:              cfg.Service,
-		Spawner:              spawner,
-		PowerShell:           cfg.PowerShell,
-		Log:                  log,
-		Audit:                audit,
-		Metrics:              metrics,
+		Limits:            session.LimitsFor(cfg),
+		Winrs:             cfg.Winrs,
+		MaxEnvelopeSizeKB: cfg.Service.MaxEnvelopeSizeKB,
+		Service:           cfg.Service,
+		Spawner:           spawner,
+		PowerShell:        cfg.PowerShell,
+		ServiceAccount:    auth.ServiceAccount,
+		Log:               log,
+		Audit:             audit,
+		Metrics:           metrics,
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
@@ -314,10 +318,10 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	signal.Stop(sigs)
 	// Refuse new shells, let in-flight requests finish, then end every worker.
 	srv.Drain()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), requestsGrace)
 	srv.Shutdown(ctx)
 	cancel()
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), shellsGrace)
 	sessions.Shutdown(ctx)
 	cancel()
 	if err := spawner.Close(); err != nil {
@@ -329,6 +333,15 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	log.Info("stopped")
 	return nil
 }
+
+// The stop's two bounds (SIGTERM, SIGINT): in-flight requests get
+// requestsGrace to finish (srv.Shutdown), then the shells shellsGrace
+// (sessions.Shutdown). systemd's TimeoutStopSec (30 s in
+// deploy/winrmd.service) is above their sum.
+const (
+	requestsGrace = 10 * time.Second
+	shellsGrace   = 10 * time.Second
+)
 
 // announceTrace says loudly that the wire trace is on: it puts every
 // client's command lines into the log.

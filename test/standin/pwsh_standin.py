@@ -19,7 +19,16 @@ pipeline state. Signal(P) kills the script's process group and reports
 Stopped. Close(pool) or EOF on stdin ends the process.
 
 Arguments are accepted and ignored (the daemon passes pwsh's, e.g.
-`-NoLogo -NoProfile -s`), except `--standin-banner`: print one line to stderr
+`-NoLogo -NoProfile -s`), except `-Command TEXT...` / `-EncodedCommand B64`:
+pwsh's server mode takes that as its initial command and runs it in each
+runspace it creates for the pool, as the pool opens and before any pipeline,
+in the session's global scope (an endpoint's startup_script). The stand-in
+runs it through /bin/sh once, when INIT_RUNSPACEPOOL has opened the pool and
+before the Opened state goes out; what it exports is kept as the session
+state every later pipeline sees (the /bin/sh model of PowerShell session
+variables); its output is dropped (pwsh writes it to the host); a non-zero
+exit breaks the pool (RUNSPACEPOOL_STATE Broken, after the Opened that
+psrpcore has already queued). Also `--standin-banner`: print one line to stderr
 at start, which the tests use to say which far end ran; and `--site DIR`:
 import psrpcore from DIR (the test venv's site-packages: the stand-in runs as
 a test user, under the system python3, since the venv's interpreter may live
@@ -41,6 +50,7 @@ import xml.etree.ElementTree as ET
 
 from psrpcore import ServerPipeline, ServerRunspacePool, StreamType
 from psrpcore.types import (
+    RunspacePoolState,
     ErrorCategory,
     ErrorCategoryInfo,
     ErrorRecord,
@@ -92,9 +102,19 @@ def flush():
 
 
 def script_of(ps):
-    """The text /bin/sh runs: commands joined as a pipe, parameters appended."""
+    """The text /bin/sh runs: commands joined as a pipe, parameters appended.
+    Two cmdlets are modelled, as pypsrp's Client.execute_ps sends them:
+    `Invoke-Expression -Command TEXT` evaluates TEXT as a script (here: as
+    /bin/sh text) and `Out-String` turns objects into strings, which the
+    stand-in's output already is (one per line, as -Stream gives)."""
     parts = []
     for cmd in ps.commands:
+        name = cmd.command_text.lower()
+        if name == "invoke-expression":
+            parts.append(" ".join(str(v) for k, v in cmd.parameters if (k or "").lower() == "command"))
+            continue
+        if name == "out-string":
+            continue
         text = cmd.command_text
         for name, value in cmd.parameters:
             if name:
@@ -121,6 +141,43 @@ def pump(pid, stream, pipe):
                     fully_qualified_error_id="NativeCommandError",
                 )
         flush()
+
+
+def initial_command(argv):
+    """pwsh's -Command/-c (the rest of the command line) or
+    -EncodedCommand/-ec (base64 of UTF-16LE text), else None."""
+    for i, a in enumerate(argv):
+        k = a.lower()
+        if k in ("-command", "-c"):
+            return " ".join(argv[i + 1 :])
+        if k in ("-encodedcommand", "-ec", "-e") and i + 1 < len(argv):
+            return base64.b64decode(argv[i + 1]).decode("utf-16-le")
+    return None
+
+
+def run_initial_command(text):
+    """Run the initial command in the opening pool (see the module doc)."""
+    r = subprocess.run(
+        ["/bin/sh", "-c", "{\n%s\n} >/dev/null\nrc=$?\nenv -0\nexit $rc" % text],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    if r.returncode != 0:
+        sys.stderr.write("stand-in: initial command exited with code %d: %s\n" % (r.returncode, r.stderr.decode("utf-8", "replace")[-2000:]))
+        sys.stderr.flush()
+        with lock:
+            pool.set_broken(
+                ErrorRecord(
+                    Exception=NETException(Message="stand-in: the startup script failed with code %d" % r.returncode),
+                    CategoryInfo=ErrorCategoryInfo(Category=ErrorCategory.NotSpecified, Reason="StartupScript"),
+                    FullyQualifiedErrorId="StartupScriptFailed",
+                )
+            )
+        return
+    for item in r.stdout.split(b"\0"):
+        k, sep, v = item.decode("utf-8", "replace").partition("=")
+        if sep and k not in ("PWD", "OLDPWD", "SHLVL", "_"):
+            os.environ[k] = v
 
 
 def spawn(pid, pipe_obj):
@@ -215,6 +272,7 @@ def main():
     if "--standin-banner" in sys.argv[1:]:
         sys.stderr.write("pwsh stand-in (psrpcore + /bin/sh) pid %d\n" % os.getpid())
         sys.stderr.flush()
+    init = initial_command(sys.argv[1:])
     for raw in sys.stdin.buffer:
         raw = raw.strip()
         if not raw:
@@ -226,6 +284,10 @@ def main():
             stream = StreamType.prompt_response if el.attrib.get("Stream") == "PromptResponse" else StreamType.default
             with lock:
                 pool.receive_data(PSRPPayload(base64.b64decode(el.text or ""), stream, pid))
+                opened = pool.state == RunspacePoolState.Opened
+            if init is not None and opened:
+                run_initial_command(init)
+                init = None
             handle_events()
             flush()
             guid_packet("DataAck", g)
