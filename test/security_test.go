@@ -892,7 +892,7 @@ func TestSecurityUnreadOutput(t *testing.T) {
 		m, _ := d.MetricsSnapshot()
 		held, _ := Metric(m, "winrmd_output_buffered_bytes")
 		t.Logf("daemon heap in use %d → %d MiB with %d unread floods (RSS %d MiB); %v bytes reserved in the output budget",
-			before>>20, after>>20, nShells*perShell, relRSSKB(d.PID)>>10, held)
+			before>>20, after>>20, nShells*perShell, procRSSKB(d.PID)>>10, held)
 		budget := int64(d.Config.Winrs.MaxOutputBufferPerUserMB) << 20
 		if int64(held) > budget {
 			t.Errorf("%v bytes reserved, over the account's %d MiB", held, budget>>20)
