@@ -25,6 +25,14 @@ package session
 // stream payload xpress-compressed (wsman/xpress.go); the bridge and pwsh
 // always see raw fragments.
 //
+// An endpoint's run_as_user makes the pool's processes run as that service
+// account; authorization (the service policy, then allowed_groups) is the
+// caller's, before anything starts, and the pool stays the caller's. Its
+// startup_script reaches pwsh as the server mode's initial command
+// (configs.PowerShell.Argv). A pool may start on a warm spare, an idle pwsh
+// started for the same user and endpoint after their previous pool
+// (psrp_spare.go).
+//
 // The daemon only reads PSRP headers and states; pwsh does everything else,
 // the session-key exchange included.
 

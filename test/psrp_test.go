@@ -38,6 +38,8 @@ type psSpec struct {
 	Marker   string   `json:"marker,omitempty"`
 	Xpress   bool     `json:"xpress,omitempty"`
 	Input    []string `json:"input,omitempty"`
+	// XpressCorrupt: the xpress client's Sends carry invalid compressed data.
+	XpressCorrupt bool `json:"xpress_corrupt,omitempty"`
 }
 
 type psResult struct {
@@ -165,13 +167,18 @@ func TestPSRPLifecycle(t *testing.T) {
 				t.Errorf("pipeline after a failure: %s", last)
 			}
 			// Client.execute_ps wraps the script in Invoke-Expression and
-			// Out-String: PowerShell cmdlets the stand-in cannot run.
-			if fe.Real {
-				r = runPS(t, c, psSpec{Op: "execute_ps", Script: "'hello'; Write-Error 'bad'"})
-				okPS(t, "execute_ps", r)
-				if !strings.Contains(r.OutputText, "hello") || !r.HadErrors {
-					t.Errorf("execute_ps: %+v", r)
-				}
+			// Out-String (the stand-in models both cmdlets).
+			r = runPS(t, c, psSpec{Op: "execute_ps", Script: fe.script(psScript{sh: "echo hello; echo bad >&2", pwsh: "'hello'; Write-Error 'bad'"})})
+			okPS(t, "execute_ps", r)
+			// A non-terminating error is in the error stream; had_errors is
+			// pypsrp's "the pipeline failed".
+			if strings.TrimSpace(r.OutputText) != "hello" || r.HadErrors || len(r.Errors) != 1 || !strings.Contains(r.Errors[0], "bad") {
+				t.Errorf("execute_ps: output %q, errors %q, had_errors %v", r.OutputText, r.Errors, r.HadErrors)
+			}
+			r = runPS(t, c, psSpec{Op: "execute_ps", Script: fe.script(scriptFail)})
+			okPS(t, "execute_ps failing", r)
+			if strings.TrimSpace(r.OutputText) != "x" || !r.HadErrors {
+				t.Errorf("execute_ps of a failing script: output %q, had_errors %v", r.OutputText, r.HadErrors)
 			}
 		})
 	}
@@ -226,6 +233,11 @@ func TestPSRPXpress(t *testing.T) {
 			okPS(t, "pipeline input with xpress", r)
 			if strings.Join(r.Output, ",") != strings.Join(input, ",") || r.Xpress.SentStored == 0 {
 				t.Errorf("pipeline input: %s, xpress %+v", r, r.Xpress)
+			}
+			// Invalid compressed input: a clear fault naming it, no crash.
+			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, XpressCorrupt: true, Input: input, Script: fe.script(psScript{sh: "cat", pwsh: "$input"})})
+			if r.OK || !strings.Contains(r.Error, "xpress") {
+				t.Errorf("corrupt xpress Send: %s", r)
 			}
 			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, Digest: true, Script: fe.script(psScript{sh: sh, pwsh: pw})})
 			okPS(t, "large output with xpress", r)

@@ -643,16 +643,7 @@ func negotiateToken(r *reply) ([]byte, bool) {
 	if r == nil || r.Header == nil {
 		return nil, false
 	}
-	for _, v := range r.Header.Values("WWW-Authenticate") {
-		scheme, tok, ok := strings.Cut(v, " ")
-		if ok && (strings.EqualFold(scheme, "Negotiate") || strings.EqualFold(scheme, "NTLM")) {
-			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok))
-			if err == nil && len(b) > 0 {
-				return b, true
-			}
-		}
-	}
-	return nil, false
+	return wsclient.Token(r.Header.Values("WWW-Authenticate"), "Negotiate", "NTLM")
 }
 
 // tlsServerEndPoint is RFC 5929's channel binding application data.

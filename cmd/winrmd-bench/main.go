@@ -67,7 +67,7 @@ func parseSize(s string) (int64, error) {
 
 var sshOnly bool
 
-var allRows = []string{"warm", "cold", "stdout", "stdin", "concurrent", "idle", "auth"}
+var allRows = []string{"warm", "cold", "stdout", "stdin", "concurrent", "idle", "auth", "psrp"}
 
 func main() {
 	os.Exit(realMain())
@@ -256,6 +256,10 @@ func realMain() int {
 		{"auth", "auth_ntlm", func() (*result, error) { return b.authRate(authNTLM) }},
 		{"auth", "auth_basic", func() (*result, error) { return b.authRate(authBasic) }},
 		{"auth", "auth_krb5", func() (*result, error) { return b.authRate(authKerberos) }},
+		{"psrp", "psrp_open_cold", func() (*result, error) { return b.psrpRow(false, true) }},
+		{"psrp", "psrp_rtt_cold", func() (*result, error) { return b.psrpRow(false, false) }},
+		{"psrp", "psrp_open_warm", func() (*result, error) { return b.psrpRow(true, true) }},
+		{"psrp", "psrp_rtt_warm", func() (*result, error) { return b.psrpRow(true, false) }},
 	}
 	var results []*result
 	failed := false

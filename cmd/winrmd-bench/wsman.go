@@ -153,17 +153,12 @@ func (c *wsClient) krbHandshake() error {
 	if st != http.StatusOK {
 		return fmt.Errorf("kerberos: AP-REQ answered %d", st)
 	}
-	for _, v := range h.Values("WWW-Authenticate") {
-		if s, ok := strings.CutPrefix(v, "Kerberos "); ok {
-			rep, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("kerberos: AP-REP: %w", err)
-			}
-			c.krb, err = kerberos.FinishInitiator(rep, key, seq)
-			return err
-		}
+	rep, ok := wsclient.Token(h.Values("WWW-Authenticate"), "Kerberos")
+	if !ok {
+		return errors.New("kerberos: no AP-REP on the 200")
 	}
-	return errors.New("kerberos: no AP-REP on the 200")
+	c.krb, err = kerberos.FinishInitiator(rep, key, seq)
+	return err
 }
 
 func (c *wsClient) Close() error {
@@ -190,16 +185,8 @@ func (c *wsClient) ntlmHandshake() error {
 	if st != http.StatusUnauthorized {
 		return fmt.Errorf("ntlm: NEGOTIATE answered %d", st)
 	}
-	var chal []byte
-	for _, v := range h.Values("WWW-Authenticate") {
-		if s, ok := strings.CutPrefix(v, "Negotiate "); ok {
-			chal, err = base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("ntlm: challenge: %w", err)
-			}
-		}
-	}
-	if chal == nil {
+	chal, ok := wsclient.Token(h.Values("WWW-Authenticate"), "Negotiate")
+	if !ok {
 		return errors.New("ntlm: no challenge in 401")
 	}
 	auth, err := cl.Authenticate(chal, nil)

@@ -313,10 +313,10 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	signal.Stop(sigs)
 	// Refuse new shells, let in-flight requests finish, then end every worker.
 	srv.Drain()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), requestsGrace)
 	srv.Shutdown(ctx)
 	cancel()
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), shellsGrace)
 	sessions.Shutdown(ctx)
 	cancel()
 	if err := spawner.Close(); err != nil {
@@ -328,6 +328,15 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	log.Info("stopped")
 	return nil
 }
+
+// The stop's two bounds (SIGTERM, SIGINT): in-flight requests get
+// requestsGrace to finish (srv.Shutdown), then the shells shellsGrace
+// (sessions.Shutdown). systemd's TimeoutStopSec (30 s in
+// deploy/winrmd.service) is above their sum.
+const (
+	requestsGrace = 10 * time.Second
+	shellsGrace   = 10 * time.Second
+)
 
 // announceTrace says loudly that the wire trace is on: it puts every
 // client's command lines into the log.

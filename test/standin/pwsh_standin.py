@@ -102,9 +102,19 @@ def flush():
 
 
 def script_of(ps):
-    """The text /bin/sh runs: commands joined as a pipe, parameters appended."""
+    """The text /bin/sh runs: commands joined as a pipe, parameters appended.
+    Two cmdlets are modelled, as pypsrp's Client.execute_ps sends them:
+    `Invoke-Expression -Command TEXT` evaluates TEXT as a script (here: as
+    /bin/sh text) and `Out-String` turns objects into strings, which the
+    stand-in's output already is (one per line, as -Stream gives)."""
     parts = []
     for cmd in ps.commands:
+        name = cmd.command_text.lower()
+        if name == "invoke-expression":
+            parts.append(" ".join(str(v) for k, v in cmd.parameters if (k or "").lower() == "command"))
+            continue
+        if name == "out-string":
+            continue
         text = cmd.command_text
         for name, value in cmd.parameters:
             if name:

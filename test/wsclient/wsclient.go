@@ -225,3 +225,25 @@ func TLSServerEndPoint(cert *x509.Certificate) []byte {
 	h.Write(cert.Raw)
 	return append([]byte("tls-server-end-point:"), h.Sum(nil)...)
 }
+
+// Token returns the decoded token of the first WWW-Authenticate value (of
+// values) whose scheme is one of schemes (compared case-insensitively), as
+// a client reads a challenge or the final leg of a handshake; false when
+// there is none or it is not base64.
+func Token(values []string, schemes ...string) ([]byte, bool) {
+	for _, v := range values {
+		scheme, tok, ok := strings.Cut(v, " ")
+		if !ok {
+			continue
+		}
+		for _, s := range schemes {
+			if strings.EqualFold(scheme, s) {
+				b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok))
+				if err == nil && len(b) > 0 {
+					return b, true
+				}
+			}
+		}
+	}
+	return nil, false
+}

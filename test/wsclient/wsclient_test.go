@@ -102,3 +102,16 @@ func TestEnvelope(t *testing.T) {
 		t.Errorf("uuid %q", u)
 	}
 }
+
+func TestToken(t *testing.T) {
+	vals := []string{"Basic realm=\"WSMAN\"", "negotiate !!notbase64", "Negotiate TlRMTVNTUAAC", "Kerberos YQ=="}
+	if b, ok := Token(vals, "Negotiate", "NTLM"); !ok || string(b[:7]) != "NTLMSSP" {
+		t.Errorf("Negotiate: %q %v", b, ok)
+	}
+	if b, ok := Token(vals, "kerberos"); !ok || string(b) != "a" {
+		t.Errorf("Kerberos (scheme case-insensitive): %q %v", b, ok)
+	}
+	if _, ok := Token(vals, "CredSSP"); ok {
+		t.Error("a scheme not offered was found")
+	}
+}
