@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
@@ -244,8 +245,12 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
+	budget := isolation.NewOutputBudget(int64(cfg.Winrs.MaxOutputBufferMB)<<20, int64(cfg.Winrs.MaxOutputBufferPerUserMB)<<20)
+	metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "winrmd_output_buffered_bytes",
+		Help: "Command output the daemon may hold undelivered: reserved in the output budget (winrs.max_output_buffer_mb)."},
+		func() float64 { total, _ := budget.Used(0); return float64(total) }))
 	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
-		Watchdog: true})
+		Watchdog: true, OutputBudget: budget})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
