@@ -486,15 +486,21 @@ func TestPSRPRunAsEndpoint(t *testing.T) {
 	svc := makeUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
 	store := writeStore(t, dir, []*testUser{caller, w.admin})
 	startup := filepath.Join(dir, "startup.ps1")
+	badStartup := filepath.Join(dir, "bad-startup.ps1")
 	d, fe := psDaemon(t, func(c *configs.Config) {
 		c.Accounts.StoreFile = store
-		c.PowerShell.Endpoints = []configs.Endpoint{{Name: "Svc", RunAsUser: svc.Name, AllowedGroups: []string{grp}, StartupScript: startup}}
+		c.PowerShell.Endpoints = []configs.Endpoint{{Name: "Svc", RunAsUser: svc.Name, AllowedGroups: []string{grp}, StartupScript: startup},
+			{Name: "BadStart", StartupScript: badStartup}}
 	})
 	body := fe.script(psScript{
 		sh:   `export WINRMD_STARTUP="ran as $(id -un)"`,
 		pwsh: `$env:WINRMD_STARTUP = "ran as $([Environment]::UserName)"`,
 	})
 	if err := os.WriteFile(startup, []byte(body+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := fe.script(psScript{sh: "echo startup failed >&2; exit 3", pwsh: "throw 'startup failed'"})
+	if err := os.WriteFile(badStartup, []byte(bad+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	who := fe.script(psScript{sh: `id -un; echo "$WINRMD_STARTUP"`, pwsh: `[Environment]::UserName; $env:WINRMD_STARTUP`})
@@ -534,6 +540,13 @@ func TestPSRPRunAsEndpoint(t *testing.T) {
 	}
 	if d.AuditCount("shell_create", "") != before {
 		t.Error("a refused caller started the service account's pool")
+	}
+
+	// A startup script that fails breaks the pool: the client gets an
+	// error, no pipeline runs, nothing is left.
+	r = runPS(t, c, psSpec{Op: "ps_run", Endpoint: "BadStart", Script: fe.script(psScript{sh: "echo ran", pwsh: "'ran'"})})
+	if r.OK || strings.Contains(strings.Join(r.Output, ","), "ran") {
+		t.Errorf("pool with a failing startup script: %s", r)
 	}
 	checkPSGone(t, d)
 }
