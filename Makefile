@@ -227,7 +227,7 @@ soak: venv
 # (without starting the system sshd), creates and removes the account
 # wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
 BENCH_FLAGS ?=
-bench: build
+bench: build venv
 	@if [ "$$(id -u)" != 0 ]; then echo "bench: run as root (it creates a user and starts sshd)"; exit 1; fi
 	@if ! [ -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then \
 	  echo "bench: installing openssh-server openssh-client"; \

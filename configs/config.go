@@ -126,6 +126,14 @@ type Winrs struct {
 	// true by default because a remote administrator expects sudo to work.
 	// PowerShell endpoints take it unless they set their own.
 	AllowNewPrivileges bool `yaml:"allow_new_privileges"`
+	// MaxOutputBufferMB bounds the command output the daemon holds that no
+	// client has received yet, daemon-wide; MaxOutputBufferPerUserMB per
+	// account. A command whose output finds the budget spent blocks (its
+	// pipe fills) until clients receive, nothing is lost. Not Windows knobs:
+	// Windows bounds a shell's memory (MaxMemoryPerShellMB) and blocks a
+	// process whose output is not received the same way.
+	MaxOutputBufferMB        int `yaml:"max_output_buffer_mb"`
+	MaxOutputBufferPerUserMB int `yaml:"max_output_buffer_per_user_mb"`
 }
 
 // Authorization decides which local accounts may connect.
@@ -286,6 +294,11 @@ func Default() *Config {
 			MaxMemoryPerShellMB:    Unlimited,
 			MaxShellRunTimeMS:      Unlimited,
 			AllowNewPrivileges:     true,
+			// 256 commands at their full 1 MiB window at once (make load
+			// holds 200 shells of 20 users, 10 each); one account a
+			// quarter of it.
+			MaxOutputBufferMB:        256,
+			MaxOutputBufferPerUserMB: 64,
 		},
 		Accounts: Accounts{
 			PAMService: "winrmd",
@@ -493,10 +506,12 @@ func (c *Config) Validate() error {
 		return bad("winrs.max_shell_run_time_ms", "must be at least 1000, not %d", w.MaxShellRunTimeMS)
 	}
 	for key, v := range map[string]int{
-		"winrs.max_concurrent_users":    w.MaxConcurrentUsers,
-		"winrs.max_shells_per_user":     w.MaxShellsPerUser,
-		"winrs.max_processes_per_shell": w.MaxProcessesPerShell,
-		"winrs.max_memory_per_shell_mb": w.MaxMemoryPerShellMB,
+		"winrs.max_concurrent_users":          w.MaxConcurrentUsers,
+		"winrs.max_shells_per_user":           w.MaxShellsPerUser,
+		"winrs.max_processes_per_shell":       w.MaxProcessesPerShell,
+		"winrs.max_memory_per_shell_mb":       w.MaxMemoryPerShellMB,
+		"winrs.max_output_buffer_mb":          w.MaxOutputBufferMB,
+		"winrs.max_output_buffer_per_user_mb": w.MaxOutputBufferPerUserMB,
 	} {
 		if v < 1 {
 			return bad(key, "must be at least 1, not %d", v)

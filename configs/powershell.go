@@ -15,6 +15,14 @@ type PowerShell struct {
 	// Args make pwsh serve the out-of-process transport on stdin/stdout.
 	Args      []string   `yaml:"args"`
 	Endpoints []Endpoint `yaml:"endpoints"`
+	// WarmSpares: PowerShell starts slowly (0.5 s to several seconds), so
+	// after a user's pool opens the daemon starts one idle pwsh for that
+	// user and endpoint, and that user's next pool takes it instead of
+	// waiting for a cold start. At most this many spares live at once (all
+	// users); 0 turns them off. A spare is never handed to another user.
+	WarmSpares int `yaml:"warm_spares"`
+	// WarmSpareLifetimeS: a spare not taken within this many seconds ends.
+	WarmSpareLifetimeS int `yaml:"warm_spare_lifetime_s"`
 }
 
 // Endpoint is a named session configuration
@@ -63,7 +71,10 @@ const DefaultEndpoint = "Microsoft.PowerShell"
 const maxEndpoints = 256
 
 func defaultPowerShell() PowerShell {
-	return PowerShell{Path: "pwsh", Args: []string{"-NoLogo", "-NoProfile", "-s"}}
+	// 4 spares of about 100 MB each (pwsh 7's resident size) at most,
+	// each for 5 minutes: a user's burst of Invoke-Command calls is served
+	// warm, an idle host holds no spare for long.
+	return PowerShell{Path: "pwsh", Args: []string{"-NoLogo", "-NoProfile", "-s"}, WarmSpares: 4, WarmSpareLifetimeS: 300}
 }
 
 // Argv is the command line of ep's pwsh (ep nil: Microsoft.PowerShell).
@@ -125,6 +136,12 @@ func (p PowerShell) validate() error {
 		if strings.ContainsRune(a, 0) {
 			return bad(fmt.Sprintf("powershell.args[%d]", i), "contains a NUL byte")
 		}
+	}
+	if p.WarmSpares < 0 || p.WarmSpares > 1024 {
+		return bad("powershell.warm_spares", "0 (off) to 1024, not %d", p.WarmSpares)
+	}
+	if p.WarmSpares > 0 && (p.WarmSpareLifetimeS < 1 || p.WarmSpareLifetimeS > 86400) {
+		return bad("powershell.warm_spare_lifetime_s", "1 to 86400 seconds, not %d", p.WarmSpareLifetimeS)
 	}
 	if len(p.Endpoints) > maxEndpoints {
 		return bad("powershell.endpoints", "at most %d endpoints, not %d", maxEndpoints, len(p.Endpoints))

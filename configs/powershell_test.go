@@ -44,6 +44,8 @@ powershell:
 		"powershell: {endpoints: [{name: A, allowed_groups: ['']}]}":         "powershell.endpoints[0].allowed_groups[0]",
 		"powershell: {endpoints: [{name: A, run_as_user: 'svc user'}]}":      "powershell.endpoints[0].run_as_user",
 		"powershell: {endpoints: [{name: A, run_as_user: '-svc'}]}":          "powershell.endpoints[0].run_as_user",
+		"powershell: {warm_spares: -1}":                                      "powershell.warm_spares",
+		"powershell: {warm_spare_lifetime_s: 0}":                             "powershell.warm_spare_lifetime_s",
 		"powershell: {endpoints: [{name: A, startup_script: s.ps1}]}":        "powershell.endpoints[0].startup_script",
 		"powershell: {endpoints: [{name: A, startup_script: \"/x'y.ps1\"}]}": "powershell.endpoints[0].startup_script",
 		"powershell: {endpoints: [{name: A, startup_script: '/x$y.ps1'}]}":   "powershell.endpoints[0].startup_script",

@@ -170,10 +170,12 @@ type Event struct {
 
 // Worker is the daemon's handle on one worker process.
 //
-// Flow control: a worker sends at most OutputWindow bytes of a command's
-// output that the daemon has not yet reported with Consumed; when the window
-// is full the worker stops reading that command's pipes, so the command
-// blocks. Memory per command is therefore bounded on both sides.
+// Flow control: a worker sends at most a command's credit of output that the
+// daemon has not yet reported with Consumed: up to OutputWindow, of which
+// all but the first 64 KiB comes from the spawner's OutputBudget (daemon-wide
+// and per account, budget.go); when the credit is used up the worker stops
+// reading that command's pipes, so the command blocks. Memory per command,
+// and in all, is therefore bounded on both sides.
 type Worker interface {
 	// Start starts a command and returns once the worker reports it started;
 	// an error wrapping ErrStartFailed means the program could not be run.

@@ -41,12 +41,16 @@ type dcmd struct {
 	expectStart bool // releasing a command whose Started/StartErr is still due
 	pid         int
 	window      int // output bytes delivered but not yet Consumed
-	started     chan error
-	gone        chan struct{} // closed on Release (and StartErr)
-	stdinSem    chan struct{} // one Stdin caller at a time
-	stdinOut    bool          // a Stdin frame awaits its StdinAck
-	ackCh       chan bool
-	eofSent     bool
+	// grant is the command's output credit: the bytes it may have in the
+	// daemon (window) plus what the worker may still send; at most
+	// OutputWindow. What exceeds outputFloor is reserved in the budget.
+	grant    int
+	started  chan error
+	gone     chan struct{} // closed on Release (and StartErr)
+	stdinSem chan struct{} // one Stdin caller at a time
+	stdinOut bool          // a Stdin frame awaits its StdinAck
+	ackCh    chan bool
+	eofSent  bool
 }
 
 // workerHandle is the daemon's Worker: one reader goroutine checks and
@@ -68,6 +72,11 @@ type workerHandle struct {
 	stderrDone chan struct{} // closed when the stderr logger ends
 
 	wmu sync.Mutex
+
+	// budget reserves every command's output credit (nil: unlimited), for
+	// the account uid.
+	budget *OutputBudget
+	uid    uint32
 
 	mu      sync.Mutex
 	qcond   *sync.Cond
@@ -171,7 +180,6 @@ func (h *workerHandle) hostile(err error) {
 }
 
 func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
-	//lint:ignore S1016 the wire message and the API type stay separate types on purpose: a conversion would tie them together.
 	m := msgStart{ID: spec.ID, Line: spec.Line, Argv: spec.Argv}
 	if err := checkOutgoing(m); err != nil {
 		return fmt.Errorf("isolation: command %q: %w", spec.ID, err)
@@ -194,11 +202,16 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 	}
 	h.cmds[spec.ID] = c
 	h.pendingStarts++
+	// The credit the command starts with, from the budget: possibly less
+	// than a window, possibly none (it then waits for budget; Started).
+	c.grant = outputFloor + h.budget.take(h.uid, OutputWindow-outputFloor)
+	m.Window = uint32(c.grant)
 	h.mu.Unlock()
 
 	if err := h.send(m); err != nil {
 		h.mu.Lock()
 		h.startAnsweredLocked() // the worker never got it whole
+		h.returnGrantLocked(spec.ID, c)
 		h.mu.Unlock()
 		return err
 	}
@@ -214,6 +227,7 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 		// Forget it; the worker kills it if it started after all.
 		c.state, c.expectStart = cmdReleasing, true
 		close(c.gone)
+		h.returnGrantLocked(spec.ID, c)
 		h.mu.Unlock()
 		_ = h.send(msgRelease{ID: spec.ID})
 		return ctx.Err()
@@ -357,12 +371,67 @@ func (h *workerHandle) Consumed(id string, n int) error {
 		return fmt.Errorf("isolation: Consumed(%d) for %q exceeds the %d bytes delivered", n, id, c.window)
 	}
 	c.window -= n
-	running := c.state == cmdRunning
-	h.mu.Unlock()
-	if !running {
-		return nil // the worker sends nothing more; no window needed
+	if c.state != cmdRunning {
+		// The worker sends nothing more: the bytes go back to the budget.
+		h.shrinkGrantLocked(c, c.grant-n)
+		h.mu.Unlock()
+		return nil
 	}
-	return h.send(msgCredit{ID: id, N: uint32(n)})
+	// The consumed bytes stay the command's credit; a command granted less
+	// than a window takes what the budget has meanwhile.
+	more := h.budget.take(h.uid, OutputWindow-c.grant)
+	c.grant += more
+	h.mu.Unlock()
+	return h.send(msgCredit{ID: id, N: uint32(n + more)})
+}
+
+// topUp offers a running command granted less than a window what the
+// budget has now (OutputBudget.wake).
+func (h *workerHandle) topUp(id string) {
+	h.mu.Lock()
+	c := h.cmds[id]
+	if c == nil || h.ended || c.state == cmdExited || c.state == cmdReleasing || c.grant >= OutputWindow {
+		h.mu.Unlock()
+		h.budget.unwait(h, id)
+		return
+	}
+	if c.state != cmdRunning {
+		h.mu.Unlock() // Started will ask again
+		return
+	}
+	more := h.budget.take(h.uid, OutputWindow-c.grant)
+	c.grant += more
+	full := c.grant >= OutputWindow
+	h.mu.Unlock()
+	if full {
+		h.budget.unwait(h, id)
+	}
+	if more > 0 {
+		_ = h.send(msgCredit{ID: id, N: uint32(more)})
+	}
+}
+
+// returnGrantLocked gives a command's whole reservation back: it holds
+// nothing in the daemon any more.
+func (h *workerHandle) returnGrantLocked(id string, c *dcmd) {
+	h.shrinkGrantLocked(c, 0)
+	h.budget.unwait(h, id)
+}
+
+// outputFloor is the credit every command has whatever the budget says:
+// its first bytes are not reserved, so a command started while the
+// budget is spent (by floods nobody reads, even the same account's) still
+// moves one chunk per Receive instead of waiting for budget that the
+// waiting floods would take first. The daemon's bound is therefore the
+// budget plus outputFloor per live command.
+const outputFloor = maxOutChunk
+
+// shrinkGrantLocked lowers a command's grant to g and returns the
+// reserved bytes above the floor to the budget.
+func (h *workerHandle) shrinkGrantLocked(c *dcmd, g int) {
+	reserved := func(g int) int { return max(0, g-outputFloor) }
+	h.budget.give(h.uid, reserved(c.grant)-reserved(g))
+	c.grant = g
 }
 
 func (h *workerHandle) Release(id string) error {
@@ -374,6 +443,7 @@ func (h *workerHandle) Release(id string) error {
 	}
 	c.state = cmdReleasing
 	close(c.gone)
+	h.returnGrantLocked(id, c) // output crossing the Release is dropped
 	h.mu.Unlock()
 	return h.send(msgRelease{ID: id})
 }
@@ -423,6 +493,9 @@ func (h *workerHandle) apply(m msg) error {
 		case c != nil && c.state == cmdStarting:
 			c.state, c.pid = cmdRunning, int(m.Pid)
 			c.started <- nil
+			if c.grant < OutputWindow {
+				h.budget.wait(h, m.ID) // tops it up as budget comes back
+			}
 		case c != nil && c.state == cmdReleasing && c.expectStart:
 			c.expectStart = false
 		default:
@@ -435,6 +508,7 @@ func (h *workerHandle) apply(m msg) error {
 		case c != nil && c.state == cmdStarting:
 			delete(h.cmds, m.ID)
 			close(c.gone)
+			h.returnGrantLocked(m.ID, c)
 			c.started <- fmt.Errorf("%w: %s", ErrStartFailed, m.Msg)
 		case c != nil && c.state == cmdReleasing && c.expectStart:
 			c.expectStart = false
@@ -457,8 +531,8 @@ func (h *workerHandle) apply(m msg) error {
 		switch {
 		case c != nil && c.state == cmdRunning:
 			c.window += len(m.Data)
-			if c.window > OutputWindow {
-				return violation("output of %q beyond the window (%d bytes unacknowledged)", m.ID, c.window)
+			if c.window > c.grant {
+				return violation("output of %q beyond its credit (%d bytes unacknowledged, %d granted)", m.ID, c.window, c.grant)
 			}
 			h.pushLocked(Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data})
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
@@ -471,6 +545,9 @@ func (h *workerHandle) apply(m msg) error {
 		switch {
 		case c != nil && c.state == cmdRunning:
 			c.state = cmdExited
+			// Only what it holds stays reserved (returned as consumed).
+			h.shrinkGrantLocked(c, c.window)
+			h.budget.unwait(h, m.ID)
 			h.pushLocked(Event{Kind: EventExit, CommandID: m.ID, ExitCode: m.Code})
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
 		default:
@@ -579,10 +656,11 @@ func (h *workerHandle) end(readErr error) {
 	if !h.closing {
 		h.err = err
 	}
-	for _, c := range h.cmds {
+	for id, c := range h.cmds {
 		if c.state == cmdStarting {
 			c.state = cmdReleasing
 		}
+		h.returnGrantLocked(id, c)
 	}
 	h.qcond.Broadcast()
 	h.mu.Unlock()

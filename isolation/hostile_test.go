@@ -457,17 +457,17 @@ func TestWorkerLoopRejects(t *testing.T) {
 		{"Setup twice", func(d *fakeDaemon) { d.send(msgSetup{User: "x"}) }},
 		{"unknown frame type", func(d *fakeDaemon) { d.conn.Write([]byte{0, 0, 0, 1, 0x55}) }},
 		{"duplicate command id", func(d *fakeDaemon) {
-			d.send(msgStart{ID: "C1", Line: "sleep 5"})
+			d.send(msgStart{ID: "C1", Line: "sleep 5", Window: OutputWindow})
 			d.recv()
-			d.send(msgStart{ID: "C1", Line: "sleep 5"})
+			d.send(msgStart{ID: "C1", Line: "sleep 5", Window: OutputWindow})
 		}},
 		{"credit beyond the window", func(d *fakeDaemon) {
-			d.send(msgStart{ID: "C1", Line: "sleep 5"})
+			d.send(msgStart{ID: "C1", Line: "sleep 5", Window: OutputWindow})
 			d.recv()
 			d.send(msgCredit{ID: "C1", N: 1})
 		}},
 		{"second Stdin before its acknowledgement", func(d *fakeDaemon) {
-			d.send(msgStart{ID: "C1", Line: "sleep 5"}) // never reads stdin
+			d.send(msgStart{ID: "C1", Line: "sleep 5", Window: OutputWindow}) // never reads stdin
 			d.recv()
 			chunk := make([]byte, maxStdinChunk)
 			for i := 0; i < stdinQueueCap/maxStdinChunk+1; i++ {
@@ -498,11 +498,11 @@ func TestWorkerLoopFlow(t *testing.T) {
 	if m, ok := d.recv().(msgReleased); !ok || m.ID != "never" {
 		t.Fatalf("got %#v", m)
 	}
-	d.send(msgStart{ID: "C1", Argv: []string{"wrmd-no-such-program"}})
+	d.send(msgStart{ID: "C1", Argv: []string{"wrmd-no-such-program"}, Window: OutputWindow})
 	if _, ok := d.recv().(msgStartErr); !ok {
 		t.Fatal("no StartErr")
 	}
-	d.send(msgStart{ID: "C2", Line: "cat; echo done >&2; exit 4"})
+	d.send(msgStart{ID: "C2", Line: "cat; echo done >&2; exit 4", Window: OutputWindow})
 	if _, ok := d.recv().(msgStarted); !ok {
 		t.Fatal("no Started")
 	}

@@ -27,11 +27,13 @@ package isolation
 //	                                              the worker in its cgroup
 //	W->D SetupOK | SetupErr{code, msg}            after the privilege drop
 //	-- running --
-//	D->W Start{cmd, line | argv}      W->D Started{cmd, pid} | StartErr{cmd, msg}
+//	D->W Start{cmd, line | argv, window}  W->D Started{cmd, pid} | StartErr{cmd, msg}
 //	D->W Stdin{cmd, eof, data}        W->D StdinAck{cmd, dropped}  (one in flight per command)
 //	D->W Signal{cmd, sig}
-//	W->D Output{cmd, stream, data}    at most OutputWindow unacknowledged bytes per command
-//	D->W Credit{cmd, n}               returns window
+//	W->D Output{cmd, stream, data}    never more than the credit: Start's window
+//	                                  plus every Credit, less what was sent; the
+//	                                  total never exceeds OutputWindow
+//	D->W Credit{cmd, n}               returns window, or grants more (OutputBudget)
 //	W->D Exit{cmd, code}              after both pipes hit EOF and the process was reaped
 //	D->W Release{cmd}                 W->D Released{cmd}  (nothing more about cmd after it)
 //	W->D Fatal{msg}                   the worker gives up (then exits)
@@ -48,7 +50,7 @@ import (
 )
 
 // protoVersion is sent in Hello; the daemon refuses any other.
-const protoVersion = 1
+const protoVersion = 2 // 2: Start carries the command's initial output credit
 
 // Frame types. Daemon -> worker are 0x01..; worker -> daemon are 0x81...
 const (
@@ -154,6 +156,9 @@ type msgStart struct {
 	ID   string
 	Line string
 	Argv []string // non-empty: exec directly; empty: /bin/sh -c Line
+	// Window is the output credit the command starts with (0..OutputWindow:
+	// the daemon's OutputBudget decides); Credit adds to it.
+	Window uint32
 }
 
 type msgStdin struct {
@@ -286,6 +291,7 @@ func (m msgStart) encode(e *encoder) {
 	for _, a := range m.Argv {
 		e.str(a)
 	}
+	e.u32(m.Window)
 }
 
 func (m msgStdin) encode(e *encoder) {
@@ -531,6 +537,9 @@ func decodeDaemonToWorker(typ byte, p []byte) (msg, error) {
 			if d.err == nil && s.Argv[0] == "" {
 				d.fail(errBadValue)
 			}
+		}
+		if s.Window = d.u32(); d.err == nil && s.Window > OutputWindow {
+			d.fail(errBadValue)
 		}
 		m = s
 	case tStdin:

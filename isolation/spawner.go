@@ -47,6 +47,10 @@ type SpawnerOptions struct {
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
 	Sidecar string
+	// OutputBudget reserves the output every command may hold undelivered
+	// in the daemon, daemon-wide and per account (budget.go); nil: only the
+	// per-command OutputWindow bounds it.
+	OutputBudget *OutputBudget
 	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
 	// a root process that kills every shell cgroup of this daemon when the
 	// daemon dies, stopped workers included. Needs root and cgroups; the
@@ -546,6 +550,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 
 	reap := newShellReaper(cg, proc, pid, acct.UID)
 	h := newWorkerHandle(log, pid, conn, nil, proc, reap)
+	h.budget, h.uid = s.opts.OutputBudget, acct.UID
 	h.stderr, h.stderrDone = stderrR, make(chan struct{})
 	go h.logStderr()
 	defer func() {

@@ -231,7 +231,7 @@ func (w *workerLoop) start(m msgStart) error {
 		errR.Close()
 		return fail(fmt.Errorf("%s: %w", path, err))
 	}
-	c := &wcmd{id: m.ID, pid: pid, w: w, window: OutputWindow, open: 2, stdinW: inW, outR: [2]*os.File{outR, errR}}
+	c := &wcmd{id: m.ID, pid: pid, w: w, window: int(m.Window), open: 2, stdinW: inW, outR: [2]*os.File{outR, errR}}
 	c.cond = sync.NewCond(&c.mu)
 	w.cmds[m.ID] = c
 	w.byPid[pid] = c
@@ -394,6 +394,11 @@ func exitCode(ws unix.WaitStatus) int32 {
 func (c *wcmd) pump(stream Stream, f *os.File) {
 	buf := make([]byte, maxOutChunk)
 	for {
+		// Credit is reserved only once the pipe has something to read (or
+		// ended): a pump blocked in read holds its reservation, so a quiet
+		// stderr would otherwise sit on a small window (a command started
+		// on the output budget's floor) while stdout waits for it.
+		waitReadable(f)
 		c.mu.Lock()
 		for c.window == 0 && !c.released {
 			c.cond.Wait()
@@ -426,6 +431,20 @@ func (c *wcmd) pump(stream Stream, f *os.File) {
 	c.open--
 	c.maybeExitLocked()
 	c.mu.Unlock()
+}
+
+// waitReadable returns once f has data or reached its end (or at once when
+// f cannot be polled: the read then blocks as before).
+func waitReadable(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err != unix.EINTR && (err != nil || n > 0)
+	})
 }
 
 func (c *wcmd) credit(n int) error {

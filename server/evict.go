@@ -15,14 +15,14 @@ import (
 // keep-alive timeout locked every real client out of both listeners):
 //
 //   - a connection idle between requests without an identity (it got a 401,
-//     or stopped mid-handshake) is closed after unauthenticatedIdle instead
-//     of service.idle_connection_timeout_ms; real handshake legs follow
-//     each other within milliseconds;
+//     or stopped mid-handshake) is closed after Limits.UnauthenticatedIdle
+//     instead of Limits.IdleTimeout; real handshake legs follow each other
+//     within milliseconds;
 //   - when the pool is full, a newcomer takes the slot of the longest-idle
 //     such connection, so the slots are in effect reserved for
 //     authenticated connections and handshakes in flight;
 //   - one source address holds at most
-//     service.max_unauthenticated_connections_per_source connections that
+//     Limits.MaxUnauthenticatedPerSource connections that
 //     have not authenticated (counted from accept: a connection that sends
 //     nothing, or a header a byte at a time, is busy and cannot be evicted,
 //     so without the cap one address could hold the whole pool for good by
@@ -30,10 +30,6 @@ import (
 //     takes the slot of its own longest-idle one, or is closed at accept.
 //     Authenticated connections are not capped per source (one Ansible
 //     controller runs many shells).
-const (
-	unauthenticatedIdle = 10 * time.Second
-	reapEvery           = time.Second
-)
 
 // markIdle records whether c is idle between requests.
 func (s *Server) markIdle(c net.Conn, idle bool) {
@@ -100,7 +96,7 @@ func (s *Server) evictIdleUnauthenticated(from netip.Addr) bool {
 // source's own longest-idle one to make room when it can. The count runs
 // over the open connections (at most max_connections), at accept only.
 func (s *Server) admitSource(addr netip.Addr) bool {
-	limit := s.cfg.Load().Service.MaxUnauthenticatedPerSource
+	limit := s.lim.Load().MaxUnauthenticatedPerSource
 	n := 0
 	s.conns.Range(func(_, v any) bool {
 		st := v.(*connState)
@@ -121,9 +117,10 @@ func (s *Server) admitSource(addr netip.Addr) bool {
 }
 
 // reapIdleUnauthenticated closes connections idle without an identity for
-// longer than unauthenticatedIdle, until the server stops.
+// longer than Limits.UnauthenticatedIdle, until the server stops.
 func (s *Server) reapIdleUnauthenticated() {
-	t := time.NewTicker(reapEvery)
+	lim := s.lim.Load()
+	t := time.NewTicker(lim.ReapEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -133,7 +130,7 @@ func (s *Server) reapIdleUnauthenticated() {
 		}
 		now := time.Now().UnixNano()
 		s.conns.Range(func(k, v any) bool {
-			if idleUnauthenticated(v.(*connState), now) > unauthenticatedIdle {
+			if idleUnauthenticated(v.(*connState), now) > lim.UnauthenticatedIdle {
 				k.(net.Conn).Close()
 			}
 			return true

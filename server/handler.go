@@ -87,17 +87,6 @@ func (s *Server) connStateHook(c net.Conn, cs http.ConnState) {
 	}
 }
 
-// encryptionOverhead is what the multipart framing and signature add to a
-// sealed request body beyond the envelope itself.
-const encryptionOverhead = 16 << 10
-
-// reauthorizeEvery bounds how long an authorization decision lasts on one
-// connection.
-const reauthorizeEvery = 30 * time.Second
-
-// maxToken bounds a decoded authentication token.
-const maxToken = 48 << 10
-
 // reply is what one request gets back, whichever stage produced it. A
 // reply with an envelope is sealed when the request was; one without is an
 // empty-bodied status (a refusal, a challenge, the 200 that ends a
@@ -167,22 +156,18 @@ func closeIfBody(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// maxHandshakeBody is the most of a body read (and discarded) on a
-// handshake leg, where the connection must stay open for the next leg.
-const maxHandshakeBody = 64 << 10
-
 // drainHandshake reads a handshake leg's body within a short deadline so
 // the connection can carry the next leg; anything larger or slower closes it.
-func drainHandshake(w http.ResponseWriter, r *http.Request) {
+func drainHandshake(w http.ResponseWriter, r *http.Request, lim *Limits) {
 	if r.ContentLength == 0 {
 		return
 	}
-	if r.ContentLength < 0 || r.ContentLength > maxHandshakeBody {
+	if r.ContentLength < 0 || r.ContentLength > int64(lim.MaxUnauthenticatedBody) {
 		w.Header().Set("Connection", "close")
 		return
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = rc.SetReadDeadline(time.Now().Add(lim.UnauthenticatedBodyTimeout))
 	_, err := io.CopyN(io.Discard, r.Body, r.ContentLength)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -212,6 +197,7 @@ type exchange struct {
 	r   *http.Request
 	st  *connState
 	cfg *configs.Config
+	lim *Limits // LimitsFor(cfg.Service)
 	log *zap.Logger
 	tls bool
 
@@ -232,7 +218,7 @@ type exchange struct {
 // exchange on or returns the reply that ends it; send writes every reply.
 // The connection's lock is held throughout but for dispatch.
 func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connState, l *listener) {
-	x := &exchange{w: w, r: r, st: st, cfg: s.cfg.Load(), tls: l.transport == "https"}
+	x := &exchange{w: w, r: r, st: st, cfg: s.cfg.Load(), lim: s.lim.Load(), tls: l.transport == "https"}
 	x.log = s.log.With(zap.Uint64(obs.FConnID, st.id), zap.String(obs.FRemoteAddr, st.remote.String()))
 	if s.tracing(x.cfg) {
 		s.traceRequestHeaders(x.log, r)
@@ -272,7 +258,7 @@ func (s *Server) send(x *exchange, rep *reply) {
 	if rep.envelope == nil {
 		if rep.token != "" {
 			h.Set("WWW-Authenticate", rep.token)
-			drainHandshake(x.w, x.r)
+			drainHandshake(x.w, x.r, x.lim)
 		}
 		if rep.unread {
 			closeIfBody(x.w, x.r)
@@ -303,6 +289,23 @@ func (s *Server) send(x *exchange, rep *reply) {
 // keystreamPreparer is a sealer whose costly half can run ahead (NTLM's
 // RC4 keystream, ntlm.Session.PrepareKeystream).
 type keystreamPreparer interface{ PrepareKeystream(n int) }
+
+// unsealKeystreamPreparer is the same for inbound messages.
+type unsealKeystreamPreparer interface{ PrepareUnsealKeystream(n int) }
+
+// prepareUnsealKeystream: after a large sealed request (a Send of stdin), the
+// client's next message is most likely the next Send of the same size, so
+// its keystream is drawn while this one is handled and the client seals the
+// next. The session uses it only for a message of exactly that size from
+// exactly this state.
+func (s *Server) prepareUnsealKeystream(st *connState, n int) {
+	if n < streamingReply {
+		return
+	}
+	if p, ok := st.sealer.(unsealKeystreamPreparer); ok {
+		p.PrepareUnsealKeystream(n)
+	}
+}
 
 // streamingReply is the envelope size from which a Receive's answer counts
 // as a stream of full responses: a streaming command's next response has
@@ -418,8 +421,8 @@ func (s *Server) authenticate(x *exchange) *reply {
 
 // authorizeConn re-checks a long-lived connection's identity now and then,
 // so a user removed from the allowed groups (SIGHUP, or the group
-// database) loses access within reauthorizeEvery even on a connection
-// already open; and at once when the local account database changed
+// database) loses access within Limits.ReauthorizeEvery even on a
+// connection already open; and at once when the local account database changed
 // (issue 14.11: an account re-created under the same name must not reach
 // the deleted account's shells through an identity authorized before).
 func (s *Server) authorizeConn(x *exchange) *reply {
@@ -428,7 +431,7 @@ func (s *Server) authorizeConn(x *exchange) *reply {
 	if v, ok := s.d.Authorizer.(VersionedAuthorizer); ok {
 		changed = v.AccountsVersion() != x.id.AccountsVersion()
 	}
-	if time.Since(st.authzAt) <= reauthorizeEvery && !changed {
+	if time.Since(st.authzAt) <= x.lim.ReauthorizeEvery && !changed {
 		return nil
 	}
 	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())
@@ -450,19 +453,19 @@ func (s *Server) tooLarge(maxEnv int) *reply {
 
 // readRequest reads the body, bounded before anything parses it.
 func (s *Server) readRequest(x *exchange) *reply {
-	maxEnv := x.cfg.Service.MaxEnvelopeBytes()
-	if x.r.ContentLength > int64(maxEnv+encryptionOverhead) {
+	maxEnv, maxBody := x.lim.MaxEnvelope, x.lim.MaxEnvelope+x.lim.SealingOverhead
+	if x.r.ContentLength > int64(maxBody) {
 		return s.tooLarge(maxEnv)
 	}
 	rc := http.NewResponseController(x.w)
-	_ = rc.SetReadDeadline(time.Now().Add(time.Duration(x.cfg.Service.ReadHeaderTimeoutMS)*time.Millisecond + 60*time.Second))
-	raw, err := readBody(x.r, maxEnv+encryptionOverhead)
+	_ = rc.SetReadDeadline(time.Now().Add(x.lim.ReadHeaderTimeout + x.lim.BodyTimeout))
+	raw, err := readBody(x.r, maxBody)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		x.log.Info("reading request body", zap.Error(err))
 		return refuse(http.StatusBadRequest, false, true)
 	}
-	if len(raw) > maxEnv+encryptionOverhead {
+	if len(raw) > maxBody {
 		return s.tooLarge(maxEnv)
 	}
 	if s.d.Metrics != nil {
@@ -477,7 +480,7 @@ func (s *Server) readRequest(x *exchange) *reply {
 // pypsrp's handshake) gets an empty 200.
 func (s *Server) unseal(x *exchange) *reply {
 	st, id := x.st, x.id
-	maxEnv := x.cfg.Service.MaxEnvelopeBytes()
+	maxEnv := x.lim.MaxEnvelope
 	if sealing.IsEncrypted(x.ct) {
 		if st.sealer == nil {
 			x.log.Info("encrypted body on a connection without a sealing context")
@@ -494,6 +497,7 @@ func (s *Server) unseal(x *exchange) *reply {
 			s.countRequest("none", "bad_encryption")
 			return refuse(http.StatusBadRequest, false, true)
 		}
+		s.prepareUnsealKeystream(st, len(plain))
 		// OMI's client pads sealed plaintext with up to 15 NULs and counts
 		// them in Length; XML never ends with NUL, so drop them.
 		for i := 0; i < 15 && len(plain) > 0 && plain[len(plain)-1] == 0; i++ {
@@ -521,7 +525,7 @@ func (s *Server) parse(x *exchange) *reply {
 		s.traceBody(x.log, x.cfg, "request", x.sealed, x.raw)
 	}
 	lim := wsman.DefaultLimits()
-	lim.MaxBytes = x.cfg.Service.MaxEnvelopeBytes()
+	lim.MaxBytes = x.lim.MaxEnvelope
 	env, err := wsman.Parse(x.raw, x.ct, lim)
 	if err != nil {
 		s.countRequest("none", "fault")
@@ -665,13 +669,13 @@ func listenerURL(r *http.Request, l *listener) string {
 func (s *Server) anonymousIdentify(x *exchange) *reply {
 	r := x.r
 	lim := wsman.DefaultLimits()
-	lim.MaxBytes = 64 << 10
+	lim.MaxBytes = x.lim.MaxUnauthenticatedBody
 	if r.ContentLength > int64(lim.MaxBytes) {
 		return &reply{status: http.StatusBadRequest, close: true}
 	}
 	// Unauthenticated: the body gets a few seconds, not a minute.
 	rc := http.NewResponseController(x.w)
-	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = rc.SetReadDeadline(time.Now().Add(x.lim.UnauthenticatedBodyTimeout))
 	raw, err := io.ReadAll(io.LimitReader(r.Body, int64(lim.MaxBytes)+1))
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil || len(raw) > lim.MaxBytes {
@@ -717,14 +721,14 @@ func (s *Server) basic(x *exchange, token string) *reply {
 	key := sha256.Sum256([]byte(token))
 	// The same credentials on the same connection are not verified again
 	// while the credential sources are unchanged and the last check is
-	// younger than reauthorizeEvery: a password change or removal then
+	// younger than Limits.ReauthorizeEvery: a password change or removal then
 	// takes effect on open connections too.
 	version := ""
 	if v, ok := s.d.Basic.(interface{ SourceVersion() string }); ok {
 		version = v.SourceVersion()
 	}
 	if st.identity != nil && st.scheme == authn.SchemeBasic && subtle.ConstantTimeCompare(key[:], st.basicKey[:]) == 1 &&
-		version == st.basicVersion && time.Since(st.authzAt) <= reauthorizeEvery {
+		version == st.basicVersion && time.Since(st.authzAt) <= x.lim.ReauthorizeEvery {
 		return nil
 	}
 	st.reset()
@@ -732,12 +736,12 @@ func (s *Server) basic(x *exchange, token string) *reply {
 	p, err := s.d.Basic.Authenticate(x.r.Context(), st.remote, token)
 	if err != nil {
 		s.logonFailure(x, "Basic", p.Name, err)
-		failureDelay(x.r, cfg, checked, err)
+		failureDelay(x.r, x.lim, checked, err)
 		return refuse(http.StatusUnauthorized, true, true)
 	}
 	id, rep := s.authorize(x, p, authn.SchemeBasic)
 	if rep != nil {
-		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
+		failureDelay(x.r, x.lim, checked, authn.ErrNotAuthorized)
 		return rep
 	}
 	st.identity, st.scheme, st.basicKey, st.authzAt, st.basicVersion = id, authn.SchemeBasic, key, time.Now(), version
@@ -802,7 +806,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 		s.countAuth(mech, "disabled")
 		return nil, false, refuse(http.StatusUnauthorized, true, false)
 	}
-	if len(token) > maxToken*4/3+4 {
+	if len(token) > base64.StdEncoding.EncodedLen(x.lim.MaxToken) {
 		s.countAuth(mech, "malformed")
 		return nil, false, refuse(http.StatusUnauthorized, true, true)
 	}
@@ -835,7 +839,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 		}
 		st.reset()
 		s.logonFailure(x, string(sch), name, err)
-		failureDelay(x.r, cfg, checked, err)
+		failureDelay(x.r, x.lim, checked, err)
 		// A CredSSP refusal may carry TSRequest{errorCode}: then it is the
 		// only WWW-Authenticate line (clients read the token at its end).
 		return out, false, refuse(http.StatusUnauthorized, len(out) == 0, true)
@@ -847,7 +851,7 @@ func (s *Server) negotiate(x *exchange, sch authn.Scheme, token string) ([]byte,
 	id, rep := s.authorize(x, p, sch)
 	if rep != nil {
 		st.reset()
-		failureDelay(x.r, cfg, checked, authn.ErrNotAuthorized)
+		failureDelay(x.r, x.lim, checked, authn.ErrNotAuthorized)
 		return nil, false, rep
 	}
 	st.identity, st.authzAt = id, time.Now()
@@ -963,11 +967,11 @@ func (s *Server) countAuth(scheme, result string) {
 // refused before any check and are not delayed. The delay is a floor:
 // choose it above the PAM stack's own delay (pam_faildelay's 2 s, which
 // Linux-PAM varies by up to a quarter).
-func failureDelay(r *http.Request, cfg *configs.Config, checked time.Time, err error) {
+func failureDelay(r *http.Request, lim *Limits, checked time.Time, err error) {
 	if errors.Is(err, authn.ErrMalformed) || errors.Is(err, authn.ErrUnsupported) {
 		return
 	}
-	wait := time.Until(checked.Add(time.Duration(cfg.Service.Auth.FailureDelayMS) * time.Millisecond))
+	wait := time.Until(checked.Add(lim.FailureDelay))
 	if wait <= 0 {
 		return
 	}

@@ -12,6 +12,11 @@
 // ends it; send writes every reply, sealed when the request was. Every
 // mechanism's Step gets the request's context and an authn.ConnInfo.
 //
+// Every size and time this layer bounds is a field of Limits (limits.go),
+// filled from the service.* keys by LimitsFor alone. What a daemon writes
+// once it serves is Ready (ready.go), the one declaration of the
+// ready-file contract.
+//
 // Imports: server -> session -> isolation, with authn, wsman, obs and
 // configs; nothing below server imports it.
 package server
@@ -27,7 +32,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -90,6 +94,7 @@ type Server struct {
 	d        Deps
 	log      *zap.Logger
 	cfg      atomic.Pointer[configs.Config]
+	lim      atomic.Pointer[Limits] // LimitsFor(cfg.Service)
 	filter4  atomic.Pointer[configs.Filter]
 	filter6  atomic.Pointer[configs.Filter]
 	certMap  atomic.Pointer[certauth.Mapper]
@@ -130,7 +135,7 @@ func New(d Deps) (*Server, error) {
 	if d.Authorizer == nil || d.Sessions == nil {
 		return nil, errors.New("server: Authorizer and Sessions are required")
 	}
-	s := &Server{d: d, log: d.Log.Named("server"), slots: make(chan struct{}, d.Config.Service.MaxConnections), stopReap: make(chan struct{})}
+	s := &Server{d: d, log: d.Log.Named("server"), slots: make(chan struct{}, LimitsFor(d.Config.Service).MaxConnections), stopReap: make(chan struct{})}
 	if err := s.applyConfig(d.Config); err != nil {
 		return nil, err
 	}
@@ -150,7 +155,9 @@ func (s *Server) applyConfig(c *configs.Config) error {
 	if err != nil {
 		return err
 	}
+	lim := LimitsFor(c.Service)
 	s.cfg.Store(c)
+	s.lim.Store(&lim)
 	s.certMap.Store(mp)
 	s.filter4.Store(f4)
 	s.filter6.Store(f6)
@@ -164,7 +171,7 @@ func (s *Server) Reload(c *configs.Config) error { return s.applyConfig(c) }
 
 // Start binds every listener and serves in the background.
 func (s *Server) Start() ([]Bound, error) {
-	c := s.cfg.Load()
+	c, lim := s.cfg.Load(), s.lim.Load()
 	s.reapOnce.Do(func() { go s.reapIdleUnauthenticated() })
 	var out []Bound
 	for _, lc := range c.Listeners {
@@ -181,9 +188,9 @@ func (s *Server) Start() ([]Bound, error) {
 		l.Listener = &gatedListener{Listener: ln, s: s}
 		hs := &http.Server{
 			Handler:           s.handler(l),
-			ReadHeaderTimeout: time.Duration(c.Service.ReadHeaderTimeoutMS) * time.Millisecond,
-			IdleTimeout:       time.Duration(c.Service.IdleConnectionTimeoutMS) * time.Millisecond,
-			MaxHeaderBytes:    64 << 10,
+			ReadHeaderTimeout: lim.ReadHeaderTimeout,
+			IdleTimeout:       lim.IdleTimeout,
+			MaxHeaderBytes:    lim.MaxHeaderBytes,
 			// HTTP/1.1 only: NTLM and Negotiate bind to the TCP connection.
 			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 			ConnContext:  s.connContext(l),

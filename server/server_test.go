@@ -100,7 +100,7 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	t.Cleanup(func() { _ = sp.Close() }) // after the sessions' Shutdown, registered later
 	cs := &countingSpawner{Spawner: sp}
 	metrics := obs.NewMetrics()
-	sessions := session.NewManager(session.Config{Winrs: cfg.Winrs, MaxTimeout: time.Minute, Spawner: cs, Audit: audit, Metrics: metrics})
+	sessions := session.NewManager(session.Config{Limits: session.LimitsFor(cfg), Winrs: cfg.Winrs, Spawner: cs, Audit: audit, Metrics: metrics})
 	az, err := authn.NewAuthorizer(authn.AuthorizerConfig{Lab: true, AllowRoot: true})
 	if err != nil {
 		t.Fatal(err)

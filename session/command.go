@@ -231,10 +231,10 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 			running++
 		}
 	}
-	if running >= m.cfg.Winrs.MaxProcessesPerShell {
+	if running >= m.cfg.Limits.MaxProcessesPerShell {
 		sh.mu.Unlock()
 		m.quotaEvent(req, "max_processes_per_shell")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Winrs.MaxProcessesPerShell)+") has been reached.")
+		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Limits.MaxProcessesPerShell)+") has been reached.")
 	}
 	sh.commands[id] = c
 	sh.order = append(sh.order, id)
@@ -327,9 +327,9 @@ func clipProgram(s string) string {
 }
 
 // pruneLocked forgets the oldest finished, fully delivered commands beyond
-// maxRetainedCommands (clients that never send terminate).
+// Limits.MaxRetainedCommands (clients that never send terminate).
 func (sh *Shell) pruneLocked() {
-	if len(sh.commands) <= maxRetainedCommands {
+	if len(sh.commands) <= sh.m.cfg.Limits.MaxRetainedCommands {
 		return
 	}
 	keep := sh.order[:0]
@@ -339,7 +339,7 @@ func (sh *Shell) pruneLocked() {
 			continue
 		}
 		c.mu.Lock()
-		drop := c.state == cmdFinished && len(sh.commands) > maxRetainedCommands
+		drop := c.state == cmdFinished && len(sh.commands) > sh.m.cfg.Limits.MaxRetainedCommands
 		c.mu.Unlock()
 		if drop {
 			delete(sh.commands, id)

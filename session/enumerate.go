@@ -21,11 +21,6 @@ type enumeration struct {
 	expires time.Time
 }
 
-const maxEnumerationsPerUser = 64
-
-// maxBatchItems is the most items one Pull returns (Windows' MaxBatchItems).
-const maxBatchItems = 32000
-
 func (m *Manager) get(ctx context.Context, req *Request) ([]byte, error) {
 	h := &req.Msg.Header
 	switch {
@@ -54,10 +49,10 @@ func (m *Manager) configInfo() *wsman.ConfigInfo {
 	cbt := map[string]string{"none": "None", "relaxed": "Relaxed", "strict": "Strict"}[svc.Auth.CBTHardeningLevel]
 	return &wsman.ConfigInfo{
 		MaxEnvelopeSizeKB:              m.cfg.MaxEnvelopeSizeKB,
-		MaxTimeout:                     m.cfg.MaxTimeout,
-		MaxBatchItems:                  maxBatchItems,
-		MaxConcurrentOperationsPerUser: m.cfg.MaxOperationsPerUser,
-		EnumerationTimeout:             m.cfg.EnumerationTimeout,
+		MaxTimeout:                     m.cfg.Limits.MaxTimeout,
+		MaxBatchItems:                  m.cfg.Limits.MaxBatchItems,
+		MaxConcurrentOperationsPerUser: m.cfg.Limits.MaxOperationsPerUser,
+		EnumerationTimeout:             m.cfg.Limits.EnumerationTimeout,
 		MaxConnections:                 svc.MaxConnections,
 		AllowUnencrypted:               svc.AllowUnencrypted,
 		Auth: wsman.ConfigAuth{Basic: svc.Auth.Basic, Kerberos: svc.Auth.Kerberos, Negotiate: svc.Auth.Negotiate,
@@ -65,12 +60,12 @@ func (m *Manager) configInfo() *wsman.ConfigInfo {
 		IPv4Filter:             svc.IPv4Filter,
 		IPv6Filter:             svc.IPv6Filter,
 		AllowRemoteShellAccess: m.cfg.Winrs.AllowRemoteShellAccess,
-		IdleTimeoutMS:          m.cfg.Winrs.IdleTimeoutMS,
-		MaxConcurrentUsers:     m.cfg.Winrs.MaxConcurrentUsers,
-		MaxShellRunTimeMS:      m.cfg.Winrs.MaxShellRunTimeMS,
-		MaxProcessesPerShell:   m.cfg.Winrs.MaxProcessesPerShell,
-		MaxMemoryPerShellMB:    m.cfg.Winrs.MaxMemoryPerShellMB,
-		MaxShellsPerUser:       m.cfg.Winrs.MaxShellsPerUser,
+		IdleTimeoutMS:          m.cfg.Limits.IdleTimeout.Milliseconds(),
+		MaxConcurrentUsers:     m.cfg.Limits.MaxConcurrentUsers,
+		MaxShellRunTimeMS:      m.cfg.Limits.MaxShellRunTime.Milliseconds(),
+		MaxProcessesPerShell:   m.cfg.Limits.MaxProcessesPerShell,
+		MaxMemoryPerShellMB:    m.cfg.Limits.MaxMemoryPerShellMB,
+		MaxShellsPerUser:       m.cfg.Limits.MaxShellsPerUser,
 	}
 }
 
@@ -169,12 +164,12 @@ func (m *Manager) enumerate(ctx context.Context, req *Request) ([]byte, error) {
 			n++
 		}
 	}
-	if n >= maxEnumerationsPerUser {
+	if n >= m.cfg.Limits.MaxEnumerationsPerUser {
 		m.mu.Unlock()
 		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "Too many open enumerations; Release some first.")
 	}
 	id := "uuid:" + wsman.NewGUID()
-	m.enums[id] = &enumeration{owner: owner, items: items, expires: time.Now().Add(m.cfg.EnumerationTimeout)}
+	m.enums[id] = &enumeration{owner: owner, items: items, expires: time.Now().Add(m.cfg.Limits.EnumerationTimeout)}
 	m.mu.Unlock()
 	r := wsman.EnumerateResponse{Context: id}
 	return r.Encode(h.MessageID), nil
@@ -203,7 +198,7 @@ func (m *Manager) pull(ctx context.Context, req *Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	max := maxBatchItems
+	max := m.cfg.Limits.MaxBatchItems
 	if v := body.MaxElements; v > 0 && v < max {
 		max = v
 	}
@@ -219,7 +214,7 @@ func (m *Manager) pull(ctx context.Context, req *Request) ([]byte, error) {
 	if last {
 		delete(m.enums, id)
 	} else {
-		e.expires = time.Now().Add(m.cfg.EnumerationTimeout)
+		e.expires = time.Now().Add(m.cfg.Limits.EnumerationTimeout)
 	}
 	m.mu.Unlock()
 	r := wsman.PullResponse{Context: id, Items: describe(batch), End: last}

@@ -35,6 +35,11 @@
 // One Receive per command runs at a time (a channel semaphore); a second
 // one, a client retrying after its own read timeout, waits its turn within
 // its OperationTimeout.
+//
+// # Limits
+//
+// Every quota and timeout is a field of Limits (limits.go), filled from
+// the winrs.* and service.* keys by LimitsFor alone.
 package session
 
 import (
@@ -56,28 +61,26 @@ import (
 
 // Config is what the session layer needs from the daemon.
 type Config struct {
-	Winrs                configs.Winrs
-	MaxTimeout           time.Duration // service.max_timeout_ms: OperationTimeout is clamped to it
-	MaxOperationsPerUser int
-	MaxEnvelopeSizeKB    int // reported by the config Get
-	Spawner              isolation.Spawner
-	PowerShell           configs.PowerShell // the PSRP shells' pwsh and endpoints
+	// Limits are the quotas and timeouts (LimitsFor maps the
+	// configuration into them; zero fields take their defaults).
+	Limits Limits
+	// Winrs is winrm/config/winrs as configured, for its switches
+	// (allow_remote_shell_access, allow_new_privileges); its quotas and
+	// timeouts are read through Limits only.
+	Winrs      configs.Winrs
+	Spawner    isolation.Spawner
+	PowerShell configs.PowerShell // the PSRP shells' pwsh and endpoints
 	// ServiceAccount resolves an endpoint's run_as_user (the authorizer's
 	// account database); nil: such endpoints refuse to open.
-	ServiceAccount        func(name string) (authn.Account, error)
-	Log                   *zap.Logger
-	Audit                 *obs.Audit
-	Metrics               *obs.Metrics
-	EnumerationTimeout    time.Duration // default 240 s
-	ReapInterval          time.Duration // default 1 s
-	DefaultReceiveTimeout time.Duration // when the client sends none; default 60 s
-	// Service is winrm/config/service as configured, for the config Get
-	// (SetService replaces it on reload).
-	Service configs.Service
-	// ExitGrace: how long a Receive that found output of a still running
-	// command waits for its exit (DefaultExitGrace when 0; negative: not
-	// at all). See receive.go.
-	ExitGrace time.Duration
+	ServiceAccount func(name string) (authn.Account, error)
+	Log            *zap.Logger
+	Audit          *obs.Audit
+	Metrics        *obs.Metrics
+	// MaxEnvelopeSizeKB and Service are winrm/config/service as
+	// configured, reported by the config Get (SetService replaces Service
+	// on reload); they decide nothing here.
+	MaxEnvelopeSizeKB int
+	Service           configs.Service
 }
 
 // Request is one authenticated, decoded WS-Management request.
@@ -102,6 +105,7 @@ type Manager struct {
 	stopReap chan struct{}
 	reapDone chan struct{}
 	svc      atomic.Pointer[configs.Service] // SetService; nil: cfg.Service
+	spares   *spares                         // warm pwsh per user and endpoint (psrp_spare.go)
 }
 
 // NewManager starts the manager and its idle reaper.
@@ -109,21 +113,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	if cfg.EnumerationTimeout <= 0 {
-		cfg.EnumerationTimeout = 240 * time.Second
-	}
-	if cfg.ReapInterval <= 0 {
-		cfg.ReapInterval = time.Second
-	}
-	if cfg.DefaultReceiveTimeout <= 0 {
-		cfg.DefaultReceiveTimeout = 60 * time.Second
-	}
-	if cfg.ExitGrace == 0 {
-		cfg.ExitGrace = DefaultExitGrace
-	}
-	if cfg.MaxOperationsPerUser <= 0 {
-		cfg.MaxOperationsPerUser = 1500
-	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.MaxEnvelopeSizeKB <= 0 {
 		cfg.MaxEnvelopeSizeKB = 500
 	}
@@ -137,6 +127,7 @@ func NewManager(cfg Config) *Manager {
 		stopReap: make(chan struct{}),
 		reapDone: make(chan struct{}),
 	}
+	m.spares = newSpares(m)
 	go m.reaper()
 	return m
 }
@@ -194,10 +185,10 @@ func (m *Manager) Handle(ctx context.Context, req *Request) ([]byte, error) {
 func (m *Manager) beginOp(key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.ops[key] >= m.cfg.MaxOperationsPerUser {
+	if m.ops[key] >= m.cfg.Limits.MaxOperationsPerUser {
 		return wsman.QuotaLimit(wsman.CodeQuotaMaxOperations, fmt.Sprintf(
 			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota for this user.",
-			m.cfg.MaxOperationsPerUser))
+			m.cfg.Limits.MaxOperationsPerUser))
 	}
 	m.ops[key]++
 	return nil
@@ -257,6 +248,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	m.mu.Unlock()
 	close(m.stopReap)
 	<-m.reapDone
+	m.spares.shutdown(ctx)
 	var wg sync.WaitGroup
 	for _, s := range shells {
 		wg.Add(1)
@@ -282,7 +274,7 @@ func (m *Manager) ShellCount() int {
 
 func (m *Manager) reaper() {
 	defer close(m.reapDone)
-	t := time.NewTicker(m.cfg.ReapInterval)
+	t := time.NewTicker(m.cfg.Limits.ReapInterval)
 	defer t.Stop()
 	for {
 		select {

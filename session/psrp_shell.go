@@ -25,6 +25,14 @@ package session
 // stream payload xpress-compressed (wsman/xpress.go); the bridge and pwsh
 // always see raw fragments.
 //
+// An endpoint's run_as_user makes the pool's processes run as that service
+// account; authorization (the service policy, then allowed_groups) is the
+// caller's, before anything starts, and the pool stays the caller's. Its
+// startup_script reaches pwsh as the server mode's initial command
+// (configs.PowerShell.Argv). A pool may start on a warm spare, an idle pwsh
+// started for the same user and endpoint after their previous pool
+// (psrp_spare.go).
+//
 // The daemon only reads PSRP headers and states; pwsh does everything else,
 // the session-key exchange included.
 
@@ -155,8 +163,8 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		resourceURI:  wsman.PowerShellPrefix + epName,
 		created:      time.Now(),
 		lastActivity: time.Now(),
-		idleTimeout:  time.Duration(m.cfg.Winrs.IdleTimeoutMS) * time.Millisecond,
-		maxRunTime:   time.Duration(m.cfg.Winrs.MaxShellRunTimeMS) * time.Millisecond,
+		idleTimeout:  m.cfg.Limits.IdleTimeout,
+		maxRunTime:   m.cfg.Limits.MaxShellRunTime,
 		inStreams:    "stdin pr",
 		outStreams:   "stdout",
 		commands:     map[string]*Command{},
@@ -207,18 +215,39 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 		m.cfg.Audit.Event(obs.EvWorkerFailed, zap.String(obs.FShellID, sh.id), zap.String(obs.FUser, sh.user), zap.String(obs.FReason, err.Error()))
 		return nil, wsman.InternalError(2147942402, psProvider, "PowerShell could not be started: "+err.Error())
 	}
-	w, err := m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
-		Credentials: creds, AllowNewPrivileges: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)})
-	if err != nil {
-		return fail(err)
-	}
 	argv := m.cfg.PowerShell.Argv(ep)
-	proc, err := isolation.StartPwsh(ctx, w, argv)
-	if err != nil {
-		w.Close()
-		return fail(err)
+	want := spareRequest{key: spareKey(sh.owner, epName), acct: runAs, argv: argv,
+		newPriv: m.cfg.PowerShell.NewPrivileges(ep, m.cfg.Winrs.AllowNewPrivileges)}
+	var (
+		w    isolation.Worker
+		proc *isolation.PwshProcess
+		warm bool
+	)
+	// A warm spare only for a Create that asks nothing the spare was not
+	// started with.
+	if len(env) == 0 && dir == "" && len(creds) == 0 {
+		if sp := m.spares.take(want); sp != nil {
+			w, proc, warm = sp.w, sp.proc, true
+			if m.cfg.Metrics != nil {
+				m.cfg.Metrics.PSRPSparesUsed.Inc()
+			}
+		}
 	}
-	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)), bridgeLimits{Xpress: xpress})
+	if !warm {
+		var err error
+		w, err = m.cfg.Spawner.Spawn(ctx, isolation.SpawnRequest{Account: runAs, ShellID: sh.id, Env: env, Dir: dir, Limits: m.limits(),
+			Credentials: creds, AllowNewPrivileges: want.newPriv})
+		if err != nil {
+			return fail(err)
+		}
+		proc, err = isolation.StartPwsh(ctx, w, argv)
+		if err != nil {
+			w.Close()
+			return fail(err)
+		}
+	}
+	br := newBridge(proc, m.log.With(zap.String(obs.FShellID, sh.id)),
+		bridgeLimits{MaxBuffered: m.cfg.Limits.PSRPMaxBuffered, AckTimeout: m.cfg.Limits.PSRPAckTimeout, Xpress: xpress})
 	sh.mu.Lock()
 	opened := sh.to(shellOpen)
 	if opened {
@@ -241,7 +270,9 @@ func (m *Manager) createPS(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()),
-		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]))
+		zap.String("endpoint", epName), sh.ps.runAsField(), zap.String("program", argv[0]), zap.Bool("warm_spare", warm))
+	// This user's next pool here starts warm.
+	m.spares.start(want)
 	return wsman.EncodeCreate(h.MessageID, req.ListenerURL, sh.info(false)), nil
 }
 
@@ -314,7 +345,7 @@ func (m *Manager) psHandle(ctx context.Context, req *Request) ([]byte, error) {
 	case wsman.ActionDisconnect:
 		if d, ok := req.Msg.Body.(*wsman.Disconnect); ok && d.IdleTimeout > 0 {
 			sh.mu.Lock()
-			if d.IdleTimeout < time.Duration(m.cfg.Winrs.IdleTimeoutMS)*time.Millisecond {
+			if d.IdleTimeout < m.cfg.Limits.IdleTimeout {
 				sh.idleTimeout = d.IdleTimeout
 			}
 			sh.mu.Unlock()
@@ -590,7 +621,7 @@ func (sh *Shell) closePS() {
 	if br == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sh.m.cfg.Limits.PSRPCloseTimeout)
 	defer cancel()
 	if err := br.close(ctx); err != nil && !errors.Is(err, isolation.ErrWorkerGone) {
 		sh.m.log.Debug("closing PowerShell", zap.String(obs.FShellID, sh.id), zap.Error(err))

@@ -11,10 +11,9 @@ import (
 )
 
 // psCreate is a PSRP Create with the given ShellId and creationXml bytes.
-func psCreate(uri, shellID string, creation []byte) string {
-	body := `<rsp:Shell ShellId="` + shellID + `"><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams>` +
-		`<creationXml xmlns="http://schemas.microsoft.com/powershell">` + base64.StdEncoding.EncodeToString(creation) + `</creationXml></rsp:Shell>`
-	return envelope(wsman.ActionCreate, uri, "", "", body, "", 0)
+func psCreate(uri, shellID string, creation []byte) req {
+	return req{action: wsman.ActionCreate, resource: uri, body: &wsman.Shell{ShellID: shellID, InputStreams: "stdin pr", OutputStreams: "stdout",
+		CreationXML: base64.StdEncoding.EncodeToString(creation)}}
 }
 
 // TestPSRPCreateRefusals: everything that must be refused is refused before
@@ -28,7 +27,7 @@ func TestPSRPCreateRefusals(t *testing.T) {
 	good := psrp.Fragments(nil, 1, psrp.AppendMessage(nil, psrp.Message{Destination: psrp.ToServer, Type: psrp.SessionCapability, Data: []byte("<Obj/>")}), 1000)
 	const id = "5B6C7D8E-0000-4000-8000-00000000ABCD"
 	for name, tc := range map[string]struct {
-		xml  string
+		req  req
 		code uint32
 	}{
 		"unknown endpoint":       {psCreate(wsman.PowerShellPrefix+"NoSuch", id, good), wsman.CodeInvalidResourceURI},
@@ -38,7 +37,7 @@ func TestPSRPCreateRefusals(t *testing.T) {
 		"creationXml empty":      {psCreate(wsman.PowerShellPrefix+"Microsoft.PowerShell", id, nil), wsman.CodeInvalidParameter},
 		"pwsh cannot be started": {psCreate(wsman.PowerShellPrefix+"Microsoft.PowerShell", id, good), 2147942402},
 	} {
-		_, err := h.do(tc.xml)
+		_, err := h.do(tc.req)
 		f, ok := err.(*wsman.Fault)
 		if !ok || f.Code != tc.code {
 			t.Errorf("%s: got %v, want code %d", name, err, tc.code)

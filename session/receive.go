@@ -46,10 +46,10 @@ func payloadBudget(max int) int {
 func (m *Manager) operationTimeout(h *wsman.Header) time.Duration {
 	d := h.OperationTimeout
 	if d <= 0 {
-		d = m.cfg.DefaultReceiveTimeout
+		d = m.cfg.Limits.DefaultReceiveTimeout
 	}
-	if m.cfg.MaxTimeout > 0 && d > m.cfg.MaxTimeout {
-		d = m.cfg.MaxTimeout
+	if m.cfg.Limits.MaxTimeout > 0 && d > m.cfg.Limits.MaxTimeout {
+		d = m.cfg.Limits.MaxTimeout
 	}
 	// Answer a little before the client's own HTTP timeout, which clients
 	// set to about OperationTimeout.
@@ -125,7 +125,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	start := time.Now()
 	// grace runs once output of a still running command is there.
 	var grace *time.Timer
-	graceOver := m.cfg.ExitGrace < 0
+	graceOver := m.cfg.Limits.ExitGrace < 0
 	defer func() {
 		if grace != nil {
 			grace.Stop()
@@ -153,7 +153,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 		if running && pending > 0 && pending < budget && !graceOver {
 			// Give the exit DefaultExitGrace to join this output.
 			if grace == nil {
-				grace = time.NewTimer(m.cfg.ExitGrace)
+				grace = time.NewTimer(m.cfg.Limits.ExitGrace)
 			}
 			wake := c.notify
 			c.mu.Unlock()

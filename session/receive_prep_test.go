@@ -19,15 +19,14 @@ import (
 // untouched.
 func TestSpeculativeReceiveInterleaved(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	big := h.run(sh, "head", "-c 4000000 /dev/urandom | tee /tmp/.winrmd-prep-test-$$ | cat; sha256sum /tmp/.winrmd-prep-test-$$ >&2; rm -f /tmp/.winrmd-prep-test-$$")
 	echo := h.run(sh, "cat")
 	var out, errOut, echoed []byte
 	var sent strings.Builder
 	receive := func(cmd, streams string, maxEnv int) (done bool) {
 		t.Helper()
-		body := fmt.Sprintf(`<rsp:Receive><rsp:DesiredStream CommandId="%s">%s</rsp:DesiredStream></rsp:Receive>`, cmd, streams)
-		doc, err := h.do(envelope(wsman.ActionReceive, wsman.ResourceCmdShell, sh, "", body, "", maxEnv))
+		doc, err := h.do(req{action: wsman.ActionReceive, shellID: sh, maxEnv: maxEnv, body: &wsman.Receive{CommandID: cmd, Streams: strings.Fields(streams)}})
 		if err != nil {
 			if f, ok := err.(*wsman.Fault); ok && f.Code == wsman.CodeTimedOut {
 				return false
@@ -74,9 +73,7 @@ func TestSpeculativeReceiveInterleaved(t *testing.T) {
 		case 2:
 			line := fmt.Sprintf("line %d\n", i)
 			sent.WriteString(line)
-			data := base64.StdEncoding.EncodeToString([]byte(line))
-			h.must(envelope(wsman.ActionSend, wsman.ResourceCmdShell, sh, "",
-				fmt.Sprintf(`<rsp:Send><rsp:Stream Name="stdin" CommandId="%s">%s</rsp:Stream></rsp:Send>`, echo, data), "", 0))
+			h.must(req{action: wsman.ActionSend, shellID: sh, body: &wsman.Send{Streams: []wsman.StreamData{{Name: "stdin", CommandID: echo, Data: []byte(line)}}}})
 		case 4:
 			receive(echo, "stdout", 153600)
 		case 6:
@@ -88,8 +85,7 @@ func TestSpeculativeReceiveInterleaved(t *testing.T) {
 			}
 			if i == 13 {
 				sleeper := h.run(sh, "exec sleep 100")
-				h.must(envelope(wsman.ActionSignal, wsman.ResourceCmdShell, sh, "",
-					fmt.Sprintf(`<rsp:Signal CommandId="%s"><rsp:Code>%s</rsp:Code></rsp:Signal>`, sleeper, wsman.SignalCtrlC), "", 0))
+				h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: sleeper, Code: wsman.SignalCtrlC}})
 				if r := h.collect(sh, sleeper, 0); r.code != "130" {
 					t.Fatalf("ctrl_c: exit code %s, want 130", r.code)
 				}
@@ -102,8 +98,7 @@ func TestSpeculativeReceiveInterleaved(t *testing.T) {
 	if sum := fmt.Sprintf("%x", sha256.Sum256(out)); !strings.HasPrefix(string(errOut), sum) {
 		t.Fatalf("sha256 mismatch: got %s, the command saw %s", sum, errOut)
 	}
-	h.must(envelope(wsman.ActionSend, wsman.ResourceCmdShell, sh, "",
-		fmt.Sprintf(`<rsp:Send><rsp:Stream Name="stdin" CommandId="%s" End="true"></rsp:Stream></rsp:Send>`, echo), "", 0))
+	h.must(req{action: wsman.ActionSend, shellID: sh, body: &wsman.Send{Streams: []wsman.StreamData{{Name: "stdin", CommandID: echo, End: true}}}})
 	for i := 0; !receive(echo, "stdout stderr", 153600); i++ {
 		if i > 1000 {
 			t.Fatal("the second command never finished")

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -43,8 +42,9 @@ func newHarness(t *testing.T, mut func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sp.Close() }) // after the Manager's Shutdown below
-	w := configs.Default().Winrs
-	cfg := Config{Winrs: w, MaxTimeout: 60 * time.Second, Spawner: sp, ReapInterval: 50 * time.Millisecond}
+	lim := LimitsFor(configs.Default())
+	lim.ReapInterval = 50 * time.Millisecond
+	cfg := Config{Limits: lim, Winrs: configs.Default().Winrs, Spawner: sp}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -65,43 +65,45 @@ func newHarness(t *testing.T, mut func(*Config)) *harness {
 	return &harness{t: t, m: m, id: id}
 }
 
-const envHead = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" xmlns:n="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><s:Header>`
-
-func envelope(action, resource, shellID, extraHeader, body string, timeout string, maxEnv int) string {
-	var b strings.Builder
-	b.WriteString(envHead)
-	fmt.Fprintf(&b, `<a:Action s:mustUnderstand="true">%s</a:Action>`, action)
-	fmt.Fprintf(&b, `<w:ResourceURI s:mustUnderstand="true">%s</w:ResourceURI>`, resource)
-	fmt.Fprintf(&b, `<a:MessageID>uuid:%s</a:MessageID>`, wsman.NewGUID())
-	if maxEnv == 0 {
-		maxEnv = 153600
-	}
-	fmt.Fprintf(&b, `<w:MaxEnvelopeSize s:mustUnderstand="true">%d</w:MaxEnvelopeSize>`, maxEnv)
-	if timeout == "" {
-		timeout = "PT20S"
-	}
-	fmt.Fprintf(&b, `<w:OperationTimeout>%s</w:OperationTimeout>`, timeout)
-	if shellID != "" {
-		fmt.Fprintf(&b, `<w:SelectorSet><w:Selector Name="ShellId">%s</w:Selector></w:SelectorSet>`, shellID)
-	}
-	b.WriteString(extraHeader)
-	b.WriteString(`</s:Header><s:Body>`)
-	b.WriteString(body)
-	b.WriteString(`</s:Body></s:Envelope>`)
-	return b.String()
+// req is a typed request: the harness drives shells with plain structs
+// (wsman.Message), no XML; the wire's own decoding is tested in wsman.
+// Options are name=value pairs.
+type req struct {
+	action, resource, shellID string
+	body                      any
+	timeout                   time.Duration // OperationTimeout; default 20 s
+	maxEnv                    int           // MaxEnvelopeSize; default 153600
+	options                   []string
 }
 
-func (h *harness) do(xml string) (*etree.Document, error) {
+func (r req) msg() *wsman.Message {
+	h := wsman.Header{Action: r.action, ResourceURI: r.resource, MessageID: "uuid:" + wsman.NewGUID(),
+		MaxEnvelopeSize: r.maxEnv, OperationTimeout: r.timeout}
+	if h.ResourceURI == "" {
+		h.ResourceURI = wsman.ResourceCmdShell
+	}
+	if h.MaxEnvelopeSize == 0 {
+		h.MaxEnvelopeSize = 153600
+	}
+	if h.OperationTimeout == 0 {
+		h.OperationTimeout = 20 * time.Second
+	}
+	if r.shellID != "" {
+		h.Selectors = map[string]string{"ShellId": r.shellID}
+	}
+	for _, o := range r.options {
+		k, v, _ := strings.Cut(o, "=")
+		if h.Options == nil {
+			h.Options = map[string]wsman.Option{}
+		}
+		h.Options[strings.ToLower(k)] = wsman.Option{Value: v}
+	}
+	return &wsman.Message{Header: h, Body: r.body}
+}
+
+func (h *harness) do(r req) (*etree.Document, error) {
 	h.t.Helper()
-	env, err := wsman.Parse([]byte(xml), "application/soap+xml;charset=UTF-8", wsman.DefaultLimits())
-	if err != nil {
-		h.t.Fatalf("test envelope does not parse: %v", err)
-	}
-	msg, err := wsman.Decode(env)
-	if err != nil {
-		return nil, err
-	}
-	out, err := h.m.Handle(context.Background(), &Request{Msg: msg, Identity: h.id, RemoteAddr: "127.0.0.1", ListenerURL: "http://127.0.0.1:5985/wsman"})
+	out, err := h.m.Handle(context.Background(), &Request{Msg: r.msg(), Identity: h.id, RemoteAddr: "127.0.0.1", ListenerURL: "http://127.0.0.1:5985/wsman"})
 	if err != nil {
 		return nil, err
 	}
@@ -112,25 +114,32 @@ func (h *harness) do(xml string) (*etree.Document, error) {
 	return doc, nil
 }
 
-func (h *harness) must(xml string) *etree.Document {
+// cmdShell is the rsp:Shell of a plain cmd shell.
+func cmdShell() *wsman.Shell {
+	return &wsman.Shell{InputStreams: "stdin", OutputStreams: "stdout stderr"}
+}
+
+// receive is a Receive of the command's stdout and stderr.
+func receive(shell, cmd string) req {
+	return req{action: wsman.ActionReceive, shellID: shell, body: &wsman.Receive{CommandID: cmd, Streams: []string{"stdout", "stderr"}}}
+}
+
+func (h *harness) must(r req) *etree.Document {
 	h.t.Helper()
-	doc, err := h.do(xml)
+	doc, err := h.do(r)
 	if err != nil {
 		h.t.Fatalf("unexpected fault: %v", err)
 	}
 	return doc
 }
 
-func (h *harness) createShell(body string, options string) string {
+// createShell creates a shell from sh (nil: cmdShell) with options.
+func (h *harness) createShell(sh *wsman.Shell, options ...string) string {
 	h.t.Helper()
-	if body == "" {
-		body = `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`
+	if sh == nil {
+		sh = cmdShell()
 	}
-	extra := ""
-	if options != "" {
-		extra = `<w:OptionSet>` + options + `</w:OptionSet>`
-	}
-	doc := h.must(envelope(wsman.ActionCreate, wsman.ResourceCmdShell, "", extra, body, "", 0))
+	doc := h.must(req{action: wsman.ActionCreate, body: sh, options: options})
 	sel := doc.FindElement("//Selector[@Name='ShellId']")
 	if sel == nil {
 		h.t.Fatalf("CreateResponse has no ShellId selector")
@@ -143,27 +152,12 @@ func (h *harness) createShell(body string, options string) string {
 
 func (h *harness) run(shell, cmd string, args ...string) string {
 	h.t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, `<rsp:CommandLine><rsp:Command>%s</rsp:Command>`, xmlEscape(cmd))
-	for _, a := range args {
-		fmt.Fprintf(&b, `<rsp:Arguments>%s</rsp:Arguments>`, xmlEscape(a))
-	}
-	b.WriteString(`</rsp:CommandLine>`)
-	doc := h.must(envelope(wsman.ActionCommand, wsman.ResourceCmdShell, shell, "", b.String(), "", 0))
+	doc := h.must(req{action: wsman.ActionCommand, shellID: shell, body: &wsman.CommandLine{Command: cmd, Arguments: args}})
 	id := doc.FindElement("//CommandResponse/CommandId")
 	if id == nil {
 		h.t.Fatal("no CommandId")
 	}
 	return id.Text()
-}
-
-func xmlEscape(s string) string {
-	var b bytes.Buffer
-	doc := etree.NewDocument()
-	doc.CreateElement("x").SetText(s)
-	doc.WriteTo(&b)
-	out := b.String()
-	return strings.TrimSuffix(strings.TrimPrefix(out, "<x>"), "</x>")
 }
 
 type result struct {
@@ -176,9 +170,9 @@ func (h *harness) collect(shell, cmd string, maxEnv int) result {
 	h.t.Helper()
 	var r result
 	for i := 0; i < 10000; i++ {
-		body := fmt.Sprintf(`<rsp:Receive><rsp:DesiredStream CommandId="%s">stdout stderr</rsp:DesiredStream></rsp:Receive>`, cmd)
-		x := envelope(wsman.ActionReceive, wsman.ResourceCmdShell, shell, "", body, "", maxEnv)
-		doc, err := h.do(x)
+		r1 := receive(shell, cmd)
+		r1.maxEnv = maxEnv
+		doc, err := h.do(r1)
 		if err != nil {
 			if f, ok := err.(*wsman.Fault); ok && f.Code == wsman.CodeTimedOut {
 				continue
@@ -217,7 +211,7 @@ func (h *harness) collect(shell, cmd string, maxEnv int) result {
 
 func TestRunCommandStdoutStderrExitCode(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "echo", "out; echo err >&2; exit 3")
 	r := h.collect(sh, cmd, 0)
 	if string(r.stdout) != "out\n" || string(r.stderr) != "err\n" || r.code != "3" {
@@ -227,7 +221,7 @@ func TestRunCommandStdoutStderrExitCode(t *testing.T) {
 
 func TestLargeOutputSplitsWithinEnvelope(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	// 3 MB of varied bytes; the client accepts 8 KiB... 150 KB envelopes.
 	cmd := h.run(sh, "head", "-c 3000000 /dev/urandom | tee /tmp/.winrmd-session-test-$$ | cat; sha256sum /tmp/.winrmd-session-test-$$ >&2; rm -f /tmp/.winrmd-session-test-$$")
 	r := h.collect(sh, cmd, 153600)
@@ -245,7 +239,7 @@ func TestLargeOutputSplitsWithinEnvelope(t *testing.T) {
 
 func TestSmallEnvelopeStillProgresses(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "seq", "1 20000")
 	r := h.collect(sh, cmd, 8192)
 	if got := strings.Count(string(r.stdout), "\n"); got != 20000 {
@@ -255,11 +249,12 @@ func TestSmallEnvelopeStillProgresses(t *testing.T) {
 
 func TestReceiveTimesOutThenCompletes(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "sleep 2; echo done")
-	body := fmt.Sprintf(`<rsp:Receive><rsp:DesiredStream CommandId="%s">stdout stderr</rsp:DesiredStream></rsp:Receive>`, cmd)
+	r0 := receive(sh, cmd)
+	r0.timeout = 500 * time.Millisecond
 	start := time.Now()
-	_, err := h.do(envelope(wsman.ActionReceive, wsman.ResourceCmdShell, sh, "", body, "PT0.5S", 0))
+	_, err := h.do(r0)
 	f, ok := err.(*wsman.Fault)
 	if !ok || f.Code != wsman.CodeTimedOut || !strings.Contains(f.Reason+f.Message, "OperationTimeout") {
 		t.Fatalf("want TimedOut fault mentioning OperationTimeout, got %v", err)
@@ -275,11 +270,9 @@ func TestReceiveTimesOutThenCompletes(t *testing.T) {
 
 func TestStdinAndEnd(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "tr", "a-z A-Z")
-	data := base64.StdEncoding.EncodeToString([]byte("hello winrm\n"))
-	body := fmt.Sprintf(`<rsp:Send><rsp:Stream Name="stdin" CommandId="%s" End="TRUE">%s</rsp:Stream></rsp:Send>`, cmd, data)
-	h.must(envelope(wsman.ActionSend, wsman.ResourceCmdShell, sh, "", body, "", 0))
+	h.must(req{action: wsman.ActionSend, shellID: sh, body: &wsman.Send{Streams: []wsman.StreamData{{Name: "stdin", CommandID: cmd, Data: []byte("hello winrm\n"), End: true}}}})
 	r := h.collect(sh, cmd, 0)
 	if string(r.stdout) != "HELLO WINRM\n" {
 		t.Fatalf("got %q", r.stdout)
@@ -289,7 +282,9 @@ func TestStdinAndEnd(t *testing.T) {
 func TestEnvironmentAndWorkingDirectory(t *testing.T) {
 	h := newHarness(t, nil)
 	dir := t.TempDir()
-	sh := h.createShell(`<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams><rsp:WorkingDirectory>`+dir+`</rsp:WorkingDirectory><rsp:Environment><rsp:Variable Name="WINRMD_T">v &amp; w</rsp:Variable></rsp:Environment></rsp:Shell>`, "")
+	shell := cmdShell()
+	shell.WorkingDirectory, shell.Environment = dir, []wsman.EnvVar{{Name: "WINRMD_T", Value: "v & w"}}
+	sh := h.createShell(shell)
 	cmd := h.run(sh, `printf '%s|%s' "$WINRMD_T" "$(pwd)"`)
 	r := h.collect(sh, cmd, 0)
 	if string(r.stdout) != "v & w|"+dir {
@@ -299,10 +294,9 @@ func TestEnvironmentAndWorkingDirectory(t *testing.T) {
 
 func TestSkipCmdShellRunsArgvDirectly(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
-	doc := h.must(envelope(wsman.ActionCommand, wsman.ResourceCmdShell, sh,
-		`<w:OptionSet><w:Option Name="WINRS_SKIP_CMD_SHELL">TRUE</w:Option></w:OptionSet>`,
-		`<rsp:CommandLine><rsp:Command>printf</rsp:Command><rsp:Arguments>%s;</rsp:Arguments><rsp:Arguments>$HOME</rsp:Arguments></rsp:CommandLine>`, "", 0))
+	sh := h.createShell(nil)
+	doc := h.must(req{action: wsman.ActionCommand, shellID: sh, options: []string{"WINRS_SKIP_CMD_SHELL=TRUE"},
+		body: &wsman.CommandLine{Command: "printf", Arguments: []string{"%s;", "$HOME"}}})
 	cmd := doc.FindElement("//CommandId").Text()
 	r := h.collect(sh, cmd, 0)
 	if string(r.stdout) != "$HOME;" { // no shell: no expansion
@@ -312,10 +306,9 @@ func TestSkipCmdShellRunsArgvDirectly(t *testing.T) {
 
 func TestStartFailureFault(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
-	_, err := h.do(envelope(wsman.ActionCommand, wsman.ResourceCmdShell, sh,
-		`<w:OptionSet><w:Option Name="WINRS_SKIP_CMD_SHELL">TRUE</w:Option></w:OptionSet>`,
-		`<rsp:CommandLine><rsp:Command>/nonexistent/program</rsp:Command></rsp:CommandLine>`, "", 0))
+	sh := h.createShell(nil)
+	_, err := h.do(req{action: wsman.ActionCommand, shellID: sh, options: []string{"WINRS_SKIP_CMD_SHELL=TRUE"},
+		body: &wsman.CommandLine{Command: "/nonexistent/program"}})
 	f, ok := err.(*wsman.Fault)
 	if !ok || f.Code != wsman.CodeFileNotFound {
 		t.Fatalf("want 0x80070002 fault, got %v", err)
@@ -324,12 +317,11 @@ func TestStartFailureFault(t *testing.T) {
 
 func TestSignalCtrlCAndTerminate(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell("", "")
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "exec sleep 100")
 	time.Sleep(200 * time.Millisecond)
 	sig := func(code string) {
-		h.must(envelope(wsman.ActionSignal, wsman.ResourceCmdShell, sh, "",
-			fmt.Sprintf(`<rsp:Signal CommandId="%s"><rsp:Code>%s</rsp:Code></rsp:Signal>`, cmd, code), "", 0))
+		h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: cmd, Code: code}})
 	}
 	sig("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/CTRL_C")
 	r := h.collect(sh, cmd, 0)
@@ -338,8 +330,7 @@ func TestSignalCtrlCAndTerminate(t *testing.T) {
 	}
 	sig("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/Terminate")
 	// The command is gone now.
-	_, err := h.do(envelope(wsman.ActionReceive, wsman.ResourceCmdShell, sh, "",
-		fmt.Sprintf(`<rsp:Receive><rsp:DesiredStream CommandId="%s">stdout</rsp:DesiredStream></rsp:Receive>`, cmd), "", 0))
+	_, err := h.do(req{action: wsman.ActionReceive, shellID: sh, body: &wsman.Receive{CommandID: cmd, Streams: []string{"stdout"}}})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeInvalidSelectors {
 		t.Fatalf("receive after terminate: want InvalidSelectors, got %v", err)
 	}
@@ -347,28 +338,27 @@ func TestSignalCtrlCAndTerminate(t *testing.T) {
 
 func TestUnknownShellAndCommand(t *testing.T) {
 	h := newHarness(t, nil)
-	_, err := h.do(envelope(wsman.ActionDelete, wsman.ResourceCmdShell, "11111111-2222-3333-4444-555555555555", "", "", "", 0))
+	_, err := h.do(req{action: wsman.ActionDelete, shellID: "11111111-2222-3333-4444-555555555555"})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeInvalidSelectors {
 		t.Fatalf("unknown shell: got %v", err)
 	}
-	sh := h.createShell("", "")
-	_, err = h.do(envelope(wsman.ActionReceive, wsman.ResourceCmdShell, sh, "",
-		`<rsp:Receive><rsp:DesiredStream CommandId="11111111-2222-3333-4444-555555555555">stdout</rsp:DesiredStream></rsp:Receive>`, "", 0))
+	sh := h.createShell(nil)
+	_, err = h.do(req{action: wsman.ActionReceive, shellID: sh, body: &wsman.Receive{CommandID: "11111111-2222-3333-4444-555555555555", Streams: []string{"stdout"}}})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeInvalidSelectors {
 		t.Fatalf("unknown command: got %v", err)
 	}
 }
 
 func TestShellQuotaAndDelete(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Winrs.MaxShellsPerUser = 2 })
-	a := h.createShell("", "")
-	h.createShell("", "")
-	_, err := h.do(envelope(wsman.ActionCreate, wsman.ResourceCmdShell, "", "", `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`, "", 0))
+	h := newHarness(t, func(c *Config) { c.Limits.MaxShellsPerUser = 2 })
+	a := h.createShell(nil)
+	h.createShell(nil)
+	_, err := h.do(req{action: wsman.ActionCreate, body: cmdShell()})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaMaxShells {
 		t.Fatalf("third shell: want QuotaMaxShells, got %v", err)
 	}
-	h.must(envelope(wsman.ActionDelete, wsman.ResourceCmdShell, a, "", "", "", 0))
-	h.createShell("", "")
+	h.must(req{action: wsman.ActionDelete, shellID: a})
+	h.createShell(nil)
 	if n := h.m.ShellCount(); n != 2 {
 		t.Fatalf("%d shells, want 2", n)
 	}
@@ -376,7 +366,9 @@ func TestShellQuotaAndDelete(t *testing.T) {
 
 func TestIdleShellIsReaped(t *testing.T) {
 	h := newHarness(t, nil)
-	sh := h.createShell(`<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams><rsp:IdleTimeOut>PT0.3S</rsp:IdleTimeOut></rsp:Shell>`, "")
+	shell := cmdShell()
+	shell.IdleTimeout = 300 * time.Millisecond
+	sh := h.createShell(shell)
 	h.run(sh, "exec sleep 100")
 	deadline := time.Now().Add(5 * time.Second)
 	for h.m.ShellCount() != 0 {
@@ -389,10 +381,9 @@ func TestIdleShellIsReaped(t *testing.T) {
 
 func TestEnumerateOwnShells(t *testing.T) {
 	h := newHarness(t, nil)
-	a := h.createShell("", "")
-	b := h.createShell("", "")
-	doc := h.must(envelope(wsman.ActionEnumerate, wsman.ResourceShell, "", "",
-		`<n:Enumerate><w:OptimizeEnumeration/><w:MaxElements>32000</w:MaxElements></n:Enumerate>`, "", 0))
+	a := h.createShell(nil)
+	b := h.createShell(nil)
+	doc := h.must(req{action: wsman.ActionEnumerate, resource: wsman.ResourceShell, body: &wsman.Enumerate{Optimize: true}})
 	var ids []string
 	for _, e := range doc.FindElements("//Items/Shell/ShellId") {
 		ids = append(ids, e.Text())
@@ -404,20 +395,17 @@ func TestEnumerateOwnShells(t *testing.T) {
 		t.Fatal("no EndOfSequence")
 	}
 	// Non-optimized: a context, then Pull.
-	doc = h.must(envelope(wsman.ActionEnumerate, wsman.ResourceShell, "", "", `<n:Enumerate/>`, "", 0))
+	doc = h.must(req{action: wsman.ActionEnumerate, resource: wsman.ResourceShell, body: &wsman.Enumerate{}})
 	ctxID := doc.FindElement("//EnumerationContext").Text()
-	doc = h.must(envelope(wsman.ActionPull, wsman.ResourceShell, "", "",
-		`<n:Pull><n:EnumerationContext>`+ctxID+`</n:EnumerationContext><n:MaxElements>1</n:MaxElements></n:Pull>`, "", 0))
+	doc = h.must(req{action: wsman.ActionPull, resource: wsman.ResourceShell, body: &wsman.Pull{Context: ctxID, HasContext: true, MaxElements: 1}})
 	if len(doc.FindElements("//Items/Shell")) != 1 || doc.FindElement("//EndOfSequence") != nil {
 		t.Fatal("first Pull should return one shell and no EndOfSequence")
 	}
-	doc = h.must(envelope(wsman.ActionPull, wsman.ResourceShell, "", "",
-		`<n:Pull><n:EnumerationContext>`+ctxID+`</n:EnumerationContext></n:Pull>`, "", 0))
+	doc = h.must(req{action: wsman.ActionPull, resource: wsman.ResourceShell, body: &wsman.Pull{Context: ctxID, HasContext: true}})
 	if len(doc.FindElements("//Items/Shell")) != 1 || doc.FindElement("//EndOfSequence") == nil {
 		t.Fatal("second Pull should finish the sequence")
 	}
-	_, err := h.do(envelope(wsman.ActionPull, wsman.ResourceShell, "", "",
-		`<n:Pull><n:EnumerationContext>`+ctxID+`</n:EnumerationContext></n:Pull>`, "", 0))
+	_, err := h.do(req{action: wsman.ActionPull, resource: wsman.ResourceShell, body: &wsman.Pull{Context: ctxID, HasContext: true}})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeInvalidEnumerationContext {
 		t.Fatalf("pull after end: got %v", err)
 	}
@@ -434,7 +422,7 @@ func contains(s []string, v string) bool {
 
 func TestConfigGet(t *testing.T) {
 	h := newHarness(t, nil)
-	doc := h.must(envelope(wsman.ActionGet, wsman.ResourceConfig, "", "", "", "", 0))
+	doc := h.must(req{action: wsman.ActionGet, resource: wsman.ResourceConfig})
 	if e := doc.FindElement("//Config/MaxEnvelopeSizekb"); e == nil || e.Text() != "500" {
 		t.Fatalf("MaxEnvelopeSizekb missing or wrong")
 	}
@@ -448,13 +436,13 @@ func TestConcurrentShells(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			sh := h.createShell("", "")
+			sh := h.createShell(nil)
 			cmd := h.run(sh, fmt.Sprintf("echo shell-%d", i))
 			r := h.collect(sh, cmd, 0)
 			if string(r.stdout) != fmt.Sprintf("shell-%d\n", i) {
 				errs <- fmt.Sprintf("shell %d: %q", i, r.stdout)
 			}
-			h.must(envelope(wsman.ActionDelete, wsman.ResourceCmdShell, sh, "", "", "", 0))
+			h.must(req{action: wsman.ActionDelete, shellID: sh})
 		}(i)
 	}
 	wg.Wait()
@@ -468,17 +456,16 @@ func TestConcurrentShells(t *testing.T) {
 }
 
 func TestOperationQuota(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.MaxOperationsPerUser = 1 })
-	sh := h.createShell("", "")
+	h := newHarness(t, func(c *Config) { c.Limits.MaxOperationsPerUser = 1 })
+	sh := h.createShell(nil)
 	cmd := h.run(sh, "exec sleep 100")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		h.do(envelope(wsman.ActionReceive, wsman.ResourceCmdShell, sh, "",
-			fmt.Sprintf(`<rsp:Receive><rsp:DesiredStream CommandId="%s">stdout</rsp:DesiredStream></rsp:Receive>`, cmd), "PT2S", 0))
+		h.do(req{action: wsman.ActionReceive, shellID: sh, timeout: 2 * time.Second, body: &wsman.Receive{CommandID: cmd, Streams: []string{"stdout"}}})
 	}()
 	time.Sleep(300 * time.Millisecond)
-	_, err := h.do(envelope(wsman.ActionGet, wsman.ResourceConfig, "", "", "", "", 0))
+	_, err := h.do(req{action: wsman.ActionGet, resource: wsman.ResourceConfig})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaMaxOperations {
 		t.Fatalf("want QuotaMaxOperations while a Receive is pending, got %v", err)
 	}
@@ -487,9 +474,7 @@ func TestOperationQuota(t *testing.T) {
 
 func TestInvalidIdentityRefused(t *testing.T) {
 	h := newHarness(t, nil)
-	env, _ := wsman.Parse([]byte(envelope(wsman.ActionGet, wsman.ResourceConfig, "", "", "", "", 0)), "", wsman.DefaultLimits())
-	msg, _ := wsman.Decode(env)
-	_, err := h.m.Handle(context.Background(), &Request{Msg: msg, Identity: &authn.Identity{}})
+	_, err := h.m.Handle(context.Background(), &Request{Msg: req{action: wsman.ActionGet, resource: wsman.ResourceConfig}.msg(), Identity: &authn.Identity{}})
 	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeAccessDenied {
 		t.Fatalf("zero Identity must be refused, got %v", err)
 	}
@@ -497,12 +482,12 @@ func TestInvalidIdentityRefused(t *testing.T) {
 
 func TestUnservedResourceURIs(t *testing.T) {
 	h := newHarness(t, nil)
-	body := `<rsp:Shell><rsp:InputStreams>stdin pr</rsp:InputStreams><rsp:OutputStreams>stdout</rsp:OutputStreams></rsp:Shell>`
+	body := &wsman.Shell{InputStreams: "stdin pr", OutputStreams: "stdout"}
 	for uri, mention := range map[string]string{
 		"http://schemas.microsoft.com/powershell/NoSuchEndpoint": "",
 		"http://example.com/not/a/shell":                         "",
 	} {
-		_, err := h.do(envelope(wsman.ActionCreate, uri, "", "", body, "", 0))
+		_, err := h.do(req{action: wsman.ActionCreate, resource: uri, body: body})
 		f, ok := err.(*wsman.Fault)
 		if !ok || f.Code != wsman.CodeInvalidResourceURI {
 			t.Fatalf("%s: want DestinationUnreachable, got %v", uri, err)

@@ -78,8 +78,6 @@ func (sh *Shell) to(next shellState) bool {
 	return ok
 }
 
-const maxRetainedCommands = 256
-
 func validGUID(s string) bool {
 	if len(s) != 36 {
 		return false
@@ -126,8 +124,8 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 		resourceURI:  wsman.ResourceCmdShell,
 		created:      time.Now(),
 		lastActivity: time.Now(),
-		idleTimeout:  time.Duration(m.cfg.Winrs.IdleTimeoutMS) * time.Millisecond,
-		maxRunTime:   time.Duration(m.cfg.Winrs.MaxShellRunTimeMS) * time.Millisecond,
+		idleTimeout:  m.cfg.Limits.IdleTimeout,
+		maxRunTime:   m.cfg.Limits.MaxShellRunTime,
 		inStreams:    "stdin",
 		outStreams:   "stdout stderr",
 		commands:     map[string]*Command{},
@@ -224,19 +222,19 @@ func (m *Manager) register(req *Request, sh *Shell) error {
 		m.mu.Unlock()
 		return wsman.InvalidParameter("A shell with this ShellId already exists.")
 	}
-	if m.perUser[sh.owner] >= m.cfg.Winrs.MaxShellsPerUser {
+	if m.perUser[sh.owner] >= m.cfg.Limits.MaxShellsPerUser {
 		m.mu.Unlock()
 		m.quotaEvent(req, "max_shells_per_user")
 		return wsman.QuotaLimit(wsman.CodeQuotaMaxShells, fmt.Sprintf(
 			"The WS-Management service cannot process the request. This user is allowed a maximum number of %d shells, which has been exceeded. Close existing shells or raise the quota for this user.",
-			m.cfg.Winrs.MaxShellsPerUser))
+			m.cfg.Limits.MaxShellsPerUser))
 	}
-	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Winrs.MaxConcurrentUsers {
+	if m.perUser[sh.owner] == 0 && len(m.perUser) >= m.cfg.Limits.MaxConcurrentUsers {
 		m.mu.Unlock()
 		m.quotaEvent(req, "max_concurrent_users")
 		return wsman.QuotaLimit(wsman.CodeQuotaMaxShellUsers, fmt.Sprintf(
 			"The WS-Management service cannot process the request. The maximum number of %d concurrent shell users has been exceeded. Retry after other users close their shells.",
-			m.cfg.Winrs.MaxConcurrentUsers))
+			m.cfg.Limits.MaxConcurrentUsers))
 	}
 	m.shells[sh.id] = sh
 	m.perUser[sh.owner]++
@@ -259,10 +257,10 @@ func delegated(id *authn.Identity) isolation.CredentialCache {
 // limits are the per-shell resource limits of the configuration.
 func (m *Manager) limits() isolation.Limits {
 	lim := isolation.Limits{}
-	if v := m.cfg.Winrs.MaxMemoryPerShellMB; v < configs.Unlimited {
+	if v := m.cfg.Limits.MaxMemoryPerShellMB; v < configs.Unlimited {
 		lim.MemoryMB = v
 	}
-	if v := m.cfg.Winrs.MaxProcessesPerShell; v < configs.Unlimited {
+	if v := m.cfg.Limits.MaxProcessesPerShell; v < configs.Unlimited {
 		lim.MaxProcesses = v
 	}
 	return lim

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -139,7 +140,8 @@ func startDaemon(t testing.TB, mutate func(*configs.Config)) *Daemon {
 
 // startDaemonWrapped is startDaemon with the daemon started through wrap
 // (an argv prefix that must exec the daemon, so its pid stays the one
-// started: e.g. unshare -m and bind mounts, see test/addc).
+// started: e.g. `unshare -m sh -c 'mount ... && exec "$@"' sh`, see
+// test/addc and TestFaultAuditDiskFull).
 func startDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Config)) *Daemon {
 	t.Helper()
 	w := need(t)
@@ -163,13 +165,15 @@ func startDaemonWrapped(t testing.TB, wrap []string, mutate func(*configs.Config
 		if !d.stopped {
 			checkNoLeftovers(t, "after the test, daemon running", 5*time.Second)
 		}
+		// Counted before the stop: with a wrapper the audit log may live
+		// in the daemon's own mount namespace, which goes with it.
+		ex := d.executions()
 		d.stop()
 		if d.waitErr != nil && !d.expectExit {
 			t.Errorf("daemon exited badly after SIGTERM: %v", d.waitErr)
 		} else {
 			recordStat("daemons_clean_stop", 1)
 		}
-		ex := d.executions()
 		recordStat("shells", int64(ex.shellCreates))
 		recordStat("commands", int64(ex.commandStarts))
 		checkNoLeftovers(t, "after daemon stop", 5*time.Second)
@@ -510,4 +514,27 @@ func cli(t testing.TB, stdin string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// portOf returns the port of a host:port.
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// signalAndWait sends sig to the daemon and waits for it to exit; it
+// marks the daemon stopped so the harness's teardown does not signal it
+// again. It reports whether it exited within the time given, and its exit
+// error (nil: exit status 0).
+func signalAndWait(d *Daemon, sig syscall.Signal, within time.Duration) (bool, error) {
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+		d.stopped = true
+		d.unregister()
+		return true, d.waitErr
+	case <-time.After(within):
+		return false, nil
+	}
 }

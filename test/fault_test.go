@@ -74,9 +74,9 @@ func decodeB64(s string) ([]byte, error) {
 
 // relFaultDone records a fault test's figures.
 func relFaultDone(t *testing.T, injected int) {
-	relStat(t, "faults_injected", int64(injected))
+	testStat(t, "faults_injected", int64(injected))
 	if !t.Failed() {
-		relStat(t, "faults_survived", int64(injected))
+		testStat(t, "faults_survived", int64(injected))
 	}
 }
 
@@ -90,7 +90,7 @@ func TestFaultKillWorker(t *testing.T) {
 	d := startDaemon(t, func(c *configs.Config) { c.Service.MaxTimeoutMS = 3000 })
 	defer relFaultDone(t, 1)
 
-	ncA, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	ncA, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,13 +99,13 @@ func TestFaultKillWorker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("shell A: %v", err)
 	}
-	bc := &relBasic{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
+	bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
 	defer bc.Close()
 	b, err := createShell(bc)
 	if err != nil {
 		t.Fatalf("shell B: %v", err)
 	}
-	pidA, pidB := relWorkerPID(d, a.ID, 5*time.Second), relWorkerPID(d, b.ID, 5*time.Second)
+	pidA, pidB := workerPID(d, a.ID, 5*time.Second), workerPID(d, b.ID, 5*time.Second)
 	if pidA <= 0 || pidB <= 0 || pidA == pidB {
 		t.Fatalf("worker pids from the audit log: A=%d B=%d", pidA, pidB)
 	}
@@ -118,7 +118,7 @@ func TestFaultKillWorker(t *testing.T) {
 	}
 	bDone := make(chan out, 1)
 	go func() {
-		r, err := relRun(b, `i=0; while [ $i -lt 30 ]; do seq $((i*10000)) $((i*10000+9999)); sleep 0.1; i=$((i+1)); done`, nil, nil)
+		r, err := b.runWith(`i=0; while [ $i -lt 30 ]; do seq $((i*10000)) $((i*10000+9999)); sleep 0.1; i=$((i+1)); done`, nil, nil)
 		bDone <- out{r, err}
 	}()
 
@@ -172,7 +172,7 @@ func TestFaultKillWorker(t *testing.T) {
 	// Reported, not required: the dead worker's command processes before
 	// the client deletes the shell (after the Delete nothing may remain).
 	orphans := 0
-	for _, p := range relProcsOf(w.admin.UID) {
+	for _, p := range procsOf(w.admin.UID) {
 		if strings.Join(p.Args, " ") == "sleep 120" {
 			orphans++
 		}
@@ -189,7 +189,7 @@ func TestFaultKillWorker(t *testing.T) {
 			t.Errorf("shell B output: %d bytes, exit %d; want %d bytes byte-exact, exit 0 (first difference at %d)",
 				len(o.r.Stdout), o.r.ExitCode, len(want), relFirstDiff(o.r.Stdout, want))
 		default:
-			relStat(t, "bytes_verified", int64(len(want)))
+			testStat(t, "bytes_verified", int64(len(want)))
 		}
 	case <-time.After(60 * time.Second):
 		t.Error("shell B did not finish within 60 s")
@@ -204,8 +204,8 @@ func TestFaultKillWorker(t *testing.T) {
 	if err := b.delete(); err != nil {
 		t.Errorf("Delete B: %v", err)
 	}
-	if !relWait(5*time.Second, func() bool { return len(relProcsOf(w.admin.UID)) == 0 }) {
-		t.Errorf("processes of %s left after both shells were deleted:\n%s", w.admin.Name, relProcList(relProcsOf(w.admin.UID)))
+	if !eventually(5*time.Second, func() bool { return len(procsOf(w.admin.UID)) == 0 }) {
+		t.Errorf("processes of %s left after both shells were deleted:\n%s", w.admin.Name, procList(procsOf(w.admin.UID)))
 	}
 	// The daemon still serves this user.
 	c, err := createShell(bc)
@@ -249,12 +249,12 @@ func TestFaultKillDaemon(t *testing.T) {
 
 	type held struct{ sh *winrsShell }
 	var hs []held
-	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	bc := &relBasic{addr: d.HTTPS, tls: true, user: w.admin2.Name, pass: w.admin2.Password}
+	bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin2.Name, pass: w.admin2.Password}
 	defer bc.Close()
 	cmds := []string{
 		"echo ready; sleep 300",
@@ -277,10 +277,10 @@ func TestFaultKillDaemon(t *testing.T) {
 		}
 		hs = append(hs, held{sh: sh})
 	}
-	before := relProcsOf(w.admin.UID, w.admin2.UID)
+	before := procsOf(w.admin.UID, w.admin2.UID)
 	t.Logf("%d processes of the test users before the kill", len(before))
 	if len(before) < 6 {
-		t.Fatalf("expected the sleeps to run:\n%s", relProcList(before))
+		t.Fatalf("expected the sleeps to run:\n%s", procList(before))
 	}
 
 	t0 := time.Now()
@@ -288,14 +288,14 @@ func TestFaultKillDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.done
-	ok := relWait(5*time.Second, func() bool {
-		return len(relProcsOf(w.admin.UID, w.admin2.UID)) == 0 && len(workerProcs()) == 0
+	ok := eventually(5*time.Second, func() bool {
+		return len(procsOf(w.admin.UID, w.admin2.UID)) == 0 && len(workerProcs()) == 0
 	})
 	survived := 0
 	if !ok {
-		left := append(relProcsOf(w.admin.UID, w.admin2.UID), workerProcs()...)
+		left := append(procsOf(w.admin.UID, w.admin2.UID), workerProcs()...)
 		survived = len(left)
-		t.Errorf("5 s after kill -9 of the daemon, %d process(es) survive:\n%s", len(left), relProcList(left))
+		t.Errorf("5 s after kill -9 of the daemon, %d process(es) survive:\n%s", len(left), procList(left))
 		for _, p := range left {
 			syscall.Kill(p.PID, syscall.SIGKILL)
 		}
@@ -334,14 +334,14 @@ func TestFaultKillDaemon(t *testing.T) {
 	d2 := startDaemon(t, func(c *configs.Config) {
 		*c = *d.Config
 		c.Listeners = append([]configs.Listener(nil), d.Config.Listeners...)
-		c.Listeners[0].Port = relPort(d.HTTP)
-		c.Listeners[1].Port = relPort(d.HTTPS)
+		c.Listeners[0].Port = portOf(d.HTTP)
+		c.Listeners[1].Port = portOf(d.HTTPS)
 	})
 	if d2.HTTP != d.HTTP || d2.HTTPS != d.HTTPS {
 		t.Errorf("restarted daemon on %s/%s, want the same addresses %s/%s", d2.HTTP, d2.HTTPS, d.HTTP, d.HTTPS)
 	}
 	for _, c := range []soapClient{
-		&relBasic{addr: d2.HTTPS, tls: true, user: w.admin2.Name, pass: w.admin2.Password},
+		&basicKeepAlive{addr: d2.HTTPS, tls: true, user: w.admin2.Name, pass: w.admin2.Password},
 	} {
 		sh, err := createShell(c)
 		if err != nil {
@@ -352,9 +352,9 @@ func TestFaultKillDaemon(t *testing.T) {
 			t.Errorf("command on the restarted daemon: %v %+v", err, r)
 		}
 		sh.delete()
-		c.(*relBasic).Close()
+		c.(*basicKeepAlive).Close()
 	}
-	nc2, err := relNTLM(d2.HTTP, w.admin.Name, w.admin.Password)
+	nc2, err := dialNTLMSealed(d2.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatalf("NTLM on the restarted daemon: %v", err)
 	}
@@ -369,7 +369,7 @@ func TestFaultKillDaemon(t *testing.T) {
 	}
 	sh.delete()
 	el := time.Since(t1)
-	relStat(t, "restart_to_first_command_ms", el.Milliseconds())
+	testStat(t, "restart_to_first_command_ms", el.Milliseconds())
 	if el > 10*time.Second {
 		t.Errorf("restarted daemon took %s to serve its first commands", el)
 	}
@@ -389,7 +389,7 @@ func TestFaultClientVanishes(t *testing.T) {
 		c.Service.MaxTimeoutMS = 2000
 	})
 	defer relFaultDone(t, 1)
-	nc1, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc1, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestFaultClientVanishes(t *testing.T) {
 
 	// Within the idle timeout the owner reconnects and gets every byte.
 	time.Sleep(idle / 2)
-	nc2, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc2, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +443,7 @@ func TestFaultClientVanishes(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("output kept after the client vanished: %d bytes, want %d byte-exact (first difference at %d)", len(got), len(want), relFirstDiff(got, want))
 	}
-	relStat(t, "bytes_verified", int64(len(want)))
+	testStat(t, "bytes_verified", int64(len(want)))
 	lastActivity := time.Now()
 	_ = sh2
 
@@ -456,8 +456,8 @@ func TestFaultClientVanishes(t *testing.T) {
 	if reapedAfter < idle-time.Second {
 		t.Errorf("shell reaped %s after the last request, before the idle timeout %s", reapedAfter, idle)
 	}
-	if !relWait(5*time.Second, func() bool { return len(relProcsOf(w.admin.UID)) == 0 }) {
-		t.Errorf("processes left after the shell was reaped:\n%s", relProcList(relProcsOf(w.admin.UID)))
+	if !eventually(5*time.Second, func() bool { return len(procsOf(w.admin.UID)) == 0 }) {
+		t.Errorf("processes left after the shell was reaped:\n%s", procList(procsOf(w.admin.UID)))
 	}
 	r, err := nc2.Post(receiveXML(sh.ID, id))
 	if err != nil || r.Status == 200 || r.fault() == nil {
@@ -490,12 +490,12 @@ func TestFaultFDExhaustion(t *testing.T) {
 		}
 	})
 	// An authenticated connection opened before the exhaustion.
-	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	base := relFDs(pid)
+	base := procFDs(pid)
 	limit := base + 40
 	if out, err := exec.Command("prlimit", "--pid", strconv.Itoa(pid), fmt.Sprintf("--nofile=%d:%d", limit, limit)).CombinedOutput(); err != nil {
 		t.Fatalf("prlimit: %v: %s", err, out)
@@ -526,8 +526,8 @@ func TestFaultFDExhaustion(t *testing.T) {
 	if refusedAt < 0 {
 		t.Fatalf("300 connections held under RLIMIT_NOFILE %d and none refused", limit)
 	}
-	relStat(t, "requests_held", int64(held))
-	t.Logf("%d connections held, then refused (daemon fds: %d)", held, relFDs(pid))
+	testStat(t, "requests_held", int64(held))
+	t.Logf("%d connections held, then refused (daemon fds: %d)", held, procFDs(pid))
 
 	// At the limit: a Create on the already open connection answers (a shell
 	// or a clear fault) and never hangs or crashes the daemon.
@@ -552,7 +552,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 	if !d.Alive() {
 		t.Fatalf("daemon died at fd exhaustion:\n%s", tail(d.Stderr, 40))
 	}
-	if !relLogHas(d, "too many open files") {
+	if !logHas(d, "too many open files") {
 		t.Errorf("daemon log does not name the cause (\"too many open files\"):\n%s", tail(d.Stderr, 20))
 	}
 
@@ -563,11 +563,11 @@ func TestFaultFDExhaustion(t *testing.T) {
 	}
 	conns = nil
 	t0 := time.Now()
-	if !relWait(15*time.Second, func() bool { return identify(d.HTTP, false) == nil }) {
+	if !eventually(15*time.Second, func() bool { return identify(d.HTTP, false) == nil }) {
 		t.Fatalf("daemon does not serve 15 s after the connections closed:\n%s", tail(d.Stderr, 20))
 	}
 	recovered := time.Since(t0)
-	nc2, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc2, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatalf("NTLM logon after recovery: %v", err)
 	}
@@ -616,13 +616,13 @@ func TestFaultAuditDiskFull(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) not installed")
 	}
-	mnt := filepath.Join(relDir(t), "auditfs")
+	mnt := filepath.Join(testDir(t), "auditfs")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	wrap := []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=1m,mode=0755 wrmde2e-audit "$0" && exec "$@"`, mnt}
-	d := relStartDaemonWrapped(t, wrap, func(c *configs.Config) {
+	d := startDaemonWrapped(t, wrap, func(c *configs.Config) {
 		c.Logging.AuditFile = filepath.Join(mnt, "audit.log")
 		c.Service.MaxTimeoutMS = 3000
 	})
@@ -634,7 +634,7 @@ func TestFaultAuditDiskFull(t *testing.T) {
 		t.Fatal("the audit tmpfs is visible in the host's mount namespace")
 	}
 
-	bc := &relBasic{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
+	bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
 	defer bc.Close()
 	runOne := func(tag string) (string, error) {
 		sh, err := createShell(bc)
@@ -686,7 +686,7 @@ func TestFaultAuditDiskFull(t *testing.T) {
 			t.Fatalf("request %d with the audit disk full: %v", i, err)
 		}
 	}
-	if !relWait(5*time.Second, func() bool { return relLogHas(d, "audit write failed") || relLogHas(d, "no space left") }) {
+	if !eventually(5*time.Second, func() bool { return logHas(d, "audit write failed") || logHas(d, "no space left") }) {
 		t.Errorf("daemon log does not say that audit writes failed:\n%s", tail(d.Stderr, 20))
 	}
 	n1 := len(d.AuditEvents())
@@ -714,7 +714,7 @@ func TestFaultAuditDiskFull(t *testing.T) {
 		}
 		return false
 	}
-	if !relWait(5*time.Second, func() bool { return events("shell_delete") }) {
+	if !eventually(5*time.Second, func() bool { return events("shell_delete") }) {
 		t.Errorf("audit did not resume after space was freed: no shell_delete for %s", id)
 	}
 	raw, _ := os.ReadFile(d.Audit)
@@ -747,7 +747,7 @@ func TestFaultSIGTERM(t *testing.T) {
 	d := startDaemon(t, func(c *configs.Config) { c.Service.MaxTimeoutMS = 20000 })
 	defer relFaultDone(t, 1)
 
-	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -756,7 +756,7 @@ func TestFaultSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc := &relBasic{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
+	bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
 	defer bc.Close()
 	b, err := createShell(bc)
 	if err != nil {
@@ -837,7 +837,7 @@ func TestFaultSIGTERM(t *testing.T) {
 			if string(got) != "done-A\n" {
 				t.Errorf("in-flight Receive during shutdown returned stdout %q, want \"done-A\\n\"", got)
 			} else {
-				relStat(t, "requests_held", 1)
+				testStat(t, "requests_held", 1)
 			}
 		}
 	case <-time.After(15 * time.Second):
@@ -845,7 +845,7 @@ func TestFaultSIGTERM(t *testing.T) {
 	}
 
 	// The daemon exits 0 within its grace periods and leaves nothing.
-	exited, werr := relSignalAndWait(d, 0, 30*time.Second)
+	exited, werr := signalAndWait(d, 0, 30*time.Second)
 	if !exited {
 		t.Fatalf("daemon still running 30 s after SIGTERM:\n%s", tail(d.Stderr, 20))
 	}
@@ -856,10 +856,10 @@ func TestFaultSIGTERM(t *testing.T) {
 	if n := d.AuditCount("shell_create", ""); n != createsBefore {
 		t.Errorf("%d shell(s) created after SIGTERM", n-createsBefore)
 	}
-	if !relWait(5*time.Second, func() bool { return len(ourProcs()) == 0 }) {
-		t.Errorf("left after the daemon exited:\n%s", relProcList(ourProcs()))
+	if !eventually(5*time.Second, func() bool { return len(ourProcs()) == 0 }) {
+		t.Errorf("left after the daemon exited:\n%s", procList(ourProcs()))
 	}
-	relStat(t, "sigterm_to_exit_ms", took.Milliseconds())
+	testStat(t, "sigterm_to_exit_ms", took.Milliseconds())
 	fmt.Printf("fault SIGTERM: late Create refused with a fault, in-flight Receive completed, exit 0 after %s, nothing left\n", took.Round(time.Millisecond))
 }
 
@@ -869,11 +869,11 @@ func TestFaultSIGTERM(t *testing.T) {
 // logging.level without dropping shells.
 func TestFaultSIGHUP(t *testing.T) {
 	wd := need(t)
-	dir := relDir(t)
-	grp := relGroup(t, fmt.Sprintf("%sh%s", userPrefix, randHex(2)))
-	ua := relUsers(t, "ha", 1, true, grp)[0] // stays allowed
-	ub := relUsers(t, "hb", 1, true)[0]      // loses access
-	store := relStore(t, dir, []*testUser{ua, ub})
+	dir := testDir(t)
+	grp := makeGroup(t, fmt.Sprintf("%sh%s", userPrefix, randHex(2)))
+	ua := makeUsers(t, "ha", 1, true, grp)[0] // stays allowed
+	ub := makeUsers(t, "hb", 1, true)[0]      // loses access
+	store := writeStore(t, dir, []*testUser{ua, ub})
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	relCert(t, cert, key)
 	d := startDaemon(t, func(c *configs.Config) {
@@ -891,13 +891,13 @@ func TestFaultSIGHUP(t *testing.T) {
 
 	// Shells that must survive the reload: ua over HTTPS Basic and NTLM, ub
 	// over NTLM; a command in ua's shell streams across the SIGHUP.
-	bcA := &relBasic{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password}
+	bcA := &basicKeepAlive{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password}
 	defer bcA.Close()
 	sa, err := createShell(bcA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ncA, err := relNTLM(d.HTTP, ua.Name, ua.Password)
+	ncA, err := dialNTLMSealed(d.HTTP, ua.Name, ua.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -906,7 +906,7 @@ func TestFaultSIGHUP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ncB, err := relNTLM(d.HTTP, ub.Name, ub.Password)
+	ncB, err := dialNTLMSealed(d.HTTP, ub.Name, ub.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -925,7 +925,7 @@ func TestFaultSIGHUP(t *testing.T) {
 	}
 	streamed := make(chan out, 1)
 	go func() {
-		r, err := relRun(sa2, `i=0; while [ $i -lt 40 ]; do echo tick$i; sleep 0.1; i=$((i+1)); done`, nil, nil)
+		r, err := sa2.runWith(`i=0; while [ $i -lt 40 ]; do echo tick$i; sleep 0.1; i=$((i+1)); done`, nil, nil)
 		streamed <- out{r, err}
 	}()
 	time.Sleep(500 * time.Millisecond)
@@ -950,7 +950,7 @@ func TestFaultSIGHUP(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !relWait(5*time.Second, func() bool { return relServedCert(t, d.HTTPS) == fp2 }) {
+	if !eventually(5*time.Second, func() bool { return relServedCert(t, d.HTTPS) == fp2 }) {
 		t.Errorf("new TLS connections still get the old certificate 5 s after SIGHUP")
 	}
 	// The certificate is reloaded after the level: from here on the log is
@@ -966,7 +966,7 @@ func TestFaultSIGHUP(t *testing.T) {
 		if o.err != nil || !bytes.Equal(o.r.Stdout, want.Bytes()) {
 			t.Errorf("command streaming across SIGHUP: %v, %d bytes (want %d byte-exact)", o.err, len(o.r.Stdout), want.Len())
 		} else {
-			relStat(t, "bytes_verified", int64(want.Len()))
+			testStat(t, "bytes_verified", int64(want.Len()))
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("command streaming across SIGHUP did not finish")
@@ -977,7 +977,7 @@ func TestFaultSIGHUP(t *testing.T) {
 			t.Errorf("%s of %s after SIGHUP: %v %+v", name, ua.Name, err, r)
 		}
 	}
-	bcA2 := &relBasic{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password}
+	bcA2 := &basicKeepAlive{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password}
 	defer bcA2.Close()
 	if r, err := (&winrsShell{c: bcA2, ID: sa.ID}).run("id -un"); err != nil || string(r.Stdout) != ua.Name+"\n" {
 		t.Errorf("existing shell on a new connection after SIGHUP: %v %+v", err, r)
@@ -1019,9 +1019,9 @@ func TestFaultSIGHUP(t *testing.T) {
 	if n := d.AuditCount("shell_create", ub.Name); n != creates {
 		t.Errorf("%d shell(s) created for the removed user after SIGHUP", n-creates)
 	}
-	relStat(t, "privilege_refused", int64(refusals))
+	testStat(t, "privilege_refused", int64(refusals))
 	// The remaining member logs on anew.
-	bcA3 := &relBasic{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password, src: srcAddr()}
+	bcA3 := &basicKeepAlive{addr: d.HTTPS, tls: true, user: ua.Name, pass: ua.Password, src: srcAddr()}
 	defer bcA3.Close()
 	if sh, err := createShell(bcA3); err != nil {
 		t.Errorf("%s (still allowed) after SIGHUP: %v", ua.Name, err)
@@ -1036,7 +1036,7 @@ func TestFaultSIGHUP(t *testing.T) {
 	logOff2 := relLogSize(d)
 	relRewriteConfig(t, d, func(c *configs.Config) { c.Logging.Level = "info" })
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	if !relWait(5*time.Second, func() bool { return relLogLevelLines(d, logOff2, "info") > 0 }) {
+	if !eventually(5*time.Second, func() bool { return relLogLevelLines(d, logOff2, "info") > 0 }) {
 		t.Errorf("no info line logged after SIGHUP set logging.level back to info")
 	}
 

@@ -101,7 +101,7 @@ func relLoadConfig() relLoadCfg {
 type relLoadStats struct {
 	clients, shells, commands, errors, held atomic.Int64
 	bytes                                   atomic.Int64
-	lat                                     relLatency
+	lat                                     latencies
 	errMu                                   sync.Mutex
 	errs                                    []string
 }
@@ -171,11 +171,11 @@ func relOneShell(ctx context.Context, d *Daemon, u *testUser, i, iter int, cfg r
 	case "raw-ntlm-http", "raw-basic-https":
 		var c soapClient
 		if kind == "raw-ntlm-http" {
-			nc := &relNTLMKeep{addr: d.HTTP, user: u.Name, pass: u.Password}
+			nc := &ntlmKeepAlive{addr: d.HTTP, user: u.Name, pass: u.Password}
 			defer nc.Close()
 			c = nc
 		} else {
-			bc := &relBasic{addr: d.HTTPS, tls: true, user: u.Name, pass: u.Password}
+			bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: u.Name, pass: u.Password}
 			defer bc.Close()
 			c = bc
 		}
@@ -193,7 +193,7 @@ func relOneShell(ctx context.Context, d *Daemon, u *testUser, i, iter int, cfg r
 				st.fail("%s %s: Delete: %v", kind, tag, err)
 			}
 		}()
-		r, err := relRun(sh, relRandCmd(cfg.randBytes), nil, &st.lat)
+		r, err := sh.runWith(relRandCmd(cfg.randBytes), nil, &st.lat)
 		st.commands.Add(1)
 		if err == nil {
 			err = relCheckRand(r.Stdout, r.Stderr, cfg.randBytes)
@@ -203,7 +203,7 @@ func relOneShell(ctx context.Context, d *Daemon, u *testUser, i, iter int, cfg r
 			return
 		}
 		st.bytes.Add(int64(cfg.randBytes))
-		r, err = relRun(sh, seqCmd, nil, &st.lat)
+		r, err = sh.runWith(seqCmd, nil, &st.lat)
 		st.commands.Add(1)
 		if err != nil || !bytes.Equal(r.Stdout, seqWant) || r.ExitCode != 0 {
 			n := -1
@@ -214,7 +214,7 @@ func relOneShell(ctx context.Context, d *Daemon, u *testUser, i, iter int, cfg r
 			return
 		}
 		st.bytes.Add(int64(len(seqWant)))
-		r, err = relRun(sh, "cat", stdin, &st.lat)
+		r, err = sh.runWith("cat", stdin, &st.lat)
 		st.commands.Add(1)
 		if err != nil || !bytes.Equal(r.Stdout, stdin) {
 			n := -1
@@ -347,7 +347,7 @@ type relBaseline struct {
 }
 
 func relMeasure(t testing.TB, d *Daemon) relBaseline {
-	b := relBaseline{rssKB: relRSSKB(d.PID), fds: relFDs(d.PID), goroutines: -1}
+	b := relBaseline{rssKB: procRSSKB(d.PID), fds: procFDs(d.PID), goroutines: -1}
 	m, err := d.MetricsSnapshot()
 	if err != nil {
 		t.Errorf("metrics: %v", err)
@@ -368,7 +368,7 @@ func relMeasure(t testing.TB, d *Daemon) relBaseline {
 // connections (the metrics scrape's own does not count: it is not a WinRM
 // listener's).
 func relWaitIdle(d *Daemon, within time.Duration) bool {
-	return relWait(within, func() bool {
+	return eventually(within, func() bool {
 		m, err := d.MetricsSnapshot()
 		if err != nil {
 			return false
@@ -385,7 +385,7 @@ func relCheckBaseline(t *testing.T, d *Daemon, before relBaseline, within time.D
 	t.Helper()
 	race := relRaceDaemon()
 	var after relBaseline
-	ok := relWait(within, func() bool {
+	ok := eventually(within, func() bool {
 		after = relMeasure(t, d)
 		mem := after.rssKB <= before.rssKB*3/2+relRSSSlackKB
 		if race {
@@ -393,10 +393,10 @@ func relCheckBaseline(t *testing.T, d *Daemon, before relBaseline, within time.D
 		}
 		return mem && after.goroutines <= before.goroutines+relGoroutineSlack && after.fds <= before.fds+relGoroutineSlack
 	})
-	relStat(t, "rss_before_kb", before.rssKB)
-	relStat(t, "rss_after_kb", after.rssKB)
-	relStat(t, "goroutines_before", int64(before.goroutines))
-	relStat(t, "goroutines_after", int64(after.goroutines))
+	testStat(t, "rss_before_kb", before.rssKB)
+	testStat(t, "rss_after_kb", after.rssKB)
+	testStat(t, "goroutines_before", int64(before.goroutines))
+	testStat(t, "goroutines_after", int64(after.goroutines))
 	if race {
 		t.Logf("daemon built with -race: RSS %d → %d KiB reported, not bounded (shadow memory); heap in use %d → %d KiB bounded", before.rssKB, after.rssKB, before.heapKB, after.heapKB)
 	}
@@ -410,7 +410,7 @@ func relCheckBaseline(t *testing.T, d *Daemon, before relBaseline, within time.D
 
 // relLoadDaemon starts a daemon for users with limits fit for the load.
 func relLoadDaemon(t *testing.T, users []*testUser, shells int) *Daemon {
-	store := relStore(t, relDir(t), users)
+	store := writeStore(t, testDir(t), users)
 	return startDaemon(t, func(c *configs.Config) {
 		c.Accounts.StoreFile = store
 		c.Logging.Level = "info"
@@ -423,7 +423,7 @@ func relLoadDaemon(t *testing.T, users []*testUser, shells int) *Daemon {
 // baseline includes what every daemon allocates once (TLS, NTLM, argon2).
 func relWarmUp(t *testing.T, d *Daemon, users []*testUser) {
 	for _, u := range users {
-		nc, err := relNTLM(d.HTTP, u.Name, u.Password)
+		nc, err := dialNTLMSealed(d.HTTP, u.Name, u.Password)
 		if err != nil {
 			t.Fatalf("warm-up: %v", err)
 		}
@@ -431,7 +431,7 @@ func relWarmUp(t *testing.T, d *Daemon, users []*testUser) {
 			t.Fatalf("warm-up NTLM as %s: %q %v", u.Name, out, err)
 		}
 		nc.Close()
-		bc := &relBasic{addr: d.HTTPS, tls: true, user: u.Name, pass: u.Password}
+		bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: u.Name, pass: u.Password}
 		if out, err := relTryShell(bc, "echo warm"); err != nil || out != "warm\n" {
 			t.Fatalf("warm-up Basic as %s: %q %v", u.Name, out, err)
 		}
@@ -445,7 +445,7 @@ func TestLoad(t *testing.T) {
 	if cfg.users > cfg.shells {
 		cfg.users = cfg.shells
 	}
-	users := relUsers(t, "l", cfg.users, true)
+	users := makeUsers(t, "l", cfg.users, true)
 	d := relLoadDaemon(t, users, cfg.shells)
 	relWarmUp(t, d, users)
 	if !relWaitIdle(d, 30*time.Second) {
@@ -478,7 +478,7 @@ func TestLoad(t *testing.T) {
 			p[1], _ = Metric(m, "winrmd_workers")
 			p[2], _ = Metric(m, "go_goroutines")
 		}
-		p[3] = float64(relRSSKB(d.PID))
+		p[3] = float64(procRSSKB(d.PID))
 		peak <- p
 	}()
 	t0 := time.Now()
@@ -515,7 +515,7 @@ func TestLoad(t *testing.T) {
 	pk := <-peak
 	peakShells, peakWorkers := pk[0], pk[1]
 	t.Logf("while every shell was held: winrmd_shells=%v winrmd_workers=%v go_goroutines=%v RSS %v KiB", peakShells, peakWorkers, pk[2], pk[3])
-	relStat(t, "rss_peak_kb", int64(pk[3]))
+	testStat(t, "rss_peak_kb", int64(pk[3]))
 	if int(peakShells) < cfg.shells && st.errors.Load() == 0 {
 		t.Errorf("only %v shells held at once, want %d", peakShells, cfg.shells)
 	}
@@ -526,16 +526,16 @@ func TestLoad(t *testing.T) {
 	checkNoLeftovers(t, "after the load", 10*time.Second)
 	after := relCheckBaseline(t, d, before, 60*time.Second)
 
-	relStat(t, "load_clients", st.clients.Load())
-	relStat(t, "load_shells", st.shells.Load())
-	relStat(t, "load_commands", st.commands.Load())
-	relStat(t, "load_errors", st.errors.Load())
-	relStat(t, "bytes_verified", st.bytes.Load())
-	relStat(t, "requests_held", int64(peakShells))
+	testStat(t, "load_clients", st.clients.Load())
+	testStat(t, "load_shells", st.shells.Load())
+	testStat(t, "load_commands", st.commands.Load())
+	testStat(t, "load_errors", st.errors.Load())
+	testStat(t, "bytes_verified", st.bytes.Load())
+	testStat(t, "requests_held", int64(peakShells))
 	fmt.Printf("load: %d clients, %d shells across %d users (%d held at once), %d commands, %d errors, %s verified in %s; "+
 		"Receive %s; RSS %d → %d KiB (peak %d), goroutines %d → %d (peak %d)\n",
 		st.clients.Load(), st.shells.Load(), cfg.users, int(peakShells), st.commands.Load(), st.errors.Load(),
-		relMiB(st.bytes.Load()), elapsed.Round(time.Millisecond), relPercentiles(st.lat.take()),
+		relMiB(st.bytes.Load()), elapsed.Round(time.Millisecond), percentilesOf(st.lat.take()),
 		before.rssKB, after.rssKB, int64(pk[3]), before.goroutines, after.goroutines, int(pk[2]))
 }
 

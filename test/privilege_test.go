@@ -42,9 +42,9 @@ func relTryShell(c soapClient, cmd string) (string, error) {
 
 func TestPrivilegeRoot(t *testing.T) {
 	need(t)
-	dir := relDir(t)
+	dir := testDir(t)
 	rootPass := randPassword()
-	store := relStore(t, dir, []*testUser{w.admin}, [2]string{"root", rootPass})
+	store := writeStore(t, dir, []*testUser{w.admin}, [2]string{"root", rootPass})
 	checks := 0
 
 	t.Run("allow_root_false", func(t *testing.T) {
@@ -93,11 +93,11 @@ func TestPrivilegeRoot(t *testing.T) {
 			}
 		}
 		// The daemon still serves an ordinary administrator.
-		out, err := relTryShell(&relBasic{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}, "id -u")
+		out, err := relTryShell(&basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}, "id -u")
 		if err != nil || out != strconv.Itoa(w.admin.UID)+"\n" {
 			t.Errorf("id -u as %s: %q %v", w.admin.Name, out, err)
 		}
-		relStat(t, "privilege_refused", int64(refused))
+		testStat(t, "privilege_refused", int64(refused))
 	})
 
 	t.Run("allow_root_true", func(t *testing.T) {
@@ -106,7 +106,7 @@ func TestPrivilegeRoot(t *testing.T) {
 			c.Authorization.AllowRoot = true
 			c.Service.MaxTimeoutMS = 3000
 		})
-		bc := &relBasic{addr: d.HTTPS, tls: true, user: "root", pass: rootPass}
+		bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: "root", pass: rootPass}
 		defer bc.Close()
 		sh, err := createShell(bc)
 		checks++
@@ -118,8 +118,8 @@ func TestPrivilegeRoot(t *testing.T) {
 		if err != nil || string(r.Stdout) != "0\n" {
 			t.Errorf("id -u as root with allow_root true: %v %+v, want 0", err, r)
 		}
-		pid := relWorkerPID(d, sh.ID, 5*time.Second)
-		st, err := relStatus(pid)
+		pid := workerPID(d, sh.ID, 5*time.Second)
+		st, err := procStatus(pid)
 		checks++
 		if err != nil {
 			t.Errorf("worker %d status: %v", pid, err)
@@ -127,7 +127,7 @@ func TestPrivilegeRoot(t *testing.T) {
 			t.Errorf("root worker %d: NoNewPrivs %q, want %s", pid, st["NoNewPrivs"], relNNP(d))
 		}
 	})
-	relStat(t, "privilege_checks", int64(checks))
+	testStat(t, "privilege_checks", int64(checks))
 }
 
 // relIDSets parses `id -u; id -g; id -G` output.
@@ -230,11 +230,11 @@ func relUniq(s []string) []string {
 // carry the same credentials and NoNewPrivs as configured.
 func TestPrivilegeAccountDatabase(t *testing.T) {
 	need(t)
-	dir := relDir(t)
-	g1 := relGroup(t, fmt.Sprintf("%sq%s1", userPrefix, randHex(2)))
-	g2 := relGroup(t, fmt.Sprintf("%sq%s2", userPrefix, randHex(2)))
-	u := relUsers(t, "q", 1, true, g1, g2)[0]
-	store := relStore(t, dir, []*testUser{u, w.admin2})
+	dir := testDir(t)
+	g1 := makeGroup(t, fmt.Sprintf("%sq%s1", userPrefix, randHex(2)))
+	g2 := makeGroup(t, fmt.Sprintf("%sq%s2", userPrefix, randHex(2)))
+	u := makeUsers(t, "q", 1, true, g1, g2)[0]
+	store := writeStore(t, dir, []*testUser{u, w.admin2})
 	d := startDaemon(t, func(c *configs.Config) {
 		c.Accounts.StoreFile = store
 		c.Service.MaxTimeoutMS = 3000
@@ -249,12 +249,12 @@ func TestPrivilegeAccountDatabase(t *testing.T) {
 			name string
 			c    soapClient
 		}{
-			{"https_basic", &relBasic{addr: d.HTTPS, tls: true, user: who.Name, pass: who.Password}},
+			{"https_basic", &basicKeepAlive{addr: d.HTTPS, tls: true, user: who.Name, pass: who.Password}},
 			{"http_ntlm_sealed", nil},
 		} {
 			c := tc.c
 			if c == nil {
-				nc, err := relNTLM(d.HTTP, who.Name, who.Password)
+				nc, err := dialNTLMSealed(d.HTTP, who.Name, who.Password)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -277,8 +277,8 @@ func TestPrivilegeAccountDatabase(t *testing.T) {
 					t.Errorf("inside the shell: %s\non the host (id %s): %s", got, who.Name, want)
 				}
 				// The worker's own credentials.
-				pid := relWorkerPID(d, sh.ID, 5*time.Second)
-				st, err := relStatus(pid)
+				pid := workerPID(d, sh.ID, 5*time.Second)
+				st, err := procStatus(pid)
 				if err != nil {
 					t.Fatalf("worker %d: %v", pid, err)
 				}
@@ -300,7 +300,7 @@ func TestPrivilegeAccountDatabase(t *testing.T) {
 			})
 		}
 	}
-	relStat(t, "privilege_checks", int64(checks))
+	testStat(t, "privilege_checks", int64(checks))
 }
 
 // A request cannot choose its uid: Environment variables naming root, a
@@ -316,12 +316,12 @@ func TestPrivilegeRequestCannotChooseUID(t *testing.T) {
 		"UID": "0", "EUID": "0", "GID": "0", "SUDO_UID": "0", "SUDO_GID": "0", "SUDO_USER": "root",
 		"SHELL": "/bin/bash",
 	}
-	nc, err := relNTLM(d.HTTP, w.admin.Name, w.admin.Password)
+	nc, err := dialNTLMSealed(d.HTTP, w.admin.Name, w.admin.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	bc := &relBasic{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
+	bc := &basicKeepAlive{addr: d.HTTPS, tls: true, user: w.admin.Name, pass: w.admin.Password}
 	defer bc.Close()
 	for _, tc := range []struct {
 		name string
@@ -333,7 +333,7 @@ func TestPrivilegeRequestCannotChooseUID(t *testing.T) {
 		{"basic_env_root_home", bc, "/root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sh, err := relShellCreate(tc.c, hostile, tc.dir)
+			sh, err := createShellWith(tc.c, hostile, tc.dir)
 			if err != nil {
 				if tc.dir != "" {
 					t.Logf("WorkingDirectory %s refused: %v", tc.dir, err)
@@ -350,8 +350,8 @@ func TestPrivilegeRequestCannotChooseUID(t *testing.T) {
 			if got := relParseIDs(string(r.Stdout)); got.String() != want.String() {
 				t.Errorf("with Environment %v: %s, want %s", hostile, got, want)
 			}
-			pid := relWorkerPID(d, sh.ID, 5*time.Second)
-			if st, err := relStatus(pid); err == nil {
+			pid := workerPID(d, sh.ID, 5*time.Second)
+			if st, err := procStatus(pid); err == nil {
 				checks++
 				relCheckStatus(t, fmt.Sprintf("worker %d", pid), st, want, relNNP(d))
 			} else {
@@ -382,5 +382,5 @@ func TestPrivilegeRequestCannotChooseUID(t *testing.T) {
 			t.Errorf("with RunAs options: %v %+v, want uid %s", err, r, want.uid)
 		}
 	})
-	relStat(t, "privilege_checks", int64(checks))
+	testStat(t, "privilege_checks", int64(checks))
 }

@@ -38,6 +38,8 @@ type psSpec struct {
 	Marker   string   `json:"marker,omitempty"`
 	Xpress   bool     `json:"xpress,omitempty"`
 	Input    []string `json:"input,omitempty"`
+	// XpressCorrupt: the xpress client's Sends carry invalid compressed data.
+	XpressCorrupt bool `json:"xpress_corrupt,omitempty"`
 }
 
 type psResult struct {
@@ -114,6 +116,10 @@ func psDaemon(t *testing.T, mutate func(*configs.Config)) (*Daemon, farEnd) {
 		c.Service.MaxTimeoutMS = 5000
 		c.PowerShell.Path = fe.Path
 		c.PowerShell.Args = fe.Args
+		// Warm spares are idle processes that outlive a closed pool (by
+		// design): off here, so the other tests' leftover checks stay
+		// exact; TestPSRPWarmSpare turns them on.
+		c.PowerShell.WarmSpares = 0
 		if mutate != nil {
 			mutate(c)
 		}
@@ -161,13 +167,18 @@ func TestPSRPLifecycle(t *testing.T) {
 				t.Errorf("pipeline after a failure: %s", last)
 			}
 			// Client.execute_ps wraps the script in Invoke-Expression and
-			// Out-String: PowerShell cmdlets the stand-in cannot run.
-			if fe.Real {
-				r = runPS(t, c, psSpec{Op: "execute_ps", Script: "'hello'; Write-Error 'bad'"})
-				okPS(t, "execute_ps", r)
-				if !strings.Contains(r.OutputText, "hello") || !r.HadErrors {
-					t.Errorf("execute_ps: %+v", r)
-				}
+			// Out-String (the stand-in models both cmdlets).
+			r = runPS(t, c, psSpec{Op: "execute_ps", Script: fe.script(psScript{sh: "echo hello; echo bad >&2", pwsh: "'hello'; Write-Error 'bad'"})})
+			okPS(t, "execute_ps", r)
+			// A non-terminating error is in the error stream; had_errors is
+			// pypsrp's "the pipeline failed".
+			if strings.TrimSpace(r.OutputText) != "hello" || r.HadErrors || len(r.Errors) != 1 || !strings.Contains(r.Errors[0], "bad") {
+				t.Errorf("execute_ps: output %q, errors %q, had_errors %v", r.OutputText, r.Errors, r.HadErrors)
+			}
+			r = runPS(t, c, psSpec{Op: "execute_ps", Script: fe.script(scriptFail)})
+			okPS(t, "execute_ps failing", r)
+			if strings.TrimSpace(r.OutputText) != "x" || !r.HadErrors {
+				t.Errorf("execute_ps of a failing script: output %q, had_errors %v", r.OutputText, r.HadErrors)
 			}
 		})
 	}
@@ -222,6 +233,11 @@ func TestPSRPXpress(t *testing.T) {
 			okPS(t, "pipeline input with xpress", r)
 			if strings.Join(r.Output, ",") != strings.Join(input, ",") || r.Xpress.SentStored == 0 {
 				t.Errorf("pipeline input: %s, xpress %+v", r, r.Xpress)
+			}
+			// Invalid compressed input: a clear fault naming it, no crash.
+			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, XpressCorrupt: true, Input: input, Script: fe.script(psScript{sh: "cat", pwsh: "$input"})})
+			if r.OK || !strings.Contains(r.Error, "xpress") {
+				t.Errorf("corrupt xpress Send: %s", r)
 			}
 			r = runPS(t, c, psSpec{Op: "ps_run", Xpress: true, Digest: true, Script: fe.script(psScript{sh: sh, pwsh: pw})})
 			okPS(t, "large output with xpress", r)
@@ -464,21 +480,27 @@ func TestPowershellInCmdShell(t *testing.T) {
 // not in the group is refused before any process starts.
 func TestPSRPRunAsEndpoint(t *testing.T) {
 	w := need(t)
-	dir := relDir(t)
-	grp := relGroup(t, fmt.Sprintf("%sra%s", userPrefix, randHex(2)))
-	caller := relUsers(t, "rac", 1, true, grp)[0]
-	svc := relUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
-	store := relStore(t, dir, []*testUser{caller, w.admin})
+	dir := testDir(t)
+	grp := makeGroup(t, fmt.Sprintf("%sra%s", userPrefix, randHex(2)))
+	caller := makeUsers(t, "rac", 1, true, grp)[0]
+	svc := makeUsers(t, "ras", 1, false)[0] // no WinRM rights of its own
+	store := writeStore(t, dir, []*testUser{caller, w.admin})
 	startup := filepath.Join(dir, "startup.ps1")
+	badStartup := filepath.Join(dir, "bad-startup.ps1")
 	d, fe := psDaemon(t, func(c *configs.Config) {
 		c.Accounts.StoreFile = store
-		c.PowerShell.Endpoints = []configs.Endpoint{{Name: "Svc", RunAsUser: svc.Name, AllowedGroups: []string{grp}, StartupScript: startup}}
+		c.PowerShell.Endpoints = []configs.Endpoint{{Name: "Svc", RunAsUser: svc.Name, AllowedGroups: []string{grp}, StartupScript: startup},
+			{Name: "BadStart", StartupScript: badStartup}}
 	})
 	body := fe.script(psScript{
 		sh:   `export WINRMD_STARTUP="ran as $(id -un)"`,
 		pwsh: `$env:WINRMD_STARTUP = "ran as $([Environment]::UserName)"`,
 	})
 	if err := os.WriteFile(startup, []byte(body+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := fe.script(psScript{sh: "echo startup failed >&2; exit 3", pwsh: "throw 'startup failed'"})
+	if err := os.WriteFile(badStartup, []byte(bad+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	who := fe.script(psScript{sh: `id -un; echo "$WINRMD_STARTUP"`, pwsh: `[Environment]::UserName; $env:WINRMD_STARTUP`})
@@ -519,5 +541,113 @@ func TestPSRPRunAsEndpoint(t *testing.T) {
 	if d.AuditCount("shell_create", "") != before {
 		t.Error("a refused caller started the service account's pool")
 	}
+
+	// A startup script that fails breaks the pool: the client gets an
+	// error, no pipeline runs, nothing is left.
+	r = runPS(t, c, psSpec{Op: "ps_run", Endpoint: "BadStart", Script: fe.script(psScript{sh: "echo ran", pwsh: "'ran'"})})
+	if r.OK || strings.Contains(strings.Join(r.Output, ","), "ran") {
+		t.Errorf("pool with a failing startup script: %s", r)
+	}
 	checkPSGone(t, d)
+}
+
+// shellCreated returns the shell_create audit record of a pool.
+func shellCreated(d *Daemon, shellID string) map[string]any {
+	for _, e := range d.AuditEvents() {
+		if e.Event == "shell_create" && strings.EqualFold(e.ShellID, shellID) {
+			var m map[string]any
+			if json.Unmarshal([]byte(e.Raw), &m) == nil {
+				return m
+			}
+		}
+	}
+	return nil
+}
+
+// waitMetric polls a daemon metric until it has the value (the deadline only
+// bounds a broken run; nothing is asserted about time).
+func waitMetric(t *testing.T, d *Daemon, name string, want float64) {
+	t.Helper()
+	var v float64
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		m, err := d.MetricsSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ = Metric(m, name); v == want {
+			return
+		}
+	}
+	t.Fatalf("%s = %v, want %v", name, v, want)
+}
+
+// TestPSRPWarmSpare: after a user's first pool a warm pwsh waits for that
+// user; their second pool takes it (the audit says warm_spare, the metric
+// counts it, and the pool runs as that user); another user's pool never
+// does. Spares end at their lifetime and at shutdown, leaving no process.
+func TestPSRPWarmSpare(t *testing.T) {
+	w := need(t)
+	who := psScript{sh: "id -un", pwsh: "[Environment]::UserName"}
+	d, fe := psDaemon(t, func(c *configs.Config) {
+		c.PowerShell.WarmSpares = 4
+		c.PowerShell.WarmSpareLifetimeS = 600
+	})
+	a := psConns(t, d, w.admin)["http-ntlm-sealed"]
+	b := psConns(t, d, w.admin2)["https-basic"]
+	run := func(c Conn, u *testUser) (warm bool) {
+		t.Helper()
+		r := runPS(t, c, psSpec{Op: "ps_run", Script: fe.script(who)})
+		okPS(t, "ps_run", r)
+		if got := strings.Join(r.Output, ""); got != u.Name {
+			t.Errorf("pool of %s ran as %q", u.Name, got)
+		}
+		rec := shellCreated(d, r.ShellID)
+		if rec == nil {
+			t.Fatalf("no shell_create record for %s", r.ShellID)
+		}
+		return rec["warm_spare"] == true
+	}
+	if run(a, w.admin) {
+		t.Error("the first pool of a user took a warm spare")
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 1)
+	if run(b, w.admin2) {
+		t.Errorf("%s's pool took a warm spare (only %s had one)", w.admin2.Name, w.admin.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2)
+	if !run(a, w.admin) {
+		t.Errorf("%s's second pool did not take the warm spare", w.admin.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares_used_total", 1)
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2) // taken, and replaced
+	if !run(b, w.admin2) {
+		t.Errorf("%s's second pool did not take its own warm spare", w.admin2.Name)
+	}
+	waitMetric(t, d, "winrmd_psrp_warm_spares_used_total", 2)
+	waitMetric(t, d, "winrmd_psrp_warm_spares", 2)
+
+	// Shutdown ends the idle spares: nothing is left after a clean stop.
+	d.stop()
+	if d.waitErr != nil {
+		t.Errorf("daemon exited badly with warm spares: %v", d.waitErr)
+	}
+	checkNoLeftovers(t, "after a stop with warm spares", 5*time.Second)
+
+	// A spare nobody takes ends at its lifetime.
+	d2, fe2 := psDaemon(t, func(c *configs.Config) {
+		c.PowerShell.WarmSpares = 4
+		c.PowerShell.WarmSpareLifetimeS = 2
+	})
+	r := runPS(t, psConns(t, d2, w.admin)["http-ntlm-sealed"], psSpec{Op: "ps_run", Script: fe2.script(who)})
+	okPS(t, "ps_run", r)
+	expired := false
+	for deadline := time.Now().Add(60 * time.Second); !expired && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		expired = strings.Contains(tail(d2.Stderr, 200), "warm spare expired")
+	}
+	if !expired {
+		t.Fatal("no spare expired in the daemon log")
+	}
+	waitMetric(t, d2, "winrmd_psrp_warm_spares", 0)
+	waitMetric(t, d2, "winrmd_psrp_warm_spares_used_total", 0)
+	checkNoLeftovers(t, "after the warm spare's lifetime", 10*time.Second)
 }

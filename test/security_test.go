@@ -823,6 +823,105 @@ func TestSecurityUnauthenticatedFloodPerSource(t *testing.T) {
 	})
 }
 
+// ---- 14.6: commands nobody reads cannot grow the daemon without bound -----
+
+// procState is the state letter of /proc/pid/stat ("" when gone).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
+}
+
+func TestSecurityUnreadOutput(t *testing.T) {
+	wd := need(t)
+	u := secStoreUser(t, wd, "o") // a winrm-remote-users member
+	d := startDaemon(t, nil)      // winrs.max_output_buffer_per_user_mb: 64
+	c := basicClient{d.HTTPS, true, u.Name, u.Password}
+	secRow(t, "400_unread_floods_daemon_rss_bounded", func(t *testing.T) {
+		if _, err := relTryShell(c, "echo warm"); err != nil {
+			t.Fatal(err)
+		}
+		// The Go heap in use: a daemon built with -race (make test) keeps
+		// shadow memory for its peak heap in its RSS.
+		mem := func() int64 {
+			m, _ := d.MetricsSnapshot()
+			v, _ := Metric(m, "go_memstats_heap_inuse_bytes")
+			return int64(v)
+		}
+		before := mem()
+		const nShells, perShell = 4, 100
+		var shells []*winrsShell
+		defer func() {
+			for _, sh := range shells {
+				sh.delete()
+			}
+		}()
+		for i := 0; i < nShells; i++ {
+			sh, err := createShell(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shells = append(shells, sh)
+			for j := 0; j < perShell; j++ {
+				if _, err := sh.command("yes"); err != nil {
+					t.Fatalf("command %d of shell %d: %v", j, i, err)
+				}
+			}
+		}
+		// Steady state: every yes blocked writing (its credit, or its
+		// pipe, full), so the daemon holds all it ever will.
+		waitFor(t, 3*time.Minute, "400 yes processes blocked on their output", func() bool {
+			n := 0
+			for _, p := range userProcs(u.UID) {
+				if len(p.Args) == 1 && p.Args[0] == "yes" {
+					if procState(p.PID) != "S" {
+						return false
+					}
+					n++
+				}
+			}
+			return n == nShells*perShell
+		})
+		after := mem()
+		m, _ := d.MetricsSnapshot()
+		held, _ := Metric(m, "winrmd_output_buffered_bytes")
+		t.Logf("daemon heap in use %d → %d MiB with %d unread floods (RSS %d MiB); %v bytes reserved in the output budget",
+			before>>20, after>>20, nShells*perShell, procRSSKB(d.PID)>>10, held)
+		budget := int64(d.Config.Winrs.MaxOutputBufferPerUserMB) << 20
+		if int64(held) > budget {
+			t.Errorf("%v bytes reserved, over the account's %d MiB", held, budget>>20)
+		}
+		// The bound: twice (the garbage collector's headroom) the account's
+		// budget and a 64 KiB floor per command, and 64 MiB for everything
+		// else; 400 full windows alone are 400 MiB live.
+		if grown, bound := after-before, 2*(budget+nShells*perShell<<16)+64<<20; grown > bound {
+			executed(t, "the daemon grew by %d MiB (bound %d MiB) holding output nobody received", grown>>20, bound>>20)
+		}
+		// Nothing is lost: with one flooded shell gone, a command's whole
+		// output still arrives.
+		shells[0].delete()
+		shells = shells[1:]
+		sh, err := createShell(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shells = append(shells, sh)
+		res, err := sh.run("seq 1 300000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Count(string(res.Stdout), "\n"); lines != 300000 || !strings.HasSuffix(string(res.Stdout), "\n300000\n") {
+			t.Errorf("seq 1 300000 under the spent budget: %d lines", lines)
+		}
+	})
+}
+
 // ---- 14.3: a stopped worker does not let user processes outlive the daemon -
 
 // stoppedWorkerShell starts a shell of w.admin on d with a long command and
@@ -868,7 +967,7 @@ func watchdogOf(d *Daemon) int {
 
 // userGone waits until no process of uid is left.
 func userGone(uid int, within time.Duration) bool {
-	return relWait(within, func() bool { return len(userProcs(uid)) == 0 })
+	return eventually(within, func() bool { return len(userProcs(uid)) == 0 })
 }
 
 func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {

@@ -43,7 +43,7 @@ func TestSoak(t *testing.T) {
 	if cfg.users > clients {
 		cfg.users = clients
 	}
-	users := relUsers(t, "s", cfg.users, true)
+	users := makeUsers(t, "s", cfg.users, true)
 	d := relLoadDaemon(t, users, clients)
 	relWarmUp(t, d, users)
 	if !relWaitIdle(d, 30*time.Second) {
@@ -79,8 +79,8 @@ func TestSoak(t *testing.T) {
 		shells, _ := Metric(m, "winrmd_shells")
 		g, _ := Metric(m, "go_goroutines")
 		fmt.Printf("soak %6s: RSS %7d KiB  fds %4d  goroutines %5d  shells %4.0f  iterations %6d  errors %d  Receive %s\n",
-			time.Since(t0).Round(time.Second), relRSSKB(d.PID), relFDs(d.PID), int(g), shells, iters.Load(),
-			st.errors.Load(), relPercentiles(st.lat.take()))
+			time.Since(t0).Round(time.Second), procRSSKB(d.PID), procFDs(d.PID), int(g), shells, iters.Load(),
+			st.errors.Load(), percentilesOf(st.lat.take()))
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -105,11 +105,11 @@ loop:
 	}
 	checkNoLeftovers(t, "after the soak", 10*time.Second)
 	after := relCheckBaseline(t, d, before, 90*time.Second)
-	relStat(t, "load_clients", st.clients.Load())
-	relStat(t, "load_shells", st.shells.Load())
-	relStat(t, "load_commands", st.commands.Load())
-	relStat(t, "load_errors", st.errors.Load())
-	relStat(t, "bytes_verified", st.bytes.Load())
+	testStat(t, "load_clients", st.clients.Load())
+	testStat(t, "load_shells", st.shells.Load())
+	testStat(t, "load_commands", st.commands.Load())
+	testStat(t, "load_errors", st.errors.Load())
+	testStat(t, "bytes_verified", st.bytes.Load())
 	fmt.Printf("soak: %s, %d shells, %d commands, %d errors, %s verified; RSS %d → %d KiB, fds %d → %d, goroutines %d → %d\n",
 		time.Since(t0).Round(time.Second), st.shells.Load(), st.commands.Load(), st.errors.Load(), relMiB(st.bytes.Load()),
 		before.rssKB, after.rssKB, before.fds, after.fds, before.goroutines, after.goroutines)

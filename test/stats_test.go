@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -37,3 +38,17 @@ func recordStatFor(test, metric string, n int64) {
 	b, _ := json.Marshal(map[string]any{"metric": metric, "n": n, "test": test, "time": time.Now().UTC().Format(time.RFC3339)})
 	f.Write(append(b, '\n'))
 }
+
+// testStat records one figure for the summary at the end of `make test`.
+// Metric names used by the reliability tests:
+//
+//	faults_injected, faults_survived      per fault test
+//	requests_held                         requests (shells, Receives, connections) held open at once
+//	load_clients, load_errors             load and soak (clients run, requests that failed)
+//	load_shells, load_commands            load and soak (the harness also counts every
+//	                                      daemon's audited shells and commands)
+//	bytes_verified                        output and stdin bytes compared byte-exact or by sha256
+//	rss_before_kb, rss_after_kb           daemon RSS from /proc around a load or soak run
+//	goroutines_before, goroutines_after   daemon go_goroutines around a load or soak run
+//	privilege_checks, privilege_refused   privilege checks made / refusals observed
+func testStat(t testing.TB, metric string, n int64) { recordStatFor(t.Name(), metric, n) }

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -287,4 +290,206 @@ func killUserProcesses(name string, within time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// makeGroup creates a Linux group (name must start with the test prefix) and
+// removes it when the test ends. Create groups before the users in them:
+// cleanups run last-in first-out, so the users go first.
+func makeGroup(t testing.TB, name string) string {
+	t.Helper()
+	if !strings.HasPrefix(name, userPrefix) {
+		t.Fatalf("test group %q lacks the %s prefix", name, userPrefix)
+	}
+	if out, err := exec.Command("groupadd", name).CombinedOutput(); err != nil {
+		t.Fatalf("groupadd %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("groupdel", name).CombinedOutput(); err != nil && groupExists(name) {
+			t.Errorf("groupdel %s: %v: %s", name, err, out)
+		}
+	})
+	return name
+}
+
+// makeUsers creates n users named userPrefix+tag+<random>+<i>, members of the
+// administrators' group when admin, plus extra groups. They count for the
+// leftover-process checks and are removed (with their processes) when the
+// test ends.
+func makeUsers(t testing.TB, tag string, n int, admin bool, extra ...string) []*testUser {
+	t.Helper()
+	need(t)
+	suffix := randHex(2)
+	var out []*testUser
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("%s%s%s%d", userPrefix, tag, suffix, i)
+		u, err := createUser(name, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			killUserProcesses(u.Name, 5*time.Second)
+			if err := deleteUser(u.Name); err != nil {
+				t.Errorf("removing test user: %v", err)
+			}
+			forgetUID(u.UID)
+		})
+		addExtraUID(u.UID)
+		if len(extra) > 0 {
+			if o, err := exec.Command("usermod", "-a", "-G", strings.Join(extra, ","), name).CombinedOutput(); err != nil {
+				t.Fatalf("usermod -aG %v %s: %v: %s", extra, name, err, o)
+			}
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// forgetUID drops a deleted user's uid from the leftover checks:
+// useradd hands uids out again, and a later check must not take (and kill)
+// the processes of whoever gets the uid next — another test's user, or
+// another run's on a shared machine.
+func forgetUID(uid int) {
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	for i, u := range extraUID {
+		if u == uid {
+			extraUID = append(extraUID[:i], extraUID[i+1:]...)
+			return
+		}
+	}
+}
+
+// writeStore writes an account store holding users (and any name:password
+// pairs in more) and returns its path.
+func writeStore(t testing.TB, dir string, users []*testUser, more ...[2]string) string {
+	t.Helper()
+	wd := need(t)
+	p := filepath.Join(dir, "accounts-"+randHex(3))
+	type job struct{ name, pass string }
+	var jobs []job
+	for _, u := range users {
+		jobs = append(jobs, job{u.Name, u.Password})
+	}
+	for _, m := range more {
+		jobs = append(jobs, job{m[0], m[1]})
+	}
+	// One writer at a time: the CLI rewrites the whole file.
+	for _, j := range jobs {
+		if err := wd.storeAdd(p, j.name, j.pass); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// testDir makes a directory for one test under the shared work directory.
+func testDir(t testing.TB) string {
+	t.Helper()
+	wd := need(t)
+	d, err := os.MkdirTemp(wd.work, "rel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o755)
+	return d
+}
+
+// procStatus returns /proc/PID/status as key → value.
+func procStatus(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m, nil
+}
+
+// procRSSKB is VmRSS of pid in KiB (0 if unreadable).
+func procRSSKB(pid int) int64 {
+	st, err := procStatus(pid)
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(st["VmRSS"])
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(f[0], 10, 64)
+	return n
+}
+
+// procFDs counts /proc/PID/fd.
+func procFDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// workerPID finds the worker of a shell through the audit log's
+// shell_create event (field worker_pid).
+func workerPID(d *Daemon, shellID string, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	for {
+		for _, e := range d.AuditEvents() {
+			if e.Event == "shell_create" && strings.EqualFold(e.ShellID, shellID) {
+				var m map[string]any
+				if json.Unmarshal([]byte(e.Raw), &m) == nil {
+					if v, ok := m["worker_pid"].(float64); ok {
+						return int(v)
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// procsOf lists the processes of a uid, as text for error messages.
+func procsOf(uids ...int) []proc {
+	want := map[int]bool{}
+	for _, u := range uids {
+		want[u] = true
+	}
+	var out []proc
+	for _, p := range listProcs() {
+		if want[p.UID] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func procList(ps []proc) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, "  "+p.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+func eventually(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// logHas tells whether the daemon log contains s (case-insensitive).
+func logHas(d *Daemon, s string) bool {
+	b, _ := os.ReadFile(d.Stderr)
+	return bytes.Contains(bytes.ToLower(b), bytes.ToLower([]byte(s)))
 }

@@ -3,47 +3,46 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/bodgit/ntlmssp"
+
+	"github.com/winrmd/winrmd/test/wsclient"
 )
 
 // Raw WS-Management, written by hand so that the attack suite and the
 // negative tests control every byte.
 
 const (
-	nsS       = "http://www.w3.org/2003/05/soap-envelope"
-	nsA       = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
-	nsW       = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
-	nsRSP     = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-	uriCmd    = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
-	uriShell  = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-	actCreate = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
-	actDelete = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
-	actGet    = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
-	actEnum   = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
-	actCmd    = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command"
-	actSend   = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
-	actRecv   = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
-	actSignal = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
-	sigTerm   = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"
-	sigCtrlC  = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_c"
+	nsS       = wsclient.NsSOAP
+	nsA       = wsclient.NsAddressing
+	nsW       = wsclient.NsWSMan
+	nsRSP     = wsclient.NsShell
+	uriCmd    = wsclient.ResourceCmd
+	uriShell  = wsclient.ResourceShell
+	actCreate = wsclient.ActionCreate
+	actDelete = wsclient.ActionDelete
+	actGet    = wsclient.ActionGet
+	actEnum   = wsclient.ActionEnumerate
+	actCmd    = wsclient.ActionCommand
+	actSend   = wsclient.ActionSend
+	actRecv   = wsclient.ActionReceive
+	actSignal = wsclient.ActionSignal
+	sigTerm   = wsclient.SignalTerminate
+	sigCtrlC  = wsclient.SignalCtrlC
 
 	codeTimedOut         = 2150858793
 	codeInvalidSelectors = 2150858843
@@ -52,61 +51,39 @@ const (
 
 const identifyXML = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsmid="http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"><s:Header/><s:Body><wsmid:Identify/></s:Body></s:Envelope>`
 
-func newUUID() string {
-	h := randHex(16)
-	return fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
-}
+func newUUID() string { return wsclient.NewUUID() }
 
-// env builds a request envelope. shellID "" omits the selector; options are
-// name=value pairs for w:OptionSet.
+// env builds a request envelope (wsclient.AppendEnvelope). shellID ""
+// omits the selector; options are name=value pairs for w:OptionSet.
 func env(action, resourceURI, shellID, body string, options ...string) string {
-	var b strings.Builder
-	b.WriteString(`<s:Envelope xmlns:s="` + nsS + `" xmlns:a="` + nsA + `" xmlns:w="` + nsW + `" xmlns:rsp="` + nsRSP + `">`)
-	b.WriteString(`<s:Header>`)
-	b.WriteString(`<a:To>http://windows-host:5985/wsman</a:To>`)
-	b.WriteString(`<a:ReplyTo><a:Address s:mustUnderstand="true">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address></a:ReplyTo>`)
-	b.WriteString(`<w:MaxEnvelopeSize s:mustUnderstand="true">153600</w:MaxEnvelopeSize>`)
-	b.WriteString(`<a:MessageID>uuid:` + newUUID() + `</a:MessageID>`)
-	b.WriteString(`<w:Locale xml:lang="en-US" s:mustUnderstand="false"/>`)
-	b.WriteString(`<w:OperationTimeout>PT5S</w:OperationTimeout>`)
-	b.WriteString(`<w:ResourceURI s:mustUnderstand="true">` + resourceURI + `</w:ResourceURI>`)
-	b.WriteString(`<a:Action s:mustUnderstand="true">` + action + `</a:Action>`)
-	if shellID != "" {
-		b.WriteString(`<w:SelectorSet><w:Selector Name="ShellId">` + shellID + `</w:Selector></w:SelectorSet>`)
-	}
-	if len(options) > 0 {
-		b.WriteString(`<w:OptionSet>`)
-		for _, o := range options {
-			k, v, _ := strings.Cut(o, "=")
-			b.WriteString(`<w:Option Name="` + k + `">` + v + `</w:Option>`)
-		}
-		b.WriteString(`</w:OptionSet>`)
-	}
-	b.WriteString(`</s:Header><s:Body>` + body + `</s:Body></s:Envelope>`)
-	return b.String()
+	b := wsclient.AppendEnvelope(nil, wsclient.Header{To: "http://windows-host:5985/wsman", Action: action, ResourceURI: resourceURI,
+		ShellID: shellID, MaxEnvelopeSize: 153600, OperationTimeout: "PT5S", Options: options})
+	return string(append(append(b, body...), wsclient.EnvelopeEnd...))
 }
 
-func createXML() string {
-	return env(actCreate, uriCmd, "", `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`,
-		"WINRS_NOPROFILE=FALSE", "WINRS_CODEPAGE=65001")
+func createXML() string { return createXMLWith(nil, "") }
+
+// createXMLWith is a cmd shell Create with an optional Environment and
+// WorkingDirectory (createXML has neither).
+func createXMLWith(envVars map[string]string, dir string) string {
+	return env(actCreate, uriCmd, "", string(wsclient.AppendCreateBody(nil, envVars, dir)), wsclient.CreateOptions...)
 }
 
 func commandXML(shellID, command string) string {
-	return env(actCmd, uriCmd, shellID, `<rsp:CommandLine><rsp:Command>`+xmlEscape(command)+`</rsp:Command></rsp:CommandLine>`,
+	return env(actCmd, uriCmd, shellID, string(wsclient.AppendCommandBody(nil, command)),
 		"WINRS_CONSOLEMODE_STDIN=FALSE", "WINRS_SKIP_CMD_SHELL=FALSE")
 }
 
 func sendXML(shellID, commandID string, data []byte, end bool) string {
-	return env(actSend, uriCmd, shellID, `<rsp:Send><rsp:Stream Name="stdin" CommandId="`+commandID+`" End="`+strconv.FormatBool(end)+`">`+
-		base64.StdEncoding.EncodeToString(data)+`</rsp:Stream></rsp:Send>`)
+	return env(actSend, uriCmd, shellID, string(wsclient.AppendSendBody(nil, commandID, data, end, true)))
 }
 
 func receiveXML(shellID, commandID string) string {
-	return env(actRecv, uriCmd, shellID, `<rsp:Receive><rsp:DesiredStream CommandId="`+commandID+`">stdout stderr</rsp:DesiredStream></rsp:Receive>`)
+	return env(actRecv, uriCmd, shellID, string(wsclient.AppendReceiveBody(nil, commandID)))
 }
 
 func signalXML(shellID, commandID, code string) string {
-	return env(actSignal, uriCmd, shellID, `<rsp:Signal CommandId="`+commandID+`"><rsp:Code>`+code+`</rsp:Code></rsp:Signal>`)
+	return env(actSignal, uriCmd, shellID, string(wsclient.AppendSignalBody(nil, commandID, code)))
 }
 
 func deleteXML(shellID string) string { return env(actDelete, uriCmd, shellID, "") }
@@ -117,11 +94,7 @@ func enumerateXML() string {
 	return env(actEnum, uriShell, "", `<n:Enumerate xmlns:n="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><w:OptimizeEnumeration/><w:MaxElements>32000</w:MaxElements></n:Enumerate>`)
 }
 
-func xmlEscape(s string) string {
-	var b bytes.Buffer
-	xml.EscapeText(&b, []byte(s))
-	return b.String()
-}
+func xmlEscape(s string) string { return string(wsclient.AppendEscaped(nil, s)) }
 
 // node is a parsed XML element.
 type node struct {
@@ -468,8 +441,11 @@ func okBody(r *reply, err error) (*node, error) {
 	return parseXML(r.Body)
 }
 
-func createShell(c soapClient) (*winrsShell, error) {
-	root, err := okBody(c.Post(createXML()))
+func createShell(c soapClient) (*winrsShell, error) { return createShellFrom(c, createXML()) }
+
+// createShellFrom posts a Create and returns the shell it made.
+func createShellFrom(c soapClient, create string) (*winrsShell, error) {
+	root, err := okBody(c.Post(create))
 	if err != nil {
 		return nil, err
 	}
@@ -667,81 +643,24 @@ func negotiateToken(r *reply) ([]byte, bool) {
 	if r == nil || r.Header == nil {
 		return nil, false
 	}
-	for _, v := range r.Header.Values("WWW-Authenticate") {
-		scheme, tok, ok := strings.Cut(v, " ")
-		if ok && (strings.EqualFold(scheme, "Negotiate") || strings.EqualFold(scheme, "NTLM")) {
-			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok))
-			if err == nil && len(b) > 0 {
-				return b, true
-			}
-		}
-	}
-	return nil, false
+	return wsclient.Token(r.Header.Values("WWW-Authenticate"), "Negotiate", "NTLM")
 }
 
 // tlsServerEndPoint is RFC 5929's channel binding application data.
-func tlsServerEndPoint(cert *x509.Certificate) []byte {
-	var h hash.Hash
-	switch cert.SignatureAlgorithm {
-	case x509.SHA384WithRSA, x509.ECDSAWithSHA384, x509.SHA384WithRSAPSS:
-		h = sha512.New384()
-	case x509.SHA512WithRSA, x509.ECDSAWithSHA512, x509.SHA512WithRSAPSS:
-		h = sha512.New()
-	default:
-		h = sha256.New()
-	}
-	h.Write(cert.Raw)
-	return append([]byte("tls-server-end-point:"), h.Sum(nil)...)
-}
+func tlsServerEndPoint(cert *x509.Certificate) []byte { return wsclient.TLSServerEndPoint(cert) }
 
-const (
-	mpProtocol = "application/HTTP-SPNEGO-session-encrypted"
-	mpCT       = `multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"`
-)
+const mpProtocol = wsclient.ProtoSPNEGO
+
+var mpCT = wsclient.EncryptedContentType(mpProtocol)
 
 // sealBody wraps plaintext SOAP in the multipart/encrypted body.
 func (nc *ntlmConn) sealBody(plain []byte) ([]byte, error) {
-	ct, sig, err := nc.session.Wrap(plain)
-	if err != nil {
-		return nil, err
-	}
-	return encodeMultipart(len(plain), sig, ct), nil
-}
-
-func encodeMultipart(plainLen int, sig, ct []byte) []byte {
-	var b bytes.Buffer
-	b.WriteString("--Encrypted Boundary\r\n")
-	b.WriteString("\tContent-Type: " + mpProtocol + "\r\n")
-	fmt.Fprintf(&b, "\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=%d\r\n", plainLen)
-	b.WriteString("--Encrypted Boundary\r\n")
-	b.WriteString("\tContent-Type: application/octet-stream\r\n")
-	var l [4]byte
-	binary.LittleEndian.PutUint32(l[:], uint32(len(sig)))
-	b.Write(l[:])
-	b.Write(sig)
-	b.Write(ct)
-	b.WriteString("--Encrypted Boundary--\r\n")
-	return b.Bytes()
+	return wsclient.AppendSealed(nil, wsclient.NTLM(nc.session), mpProtocol, plain)
 }
 
 // unsealBody decodes a multipart/encrypted response.
 func (nc *ntlmConn) unsealBody(body []byte) ([]byte, error) {
-	const marker = "Content-Type: application/octet-stream\r\n"
-	i := bytes.Index(body, []byte(marker))
-	if i < 0 {
-		return nil, errors.New("no octet-stream part")
-	}
-	rest := body[i+len(marker):]
-	end := bytes.LastIndex(rest, []byte("--Encrypted Boundary--"))
-	if end < 0 || end < 4 {
-		return nil, errors.New("no trailer")
-	}
-	rest = rest[:end]
-	sl := int(binary.LittleEndian.Uint32(rest[:4]))
-	if sl > len(rest)-4 {
-		return nil, errors.New("bad signature length")
-	}
-	return nc.session.Unwrap(rest[4+sl:], rest[4:4+sl])
+	return wsclient.Unseal(wsclient.NTLM(nc.session), body)
 }
 
 // postSealed sends an encrypted SOAP request on the authenticated connection.
@@ -773,3 +692,195 @@ func (nc *ntlmConn) postRawBody(body []byte, contentType string) (*reply, error)
 func (nc *ntlmConn) Post(soap string) (*reply, error) { return nc.postSealed(soap) }
 
 func (nc *ntlmConn) Close() { nc.rc.Close() }
+
+// basicKeepAlive is HTTPS (or HTTP) Basic over one keep-alive connection, as real
+// clients send it: the password is verified once per connection, not per
+// request. A reply that closes the connection makes the next request dial a
+// new one; a request is never retried.
+type basicKeepAlive struct {
+	addr       string
+	tls        bool
+	user, pass string
+	src        string
+	mu         sync.Mutex
+	rc         *rawConn
+}
+
+// connAlive tells whether a kept-alive connection is still open: the server
+// closes idle keep-alive connections (service.idle_connection_timeout_ms),
+// and a client must then dial again rather than write into a closed one, as
+// HTTP client libraries do. A peer that closed has sent its FIN: a read
+// returns at once.
+func connAlive(rc *rawConn) bool {
+	rc.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := rc.br.Peek(1)
+	rc.c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
+
+func (b *basicKeepAlive) Post(soap string) (*reply, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc != nil && !connAlive(b.rc) {
+		b.rc.Close()
+		b.rc = nil
+	}
+	if b.rc == nil {
+		rc, err := dialRawFrom(b.src, b.addr, b.tls)
+		if err != nil {
+			return nil, err
+		}
+		b.rc = rc
+	}
+	r, err := b.rc.request("POST", "/wsman", map[string]string{"Authorization": basicAuth(b.user, b.pass)}, []byte(soap), 90*time.Second)
+	if err != nil || r.Closed || strings.EqualFold(r.Header.Get("Connection"), "close") {
+		b.rc.Close()
+		b.rc = nil
+	}
+	if err == nil && r.Closed {
+		return r, errors.New("connection closed without an answer")
+	}
+	return r, err
+}
+
+func (b *basicKeepAlive) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc != nil {
+		b.rc.Close()
+		b.rc = nil
+	}
+}
+
+// dialNTLMSealed dials an NTLM-authenticated, sealed HTTP connection.
+func dialNTLMSealed(addr, user, pass string) (*ntlmConn, error) {
+	nc, r, err := dialNTLM(addr, false, user, pass, ntlmOpts{})
+	if err != nil {
+		if nc != nil {
+			nc.Close()
+		}
+		return nil, err
+	}
+	if r.Status != 200 {
+		nc.Close()
+		return nil, fmt.Errorf("NTLM handshake: %s", r)
+	}
+	return nc, nil
+}
+
+// ntlmKeepAlive is an NTLM-sealed HTTP client that authenticates a new
+// connection when the server has closed the idle one (shells belong to the
+// identity, not the connection).
+type ntlmKeepAlive struct {
+	addr, user, pass string
+	mu               sync.Mutex
+	nc               *ntlmConn
+}
+
+func (k *ntlmKeepAlive) Post(soap string) (*reply, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil && !connAlive(k.nc.rc) {
+		k.nc.Close()
+		k.nc = nil
+	}
+	if k.nc == nil {
+		nc, err := dialNTLMSealed(k.addr, k.user, k.pass)
+		if err != nil {
+			return nil, err
+		}
+		k.nc = nc
+	}
+	r, err := k.nc.Post(soap)
+	if err != nil || r.Closed {
+		k.nc.Close()
+		k.nc = nil
+		if err == nil {
+			err = errors.New("connection closed without an answer")
+		}
+	}
+	return r, err
+}
+
+func (k *ntlmKeepAlive) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nc != nil {
+		k.nc.Close()
+		k.nc = nil
+	}
+}
+
+// latencies collects Receive round-trip times.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// take returns and resets the samples.
+func (l *latencies) take() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.d
+	l.d = nil
+	return d
+}
+
+func percentilesOf(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "n=0"
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1))] }
+	r := func(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+	return fmt.Sprintf("n=%d p50=%s p90=%s p99=%s max=%s", len(s), r(p(0.5)), r(p(0.9)), r(p(0.99)), r(s[len(s)-1]))
+}
+
+// createShellWith is createShell with an Environment and a
+// WorkingDirectory (createXMLWith).
+func createShellWith(c soapClient, envVars map[string]string, dir string) (*winrsShell, error) {
+	return createShellFrom(c, createXMLWith(envVars, dir))
+}
+
+// sendStdin sends stdin in chunks (default 32 KiB), the last with End=true.
+func (s *winrsShell) sendStdin(cmdID string, data []byte, chunk int) error {
+	if chunk <= 0 {
+		chunk = 32 << 10
+	}
+	for off := 0; ; off += chunk {
+		end := min(off+chunk, len(data))
+		last := end == len(data)
+		if _, err := okBody(s.c.Post(sendXML(s.ID, cmdID, data[off:end], last))); err != nil {
+			return fmt.Errorf("Send: %w", err)
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// runWith runs one command with optional stdin and returns its output,
+// timing every Receive into lat (when not nil).
+func (s *winrsShell) runWith(cmd string, stdin []byte, lat *latencies) (*result, error) {
+	id, err := s.command(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("Command: %w", err)
+	}
+	if stdin != nil {
+		if err := s.sendStdin(id, stdin, 0); err != nil {
+			return nil, err
+		}
+	}
+	return s.receiveAllObserved(id, 3*time.Minute, lat.add)
+}

@@ -41,8 +41,12 @@ import (
 // Limits of the decoder.
 const (
 	// MaxMessage bounds one TSRequest (an NTLM AUTHENTICATE with its AV
-	// pairs is ~1 KiB; a Kerberos AP-REQ with a PAC can reach ~12 KiB).
-	MaxMessage = 48 << 10
+	// pairs is ~1 KiB; a Kerberos AP-REQ with a PAC can reach ~12 KiB):
+	// authn.MaxTokenSize, the bound of every token. Through the server a
+	// TSRequest arrives whole within one leg's token (readDER), inside TLS
+	// records, so it stays a few dozen bytes below this; the check is the
+	// TLS stream's own, for any other carrier.
+	MaxMessage = authn.MaxTokenSize
 	// MaxNegoTokens bounds NegoData's SEQUENCE OF (clients send one).
 	MaxNegoTokens = 1
 	// NonceSize is clientNonce's only legal size.

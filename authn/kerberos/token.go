@@ -29,10 +29,6 @@ import (
 	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// MaxTokenSize bounds a context token (Windows' MaxTokenSize is 48000;
-// tickets with large PACs come close).
-const MaxTokenSize = 64 << 10
-
 var (
 	// OIDKRB5 is 1.2.840.113554.1.2.2 (DER content octets).
 	OIDKRB5 = []byte{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02}
@@ -69,7 +65,7 @@ const rd der.Reader = "kerberos"
 // (either krb5 OID), its TOK_ID and the DER message. The returned slices
 // alias in.
 func ParseInitialToken(in []byte) (oid []byte, tokID [2]byte, msg []byte, err error) {
-	oid, rest, err := rd.InitialContextToken(in, MaxTokenSize)
+	oid, rest, err := rd.InitialContextToken(in, authn.MaxTokenSize)
 	if err != nil {
 		return nil, tokID, nil, err
 	}

@@ -68,3 +68,48 @@ func TestPreparedKeystreamSealsIdentically(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparedUnsealKeystream: unsealing with inbound keystream drawn ahead
+// (PrepareUnsealKeystream), in place, verifies and decrypts exactly as
+// Unseal does; a keystream that no longer fits is not used, and a tampered
+// message still kills the session.
+func TestPreparedUnsealKeystream(t *testing.T) {
+	for _, flags := range []uint32{vFlags, vFlags &^ FlagKeyExch} {
+		key := make([]byte, 16)
+		_, _ = rand.Read(key)
+		client := newSession(flags, key, false)
+		plainSession := NewServerSession(flags, key)
+		prepSession := NewServerSession(flags, key)
+		for i, step := range []struct{ prepare, n int }{
+			{5000, 5000}, {5000, 5000}, {5000, 4999}, {0, 70000}, {70000, 70000}, {300, 301}, {1, 1},
+		} {
+			m := make([]byte, step.n)
+			_, _ = rand.Read(m)
+			sig, data, err := client.Seal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := plainSession.Unseal(sig, bytes.Clone(data))
+			if err != nil || !bytes.Equal(a, m) {
+				t.Fatalf("step %d: Unseal: %v", i, err)
+			}
+			if step.prepare > 0 {
+				prepSession.PrepareUnsealKeystream(step.prepare)
+			}
+			b, err := prepSession.UnsealInPlace(sig, bytes.Clone(data))
+			if err != nil || !bytes.Equal(b, m) {
+				t.Fatalf("flags %#x step %d: unseal with a prepared keystream: %v", flags, i, err)
+			}
+		}
+		m := make([]byte, 4096)
+		sig, data, _ := client.Seal(m)
+		data[100] ^= 1
+		prepSession.PrepareUnsealKeystream(len(data))
+		if _, err := prepSession.UnsealInPlace(sig, data); err == nil {
+			t.Fatal("a tampered message unsealed with a prepared keystream")
+		}
+		if _, err := prepSession.Unseal(sig, data); err != ErrSessionDead {
+			t.Fatalf("after a failed unseal: %v, want ErrSessionDead", err)
+		}
+	}
+}

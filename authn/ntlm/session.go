@@ -51,8 +51,8 @@ type Session struct {
 	seqBuf [4]byte
 	expSig [SignatureSize]byte
 
-	pending *Keystream // drawn ahead for the next Seal (PrepareKeystream)
-	spare   []byte     // the last used keystream's buffer
+	// keystream drawn ahead for the next Seal and Unseal
+	outAhead, inAhead ahead
 }
 
 var _ authn.Sealer = (*Session)(nil)
@@ -142,6 +142,11 @@ func (s *Session) signWith(sig, msg, ks []byte) {
 
 // verify checks an inbound signature over msg and advances the sequence.
 func (s *Session) verify(sig []byte, msg []byte) error {
+	return s.verifyWith(sig, msg, nil)
+}
+
+// verifyWith is verify with the checksum's keystream given (as signWith).
+func (s *Session) verifyWith(sig, msg, ks []byte) error {
 	if len(sig) != SignatureSize {
 		s.dead = true
 		return fmt.Errorf("%w: signature of %d bytes", ErrIntegrity, len(sig))
@@ -150,7 +155,11 @@ func (s *Session) verify(sig []byte, msg []byte) error {
 	binary.LittleEndian.PutUint32(exp[0:], 1)
 	s.checksum(s.inHMAC, s.inSeq, msg, exp[4:12])
 	if s.keyExch {
-		s.in.XORKeyStream(exp[4:12], exp[4:12])
+		if ks != nil {
+			subtle.XORBytes(exp[4:12], exp[4:12], ks)
+		} else {
+			s.in.XORKeyStream(exp[4:12], exp[4:12])
+		}
 	}
 	binary.LittleEndian.PutUint32(exp[12:], s.inSeq)
 	if subtle.ConstantTimeCompare(exp, sig) != 1 {
@@ -192,17 +201,12 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 	n := len(dst)
 	dst = append(dst, make([]byte, SignatureSize+len(plain))...)
 	sig, data := dst[n:n+SignatureSize], dst[n+SignatureSize:]
-	if k := s.takeKeystream(len(plain)); k != nil {
+	if k := s.outAhead.take(s.out, s.outSeq, len(plain)); k != nil {
 		// Byte for byte what the cipher would give: the keystream was
 		// drawn from this very state (checked) by a copy of it.
 		subtle.XORBytes(data, plain, k.ks[:len(plain)])
-		var tail []byte
-		if s.keyExch {
-			tail = k.ks[len(plain):]
-		}
-		s.signWith(sig, plain, tail)
-		*s.out = k.after
-		s.spare = k.ks // for the next one while the stream goes on
+		s.signWith(sig, plain, s.checksumStream(k))
+		s.outAhead.used(s.out, k)
 		return dst, nil
 	}
 	s.out.XORKeyStream(data, plain)
@@ -210,13 +214,14 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// Keystream is outbound RC4 keystream drawn ahead of time, by a copy of
-// the cipher, for a message of one given length. RC4 is a stream cipher:
-// sealing XORs the plaintext with the next bytes of the stream, so those
-// bytes can be made while the peer still reads the last message — the
-// costly half of sealing, off the reply's path. The session itself does
-// not move until a Seal of exactly that length, from exactly that state,
-// uses it; any other Seal, SignMIC or ResetRC4 first makes it stale.
+// Keystream is RC4 keystream drawn ahead of time, by a copy of the
+// cipher, for a message of one given length. RC4 is a stream cipher:
+// sealing XORs the plaintext with the next bytes of the stream (and
+// unsealing the ciphertext), so those bytes can be made while the peer
+// still works on the last message — the costly half of the cipher, off
+// the reply's path. The session itself does not move until a Seal (or
+// Unseal) of exactly that length, from exactly that state, uses it; any
+// other Seal, Unseal, MIC or ResetRC4 first makes it stale.
 type Keystream struct {
 	n      int
 	seq    uint32
@@ -226,30 +231,31 @@ type Keystream struct {
 	done   chan struct{}
 }
 
-// PrepareKeystream starts drawing the keystream for a next message of n
-// bytes in another goroutine and returns at once; the next AppendSeal of
-// exactly n bytes waits for it and uses it. It replaces an earlier one,
-// reusing its buffer.
-func (s *Session) PrepareKeystream(n int) {
-	if s.dead || !s.seal || n <= 0 {
-		return
-	}
-	buf := s.spare
-	if old := s.pending; old != nil {
+// ahead is one direction's keystream drawn ahead, and the buffer of the
+// last one used.
+type ahead struct {
+	pending *Keystream
+	spare   []byte
+}
+
+// prepare starts drawing n (+8) bytes after c's state in another goroutine.
+func (a *ahead) prepare(c *rc4.Cipher, seq uint32, n int, keyExch bool) {
+	buf := a.spare
+	if old := a.pending; old != nil {
 		<-old.done // never two generators: the buffer is reused
 		buf = old.ks
 	}
-	s.spare = nil
+	a.spare = nil
 	need := n
-	if s.keyExch {
+	if keyExch {
 		need += 8
 	}
 	if cap(buf) < need {
 		buf = make([]byte, need)
 	}
-	k := &Keystream{n: n, seq: s.outSeq, before: *s.out, ks: buf[:need], done: make(chan struct{})}
+	k := &Keystream{n: n, seq: seq, before: *c, ks: buf[:need], done: make(chan struct{})}
 	k.after = k.before
-	s.pending = k
+	a.pending = k
 	go func() {
 		clear(k.ks)
 		k.after.XORKeyStream(k.ks, k.ks)
@@ -257,34 +263,99 @@ func (s *Session) PrepareKeystream(n int) {
 	}()
 }
 
-// takeKeystream returns the prepared keystream if it fits a message of n
-// bytes sealed now, and forgets it either way.
-func (s *Session) takeKeystream(n int) *Keystream {
-	k := s.pending
+// take returns the prepared keystream if it fits a message of n bytes
+// processed now with c at seq, and forgets it either way.
+func (a *ahead) take(c *rc4.Cipher, seq uint32, n int) *Keystream {
+	k := a.pending
 	if k == nil {
 		return nil
 	}
 	<-k.done
-	s.pending = nil
-	if k.n != n || k.seq != s.outSeq || k.before != *s.out {
+	a.pending = nil
+	if k.n != n || k.seq != seq || k.before != *c {
 		return nil // stale: the stream went elsewhere
 	}
 	return k
 }
 
+// used commits a taken keystream: c moves past it, and its buffer is kept
+// for the next one while the stream goes on.
+func (a *ahead) used(c *rc4.Cipher, k *Keystream) {
+	*c = k.after
+	a.spare = k.ks
+}
+
+// checksumStream is the part of k that encrypts the checksum (nil without
+// key exchange).
+func (s *Session) checksumStream(k *Keystream) []byte {
+	if !s.keyExch {
+		return nil
+	}
+	return k.ks[k.n:]
+}
+
+// PrepareKeystream starts drawing the keystream for a next outbound
+// message of n bytes in another goroutine and returns at once; the next
+// AppendSeal of exactly n bytes waits for it and uses it.
+func (s *Session) PrepareKeystream(n int) {
+	if s.dead || !s.seal || n <= 0 {
+		return
+	}
+	s.outAhead.prepare(s.out, s.outSeq, n, s.keyExch)
+}
+
+// PrepareUnsealKeystream is PrepareKeystream for the next inbound message
+// of n bytes: the next Unseal of exactly n bytes uses it.
+func (s *Session) PrepareUnsealKeystream(n int) {
+	if s.dead || !s.seal || n <= 0 {
+		return
+	}
+	s.inAhead.prepare(s.in, s.inSeq, n, s.keyExch)
+}
+
 // Unseal decrypts data and verifies sig. Any failure kills the session.
 func (s *Session) Unseal(sig, data []byte) ([]byte, error) {
-	if s.dead {
-		return nil, ErrSessionDead
+	if err := s.canUnseal(sig); err != nil {
+		return nil, err
 	}
-	if !s.seal {
-		return nil, ErrNoSealing
+	return s.unsealInto(make([]byte, len(data)), sig, data)
+}
+
+// UnsealInPlace is Unseal decrypting data where it is: the plaintext
+// returned is data itself, overwritten (also when it does not verify).
+func (s *Session) UnsealInPlace(sig, data []byte) ([]byte, error) {
+	if err := s.canUnseal(sig); err != nil {
+		return nil, err
 	}
-	if len(sig) != SignatureSize {
+	return s.unsealInto(data, sig, data)
+}
+
+// canUnseal checks the session and the signature's size; a wrong size
+// kills the session.
+func (s *Session) canUnseal(sig []byte) error {
+	switch {
+	case s.dead:
+		return ErrSessionDead
+	case !s.seal:
+		return ErrNoSealing
+	case len(sig) != SignatureSize:
 		s.dead = true
-		return nil, fmt.Errorf("%w: signature of %d bytes", ErrIntegrity, len(sig))
+		return fmt.Errorf("%w: signature of %d bytes", ErrIntegrity, len(sig))
 	}
-	plain := make([]byte, len(data))
+	return nil
+}
+
+// unsealInto decrypts data into plain (the same length; the same slice or
+// not overlapping) and verifies sig.
+func (s *Session) unsealInto(plain, sig, data []byte) ([]byte, error) {
+	if k := s.inAhead.take(s.in, s.inSeq, len(data)); k != nil {
+		subtle.XORBytes(plain, data, k.ks[:len(data)])
+		if err := s.verifyWith(sig, plain, s.checksumStream(k)); err != nil {
+			return nil, err
+		}
+		s.inAhead.used(s.in, k)
+		return plain, nil
+	}
 	s.in.XORKeyStream(plain, data)
 	if err := s.verify(sig, plain); err != nil {
 		return nil, err

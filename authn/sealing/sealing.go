@@ -95,9 +95,16 @@ func canonicalProtocol(p string) (string, bool) {
 	return "", false
 }
 
+// inPlaceUnsealer is a Sealer that can decrypt where the ciphertext is
+// (NTLM's Session): Decode then allocates nothing for a one-part body.
+type inPlaceUnsealer interface {
+	UnsealInPlace(sig, data []byte) ([]byte, error)
+}
+
 // Decode verifies and decrypts an encrypted body. It returns the plaintext
 // (the concatenation of all parts) and the protocol, which the response
 // must use. maxPlain bounds the plaintext (DefaultMaxPlain when <= 0).
+// body is overwritten when the Sealer decrypts in place.
 func Decode(contentType string, body []byte, maxPlain int, s authn.Sealer) (plain []byte, protocol string, err error) {
 	if s == nil {
 		return nil, "", fmt.Errorf("sealing: encrypted body without a security context: %w", authn.ErrUnsupported)
@@ -146,7 +153,12 @@ func Decode(contentType string, body []byte, maxPlain int, s authn.Sealer) (plai
 		if p.length > maxPlain-total {
 			return nil, "", fmt.Errorf("%w (%d > %d)", ErrTooLarge, total+p.length, maxPlain)
 		}
-		out, err := s.Unseal(p.sig, p.data)
+		var out []byte
+		if ip, ok := s.(inPlaceUnsealer); ok {
+			out, err = ip.UnsealInPlace(p.sig, p.data)
+		} else {
+			out, err = s.Unseal(p.sig, p.data)
+		}
 		if err != nil {
 			return nil, "", fmt.Errorf("sealing: unseal part %d: %w", len(parts)+1, err)
 		}

@@ -110,8 +110,8 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 	if len(in) == 0 {
 		return nil, false, malformed("empty token")
 	}
-	if len(in) > MaxTokenSize {
-		return nil, false, malformed("token of %d bytes exceeds %d", len(in), MaxTokenSize)
+	if len(in) > authn.MaxTokenSize {
+		return nil, false, malformed("token of %d bytes exceeds %d", len(in), authn.MaxTokenSize)
 	}
 	switch a.mode {
 	case modeRawNTLM, modeRawKerberos:
@@ -135,7 +135,7 @@ func (a *Acceptor) step(in []byte) ([]byte, bool, error) {
 	case a.ntlmOnly:
 		return nil, false, malformed("NTLM scheme: not an NTLMSSP token")
 	case isGSSToken(in):
-		oid, inner, err := rd.InitialContextToken(in, MaxTokenSize)
+		oid, inner, err := rd.InitialContextToken(in, authn.MaxTokenSize)
 		if err != nil {
 			return nil, false, err
 		}

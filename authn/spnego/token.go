@@ -5,9 +5,10 @@ package spnego
 // our NegTokenResp. The DER is read with authn/internal/der (cryptobyte
 // underneath): definite minimal lengths, low tag numbers, fields in order
 // and at most once, no trailing bytes where a structure must end, sizes
-// bounded by MaxTokenSize.
+// bounded by authn.MaxTokenSize.
 
 import (
+	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/internal/der"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
@@ -30,13 +31,9 @@ const (
 	requestMIC       = 3
 )
 
-// Limits.
-const (
-	// MaxTokenSize bounds a decoded Negotiate token (Windows' MaxTokenSize
-	// is 48000; Kerberos tickets with large PACs come close).
-	MaxTokenSize = 64 << 10
-	maxMechTypes = 32
-)
+// maxMechTypes bounds NegTokenInit's mechTypes (Windows offers four:
+// NEGOEX, MS-KRB5, KRB5, NTLM). Tokens are bounded by authn.MaxTokenSize.
+const maxMechTypes = 32
 
 // negTokenInit is the client's first SPNEGO token.
 type negTokenInit struct {
@@ -122,8 +119,8 @@ func parseNegTokenInit(inner []byte) (*negTokenInit, error) {
 
 // parseNegTokenResp parses [1] NegTokenResp (the client's later legs).
 func parseNegTokenResp(b []byte) (*negTokenResp, error) {
-	if len(b) > MaxTokenSize {
-		return nil, malformed("token of %d bytes exceeds %d", len(b), MaxTokenSize)
+	if len(b) > authn.MaxTokenSize {
+		return nil, malformed("token of %d bytes exceeds %d", len(b), authn.MaxTokenSize)
 	}
 	choice, err := rd.Only(b, der.Context(1), "NegotiationToken")
 	if err != nil {

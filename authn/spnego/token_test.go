@@ -144,7 +144,7 @@ func TestDERWriterMinimal(t *testing.T) {
 		}
 	}
 	// The mechListMIC is computed over the MechTypeList exactly as received.
-	_, inner, _ := rd.InitialContextToken(goodInit, MaxTokenSize)
+	_, inner, _ := rd.InitialContextToken(goodInit, authn.MaxTokenSize)
 	ti, err := parseNegTokenInit(inner)
 	if err != nil || !bytes.Equal(ti.mechTypesDER, mechNTLM) {
 		t.Fatalf("mechTypesDER %x, %v", ti.mechTypesDER, err)

@@ -199,7 +199,9 @@ func startBenchKDC(dir, password string, cl *cleanups) (string, *krbtest.Ticket,
 	return kt, t, nil
 }
 
-func startDaemon(bin, dir, password, keytab string, cl *cleanups) (*daemon, error) {
+// extraYAML is appended to the configuration (top-level sections the base
+// one does not have, e.g. the psrp rows' powershell).
+func startDaemon(bin, dir, password, keytab string, cl *cleanups, extraYAML ...string) (*daemon, error) {
 	store := filepath.Join(dir, "accounts")
 	cmd := exec.Command(bin, "user", "add", "--store", store, benchUser)
 	cmd.Stdin = strings.NewReader(password + "\n")
@@ -247,7 +249,7 @@ metrics:
   address: "127.0.0.1:0"
 kerberos:
   keytab: %q
-`, cert, key, keytab != "", benchGroup, store, keytab)
+`, cert, key, keytab != "", benchGroup, store, keytab) + strings.Join(extraYAML, "")
 	cfgPath := filepath.Join(dir, "winrmd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err

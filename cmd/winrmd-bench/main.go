@@ -25,6 +25,9 @@ import (
 	"time"
 )
 
+// runLock serializes bench runs on one machine (flock, released at exit).
+const runLock = "/run/winrmd-bench.lock"
+
 type config struct {
 	bin        string
 	out        string
@@ -64,7 +67,7 @@ func parseSize(s string) (int64, error) {
 
 var sshOnly bool
 
-var allRows = []string{"warm", "cold", "stdout", "stdin", "concurrent", "idle", "auth"}
+var allRows = []string{"warm", "cold", "stdout", "stdin", "concurrent", "idle", "auth", "psrp"}
 
 func main() {
 	os.Exit(realMain())
@@ -112,6 +115,22 @@ func realMain() int {
 	if os.Geteuid() != 0 {
 		warnf("must run as root (it creates the account %s and starts sshd)", benchUser)
 		return 2
+	}
+	// One run at a time per machine: runs share the account and the CPUs,
+	// and a second run's clean-up removed the first one's account mid-row
+	// (every row after it failed to log on).
+	lock, err := os.OpenFile(runLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		warnf("%s: %v", runLock, err)
+		return 1
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		warnf("another winrmd-bench runs on this machine; waiting for it (%s)", runLock)
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			warnf("%s: %v", runLock, err)
+			return 1
+		}
 	}
 	if _, err := os.Stat(cfg.bin); err != nil && !sshOnly {
 		warnf("%s: %v (run `make build`)", cfg.bin, err)
@@ -237,6 +256,10 @@ func realMain() int {
 		{"auth", "auth_ntlm", func() (*result, error) { return b.authRate(authNTLM) }},
 		{"auth", "auth_basic", func() (*result, error) { return b.authRate(authBasic) }},
 		{"auth", "auth_krb5", func() (*result, error) { return b.authRate(authKerberos) }},
+		{"psrp", "psrp_open_cold", func() (*result, error) { return b.psrpRow(false, true) }},
+		{"psrp", "psrp_rtt_cold", func() (*result, error) { return b.psrpRow(false, false) }},
+		{"psrp", "psrp_open_warm", func() (*result, error) { return b.psrpRow(true, true) }},
+		{"psrp", "psrp_rtt_warm", func() (*result, error) { return b.psrpRow(true, false) }},
 	}
 	var results []*result
 	failed := false

@@ -88,8 +88,9 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 // ---- warm command ----
 
 func (b *bench) warm(kind authKind) (*result, error) {
+	// Issue 13: a warm command at most 0.7× ssh's (issue 5 asked 1.0×).
 	r := &result{Key: "warm_" + kind.String(), Name: "warm command `true` (" + kind.String() + ")", Unit: "ms",
-		Goal: goal{"<=", 1.0}}
+		Goal: goal{"<=", 0.7}}
 	r.WinRM.Label, r.SSH.Label = "winrmd "+kind.String()+": Command+Receive on an open shell", "x/crypto/ssh: new session + exec on an open connection"
 	c, err := dialWS(b.t, kind)
 	if err != nil {
@@ -186,6 +187,9 @@ func (b *bench) sshCmd(ctx context.Context, cmd string) *exec.Cmd {
 
 func (b *bench) cold(kind authKind, inProcessSSH bool) (*result, error) {
 	r := &result{Key: "cold_" + kind.String(), Name: "cold command `true` (" + kind.String() + ")", Unit: "ms", Goal: goal{"<=", 0.25}}
+	if kind == authNTLM {
+		r.Goal = goal{"<=", 0.04} // issue 13; Basic keeps issue 5's 0.25× (argon2id per connection)
+	}
 	r.WinRM.Label = "winrmd " + kind.String() + ": connect, authenticate, Create, Command, Receive, Delete"
 	r.SSH.Label = "OpenSSH client: `ssh -i key host true` (new process, new connection, key auth)"
 	s := func(int) (float64, error) {
@@ -252,10 +256,14 @@ func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 
 func (b *bench) stdout(kind authKind) (*result, error) {
 	n := b.cfg.size
 	r := &result{Key: "stdout_" + kind.String(), Name: fmt.Sprintf("stdout %s (%s)", sizeName(n), kind.String()), Unit: "MB/s"}
-	if kind != authBasic {
+	// Issue 13's goals.
+	switch kind {
+	case authNTLM:
 		r.Goal = goal{">=", 0.4}
-	} else {
+	case authBasic:
 		r.Goal = goal{">=", 0.75}
+	case authKerberos:
+		r.Goal = goal{">=", 0.6}
 	}
 	r.WinRM.Label = fmt.Sprintf("winrmd %s: `head -c %d /dev/zero`, Command..Receive until Done, MaxEnvelopeSize %d", kind, n, b.t.envelopeSize)
 	r.SSH.Label = fmt.Sprintf("OpenSSH client: `ssh host head -c %d /dev/zero` (default cipher) through an open ControlMaster connection", n)
@@ -322,10 +330,14 @@ const stdinChunk = 375000
 func (b *bench) stdin(kind authKind) (*result, error) {
 	n := b.cfg.size
 	r := &result{Key: "stdin_" + kind.String(), Name: fmt.Sprintf("stdin %s (%s)", sizeName(n), kind.String()), Unit: "MB/s"}
-	if kind != authBasic {
-		r.Goal = goal{">=", 0.4}
-	} else {
-		r.Goal = goal{">=", 0.75}
+	// Issue 13's goals; it sets none for Kerberos-sealed stdin.
+	switch kind {
+	case authNTLM:
+		r.Goal = goal{">=", 0.3}
+	case authBasic:
+		r.Goal = goal{">=", 0.5}
+	case authKerberos:
+		r.Notes = append(r.Notes, "information row (the issue sets no goal); higher is better")
 	}
 	r.WinRM.Label = fmt.Sprintf("winrmd %s: `cat >/dev/null`, Send %d-byte chunks (last End=true), Receive until Done", kind, stdinChunk)
 	r.SSH.Label = "OpenSSH client: `ssh host 'cat >/dev/null'` fed from a pipe, through an open ControlMaster connection"
@@ -519,7 +531,7 @@ func (b *bench) concurrency() (*result, error) {
 
 func (b *bench) memory() (*result, error) {
 	k := b.cfg.idle
-	r := &result{Key: "idle_pss", Name: fmt.Sprintf("PSS per idle shell (%d open)", k), Unit: "KiB", Goal: goal{"<=", 1.0}}
+	r := &result{Key: "idle_pss", Name: fmt.Sprintf("PSS per idle shell (%d open)", k), Unit: "KiB", Goal: goal{"<=", 0.6}} // issue 13
 	r.WinRM.Label = "winrmd: (daemon PSS growth + PSS of all its descendants) / shells, shells created on one connection"
 	r.SSH.Label = "sshd: (listener PSS growth + PSS of all its descendants) / sessions, one x/crypto/ssh connection per session running an idle `sh` (no pty)"
 	settle := 1500 * time.Millisecond

@@ -1,9 +1,11 @@
 package main
 
 // A lean WinRM client for the benchmark: one TCP (or TLS) connection per
-// client, hand-written HTTP/1.1 framing, SOAP envelopes built from byte
-// templates, NTLM (github.com/bodgit/ntlmssp, the library masterzen/winrm
-// uses) with message encryption, or Basic over HTTPS. It exists because
+// client, hand-written HTTP/1.1 framing, NTLM (github.com/bodgit/ntlmssp,
+// the library masterzen/winrm uses) with message encryption, or Basic over
+// HTTPS. Its envelopes and its sealing are test/wsclient's, the code the
+// Go end-to-end helpers use too; the transport and the Receive scanner
+// are its own, tuned for speed. It exists because
 // masterzen/winrm's encrypted transport re-runs the NTLM handshake for every
 // message and parses each response into a DOM, so its own cost would
 // dominate the rows measured here.
@@ -11,10 +13,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -29,22 +29,18 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
+	"github.com/winrmd/winrmd/test/wsclient"
 )
 
 const (
-	nsShell      = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-	resCmd       = nsShell + "/cmd"
-	actCreate    = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
-	actDelete    = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
-	actCommand   = nsShell + "/Command"
-	actReceive   = nsShell + "/Receive"
-	actSend      = nsShell + "/Send"
-	actSignal    = nsShell + "/Signal"
-	soapCT       = "application/soap+xml;charset=UTF-8"
-	spnegoProto  = "application/HTTP-SPNEGO-session-encrypted"
-	encBoundary  = "Encrypted Boundary"
-	encCT        = `multipart/encrypted;protocol="` + spnegoProto + `";boundary="` + encBoundary + `"`
-	krbEncCT     = `multipart/encrypted;protocol="` + krbProto + `";boundary="` + encBoundary + `"`
+	actCreate    = wsclient.ActionCreate
+	actDelete    = wsclient.ActionDelete
+	actCommand   = wsclient.ActionCommand
+	actReceive   = wsclient.ActionReceive
+	actSend      = wsclient.ActionSend
+	soapCT       = wsclient.SOAPContentType
+	encCT        = `multipart/encrypted;protocol="` + wsclient.ProtoSPNEGO + `";boundary="` + wsclient.Boundary + `"`
+	krbEncCT     = `multipart/encrypted;protocol="` + wsclient.ProtoKerberos + `";boundary="` + wsclient.Boundary + `"`
 	timedOutCode = "2150858793"
 )
 
@@ -66,9 +62,6 @@ func (a authKind) String() string {
 	}
 	return "ntlm-http"
 }
-
-// krbProto is the encrypted-part protocol of the Kerberos scheme.
-const krbProto = "application/HTTP-Kerberos-session-encrypted"
 
 // wsTarget says where and as whom to connect.
 type wsTarget struct {
@@ -160,17 +153,12 @@ func (c *wsClient) krbHandshake() error {
 	if st != http.StatusOK {
 		return fmt.Errorf("kerberos: AP-REQ answered %d", st)
 	}
-	for _, v := range h.Values("WWW-Authenticate") {
-		if s, ok := strings.CutPrefix(v, "Kerberos "); ok {
-			rep, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("kerberos: AP-REP: %w", err)
-			}
-			c.krb, err = kerberos.FinishInitiator(rep, key, seq)
-			return err
-		}
+	rep, ok := wsclient.Token(h.Values("WWW-Authenticate"), "Kerberos")
+	if !ok {
+		return errors.New("kerberos: no AP-REP on the 200")
 	}
-	return errors.New("kerberos: no AP-REP on the 200")
+	c.krb, err = kerberos.FinishInitiator(rep, key, seq)
+	return err
 }
 
 func (c *wsClient) Close() error {
@@ -197,16 +185,8 @@ func (c *wsClient) ntlmHandshake() error {
 	if st != http.StatusUnauthorized {
 		return fmt.Errorf("ntlm: NEGOTIATE answered %d", st)
 	}
-	var chal []byte
-	for _, v := range h.Values("WWW-Authenticate") {
-		if s, ok := strings.CutPrefix(v, "Negotiate "); ok {
-			chal, err = base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("ntlm: challenge: %w", err)
-			}
-		}
-	}
-	if chal == nil {
+	chal, ok := wsclient.Token(h.Values("WWW-Authenticate"), "Negotiate")
+	if !ok {
 		return errors.New("ntlm: no challenge in 401")
 	}
 	auth, err := cl.Authenticate(chal, nil)
@@ -312,122 +292,30 @@ func (c *wsClient) call(env []byte) (int, []byte, error) {
 }
 
 func (c *wsClient) seal(env []byte) ([]byte, error) {
-	var ct, sig []byte
 	var err error
-	proto := spnegoProto
 	if c.krb != nil {
-		sig, ct, err = c.krb.Seal(env)
-		proto = krbProto
+		c.req, err = wsclient.AppendSealed(c.req[:0], c.krb, wsclient.ProtoKerberos, env)
 	} else {
-		ct, sig, err = c.sess.Wrap(env)
+		c.req, err = wsclient.AppendSealed(c.req[:0], wsclient.NTLM(c.sess), wsclient.ProtoSPNEGO, env)
 	}
-	if err != nil {
-		return nil, err
-	}
-	b := c.req[:0]
-	b = append(b, "--"+encBoundary+"\r\n\tContent-Type: "+proto+"\r\n\tOriginalContent: type="+soapCT+";Length="...)
-	b = strconv.AppendInt(b, int64(len(env)), 10)
-	b = append(b, "\r\n--"+encBoundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(sig)))
-	b = append(b, sig...)
-	b = append(b, ct...)
-	b = append(b, "--"+encBoundary+"--\r\n"...)
-	c.req = b
-	return b, nil
+	return c.req, err
 }
-
-var (
-	octetLine = []byte("application/octet-stream")
-	lengthKey = []byte("Length=")
-)
 
 // unseal decodes multipart/encrypted and multipart/x-multi-encrypted bodies.
 func (c *wsClient) unseal(b []byte) ([]byte, error) {
-	var out []byte
-	for {
-		i := bytes.Index(b, lengthKey)
-		if i < 0 {
-			break
-		}
-		b = b[i+len(lengthKey):]
-		j := 0
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		n, err := strconv.Atoi(string(b[:j]))
-		if err != nil {
-			return nil, fmt.Errorf("sealed body: Length: %w", err)
-		}
-		k := bytes.Index(b, octetLine)
-		if k < 0 {
-			return nil, errors.New("sealed body: no octet-stream part")
-		}
-		b = b[k+len(octetLine):]
-		nl := bytes.IndexByte(b, '\n')
-		if nl < 0 || len(b) < nl+1+4 {
-			return nil, errors.New("sealed body: truncated")
-		}
-		b = b[nl+1:]
-		sl := int(binary.LittleEndian.Uint32(b))
-		b = b[4:]
-		if (c.krb == nil && sl != 16) || sl > 1024 || len(b) < sl+n {
-			return nil, fmt.Errorf("sealed body: signature length %d, %d bytes for %d", sl, len(b), n)
-		}
-		var plain []byte
-		if c.krb != nil {
-			plain, err = c.krb.Unseal(b[:sl], b[sl:sl+n])
-		} else {
-			plain, err = c.sess.Unwrap(b[sl:sl+n], b[:sl])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("unseal: %w", err)
-		}
-		if out == nil {
-			out = plain
-		} else {
-			out = append(out, plain...)
-		}
-		b = b[sl+n:]
+	if c.krb != nil {
+		return wsclient.Unseal(c.krb, b)
 	}
-	if out == nil {
-		return nil, errors.New("sealed body: no parts")
-	}
-	return out, nil
+	return wsclient.Unseal(wsclient.NTLM(c.sess), b)
 }
 
-func newUUID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+// header builds the envelope up to and including <s:Body>.
+func (c *wsClient) header(b []byte, action, shellID string, options ...string) []byte {
+	return wsclient.AppendEnvelope(b, wsclient.Header{To: c.url, Action: action, ResourceURI: wsclient.ResourceCmd, ShellID: shellID,
+		MaxEnvelopeSize: c.t.envelopeSize, OperationTimeout: "PT60S", Options: options})
 }
 
-// header builds the envelope up to and including <env:Body>.
-func (c *wsClient) header(b []byte, action, shellID, options string) []byte {
-	b = append(b, `<?xml version="1.0" encoding="UTF-8"?>`+
-		`<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd">`+
-		`<env:Header><a:To>`...)
-	b = append(b, c.url...)
-	b = append(b, `</a:To><a:ReplyTo><a:Address mustUnderstand="true">http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address></a:ReplyTo><w:MaxEnvelopeSize mustUnderstand="true">`...)
-	b = strconv.AppendInt(b, int64(c.t.envelopeSize), 10)
-	b = append(b, `</w:MaxEnvelopeSize><w:OperationTimeout>PT60S</w:OperationTimeout><a:MessageID>uuid:`...)
-	b = append(b, newUUID()...)
-	b = append(b, `</a:MessageID><w:Locale mustUnderstand="false" xml:lang="en-US"/><p:DataLocale mustUnderstand="false" xml:lang="en-US"/><a:Action mustUnderstand="true">`...)
-	b = append(b, action...)
-	b = append(b, `</a:Action>`...)
-	if shellID != "" {
-		b = append(b, `<w:SelectorSet><w:Selector Name="ShellId">`...)
-		b = append(b, shellID...)
-		b = append(b, `</w:Selector></w:SelectorSet>`...)
-	}
-	b = append(b, `<w:ResourceURI mustUnderstand="true">`+resCmd+`</w:ResourceURI>`...)
-	b = append(b, options...)
-	b = append(b, `</env:Header><env:Body>`...)
-	return b
-}
-
-const envEnd = `</env:Body></env:Envelope>`
+const envEnd = wsclient.EnvelopeEnd
 
 // soapError is a non-200 SOAP answer.
 type soapError struct {
@@ -473,9 +361,8 @@ func between(b []byte, open, close string) string {
 
 // CreateShell opens a cmd shell and returns its id.
 func (c *wsClient) CreateShell() (string, error) {
-	b := c.header(make([]byte, 0, 2048), actCreate, "",
-		`<w:OptionSet><w:Option Name="WINRS_NOPROFILE">FALSE</w:Option><w:Option Name="WINRS_CODEPAGE">65001</w:Option></w:OptionSet>`)
-	b = append(b, `<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>`+envEnd...)
+	b := c.header(make([]byte, 0, 2048), actCreate, "", wsclient.CreateOptions...)
+	b = append(wsclient.AppendCreateBody(b, nil, ""), envEnd...)
 	r, err := c.soap(b)
 	if err != nil {
 		return "", fmt.Errorf("create: %w", err)
@@ -491,7 +378,7 @@ func (c *wsClient) CreateShell() (string, error) {
 }
 
 func (c *wsClient) DeleteShell(shell string) error {
-	b := c.header(make([]byte, 0, 2048), actDelete, shell, "")
+	b := c.header(make([]byte, 0, 2048), actDelete, shell)
 	b = append(b, envEnd...)
 	if _, err := c.soap(b); err != nil {
 		return fmt.Errorf("delete: %w", err)
@@ -499,30 +386,10 @@ func (c *wsClient) DeleteShell(shell string) error {
 	return nil
 }
 
-func xmlEscape(s string) string {
-	var sb strings.Builder
-	for _, r := range s {
-		switch r {
-		case '<':
-			sb.WriteString("&lt;")
-		case '>':
-			sb.WriteString("&gt;")
-		case '&':
-			sb.WriteString("&amp;")
-		default:
-			sb.WriteRune(r)
-		}
-	}
-	return sb.String()
-}
-
 // Command starts a command line in the shell and returns its id.
 func (c *wsClient) Command(shell, cmdline string) (string, error) {
-	b := c.header(make([]byte, 0, 2048), actCommand, shell,
-		`<w:OptionSet><w:Option Name="WINRS_CONSOLEMODE_STDIN">TRUE</w:Option><w:Option Name="WINRS_SKIP_CMD_SHELL">FALSE</w:Option></w:OptionSet>`)
-	b = append(b, `<rsp:CommandLine><rsp:Command>`...)
-	b = append(b, xmlEscape(cmdline)...)
-	b = append(b, `</rsp:Command></rsp:CommandLine>`+envEnd...)
+	b := c.header(make([]byte, 0, 2048), actCommand, shell, "WINRS_CONSOLEMODE_STDIN=TRUE", "WINRS_SKIP_CMD_SHELL=FALSE")
+	b = append(wsclient.AppendCommandBody(b, cmdline), envEnd...)
 	r, err := c.soap(b)
 	if err != nil {
 		return "", fmt.Errorf("command: %w", err)
@@ -537,16 +404,8 @@ func (c *wsClient) Command(shell, cmdline string) (string, error) {
 // Send writes data to the command's stdin; end closes it.
 func (c *wsClient) Send(shell, cmd string, data []byte, end bool) error {
 	need := 2048 + base64.StdEncoding.EncodedLen(len(data))
-	b := c.header(make([]byte, 0, need), actSend, shell, "")
-	b = append(b, `<rsp:Send><rsp:Stream Name="stdin" CommandId="`...)
-	b = append(b, cmd...)
-	b = append(b, '"')
-	if end {
-		b = append(b, ` End="true"`...)
-	}
-	b = append(b, '>')
-	b = base64.StdEncoding.AppendEncode(b, data)
-	b = append(b, `</rsp:Stream></rsp:Send>`+envEnd...)
+	b := c.header(make([]byte, 0, need), actSend, shell)
+	b = append(wsclient.AppendSendBody(b, cmd, data, end, false), envEnd...)
 	if _, err := c.soap(b); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
@@ -573,11 +432,8 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 	var res receiveResult
 	start := time.Now()
 	var dec []byte
-	req := c.header(make([]byte, 0, 2048), actReceive, shell,
-		`<w:OptionSet><w:Option Name="WSMAN_CMDSHELL_OPTION_KEEPALIVE">TRUE</w:Option></w:OptionSet>`)
-	req = append(req, `<rsp:Receive><rsp:DesiredStream CommandId="`...)
-	req = append(req, cmd...)
-	req = append(req, `">stdout stderr</rsp:DesiredStream></rsp:Receive>`+envEnd...)
+	req := c.header(make([]byte, 0, 2048), actReceive, shell, "WSMAN_CMDSHELL_OPTION_KEEPALIVE=TRUE")
+	req = append(wsclient.AppendReceiveBody(req, cmd), envEnd...)
 	for {
 		res.receives++
 		st, r, err := c.call(req)

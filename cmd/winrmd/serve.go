@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/winrmd/winrmd/authn"
@@ -244,23 +245,26 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	if err := isolation.SweepCCaches(); err != nil {
 		log.Warn("removing credential caches of earlier runs", zap.Error(err))
 	}
+	budget := isolation.NewOutputBudget(int64(cfg.Winrs.MaxOutputBufferMB)<<20, int64(cfg.Winrs.MaxOutputBufferPerUserMB)<<20)
+	metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "winrmd_output_buffered_bytes",
+		Help: "Command output the daemon may hold undelivered: reserved in the output budget (winrs.max_output_buffer_mb)."},
+		func() float64 { total, _ := budget.Used(0); return float64(total) }))
 	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
-		Watchdog: true})
+		Watchdog: true, OutputBudget: budget})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
 	}
 	sessions := session.NewManager(session.Config{
-		Winrs:                cfg.Winrs,
-		MaxTimeout:           time.Duration(cfg.Service.MaxTimeoutMS) * time.Millisecond,
-		MaxOperationsPerUser: cfg.Service.MaxConcurrentOperationsPerUser,
-		MaxEnvelopeSizeKB:    cfg.Service.MaxEnvelopeSizeKB,
-		Service:              cfg.Service,
-		Spawner:              spawner,
-		PowerShell:           cfg.PowerShell,
-		ServiceAccount:       auth.ServiceAccount,
-		Log:                  log,
-		Audit:                audit,
-		Metrics:              metrics,
+		Limits:            session.LimitsFor(cfg),
+		Winrs:             cfg.Winrs,
+		MaxEnvelopeSizeKB: cfg.Service.MaxEnvelopeSizeKB,
+		Service:           cfg.Service,
+		Spawner:           spawner,
+		PowerShell:        cfg.PowerShell,
+		ServiceAccount:    auth.ServiceAccount,
+		Log:               log,
+		Audit:             audit,
+		Metrics:           metrics,
 	})
 	srv, err := server.New(server.Deps{
 		Config: cfg, Log: log, Audit: audit, Metrics: metrics, Sessions: sessions,
@@ -314,10 +318,10 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	signal.Stop(sigs)
 	// Refuse new shells, let in-flight requests finish, then end every worker.
 	srv.Drain()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), requestsGrace)
 	srv.Shutdown(ctx)
 	cancel()
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), shellsGrace)
 	sessions.Shutdown(ctx)
 	cancel()
 	if err := spawner.Close(); err != nil {
@@ -329,6 +333,15 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	log.Info("stopped")
 	return nil
 }
+
+// The stop's two bounds (SIGTERM, SIGINT): in-flight requests get
+// requestsGrace to finish (srv.Shutdown), then the shells shellsGrace
+// (sessions.Shutdown). systemd's TimeoutStopSec (30 s in
+// deploy/winrmd.service) is above their sum.
+const (
+	requestsGrace = 10 * time.Second
+	shellsGrace   = 10 * time.Second
+)
 
 // announceTrace says loudly that the wire trace is on: it puts every
 // client's command lines into the log.

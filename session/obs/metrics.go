@@ -16,6 +16,8 @@ type Metrics struct {
 	Commands       prometheus.Gauge       // running commands
 	PSRPPools      prometheus.Gauge       // live PowerShell runspace pools (also in Shells)
 	PSRPPipelines  prometheus.Gauge       // PowerShell pipelines not yet terminated (also in Commands)
+	PSRPSpares     prometheus.Gauge       // idle warm-spare pwsh processes
+	PSRPSparesUsed prometheus.Counter     // pools that took a warm spare instead of a cold start
 	Bytes          *prometheus.CounterVec // direction: in|out (HTTP bodies)
 	StreamBytes    *prometheus.CounterVec // stream: stdin|stdout|stderr
 	ReceiveLatency prometheus.Histogram   // seconds a Receive waited
@@ -39,6 +41,9 @@ func NewMetrics() *Metrics {
 		PSRPPools: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_psrp_pools", Help: "Live PowerShell runspace pools."}),
 		PSRPPipelines: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_psrp_pipelines",
 			Help: "PowerShell pipelines not yet terminated."}),
+		PSRPSpares: prometheus.NewGauge(prometheus.GaugeOpts{Name: "winrmd_psrp_warm_spares", Help: "Idle warm-spare PowerShell processes."}),
+		PSRPSparesUsed: prometheus.NewCounter(prometheus.CounterOpts{Name: "winrmd_psrp_warm_spares_used_total",
+			Help: "Runspace pools that took a warm spare instead of starting PowerShell."}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "winrmd_bytes_total", Help: "HTTP body bytes by direction.",
 		}, []string{"direction"}),
@@ -54,7 +59,7 @@ func NewMetrics() *Metrics {
 			Name: "winrmd_connections_refused_total", Help: "Connections or requests refused before authentication, by reason.",
 		}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.Requests, m.AuthAttempts, m.Shells, m.Workers, m.Commands, m.PSRPPools, m.PSRPPipelines, m.Bytes,
+	m.Registry.MustRegister(m.Requests, m.AuthAttempts, m.Shells, m.Workers, m.Commands, m.PSRPPools, m.PSRPPipelines, m.PSRPSpares, m.PSRPSparesUsed, m.Bytes,
 		m.StreamBytes, m.ReceiveLatency, m.Connections, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

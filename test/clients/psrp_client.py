@@ -103,6 +103,10 @@ class XpressWSMan:
                 for i in range(0, len(raw), 65536):
                     part = raw[i : i + 65536]
                     framed += (len(part) - 1).to_bytes(2, "little") * 2 + part
+                if self.xpress_corrupt and raw:
+                    # A chunk that claims LZ77+Huffman data but is too short
+                    # to hold even its code table.
+                    framed = (len(raw) + 99).to_bytes(2, "little") + (19).to_bytes(2, "little") + bytes(20)
                 e.text = base64.b64encode(framed).decode()
                 st["sent_stored"] += 1
         res = super().invoke(action, resource_uri, resource, *args, **kwargs)
@@ -143,16 +147,17 @@ class XpressWSMan:
         return out
 
 
-def xpress_wsman(conn):
+def xpress_wsman(conn, spec):
     w = wsman(conn)
     w.__class__ = type("XpressWSMan", (XpressWSMan, type(w)), {})
+    w.xpress_corrupt = bool(spec.get("xpress_corrupt"))
     w.xpress_stats = {"compression_mode": None, "sent_stored": 0, "recv_stored": 0, "recv_huffman": 0, "recv_huffman_bytes": 0, "recv_huffman_wire": 0}
     return w
 
 
 def op_ps_run(conn, spec):
     """One pool, the scripts in order (several pipelines in one pool)."""
-    w = xpress_wsman(conn) if spec.get("xpress") else wsman(conn)
+    w = xpress_wsman(conn, spec) if spec.get("xpress") else wsman(conn)
     with w, pool_of(w, spec) as pool:
         runs = [run_script(pool, s, spec) for s in (spec.get("scripts") or [spec["script"]])]
         res = dict(runs[-1])

@@ -131,14 +131,19 @@ def op_concurrent(conn, spec):
     return {"results": results}
 
 
+def receive_once(p, shell_id, cid):
+    """One Receive; a TimedOut fault is an empty, unfinished answer."""
+    try:
+        return p.get_command_output_raw(shell_id, cid)
+    except WinRMOperationTimeoutError:
+        return b"", b"", None, False
+
+
 def receive_until(p, shell_id, cid, marker, deadline):
     """Receive until marker is in stdout; returns (stdout, stderr, rc, done)."""
     out, err = b"", b""
     while time.monotonic() < deadline:
-        try:
-            o, e, rc, done = p.get_command_output_raw(shell_id, cid)
-        except WinRMOperationTimeoutError:
-            continue
+        o, e, rc, done = receive_once(p, shell_id, cid)
         out += o
         err += e
         if done or (marker and marker in out):
@@ -223,6 +228,64 @@ def op_delete_shell(conn, spec):
     return {"shell_id": spec["shell_id"]}
 
 
+def op_interleave(conn, spec):
+    """One connection: Receives of a big output (spec.command) interleaved
+    with Sends to a second command (cat), a third command's whole run and a
+    ctrl_c to a fourth. Every response must decrypt in the client's own
+    sequence (the daemon prepares the next sealed Receive ahead); the big
+    output comes back as stdout, the second command's echo is checked here."""
+    p = protocol(conn)
+    shell_id = open_shell(p, spec)
+    try:
+        big = p.run_command(shell_id, common.fill_command(spec))
+        echo = p.run_command(shell_id, "cat")
+        out, err, sent, echoed = b"", b"", b"", b""
+        deadline = time.monotonic() + 120
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            o, e, rc, done = receive_once(p, shell_id, big)
+            out += o
+            err += e
+            if done:
+                break
+            if i % 3 == 0:
+                line = b"line %d\n" % i
+                sent += line
+                p.send_command_input(shell_id, echo, line)
+            if i == 4:
+                o3, _, rc3 = run_in(p, shell_id, spec, command="echo third")
+                if o3 != b"third\n" or rc3 != 0:
+                    raise RuntimeError("third command: %r exit %r" % (o3, rc3))
+            if i == 5:
+                sleeper = p.run_command(shell_id, "exec sleep 100")
+                send_signal(p, shell_id, sleeper, "ctrl_c")
+                while True:
+                    _, _, rc4, done4 = receive_until(p, shell_id, sleeper, None, deadline)
+                    if done4:
+                        break
+                if rc4 != 130:
+                    raise RuntimeError("ctrl_c: exit %r, want 130" % rc4)
+                p.cleanup_command(shell_id, sleeper)
+        else:
+            raise TimeoutError("the big command did not finish")
+        p.send_command_input(shell_id, echo, b"", end=True)
+        while True:
+            o, _, _, done = receive_until(p, shell_id, echo, None, deadline)
+            echoed += o
+            if done:
+                break
+        if echoed != sent or not sent:
+            raise RuntimeError("cat echoed %r, sent %r" % (echoed[:200], sent[:200]))
+        p.cleanup_command(shell_id, big)
+        p.cleanup_command(shell_id, echo)
+        res = {"exit_code": rc, "shell_id": shell_id}
+        common.output(res, out, err, True)
+        return res
+    finally:
+        p.close_shell(shell_id)
+
+
 OPS = {
     "run": op_run,
     "concurrent": op_concurrent,
@@ -231,6 +294,7 @@ OPS = {
     "open_shell": op_open_shell,
     "run_in_shell": op_run_in_shell,
     "delete_shell": op_delete_shell,
+    "interleave": op_interleave,
 }
 
 if __name__ == "__main__":

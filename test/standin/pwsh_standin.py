@@ -27,8 +27,9 @@ runs it through /bin/sh once, when INIT_RUNSPACEPOOL has opened the pool and
 before the Opened state goes out; what it exports is kept as the session
 state every later pipeline sees (the /bin/sh model of PowerShell session
 variables); its output is dropped (pwsh writes it to the host); a non-zero
-exit breaks the pool (RUNSPACEPOOL_STATE Broken, after the Opened that
-psrpcore has already queued). Also `--standin-banner`: print one line to stderr
+exit breaks the pool (RUNSPACEPOOL_STATE Broken instead of Opened) and ends
+the process. Also
+`--standin-banner`: print one line to stderr
 at start, which the tests use to say which far end ran; and `--site DIR`:
 import psrpcore from DIR (the test venv's site-packages: the stand-in runs as
 a test user, under the system python3, since the venv's interpreter may live
@@ -102,9 +103,19 @@ def flush():
 
 
 def script_of(ps):
-    """The text /bin/sh runs: commands joined as a pipe, parameters appended."""
+    """The text /bin/sh runs: commands joined as a pipe, parameters appended.
+    Two cmdlets are modelled, as pypsrp's Client.execute_ps sends them:
+    `Invoke-Expression -Command TEXT` evaluates TEXT as a script (here: as
+    /bin/sh text) and `Out-String` turns objects into strings, which the
+    stand-in's output already is (one per line, as -Stream gives)."""
     parts = []
     for cmd in ps.commands:
+        name = cmd.command_text.lower()
+        if name == "invoke-expression":
+            parts.append(" ".join(str(v) for k, v in cmd.parameters if (k or "").lower() == "command"))
+            continue
+        if name == "out-string":
+            continue
         text = cmd.command_text
         for name, value in cmd.parameters:
             if name:
@@ -156,6 +167,11 @@ def run_initial_command(text):
         sys.stderr.write("stand-in: initial command exited with code %d: %s\n" % (r.returncode, r.stderr.decode("utf-8", "replace")[-2000:]))
         sys.stderr.flush()
         with lock:
+            # The pool never opened: what psrpcore queued for the opening
+            # (its capability, private data and the Opened state) is
+            # dropped, so the client hears only Broken.
+            while pool.data_to_send(FRAGMENT + 21) is not None:
+                pass
             pool.set_broken(
                 ErrorRecord(
                     Exception=NETException(Message="stand-in: the startup script failed with code %d" % r.returncode),
@@ -163,11 +179,12 @@ def run_initial_command(text):
                     FullyQualifiedErrorId="StartupScriptFailed",
                 )
             )
-        return
+        return False
     for item in r.stdout.split(b"\0"):
         k, sep, v = item.decode("utf-8", "replace").partition("=")
         if sep and k not in ("PWD", "OLDPWD", "SHLVL", "_"):
             os.environ[k] = v
+    return True
 
 
 def spawn(pid, pipe_obj):
@@ -276,8 +293,14 @@ def main():
                 pool.receive_data(PSRPPayload(base64.b64decode(el.text or ""), stream, pid))
                 opened = pool.state == RunspacePoolState.Opened
             if init is not None and opened:
-                run_initial_command(init)
+                ok = run_initial_command(init)
                 init = None
+                if not ok:
+                    # A broken pool's session ends: Broken goes out, then
+                    # the process exits, as the server side closes.
+                    flush()
+                    guid_packet("DataAck", g)
+                    return
             handle_events()
             flush()
             guid_packet("DataAck", g)

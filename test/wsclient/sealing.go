@@ -1,0 +1,143 @@
+package wsclient
+
+// Message encryption on HTTP (MS-WSMV 2.2.9.1): after authentication each
+// body is a MIME multipart of two parts, a header naming the protocol and
+// the plaintext's type and length, then the signature's length (LE32), the
+// signature and the ciphertext:
+//
+//	--Encrypted Boundary\r\n
+//	\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n
+//	\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=N\r\n
+//	--Encrypted Boundary\r\n
+//	\tContent-Type: application/octet-stream\r\n
+//	LE32(len(sig)) sig ciphertext--Encrypted Boundary--\r\n
+//
+// CredSSP's multipart/x-multi-encrypted repeats the pair per 16 KiB chunk;
+// Unseal reads both.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/bodgit/ntlmssp"
+)
+
+// Encryption protocols and the framing's boundary.
+const (
+	ProtoSPNEGO   = "application/HTTP-SPNEGO-session-encrypted"
+	ProtoKerberos = "application/HTTP-Kerberos-session-encrypted"
+	Boundary      = "Encrypted Boundary"
+)
+
+// EncryptedContentType is a sealed body's Content-Type for proto.
+func EncryptedContentType(proto string) string {
+	return `multipart/encrypted;protocol="` + proto + `";boundary="` + Boundary + `"`
+}
+
+// A Sealer seals one message: the signature (the token header of a
+// Kerberos wrap token) and the ciphertext that follows it. A Kerberos
+// initiator's sealer (kerberos.FinishInitiator) is one as it is; an NTLM
+// session is one through NTLM.
+type Sealer interface {
+	Seal(plain []byte) (sig, data []byte, err error)
+	Unseal(sig, data []byte) ([]byte, error)
+}
+
+// NTLM adapts bodgit/ntlmssp's security session (the library pywinrm's Go
+// twin, masterzen/winrm, uses) to Sealer.
+func NTLM(s *ntlmssp.SecuritySession) Sealer { return ntlmSealer{s} }
+
+type ntlmSealer struct{ s *ntlmssp.SecuritySession }
+
+func (n ntlmSealer) Seal(plain []byte) ([]byte, []byte, error) {
+	ct, sig, err := n.s.Wrap(plain)
+	return sig, ct, err
+}
+
+func (n ntlmSealer) Unseal(sig, data []byte) ([]byte, error) { return n.s.Unwrap(data, sig) }
+
+// AppendSealed appends env sealed by s in the multipart framing of proto.
+func AppendSealed(b []byte, s Sealer, proto string, env []byte) ([]byte, error) {
+	sig, ct, err := s.Seal(env)
+	if err != nil {
+		return nil, err
+	}
+	return AppendMultipart(b, proto, len(env), sig, ct), nil
+}
+
+// AppendMultipart appends the framing around a signature and ciphertext
+// made already (tests that tamper with one of them use it directly).
+func AppendMultipart(b []byte, proto string, plainLen int, sig, ct []byte) []byte {
+	b = append(b, "--"+Boundary+"\r\n\tContent-Type: "...)
+	b = append(b, proto...)
+	b = append(b, "\r\n\tOriginalContent: type="+SOAPContentType+";Length="...)
+	b = strconv.AppendInt(b, int64(plainLen), 10)
+	b = append(b, "\r\n--"+Boundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(sig)))
+	b = append(b, sig...)
+	b = append(b, ct...)
+	return append(b, "--"+Boundary+"--\r\n"...)
+}
+
+// maxSignature bounds a part's signature length (NTLM's is 16, a Kerberos
+// wrap token header 16 plus its checksum or padding).
+const maxSignature = 1024
+
+var (
+	octetLine = []byte("application/octet-stream")
+	lengthKey = []byte("Length=")
+)
+
+// Unseal decodes a multipart/encrypted or multipart/x-multi-encrypted
+// body: every part's Length, signature and ciphertext, unsealed by s in
+// order and concatenated.
+func Unseal(s Sealer, b []byte) ([]byte, error) {
+	var out []byte
+	for {
+		i := bytes.Index(b, lengthKey)
+		if i < 0 {
+			break
+		}
+		b = b[i+len(lengthKey):]
+		j := 0
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		n, err := strconv.Atoi(string(b[:j]))
+		if err != nil {
+			return nil, fmt.Errorf("sealed body: Length: %w", err)
+		}
+		k := bytes.Index(b, octetLine)
+		if k < 0 {
+			return nil, errors.New("sealed body: no octet-stream part")
+		}
+		b = b[k+len(octetLine):]
+		nl := bytes.IndexByte(b, '\n')
+		if nl < 0 || len(b) < nl+1+4 {
+			return nil, errors.New("sealed body: truncated")
+		}
+		b = b[nl+1:]
+		sl := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if sl > maxSignature || len(b) < sl+n {
+			return nil, fmt.Errorf("sealed body: signature length %d, %d bytes for %d", sl, len(b), n)
+		}
+		plain, err := s.Unseal(b[:sl], b[sl:sl+n])
+		if err != nil {
+			return nil, fmt.Errorf("unseal: %w", err)
+		}
+		if out == nil {
+			out = plain
+		} else {
+			out = append(out, plain...)
+		}
+		b = b[sl+n:]
+	}
+	if out == nil {
+		return nil, errors.New("sealed body: no parts")
+	}
+	return out, nil
+}

@@ -1,0 +1,117 @@
+package wsclient
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// xorSealer is a reversible toy sealer: the framing, not the cipher, is
+// under test here (the real sealers are exercised end to end in test/).
+type xorSealer struct{ sigLen int }
+
+func (x xorSealer) Seal(p []byte) ([]byte, []byte, error) {
+	out := make([]byte, len(p))
+	for i, c := range p {
+		out[i] = c ^ 0x5a
+	}
+	return bytes.Repeat([]byte{0xee}, x.sigLen), out, nil
+}
+
+func (x xorSealer) Unseal(sig, d []byte) ([]byte, error) {
+	if len(sig) != x.sigLen {
+		return nil, errors.New("signature length")
+	}
+	_, out, _ := x.Seal(d)
+	return out, nil
+}
+
+func TestSealRoundTrip(t *testing.T) {
+	s := xorSealer{16}
+	env := []byte(`<s:Envelope>` + strings.Repeat("x", 70000) + `</s:Envelope>`)
+	body, err := AppendSealed(nil, s, ProtoSPNEGO, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(body, []byte("--Encrypted Boundary\r\n\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=70025\r\n")) ||
+		!bytes.HasSuffix(body, []byte("--Encrypted Boundary--\r\n")) {
+		t.Fatalf("framing: %q ... %q", body[:120], body[len(body)-30:])
+	}
+	got, err := Unseal(s, body)
+	if err != nil || !bytes.Equal(got, env) {
+		t.Fatalf("unseal: %v", err)
+	}
+	// x-multi-encrypted: the parts concatenate.
+	multi := AppendMultipart(AppendMultipart(nil, ProtoSPNEGO, 3, make([]byte, 16), []byte{'a' ^ 0x5a, 'b' ^ 0x5a, 'c' ^ 0x5a}), ProtoSPNEGO, 1, make([]byte, 16), []byte{'d' ^ 0x5a})
+	if got, err := Unseal(s, multi); err != nil || string(got) != "abcd" {
+		t.Errorf("multi-part: %q %v", got, err)
+	}
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"truncated":      body[:len(body)/2],
+		"huge signature": AppendMultipart(nil, ProtoSPNEGO, 1, make([]byte, maxSignature+1), []byte{0}),
+	} {
+		if _, err := Unseal(s, b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestEnvelope(t *testing.T) {
+	b := AppendEnvelope(nil, Header{To: "http://h:5985/wsman", Action: ActionCommand, ResourceURI: ResourceCmd, ShellID: "S1",
+		MaxEnvelopeSize: 153600, OperationTimeout: "PT5S", Options: []string{"A=1", "B=x=y"}})
+	b = AppendCommandBody(b, "echo '<a&b>'\r\n\"q\"")
+	b = append(b, EnvelopeEnd...)
+	var e struct {
+		Header struct {
+			To, Action, ResourceURI, OperationTimeout string
+			MaxEnvelopeSize                           int
+			Selector                                  string `xml:"SelectorSet>Selector"`
+			Options                                   []struct {
+				Name  string `xml:"Name,attr"`
+				Value string `xml:",chardata"`
+			} `xml:"OptionSet>Option"`
+		}
+		Command string `xml:"Body>CommandLine>Command"`
+	}
+	if err := xml.Unmarshal(b, &e); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	h := e.Header
+	if h.To != "http://h:5985/wsman" || h.Action != ActionCommand || h.ResourceURI != ResourceCmd || h.Selector != "S1" ||
+		h.MaxEnvelopeSize != 153600 || h.OperationTimeout != "PT5S" || len(h.Options) != 2 || h.Options[1].Name != "B" || h.Options[1].Value != "x=y" {
+		t.Errorf("header %+v", h)
+	}
+	if e.Command != "echo '<a&b>'\r\n\"q\"" {
+		t.Errorf("command %q: the escaping lost something", e.Command)
+	}
+	c := string(AppendCreateBody(nil, map[string]string{"B": "2", "A": "<1>"}, "/tmp/x"))
+	if !strings.Contains(c, `<rsp:Variable Name="A">&lt;1&gt;</rsp:Variable><rsp:Variable Name="B">2</rsp:Variable>`) ||
+		!strings.Contains(c, `<rsp:WorkingDirectory>/tmp/x</rsp:WorkingDirectory>`) {
+		t.Errorf("create body %s", c)
+	}
+	if s := string(AppendSendBody(nil, "C", []byte("hi"), false, false)); s != `<rsp:Send><rsp:Stream Name="stdin" CommandId="C">aGk=</rsp:Stream></rsp:Send>` {
+		t.Errorf("send body %s", s)
+	}
+	if s := string(AppendSendBody(nil, "C", nil, false, true)); !strings.Contains(s, `End="false"`) {
+		t.Errorf("explicit End: %s", s)
+	}
+	if u := NewUUID(); len(u) != 36 || u[14] != '4' || u != strings.ToLower(u) {
+		t.Errorf("uuid %q", u)
+	}
+}
+
+func TestToken(t *testing.T) {
+	vals := []string{"Basic realm=\"WSMAN\"", "negotiate !!notbase64", "Negotiate TlRMTVNTUAAC", "Kerberos YQ=="}
+	if b, ok := Token(vals, "Negotiate", "NTLM"); !ok || string(b[:7]) != "NTLMSSP" {
+		t.Errorf("Negotiate: %q %v", b, ok)
+	}
+	if b, ok := Token(vals, "kerberos"); !ok || string(b) != "a" {
+		t.Errorf("Kerberos (scheme case-insensitive): %q %v", b, ok)
+	}
+	if _, ok := Token(vals, "CredSSP"); ok {
+		t.Error("a scheme not offered was found")
+	}
+}
