@@ -79,6 +79,14 @@ type procSpawner struct {
 	cg   *cgroupSystem
 	lab  Account  // the daemon's own account, in lab mode
 	sc   *sidecar // sidecar mode; nil otherwise
+
+	// nnpInherited: the daemon itself started with no_new_privs (a
+	// container run with allowPrivilegeEscalation: false, or a unit with
+	// NoNewPrivileges=yes). The flag is inherited by every child and can
+	// never be cleared, so no shell can gain new privileges whatever the
+	// configuration asks; Setup then asks for none rather than have every
+	// worker refuse it.
+	nnpInherited bool
 }
 
 var _ Spawner = (*procSpawner)(nil)
@@ -120,6 +128,10 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.sc = &sidecar{spec: opts.Sidecar}
 		s.log.Info("sidecar mode: shells run inside the target container's namespaces", zap.String("target", opts.Sidecar))
 	}
+	if s.nnpInherited = daemonNoNewPrivs(); s.nnpInherited {
+		s.log.Warn("this daemon runs with no_new_privs (NoNewPrivileges=yes, or a container without privilege escalation): " +
+			"shells cannot gain new privileges (sudo and other setuid programs fail) whatever winrs.allow_new_privileges says")
+	}
 	cg, notes, err := detectCgroups(opts.CgroupRoot)
 	if err != nil {
 		return nil, err
@@ -145,6 +157,22 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.log.Info("isolation ready", fields...)
 	}
 	return s, nil
+}
+
+// daemonNoNewPrivs reports whether the daemon process started with
+// no_new_privs. It reads the thread-group leader's status: the confined
+// spawn thread sets the flag on itself only, and must not count.
+func daemonNoNewPrivs() bool {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok {
+			return strings.TrimSpace(v) == "1"
+		}
+	}
+	return false
 }
 
 // selfAccount describes the daemon's own user.
@@ -290,7 +318,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if s.opts.AllowRoot {
 		setup.Flags |= setupAllowRoot
 	}
-	if req.AllowNewPrivileges && s.sc == nil {
+	if req.AllowNewPrivileges && s.sc == nil && !s.nnpInherited {
 		// A sidecar worker joins another container's namespaces from a
 		// thread that carries no_new_privs: what the container's setuid
 		// programs could do there is the container's business, not a

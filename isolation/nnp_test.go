@@ -1,0 +1,32 @@
+package isolation
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// TestDaemonNoNewPrivs: a daemon started with no_new_privs (here by
+// setpriv, as a container without privilege escalation starts it) sees
+// the flag, so its spawner stops asking workers for new privileges they
+// could never have; a daemon started without it does not.
+func TestDaemonNoNewPrivs(t *testing.T) {
+	if os.Getenv("WINRMD_TEST_NNP_CHILD") == "1" {
+		if !daemonNoNewPrivs() {
+			t.Fatal("started under setpriv --no-new-privs, but daemonNoNewPrivs is false")
+		}
+		return
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	if daemonNoNewPrivs() {
+		t.Skip("the test itself runs with no_new_privs; the negative case cannot be checked")
+	}
+	cmd := exec.Command(setpriv, "--no-new-privs", os.Args[0], "-test.run=^TestDaemonNoNewPrivs$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "WINRMD_TEST_NNP_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child under setpriv: %v\n%s", err, out)
+	}
+}
