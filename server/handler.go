@@ -434,10 +434,24 @@ func (s *Server) authorizeConn(x *exchange) *reply {
 	if time.Since(st.authzAt) <= x.lim.ReauthorizeEvery && !changed {
 		return nil
 	}
-	fresh, rep := s.authorizeAgain(x, x.id.Principal(), x.id.Scheme())
-	if rep != nil {
-		st.reset()
-		return rep
+	fresh, err := s.d.Authorizer.Authorize(x.id.Principal(), x.id.Scheme())
+	if errors.Is(err, authn.ErrBackend) {
+		// The account database could not answer (descriptors exhausted,
+		// a sidecar target between restarts): no verdict on the account.
+		// The connection keeps its identity for this request and is
+		// re-checked at its next one; a Create is re-checked uncached
+		// anyway (recheckCreate) and answers a fault while this lasts.
+		x.log.Warn("re-authorization postponed: account database unavailable", zap.String(obs.FUser, x.id.User()), zap.Error(err))
+		return nil
+	}
+	if err != nil {
+		// The refusal: audited and counted by authorizeAs, which decides
+		// once more (from the cache: the same verdict).
+		var rep *reply
+		if fresh, rep = s.authorizeAgain(x, x.id.Principal(), x.id.Scheme()); rep != nil {
+			st.reset()
+			return rep
+		}
 	}
 	st.identity, st.authzAt, x.id = fresh, time.Now(), fresh
 	return nil

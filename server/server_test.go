@@ -64,6 +64,13 @@ const testUser, testPass = "tester", "correct horse battery"
 
 func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	t.Helper()
+	return startServerAuthz(t, mut, nil)
+}
+
+// startServerAuthz is startServer with the authorizer wrapped by wrap
+// (when not nil), for tests that make the account database misbehave.
+func startServerAuthz(t *testing.T, mut func(*configs.Config), wrap func(*authn.Authorizer) Authorizer) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	certF, keyF := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writeTestCert(t, certF, keyF)
@@ -101,9 +108,13 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 	cs := &countingSpawner{Spawner: sp}
 	metrics := obs.NewMetrics()
 	sessions := session.NewManager(session.Config{Limits: session.LimitsFor(cfg), Winrs: cfg.Winrs, Spawner: cs, Audit: audit, Metrics: metrics})
-	az, err := authn.NewAuthorizer(authn.AuthorizerConfig{Lab: true, AllowRoot: true})
+	lab, err := authn.NewAuthorizer(authn.AuthorizerConfig{Lab: true, AllowRoot: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var az Authorizer = lab
+	if wrap != nil {
+		az = wrap(lab)
 	}
 	srv, err := New(Deps{
 		Config: cfg, Audit: audit, Metrics: metrics, Sessions: sessions, Authorizer: az,
