@@ -179,13 +179,24 @@ set_uid_range() {
 }
 
 LABPID=""
+# stop_lab ends `make run`'s process group: SIGTERM first (the lab daemon
+# stops cleanly), then SIGKILL after 20 s, because make runs as pid 1 of its
+# pid namespace, where a signal it has no handler for (SIGTERM) is dropped,
+# and unshare waits for it (seen: both left running after a SIGTERM alone).
+# With --kill-child, unshare's death takes the namespace with it.
+stop_lab() {
+	[ -n "$LABPID" ] || return 0
+	if kill -0 "$LABPID" 2>/dev/null; then
+		kill -TERM -- "-$LABPID" 2>/dev/null || true
+		for _ in $(seq 1 100); do kill -0 "$LABPID" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL -- "-$LABPID" 2>/dev/null || true
+	fi
+	wait "$LABPID" 2>/dev/null || true
+	LABPID=""
+}
 cleanup() {
 	set +e
-	if [ -n "$LABPID" ] && kill -0 "$LABPID" 2>/dev/null; then
-		kill -TERM -- "-$LABPID" 2>/dev/null
-		for _ in $(seq 1 100); do kill -0 "$LABPID" 2>/dev/null || break; sleep 0.2; done
-		kill -KILL -- "-$LABPID" 2>/dev/null
-	fi
+	stop_lab
 	remove_cgroups
 	[ "$FRESH_KEEP" = 1 ] || rm -rf "$RUN"
 }
@@ -294,9 +305,7 @@ say "pywinrm id: $out"
 grep -q '^0 uid=[0-9]*(winrmd-lab).*(winrm-remote-users).* '"$HOSTNAME_IN"'$' <<<"$out" || die "pywinrm id: unexpected output"
 grep -q 'PAM: yes' "$CACHE/make-run.log" || die "the built binary has no PAM (see $CACHE/make-run.log)"
 
-kill -TERM -- "-$LABPID"
-wait "$LABPID" 2>/dev/null || true
-LABPID=""
+stop_lab
 result="make run OK (build deps installed by make, Identify, pywinrm NTLM id)"
 
 if [ "$FRESH_TEST" = 1 ]; then
