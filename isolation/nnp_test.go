@@ -12,8 +12,8 @@ import (
 // could never have; a daemon started without it does not.
 func TestDaemonNoNewPrivs(t *testing.T) {
 	if os.Getenv("WINRMD_TEST_NNP_CHILD") == "1" {
-		if !daemonNoNewPrivs() {
-			t.Fatal("started under setpriv --no-new-privs, but daemonNoNewPrivs is false")
+		if !startedWithNoNewPrivs || !daemonNoNewPrivs() {
+			t.Fatalf("started under setpriv --no-new-privs, but startedWithNoNewPrivs is %v, daemonNoNewPrivs %v", startedWithNoNewPrivs, daemonNoNewPrivs())
 		}
 		return
 	}
@@ -21,7 +21,7 @@ func TestDaemonNoNewPrivs(t *testing.T) {
 	if err != nil {
 		t.Skip("setpriv (util-linux) not installed")
 	}
-	if daemonNoNewPrivs() {
+	if startedWithNoNewPrivs {
 		t.Skip("the test itself runs with no_new_privs; the negative case cannot be checked")
 	}
 	cmd := exec.Command(setpriv, "--no-new-privs", os.Args[0], "-test.run=^TestDaemonNoNewPrivs$", "-test.count=1")

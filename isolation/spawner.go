@@ -128,7 +128,7 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.sc = &sidecar{spec: opts.Sidecar}
 		s.log.Info("sidecar mode: shells run inside the target container's namespaces", zap.String("target", opts.Sidecar))
 	}
-	if s.nnpInherited = daemonNoNewPrivs(); s.nnpInherited {
+	if s.nnpInherited = startedWithNoNewPrivs; s.nnpInherited {
 		s.log.Warn("this daemon runs with no_new_privs (NoNewPrivileges=yes, or a container without privilege escalation): " +
 			"shells cannot gain new privileges (sudo and other setuid programs fail) whatever winrs.allow_new_privileges says")
 	}
@@ -159,9 +159,15 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	return s, nil
 }
 
-// daemonNoNewPrivs reports whether the daemon process started with
-// no_new_privs. It reads the thread-group leader's status: the confined
-// spawn thread sets the flag on itself only, and must not count.
+// startedWithNoNewPrivs: the process had no_new_privs when it started.
+// Read once, at package initialisation, before anything of ours can set
+// the flag: later the confined spawn thread (which may be the main thread,
+// whose status /proc/self shows) carries it by design, and so does a test
+// binary after a test that drops privileges in-process.
+var startedWithNoNewPrivs = daemonNoNewPrivs()
+
+// daemonNoNewPrivs reports whether the thread-group leader (the main
+// thread) has no_new_privs now.
 func daemonNoNewPrivs() bool {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
