@@ -134,6 +134,11 @@ type Winrs struct {
 	// process whose output is not received the same way.
 	MaxOutputBufferMB        int `yaml:"max_output_buffer_mb"`
 	MaxOutputBufferPerUserMB int `yaml:"max_output_buffer_per_user_mb"`
+	// PrestartedWorkers is how many shell workers the daemon keeps started
+	// and waiting, as root with no account, so that a Create does not wait
+	// for one to start (most of a cold command's time). Each serves one
+	// shell and dies with it. 0 turns the pool off. Not a Windows knob.
+	PrestartedWorkers int `yaml:"prestarted_workers"`
 }
 
 // Authorization decides which local accounts may connect.
@@ -299,6 +304,9 @@ func Default() *Config {
 			// quarter of it.
 			MaxOutputBufferMB:        256,
 			MaxOutputBufferPerUserMB: 64,
+			// Sequential Creates (automation's one command per shell) never
+			// wait; each idle worker is about 1.7 MB (BENCH.md's idle row).
+			PrestartedWorkers: 4,
 		},
 		Accounts: Accounts{
 			PAMService: "winrmd",
@@ -323,6 +331,11 @@ func Example() []byte { return bytes.Clone(exampleYAML) }
 
 // Lab returns the lab configuration template used by `make run`.
 func Lab() []byte { return bytes.Clone(labYAML) }
+
+// MaxPrestartedWorkers bounds winrs.prestarted_workers: 64 idle workers
+// are about 110 MB of root processes, more than any burst of Creates needs
+// (the pool refills as fast as workers start).
+const MaxPrestartedWorkers = 64
 
 // MaxConfigBytes bounds a configuration file.
 const MaxConfigBytes = 1 << 20
@@ -516,6 +529,9 @@ func (c *Config) Validate() error {
 		if v < 1 {
 			return bad(key, "must be at least 1, not %d", v)
 		}
+	}
+	if w.PrestartedWorkers < 0 || w.PrestartedWorkers > MaxPrestartedWorkers {
+		return bad("winrs.prestarted_workers", "must be between 0 and %d, not %d", MaxPrestartedWorkers, w.PrestartedWorkers)
 	}
 	for i, g := range c.Authorization.AllowedGroups {
 		if strings.TrimSpace(g) == "" {

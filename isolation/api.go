@@ -36,6 +36,8 @@
 // The daemon (root, or the lab user):
 //   - spawner.go: Spawner: the worker's birth (spawn thread, socketpair,
 //     cgroup), the handshake and the verification of its credentials.
+//   - pool.go: workers started before a shell asks (as root, no account),
+//     each handed to one shell's Setup and never reused.
 //   - handle.go: Worker: the daemon's end of the protocol, every frame
 //     checked against the command's state; Close.
 //   - cgroup.go, orphans.go: per-shell cgroups (v2, else v1), and at start

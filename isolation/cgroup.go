@@ -356,33 +356,44 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 		}
 		cg.dirs[ctrl] = dir
 	}
-	if memoryMB > 0 {
-		bytes := strconv.FormatInt(int64(memoryMB)<<20, 10)
-		var err error
-		switch s.mode {
-		case cgroupV2:
-			if s.memory {
-				err = writeFile(filepath.Join(cg.dirs[""], "memory.max"), bytes)
-				if err == nil {
-					// No swap beyond the limit; the file is absent without swap accounting.
-					_ = writeFile(filepath.Join(cg.dirs[""], "memory.swap.max"), "0")
-				}
-			}
-		case cgroupV1:
-			if d := cg.dirs["memory"]; d != "" {
-				err = writeFile(filepath.Join(d, "memory.limit_in_bytes"), bytes)
-				if err == nil {
-					// memsw must be >= limit; absent without swap accounting.
-					_ = writeFile(filepath.Join(d, "memory.memsw.limit_in_bytes"), bytes)
-				}
-			}
-		}
-		if err != nil {
-			cg.remove()
-			return nil, fmt.Errorf("isolation: setting the memory limit: %w", err)
-		}
+	if err := cg.setMemory(memoryMB); err != nil {
+		cg.remove()
+		return nil, err
 	}
 	return cg, nil
+}
+
+// setMemory writes the shell's memory limit (none for 0), which covers the
+// worker too: at create, or when a pooled worker's group becomes a shell's.
+func (cg *shellCgroup) setMemory(memoryMB int) error {
+	if cg == nil || memoryMB <= 0 {
+		return nil
+	}
+	s := cg.sys
+	bytes := strconv.FormatInt(int64(memoryMB)<<20, 10)
+	var err error
+	switch s.mode {
+	case cgroupV2:
+		if s.memory {
+			err = writeFile(filepath.Join(cg.dirs[""], "memory.max"), bytes)
+			if err == nil {
+				// No swap beyond the limit; the file is absent without swap accounting.
+				_ = writeFile(filepath.Join(cg.dirs[""], "memory.swap.max"), "0")
+			}
+		}
+	case cgroupV1:
+		if d := cg.dirs["memory"]; d != "" {
+			err = writeFile(filepath.Join(d, "memory.limit_in_bytes"), bytes)
+			if err == nil {
+				// memsw must be >= limit; absent without swap accounting.
+				_ = writeFile(filepath.Join(d, "memory.memsw.limit_in_bytes"), bytes)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("isolation: setting the memory limit: %w", err)
+	}
+	return nil
 }
 
 // makeParent makes a parent of shell groups again, as detection did.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,11 +66,10 @@ type workerHandle struct {
 	// reap kills the shell's processes (proctree.go), the strategy the
 	// spawner chose when it started.
 	reap   shellReaper
-	stderr *os.File // read end of the worker's stderr, or nil
+	stderr *stderrLog // the worker's stderr, copied into the log; or nil
 	// ccacheDir holds the shell's delegated Kerberos credentials (ccache.go),
 	// removed when the worker is closed; "" for none.
-	ccacheDir  string
-	stderrDone chan struct{} // closed when the stderr logger ends
+	ccacheDir string
 
 	wmu sync.Mutex
 
@@ -706,14 +706,7 @@ func (h *workerHandle) Close() error {
 		close(h.stopPump)
 		<-h.pumpDone
 
-		if h.stderr != nil {
-			select {
-			case <-h.stderrDone:
-			case <-time.After(time.Second):
-				h.stderr.Close()
-				<-h.stderrDone
-			}
-		}
+		h.stderr.finish(time.Second)
 		if err := h.reap.sweep(complete); err != nil {
 			errs = append(errs, err)
 		}
@@ -734,13 +727,27 @@ func (h *workerHandle) Close() error {
 	return h.closeErr
 }
 
-// logStderr copies the worker's stderr into the log, bounded: it is text a
+// stderrLog copies a worker's stderr into the log, bounded: it is text a
 // user-owned process wrote, so each line is a field value, cut at 1 KiB,
-// and at most 64 KiB are logged per worker.
-func (h *workerHandle) logStderr() {
-	defer close(h.stderrDone)
-	defer h.stderr.Close()
-	sc := bufio.NewScanner(h.stderr)
+// and at most 64 KiB are logged per worker. It runs from the worker's start;
+// a pooled worker (pool.go) gets its shell's logger when it is assigned.
+type stderrLog struct {
+	f    *os.File
+	log  atomic.Pointer[zap.Logger]
+	done chan struct{} // closed when the copy ends
+}
+
+func newStderrLog(f *os.File, log *zap.Logger) *stderrLog {
+	l := &stderrLog{f: f, done: make(chan struct{})}
+	l.log.Store(log)
+	go l.run()
+	return l
+}
+
+func (l *stderrLog) run() {
+	defer close(l.done)
+	defer l.f.Close()
+	sc := bufio.NewScanner(l.f)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	budget := 64 << 10
 	for sc.Scan() {
@@ -752,12 +759,26 @@ func (h *workerHandle) logStderr() {
 			line = line[:1024]
 		}
 		budget -= len(line)
-		h.log.Warn("worker stderr", zap.String("line", line))
+		l.log.Load().Warn("worker stderr", zap.String("line", line))
 		if budget <= 0 {
-			h.log.Warn("worker stderr: further output not logged")
+			l.log.Load().Warn("worker stderr: further output not logged")
 		}
 	}
-	_, _ = io.Copy(io.Discard, h.stderr)
+	_, _ = io.Copy(io.Discard, l.f)
+}
+
+// finish waits up to wait for the copy to reach the end of the stream (the
+// worker and everything that inherited its stderr are gone), then closes it.
+func (l *stderrLog) finish(wait time.Duration) {
+	if l == nil {
+		return
+	}
+	select {
+	case <-l.done:
+	case <-time.After(wait):
+		l.f.Close()
+		<-l.done
+	}
 }
 
 // checkOutgoing makes sure the worker will accept what we send: the message

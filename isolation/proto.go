@@ -24,7 +24,9 @@ package isolation
 //	W->D Hello{version, pid}                      first frame, exactly once
 //	D->W Setup{uid, gid, groups, user, home, ...} first frame, exactly once;
 //	                                              sent after the daemon put
-//	                                              the worker in its cgroup
+//	                                              the worker in its cgroup;
+//	                                              within setupWait of Hello
+//	                                              (a pooled worker waits)
 //	W->D SetupOK | SetupErr{code, msg}            after the privilege drop
 //	-- running --
 //	D->W Start{cmd, line | argv, window}  W->D Started{cmd, pid} | StartErr{cmd, msg}
@@ -47,7 +49,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
+
+// setupWait is how long a worker waits for Setup after its Hello: a pooled
+// worker (pool.go) waits for a shell up to half of it, then is retired; the
+// bound holds if the daemon stops calling without dying (its death ends the
+// worker by the parent-death signal).
+const setupWait = 10 * time.Minute
 
 // protoVersion is sent in Hello; the daemon refuses any other.
 const protoVersion = 2 // 2: Start carries the command's initial output credit

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,6 +52,14 @@ type SpawnerOptions struct {
 	// in the daemon, daemon-wide and per account (budget.go); nil: only the
 	// per-command OutputWindow bounds it.
 	OutputBudget *OutputBudget
+	// PrestartedWorkers is how many workers the pool (pool.go) keeps
+	// started and waiting for a shell (winrs.prestarted_workers); 0: none,
+	// every Create starts its worker. Ignored in sidecar mode.
+	PrestartedWorkers int
+	// PrestartNewPrivileges is the flavour of the pooled workers: forked
+	// without no_new_privs, for shells that allow new privileges
+	// (winrs.allow_new_privileges); shells of the other flavour start cold.
+	PrestartNewPrivileges bool
 	// Watchdog starts the daemon's watchdog (watchdog.go) with the spawner:
 	// a root process that kills every shell cgroup of this daemon when the
 	// daemon dies, stopped workers included. Needs root and cgroups; the
@@ -77,8 +86,10 @@ type procSpawner struct {
 	exe  string
 	log  *zap.Logger
 	cg   *cgroupSystem
-	lab  Account  // the daemon's own account, in lab mode
-	sc   *sidecar // sidecar mode; nil otherwise
+	lab  Account       // the daemon's own account, in lab mode
+	sc   *sidecar      // sidecar mode; nil otherwise
+	pool *workerPool   // pre-started workers; nil when off
+	cold atomic.Uint64 // workers started by Spawn itself
 
 	// nnpInherited: the daemon itself started with no_new_privs (a
 	// container run with allowPrivilegeEscalation: false, or a unit with
@@ -148,7 +159,11 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 			return nil, err
 		}
 	}
-	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab)}
+	if opts.PrestartedWorkers > 0 && s.sc == nil {
+		s.pool = newWorkerPool(s, opts.PrestartedWorkers, opts.PrestartNewPrivileges && !s.nnpInherited)
+	}
+	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab),
+		zap.Int("prestarted_workers", opts.PrestartedWorkers)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
 			"process limits fall back to RLIMIT_NPROC, which counts all of the user's processes on the host, not the shell's; "+
@@ -265,10 +280,20 @@ func limitValue(v int) int {
 	return v
 }
 
-// Close removes the cgroup parents the spawner used when they are empty
-// (removeParents); the daemon calls it at a clean shutdown, after every
-// shell is closed.
-func (s *procSpawner) Close() error { return s.cg.removeParents() }
+// Close kills the pooled workers and removes the cgroup parents the spawner
+// used when they are empty (removeParents); the daemon calls it at a clean
+// shutdown, after every shell is closed.
+func (s *procSpawner) Close() error {
+	s.pool.close()
+	return s.cg.removeParents()
+}
+
+// PoolStats reports the pool of pre-started workers (zero when off).
+func (s *procSpawner) PoolStats() PoolStats {
+	st := s.pool.stats()
+	st.Cold = s.cold.Load()
+	return st
+}
 
 // Spawn starts the worker of one shell and returns once it runs as the
 // account, inside its cgroup.
@@ -342,10 +367,6 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		return nil, fmt.Errorf("isolation: shell setup: %w", err)
 	}
 
-	cg, err := s.cg.create(req.ShellID, memMB)
-	if err != nil {
-		return nil, err
-	}
 	var th *sidecarThread
 	if s.sc != nil {
 		var tpid int
@@ -359,14 +380,29 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		setup.ParentPid = 0
 		log = log.With(zap.Int("sidecar_target_pid", tpid))
 	}
-	w, err := s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
-	if err != nil {
-		if cg != nil {
-			_ = cg.kill(5 * time.Second)
-			_ = cg.remove()
+	var w *workerHandle
+	if l := s.pool.take(setup.Flags&setupNewPrivs != 0); l != nil {
+		w, err = s.assignPooled(ctx, log, l, acct, setup, memMB, maxProcs, req.NoProfile)
+		if err != nil && !errors.Is(err, errPooledDied) {
+			log.Warn("worker setup failed", zap.Error(err))
+			return nil, err
 		}
-		log.Warn("worker spawn failed", zap.Error(err))
-		return nil, err
+	}
+	if w == nil {
+		s.cold.Add(1)
+		cg, err := s.cg.create(req.ShellID, memMB)
+		if err != nil {
+			if th != nil {
+				th.release()
+			}
+			return nil, err
+		}
+		w, err = s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
+		if err != nil {
+			removeCgroup(cg)
+			log.Warn("worker spawn failed", zap.Error(err))
+			return nil, err
+		}
 	}
 	w.ccacheDir = ccDir
 	spawned = true
@@ -472,9 +508,47 @@ func pollPidfd(fd int, exited func() bool) bool {
 	return rc.Read(func(uintptr) bool { return exited() }) == nil
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (_ *workerHandle, err error) {
+// launched is a worker process that has said Hello and waits, still the
+// daemon's user with no account and no secret, for its Setup: the state a
+// pooled worker (pool.go) waits in, and the midpoint of every cold start.
+type launched struct {
+	pid    int
+	proc   *osProcess
+	conn   *net.UnixConn
+	stderr *stderrLog
+	cg     *shellCgroup // nil without cgroups
+	// newPrivs: forked from privilegedSpawns (no no_new_privs); only a
+	// Setup with setupNewPrivs may be sent to it, and only a Setup without
+	// it to the others (the flag cannot be cleared once set).
+	newPrivs bool
+	born     time.Time
+	pooled   bool // started by the pool, before any shell asked
+}
+
+// discard kills a launched worker that will serve no shell and waits for
+// it, up to wait; its cgroup is the caller's.
+func (l *launched) discard(wait time.Duration) {
+	_ = l.proc.Kill()
+	select {
+	case <-l.proc.exited:
+	case <-time.After(wait):
+	}
+	l.conn.Close()
+	l.stderr.finish(time.Second)
+}
+
+func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (*workerHandle, error) {
+	l, err := s.launch(ctx, log, cg, setup.Flags&setupNewPrivs != 0, th)
+	if err != nil {
+		return nil, err
+	}
+	return s.assign(ctx, log, l, acct, setup, maxProcs, noProfile)
+}
+
+// launch starts a worker process inside cg and reads its Hello.
+func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgroup, newPrivs bool, th *sidecarThread) (_ *launched, err error) {
 	spawnOn := confinedSpawns.run
-	if setup.Flags&setupNewPrivs != 0 {
+	if newPrivs {
 		spawnOn = privilegedSpawns.run
 	}
 	started := false // a worker process exists (from then on its reaping releases th)
@@ -581,26 +655,11 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		}()
 	}
 	log = log.With(zap.Int("pid", pid))
-
-	reap := newShellReaper(cg, proc, pid, acct.UID)
-	h := newWorkerHandle(log, pid, conn, nil, proc, reap)
-	h.budget, h.uid = s.opts.OutputBudget, acct.UID
-	h.stderr, h.stderrDone = stderrR, make(chan struct{})
-	go h.logStderr()
+	l := &launched{pid: pid, proc: proc, conn: conn, stderr: newStderrLog(stderrR, log), cg: cg, newPrivs: newPrivs, born: time.Now()}
 	defer func() {
 		if err != nil {
-			_ = proc.Kill()
-			select {
-			case <-proc.exited:
-			case <-time.After(5 * time.Second):
-			}
-			_ = reap.sweep(false)
-			conn.Close()
-			select {
-			case <-h.stderrDone:
-			case <-time.After(time.Second):
-				stderrR.Close()
-			}
+			// Before Setup the worker has no children: it alone is killed.
+			l.discard(5 * time.Second)
 		}
 	}()
 
@@ -615,16 +674,12 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	fail := func(err error) error {
-		if hctx.Err() != nil {
-			return fmt.Errorf("isolation: worker handshake: %w (%v)", hctx.Err(), err)
-		}
-		return err
-	}
-
 	typ, p, cred, err := readFrameCred(conn)
 	if err != nil {
-		return nil, fail(fmt.Errorf("isolation: waiting for the worker's Hello: %w", err))
+		if hctx.Err() != nil {
+			return nil, fmt.Errorf("isolation: worker handshake: %w (waiting for the worker's Hello: %v)", hctx.Err(), err)
+		}
+		return nil, fmt.Errorf("isolation: waiting for the worker's Hello: %w", err)
 	}
 	if typ != tHello {
 		return nil, fmt.Errorf("isolation: %w: expected Hello, got frame 0x%02x", ErrProtocol, typ)
@@ -649,12 +704,57 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		return nil, fmt.Errorf("isolation: %w: Hello from pid %d (kernel says pid %d uid %d), expected pid %d",
 			ErrProtocol, hello.Pid, cred.Pid, cred.Uid, pid)
 	}
+	if !stop() {
+		// The deadline fired after the Hello was read: clear it.
+		_ = conn.SetReadDeadline(time.Time{})
+	}
+	return l, nil
+}
+
+// assign turns a launched worker into the shell's: its pids limit, then
+// Setup, then the kernel's and /proc's word that it became the account.
+// On error the worker is killed (and anything it started).
+func (s *procSpawner) assign(ctx context.Context, log *zap.Logger, l *launched, acct Account, setup msgSetup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
+	pid, conn, cg := l.pid, l.conn, l.cg
+	log = log.With(zap.Int("pid", pid))
+	l.stderr.log.Store(log)
+	reap := newShellReaper(cg, l.proc, pid, acct.UID)
+	h := newWorkerHandle(log, pid, conn, nil, l.proc, reap)
+	h.budget, h.uid = s.opts.OutputBudget, acct.UID
+	h.stderr = l.stderr
+	defer func() {
+		if err != nil {
+			_ = l.proc.Kill()
+			select {
+			case <-l.proc.exited:
+			case <-time.After(5 * time.Second):
+			}
+			_ = reap.sweep(false)
+			conn.Close()
+			l.stderr.finish(time.Second)
+		}
+	}()
+	if (setup.Flags&setupNewPrivs != 0) != l.newPrivs {
+		return nil, fmt.Errorf("isolation: a worker forked with new privileges %v cannot serve a shell that asks for %v",
+			l.newPrivs, setup.Flags&setupNewPrivs != 0)
+	}
 	if maxProcs > 0 {
 		// The worker's own threads are not the shell's processes: they are
 		// added to the budget (warmThreads made them before Hello).
 		if err := cg.setPidsMax(maxProcs + countTasks(pid)); err != nil {
 			return nil, fmt.Errorf("isolation: pids limit: %w", err)
 		}
+	}
+
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	stop := context.AfterFunc(hctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	fail := func(err error) error {
+		if hctx.Err() != nil {
+			return fmt.Errorf("isolation: worker handshake: %w (%v)", hctx.Err(), err)
+		}
+		return err
 	}
 
 	b, err := appendFrame(nil, setup)
@@ -667,11 +767,11 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
 
-	typ, p, cred, err = readFrameCred(conn)
+	typ, p, cred, err := readFrameCred(conn)
 	if err != nil {
 		return nil, fail(fmt.Errorf("isolation: waiting for the worker's setup: %w", err))
 	}
-	m, err = decodeWorkerToDaemon(typ, p)
+	m, err := decodeWorkerToDaemon(typ, p)
 	if err != nil {
 		return nil, fmt.Errorf("isolation: %w: %w", ErrProtocol, err)
 	}
@@ -707,7 +807,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 		mode = cg.sys.mode.String()
 	}
 	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile),
-		zap.Bool("new_privileges", setup.Flags&setupNewPrivs != 0))
+		zap.Bool("new_privileges", setup.Flags&setupNewPrivs != 0), zap.Bool("prestarted", l.pooled))
 	return h, nil
 }
 

@@ -111,7 +111,9 @@ func workerMain() int {
 		return 2
 	}
 	br := bufio.NewReaderSize(conn, 128<<10)
-	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	// A pooled worker waits for its shell up to poolMaxIdle, then the pool
+	// retires it; this bounds the wait if the daemon stops calling at all.
+	_ = conn.SetReadDeadline(time.Now().Add(setupWait))
 	typ, p, _, err := readFrame(br, nil)
 	if err != nil {
 		wlog("reading setup: %v", err)

@@ -164,6 +164,30 @@ func (p proc) isWorker() bool {
 	return strings.Contains(filepath.Base(p.Args[0]), "winrmd") || strings.Contains(p.Exe, "winrmd")
 }
 
+// isIdlePooled tells whether p is a pre-started worker waiting in a live
+// daemon's pool (winrs.prestarted_workers): a worker of a running daemon of
+// ours, still root in every id, in one of the pool's own cgroups
+// (…/pool-<random>). Such a worker belongs to no shell and no user, so the
+// leftover checks skip it; once its daemon is gone it counts like any
+// other. A shell of root (authorization.allow_root) taken from the pool
+// looks the same and is skipped too: no test leaves one running.
+func (p proc) isIdlePooled(daemons map[int]bool) bool {
+	if !p.isWorker() || !daemons[p.PPID] || p.UID != 0 {
+		return false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok && strings.Join(strings.Fields(v), " ") != "0 0 0 0" {
+			return false
+		}
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.PID))
+	return err == nil && strings.Contains(string(cg), "/pool-")
+}
+
 func listProcs() []proc {
 	ents, _ := os.ReadDir("/proc")
 	var out []proc
@@ -217,7 +241,7 @@ func ourProcs() []proc {
 		switch {
 		case uids[p.UID]:
 			out = append(out, p)
-		case p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]):
+		case p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) && !p.isIdlePooled(daemons):
 			out = append(out, p)
 		}
 	}
@@ -262,7 +286,7 @@ func workerProcs() []proc {
 	var out []proc
 	daemons := daemonPIDs()
 	for _, p := range listProcs() {
-		if p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) {
+		if p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) && !p.isIdlePooled(daemons) {
 			out = append(out, p)
 		}
 	}

@@ -250,9 +250,26 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		Help: "Command output the daemon may hold undelivered: reserved in the output budget (winrs.max_output_buffer_mb)."},
 		func() float64 { total, _ := budget.Used(0); return float64(total) }))
 	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
-		Watchdog: true, OutputBudget: budget})
+		Watchdog: true, OutputBudget: budget,
+		PrestartedWorkers: cfg.Winrs.PrestartedWorkers, PrestartNewPrivileges: cfg.Winrs.AllowNewPrivileges})
 	if err != nil {
 		return fmt.Errorf("isolation: %w", err)
+	}
+	if ps, ok := spawner.(interface{ PoolStats() isolation.PoolStats }); ok {
+		metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "winrmd_prestarted_workers_idle",
+			Help: "Pre-started shell workers waiting for a shell (winrs.prestarted_workers)."},
+			func() float64 { return float64(ps.PoolStats().Idle) }))
+		for _, src := range []string{"prestarted", "cold"} {
+			metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "winrmd_worker_starts_total",
+				Help: "Shell workers by how they were started: taken from the pre-started pool, or started by the Create itself.", ConstLabels: prometheus.Labels{"source": src}},
+				func() float64 {
+					st := ps.PoolStats()
+					if src == "prestarted" {
+						return float64(st.Taken)
+					}
+					return float64(st.Cold)
+				}))
+		}
 	}
 	sessions := session.NewManager(session.Config{
 		Limits:            session.LimitsFor(cfg),

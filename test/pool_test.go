@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/winrmd/winrmd/configs"
+)
+
+// idlePooledOf lists the pre-started workers waiting in d's pool.
+func idlePooledOf(d *Daemon) []proc {
+	daemons := daemonPIDs()
+	var out []proc
+	for _, p := range listProcs() {
+		if p.PPID == d.PID && p.isIdlePooled(daemons) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Issue 13 item 1, end to end: shells of two users take pre-started workers,
+// each its own; no idle pooled worker ever holds a user's id; the pool
+// refills with new processes; the metrics count where workers came from.
+func TestPrestartedWorkersTwoUsers(t *testing.T) {
+	need(t)
+	const size = 2
+	d := startDaemon(t, func(c *configs.Config) { c.Winrs.PrestartedWorkers = size })
+	if !eventually(30*time.Second, func() bool { return len(idlePooledOf(d)) == size }) {
+		t.Fatalf("the daemon's pool holds %d idle workers, want %d", len(idlePooledOf(d)), size)
+	}
+	pooled := map[int]bool{}
+	for _, p := range idlePooledOf(d) {
+		pooled[p.PID] = true
+	}
+
+	workerOf := map[string]int{} // user → the pid of its shell's worker
+	for _, u := range []*testUser{w.admin, w.admin2} {
+		sh, err := createShell(basicClient{d.HTTPS, true, u.Name, u.Password})
+		if err != nil {
+			t.Fatalf("%s: %v", u.Name, err)
+		}
+		t.Cleanup(func() { _ = sh.delete() })
+		// The command's parent is the shell's worker.
+		res, err := sh.run("echo $PPID; id -u")
+		if err != nil {
+			t.Fatalf("%s: %v", u.Name, err)
+		}
+		f := strings.Fields(string(res.Stdout))
+		if len(f) != 2 || f[1] != strconv.Itoa(u.UID) {
+			t.Fatalf("%s: output %q, want the worker's pid and uid %d", u.Name, res.Stdout, u.UID)
+		}
+		pid, _ := strconv.Atoi(f[0])
+		workerOf[u.Name] = pid
+		for _, p := range listProcs() {
+			if p.PID == pid && (!p.isWorker() || p.UID != u.UID || p.PPID != d.PID) {
+				t.Errorf("%s: the command's parent %v is not a worker of the daemon running as uid %d", u.Name, p, u.UID)
+			}
+		}
+		if !pooled[pid] {
+			t.Errorf("%s: the shell's worker %d was not one of the pre-started %v", u.Name, pid, pooled)
+		}
+		// Wait for the refill before the next user, so it finds one too.
+		if !eventually(30*time.Second, func() bool { return len(idlePooledOf(d)) == size }) {
+			t.Fatalf("the pool did not refill to %d", size)
+		}
+		for _, p := range idlePooledOf(d) {
+			pooled[p.PID] = true
+		}
+	}
+	if workerOf[w.admin.Name] == workerOf[w.admin2.Name] {
+		t.Errorf("both users' shells run in worker %d", workerOf[w.admin.Name])
+	}
+
+	// What ps shows: every worker of the daemon is either a shell's,
+	// running as that shell's user, or idle and root's in every id.
+	for _, p := range workerProcs() {
+		if p.PPID != d.PID {
+			continue
+		}
+		switch p.PID {
+		case workerOf[w.admin.Name]:
+			if p.UID != w.admin.UID {
+				t.Errorf("%s's worker runs as uid %d", w.admin.Name, p.UID)
+			}
+		case workerOf[w.admin2.Name]:
+			if p.UID != w.admin2.UID {
+				t.Errorf("%s's worker runs as uid %d", w.admin2.Name, p.UID)
+			}
+		default:
+			t.Errorf("a worker of the daemon serves no shell of this test and is not an idle pooled one: %v", p)
+		}
+	}
+	for _, p := range idlePooledOf(d) {
+		if p.PID == workerOf[w.admin.Name] || p.PID == workerOf[w.admin2.Name] {
+			t.Errorf("a shell's worker %d is counted idle in the pool", p.PID)
+		}
+		if p.UID != 0 {
+			t.Errorf("idle pooled worker %v holds uid %d", p, p.UID)
+		}
+	}
+
+	m, err := d.MetricsSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m[`winrmd_worker_starts_total{source="prestarted"}`]; got < 2 {
+		t.Errorf("winrmd_worker_starts_total{source=\"prestarted\"} = %v, want ≥ 2", got)
+	}
+	if got := m["winrmd_prestarted_workers_idle"]; got != size {
+		t.Errorf("winrmd_prestarted_workers_idle = %v, want %d", got, size)
+	}
+}
