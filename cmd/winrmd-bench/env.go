@@ -200,8 +200,10 @@ func startBenchKDC(dir, password string, cl *cleanups) (string, *krbtest.Ticket,
 }
 
 // extraYAML is appended to the configuration (top-level sections the base
-// one does not have, e.g. the psrp rows' powershell).
-func startDaemon(bin, dir, password, keytab string, cl *cleanups, extraYAML ...string) (*daemon, error) {
+// one does not have, e.g. the psrp rows' powershell). lab serves in lab
+// mode (`serve --lab`: every shell runs as the daemon's own user, root
+// allowed), for the package's tests, which create no account.
+func startDaemon(bin, dir, password, keytab string, lab bool, cl *cleanups, extraYAML ...string) (*daemon, error) {
 	store := filepath.Join(dir, "accounts")
 	cmd := exec.Command(bin, "user", "add", "--store", store, benchUser)
 	cmd.Stdin = strings.NewReader(password + "\n")
@@ -226,7 +228,7 @@ service:
     negotiate: true
     kerberos: %t
     certificate: false
-    credssp: false
+    credssp: true  # the credssp-http rows; it is off by default
     cbt_hardening_level: relaxed
 winrs:
   allow_remote_shell_access: true
@@ -238,7 +240,7 @@ winrs:
   max_shell_run_time_ms: 2147483647
 authorization:
   allowed_groups: [%s]
-  allow_root: false
+  allow_root: %t
 accounts:
   pam_service: ""
   store_file: %q
@@ -249,7 +251,7 @@ metrics:
   address: "127.0.0.1:0"
 kerberos:
   keytab: %q
-`, cert, key, keytab != "", benchGroup, store, keytab) + strings.Join(extraYAML, "")
+`, cert, key, keytab != "", benchGroup, lab, store, keytab) + strings.Join(extraYAML, "")
 	cfgPath := filepath.Join(dir, "winrmd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -261,7 +263,11 @@ kerberos:
 		return nil, err
 	}
 	d.cpu = newCPUMeter("winrmd", false, cl)
-	d.cmd = exec.Command(bin, "serve", "--config", cfgPath, "--ready-file", ready)
+	args := []string{"serve", "--config", cfgPath, "--ready-file", ready}
+	if lab {
+		args = append(args, "--lab")
+	}
+	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {

@@ -80,7 +80,8 @@ func realMain() int {
 	flag.StringVar(&cfg.out, "out", "bench/results/bench-results.json", "machine-readable result file (JSON)")
 	flag.BoolVar(&cfg.quick, "quick", false, "CI mode: 64 MiB streams and fewer samples (< 2 minutes)")
 	flag.StringVar(&sizeFlag, "size", "", "stream size for the stdout/stdin rows (default 1GiB, 64MiB with -quick)")
-	flag.StringVar(&rowsFlag, "rows", strings.Join(allRows, ","), "rows to run: "+strings.Join(allRows, ","))
+	flag.StringVar(&rowsFlag, "rows", strings.Join(allRows, ","), "rows to run: "+strings.Join(allRows, ",")+
+		" (stdout and stdin include the Kerberos and CredSSP variants)")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the bench client's CPU profile (pprof) here")
 	flag.StringVar(&cfg.perfDir, "perf", "", "record the daemon (and its workers) with perf per row into this directory")
 	flag.IntVar(&cfg.conc, "concurrency", 200, "shells / sessions in the concurrency row")
@@ -209,7 +210,7 @@ func realMain() int {
 	if kerr != nil {
 		warnf("no Kerberos rows: the bench KDC did not start: %v", kerr)
 	}
-	d, err := startDaemon(cfg.bin, dir, password, keytab, cl)
+	d, err := startDaemon(cfg.bin, dir, password, keytab, false, cl)
 	if err != nil {
 		warnf("starting winrmd: %v", err)
 		return 1
@@ -248,9 +249,11 @@ func realMain() int {
 		{"stdout", "stdout_ntlm", func() (*result, error) { return b.stdout(authNTLM) }},
 		{"stdout", "stdout_basic", func() (*result, error) { return b.stdout(authBasic) }},
 		{"stdout", "stdout_krb5", func() (*result, error) { return b.stdout(authKerberos) }},
+		{"stdout", "stdout_credssp", func() (*result, error) { return b.stdout(authCredSSP) }},
 		{"stdin", "stdin_ntlm", func() (*result, error) { return b.stdin(authNTLM) }},
 		{"stdin", "stdin_basic", func() (*result, error) { return b.stdin(authBasic) }},
 		{"stdin", "stdin_krb5", func() (*result, error) { return b.stdin(authKerberos) }},
+		{"stdin", "stdin_credssp", func() (*result, error) { return b.stdin(authCredSSP) }},
 		{"concurrent", "concurrent", b.concurrency},
 		{"idle", "idle", b.memory},
 		{"auth", "auth_ntlm", func() (*result, error) { return b.authRate(authNTLM) }},

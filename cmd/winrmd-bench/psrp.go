@@ -101,7 +101,7 @@ func (b *bench) psrpMeasureOnce(warm bool) (*psrpSamples, string, error) {
 	yaml := fmt.Sprintf("powershell:\n  path: %q\n  args: [%s]\n  warm_spares: %d\n  warm_spare_lifetime_s: 600\n", path, strings.Join(quoted, ", "), spares)
 	cl := &cleanups{}
 	defer cl.run() // this daemon stops when its rows are measured
-	d, err := startDaemon(b.cfg.bin, dir, b.t.password, "", cl, yaml)
+	d, err := startDaemon(b.cfg.bin, dir, b.t.password, "", false, cl, yaml)
 	if err != nil {
 		return nil, "", err
 	}

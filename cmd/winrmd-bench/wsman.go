@@ -2,8 +2,9 @@ package main
 
 // A lean WinRM client for the benchmark: one TCP (or TLS) connection per
 // client, hand-written HTTP/1.1 framing, NTLM (github.com/bodgit/ntlmssp,
-// the library masterzen/winrm uses) with message encryption, or Basic over
-// HTTPS. Its envelopes and its sealing are test/wsclient's, the code the
+// the library masterzen/winrm uses) with message encryption, Kerberos or
+// CredSSP (authn/credssp/credssptest) with message encryption, or Basic
+// over HTTPS. Its envelopes and its sealing are test/wsclient's, the code the
 // Go end-to-end helpers use too; the transport and the Receive scanner
 // are its own, tuned for speed. It exists because
 // masterzen/winrm's encrypted transport re-runs the NTLM handshake for every
@@ -26,7 +27,7 @@ import (
 
 	"github.com/bodgit/ntlmssp"
 
-	"github.com/winrmd/winrmd/authn"
+	"github.com/winrmd/winrmd/authn/credssp/credssptest"
 	"github.com/winrmd/winrmd/authn/kerberos"
 	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 	"github.com/winrmd/winrmd/test/wsclient"
@@ -39,8 +40,6 @@ const (
 	actReceive   = wsclient.ActionReceive
 	actSend      = wsclient.ActionSend
 	soapCT       = wsclient.SOAPContentType
-	encCT        = `multipart/encrypted;protocol="` + wsclient.ProtoSPNEGO + `";boundary="` + wsclient.Boundary + `"`
-	krbEncCT     = `multipart/encrypted;protocol="` + wsclient.ProtoKerberos + `";boundary="` + wsclient.Boundary + `"`
 	timedOutCode = "2150858793"
 )
 
@@ -51,6 +50,7 @@ const (
 	authNTLM     authKind = iota // Negotiate (raw NTLM) over HTTP, sealed bodies
 	authBasic                    // Basic over HTTPS
 	authKerberos                 // the Kerberos scheme over HTTP, AES wrap-sealed bodies
+	authCredSSP                  // CredSSP (NTLM inside) over HTTP, bodies sealed by its TLS channel
 )
 
 func (a authKind) String() string {
@@ -59,6 +59,8 @@ func (a authKind) String() string {
 		return "basic-https"
 	case authKerberos:
 		return "krb5-http"
+	case authCredSSP:
+		return "credssp-http"
 	}
 	return "ntlm-http"
 }
@@ -84,8 +86,10 @@ type wsClient struct {
 	url   string
 	host  string
 	basic string
-	sess  *ntlmssp.SecuritySession
-	krb   authn.Sealer
+	// sealer protects the bodies (NTLM, Kerberos, CredSSP) in the
+	// multipart framing of proto; nil on Basic.
+	sealer wsclient.Sealer
+	proto  string
 
 	req  []byte // request body scratch
 	resp []byte // response body scratch
@@ -132,6 +136,11 @@ func dialWS(t *wsTarget, kind authKind) (*wsClient, error) {
 			c.conn.Close()
 			return nil, err
 		}
+	case authCredSSP:
+		if err := c.credsspHandshake(); err != nil {
+			c.conn.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -157,8 +166,46 @@ func (c *wsClient) krbHandshake() error {
 	if !ok {
 		return errors.New("kerberos: no AP-REP on the 200")
 	}
-	c.krb, err = kerberos.FinishInitiator(rep, key, seq)
+	c.sealer, err = kerberos.FinishInitiator(rep, key, seq)
+	c.proto = wsclient.ProtoKerberos
 	return err
+}
+
+// credsspHandshake: the CredSSP legs (TLS handshake, NTLM inside
+// TSRequests with the public-key binding, then the password in
+// TSCredentials) on empty POSTs, each answered 401 with the server's
+// token, the last one 200. The initiator refuses a server whose
+// pubKeyAuth does not bind the key of its TLS channel, so a finished
+// handshake is a CredSSP logon, not a fallback to another scheme.
+func (c *wsClient) credsspHandshake() error {
+	ini := &credssptest.Initiator{User: c.t.user, Password: c.t.password}
+	var in []byte
+	for leg := 1; ; leg++ {
+		out, last, err := ini.Step(in)
+		if err != nil {
+			ini.Close()
+			return fmt.Errorf("credssp: leg %d: %w", leg, err)
+		}
+		st, h, _, err := c.roundTrip("CredSSP "+base64.StdEncoding.EncodeToString(out), soapCT, nil)
+		if err != nil {
+			ini.Close()
+			return err
+		}
+		if last {
+			if st != http.StatusOK {
+				return fmt.Errorf("credssp: TSCredentials answered %d", st)
+			}
+			break
+		}
+		tok, ok := wsclient.Token(h.Values("WWW-Authenticate"), "CredSSP")
+		if st != http.StatusUnauthorized || !ok || leg > 8 {
+			ini.Close()
+			return fmt.Errorf("credssp: leg %d answered %d (token %v)", leg, st, ok)
+		}
+		in = tok
+	}
+	c.sealer, c.proto = ini, wsclient.ProtoCredSSP
+	return nil
 }
 
 func (c *wsClient) Close() error {
@@ -200,10 +247,11 @@ func (c *wsClient) ntlmHandshake() error {
 	if st != http.StatusOK {
 		return fmt.Errorf("ntlm: AUTHENTICATE answered %d", st)
 	}
-	c.sess = cl.SecuritySession()
-	if c.sess == nil {
+	sess := cl.SecuritySession()
+	if sess == nil {
 		return errors.New("ntlm: no security session")
 	}
+	c.sealer, c.proto = wsclient.NTLM(sess), wsclient.ProtoSPNEGO
 	return nil
 }
 
@@ -262,51 +310,32 @@ func (c *wsClient) roundTrip(authz, ct string, body []byte) (int, http.Header, [
 	return resp.StatusCode, resp.Header, c.resp, nil
 }
 
-// call sends one SOAP envelope (sealed on NTLM) and returns the status and
-// the plaintext response envelope.
+// call sends one SOAP envelope (sealed unless Basic) and returns the
+// status and the plaintext response envelope. A sealed response must name
+// the request's protocol (as pywinrm requires).
 func (c *wsClient) call(env []byte) (int, []byte, error) {
 	switch c.kind {
 	case authBasic:
 		st, _, b, err := c.roundTrip(c.basic, soapCT, env)
 		return st, b, err
 	default:
-		sealed, err := c.seal(env)
+		var err error
+		c.req, err = wsclient.AppendSealed(c.req[:0], c.sealer, c.proto, env)
 		if err != nil {
 			return 0, nil, err
 		}
-		ct := encCT
-		if c.krb != nil {
-			ct = krbEncCT
-		}
-		st, h, b, err := c.roundTrip("", ct, sealed)
+		st, h, b, err := c.roundTrip("", wsclient.SealedContentType(c.proto, len(env)), c.req)
 		if err != nil {
 			return 0, nil, err
 		}
 		rct := h.Get("Content-Type")
-		if !strings.HasPrefix(strings.ToLower(rct), "multipart/") {
-			return st, b, fmt.Errorf("unsealed response (%d, %q, %d bytes)", st, rct, len(b))
+		if !strings.HasPrefix(strings.ToLower(rct), "multipart/") || !strings.Contains(rct, `protocol="`+c.proto+`"`) {
+			return st, b, fmt.Errorf("response not sealed with %s (%d, %q, %d bytes)", c.proto, st, rct, len(b))
 		}
-		plain, err := c.unseal(b)
+		// multipart/encrypted and multipart/x-multi-encrypted alike.
+		plain, err := wsclient.Unseal(c.sealer, b)
 		return st, plain, err
 	}
-}
-
-func (c *wsClient) seal(env []byte) ([]byte, error) {
-	var err error
-	if c.krb != nil {
-		c.req, err = wsclient.AppendSealed(c.req[:0], c.krb, wsclient.ProtoKerberos, env)
-	} else {
-		c.req, err = wsclient.AppendSealed(c.req[:0], wsclient.NTLM(c.sess), wsclient.ProtoSPNEGO, env)
-	}
-	return c.req, err
-}
-
-// unseal decodes multipart/encrypted and multipart/x-multi-encrypted bodies.
-func (c *wsClient) unseal(b []byte) ([]byte, error) {
-	if c.krb != nil {
-		return wsclient.Unseal(c.krb, b)
-	}
-	return wsclient.Unseal(wsclient.NTLM(c.sess), b)
 }
 
 // header builds the envelope up to and including <s:Body>.

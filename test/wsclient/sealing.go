@@ -12,8 +12,9 @@ package wsclient
 //	\tContent-Type: application/octet-stream\r\n
 //	LE32(len(sig)) sig ciphertext--Encrypted Boundary--\r\n
 //
-// CredSSP's multipart/x-multi-encrypted repeats the pair per 16 KiB chunk;
-// Unseal reads both.
+// CredSSP's multipart/x-multi-encrypted repeats the pair per 16 KiB chunk
+// of plaintext, and its ciphertext (TLS records) is longer than the
+// plaintext that Length gives; AppendSealed writes it, Unseal reads both.
 
 import (
 	"bytes"
@@ -29,12 +30,24 @@ import (
 const (
 	ProtoSPNEGO   = "application/HTTP-SPNEGO-session-encrypted"
 	ProtoKerberos = "application/HTTP-Kerberos-session-encrypted"
+	ProtoCredSSP  = "application/HTTP-CredSSP-session-encrypted"
 	Boundary      = "Encrypted Boundary"
+	// ChunkSize is the plaintext of one CredSSP part (pywinrm's, Windows').
+	ChunkSize = 16384
 )
 
 // EncryptedContentType is a sealed body's Content-Type for proto.
 func EncryptedContentType(proto string) string {
 	return `multipart/encrypted;protocol="` + proto + `";boundary="` + Boundary + `"`
+}
+
+// SealedContentType is the Content-Type of plainLen bytes sealed by
+// AppendSealed: multipart/x-multi-encrypted for CredSSP over ChunkSize.
+func SealedContentType(proto string, plainLen int) string {
+	if proto == ProtoCredSSP && plainLen > ChunkSize {
+		return `multipart/x-multi-encrypted;protocol="` + proto + `";boundary="` + Boundary + `"`
+	}
+	return EncryptedContentType(proto)
 }
 
 // A Sealer seals one message: the signature (the token header of a
@@ -59,18 +72,36 @@ func (n ntlmSealer) Seal(plain []byte) ([]byte, []byte, error) {
 
 func (n ntlmSealer) Unseal(sig, data []byte) ([]byte, error) { return n.s.Unwrap(data, sig) }
 
-// AppendSealed appends env sealed by s in the multipart framing of proto.
+// AppendSealed appends env sealed by s in the multipart framing of proto;
+// CredSSP bodies over ChunkSize are sealed and framed chunk by chunk.
 func AppendSealed(b []byte, s Sealer, proto string, env []byte) ([]byte, error) {
-	sig, ct, err := s.Seal(env)
-	if err != nil {
-		return nil, err
+	chunk := len(env)
+	if proto == ProtoCredSSP {
+		chunk = min(chunk, ChunkSize)
 	}
-	return AppendMultipart(b, proto, len(env), sig, ct), nil
+	for i := 0; ; i += chunk {
+		part := env[i:min(i+chunk, len(env))]
+		sig, ct, err := s.Seal(part)
+		if err != nil {
+			return nil, err
+		}
+		b = appendPart(b, proto, len(part), sig, ct)
+		if i+chunk >= len(env) {
+			break
+		}
+	}
+	return append(b, "--"+Boundary+"--\r\n"...), nil
 }
 
 // AppendMultipart appends the framing around a signature and ciphertext
 // made already (tests that tamper with one of them use it directly).
 func AppendMultipart(b []byte, proto string, plainLen int, sig, ct []byte) []byte {
+	return append(appendPart(b, proto, plainLen, sig, ct), "--"+Boundary+"--\r\n"...)
+}
+
+// appendPart appends one part: its header lines, the signature's length,
+// the signature and the ciphertext.
+func appendPart(b []byte, proto string, plainLen int, sig, ct []byte) []byte {
 	b = append(b, "--"+Boundary+"\r\n\tContent-Type: "...)
 	b = append(b, proto...)
 	b = append(b, "\r\n\tOriginalContent: type="+SOAPContentType+";Length="...)
@@ -78,8 +109,7 @@ func AppendMultipart(b []byte, proto string, plainLen int, sig, ct []byte) []byt
 	b = append(b, "\r\n--"+Boundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(sig)))
 	b = append(b, sig...)
-	b = append(b, ct...)
-	return append(b, "--"+Boundary+"--\r\n"...)
+	return append(b, ct...)
 }
 
 // maxSignature bounds a part's signature length (NTLM's is 16, a Kerberos
@@ -89,11 +119,14 @@ const maxSignature = 1024
 var (
 	octetLine = []byte("application/octet-stream")
 	lengthKey = []byte("Length=")
+	delimiter = []byte("--" + Boundary)
 )
 
 // Unseal decodes a multipart/encrypted or multipart/x-multi-encrypted
 // body: every part's Length, signature and ciphertext, unsealed by s in
-// order and concatenated.
+// order and concatenated. The ciphertext is Length bytes when a boundary
+// follows them (NTLM, Kerberos), else it runs to the next boundary
+// (CredSSP's TLS records).
 func Unseal(s Sealer, b []byte) ([]byte, error) {
 	var out []byte
 	for {
@@ -125,16 +158,27 @@ func Unseal(s Sealer, b []byte) ([]byte, error) {
 		if sl > maxSignature || len(b) < sl+n {
 			return nil, fmt.Errorf("sealed body: signature length %d, %d bytes for %d", sl, len(b), n)
 		}
-		plain, err := s.Unseal(b[:sl], b[sl:sl+n])
+		end := sl + n
+		if rest := bytes.TrimPrefix(b[end:], []byte("\r\n")); !bytes.HasPrefix(rest, delimiter) {
+			k := bytes.Index(b[end:], delimiter)
+			if k < 0 {
+				return nil, errors.New("sealed body: no boundary after the ciphertext")
+			}
+			end += k
+		}
+		plain, err := s.Unseal(b[:sl], b[sl:end])
 		if err != nil {
 			return nil, fmt.Errorf("unseal: %w", err)
+		}
+		if len(plain) != n {
+			return nil, fmt.Errorf("sealed body: %d bytes unsealed, Length=%d", len(plain), n)
 		}
 		if out == nil {
 			out = plain
 		} else {
 			out = append(out, plain...)
 		}
-		b = b[sl+n:]
+		b = b[end:]
 	}
 	if out == nil {
 		return nil, errors.New("sealed body: no parts")

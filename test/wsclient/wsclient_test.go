@@ -10,26 +10,66 @@ import (
 
 // xorSealer is a reversible toy sealer: the framing, not the cipher, is
 // under test here (the real sealers are exercised end to end in test/).
-type xorSealer struct{ sigLen int }
+// grow bytes of 0xdd follow the ciphertext, as a TLS record's tail does.
+type xorSealer struct{ sigLen, grow int }
 
-func (x xorSealer) Seal(p []byte) ([]byte, []byte, error) {
+func xor(p []byte) []byte {
 	out := make([]byte, len(p))
 	for i, c := range p {
 		out[i] = c ^ 0x5a
 	}
-	return bytes.Repeat([]byte{0xee}, x.sigLen), out, nil
+	return out
+}
+
+func (x xorSealer) Seal(p []byte) ([]byte, []byte, error) {
+	return bytes.Repeat([]byte{0xee}, x.sigLen), append(xor(p), bytes.Repeat([]byte{0xdd}, x.grow)...), nil
 }
 
 func (x xorSealer) Unseal(sig, d []byte) ([]byte, error) {
-	if len(sig) != x.sigLen {
-		return nil, errors.New("signature length")
+	if len(sig) != x.sigLen || len(d) < x.grow || !bytes.Equal(d[len(d)-x.grow:], bytes.Repeat([]byte{0xdd}, x.grow)) {
+		return nil, errors.New("signature or tail")
 	}
-	_, out, _ := x.Seal(d)
-	return out, nil
+	return xor(d[:len(d)-x.grow]), nil
+}
+
+// CredSSP: 16 KiB parts of x-multi-encrypted, ciphertext longer than
+// Length.
+func TestSealCredSSPChunks(t *testing.T) {
+	s := xorSealer{16, 13}
+	env := []byte(`<s:Envelope>` + strings.Repeat("y", 2*ChunkSize+100) + `</s:Envelope>`)
+	body, err := AppendSealed(nil, s, ProtoCredSSP, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(body, []byte("Length=")); n != 3 {
+		t.Fatalf("%d parts, want 3", n)
+	}
+	if !bytes.Contains(body, []byte("Length=16384\r\n")) || !bytes.HasSuffix(body, []byte("--Encrypted Boundary--\r\n")) {
+		t.Fatalf("framing: %q", body[:200])
+	}
+	got, err := Unseal(s, body)
+	if err != nil || !bytes.Equal(got, env) {
+		t.Fatalf("unseal: %v", err)
+	}
+	if ct := SealedContentType(ProtoCredSSP, len(env)); !strings.HasPrefix(ct, "multipart/x-multi-encrypted;") {
+		t.Errorf("content type %q", ct)
+	}
+	if ct := SealedContentType(ProtoCredSSP, ChunkSize); !strings.HasPrefix(ct, "multipart/encrypted;") {
+		t.Errorf("content type of one chunk %q", ct)
+	}
+	for _, p := range []string{ProtoCredSSP, ProtoSPNEGO} {
+		if b, err := AppendSealed(nil, s, p, nil); err != nil || bytes.Count(b, []byte("Length=0\r\n")) != 1 {
+			t.Errorf("%s: empty body: %q %v", p, b, err)
+		}
+	}
+	small, _ := AppendSealed(nil, s, ProtoCredSSP, []byte("<a/>"))
+	if got, err := Unseal(s, small); err != nil || string(got) != "<a/>" {
+		t.Errorf("one part: %q %v", got, err)
+	}
 }
 
 func TestSealRoundTrip(t *testing.T) {
-	s := xorSealer{16}
+	s := xorSealer{sigLen: 16}
 	env := []byte(`<s:Envelope>` + strings.Repeat("x", 70000) + `</s:Envelope>`)
 	body, err := AppendSealed(nil, s, ProtoSPNEGO, env)
 	if err != nil {
