@@ -165,14 +165,15 @@ func (p proc) isWorker() bool {
 }
 
 // isIdlePooled tells whether p is a pre-started worker waiting in a live
-// daemon's pool (winrs.prestarted_workers): a worker of a running daemon of
-// ours, still root in every id, in one of the pool's own cgroups
-// (…/pool-<random>). Such a worker belongs to no shell and no user, so the
-// leftover checks skip it; once its daemon is gone it counts like any
-// other. A shell of root (authorization.allow_root) taken from the pool
-// looks the same and is skipped too: no test leaves one running.
+// daemon's pool (winrs.prestarted_workers): a worker of a running daemon
+// (one startDaemon made, or a `winrmd serve|lab` such as make run's), still
+// root in every id, in one of the pool's own cgroups (…/pool-<random>) or
+// not yet moved out of the daemon's. Such a worker belongs to no shell and
+// no user, so the leftover checks skip it; once its daemon is gone it
+// counts like any other. A shell of root (authorization.allow_root) taken
+// from the pool looks the same and is skipped too: no test leaves one.
 func (p proc) isIdlePooled(daemons map[int]bool) bool {
-	if !p.isWorker() || !daemons[p.PPID] || p.UID != 0 {
+	if !p.isWorker() || p.UID != 0 || !(daemons[p.PPID] || liveDaemonExe(p.PPID)) {
 		return false
 	}
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
@@ -184,8 +185,26 @@ func (p proc) isIdlePooled(daemons map[int]bool) bool {
 			return false
 		}
 	}
+	// In the pool's group, or still in the daemon's own: a worker the pool
+	// is launching on cgroup v1, which is moved into its group after fork.
 	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.PID))
-	return err == nil && strings.Contains(string(cg), "/pool-")
+	if err != nil {
+		return false
+	}
+	parent, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.PPID))
+	return strings.Contains(string(cg), "/pool-") || (err == nil && string(cg) == string(parent))
+}
+
+// liveDaemonExe tells whether pid is a running winrmd process other than a
+// worker (a daemon: `winrmd serve` or `winrmd lab`).
+func liveDaemonExe(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || !strings.Contains(filepath.Base(strings.TrimSuffix(exe, " (deleted)")), "winrmd") {
+		return false
+	}
+	cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(string(cl), "\x00")
+	return err == nil && len(args) > 1 && (args[1] == "serve" || args[1] == "lab")
 }
 
 func listProcs() []proc {
