@@ -73,3 +73,28 @@ func BenchmarkParseSend500K(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeSend500K is a stdin Send from the body as read off the
+// connection to the typed message: Parse and Decode of send500K. The body
+// is copied into a reused buffer first, as the server reads each request
+// into its own buffer.
+func BenchmarkDecodeSend500K(b *testing.B) {
+	data := send500K(b)
+	body := make([]byte, len(data))
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(body, data)
+		env, err := Parse(body, ctUTF8, DefaultLimits())
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := Decode(env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s := m.Body.(*Send); len(s.Streams) != 1 || len(s.Streams[0].Data) != 375000 {
+			b.Fatal("stream data lost")
+		}
+	}
+}
