@@ -509,7 +509,8 @@ func (d *decoder) done() error {
 	return d.err
 }
 
-// decodeDaemonToWorker decodes a frame the worker received.
+// decodeDaemonToWorker decodes a frame the worker received. A Stdin's Data
+// is a slice of p, not a copy.
 func decodeDaemonToWorker(typ byte, p []byte) (msg, error) {
 	d := &decoder{b: p}
 	var m msg
@@ -561,9 +562,11 @@ func decodeDaemonToWorker(typ byte, p []byte) (msg, error) {
 		}
 		m = s
 	case tStdin:
+		// Data is in p: the worker's serve loop gives the command the
+		// frame's buffer with it (stdinChunk).
 		s := msgStdin{ID: d.id(), EOF: d.bool()}
 		if data := d.raw(maxStdinChunk); len(data) > 0 {
-			s.Data = bytes.Clone(data)
+			s.Data = data
 		}
 		m = s
 	case tSignal:
