@@ -1,8 +1,12 @@
 package isolation
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +69,45 @@ func BenchmarkOutputThroughput(b *testing.B) {
 		if code != 0 || len(out) != n {
 			b.Fatalf("exit %d, %d bytes", code, len(out))
 		}
+	}
+}
+
+// BenchmarkStdinThroughput feeds a command (`cat >/dev/null`) 375000-byte
+// Stdin calls, the size of one stdin Send of make bench's rows, through the
+// real protocol. cpu-ms/op is the daemon side's, worker-ms/op the worker's
+// (not its command's); allocs/op and B/op are the daemon side's.
+func BenchmarkStdinThroughput(b *testing.B) {
+	h, c := benchWorker(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	id := nextID()
+	if err := c.w.Start(ctx, CommandSpec{ID: id, Line: "cat >/dev/null"}); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 375000)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	start, wstart := cpuTime(), procCPU(b, h.Pid())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.w.Stdin(ctx, id, data, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportCPU(b, start)
+	b.ReportMetric(float64(procCPU(b, h.Pid())-wstart)/float64(time.Millisecond)/float64(b.N), "worker-ms/op")
+	if err := c.w.Stdin(ctx, id, nil, true); err != nil {
+		b.Fatal(err)
+	}
+	if code := c.waitExit(b, id, 60*time.Second); code != 0 {
+		b.Fatalf("exit %d", code)
+	}
+	if err := c.w.Release(id); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -140,6 +183,21 @@ func cpuTime() time.Duration {
 	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &kids)
 	tv := func(t unix.Timeval) time.Duration { return time.Duration(t.Nano()) }
 	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
+}
+
+// procCPU is the CPU time process pid has used itself (utime + stime of
+// /proc/<pid>/stat), at USER_HZ resolution.
+func procCPU(b *testing.B, pid int) time.Duration {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := bytes.LastIndexByte(st, ')')
+	f := strings.Fields(string(st[i+2:]))
+	// Fields after the name start at field 3 (state): utime is 14, stime 15.
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+stime) * (time.Second / 100)
 }
 
 func reportCPU(b *testing.B, start time.Duration) {

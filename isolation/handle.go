@@ -157,10 +157,27 @@ func (h *workerHandle) send(m msg) error {
 	if err != nil {
 		return err
 	}
+	return h.write(net.Buffers{b})
+}
+
+// sendStdin writes the frame of msgStdin{ID: id, EOF: eof, Data: data}:
+// its head and the data in one writev, so the data (up to maxStdinChunk of
+// a Send) is not copied into a frame buffer first. data is not used after
+// it returns.
+func (h *workerHandle) sendStdin(id string, eof bool, data []byte) error {
+	head, err := appendStdinHead(make([]byte, 0, frameHeader+4+len(id)+1+4), id, eof, len(data))
+	if err != nil {
+		return err
+	}
+	return h.write(net.Buffers{head, data})
+}
+
+// write writes one frame, in pieces.
+func (h *workerHandle) write(frame net.Buffers) error {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	_ = h.conn.SetWriteDeadline(time.Now().Add(writeStall))
-	if _, err := h.conn.Write(b); err != nil {
+	if _, err := frame.WriteTo(h.conn); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			h.hostile(errors.New("the worker stopped reading its socket"))
 		}
@@ -312,7 +329,7 @@ func (h *workerHandle) Stdin(ctx context.Context, id string, data []byte, eof bo
 			c.eofSent = true
 		}
 		h.mu.Unlock()
-		if err := h.send(msgStdin{ID: id, EOF: last && eof, Data: chunk}); err != nil {
+		if err := h.sendStdin(id, last && eof, chunk); err != nil {
 			return err
 		}
 		if err := h.waitAck(ctx, id, c); err != nil {

@@ -343,6 +343,24 @@ func appendFrame(b []byte, m msg) ([]byte, error) {
 	return e.b, nil
 }
 
+// appendStdinHead appends the frame of msgStdin{ID: id, EOF: eof, Data: d}
+// for an n-byte d, up to but without d: that frame is the head followed by
+// d, written with writev (workerHandle.sendStdin). It refuses what
+// appendFrame refuses.
+func appendStdinHead(b []byte, id string, eof bool, n int) ([]byte, error) {
+	start := len(b)
+	e := encoder{b: append(b, 0, 0, 0, 0, tStdin)}
+	e.str(id)
+	e.bool(eof)
+	e.u32(uint32(n))
+	size := len(e.b) - start - 4 + n
+	if n < 0 || size-1 > maxPayload {
+		return b[:start], errFrameTooLarge
+	}
+	binary.BigEndian.PutUint32(e.b[start:], uint32(size))
+	return e.b, nil
+}
+
 // readFrame reads one frame. buf is reused when it is large enough; the
 // returned payload aliases it and is valid until the next call.
 func readFrame(r io.Reader, buf []byte) (typ byte, payload []byte, nbuf []byte, err error) {
@@ -500,7 +518,8 @@ func (d *decoder) done() error {
 	return d.err
 }
 
-// decodeDaemonToWorker decodes a frame the worker received.
+// decodeDaemonToWorker decodes a frame the worker received. A Stdin's Data
+// is a slice of p, not a copy.
 func decodeDaemonToWorker(typ byte, p []byte) (msg, error) {
 	d := &decoder{b: p}
 	var m msg
@@ -552,9 +571,11 @@ func decodeDaemonToWorker(typ byte, p []byte) (msg, error) {
 		}
 		m = s
 	case tStdin:
+		// Data is in p: the worker's serve loop gives the command the
+		// frame's buffer with it (stdinChunk).
 		s := msgStdin{ID: d.id(), EOF: d.bool()}
 		if data := d.raw(maxStdinChunk); len(data) > 0 {
-			s.Data = bytes.Clone(data)
+			s.Data = data
 		}
 		m = s
 	case tSignal:

@@ -211,6 +211,40 @@ func TestFrameLimits(t *testing.T) {
 	}
 }
 
+// TestStdinHead checks that the head sendStdin writes before the data
+// makes, with the data, exactly the frame appendFrame encodes, which the
+// worker decodes back; and that it refuses what appendFrame refuses.
+func TestStdinHead(t *testing.T) {
+	for _, tc := range []struct {
+		id  string
+		eof bool
+		n   int
+	}{{"C1", false, 0}, {"C1", true, 0}, {"CF84C20A-0A35-43FA-AF78-0B4711DA5F30", false, 375000}, {"x", true, maxStdinChunk}} {
+		data := make([]byte, tc.n)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		want, err := appendFrame(nil, msgStdin{ID: tc.id, EOF: tc.eof, Data: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := appendStdinHead([]byte("keep"), tc.id, tc.eof, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(head[:4]) != "keep" || !bytes.Equal(append(head[4:], data...), want) {
+			t.Fatalf("%+v: head and data differ from appendFrame's frame", tc)
+		}
+		m, err := decodeDaemonToWorker(want[4], want[frameHeader:])
+		if s, ok := m.(msgStdin); err != nil || !ok || s.ID != tc.id || s.EOF != tc.eof || !bytes.Equal(s.Data, data) {
+			t.Fatalf("%+v: decoded %#v, %v", tc, m, err)
+		}
+	}
+	if b, err := appendStdinHead([]byte("keep"), "C", false, maxPayload); !errors.Is(err, errFrameTooLarge) || string(b) != "keep" {
+		t.Fatalf("oversize head: %q, %v", b, err)
+	}
+}
+
 // fuzzDecode reads a stream of frames, decodes each, and checks that every
 // accepted message re-encodes to the same bytes.
 func fuzzDecode(t *testing.T, data []byte, decode func(byte, []byte) (msg, error)) {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -162,6 +163,53 @@ func TestBackPressure(t *testing.T) {
 		t.Fatalf("%d bytes", n)
 	}
 	_ = c.w.Release(id)
+}
+
+// TestStdinFrameBuffers: the worker queues each Stdin frame's data in the
+// buffer the frame was read into and reuses that buffer once the data is in
+// the pipe. Two commands in one worker, each started behind a sleep so that
+// its queue fills and a frame waits for room (pending), get Stdin calls of
+// different sizes and data at once; each sees its own stdin byte for byte.
+func TestStdinFrameBuffers(t *testing.T) {
+	u := newTestUser(t)
+	_, c := spawn(t, newTestSpawner(t, SpawnerOptions{}), SpawnRequest{Account: u.acct})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for k := 0; k < 2; k++ {
+		id := nextID()
+		if err := c.w.Start(ctx, CommandSpec{ID: id, Line: "sleep 0.5; sha256sum"}); err != nil {
+			t.Fatal(err)
+		}
+		var all [][]byte
+		sum := sha256.New()
+		for i := 0; i < 30; i++ {
+			b := make([]byte, 375000-i*997*k)
+			for j := range b {
+				b[j] = byte(j*7 + j>>9 + i*31 + k*101)
+			}
+			all = append(all, b)
+			sum.Write(b)
+		}
+		want := fmt.Sprintf("%x  -\n", sum.Sum(nil))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, b := range all {
+				if err := c.w.Stdin(ctx, id, b, i == len(all)-1); err != nil {
+					t.Errorf("Stdin %d: %v", i, err)
+					return
+				}
+			}
+			if code := c.waitExit(t, id, time.Minute); code != 0 {
+				t.Errorf("exit %d", code)
+			}
+			if out := string(c.output(id, Stdout)); out != want {
+				t.Errorf("command %d: sha256sum %q, want %q", k, out, want)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func TestStdin(t *testing.T) {

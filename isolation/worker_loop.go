@@ -58,12 +58,33 @@ type wcmd struct {
 
 	stdinW      *os.File
 	stdinOnce   sync.Once
-	sq          [][]byte
+	sq          []stdinChunk
 	sqBytes     int
-	sqEOF       bool      // eof queued
-	stdinDone   bool      // no more stdin will be written
-	pending     *msgStdin // waiting for room in the queue (not yet acknowledged)
+	sqEOF       bool        // eof queued
+	stdinDone   bool        // no more stdin will be written
+	pending     *stdinChunk // waiting for room in the queue (not yet acknowledged)
 	stdinFailed bool
+}
+
+// stdinChunk is the data of one Stdin frame, in the buffer the frame was
+// read into: serve hands that buffer to the command with the data in it
+// rather than copying the data out (up to a MiB per frame), and feed gives
+// it back to frameBufs once the data is in the pipe.
+type stdinChunk struct {
+	data, buf []byte
+	eof       bool
+}
+
+// frameBufs holds frame buffers for serve to read the next frame into, the
+// ones Stdin data went out of (of *[]byte).
+var frameBufs sync.Pool
+
+// recycle gives a chunk's buffer back: its data has been written or dropped.
+func (s stdinChunk) recycle() {
+	if s.buf != nil {
+		b := s.buf[:0]
+		frameBufs.Put(&b)
+	}
 }
 
 func newWorkerLoop(conn *net.UnixConn, r io.Reader, env []string) *workerLoop {
@@ -101,6 +122,11 @@ func (w *workerLoop) serve() (err error) {
 	for {
 		var typ byte
 		var p []byte
+		if buf == nil {
+			if b, ok := frameBufs.Get().(*[]byte); ok {
+				buf = *b
+			}
+		}
 		typ, p, buf, err = readFrame(w.r, buf)
 		if err != nil {
 			select {
@@ -117,8 +143,12 @@ func (w *workerLoop) serve() (err error) {
 		if err != nil {
 			return w.protocolError(err)
 		}
-		if err := w.handle(m); err != nil {
+		kept, err := w.handle(m, buf)
+		if err != nil {
 			return w.protocolError(err)
+		}
+		if kept {
+			buf = nil // a command's stdin queue has it now
 		}
 	}
 }
@@ -131,34 +161,36 @@ func (w *workerLoop) protocolError(err error) error {
 	return err
 }
 
-func (w *workerLoop) handle(m msg) error {
+// handle acts on one frame from the daemon, decoded from buf. kept reports
+// that a command's stdin queue took buf (a Stdin's Data is in it).
+func (w *workerLoop) handle(m msg, buf []byte) (kept bool, err error) {
 	switch m := m.(type) {
 	case msgStart:
-		return w.start(m)
+		return false, w.start(m)
 	case msgStdin:
 		c, err := w.lookup(m.ID)
 		if err != nil {
-			return err
+			return false, err
 		}
-		return c.stdin(m)
+		return c.stdin(stdinChunk{data: m.Data, buf: buf, eof: m.EOF})
 	case msgSignal:
 		c, err := w.lookup(m.ID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		c.signal(m.Sig)
-		return nil
+		return false, nil
 	case msgCredit:
 		c, err := w.lookup(m.ID)
 		if err != nil {
-			return err
+			return false, err
 		}
-		return c.credit(int(m.N))
+		return false, c.credit(int(m.N))
 	case msgRelease:
 		w.release(m.ID)
-		return nil
+		return false, nil
 	default:
-		return fmt.Errorf("frame 0x%02x after Setup", m.frameType())
+		return false, fmt.Errorf("frame 0x%02x after Setup", m.frameType())
 	}
 }
 
@@ -472,32 +504,36 @@ func (c *wcmd) signal(s Signal) {
 	}
 }
 
-// stdin queues data, or holds it until the queue has room; the daemon has at
-// most one unacknowledged Stdin per command.
-func (c *wcmd) stdin(m msgStdin) error {
+// stdin queues a Stdin frame's data, or holds it until the queue has room;
+// the daemon has at most one unacknowledged Stdin per command. kept reports
+// that the queue took m's buffer.
+func (c *wcmd) stdin(m stdinChunk) (kept bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending != nil {
-		return fmt.Errorf("second Stdin for %q before its acknowledgement", c.id)
+		return false, fmt.Errorf("second Stdin for %q before its acknowledgement", c.id)
 	}
 	if c.stdinDone || c.sqEOF || c.released {
 		c.out().push(msgStdinAck{ID: c.id, Dropped: true})
-		return nil
+		return false, nil
 	}
-	if c.sqBytes > 0 && c.sqBytes+len(m.Data) > stdinQueueCap {
+	if len(m.data) == 0 {
+		m.buf = nil // nothing to keep it for
+	}
+	if c.sqBytes > 0 && c.sqBytes+len(m.data) > stdinQueueCap {
 		c.pending = &m
-		return nil
+		return m.buf != nil, nil
 	}
 	c.enqueueLocked(m)
-	return nil
+	return m.buf != nil, nil
 }
 
-func (c *wcmd) enqueueLocked(m msgStdin) {
-	if len(m.Data) > 0 {
-		c.sq = append(c.sq, m.Data)
-		c.sqBytes += len(m.Data)
+func (c *wcmd) enqueueLocked(m stdinChunk) {
+	if len(m.data) > 0 {
+		c.sq = append(c.sq, m)
+		c.sqBytes += len(m.data)
 	}
-	if m.EOF {
+	if m.eof {
 		c.sqEOF = true
 	}
 	c.out().push(msgStdinAck{ID: c.id})
@@ -507,8 +543,12 @@ func (c *wcmd) enqueueLocked(m msgStdin) {
 // stopStdinLocked drops queued stdin and closes the pipe.
 func (c *wcmd) stopStdinLocked() {
 	c.stdinDone = true
+	for _, s := range c.sq {
+		s.recycle()
+	}
 	c.sq, c.sqBytes = nil, 0
 	if c.pending != nil {
+		c.pending.recycle()
 		c.pending = nil
 		c.out().push(msgStdinAck{ID: c.id, Dropped: true})
 	}
@@ -531,6 +571,7 @@ func (c *wcmd) feed() {
 			c.stdinDone = true
 			c.stdinOnce.Do(func() { c.stdinW.Close() })
 			if c.pending != nil {
+				c.pending.recycle()
 				c.pending = nil
 				c.out().push(msgStdinAck{ID: c.id, Dropped: true})
 			}
@@ -538,13 +579,15 @@ func (c *wcmd) feed() {
 			return
 		}
 		chunk := c.sq[0]
+		c.sq[0] = stdinChunk{}
 		c.sq = c.sq[1:]
 		c.mu.Unlock()
 
-		_, err := c.stdinW.Write(chunk)
+		_, err := c.stdinW.Write(chunk.data)
+		chunk.recycle()
 
 		c.mu.Lock()
-		c.sqBytes -= len(chunk)
+		c.sqBytes -= len(chunk.data)
 		if c.sqBytes < 0 {
 			c.sqBytes = 0
 		}
@@ -553,7 +596,7 @@ func (c *wcmd) feed() {
 			c.stdinFailed = true
 			c.stopStdinLocked()
 		}
-		if c.pending != nil && (c.sqBytes == 0 || c.sqBytes+len(c.pending.Data) <= stdinQueueCap) {
+		if c.pending != nil && (c.sqBytes == 0 || c.sqBytes+len(c.pending.data) <= stdinQueueCap) {
 			p := *c.pending
 			c.pending = nil
 			c.enqueueLocked(p)

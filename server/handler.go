@@ -204,6 +204,9 @@ type exchange struct {
 	id       *authn.Identity
 	outToken string // final handshake token, on whatever reply follows
 	raw      []byte // the body, unsealed once unseal ran
+	// body is the pooled buffer raw was read into (nil when not pooled),
+	// given back once the reply is written (releaseBody).
+	body     *[]byte
 	ct       string // its Content-Type
 	sealed   bool   // the request was sealed: so is the reply
 	protocol string // the sealing protocol, for the reply
@@ -226,6 +229,7 @@ func (s *Server) serveWSMan(w http.ResponseWriter, r *http.Request, st *connStat
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	defer x.releaseBody()
 	for _, stage := range []func(*exchange) *reply{
 		s.authenticate, s.authorizeConn, s.readRequest, s.unseal, s.parse, s.recheckCreate, s.dispatch,
 	} {
@@ -473,7 +477,8 @@ func (s *Server) readRequest(x *exchange) *reply {
 	}
 	rc := http.NewResponseController(x.w)
 	_ = rc.SetReadDeadline(time.Now().Add(x.lim.ReadHeaderTimeout + x.lim.BodyTimeout))
-	raw, err := readBody(x.r, maxBody)
+	raw, buf, err := readBody(x.r, maxBody)
+	x.body = buf
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		x.log.Info("reading request body", zap.Error(err))
@@ -555,7 +560,10 @@ func (s *Server) parse(x *exchange) *reply {
 		s.countRequest(x.action, "fault")
 		return s.faultReply(wsman.OperationAborted("The service is shutting down."), env.Header.MessageID, false)
 	}
-	msg, err := wsman.Decode(env)
+	// The exchange owns x.raw: a Send's stdin is decoded over its base64 in
+	// it, and the message's Data aliases it until releaseBody, after the
+	// session layer has answered.
+	msg, err := wsman.DecodeInPlace(env)
 	if err != nil {
 		s.countRequest(x.action, "fault")
 		return s.faultReply(asFault(err), env.Header.MessageID, false)
@@ -635,17 +643,58 @@ func asFault(err error) *wsman.Fault {
 	return wsman.SchemaValidation("The request is not a valid SOAP envelope.")
 }
 
-// readBody reads at most limit+1 bytes of the body, in one allocation when
-// the client declared its length (the envelope hot path).
-func readBody(r *http.Request, limit int) ([]byte, error) {
-	if r.ContentLength > 0 && r.ContentLength <= int64(limit) {
-		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, err
-		}
-		return b, nil
+// Request bodies of pooledBodyMin bytes or more (the Sends of a stdin
+// stream, ~500 KB each) are read into buffers that are reused from one
+// request to the next, sparing the page faults and GC work of a new buffer
+// each time. A buffer goes back once the reply is written, when nothing
+// refers to it any more (the Message's Send data may alias it until
+// then); one of more than pooledBodyMax bytes is not kept. Reuse never
+// shows a previous request's bytes: a body is used only once io.ReadFull
+// has filled all of it.
+var bodyPool sync.Pool // of *[]byte
+
+const (
+	pooledBodyMin = 64 << 10
+	pooledBodyMax = 4 << 20
+)
+
+// readBody reads at most limit+1 bytes of the body, in one buffer when the
+// client declared its length (the envelope hot path). buf, when not nil,
+// is the pooled buffer the body is in, for releaseBody.
+func readBody(r *http.Request, limit int) (body []byte, buf *[]byte, err error) {
+	n := r.ContentLength
+	if n <= 0 || n > int64(limit) {
+		body, err = io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+		return body, nil, err
 	}
-	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if n < pooledBodyMin || n > pooledBodyMax {
+		body = make([]byte, n)
+	} else {
+		buf, _ = bodyPool.Get().(*[]byte)
+		if buf == nil || int64(cap(*buf)) < n {
+			// Rounded up, so that Sends of about the same size share.
+			b := make([]byte, (n+pooledBodyMin-1)/pooledBodyMin*pooledBodyMin)
+			buf = &b
+		}
+		body = (*buf)[:n]
+	}
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		if buf != nil {
+			bodyPool.Put(buf)
+		}
+		return nil, nil, err
+	}
+	return body, buf, nil
+}
+
+// releaseBody gives the exchange's body buffer back to the pool, once its
+// reply is written.
+func (x *exchange) releaseBody() {
+	if x.body != nil {
+		x.raw, x.msg = nil, nil
+		bodyPool.Put(x.body)
+		x.body = nil
+	}
 }
 
 // closer returns the connection's context if it holds resources (CredSSP's

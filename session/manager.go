@@ -85,6 +85,11 @@ type Config struct {
 
 // Request is one authenticated, decoded WS-Management request.
 type Request struct {
+	// Msg is the decoded request. A Send's StreamData.Data may alias the
+	// server's buffer of the request body (wsman.DecodeInPlace), which the
+	// server reuses once Handle has returned: what is kept beyond the call
+	// must be copied (the Send path hands it to the worker or to pwsh
+	// before it returns).
 	Msg         *wsman.Message
 	Identity    *authn.Identity
 	RemoteAddr  string // client IP

@@ -1,6 +1,10 @@
 package wsman
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+)
 
 // Lifting large text nodes.
 //
@@ -156,4 +160,35 @@ func withPlaceholders(data []byte, lifts []lift) []byte {
 		prev = l.end
 	}
 	return append(out, data[prev:]...)
+}
+
+// inPlaceChunk is how much base64 decodeBase64InPlace decodes at a time: a
+// multiple of 4, so that every chunk but the last is whole quanta.
+const inPlaceChunk = 4 << 10
+
+var errPaddingInside = errors.New("base64 padding before the end")
+
+// decodeBase64InPlace decodes standard, padded base64 without line breaks
+// (a lifted text: isBase64Run) over itself and returns the decoded prefix
+// of b. It accepts exactly what base64.StdEncoding.Decode accepts for such
+// input. Each chunk is decoded into a buffer on the stack and then copied
+// down: the output of a chunk ends before the chunk does (3 bytes for every
+// 4), so it overwrites only base64 already read, whatever Decode does with
+// overlapping buffers.
+func decodeBase64InPlace(b []byte) ([]byte, error) {
+	var tmp [inPlaceChunk / 4 * 3]byte
+	n := 0
+	for i := 0; i < len(b); i += inPlaceChunk {
+		chunk := b[i:min(i+inPlaceChunk, len(b))]
+		if i+inPlaceChunk < len(b) && bytes.IndexByte(chunk, '=') >= 0 {
+			// Decode of the whole would refuse data after padding.
+			return nil, errPaddingInside
+		}
+		k, err := base64.StdEncoding.Decode(tmp[:], chunk)
+		if err != nil {
+			return nil, err
+		}
+		n += copy(b[n:], tmp[:k])
+	}
+	return b[:n], nil
 }

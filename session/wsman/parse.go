@@ -84,6 +84,24 @@ type Envelope struct {
 	HeaderElement *etree.Element
 
 	doc *etree.Document
+	// streams holds the text of the rsp:Stream elements that read left in
+	// the body (see streamText); nil when there are none.
+	streams map[*etree.Element]*streamText
+}
+
+// streamText is the text of an rsp:Stream element that read did not copy
+// into the tree: a lifted run of base64 (lift.go) that is the element's
+// whole content, the payload of a Send. The element's only child then holds
+// the placeholder, and the text stays where it is in the bytes Parse read,
+// which Decode decodes from (decodeSend). Only decodeSend reads a request's
+// rsp:Stream text.
+type streamText struct {
+	cd   *etree.CharData // the element's child, holding the placeholder
+	text []byte          // the base64, aliasing the bytes Parse read
+	// data is the decoded text once DecodeInPlace has decoded it over
+	// text (done); text is no longer base64 then.
+	data []byte
+	done bool
 }
 
 // Parse parses and validates a request body (bytes as received, already
@@ -127,11 +145,15 @@ func parseWith(body []byte, contentType string, lim Limits, minLift int) (*Envel
 	if f != nil {
 		return nil, f
 	}
-	doc, f := readDocument(data, lim, minLift)
+	doc, streams, f := readDocument(data, lim, minLift)
 	if f != nil {
 		return nil, f
 	}
-	return build(doc)
+	env, f := build(doc)
+	if env != nil {
+		env.streams = streams
+	}
+	return env, f
 }
 
 func limitFault(code uint32, detail, msg string) *Fault {
@@ -275,19 +297,19 @@ type nsUndo struct {
 // sees (see lift.go), which spares it most of a Send's payload; should the
 // lifted read not prove equivalent to a read of data itself, data is read
 // again as it is. minLift < 1 disables lifting.
-func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, *Fault) {
+func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, map[*etree.Element]*streamText, *Fault) {
 	if minLift < 1 {
-		doc, f, _ := read(data, lim, nil, nil)
-		return doc, f
+		doc, _, f, _ := read(data, lim, nil, nil)
+		return doc, nil, f
 	}
 	if lifts := findLifts(data, minLift); len(lifts) > 0 {
-		doc, f, exact := read(withPlaceholders(data, lifts), lim, data, lifts)
+		doc, streams, f, exact := read(withPlaceholders(data, lifts), lim, data, lifts)
 		if exact {
-			return doc, f
+			return doc, streams, f
 		}
 	}
-	doc, f, _ := read(data, lim, nil, nil)
-	return doc, f
+	doc, _, f, _ := read(data, lim, nil, nil)
+	return doc, nil, f
 }
 
 // read validates data with encoding/xml's strict token stream and builds
@@ -301,7 +323,12 @@ func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, *Fault
 // (tree or fault) is the one reading orig would give: it is false as soon as
 // a lifted span was not read as a whole text token, since the lexer that
 // chose it was then wrong about the context.
-func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, f *Fault, exact bool) {
+//
+// A restored text that is the whole content of an rsp:Stream element is
+// not copied into the tree: streams maps the element to it (streamText),
+// and the tree holds the placeholder. The tree is otherwise the one reading
+// orig gives.
+func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams map[*etree.Element]*streamText, f *Fault, exact bool) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
 	badCharset := ""
@@ -350,8 +377,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 	// looked at a placeholder it did not return as a text token. It reads
 	// a byte too many at times, and puts it back: the offset is then that
 	// byte's, so only an offset short of the placeholder proves it unread.
-	fail := func(f *Fault) (*etree.Document, *Fault, bool) {
-		return nil, f, next == len(lifts) || dec.InputOffset() < int64(lifts[next].at)
+	fail := func(f *Fault) (*etree.Document, map[*etree.Element]*streamText, *Fault, bool) {
+		return nil, nil, f, next == len(lifts) || dec.InputOffset() < int64(lifts[next].at)
 	}
 
 	for {
@@ -368,15 +395,15 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			}
 			return fail(schemaFault("the XML is not well-formed: " + err.Error()))
 		}
-		var text string // the text of a CharData token, lifted text restored
+		var lifted []byte // the original text of a placeholder CharData token
 		if next < len(lifts) {
 			l := lifts[next]
 			end := dec.InputOffset()
 			if _, ok := tok.(xml.CharData); ok && start == int64(l.at) && end == int64(l.at+len(placeholder)) {
-				text = string(orig[l.start:l.end])
+				lifted = orig[l.start:l.end]
 				next++
 			} else if end > int64(l.at) {
-				return nil, nil, false // the placeholder is part of another token
+				return nil, nil, nil, false // the placeholder is part of another token
 			}
 		}
 		isFirst := first
@@ -483,6 +510,11 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			if len(open) == 0 || top.Space != t.Name.Space || top.Tag != t.Name.Local {
 				return fail(schemaFault("the XML is not well-formed: mismatched end tag."))
 			}
+			if st := streams[top]; st != nil && len(top.Child) != 1 {
+				// More than the lifted text: the tree gets it all.
+				st.cd.SetData(string(st.text))
+				delete(streams, top)
+			}
 			open = open[:len(open)-1]
 			m := marks[len(marks)-1]
 			marks = marks[:len(marks)-1]
@@ -505,7 +537,19 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			if len(open) == 0 && !isXMLSpace(t) {
 				return fail(schemaFault("there is text outside the root element."))
 			}
-			if text == "" {
+			if lifted != nil && len(top.Child) == 0 && top.Tag == "Stream" {
+				if uri, _ := resolve(top.Space); uri == NsShell {
+					if streams == nil {
+						streams = make(map[*etree.Element]*streamText)
+					}
+					streams[top] = &streamText{cd: top.CreateText(placeholder), text: lifted}
+					break
+				}
+			}
+			var text string
+			if lifted != nil {
+				text = string(lifted)
+			} else {
 				text = string(t)
 			}
 			top.CreateText(text).SetData(text) // SetData flags whitespace, as etree's reader does
@@ -524,7 +568,7 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 		}
 	}
 	if next != len(lifts) {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if len(open) != 0 {
 		return fail(schemaFault("the XML is not well-formed: unexpected end of document."))
@@ -532,7 +576,7 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 	if !sawRoot {
 		return fail(schemaFault("the request has no root element."))
 	}
-	return doc, nil, true
+	return doc, streams, nil, true
 }
 
 // checkName enforces the name length limit and XML namespace

@@ -1,6 +1,7 @@
 package wsman
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strconv"
 	"strings"
@@ -61,8 +62,10 @@ type CommandLine struct {
 // StreamData is one rsp:Stream of a Send.
 type StreamData struct {
 	Name, CommandID string // attributes as sent
-	Data            []byte // the decoded base64 text
-	End             bool   // End="true" (any case)
+	// Data is the decoded base64 text. After DecodeInPlace it may alias
+	// the bytes given to Parse (see there).
+	Data []byte
+	End  bool // End="true" (any case)
 }
 
 // Send is the body of a Send: rsp:Send.
@@ -110,16 +113,34 @@ const (
 )
 
 // Decode turns a parsed envelope into a Message. The error is always a
-// *Fault (InvalidParameter or SchemaValidation) naming the element.
+// *Fault (InvalidParameter or SchemaValidation) naming the element. The
+// Message shares no memory with the bytes given to Parse.
 func Decode(env *Envelope) (*Message, error) {
-	m, f := decode(env)
+	m, f := decode(env, false)
 	if f != nil {
 		return nil, f
 	}
 	return m, nil
 }
 
-func decode(env *Envelope) (*Message, *Fault) {
+// DecodeInPlace is Decode for a caller that owns the bytes it gave Parse:
+// the base64 of a Send's rsp:Stream that Parse left in those bytes (a
+// lifted text, the whole content of the element; see streamText) is
+// decoded over itself, and that StreamData.Data aliases them. The bytes
+// are overwritten, so no one else may read them, and the Message's Data is
+// valid only as long as the caller keeps the bytes unchanged (the server
+// recycles a request's buffer once the session layer has answered it).
+// Decoding the envelope again gives the same Data (DecodeInPlace) or a
+// copy of it (Decode).
+func DecodeInPlace(env *Envelope) (*Message, error) {
+	m, f := decode(env, true)
+	if f != nil {
+		return nil, f
+	}
+	return m, nil
+}
+
+func decode(env *Envelope, inPlace bool) (*Message, *Fault) {
 	m := &Message{Header: env.Header}
 	b := env.Body
 	var f *Fault
@@ -134,7 +155,7 @@ func decode(env *Envelope) (*Message, *Fault) {
 		}
 	case ActionSend:
 		if Is(b, NsShell, "Send") {
-			m.Body, f = decodeSend(b)
+			m.Body, f = decodeSend(env, b, inPlace)
 		}
 	case ActionReceive:
 		if Is(b, NsShell, "Receive") {
@@ -263,14 +284,32 @@ func decodeCommandLine(b *etree.Element) *CommandLine {
 	return c
 }
 
-func decodeSend(b *etree.Element) (*Send, *Fault) {
+func decodeSend(env *Envelope, b *etree.Element, inPlace bool) (*Send, *Fault) {
 	streams := Children(b, NsShell, "Stream")
 	if len(streams) > MaxSendStreams {
 		return nil, InvalidParameter("Too many streams in one Send.")
 	}
 	s := &Send{Streams: make([]StreamData, 0, len(streams))}
 	for _, e := range streams {
-		data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(e.Text()))
+		var data []byte
+		var err error
+		switch st := env.streams[e]; {
+		case st == nil:
+			data, err = base64.StdEncoding.DecodeString(strings.TrimSpace(e.Text()))
+		case st.done && inPlace:
+			data = st.data
+		case st.done:
+			data = bytes.Clone(st.data)
+		case inPlace:
+			if data, err = decodeBase64InPlace(st.text); err == nil {
+				st.data, st.done = data, true
+			}
+		default:
+			data = make([]byte, base64.StdEncoding.DecodedLen(len(st.text)))
+			var n int
+			n, err = base64.StdEncoding.Decode(data, st.text)
+			data = data[:n]
+		}
 		if err != nil {
 			return nil, InvalidParameter("The stream data is not valid base64.")
 		}

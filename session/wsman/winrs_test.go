@@ -1,6 +1,7 @@
 package wsman
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -129,11 +130,15 @@ func roundTrip(t testing.TB, m *Message) *Message {
 func FuzzDecode(f *testing.F) {
 	addParseSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte, ct string) {
+		orig := bytes.Clone(data)
 		env, err := Parse(data, ct, DefaultLimits())
 		if err != nil || env.IsIdentify {
 			return // FuzzParse covers these
 		}
 		m, err := Decode(env)
+		if !bytes.Equal(data, orig) {
+			t.Fatal("Parse or Decode changed the request bytes")
+		}
 		if err != nil {
 			fl, ok := err.(*Fault)
 			if !ok || fl.Code == 0 || fl.Reason == "" {
@@ -141,6 +146,15 @@ func FuzzDecode(f *testing.F) {
 			}
 			wellFormed(t, FaultEnvelope(fl, "", "machine"))
 			return
+		}
+		// Decoded in place, from a copy of the bytes: the same Message.
+		env2, err := Parse(bytes.Clone(data), ct, DefaultLimits())
+		if err != nil {
+			t.Fatalf("second Parse: %v", err)
+		}
+		m2, err := DecodeInPlace(env2)
+		if err != nil || !reflect.DeepEqual(m2.Body, m.Body) {
+			t.Fatalf("DecodeInPlace differs from Decode: %v\n got %#v\nwant %#v", err, m2, m.Body)
 		}
 		back := roundTrip(t, m)
 		if !reflect.DeepEqual(back.Body, m.Body) {
