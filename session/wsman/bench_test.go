@@ -68,7 +68,7 @@ func BenchmarkParseSend500K(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if st := env.streams[Child(env.Body, NsShell, "Stream")]; st == nil || len(st.text) != 500000 {
+		if st := env.streamOf(Child(env.Body, NsShell, "Stream")); st == nil || len(st.text) != 500000 {
 			b.Fatal("stream text lost")
 		}
 	}

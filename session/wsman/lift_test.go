@@ -58,9 +58,10 @@ func checkLift(t *testing.T, data []byte, lim Limits) int {
 // restoreStreams puts the text read left in the body back into the tree,
 // which is then the one a plain read gives. Each element's only child must
 // be the placeholder.
-func restoreStreams(t *testing.T, streams map[*etree.Element]*streamText) {
+func restoreStreams(t *testing.T, streams []streamText) {
 	t.Helper()
-	for e, st := range streams {
+	for _, st := range streams {
+		e := st.elem
 		if !Is(e, NsShell, "Stream") || len(e.Child) != 1 || e.Child[0] != st.cd || st.cd.Data != placeholder || st.done {
 			t.Fatalf("stream text of %s kept out of a tree it is not alone in", e.FullTag())
 		}
@@ -178,7 +179,7 @@ func TestLift(t *testing.T) {
 // streamTextOf is the text of env's first rsp:Send/rsp:Stream, which must
 // have been left in the body.
 func streamTextOf(env *Envelope) string {
-	st := env.streams[Child(env.Body, NsShell, "Stream")]
+	st := env.streamOf(Child(env.Body, NsShell, "Stream"))
 	if st == nil {
 		return "(in the tree: " + Text(Child(env.Body, NsShell, "Stream")) + ")"
 	}

@@ -85,8 +85,8 @@ type Envelope struct {
 
 	doc *etree.Document
 	// streams holds the text of the rsp:Stream elements that read left in
-	// the body (see streamText); nil when there are none.
-	streams map[*etree.Element]*streamText
+	// the body (see streamText), in document order.
+	streams []streamText
 }
 
 // streamText is the text of an rsp:Stream element that read did not copy
@@ -96,12 +96,23 @@ type Envelope struct {
 // which Decode decodes from (decodeSend). Only decodeSend reads a request's
 // rsp:Stream text.
 type streamText struct {
-	cd   *etree.CharData // the element's child, holding the placeholder
+	elem *etree.Element
+	cd   *etree.CharData // elem's only child, holding the placeholder
 	text []byte          // the base64, aliasing the bytes Parse read
 	// data is the decoded text once DecodeInPlace has decoded it over
 	// text (done); text is no longer base64 then.
 	data []byte
 	done bool
+}
+
+// streamOf returns the text read left in the body for element e, or nil.
+func (env *Envelope) streamOf(e *etree.Element) *streamText {
+	for i := range env.streams {
+		if env.streams[i].elem == e {
+			return &env.streams[i]
+		}
+	}
+	return nil
 }
 
 // Parse parses and validates a request body (bytes as received, already
@@ -297,7 +308,7 @@ type nsUndo struct {
 // sees (see lift.go), which spares it most of a Send's payload; should the
 // lifted read not prove equivalent to a read of data itself, data is read
 // again as it is. minLift < 1 disables lifting.
-func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, map[*etree.Element]*streamText, *Fault) {
+func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, []streamText, *Fault) {
 	if minLift < 1 {
 		doc, _, f, _ := read(data, lim, nil, nil)
 		return doc, nil, f
@@ -328,7 +339,7 @@ func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, map[*e
 // not copied into the tree: streams maps the element to it (streamText),
 // and the tree holds the placeholder. The tree is otherwise the one reading
 // orig gives.
-func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams map[*etree.Element]*streamText, f *Fault, exact bool) {
+func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams []streamText, f *Fault, exact bool) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
 	badCharset := ""
@@ -348,13 +359,21 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 	}
 
 	type attrKey struct{ space, local string }
+	// The stacks start in these arrays: a request nests a few levels deep
+	// and declares a few prefixes.
 	var (
-		open     []*etree.Element // open elements, innermost last
-		top      = &doc.Element   // where the next token goes
-		marks    []int
-		undo     []nsUndo
-		bindings = map[string]string{}
-		keys     []attrKey
+		openBuf  [16]*etree.Element
+		marksBuf [16]int
+		undoBuf  [16]nsUndo
+		keysBuf  [8]attrKey
+	)
+	var (
+		open     = openBuf[:0]  // open elements, innermost last
+		top      = &doc.Element // where the next token goes
+		marks    = marksBuf[:0]
+		undo     = undoBuf[:0]
+		bindings = make(map[string]string, 8)
+		keys     = keysBuf[:0]
 		elements int
 		first    = true
 		sawRoot  bool
@@ -377,7 +396,7 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 	// looked at a placeholder it did not return as a text token. It reads
 	// a byte too many at times, and puts it back: the offset is then that
 	// byte's, so only an offset short of the placeholder proves it unread.
-	fail := func(f *Fault) (*etree.Document, map[*etree.Element]*streamText, *Fault, bool) {
+	fail := func(f *Fault) (*etree.Document, []streamText, *Fault, bool) {
 		return nil, nil, f, next == len(lifts) || dec.InputOffset() < int64(lifts[next].at)
 	}
 
@@ -510,10 +529,15 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			if len(open) == 0 || top.Space != t.Name.Space || top.Tag != t.Name.Local {
 				return fail(schemaFault("the XML is not well-formed: mismatched end tag."))
 			}
-			if st := streams[top]; st != nil && len(top.Child) != 1 {
-				// More than the lifted text: the tree gets it all.
-				st.cd.SetData(string(st.text))
-				delete(streams, top)
+			if len(streams) > 0 && len(top.Child) > 1 {
+				// A stream's lifted text and more: the tree gets it all.
+				for i := len(streams) - 1; i >= 0; i-- {
+					if st := &streams[i]; st.elem == top {
+						st.cd.SetData(string(st.text))
+						streams = append(streams[:i], streams[i+1:]...)
+						break
+					}
+				}
 			}
 			open = open[:len(open)-1]
 			m := marks[len(marks)-1]
@@ -539,10 +563,7 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			}
 			if lifted != nil && len(top.Child) == 0 && top.Tag == "Stream" {
 				if uri, _ := resolve(top.Space); uri == NsShell {
-					if streams == nil {
-						streams = make(map[*etree.Element]*streamText)
-					}
-					streams[top] = &streamText{cd: top.CreateText(placeholder), text: lifted}
+					streams = append(streams, streamText{elem: top, cd: top.CreateText(placeholder), text: lifted})
 					break
 				}
 			}

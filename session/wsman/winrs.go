@@ -293,7 +293,7 @@ func decodeSend(env *Envelope, b *etree.Element, inPlace bool) (*Send, *Fault) {
 	for _, e := range streams {
 		var data []byte
 		var err error
-		switch st := env.streams[e]; {
+		switch st := env.streamOf(e); {
 		case st == nil:
 			data, err = base64.StdEncoding.DecodeString(strings.TrimSpace(e.Text()))
 		case st.done && inPlace:
