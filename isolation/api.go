@@ -183,7 +183,9 @@ type Worker interface {
 	// an error wrapping ErrStartFailed means the program could not be run.
 	Start(ctx context.Context, spec CommandSpec) error
 	// Stdin queues data for the command's stdin; eof closes it after the data.
-	// It returns once the worker accepted the data (bounded queue).
+	// It returns once the data is written to the worker (the caller may reuse
+	// it); the command's next Stdin first waits until the worker accepted the
+	// last frame, so each command has at most one frame (1 MiB) in flight.
 	Stdin(ctx context.Context, commandID string, data []byte, eof bool) error
 	// Signal delivers a signal to the command's process group.
 	Signal(commandID string, sig Signal) error

@@ -332,10 +332,12 @@ func (h *workerHandle) Stdin(ctx context.Context, id string, data []byte, eof bo
 		if err := h.sendStdin(id, last && eof, chunk); err != nil {
 			return err
 		}
-		if err := h.waitAck(ctx, id, c); err != nil {
-			return err
-		}
 		if last {
+			// The frame is in the socket (data may be reused now); its
+			// acknowledgement is waited for by the command's next Stdin,
+			// at the top of the loop, so one frame per command is in
+			// flight and the client's next Send overlaps the worker's
+			// write into the pipe (0.3 ms of a 375 KB Send).
 			return nil
 		}
 	}

@@ -267,7 +267,8 @@ func TestHandleFlow(t *testing.T) {
 		t.Fatalf("credit %#v", m)
 	}
 
-	// Stdin waits for its acknowledgement; big data goes in 1 MiB frames.
+	// Big data goes in 1 MiB frames, each sent once the last is
+	// acknowledged; Stdin returns once its last frame is written.
 	errc := make(chan error, 1)
 	go func() { errc <- f.h.Stdin(ctx, "C1", make([]byte, maxStdinChunk+10), false) }()
 	m1 := f.recv().(msgStdin)
@@ -276,7 +277,7 @@ func TestHandleFlow(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		t.Fatalf("Stdin returned before its acknowledgement: %v", err)
+		t.Fatalf("Stdin returned before its first frame's acknowledgement: %v", err)
 	case <-time.After(50 * time.Millisecond):
 	}
 	f.send(msgStdinAck{ID: "C1"})
@@ -284,28 +285,29 @@ func TestHandleFlow(t *testing.T) {
 	if len(m2.Data) != 10 || m2.EOF {
 		t.Fatalf("second stdin frame: %d bytes eof=%v", len(m2.Data), m2.EOF)
 	}
-	f.send(msgStdinAck{ID: "C1"})
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	// A cancelled Stdin: the next one waits for the late acknowledgement.
+	// The next Stdin sends nothing before the last frame's acknowledgement;
+	// a caller cancelled while it waits gets its context's error and sends
+	// nothing.
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { errc <- f.h.Stdin(cctx, "C1", []byte("x"), false) }()
-	f.recv()
+	time.Sleep(50 * time.Millisecond)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Stdin: %v", err)
 	}
 	go func() { errc <- f.h.Stdin(ctx, "C1", []byte("y"), true) }()
 	time.Sleep(50 * time.Millisecond) // it must not send before the late ack
-	f.send(msgStdinAck{ID: "C1"})     // for "x"
+	f.send(msgStdinAck{ID: "C1"})     // for the second frame
 	if m := f.recv().(msgStdin); string(m.Data) != "y" || !m.EOF {
 		t.Fatalf("after the late ack: %#v", m)
 	}
-	f.send(msgStdinAck{ID: "C1"})
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	f.send(msgStdinAck{ID: "C1"})
 	if err := f.h.Stdin(ctx, "C1", []byte("z"), false); err != nil { // after eof: dropped
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func (p *PwshProcess) tailLocked() string {
 func (p *PwshProcess) Read(b []byte) (int, error) { return p.pr.Read(b) }
 
 // WriteLine writes one line (which must end in '\n') to pwsh's stdin and
-// returns once the worker accepted it.
+// returns once it is written to the worker (Worker.Stdin).
 func (p *PwshProcess) WriteLine(ctx context.Context, line []byte) error {
 	if len(line) == 0 || line[len(line)-1] != '\n' {
 		return errors.New("isolation: WriteLine needs one '\\n'-terminated line")
