@@ -119,7 +119,7 @@ func watchdogMain() int {
 	}
 	if len(killed) > 0 {
 		sort.Strings(killed)
-		logf("the daemon is gone: killed and removed %d shell cgroup(s): %v", len(killed), killed)
+		logf("the daemon is gone: killed and removed %d cgroup(s) of shells and pre-started workers: %v", len(killed), killed)
 	}
 	return 0
 }

@@ -926,8 +926,9 @@ func TestSecurityUnreadOutput(t *testing.T) {
 
 // stoppedWorkerShell starts a shell of w.admin on d with a long command and
 // SIGSTOPs its worker, as its user may (same uid), so that the worker never
-// acts on its parent-death signal.
-func stoppedWorkerShell(t *testing.T, d *Daemon) {
+// acts on its parent-death signal. It returns the name of the shell's cgroup
+// (a pre-started worker's keeps its pool-<random> name).
+func stoppedWorkerShell(t *testing.T, d *Daemon) string {
 	t.Helper()
 	sh, err := createShell(basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password})
 	if err != nil {
@@ -949,10 +950,24 @@ func stoppedWorkerShell(t *testing.T, d *Daemon) {
 	if worker == 0 {
 		t.Fatalf("no worker of %s", w.admin.Name)
 	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", worker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var group string
+	for _, line := range strings.Split(string(cg), "\n") {
+		if _, after, ok := strings.Cut(line, "/winrmd/"); ok && after != "" {
+			group = after
+		}
+	}
+	if group == "" {
+		t.Fatalf("worker %d is in no shell cgroup of the daemon:\n%s", worker, cg)
+	}
 	if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { killUserProcesses(w.admin.Name, 5*time.Second) })
+	return group
 }
 
 // watchdogOf is d's watchdog process (0: none).
@@ -975,7 +990,7 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 	secRow(t, "sigstopped_worker_kill9_daemon", func(t *testing.T) {
 		d := startDaemon(t, nil)
 		d.expectExit = true
-		stoppedWorkerShell(t, d)
+		group := stoppedWorkerShell(t, d)
 		wdog := watchdogOf(d)
 		if wdog == 0 {
 			t.Errorf("the daemon has no watchdog process")
@@ -993,8 +1008,16 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		}
 		// Another daemon's start-up (parallel tests) could reap the group
 		// too; the watchdog's own word says it did not depend on that.
-		if b, _ := os.ReadFile(d.Stderr); !bytes.Contains(b, []byte("the daemon is gone: killed and removed 1 shell cgroup(s)")) {
-			executed(t, "no watchdog killed the dead daemon's shell cgroup:\n%s", tail(d.Stderr, 5))
+		// It lists the shell's group (beside the pre-started workers').
+		b, _ := os.ReadFile(d.Stderr)
+		killedLine := ""
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "the daemon is gone: killed and removed") {
+				killedLine = line
+			}
+		}
+		if !strings.Contains(killedLine, group) {
+			executed(t, "no watchdog killed the dead daemon's shell cgroup %s:\n%s", group, tail(d.Stderr, 5))
 		}
 	})
 	// The watchdog killed with the daemon (one OOM kill after another): the
