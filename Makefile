@@ -43,6 +43,7 @@ all: build
 
 build: build-deps
 	$(GO) build -trimpath -o $(BIN) ./cmd/winrmd
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/winrmd-worker ./cmd/winrmd-worker
 	@$(BIN) version
 
 # The build's own prerequisites (BUILD_APT_PKGS), checked by the files the

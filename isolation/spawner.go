@@ -29,7 +29,9 @@ import (
 
 // SpawnerOptions configure NewSpawner.
 type SpawnerOptions struct {
-	// Exe is the binary re-executed as `Exe worker`; "" means /proc/self/exe.
+	// Exe is the binary executed as `Exe worker`; "" means WorkerBinary
+	// beside the daemon's executable when it is installed safely
+	// (findWorkerBinary), else /proc/self/exe (and always in sidecar mode).
 	Exe string
 	// Lab runs every worker as the daemon's own user, with no credential
 	// change (unprivileged lab mode). The request's Account is then only
@@ -109,13 +111,23 @@ func NewSpawner(opts SpawnerOptions) (Spawner, error) {
 
 func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger}
-	if s.exe == "" {
-		s.exe = "/proc/self/exe"
-	}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
 	s.log = s.log.Named("isolation")
+	if s.exe == "" {
+		s.exe = "/proc/self/exe"
+		// A sidecar worker is exec'd inside the target's mount namespace,
+		// where only /proc/self/exe still names a binary of ours.
+		if opts.Sidecar == "" {
+			switch p, err := findWorkerBinary(); {
+			case err == nil:
+				s.exe = p
+			case !errors.Is(err, os.ErrNotExist):
+				s.log.Warn("not running "+WorkerBinary+"; workers re-execute the daemon instead", zap.Error(err))
+			}
+		}
+	}
 	if !opts.Lab && os.Geteuid() != 0 {
 		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
 	}
@@ -162,7 +174,7 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	if opts.PrestartedWorkers > 0 && s.sc == nil {
 		s.pool = newWorkerPool(s, opts.PrestartedWorkers, opts.PrestartNewPrivileges && !s.nnpInherited)
 	}
-	fields := []zap.Field{zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab),
+	fields := []zap.Field{zap.String("worker_binary", s.exe), zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab),
 		zap.Int("prestarted_workers", opts.PrestartedWorkers)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
@@ -172,6 +184,52 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.log.Info("isolation ready", fields...)
 	}
 	return s, nil
+}
+
+// WorkerBinary is the worker-only program (cmd/winrmd-worker) the spawner
+// runs when it is installed beside the daemon's binary: the same worker code
+// as `winrmd worker`, without the daemon's packages, so a worker starts in
+// less CPU and keeps less memory (BENCH.md). Both come from one build
+// (make build, the package, the image); a worker speaking another protocol
+// version is refused at Hello.
+const WorkerBinary = "winrmd-worker"
+
+// findWorkerBinary returns WorkerBinary beside the daemon's executable, if it
+// is there and only its owner (root or the daemon's user) can change it or
+// its directory: the daemon runs it as root before the privilege drop.
+// os.ErrNotExist when it is not installed.
+func findWorkerBinary() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return "", err
+	}
+	return workerBinaryIn(filepath.Dir(self))
+}
+
+// workerBinaryIn is findWorkerBinary for the directory dir.
+func workerBinaryIn(dir string) (string, error) {
+	p := filepath.Join(dir, WorkerBinary)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("%s is not an executable file", p)
+	}
+	for _, f := range []string{p, filepath.Dir(p)} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) || fi.Mode().Perm()&0o022 != 0 {
+			return "", fmt.Errorf("%s must be owned by root or the daemon's user and writable by its owner only", f)
+		}
+	}
+	return p, nil
 }
 
 // startedWithNoNewPrivs: the process had no_new_privs when it started.

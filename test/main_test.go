@@ -30,19 +30,22 @@ const userPrefix = "wrmde2e"
 // world is what every test shares: the binary, the users, the store, the
 // certificate. It is set up once, on first use, and torn down by TestMain.
 type world struct {
-	root    string // repository root
-	bin     string // winrmd binary
-	work    string // base directory (0755, so test users can traverse it)
-	python  string // the venv's python
-	store   string // account store holding the users below
-	cert    string
-	key     string
-	admin   *testUser // in winrm-remote-users
-	admin2  *testUser // in winrm-remote-users (another identity for cross-user checks)
-	plain   *testUser // in no allowed group
-	guess   *testUser // in winrm-remote-users; the target of refused logons (so lockouts hit no other account)
-	created bool      // we created adminGroup
-	err     error     // set-up failure, reported by every test
+	root string // repository root
+	bin  string // winrmd binary
+	// workerBin is the worker-only binary beside bin (absent with a
+	// WINRMD_BIN that has none: the daemon then re-executes itself).
+	workerBin string
+	work      string // base directory (0755, so test users can traverse it)
+	python    string // the venv's python
+	store     string // account store holding the users below
+	cert      string
+	key       string
+	admin     *testUser // in winrm-remote-users
+	admin2    *testUser // in winrm-remote-users (another identity for cross-user checks)
+	plain     *testUser // in no allowed group
+	guess     *testUser // in winrm-remote-users; the target of refused logons (so lockouts hit no other account)
+	created   bool      // we created adminGroup
+	err       error     // set-up failure, reported by every test
 }
 
 var (
@@ -137,7 +140,20 @@ func setup() error {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/winrmd: %v\n%s", err, out)
 		}
+		// The worker-only binary beside it, as make build and the package
+		// install it: the daemons under test run their shells in it (with
+		// the race detector too, when the daemon has it).
+		wargs := []string{"build", "-trimpath", "-o", filepath.Join(w.work, "winrmd-worker")}
+		if os.Getenv("WINRMD_E2E_RACE") == "1" {
+			wargs = append(wargs, "-race")
+		}
+		cmd = exec.Command("go", append(wargs, "./cmd/winrmd-worker")...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./cmd/winrmd-worker: %v\n%s", err, out)
+		}
 	}
+	w.workerBin = filepath.Join(filepath.Dir(w.bin), "winrmd-worker")
 	// Workers re-execute the binary as the test users: it must be reachable.
 	if err := os.Chmod(filepath.Dir(w.bin), 0o755); err != nil && !os.IsPermission(err) {
 		return err

@@ -260,7 +260,7 @@ func ourProcs() []proc {
 		switch {
 		case uids[p.UID]:
 			out = append(out, p)
-		case p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) && !p.isIdlePooled(daemons):
+		case p.isWorker() && (p.Exe == w.bin || p.Exe == w.workerBin || daemons[p.PPID]) && !p.isIdlePooled(daemons):
 			out = append(out, p)
 		}
 	}
@@ -305,7 +305,7 @@ func workerProcs() []proc {
 	var out []proc
 	daemons := daemonPIDs()
 	for _, p := range listProcs() {
-		if p.isWorker() && (p.Exe == w.bin || daemons[p.PPID]) && !p.isIdlePooled(daemons) {
+		if p.isWorker() && (p.Exe == w.bin || p.Exe == w.workerBin || daemons[p.PPID]) && !p.isIdlePooled(daemons) {
 			out = append(out, p)
 		}
 	}

@@ -21,7 +21,12 @@ umask 022
 # keeps its module list for `go version -m`.
 CGO_ENABLED=1 $GO build -trimpath -buildmode=pie -ldflags "-s -w -X main.Version=$VERSION" -o "$root/usr/sbin/winrmd" ./cmd/winrmd
 "$root/usr/sbin/winrmd" version | grep -q 'PAM: yes' || { echo "make deb: the binary has no PAM (cgo off?)" >&2; exit 1; }
+# The shell worker alone (cmd/winrmd-worker), which the daemon runs from
+# beside itself: static and not PIE, so a worker loads nothing and relocates
+# nothing at start (BENCH.md: start CPU and memory per idle shell).
+CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w" -o "$root/usr/sbin/winrmd-worker" ./cmd/winrmd-worker
 
+install -D -m 0644 "$SRC/lintian-overrides" "$root/usr/share/lintian/overrides/winrmd"
 install -D -m 0644 deploy/winrmd.service "$root/lib/systemd/system/winrmd.service"
 install -D -m 0644 deploy/pam.winrmd "$root/etc/pam.d/winrmd"
 install -d -m 0755 "$root/etc/winrmd"

@@ -35,6 +35,7 @@ mkdir -p "$rootfs"/{bin,usr/sbin,etc/winrmd,root,home,proc,sys,dev,run}
 install -d -m 1777 "$rootfs/tmp"
 CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w -X main.Version=$VERSION" -o "$rootfs/usr/sbin/winrmd" ./cmd/winrmd
 if ldd "$rootfs/usr/sbin/winrmd" >/dev/null 2>&1; then echo "make image: winrmd is not static" >&2; exit 1; fi
+CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w" -o "$rootfs/usr/sbin/winrmd-worker" ./cmd/winrmd-worker
 install -m 0755 "$BUSYBOX" "$rootfs/bin/busybox"
 ln -s busybox "$rootfs/bin/sh"
 install -m 0644 deploy/image/winrmd.yaml "$rootfs/etc/winrmd/winrmd.yaml"

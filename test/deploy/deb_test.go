@@ -118,7 +118,7 @@ func TestDebInstallServePurge(t *testing.T) {
 	if out, err := inRoot(t, root, "", "getent", "group", "winrm-remote-users"); err != nil {
 		t.Errorf("postinst did not create winrm-remote-users: %v %s", err, out)
 	}
-	for _, f := range []string{"/etc/winrmd/cert.pem", "/etc/winrmd/key.pem", "/usr/sbin/winrmd", "/etc/pam.d/winrmd", "/lib/systemd/system/winrmd.service"} {
+	for _, f := range []string{"/etc/winrmd/cert.pem", "/etc/winrmd/key.pem", "/usr/sbin/winrmd", "/usr/sbin/winrmd-worker", "/etc/pam.d/winrmd", "/lib/systemd/system/winrmd.service"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("after install: %v", err)
 		}
@@ -229,6 +229,11 @@ func TestDebInstallServePurge(t *testing.T) {
 		t.Errorf("pywinrm NTLM over HTTP, id: ok=%v exit=%v stdout=%q stderr=%q error=%s %s", r.OK, r.ExitCode, r.Stdout, r.Stderr, r.ErrorType, r.Error)
 	} else {
 		t.Logf("pywinrm NTLM (HTTP, sealed) id: %s", strings.TrimSpace(string(r.Stdout)))
+	}
+	// The shell ran in the package's worker-only binary, not a re-exec of
+	// the daemon.
+	if !strings.Contains(logb.String(), `"worker_binary":"/usr/sbin/winrmd-worker"`) {
+		t.Errorf("the installed daemon does not run /usr/sbin/winrmd-worker for its shells:\n%s", logb.String())
 	}
 	// Basic: an account in the store is answered by the store alone; with
 	// the account removed from it, PAM (the package's /etc/pam.d/winrmd,

@@ -60,11 +60,13 @@ func TestImage(t *testing.T) {
 		}
 		return nil
 	})
-	if got := strings.Join(files, " "); got != "/bin/busybox /bin/sh /etc/group /etc/passwd /etc/winrmd/winrmd.yaml /usr/sbin/winrmd" {
+	if got := strings.Join(files, " "); got != "/bin/busybox /bin/sh /etc/group /etc/passwd /etc/winrmd/winrmd.yaml /usr/sbin/winrmd /usr/sbin/winrmd-worker" {
 		t.Errorf("image files: %s", got)
 	}
-	if out, err := exec.Command("ldd", filepath.Join(rootfs, "usr/sbin/winrmd")).CombinedOutput(); err == nil {
-		t.Errorf("the image's winrmd is dynamically linked:\n%s", out)
+	for _, b := range []string{"usr/sbin/winrmd", "usr/sbin/winrmd-worker"} {
+		if out, err := exec.Command("ldd", filepath.Join(rootfs, b)).CombinedOutput(); err == nil {
+			t.Errorf("the image's %s is dynamically linked:\n%s", b, out)
+		}
 	}
 
 	// What an operator mounts: made with the host's winrmd.
