@@ -167,7 +167,13 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
 	}
 	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
-		if cg.watch, err = startWatchdog(cg, s.exe, s.log); err != nil {
+		// The watchdog is a mode of the daemon's own binary, not of
+		// WorkerBinary.
+		watchExe := opts.Exe
+		if watchExe == "" {
+			watchExe = "/proc/self/exe"
+		}
+		if cg.watch, err = startWatchdog(cg, watchExe, s.log); err != nil {
 			return nil, err
 		}
 	}

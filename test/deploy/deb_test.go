@@ -235,6 +235,11 @@ func TestDebInstallServePurge(t *testing.T) {
 	if !strings.Contains(logb.String(), `"worker_binary":"/usr/sbin/winrmd-worker"`) {
 		t.Errorf("the installed daemon does not run /usr/sbin/winrmd-worker for its shells:\n%s", logb.String())
 	}
+	// Its watchdog (a mode of the daemon's own binary, where there are
+	// cgroups) does not end and restart.
+	if strings.Contains(logb.String(), "the watchdog ended while the daemon runs") {
+		t.Errorf("the installed daemon's watchdog is not running:\n%s", logb.String())
+	}
 	// Basic: an account in the store is answered by the store alone; with
 	// the account removed from it, PAM (the package's /etc/pam.d/winrmd,
 	// the root's common-auth and /etc/shadow) must accept the account's
