@@ -21,7 +21,8 @@
 //     the worker), chosen once when the spawner starts; its header gives
 //     the reasons and the numbers.
 //
-// The worker (the unprivileged child, `winrmd worker`):
+// The worker (the unprivileged child: `winrmd-worker worker` where that binary,
+// cmd/winrmd-worker, is installed beside the daemon, else `winrmd worker`):
 //   - worker_main.go: start-up: fd 3, the Hello/Setup handshake, the
 //     privilege drop's caller, warm threads, the environment.
 //   - drop.go: the privilege drop, small, ordered and verified (its check

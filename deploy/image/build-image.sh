@@ -4,6 +4,7 @@
 #   /usr/sbin/winrmd            static (CGO_ENABLED=0: no PAM, accounts from
 #                               /etc/passwd and /etc/group; `winrmd version`
 #                               says so)
+#   /usr/sbin/winrmd-worker     the shell worker alone, static (cmd/winrmd-worker)
 #   /bin/busybox, /bin/sh       the shell the worker starts commands with
 #                               (`/bin/sh -c`), busybox-static: nothing else
 #   /etc/winrmd/winrmd.yaml     deploy/image/winrmd.yaml
