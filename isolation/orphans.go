@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -16,7 +17,8 @@ import (
 // runs), so a group is only touched when no live daemon owns it:
 //
 //   - a group whose worker's parent is a live process running the same
-//     binary as the worker (a daemon and its workers are one executable)
+//     binary as the worker (a daemon re-executing itself), or whose worker
+//     runs the WorkerBinary installed beside the parent's executable,
 //     belongs to that daemon and is left alone;
 //   - an empty group is removed only when older than orphanMinAge, so a
 //     group another daemon made a moment ago, before adding its worker, is
@@ -92,6 +94,16 @@ func ownedByLiveDaemon(pids []int) bool {
 		pexe, err2 := os.Stat("/proc/" + strconv.Itoa(pp) + "/exe")
 		if err1 == nil && err2 == nil && os.SameFile(exe, pexe) {
 			return true
+		}
+		// Or the worker binary installed beside the parent's executable
+		// (WorkerBinary, findWorkerBinary): that daemon's worker too.
+		if err1 == nil {
+			if pl, err := os.Readlink("/proc/" + strconv.Itoa(pp) + "/exe"); err == nil {
+				sib := filepath.Join(filepath.Dir(strings.TrimSuffix(pl, " (deleted)")), WorkerBinary)
+				if fi, err := os.Stat(sib); err == nil && os.SameFile(exe, fi) {
+					return true
+				}
+			}
 		}
 	}
 	return false

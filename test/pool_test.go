@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,5 +112,52 @@ func TestPrestartedWorkersTwoUsers(t *testing.T) {
 	}
 	if got := m["winrmd_prestarted_workers_idle"]; got != size {
 		t.Errorf("winrmd_prestarted_workers_idle = %v, want %d", got, size)
+	}
+}
+
+// A daemon's start-up reaps the shell cgroups no live daemon owns; a shell
+// of another live daemon, running in the worker binary and taken from its
+// pool, is owned and must survive it (the CI's attack suite lost its victim
+// shell to exactly that before the orphan check knew the worker binary).
+func TestSecondDaemonKeepsFirstDaemonsShells(t *testing.T) {
+	need(t)
+	if _, err := os.Stat(w.workerBin); err != nil {
+		t.Skipf("no worker binary beside %s: %v", w.bin, err)
+	}
+	d1 := startDaemon(t, nil)
+	sh, err := createShell(basicClient{d1.HTTPS, true, w.admin.Name, w.admin.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := sh.command("echo ready; sleep 3011")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relReceiveUntil(sh, id, "ready", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	alive := func() bool {
+		for _, p := range userProcs(w.admin.UID) {
+			if strings.Contains(strings.Join(p.Args, " "), "sleep 3011") {
+				return true
+			}
+		}
+		return false
+	}
+	idle := len(idlePooledOf(d1))
+	if !alive() {
+		t.Fatal("precondition: the first daemon's command does not run")
+	}
+	startDaemon(t, nil) // its start-up reaps orphaned shell cgroups
+	time.Sleep(500 * time.Millisecond)
+	if !alive() {
+		t.Errorf("a second daemon's start-up killed the first daemon's shell")
+	}
+	if n := len(idlePooledOf(d1)); n < idle {
+		t.Errorf("a second daemon's start-up killed the first daemon's pooled workers: %d idle, was %d", n, idle)
+	}
+	// Before the daemons' own clean-ups look for leftovers.
+	if err := sh.delete(); err != nil {
+		t.Error(err)
 	}
 }
