@@ -245,10 +245,8 @@ func fast(limit time.Duration) func(a *attackCtx, r *reply, el time.Duration) er
 // victimAlive: the victim's command still runs (a refused Signal or Delete
 // did not touch it).
 func victimAlive(a *attackCtx, r *reply, _ time.Duration) error {
-	for _, p := range userProcs(w.admin.UID) {
-		if strings.Contains(strings.Join(p.Args, " "), "sleep 3000") {
-			return nil
-		}
+	if commandRuns(w.admin.UID, "sleep 3000") {
+		return nil
 	}
 	return fmt.Errorf("the victim's command is gone")
 }

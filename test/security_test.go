@@ -924,23 +924,41 @@ func TestSecurityUnreadOutput(t *testing.T) {
 
 // ---- 14.3: a stopped worker does not let user processes outlive the daemon -
 
-// stoppedWorkerShell starts a shell of w.admin on d with a long command and
-// SIGSTOPs its worker, as its user may (same uid), so that the worker never
-// acts on its parent-death signal. It returns the name of the shell's cgroup
-// (a pre-started worker's keeps its pool-<random> name).
-func stoppedWorkerShell(t *testing.T, d *Daemon) string {
+// runningShell creates a shell of w.admin on d (HTTPS, Basic) whose command
+// `echo ready; cmd` has printed ready, so cmd runs.
+func runningShell(t *testing.T, d *Daemon, cmd string) *winrsShell {
 	t.Helper()
 	sh, err := createShell(basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := sh.command("echo ready; sleep 3007")
+	id, err := sh.command("echo ready; " + cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := relReceiveUntil(sh, id, "ready", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return sh
+}
+
+// commandRuns tells whether a process of uid has marker in its command line.
+func commandRuns(uid int, marker string) bool {
+	for _, p := range userProcs(uid) {
+		if strings.Contains(strings.Join(p.Args, " "), marker) {
+			return true
+		}
+	}
+	return false
+}
+
+// stoppedWorkerShell starts a shell of w.admin on d with a long command and
+// SIGSTOPs its worker, as its user may (same uid), so that the worker never
+// acts on its parent-death signal. It returns the name of the shell's cgroup
+// (a pre-started worker's keeps its pool-<random> name).
+func stoppedWorkerShell(t *testing.T, d *Daemon) string {
+	t.Helper()
+	runningShell(t, d, "sleep 3007")
 	var worker int
 	for _, p := range workerProcs() {
 		if p.UID == w.admin.UID && p.PPID == d.PID {
