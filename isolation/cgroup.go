@@ -363,6 +363,16 @@ func (s *cgroupSystem) create(shellID string, memoryMB int) (*shellCgroup, error
 	return cg, nil
 }
 
+// discard kills whatever is left in a group that will serve no shell (a
+// failed start, a pooled worker dropped) and removes it; nil: nothing.
+func (cg *shellCgroup) discard() {
+	if cg == nil {
+		return
+	}
+	_ = cg.kill(5 * time.Second)
+	_ = cg.remove()
+}
+
 // setMemory writes the shell's memory limit (none for 0), which covers the
 // worker too: at create, or when a pooled worker's group becomes a shell's.
 func (cg *shellCgroup) setMemory(memoryMB int) error {

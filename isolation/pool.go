@@ -208,7 +208,7 @@ func (p *workerPool) launch() (*launched, error) {
 	}
 	l, err := p.s.launch(p.ctx, p.log, cg, p.newPrivs, nil)
 	if err != nil {
-		removeCgroup(cg)
+		cg.discard()
 		return nil, err
 	}
 	l.pooled = true
@@ -264,7 +264,7 @@ func (p *workerPool) retire() {
 // drop kills a worker that will serve no shell and removes its cgroup.
 func (p *workerPool) drop(l *launched, why string) {
 	l.discard(5 * time.Second)
-	removeCgroup(l.cg)
+	l.cg.discard()
 	p.log.Debug("pooled worker dropped", zap.Int("pid", l.pid), zap.String("why", why))
 }
 
@@ -301,15 +301,6 @@ func (p *workerPool) stats() PoolStats {
 	return PoolStats{Idle: n, Taken: p.taken.Load()}
 }
 
-// removeCgroup kills what is left in a group and removes it.
-func removeCgroup(cg *shellCgroup) {
-	if cg == nil {
-		return
-	}
-	_ = cg.kill(5 * time.Second)
-	_ = cg.remove()
-}
-
 // errPooledDied: a pooled worker was gone by the time its Setup was sent or
 // answered; Spawn then starts a worker cold.
 var errPooledDied = errors.New("isolation: the pre-started worker exited before its setup")
@@ -320,12 +311,12 @@ var errPooledDied = errors.New("isolation: the pre-started worker exited before 
 func (s *procSpawner) assignPooled(ctx context.Context, log *zap.Logger, l *launched, acct Account, setup msgSetup, memMB, maxProcs int, noProfile bool) (*workerHandle, error) {
 	if err := l.cg.setMemory(memMB); err != nil {
 		l.discard(5 * time.Second)
-		removeCgroup(l.cg)
+		l.cg.discard()
 		return nil, err
 	}
 	w, err := s.assign(ctx, log, l, acct, setup, maxProcs, noProfile)
 	if err != nil {
-		removeCgroup(l.cg)
+		l.cg.discard()
 		// The worker's end of the socket closed under the Setup: it had
 		// exited (a worker closes it only by exiting), not refused.
 		if ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||

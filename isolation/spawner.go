@@ -463,7 +463,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		}
 		w, err = s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
 		if err != nil {
-			removeCgroup(cg)
+			cg.discard()
 			log.Warn("worker spawn failed", zap.Error(err))
 			return nil, err
 		}
