@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -17,9 +16,14 @@ import (
 // runs), so a group is only touched when no live daemon owns it:
 //
 //   - a group whose worker's parent is a live process running the same
-//     binary as the worker (a daemon re-executing itself), or whose worker
-//     runs the WorkerBinary installed beside the parent's executable,
-//     belongs to that daemon and is left alone;
+//     binary as the worker (a daemon re-executing itself), or holding the
+//     worker's executable open (a daemon that runs WorkerBinary keeps it
+//     open for as long as it runs: procSpawner.exeHeld), belongs to that
+//     daemon and is left alone. Both compare files through /proc's magic
+//     links, never paths: a daemon in a chroot or its own mount namespace
+//     (the package test's `chroot root winrmd serve`) cannot resolve the
+//     other daemon's paths, and a path check there took the host daemon's
+//     live shells for orphans and killed them;
 //   - an empty group is removed only when older than orphanMinAge, so a
 //     group another daemon made a moment ago, before adding its worker, is
 //     not taken from under it;
@@ -80,7 +84,8 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 }
 
 // ownedByLiveDaemon reports whether a process of the group has a parent
-// outside it that runs the same executable: a worker and its daemon.
+// outside it that runs the same executable or holds it open: a worker and
+// its daemon.
 func ownedByLiveDaemon(pids []int) bool {
 	var buf []byte
 	for _, p := range pids {
@@ -88,22 +93,33 @@ func ownedByLiveDaemon(pids []int) bool {
 		if pp <= 1 || slices.Contains(pids, pp) {
 			continue
 		}
-		// stat follows /proc's exe link to the file itself, whatever mount
-		// namespace the worker joined (sidecar mode).
-		exe, err1 := os.Stat("/proc/" + strconv.Itoa(p) + "/exe")
-		pexe, err2 := os.Stat("/proc/" + strconv.Itoa(pp) + "/exe")
-		if err1 == nil && err2 == nil && os.SameFile(exe, pexe) {
+		// stat follows /proc's links to the files themselves, whatever
+		// root or mount namespace the worker, its parent or this daemon
+		// has (sidecar mode, a daemon in a chroot).
+		exe, err := os.Stat("/proc/" + strconv.Itoa(p) + "/exe")
+		if err != nil {
+			continue
+		}
+		if pexe, err := os.Stat("/proc/" + strconv.Itoa(pp) + "/exe"); err == nil && os.SameFile(exe, pexe) {
 			return true
 		}
-		// Or the worker binary installed beside the parent's executable
-		// (WorkerBinary, findWorkerBinary): that daemon's worker too.
-		if err1 == nil {
-			if pl, err := os.Readlink("/proc/" + strconv.Itoa(pp) + "/exe"); err == nil {
-				sib := filepath.Join(filepath.Dir(strings.TrimSuffix(pl, " (deleted)")), WorkerBinary)
-				if fi, err := os.Stat(sib); err == nil && os.SameFile(exe, fi) {
-					return true
-				}
-			}
+		if holdsOpen(pp, exe, &buf) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsOpen reports whether process pid has a descriptor on the file fi.
+func holdsOpen(pid int, fi os.FileInfo, buf *[]byte) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := readDirNames(dir, buf)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if f, err := os.Stat(dir + "/" + fd); err == nil && os.SameFile(fi, f) {
+			return true
 		}
 	}
 	return false

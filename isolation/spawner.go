@@ -93,6 +93,12 @@ type procSpawner struct {
 	pool *workerPool   // pre-started workers; nil when off
 	cold atomic.Uint64 // workers started by Spawn itself
 
+	// exeHeld is an O_PATH descriptor on exe, when exe is not the daemon's
+	// own binary, held until Close: it is how another daemon's start-up
+	// tells this daemon's workers from orphans (orphans.go), by file and
+	// not by path. -1 when none.
+	exeHeld int
+
 	// nnpInherited: the daemon itself started with no_new_privs (a
 	// container run with allowPrivilegeEscalation: false, or a unit with
 	// NoNewPrivileges=yes). The flag is inherited by every child and can
@@ -109,8 +115,8 @@ func NewSpawner(opts SpawnerOptions) (Spawner, error) {
 	return newProcSpawner(opts)
 }
 
-func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
-	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger}
+func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
+	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger, exeHeld: -1}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -130,6 +136,18 @@ func newProcSpawner(opts SpawnerOptions) (*procSpawner, error) {
 	}
 	if !opts.Lab && os.Geteuid() != 0 {
 		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
+	}
+	if s.exe != "/proc/self/exe" {
+		fd, err := unix.Open(s.exe, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("isolation: worker binary %s: %w", s.exe, err)
+		}
+		s.exeHeld = fd
+		defer func() {
+			if ret == nil {
+				unix.Close(fd)
+			}
+		}()
 	}
 	if opts.Lab {
 		acct, err := selfAccount()
@@ -349,7 +367,12 @@ func limitValue(v int) int {
 // shutdown, after every shell is closed.
 func (s *procSpawner) Close() error {
 	s.pool.close()
-	return s.cg.removeParents()
+	err := s.cg.removeParents()
+	if s.exeHeld >= 0 {
+		unix.Close(s.exeHeld)
+		s.exeHeld = -1
+	}
+	return err
 }
 
 // PoolStats reports the pool of pre-started workers (zero when off).

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,13 +119,42 @@ func TestPrestartedWorkersTwoUsers(t *testing.T) {
 // A daemon's start-up reaps the shell cgroups no live daemon owns; a shell
 // of another live daemon, running in the worker binary and taken from its
 // pool, is owned and must survive it (the CI's attack suite lost its victim
-// shell to exactly that before the orphan check knew the worker binary).
+// shell to exactly that twice: before the orphan check knew the worker
+// binary, then to the package test's daemon in a chroot, which resolved the
+// first daemon's worker binary by path in its own root and found another
+// file or none).
 func TestSecondDaemonKeepsFirstDaemonsShells(t *testing.T) {
 	need(t)
 	// With the worker binary (w.workerBin) the worker's and the daemon's
 	// executables differ, which is the case that broke; without it (a
 	// WINRMD_BIN with none beside it) the same check holds for a daemon
 	// that re-executes itself.
+	t.Run("same_root", func(t *testing.T) { secondDaemonKeeps(t, nil) })
+	// The second daemon in its own mount namespace, where the worker
+	// binary's path names a copy of it: a different file at the same path,
+	// as a chroot or a container image shows it.
+	t.Run("other_mount_namespace", func(t *testing.T) {
+		if _, err := os.Stat(w.workerBin); err != nil {
+			t.Skipf("no worker binary beside %s to hide: %v", w.bin, err)
+		}
+		cp := filepath.Join(t.TempDir(), "winrmd-worker")
+		data, err := os.ReadFile(w.workerBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cp, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Dir(cp), 0o755)
+		secondDaemonKeeps(t, []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind "$0" "$1" && shift && exec "$@"`, cp, w.workerBin})
+	})
+}
+
+// secondDaemonKeeps starts a daemon with a running shell, then a second
+// daemon through wrap, and checks that the shell and the first daemon's
+// pooled workers survive the second one's start-up.
+func secondDaemonKeeps(t *testing.T, wrap []string) {
 	d1 := startDaemon(t, nil)
 	sh := runningShell(t, d1, "sleep 3011")
 	alive := func() bool { return commandRuns(w.admin.UID, "sleep 3011") }
@@ -131,7 +162,7 @@ func TestSecondDaemonKeepsFirstDaemonsShells(t *testing.T) {
 	if !alive() {
 		t.Fatal("precondition: the first daemon's command does not run")
 	}
-	startDaemon(t, nil) // its start-up reaps orphaned shell cgroups
+	startDaemonWrapped(t, wrap, nil) // its start-up reaps orphaned shell cgroups
 	time.Sleep(500 * time.Millisecond)
 	if !alive() {
 		t.Errorf("a second daemon's start-up killed the first daemon's shell")
