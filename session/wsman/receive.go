@@ -129,7 +129,7 @@ func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
 			b = append(b, endAttr...)
 		}
 		b = append(b, closeTag...)
-		b = base64.StdEncoding.AppendEncode(b, s.Data)
+		b = appendBase64(b, s.Data)
 		b = append(b, streamEnd...)
 	}
 	if !r.Pool {
