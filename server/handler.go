@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -51,6 +52,9 @@ type connState struct {
 	// authed: a request on it authenticated once; from then on it no longer
 	// counts against its source's unauthenticated cap (evict.go).
 	authed atomic.Bool
+	// raw is the connection below TLS on an HTTPS listener (nil on HTTP),
+	// corked while a large response body is written (writeBody).
+	raw *slotConn
 }
 
 type connKey struct{}
@@ -59,6 +63,9 @@ func (s *Server) connContext(l *listener) func(ctx context.Context, c net.Conn) 
 	return func(ctx context.Context, c net.Conn) context.Context {
 		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		st := &connState{id: s.nextConn.Add(1), remote: ap.Addr().Unmap(), l: l}
+		if tc, ok := c.(*tls.Conn); ok {
+			st.raw, _ = tc.NetConn().(*slotConn)
+		}
 		s.conns.Store(c, st)
 		return context.WithValue(ctx, connKey{}, st)
 	}
@@ -283,11 +290,11 @@ func (s *Server) send(x *exchange, rep *reply) {
 			x.w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
-		s.writeBody(x.w, rep.status, ct, enc)
+		s.writeBody(x.w, x.st.raw, rep.status, ct, enc)
 		s.prepareKeystream(x, len(rep.envelope))
 		return
 	}
-	s.writeBody(x.w, rep.status, "application/soap+xml;charset=UTF-8", rep.envelope)
+	s.writeBody(x.w, x.st.raw, rep.status, "application/soap+xml;charset=UTF-8", rep.envelope)
 }
 
 // keystreamPreparer is a sealer whose costly half can run ahead (NTLM's
@@ -756,11 +763,25 @@ func (s *Server) anonymousIdentify(x *exchange) *reply {
 	return &reply{status: http.StatusOK, envelope: wsman.IdentifyResponse(false, "")}
 }
 
-func (s *Server) writeBody(w http.ResponseWriter, status int, ct string, body []byte) {
+// corkMin: bodies from this size up are written corked (slotConn.cork):
+// two TLS records and more.
+const corkMin = 32 << 10
+
+func (s *Server) writeBody(w http.ResponseWriter, raw *slotConn, status int, ct string, body []byte) {
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	if raw != nil && len(body) >= corkMin {
+		raw.cork()
+		_, _ = w.Write(body)
+		// The status line and headers, and the body's tail, may still sit
+		// in net/http's buffers: flushed into the cork, they go out with
+		// the body.
+		_ = http.NewResponseController(w).Flush()
+		_ = raw.uncork()
+	} else {
+		_, _ = w.Write(body)
+	}
 	if s.d.Metrics != nil {
 		s.d.Metrics.Bytes.WithLabelValues("out").Add(float64(len(body)))
 	}
