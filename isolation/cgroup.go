@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,20 +65,17 @@ type mountInfo struct {
 }
 
 func readCgroupMounts() ([]mountInfo, error) {
-	mounts, err := procfs.GetMounts() // /proc/self/mountinfo
+	var buf []byte
+	b, err := readSmallFile("/proc/self/mountinfo", &buf)
 	if err != nil {
 		return nil, err
 	}
 	var out []mountInfo
-	for _, m := range mounts {
-		if m.FSType != "cgroup" && m.FSType != "cgroup2" {
+	for _, m := range parseMountinfo(b) {
+		if m.fstype != "cgroup" && m.fstype != "cgroup2" {
 			continue
 		}
-		mi := mountInfo{root: unescapeMount(m.Root), point: unescapeMount(m.MountPoint), fstype: m.FSType}
-		for o := range m.SuperOptions {
-			mi.opts = append(mi.opts, o)
-		}
-		out = append(out, mi)
+		out = append(out, mountInfo{root: unescapeMount(m.root), point: unescapeMount(m.point), fstype: m.fstype, opts: m.superOpts})
 	}
 	return out, nil
 }
@@ -105,22 +101,19 @@ func unescapeMount(s string) string {
 
 // ownCgroups is the daemon's own cgroups: controller (or "" for v2) -> path.
 func ownCgroups() (map[string]string, error) {
-	self, err := procfs.Self()
-	if err != nil {
-		return nil, err
-	}
-	cgs, err := self.Cgroups()
+	var buf []byte
+	b, err := readSmallFile("/proc/self/cgroup", &buf)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, cg := range cgs {
-		if cg.HierarchyID == 0 && len(cg.Controllers) == 0 {
-			out[""] = cg.Path
+	for _, cg := range parseCgroupFile(b) {
+		if cg.hierarchy == 0 && len(cg.controllers) == 0 {
+			out[""] = cg.path
 			continue
 		}
-		for _, c := range cg.Controllers {
-			out[c] = cg.Path
+		for _, c := range cg.controllers {
+			out[c] = cg.path
 		}
 	}
 	return out, nil

@@ -60,13 +60,13 @@ package isolation
 // readDirNames) and its one parser of /proc/<pid>/stat (procPPid) reads
 // only the parent. Everything off that path (a scan of every process, the
 // daemon's own cgroups and mounts at start-up in cgroup.go, a sidecar
-// target's name and pid-namespace number) goes through
-// github.com/prometheus/procfs. The worker's credentials after the drop are
-// checked from /proc/<pid>/status in drop.go (checkStatus; procfs has no
-// Groups or NoNewPrivs), which the
+// target's name and pid-namespace number) goes through the small parsers
+// of procread.go. The worker's credentials after the drop are
+// checked from /proc/<pid>/status in drop.go (checkStatus), which the
 // privilege drop owns.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -75,7 +75,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -445,14 +444,16 @@ func countTasks(pid int) int {
 
 // allStats is the stat file of every process on the host; a process that
 // ends meanwhile is left out.
-func allStats() []procfs.ProcStat {
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		return nil
-	}
-	out := make([]procfs.ProcStat, 0, len(procs))
-	for _, p := range procs {
-		if st, err := p.Stat(); err == nil {
+func allStats() []procStat {
+	var buf []byte
+	pids := allPids(&buf)
+	out := make([]procStat, 0, len(pids))
+	for _, pid := range pids {
+		b, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", &buf)
+		if err != nil {
+			continue
+		}
+		if st, ok := parseStat(b); ok {
 			out = append(out, st)
 		}
 	}
@@ -578,17 +579,25 @@ func sessionMembers(sid int, uid uint32) []int {
 // countTasksOfUID is the number of threads of every process whose real uid
 // is uid, on the whole host (RLIMIT_NPROC's count).
 func countTasksOfUID(uid uint32) int {
-	procs, err := procfs.AllProcs()
-	if err != nil {
-		return 0
-	}
+	var buf []byte
 	total := 0
-	for _, p := range procs {
-		status, err := p.NewStatus()
-		if err != nil || status.UIDs[0] != uint64(uid) {
+	for _, pid := range allPids(&buf) {
+		b, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/status", &buf)
+		if err != nil {
 			continue
 		}
-		if st, err := p.Stat(); err == nil {
+		// Uid: real effective saved filesystem
+		f := statusFields(b, "Uid:")
+		if len(f) == 0 {
+			continue
+		}
+		if real, ok := decimal(f[0]); !ok || real != int(uid) {
+			continue
+		}
+		if b, err = readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", &buf); err != nil {
+			continue
+		}
+		if st, ok := parseStat(b); ok {
 			total += st.NumThreads
 		}
 	}
@@ -598,17 +607,19 @@ func countTasksOfUID(uid uint32) int {
 // lowestPidNamed is the lowest-numbered process whose comm is name (0:
 // none): a sidecar target given by name (sidecar.go).
 func lowestPidNamed(name string) (int, error) {
-	procs, err := procfs.AllProcs()
+	var buf []byte
+	names, err := readDirNames("/proc", &buf)
 	if err != nil {
 		return 0, err
 	}
 	best := 0
-	for _, p := range procs {
-		if best != 0 && p.PID >= best {
+	for _, n := range names {
+		pid, err := strconv.Atoi(n)
+		if err != nil || pid <= 0 || (best != 0 && pid >= best) {
 			continue
 		}
-		if comm, err := p.Comm(); err == nil && comm == name {
-			best = p.PID
+		if comm, err := readSmallFile("/proc/"+n+"/comm", &buf); err == nil && string(bytes.TrimSuffix(comm, []byte{'\n'})) == name {
+			best = pid
 		}
 	}
 	return best, nil
@@ -618,16 +629,18 @@ func lowestPidNamed(name string) (int, error) {
 // /proc/<pid>/status), which is what a worker inside a sidecar target
 // reports in its Hello.
 func nsPid(pid int) (int, error) {
-	p, err := procfs.NewProc(pid)
+	var buf []byte
+	b, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/status", &buf)
 	if err != nil {
 		return 0, err
 	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return 0, err
-	}
-	if len(st.NSpids) == 0 {
+	f := statusFields(b, "NSpid:")
+	if len(f) == 0 {
 		return 0, fmt.Errorf("no NSpid in /proc/%d/status", pid)
 	}
-	return int(st.NSpids[len(st.NSpids)-1]), nil
+	n, ok := decimal(f[len(f)-1])
+	if !ok {
+		return 0, fmt.Errorf("bad NSpid in /proc/%d/status: %q", pid, f[len(f)-1])
+	}
+	return n, nil
 }
