@@ -350,9 +350,9 @@ type slotConn struct {
 
 	// corked, between cork and uncork, gathers writes into wbuf, written
 	// when full and at uncork. TLS writes a response record by record, at
-	// most 16 KiB each, and every record was a write(2) of its own: a
-	// 512 KB ReceiveResponse took 33, each pushing a segment and waking the
-	// client (perf of the HTTPS stdout row: the daemon's TCP sends were
+	// most 16 KiB each (smaller at first: dynamic record sizing), and every
+	// record was a write(2) of its own: a 512 KB ReceiveResponse took 38,
+	// each pushing a segment and waking the client (perf of the HTTPS stdout row: the daemon's TCP sends were
 	// the largest cost after base64). mu: TLS may write from its reader
 	// goroutine too (a TLS 1.3 KeyUpdate answer).
 	mu     sync.Mutex
@@ -361,7 +361,9 @@ type slotConn struct {
 }
 
 // corkSize bounds what a corked connection gathers before it writes: a
-// 512 KB response goes out in three writes instead of 33 records.
+// 512 KB response goes out in three writes instead of 38 (TestSlotConnCork).
+// One buffer per HTTPS response being written, next to the response's own
+// envelope (up to MaxEnvelopeSize), returned to the pool at uncork.
 const corkSize = 256 << 10
 
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkSize); return &b }}
