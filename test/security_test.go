@@ -1044,6 +1044,7 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		d := startDaemon(t, nil)
 		d.expectExit = true
 		stoppedWorkerShell(t, d)
+		pooled := poolGroupsOf(d)
 		if wdog := watchdogOf(d); wdog != 0 {
 			syscall.Kill(wdog, syscall.SIGKILL)
 		}
@@ -1059,7 +1060,59 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		if !userGone(w.admin.UID, 15*time.Second) {
 			t.Errorf("processes of %s survive the daemon's death and restart: %v", w.admin.Name, userProcs(w.admin.UID))
 		}
+		// The dead daemon's pre-started workers died with it (parent-death
+		// signal), which leaves their groups empty; a start-up removes an
+		// empty group only once it is a minute old (orphans.go: it may be
+		// another daemon's, made a moment ago), so the restart left them.
+		// Nothing may be in them; the test removes what its daemon left.
+		for _, dir := range cgroupDirsNamed(pooled) {
+			if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+				t.Errorf("the dead daemon's pooled worker group %s still holds %q", dir, b)
+			}
+			if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+				t.Errorf("removing %s: %v", dir, err)
+			}
+		}
 	})
+}
+
+// poolGroupsOf names the cgroups of d's idle pre-started workers.
+func poolGroupsOf(d *Daemon) []string {
+	var out []string
+	for _, p := range idlePooledOf(d) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.PID))
+		for _, line := range strings.Split(string(b), "\n") {
+			if i := strings.LastIndexByte(line, '/'); i >= 0 && strings.HasPrefix(line[i+1:], "pool-") {
+				out = append(out, line[i+1:])
+				break
+			}
+		}
+	}
+	return out
+}
+
+// cgroupDirsNamed finds the directories of groups with these names in every
+// hierarchy under /sys/fs/cgroup.
+func cgroupDirsNamed(names []string) []string {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var out []string
+	if len(want) == 0 {
+		return nil
+	}
+	filepath.WalkDir("/sys/fs/cgroup", func(path string, e os.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		if want[e.Name()] {
+			out = append(out, path)
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return out
 }
 
 // ---- 14.13: sudo works in a shell, as over SSH, unless switched off --------
