@@ -21,7 +21,8 @@ type procStat struct {
 }
 
 // parseStat reads "pid (comm) state ppid pgrp session ... num_threads ...":
-// comm may hold spaces and ')' (the last ')' ends it).
+// comm may hold spaces and ')' (the last ')' ends it). It allocates
+// nothing: procPPid calls it in every Close's process-tree walk.
 func parseStat(b []byte) (procStat, bool) {
 	var st procStat
 	open := bytes.IndexByte(b, '(')
@@ -33,18 +34,37 @@ func parseStat(b []byte) (procStat, bool) {
 	if !ok {
 		return st, false
 	}
+	st.PID = pid
 	// After ") ": state(0) ppid(1) pgrp(2) session(3) ... num_threads(17).
-	f := bytes.Fields(b[end+1:])
-	if len(f) < 18 {
-		return st, false
+	rest, field := b[end+1:], 0
+	for field <= 17 {
+		rest = bytes.TrimLeft(rest, " ")
+		if len(rest) == 0 {
+			return procStat{}, false
+		}
+		f := rest
+		if i := bytes.IndexByte(rest, ' '); i >= 0 {
+			f, rest = rest[:i], rest[i:]
+		} else {
+			rest = nil
+		}
+		var dst *int
+		switch field {
+		case 1:
+			dst = &st.PPID
+		case 3:
+			dst = &st.Session
+		case 17:
+			dst = &st.NumThreads
+		}
+		if dst != nil {
+			if *dst, ok = decimal(bytes.TrimRight(f, "\n")); !ok {
+				return procStat{}, false
+			}
+		}
+		field++
 	}
-	ppid, ok1 := decimal(f[1])
-	sid, ok2 := decimal(f[3])
-	nt, ok3 := decimal(f[17])
-	if !ok1 || !ok2 || !ok3 {
-		return st, false
-	}
-	return procStat{PID: pid, PPID: ppid, Session: sid, NumThreads: nt}, true
+	return st, true
 }
 
 // decimal parses a non-negative decimal of at most 10 digits (pids, thread

@@ -27,6 +27,13 @@ func TestParseStat(t *testing.T) {
 	if !ok || st != (procStat{PID: 4242, PPID: 77, Session: 4242, NumThreads: 3}) {
 		t.Errorf("hostile comm: %+v, %v", st, ok)
 	}
+	lb := []byte(line)
+	if n := testing.AllocsPerRun(100, func() { parseStat(lb) }); n != 0 {
+		t.Errorf("parseStat allocates %v times (it runs in every Close's walk)", n)
+	}
+	if pp := procPPid(os.Getpid(), &buf); pp != os.Getppid() {
+		t.Errorf("procPPid = %d, want %d", pp, os.Getppid())
+	}
 	for _, bad := range []string{"", "()", "x (a) S 1 2 3", "1 (a) S 1 2 3 4", "1 (a) S -1 2 3 0 0 0 0 0 0 0 0 0 0 0 0 0 3", "1 (a) S 1 2 99999999999 0 0 0 0 0 0 0 0 0 0 0 0 0 3"} {
 		if st, ok := parseStat([]byte(bad)); ok {
 			t.Errorf("parseStat(%q) = %+v, want refused", bad, st)

@@ -57,8 +57,8 @@ package isolation
 //
 // The walk runs in every Close (and in the worker's shutdown), so its
 // reads are raw syscalls into one reused buffer (readSmallFile,
-// readDirNames) and its one parser of /proc/<pid>/stat (procPPid) reads
-// only the parent. Everything off that path (a scan of every process, the
+// readDirNames) and /proc/<pid>/stat is parsed without allocating
+// (procPPid, parseStat). Everything off that path (a scan of every process, the
 // daemon's own cgroups and mounts at start-up in cgroup.go, a sidecar
 // target's name and pid-namespace number) goes through the small parsers
 // of procread.go. The worker's credentials after the drop are
@@ -324,31 +324,17 @@ func killTree(root int) (found int) {
 }
 
 // procPPid is the parent of pid from /proc/<pid>/stat, -1 when it is gone:
-// the walk's one parser, reading into *buf.
+// the walk's one read, into *buf, parsed by parseStat (procread.go).
 func procPPid(pid int, buf *[]byte) int {
-	st, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", buf)
+	b, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", buf)
 	if err != nil {
 		return -1
 	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := len(st) - 1
-	for i >= 0 && st[i] != ')' {
-		i--
-	}
-	if i < 0 || i+4 >= len(st) || st[i+1] != ' ' || st[i+3] != ' ' {
+	st, ok := parseStat(b)
+	if !ok {
 		return -1
 	}
-	pp, n := 0, 0
-	for _, c := range st[i+4:] {
-		if c < '0' || c > '9' {
-			break
-		}
-		pp, n = pp*10+int(c-'0'), n+1
-	}
-	if n == 0 {
-		return -1
-	}
-	return pp
+	return st.PPID
 }
 
 // readSmallFile reads a whole /proc or cgroup file with raw syscalls (no
@@ -608,17 +594,12 @@ func countTasksOfUID(uid uint32) int {
 // none): a sidecar target given by name (sidecar.go).
 func lowestPidNamed(name string) (int, error) {
 	var buf []byte
-	names, err := readDirNames("/proc", &buf)
-	if err != nil {
-		return 0, err
-	}
 	best := 0
-	for _, n := range names {
-		pid, err := strconv.Atoi(n)
-		if err != nil || pid <= 0 || (best != 0 && pid >= best) {
+	for _, pid := range allPids(&buf) {
+		if best != 0 && pid >= best {
 			continue
 		}
-		if comm, err := readSmallFile("/proc/"+n+"/comm", &buf); err == nil && string(bytes.TrimSuffix(comm, []byte{'\n'})) == name {
+		if comm, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/comm", &buf); err == nil && string(bytes.TrimSuffix(comm, []byte{'\n'})) == name {
 			best = pid
 		}
 	}
