@@ -16,7 +16,8 @@ import (
 // and four single-byte stores. Here each step reads 8 bytes as one
 // big-endian word, encodes the top 6 of them as four 12-bit indices into a
 // table of character pairs, and stores the 8 characters as one word. The
-// tail (fewer than 8 bytes left) goes to the standard library.
+// tail (fewer than 14 bytes left: a round reads 8 bytes at 0 and at 6)
+// goes to the standard library.
 func appendBase64(dst, src []byte) []byte {
 	n := base64.StdEncoding.EncodedLen(len(src))
 	if cap(dst)-len(dst) < n {
