@@ -533,6 +533,10 @@ func childrenOfScan(pid int) []int {
 // A session id cannot be recycled while any member lives, so this never
 // hits a stranger.
 func killSession(sid int, uid uint32, skip int) int {
+	if sid <= 0 {
+		// 0 is every session whose leader is outside our pid namespace.
+		return 0
+	}
 	killed := 0
 	for pass := 0; pass < 3; pass++ {
 		n := 0
