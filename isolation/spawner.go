@@ -94,10 +94,17 @@ type procSpawner struct {
 	cold atomic.Uint64 // workers started by Spawn itself
 
 	// exeHeld is an O_PATH descriptor on exe, when exe is not the daemon's
-	// own binary, held until Close: it is how another daemon's start-up
-	// tells this daemon's workers from orphans (orphans.go), by file and
-	// not by path. -1 when none.
+	// own binary, held until Close. Workers are executed through it
+	// (execPath), so every worker is the file checked at start-up, whatever
+	// is installed at exe's path since (a package upgrade before the
+	// restart, a binary swapped by hand); and it is how another daemon's
+	// start-up tells this daemon's workers from orphans (orphans.go), by
+	// file and not by path. -1 when none.
 	exeHeld int
+	// execPath is what a worker is executed from: /proc/self/fd/<exeHeld>,
+	// which the child resolves in its own copy of the descriptor table
+	// just before its execve, or exe itself when nothing is held.
+	execPath string
 
 	// nnpInherited: the daemon itself started with no_new_privs (a
 	// container run with allowPrivilegeEscalation: false, or a unit with
@@ -137,12 +144,13 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 	if !opts.Lab && os.Geteuid() != 0 {
 		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
 	}
+	s.execPath = s.exe
 	if s.exe != "/proc/self/exe" {
-		fd, err := unix.Open(s.exe, unix.O_PATH|unix.O_CLOEXEC, 0)
+		fd, err := holdExecutable(s.exe)
 		if err != nil {
 			return nil, fmt.Errorf("isolation: worker binary %s: %w", s.exe, err)
 		}
-		s.exeHeld = fd
+		s.exeHeld, s.execPath = fd, "/proc/self/fd/"+strconv.Itoa(fd)
 		defer func() {
 			if ret == nil {
 				unix.Close(fd)
@@ -254,6 +262,37 @@ func workerBinaryIn(dir string) (string, error) {
 		}
 	}
 	return p, nil
+}
+
+// heldFDMin is the lowest number a held executable gets: above the
+// descriptors a child is given (0-2 and ExtraFiles from 3), which the
+// child's dup2 calls would otherwise overwrite before it executes the held
+// one.
+const heldFDMin = 10
+
+// holdExecutable opens the regular, executable file at path as an O_PATH
+// descriptor numbered heldFDMin or above (close-on-exec: no worker
+// inherits it).
+func holdExecutable(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mode&0o111 == 0 {
+		unix.Close(fd)
+		return -1, errors.New("not an executable file")
+	}
+	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, heldFDMin)
+	unix.Close(fd)
+	if err != nil {
+		return -1, err
+	}
+	return high, nil
 }
 
 // startedWithNoNewPrivs: the process had no_new_privs when it started.
@@ -684,7 +723,7 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 	}
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
-			Path: s.exe,
+			Path: s.execPath,
 			Args: []string{"winrmd", "worker"},
 			// Clean: the worker's environment comes in Setup, which
 			// replaces this. One P bounds the threads the Go runtime wants

@@ -46,6 +46,10 @@ func workerMain() int {
 	// parent-death signal are made on this thread, and every command is
 	// forked from it.
 	runtime.LockOSThread()
+	// Executed through the daemon's held descriptor (/proc/self/fd/N) the
+	// kernel named this process "N", and through /proc/self/exe "exe":
+	// give ps and top the worker's name.
+	setProcessName("winrmd-worker")
 	ppid := os.Getppid()
 
 	f := os.NewFile(workerFD, "winrmd-worker-socket")
@@ -269,4 +273,10 @@ func writeMsg(w io.Writer, m msg) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// setProcessName sets the process's name (comm, at most 15 bytes): that of
+// its main thread, through /proc/self/comm, whichever thread calls it.
+func setProcessName(name string) {
+	_ = os.WriteFile("/proc/self/comm", []byte(name), 0)
 }

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -173,5 +175,55 @@ func secondDaemonKeeps(t *testing.T, wrap []string) {
 	// Before the daemons' own clean-ups look for leftovers.
 	if err := sh.delete(); err != nil {
 		t.Error(err)
+	}
+}
+
+// The daemon executes the worker binary it opened and checked at start-up
+// (through its held descriptor), not whatever the path names later: a
+// package upgrade replaces the file before the daemon restarts, and a
+// worker of another build would be refused at Hello, failing every new
+// shell until then. Here an impostor is bound over the path inside the
+// daemon's own mount namespace (no other test's daemon sees it) after the
+// daemon started; with no pool, the next shell needs a worker started then.
+func TestWorkerIsTheBinaryHeldAtStart(t *testing.T) {
+	need(t)
+	orig, err := os.Stat(w.workerBin)
+	if err != nil {
+		t.Skipf("no worker binary beside %s: %v", w.bin, err)
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	marker := filepath.Join(dir, "impostor-ran")
+	impostor := filepath.Join(dir, "winrmd-worker")
+	if err := os.WriteFile(impostor, []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemonWrapped(t, []string{"unshare", "--mount", "--propagation", "private"},
+		func(c *configs.Config) { c.Winrs.PrestartedWorkers = 0 })
+	if out, err := exec.Command("nsenter", "--target", strconv.Itoa(d.PID), "--mount",
+		"mount", "--bind", impostor, w.workerBin).CombinedOutput(); err != nil {
+		t.Fatalf("binding the impostor in the daemon's namespace: %v\n%s", err, out)
+	}
+	sh := runningShell(t, d, "sleep 3013")
+	defer sh.delete()
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the daemon executed the file now at the worker binary's path")
+	}
+	var worker int
+	for _, p := range workerProcs() {
+		if p.UID == w.admin.UID && p.PPID == d.PID {
+			worker = p.PID
+		}
+	}
+	if worker == 0 {
+		t.Fatalf("no worker of %s under daemon %d", w.admin.Name, d.PID)
+	}
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", worker))
+	if err != nil || !os.SameFile(exe, orig) {
+		t.Errorf("worker %d runs %v (%v), want the worker binary held at start", worker, exe, err)
+	}
+	// Executed as /proc/self/fd/N, the kernel names it "N"; it renames itself.
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", worker)); strings.TrimSpace(string(comm)) != "winrmd-worker" {
+		t.Errorf("worker %d is named %q, want winrmd-worker", worker, strings.TrimSpace(string(comm)))
 	}
 }
