@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 )
 
 func isRoot() bool { return os.Geteuid() == 0 }
@@ -327,4 +329,29 @@ func alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(st, ')')
 	return i > 0 && i+2 < len(st) && st[i+2] != 'Z'
+}
+
+// testV2Group makes a cgroup of the test's own on this machine's unified
+// (v2) hierarchy, removed (with any child groups left, empty) at the end;
+// it skips the test where there is none or it cannot be made.
+func testV2Group(t *testing.T) string {
+	t.Helper()
+	const unified = "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(unified, "cgroup.procs")); err != nil {
+		t.Skip("no cgroup v2 hierarchy at " + unified)
+	}
+	root, err := os.MkdirTemp(unified, "wrmdtest-")
+	if err != nil {
+		t.Skipf("cannot make a v2 group (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			if e.IsDir() {
+				unix.Rmdir(filepath.Join(root, e.Name()))
+			}
+		}
+		unix.Rmdir(root)
+	})
+	return root
 }

@@ -5,7 +5,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Shell cgroups left by a daemon that died (kill -9, OOM, a crash) are
@@ -26,16 +29,20 @@ import (
 //     live shells for orphans and killed them;
 //   - an empty group is removed only when older than orphanMinAge, so a
 //     group another daemon made a moment ago, before adding its worker, is
-//     not taken from under it;
+//     not taken from under it. A daemon that starts within that minute of
+//     its predecessor's death (a restart by systemd or the watchdog) finds
+//     the dead daemon's empty pre-started worker groups young, so it makes
+//     one more pass once they are old enough (reapLater);
 //   - any other group is an orphan: its processes are killed (the freezer,
 //     or cgroup.kill on v2, so a stopped process goes too) and it is removed.
 const orphanMinAge = time.Minute
 
 // reapOrphans kills and removes orphaned shell groups; it returns the names
-// it removed and the errors it met, for the start-up log.
-func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
+// it removed, how many empty groups it left for being younger than minAge,
+// and the errors it met, for the log.
+func (s *cgroupSystem) reapOrphans(minAge time.Duration) (reaped []string, young int, errs []error) {
 	if s == nil || s.mode == cgroupNone {
-		return nil, nil
+		return nil, 0, nil
 	}
 	parents := s.parents()
 	names := map[string]bool{}
@@ -65,7 +72,8 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 			continue
 		}
 		if len(pids) == 0 {
-			if time.Since(newest) < orphanMinAge {
+			if time.Since(newest) < minAge {
+				young++
 				continue
 			}
 		} else if ownedByLiveDaemon(pids) {
@@ -80,7 +88,34 @@ func (s *cgroupSystem) reapOrphans() (reaped []string, errs []error) {
 		}
 		reaped = append(reaped, name)
 	}
-	return reaped, errs
+	return reaped, young, errs
+}
+
+// reapLater makes one more pass of reapOrphans after the delay, with the
+// same rules, and logs what it did. stop cancels it, and waits for a pass
+// under way, so that none runs after the daemon's shutdown.
+func (s *cgroupSystem) reapLater(delay, minAge time.Duration, log *zap.Logger) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+		reaped, young, errs := s.reapOrphans(minAge)
+		if len(reaped) > 0 || len(errs) > 0 {
+			log.Warn("shell cgroups left by a daemon that died, found after start-up: removed",
+				zap.Strings("cgroups", reaped), zap.Errors("errors", errs), zap.Int("young_empty_left", young))
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-done
+	}
 }
 
 // ownedByLiveDaemon reports whether a process of the group has a parent

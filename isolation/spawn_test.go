@@ -636,15 +636,7 @@ func TestLabInner(t *testing.T) {
 // membership and cgroup.kill work: a setsid escapee dies at Close.
 func TestCgroupV2Explicit(t *testing.T) {
 	u := newTestUser(t)
-	const unified = "/sys/fs/cgroup/unified"
-	if _, err := os.Stat(filepath.Join(unified, "cgroup.procs")); err != nil {
-		t.Skip("no cgroup v2 hierarchy at " + unified)
-	}
-	root, err := os.MkdirTemp(unified, "wrmdtest-")
-	if err != nil {
-		t.Skipf("cannot make a v2 group: %v", err)
-	}
-	t.Cleanup(func() { unix.Rmdir(root) })
+	root := testV2Group(t)
 	s := newTestSpawner(t, SpawnerOptions{CgroupRoot: root})
 	if s.cgroupMode() != cgroupV2 {
 		t.Fatalf("mode %v", s.cgroupMode())

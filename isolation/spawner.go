@@ -101,6 +101,10 @@ type procSpawner struct {
 	// start-up tells this daemon's workers from orphans (orphans.go), by
 	// file and not by path. -1 when none.
 	exeHeld int
+
+	// stopLateReap cancels the second pass over orphaned cgroups
+	// (reapLater); nil when none is pending.
+	stopLateReap func()
 	// execPath is what a worker is executed from: /proc/self/fd/<exeHeld>,
 	// which the child resolves in its own copy of the descriptor table
 	// just before its execve, or exe itself when nothing is held.
@@ -189,7 +193,8 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 	for _, n := range notes {
 		s.log.Info("cgroup detection", zap.String("note", n))
 	}
-	if reaped, errs := cg.reapOrphans(); len(reaped) > 0 || len(errs) > 0 {
+	reaped, young, errs := cg.reapOrphans(orphanMinAge)
+	if len(reaped) > 0 || len(errs) > 0 {
 		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
 	}
 	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
@@ -214,6 +219,12 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 			"memory limits are not enforced", fields...)
 	} else {
 		s.log.Info("isolation ready", fields...)
+	}
+	if young > 0 {
+		// Empty groups too young to tell from another daemon's new ones
+		// (those of a daemon that died just before this start): looked at
+		// again once they are old enough.
+		s.stopLateReap = cg.reapLater(orphanMinAge+time.Second, orphanMinAge, s.log)
 	}
 	return s, nil
 }
@@ -405,6 +416,9 @@ func limitValue(v int) int {
 // used when they are empty (removeParents); the daemon calls it at a clean
 // shutdown, after every shell is closed.
 func (s *procSpawner) Close() error {
+	if s.stopLateReap != nil {
+		s.stopLateReap()
+	}
 	s.pool.close()
 	err := s.cg.removeParents()
 	if s.exeHeld >= 0 {

@@ -1063,8 +1063,10 @@ func TestSecurityStoppedWorkerDaemonDeath(t *testing.T) {
 		// The dead daemon's pre-started workers died with it (parent-death
 		// signal), which leaves their groups empty; a start-up removes an
 		// empty group only once it is a minute old (orphans.go: it may be
-		// another daemon's, made a moment ago), so the restart left them.
-		// Nothing may be in them; the test removes what its daemon left.
+		// another daemon's, made a moment ago), so the restart leaves them
+		// to its second pass a minute later (reapLater, tested in
+		// isolation). Nothing may be in them; the test removes them rather
+		// than wait.
 		for _, dir := range cgroupDirsNamed(pooled) {
 			if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
 				t.Errorf("the dead daemon's pooled worker group %s still holds %q", dir, b)
