@@ -87,7 +87,10 @@ type workerHandle struct {
 	stopped bool // the pump must stop
 	err     error
 
-	events   chan Event
+	events chan Event
+	// sink, when set (SetOutputSink, before the first Start), takes every
+	// Output on the reader's goroutine instead of the queue and Events.
+	sink     OutputSink
 	done     chan struct{} // closed when the reader has finished
 	stopPump chan struct{}
 	pumpDone chan struct{}
@@ -124,6 +127,12 @@ func (h *workerHandle) run() {
 
 func (h *workerHandle) Pid() int             { return h.pid }
 func (h *workerHandle) Events() <-chan Event { return h.events }
+
+func (h *workerHandle) SetOutputSink(sink OutputSink) {
+	h.mu.Lock()
+	h.sink = sink
+	h.mu.Unlock()
+}
 
 func (h *workerHandle) Err() error {
 	h.mu.Lock()
@@ -489,8 +498,16 @@ func (h *workerHandle) readLoop() {
 			err = fmt.Errorf("%w: %w", ErrProtocol, err)
 			break
 		}
-		if err = h.apply(m); err != nil {
+		var sink OutputSink
+		if sink, err = h.apply(m); err != nil {
 			break
+		}
+		if sink != nil {
+			// Checked by apply; outside h.mu, since the sink takes the
+			// session's locks, and before the next frame is read, so a
+			// command's output always comes before its Exit.
+			o := m.(msgOutput)
+			sink(o.ID, o.Stream, o.Data)
 		}
 	}
 	h.end(err)
@@ -498,12 +515,13 @@ func (h *workerHandle) readLoop() {
 
 var errFatal = errors.New("worker reported a fatal error")
 
-// apply checks one frame against the commands' state and records it.
-func (h *workerHandle) apply(m msg) error {
+// apply checks one frame against the commands' state and records it. It
+// returns the sink when the frame is Output that the caller must hand to it.
+func (h *workerHandle) apply(m msg) (OutputSink, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	violation := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+	violation := func(format string, args ...any) (OutputSink, error) {
+		return nil, fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 	}
 	switch m := m.(type) {
 	case msgStarted:
@@ -553,6 +571,9 @@ func (h *workerHandle) apply(m msg) error {
 			if c.window > c.grant {
 				return violation("output of %q beyond its credit (%d bytes unacknowledged, %d granted)", m.ID, c.window, c.grant)
 			}
+			if h.sink != nil {
+				return h.sink, nil
+			}
 			h.pushLocked(Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data})
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
 			// sent before the worker saw Release: dropped
@@ -579,11 +600,11 @@ func (h *workerHandle) apply(m msg) error {
 		}
 		delete(h.cmds, m.ID)
 	case msgFatal:
-		return fmt.Errorf("%w: %q", errFatal, m.Msg)
+		return nil, fmt.Errorf("%w: %q", errFatal, m.Msg)
 	default:
 		return violation("frame 0x%02x after Setup", m.frameType())
 	}
-	return nil
+	return nil, nil
 }
 
 // pushLocked queues an event, merging output into the previous event of the

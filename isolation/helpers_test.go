@@ -188,6 +188,9 @@ type collector struct {
 	// lastOut and exitAt: when the last output and the exit of each
 	// command arrived (BenchmarkOutputToExitGap).
 	lastOut, exitAt map[string]time.Time
+	// outputEvents counts Output that came on Events; afterExit, output a
+	// sink was given after its command's exit (TestOutputSink).
+	outputEvents, afterExit int
 }
 
 func newCollector(w Worker) *collector {
@@ -201,33 +204,49 @@ func newCollector(w Worker) *collector {
 func (c *collector) loop() {
 	defer close(c.stopped)
 	for ev := range c.w.Events() {
+		if ev.Kind == EventOutput {
+			c.mu.Lock()
+			c.outputEvents++
+			c.mu.Unlock()
+			c.sink(ev.CommandID, ev.Stream, ev.Data)
+			continue
+		}
 		c.mu.Lock()
-		switch ev.Kind {
-		case EventOutput:
-			b := c.out[ev.CommandID]
-			if b == nil {
-				b = new([3]bytes.Buffer)
-				c.out[ev.CommandID] = b
-			}
-			b[ev.Stream].Write(ev.Data)
-			c.lastOut[ev.CommandID] = time.Now()
-			if c.hold {
-				c.held[ev.CommandID] += len(ev.Data)
-			}
-		case EventExit:
+		if ev.Kind == EventExit {
 			c.exit[ev.CommandID] = ev.ExitCode
 			c.exitAt[ev.CommandID] = time.Now()
 		}
-		hold := c.hold
 		c.cond.Broadcast()
 		c.mu.Unlock()
-		if ev.Kind == EventOutput && !hold {
-			_ = c.w.Consumed(ev.CommandID, len(ev.Data))
-		}
 	}
 	c.mu.Lock()
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// sink records a command's output (from Events, or as the Worker's
+// OutputSink) and consumes it unless held.
+func (c *collector) sink(id string, s Stream, data []byte) {
+	c.mu.Lock()
+	if _, ok := c.exit[id]; ok {
+		c.afterExit++
+	}
+	b := c.out[id]
+	if b == nil {
+		b = new([3]bytes.Buffer)
+		c.out[id] = b
+	}
+	b[s].Write(data)
+	c.lastOut[id] = time.Now()
+	hold := c.hold
+	if hold {
+		c.held[id] += len(data)
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	if !hold {
+		_ = c.w.Consumed(id, len(data))
+	}
 }
 
 func (c *collector) wait() { <-c.stopped }

@@ -135,6 +135,62 @@ func TestLargeOutputExact(t *testing.T) {
 	}
 }
 
+// With an OutputSink, every byte of several commands' stdout and stderr
+// reaches the sink, byte-exact and none through Events, and each command's
+// output all before its exit; back-pressure still holds (the held sink
+// stops the command at the window).
+func TestOutputSink(t *testing.T) {
+	u := newTestUser(t)
+	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{}), SpawnRequest{Account: u.acct})
+	h.SetOutputSink(c.sink)
+	data := make([]byte, 3_000_000)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(u.acct.Home, "blob"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	ids := []string{nextID(), nextID(), nextID()}
+	for _, id := range ids {
+		if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "cat blob; cat blob >&2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		if code := c.waitExit(t, id, 30*time.Second); code != 0 {
+			t.Fatalf("%s: exit %d", id, code)
+		}
+		for _, s := range []Stream{Stdout, Stderr} {
+			if got := c.output(id, s); len(got) != len(data) || sha256.Sum256(got) != want {
+				t.Errorf("%s stream %d: %d bytes, want %d byte-exact", id, s, len(got), len(data))
+			}
+		}
+	}
+	c.mu.Lock()
+	events, late := c.outputEvents, c.afterExit
+	c.mu.Unlock()
+	if events != 0 || late != 0 {
+		t.Errorf("%d outputs came on Events, %d after their command's exit; want none", events, late)
+	}
+
+	c.setHold(true)
+	id := nextID()
+	if err := c.w.Start(context.Background(), CommandSpec{ID: id, Line: "head -c 4000000 /dev/zero"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.mu.Lock()
+	got := len(c.out[id][Stdout].Bytes())
+	_, done := c.exit[id]
+	c.mu.Unlock()
+	if got == 0 || got > OutputWindow || done {
+		t.Fatalf("held sink: %d bytes delivered (window %d), exited=%v", got, OutputWindow, done)
+	}
+	c.setHold(false)
+	if code := c.waitExit(t, id, 30*time.Second); code != 0 || len(c.output(id, Stdout)) != 4000000 {
+		t.Fatalf("after release: exit %d, %d bytes", code, len(c.output(id, Stdout)))
+	}
+}
+
 // A client that does not consume makes the command block at the window.
 func TestBackPressure(t *testing.T) {
 	u := newTestUser(t)

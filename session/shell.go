@@ -203,6 +203,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Workers.Inc()
 	}
+	w.SetOutputSink(sh.output) // before any command starts
 	go sh.pump()
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()))
@@ -331,31 +332,43 @@ func (sh *Shell) expired(now time.Time) string {
 	return ""
 }
 
+// output is the shell's OutputSink: a command's output, from the worker's
+// reader straight into the command's buffer.
+func (sh *Shell) output(id string, s isolation.Stream, data []byte) {
+	sh.mu.Lock()
+	c, w := sh.commands[id], sh.worker
+	sh.mu.Unlock()
+	if c == nil {
+		// Output of a released command: give the window back so the
+		// worker is never stuck on it.
+		_ = w.Consumed(id, len(data))
+		return
+	}
+	c.addOutput(s, data)
+	if sh.m.cfg.Metrics != nil {
+		name := "stdout"
+		if s == isolation.Stderr {
+			name = "stderr"
+		}
+		sh.m.cfg.Metrics.StreamBytes.WithLabelValues(name).Add(float64(len(data)))
+	}
+}
+
 // pump routes worker events to commands until the worker is gone.
 func (sh *Shell) pump() {
 	w := sh.worker
 	for ev := range w.Events() {
+		if ev.Kind == isolation.EventOutput {
+			sh.output(ev.CommandID, ev.Stream, ev.Data) // only without a sink
+			continue
+		}
 		sh.mu.Lock()
 		c := sh.commands[ev.CommandID]
 		sh.mu.Unlock()
 		if c == nil {
-			// Output of a released command: give the window back so the
-			// worker is never stuck on it.
-			if ev.Kind == isolation.EventOutput {
-				_ = w.Consumed(ev.CommandID, len(ev.Data))
-			}
 			continue
 		}
 		switch ev.Kind {
-		case isolation.EventOutput:
-			c.addOutput(ev.Stream, ev.Data)
-			if sh.m.cfg.Metrics != nil {
-				name := "stdout"
-				if ev.Stream == isolation.Stderr {
-					name = "stderr"
-				}
-				sh.m.cfg.Metrics.StreamBytes.WithLabelValues(name).Add(float64(len(ev.Data)))
-			}
 		case isolation.EventExit:
 			c.exit(ev.ExitCode)
 			sh.m.cfg.Audit.Event(obs.EvCommandExit, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, sh.remoteAddr),
