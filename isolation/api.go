@@ -197,9 +197,10 @@ type Worker interface {
 	// Events delivers output and exits in order per command; it is closed
 	// when the worker is gone (Err then says why, nil after Close).
 	Events() <-chan Event
-	// SetOutputSink, called before the first Start, makes every command's
-	// output go to sink instead of Events; exits still come on Events.
-	SetOutputSink(sink OutputSink)
+	// SetEventSink, called before the first Start, makes every event
+	// (output and exits) go to sink instead of Events, which then only
+	// closes when the worker is gone.
+	SetEventSink(sink EventSink)
 	// Err reports why the worker ended, once Events is closed.
 	Err() error
 	// Close kills every process of the shell (the whole cgroup where there is
@@ -209,15 +210,16 @@ type Worker interface {
 	Pid() int
 }
 
-// OutputSink takes a command's output (Worker.SetOutputSink) on the goroutine
-// that reads the worker's socket, once the frame has passed the protocol's
-// checks, in the order the worker sent it: all of a command's output comes
-// before its EventExit. data is the sink's to keep. The sink must not wait
-// for the worker (its next frame is read only when the sink returns); it
-// may call the Worker's other methods. It spares each output chunk two
-// goroutine hand-offs (the event queue and the Events channel) on the path
-// that streams a command's output.
-type OutputSink func(commandID string, s Stream, data []byte)
+// EventSink takes the worker's events (Worker.SetEventSink) on the goroutine
+// that reads the worker's socket, once each frame has passed the protocol's
+// checks, in the order the worker sent them: all of a command's output
+// comes before its EventExit, and every event before Events closes. An
+// Output's Data is the sink's to keep. The sink must not wait for the
+// worker (its next frame is read only when the sink returns); it may call
+// the Worker's other methods. It spares each output chunk and each exit
+// two goroutine hand-offs (the event queue and the Events channel) on the
+// paths that stream a command's output and report its end.
+type EventSink func(ev Event)
 
 // OutputWindow is the per-command unacknowledged output budget, in bytes.
 const OutputWindow = 1 << 20

@@ -88,9 +88,9 @@ type workerHandle struct {
 	err     error
 
 	events chan Event
-	// sink, when set (SetOutputSink, before the first Start), takes every
-	// Output on the reader's goroutine instead of the queue and Events.
-	sink     OutputSink
+	// sink, when set (SetEventSink, before the first Start), takes every
+	// event on the reader's goroutine instead of the queue and Events.
+	sink     EventSink
 	done     chan struct{} // closed when the reader has finished
 	stopPump chan struct{}
 	pumpDone chan struct{}
@@ -128,7 +128,7 @@ func (h *workerHandle) run() {
 func (h *workerHandle) Pid() int             { return h.pid }
 func (h *workerHandle) Events() <-chan Event { return h.events }
 
-func (h *workerHandle) SetOutputSink(sink OutputSink) {
+func (h *workerHandle) SetEventSink(sink EventSink) {
 	h.mu.Lock()
 	h.sink = sink
 	h.mu.Unlock()
@@ -498,16 +498,16 @@ func (h *workerHandle) readLoop() {
 			err = fmt.Errorf("%w: %w", ErrProtocol, err)
 			break
 		}
-		var sink OutputSink
-		if sink, err = h.apply(m); err != nil {
+		var ev *Event
+		var sink EventSink
+		if sink, ev, err = h.apply(m); err != nil {
 			break
 		}
-		if sink != nil {
+		if ev != nil {
 			// Checked by apply; outside h.mu, since the sink takes the
 			// session's locks, and before the next frame is read, so a
-			// command's output always comes before its Exit.
-			o := m.(msgOutput)
-			sink(o.ID, o.Stream, o.Data)
+			// command's output always comes before its exit.
+			sink(*ev)
 		}
 	}
 	h.end(err)
@@ -516,12 +516,12 @@ func (h *workerHandle) readLoop() {
 var errFatal = errors.New("worker reported a fatal error")
 
 // apply checks one frame against the commands' state and records it. It
-// returns the sink when the frame is Output that the caller must hand to it.
-func (h *workerHandle) apply(m msg) (OutputSink, error) {
+// returns the event the caller must hand to the sink, if any.
+func (h *workerHandle) apply(m msg) (EventSink, *Event, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	violation := func(format string, args ...any) (OutputSink, error) {
-		return nil, fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+	violation := func(format string, args ...any) (EventSink, *Event, error) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 	}
 	switch m := m.(type) {
 	case msgStarted:
@@ -571,10 +571,11 @@ func (h *workerHandle) apply(m msg) (OutputSink, error) {
 			if c.window > c.grant {
 				return violation("output of %q beyond its credit (%d bytes unacknowledged, %d granted)", m.ID, c.window, c.grant)
 			}
+			ev := Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data}
 			if h.sink != nil {
-				return h.sink, nil
+				return h.sink, &ev, nil
 			}
-			h.pushLocked(Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data})
+			h.pushLocked(ev)
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
 			// sent before the worker saw Release: dropped
 		default:
@@ -588,7 +589,11 @@ func (h *workerHandle) apply(m msg) (OutputSink, error) {
 			// Only what it holds stays reserved (returned as consumed).
 			h.shrinkGrantLocked(c, c.window)
 			h.budget.unwait(h, m.ID)
-			h.pushLocked(Event{Kind: EventExit, CommandID: m.ID, ExitCode: m.Code})
+			ev := Event{Kind: EventExit, CommandID: m.ID, ExitCode: m.Code}
+			if h.sink != nil {
+				return h.sink, &ev, nil
+			}
+			h.pushLocked(ev)
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
 		default:
 			return violation("Exit for %q", m.ID)
@@ -600,11 +605,11 @@ func (h *workerHandle) apply(m msg) (OutputSink, error) {
 		}
 		delete(h.cmds, m.ID)
 	case msgFatal:
-		return nil, fmt.Errorf("%w: %q", errFatal, m.Msg)
+		return nil, nil, fmt.Errorf("%w: %q", errFatal, m.Msg)
 	default:
 		return violation("frame 0x%02x after Setup", m.frameType())
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // pushLocked queues an event, merging output into the previous event of the

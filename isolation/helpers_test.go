@@ -188,9 +188,9 @@ type collector struct {
 	// lastOut and exitAt: when the last output and the exit of each
 	// command arrived (BenchmarkOutputToExitGap).
 	lastOut, exitAt map[string]time.Time
-	// outputEvents counts Output that came on Events; afterExit, output a
-	// sink was given after its command's exit (TestOutputSink).
-	outputEvents, afterExit int
+	// viaEvents counts the events that came on Events; afterExit, output
+	// given after its command's exit (TestEventSink).
+	viaEvents, afterExit int
 }
 
 func newCollector(w Worker) *collector {
@@ -204,48 +204,45 @@ func newCollector(w Worker) *collector {
 func (c *collector) loop() {
 	defer close(c.stopped)
 	for ev := range c.w.Events() {
-		if ev.Kind == EventOutput {
-			c.mu.Lock()
-			c.outputEvents++
-			c.mu.Unlock()
-			c.sink(ev.CommandID, ev.Stream, ev.Data)
-			continue
-		}
 		c.mu.Lock()
-		if ev.Kind == EventExit {
-			c.exit[ev.CommandID] = ev.ExitCode
-			c.exitAt[ev.CommandID] = time.Now()
-		}
-		c.cond.Broadcast()
+		c.viaEvents++
 		c.mu.Unlock()
+		c.sink(ev)
 	}
 	c.mu.Lock()
 	c.cond.Broadcast()
 	c.mu.Unlock()
 }
 
-// sink records a command's output (from Events, or as the Worker's
-// OutputSink) and consumes it unless held.
-func (c *collector) sink(id string, s Stream, data []byte) {
+// sink records an event (from Events, or as the Worker's EventSink) and
+// consumes output unless held.
+func (c *collector) sink(ev Event) {
 	c.mu.Lock()
-	if _, ok := c.exit[id]; ok {
+	if ev.Kind == EventExit {
+		c.exit[ev.CommandID] = ev.ExitCode
+		c.exitAt[ev.CommandID] = time.Now()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		return
+	}
+	if _, ok := c.exit[ev.CommandID]; ok {
 		c.afterExit++
 	}
-	b := c.out[id]
+	b := c.out[ev.CommandID]
 	if b == nil {
 		b = new([3]bytes.Buffer)
-		c.out[id] = b
+		c.out[ev.CommandID] = b
 	}
-	b[s].Write(data)
-	c.lastOut[id] = time.Now()
+	b[ev.Stream].Write(ev.Data)
+	c.lastOut[ev.CommandID] = time.Now()
 	hold := c.hold
 	if hold {
-		c.held[id] += len(data)
+		c.held[ev.CommandID] += len(ev.Data)
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	if !hold {
-		_ = c.w.Consumed(id, len(data))
+		_ = c.w.Consumed(ev.CommandID, len(ev.Data))
 	}
 }
 

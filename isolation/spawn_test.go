@@ -135,14 +135,14 @@ func TestLargeOutputExact(t *testing.T) {
 	}
 }
 
-// With an OutputSink, every byte of several commands' stdout and stderr
-// reaches the sink, byte-exact and none through Events, and each command's
-// output all before its exit; back-pressure still holds (the held sink
-// stops the command at the window).
-func TestOutputSink(t *testing.T) {
+// With an EventSink, every byte of several commands' stdout and stderr and
+// their exits reach the sink, byte-exact and nothing through Events, and
+// each command's output all before its exit; back-pressure still holds
+// (the held sink stops the command at the window).
+func TestEventSink(t *testing.T) {
 	u := newTestUser(t)
 	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{}), SpawnRequest{Account: u.acct})
-	h.SetOutputSink(c.sink)
+	h.SetEventSink(c.sink)
 	data := make([]byte, 3_000_000)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(u.acct.Home, "blob"), data, 0o644); err != nil {
@@ -166,10 +166,10 @@ func TestOutputSink(t *testing.T) {
 		}
 	}
 	c.mu.Lock()
-	events, late := c.outputEvents, c.afterExit
+	events, late := c.viaEvents, c.afterExit
 	c.mu.Unlock()
 	if events != 0 || late != 0 {
-		t.Errorf("%d outputs came on Events, %d after their command's exit; want none", events, late)
+		t.Errorf("%d events came on Events, %d outputs after their command's exit; want none", events, late)
 	}
 
 	checkBackPressure(t, c)

@@ -203,7 +203,7 @@ func (m *Manager) create(ctx context.Context, req *Request) ([]byte, error) {
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Workers.Inc()
 	}
-	w.SetOutputSink(sh.output) // before any command starts
+	w.SetEventSink(sh.event) // before any command starts
 	go sh.pump()
 	m.cfg.Audit.Event(obs.EvShellCreate, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, req.RemoteAddr),
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FScheme, string(req.Identity.Scheme())), zap.Int("worker_pid", w.Pid()))
@@ -332,48 +332,40 @@ func (sh *Shell) expired(now time.Time) string {
 	return ""
 }
 
-// output is the shell's OutputSink: a command's output, from the worker's
-// reader straight into the command's buffer.
-func (sh *Shell) output(id string, s isolation.Stream, data []byte) {
+// event is the shell's EventSink: a command's output and exit, from the
+// worker's reader straight to the command.
+func (sh *Shell) event(ev isolation.Event) {
 	sh.mu.Lock()
-	c, w := sh.commands[id], sh.worker
+	c, w := sh.commands[ev.CommandID], sh.worker
 	sh.mu.Unlock()
-	if c == nil {
+	switch {
+	case c == nil && ev.Kind == isolation.EventOutput:
 		// Output of a released command: give the window back so the
 		// worker is never stuck on it.
-		_ = w.Consumed(id, len(data))
-		return
-	}
-	c.addOutput(s, data)
-	if sh.m.cfg.Metrics != nil {
-		name := "stdout"
-		if s == isolation.Stderr {
-			name = "stderr"
+		_ = w.Consumed(ev.CommandID, len(ev.Data))
+	case c == nil:
+	case ev.Kind == isolation.EventOutput:
+		c.addOutput(ev.Stream, ev.Data)
+		if sh.m.cfg.Metrics != nil {
+			name := "stdout"
+			if ev.Stream == isolation.Stderr {
+				name = "stderr"
+			}
+			sh.m.cfg.Metrics.StreamBytes.WithLabelValues(name).Add(float64(len(ev.Data)))
 		}
-		sh.m.cfg.Metrics.StreamBytes.WithLabelValues(name).Add(float64(len(data)))
+	case ev.Kind == isolation.EventExit:
+		c.exit(ev.ExitCode)
+		sh.m.cfg.Audit.Event(obs.EvCommandExit, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, sh.remoteAddr),
+			zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, c.id), zap.Int32("exit_code", ev.ExitCode))
 	}
 }
 
-// pump routes worker events to commands until the worker is gone.
+// pump waits until the worker is gone (its events go to sh.event), then
+// fails what is left.
 func (sh *Shell) pump() {
 	w := sh.worker
 	for ev := range w.Events() {
-		if ev.Kind == isolation.EventOutput {
-			sh.output(ev.CommandID, ev.Stream, ev.Data) // only without a sink
-			continue
-		}
-		sh.mu.Lock()
-		c := sh.commands[ev.CommandID]
-		sh.mu.Unlock()
-		if c == nil {
-			continue
-		}
-		switch ev.Kind {
-		case isolation.EventExit:
-			c.exit(ev.ExitCode)
-			sh.m.cfg.Audit.Event(obs.EvCommandExit, zap.String(obs.FUser, sh.user), zap.String(obs.FRemoteAddr, sh.remoteAddr),
-				zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, c.id), zap.Int32("exit_code", ev.ExitCode))
-		}
+		sh.event(ev) // only without a sink
 	}
 	err := w.Err()
 	sh.mu.Lock()
