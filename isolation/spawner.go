@@ -275,10 +275,11 @@ func workerBinaryIn(dir string) (string, error) {
 	return p, nil
 }
 
-// heldFDMin is the lowest number a held executable gets: above the
-// descriptors a child is given (0-2 and ExtraFiles from 3), which the
-// child's dup2 calls would otherwise overwrite before it executes the held
-// one.
+// heldFDMin is the lowest number a held executable gets: above every
+// descriptor the child's fork code writes over before it executes the held
+// one. The child gets 0-2 and ExtraFiles from 3 (4 in all), and Go's fork
+// moves descriptors out of the way through the numbers from 4 upward, one
+// per file and one for its status pipe: 9 at most for a worker.
 const heldFDMin = 10
 
 // holdExecutable opens the regular, executable file at path as an O_PATH
