@@ -548,9 +548,17 @@ func TestHandshakeRejects(t *testing.T) {
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
 			exe := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".sh")
-			if err := os.WriteFile(exe, []byte("#!/bin/sh\n"+body+"\nsleep 5\n"), 0o755); err != nil {
+			// The marker proves the fake worker ran: a spawner that could
+			// not execute it at all fails Spawn too, for another reason.
+			ran := exe + ".ran"
+			if err := os.WriteFile(exe, []byte("#!/bin/sh\ntouch "+ran+"\n"+body+"\nsleep 5\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
+			defer func() {
+				if _, err := os.Stat(ran); err != nil {
+					t.Errorf("the fake worker never ran: %v", err)
+				}
+			}()
 			s := newTestSpawner(t, SpawnerOptions{Exe: exe, AllowRoot: true, CgroupRoot: "off"})
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -94,21 +94,20 @@ type procSpawner struct {
 	cold atomic.Uint64 // workers started by Spawn itself
 
 	// exeHeld is an O_PATH descriptor on exe, when exe is not the daemon's
-	// own binary, held until Close. Workers are executed through it
-	// (execPath), so every worker is the file checked at start-up, whatever
-	// is installed at exe's path since (a package upgrade before the
-	// restart, a binary swapped by hand); and it is how another daemon's
-	// start-up tells this daemon's workers from orphans (orphans.go), by
-	// file and not by path. -1 when none.
-	exeHeld int
+	// own binary, opened and checked at start-up and held until Close.
+	// Every worker is executed from it, not from exe's path: the child gets
+	// it as descriptor heldExeFD and executes /proc/self/fd/<heldExeFD>
+	// (which an interpreter script can open again, unlike a descriptor
+	// closed on exec), so every worker is the file checked at start-up,
+	// whatever is installed at exe's path since (a package upgrade before
+	// the restart, a binary swapped by hand). It is also how another
+	// daemon's start-up tells this daemon's workers from orphans
+	// (orphans.go), by file and not by path. nil when none.
+	exeHeld *os.File
 
 	// stopLateReap cancels the second pass over orphaned cgroups
 	// (reapLater); nil when none is pending.
 	stopLateReap func()
-	// execPath is what a worker is executed from: /proc/self/fd/<exeHeld>,
-	// which the child resolves in its own copy of the descriptor table
-	// just before its execve, or exe itself when nothing is held.
-	execPath string
 
 	// nnpInherited: the daemon itself started with no_new_privs (a
 	// container run with allowPrivilegeEscalation: false, or a unit with
@@ -127,7 +126,7 @@ func NewSpawner(opts SpawnerOptions) (Spawner, error) {
 }
 
 func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
-	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger, exeHeld: -1}
+	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -137,29 +136,27 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 		// A sidecar worker is exec'd inside the target's mount namespace,
 		// where only /proc/self/exe still names a binary of ours.
 		if opts.Sidecar == "" {
-			switch p, err := findWorkerBinary(); {
+			switch f, err := findWorkerBinary(); {
 			case err == nil:
-				s.exe = p
+				s.exe, s.exeHeld = f.Name(), f
 			case !errors.Is(err, os.ErrNotExist):
 				s.log.Warn("not running "+WorkerBinary+"; workers re-execute the daemon instead", zap.Error(err))
 			}
 		}
-	}
-	if !opts.Lab && os.Geteuid() != 0 {
-		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
-	}
-	s.execPath = s.exe
-	if s.exe != "/proc/self/exe" {
-		fd, err := holdExecutable(s.exe)
+	} else {
+		f, err := holdExecutable(s.exe)
 		if err != nil {
 			return nil, fmt.Errorf("isolation: worker binary %s: %w", s.exe, err)
 		}
-		s.exeHeld, s.execPath = fd, "/proc/self/fd/"+strconv.Itoa(fd)
-		defer func() {
-			if ret == nil {
-				unix.Close(fd)
-			}
-		}()
+		s.exeHeld = f
+	}
+	defer func() {
+		if ret == nil && s.exeHeld != nil {
+			s.exeHeld.Close()
+		}
+	}()
+	if !opts.Lab && os.Geteuid() != 0 {
+		return nil, errors.New("isolation: the privileged spawner must run as root (use lab mode otherwise)")
 	}
 	if opts.Lab {
 		acct, err := selfAccount()
@@ -237,74 +234,71 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 // version is refused at Hello.
 const WorkerBinary = "winrmd-worker"
 
-// findWorkerBinary returns WorkerBinary beside the daemon's executable, if it
+// findWorkerBinary opens WorkerBinary beside the daemon's executable, if it
 // is there and only its owner (root or the daemon's user) can change it or
 // its directory: the daemon runs it as root before the privilege drop.
 // os.ErrNotExist when it is not installed.
-func findWorkerBinary() (string, error) {
+func findWorkerBinary() (*os.File, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if self, err = filepath.EvalSymlinks(self); err != nil {
-		return "", err
+		return nil, err
 	}
 	return workerBinaryIn(filepath.Dir(self))
 }
 
-// workerBinaryIn is findWorkerBinary for the directory dir.
-func workerBinaryIn(dir string) (string, error) {
-	p := filepath.Join(dir, WorkerBinary)
-	fi, err := os.Stat(p)
+// workerBinaryIn is findWorkerBinary for the directory dir. The directory
+// is checked by path; the file, once opened, on its descriptor, which is
+// what every worker is then executed from.
+func workerBinaryIn(dir string) (*os.File, error) {
+	fi, err := os.Stat(dir)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("%s is not an executable file", p)
+	if err := ownerOnly(dir, fi.Sys().(*syscall.Stat_t)); err != nil {
+		return nil, err
 	}
-	for _, f := range []string{p, filepath.Dir(p)} {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", err
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) || fi.Mode().Perm()&0o022 != 0 {
-			return "", fmt.Errorf("%s must be owned by root or the daemon's user and writable by its owner only", f)
-		}
-	}
-	return p, nil
+	return holdExecutable(filepath.Join(dir, WorkerBinary))
 }
 
-// heldFDMin is the lowest number a held executable gets: above every
-// descriptor the child's fork code writes over before it executes the held
-// one. The child gets 0-2 and ExtraFiles from 3 (4 in all), and Go's fork
-// moves descriptors out of the way through the numbers from 4 upward, one
-// per file and one for its status pipe: 9 at most for a worker.
-const heldFDMin = 10
+// heldExeFD is the descriptor a worker is given its own executable on,
+// after its socket (workerFD): the worker marks it close-on-exec with every
+// other inherited descriptor, so no command inherits it.
+const heldExeFD = 4
 
-// holdExecutable opens the regular, executable file at path as an O_PATH
-// descriptor numbered heldFDMin or above (close-on-exec: no worker
-// inherits it).
-func holdExecutable(path string) (int, error) {
+// holdExecutable opens path as an O_PATH descriptor (close-on-exec in the
+// daemon) and checks, on the descriptor, that it is a regular, executable
+// file only its owner can change.
+func holdExecutable(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return nil, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mode&0o111 == 0 {
 		unix.Close(fd)
-		return -1, errors.New("not an executable file")
+		return nil, fmt.Errorf("%s is not an executable file", path)
 	}
-	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, heldFDMin)
-	unix.Close(fd)
-	if err != nil {
-		return -1, err
+	if err := ownerOnly(path, &syscall.Stat_t{Uid: st.Uid, Mode: st.Mode}); err != nil {
+		unix.Close(fd)
+		return nil, err
 	}
-	return high, nil
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// ownerOnly refuses a file or directory that another user than root or
+// the daemon's own can change.
+func ownerOnly(path string, st *syscall.Stat_t) error {
+	if (st.Uid != 0 && int(st.Uid) != os.Geteuid()) || st.Mode&0o022 != 0 {
+		return fmt.Errorf("%s must be owned by root or the daemon's user and writable by its owner only", path)
+	}
+	return nil
 }
 
 // startedWithNoNewPrivs: the process had no_new_privs when it started.
@@ -422,9 +416,9 @@ func (s *procSpawner) Close() error {
 	}
 	s.pool.close()
 	err := s.cg.removeParents()
-	if s.exeHeld >= 0 {
-		unix.Close(s.exeHeld)
-		s.exeHeld = -1
+	if s.exeHeld != nil {
+		s.exeHeld.Close()
+		s.exeHeld = nil
 	}
 	return err
 }
@@ -736,9 +730,13 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 	if th != nil {
 		pdeath = 0
 	}
+	path, extra := s.exe, []*os.File{childF} // fd 3
+	if s.exeHeld != nil {
+		path, extra = "/proc/self/fd/"+strconv.Itoa(heldExeFD), append(extra, s.exeHeld)
+	}
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
-			Path: s.execPath,
+			Path: path,
 			Args: []string{"winrmd", "worker"},
 			// Clean: the worker's environment comes in Setup, which
 			// replaces this. One P bounds the threads the Go runtime wants
@@ -747,7 +745,7 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 			// sampling for a memory profile nobody reads.
 			Env:        []string{"GOMAXPROCS=1", "GODEBUG=memprofilerate=0"},
 			Dir:        "/",
-			ExtraFiles: []*os.File{childF}, // fd 3
+			ExtraFiles: extra,
 			Stderr:     stderrW,
 			SysProcAttr: &syscall.SysProcAttr{
 				Setsid:    true,

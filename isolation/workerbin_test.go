@@ -24,9 +24,11 @@ func TestWorkerBinaryIn(t *testing.T) {
 	if err := os.WriteFile(p, []byte("#!/bin/true\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := workerBinaryIn(dir); err != nil || got != p {
-		t.Fatalf("installed: %q %v", got, err)
+	got, err := workerBinaryIn(dir)
+	if err != nil || got.Name() != p {
+		t.Fatalf("installed: %v %v", got, err)
 	}
+	got.Close()
 	for _, c := range []struct {
 		path string
 		mode os.FileMode
@@ -34,7 +36,8 @@ func TestWorkerBinaryIn(t *testing.T) {
 		if err := os.Chmod(c.path, c.mode); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := workerBinaryIn(dir); err == nil {
+		if f, err := workerBinaryIn(dir); err == nil {
+			f.Close()
 			t.Errorf("%s mode %v accepted", c.path, c.mode)
 		}
 		_ = os.Chmod(c.path, 0o755)
@@ -43,7 +46,8 @@ func TestWorkerBinaryIn(t *testing.T) {
 		if err := os.Chown(p, 12345, 0); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := workerBinaryIn(dir); err == nil {
+		if f, err := workerBinaryIn(dir); err == nil {
+			f.Close()
 			t.Error("a binary owned by another user accepted")
 		}
 	}
