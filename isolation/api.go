@@ -214,7 +214,9 @@ type Worker interface {
 // that reads the worker's socket, once each frame has passed the protocol's
 // checks, in the order the worker sent them: all of a command's output
 // comes before its EventExit, and every event before Events closes. An
-// Output's Data is the sink's to keep. The sink must not wait for the
+// Output's Data is lent for the call: it is the reader's frame buffer,
+// which the next frame overwrites, so a sink that keeps the bytes copies
+// them (one copy per chunk instead of two). The sink must not wait for the
 // worker (its next frame is read only when the sink returns); it may call
 // the Worker's other methods. It spares each output chunk and each exit
 // two goroutine hand-offs (the event queue and the Events channel) on the

@@ -2,6 +2,7 @@ package isolation
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -573,8 +574,9 @@ func (h *workerHandle) apply(m msg) (EventSink, *Event, error) {
 			}
 			ev := Event{Kind: EventOutput, CommandID: m.ID, Stream: m.Stream, Data: m.Data}
 			if h.sink != nil {
-				return h.sink, &ev, nil
+				return h.sink, &ev, nil // Data lent for the call (EventSink)
 			}
+			ev.Data = bytes.Clone(m.Data) // queued past this frame
 			h.pushLocked(ev)
 		case c != nil && c.state == cmdReleasing && !c.expectStart:
 			// sent before the worker saw Release: dropped

@@ -633,7 +633,10 @@ func decodeWorkerToDaemon(typ byte, p []byte) (msg, error) {
 		if d.err == nil && ((s.Stream != Stdout && s.Stream != Stderr) || len(data) == 0) {
 			d.fail(errBadValue)
 		}
-		s.Data = bytes.Clone(data)
+		// Data aliases the frame buffer, which the reader reuses for its
+		// next frame: whatever keeps it past the frame copies it (the
+		// event queue does; a sink copies into the command's buffer).
+		s.Data = data
 		m = s
 	case tExit:
 		m = msgExit{ID: d.id(), Code: int32(d.u32())}

@@ -213,7 +213,10 @@ type exchange struct {
 	raw      []byte // the body, unsealed once unseal ran
 	// body is the pooled buffer raw was read into (nil when not pooled),
 	// given back once the reply is written (releaseBody).
-	body     *[]byte
+	body *[]byte
+	// sent gives back the buffer the reply's envelope is in (a pooled
+	// ReceiveResponse, session.Request.Sent) once it is written.
+	sent     func()
 	ct       string // its Content-Type
 	sealed   bool   // the request was sealed: so is the reply
 	protocol string // the sealing protocol, for the reply
@@ -620,9 +623,11 @@ func (s *Server) recheckCreate(x *exchange) *reply {
 // connections proceed. It always ends the exchange.
 func (s *Server) dispatch(x *exchange) *reply {
 	x.st.mu.Unlock()
-	body, err := s.d.Sessions.Handle(x.r.Context(), &session.Request{
+	req := &session.Request{
 		Msg: x.msg, Identity: x.id, RemoteAddr: x.st.remote.String(), ListenerURL: listenerURL(x.r, x.st.l),
-	})
+	}
+	body, err := s.d.Sessions.Handle(x.r.Context(), req)
+	x.sent = req.Sent
 	x.st.mu.Lock()
 	relatesTo := x.msg.Header.MessageID
 	if err != nil {
@@ -694,9 +699,14 @@ func readBody(r *http.Request, limit int) (body []byte, buf *[]byte, err error) 
 	return body, buf, nil
 }
 
-// releaseBody gives the exchange's body buffer back to the pool, once its
-// reply is written.
+// releaseBody gives the exchange's body buffer back to the pool, and the
+// reply's envelope buffer to the session layer's, once the reply is
+// written.
 func (x *exchange) releaseBody() {
+	if x.sent != nil {
+		x.sent()
+		x.sent = nil
+	}
 	if x.body != nil {
 		x.raw, x.msg = nil, nil
 		bodyPool.Put(x.body)

@@ -94,6 +94,21 @@ type Request struct {
 	Identity    *authn.Identity
 	RemoteAddr  string // client IP
 	ListenerURL string // e.g. http://host:5985/wsman, echoed in ResourceCreated
+
+	// sent, set by Handle, gives back what the response borrowed (a
+	// ReceiveResponse's pooled buffer) once it is written (Sent).
+	sent func()
+}
+
+// Sent tells the session layer that the response Handle returned has been
+// written, or dropped: the buffers it is in may be reused for the next
+// response, so its bytes must not be used after. A caller that never calls
+// it only leaves the buffer to the collector.
+func (r *Request) Sent() {
+	if f := r.sent; f != nil {
+		r.sent = nil
+		f()
+	}
 }
 
 // Manager owns every shell of the daemon.

@@ -141,6 +141,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 			if m.cfg.Metrics != nil {
 				m.cfg.Metrics.ReceiveLatency.Observe(time.Since(start).Seconds())
 			}
+			req.sent = p.r.Release
 			return p.r.Finish(h.MessageID), nil
 		}
 		running := c.state == cmdRunning
@@ -171,7 +172,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 			continue
 		}
 		if !running || pending > 0 {
-			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID)
+			resp, consumed, ferr := m.buildReceive(c, want, budget, h.MessageID, req)
 			if ferr == nil && consumed > 0 {
 				c.schedulePrep(want, budget, sh.done)
 			}
@@ -203,7 +204,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 
 // buildReceive takes up to budget bytes of buffered output and renders the
 // ReceiveResponse. Called with c.mu held.
-func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo string) ([]byte, int, error) {
+func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo string, req *Request) ([]byte, int, error) {
 	if c.state == cmdTerminated {
 		return nil, 0, commandSelectorFault(c.id)
 	}
@@ -240,7 +241,9 @@ func (m *Manager) buildReceive(c *Command, want [3]bool, budget int, relatesTo s
 	}
 	// Render while c.mu is held: the taken bytes stay valid until the next
 	// addOutput may reuse the buffer.
-	return r.Encode(relatesTo), consumed, nil
+	p := r.Prepare(wsman.EscapedLen(relatesTo))
+	req.sent = p.Release
+	return p.Finish(relatesTo), consumed, nil
 }
 
 func streamName(s isolation.Stream) string {
@@ -289,6 +292,7 @@ func (c *Command) usablePrep(want [3]bool, budget int) *preparedReceive {
 	stderrJoins := want[isolation.Stderr] && rem > 0 && c.pending(isolation.Stderr) > 0 && c.pending(isolation.Stderr) <= rem
 	if p.gen != c.recvGen || p.want != want || p.budget != budget || c.state == cmdTerminated ||
 		c.pending(isolation.Stdout) <= p.n || stderrJoins {
+		p.r.Release() // stale, never finished
 		return nil
 	}
 	return p

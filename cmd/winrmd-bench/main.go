@@ -81,7 +81,7 @@ func realMain() int {
 	flag.BoolVar(&cfg.quick, "quick", false, "CI mode: 64 MiB streams and fewer samples (< 2 minutes)")
 	flag.StringVar(&sizeFlag, "size", "", "stream size for the stdout/stdin rows (default 1GiB, 64MiB with -quick)")
 	flag.StringVar(&rowsFlag, "rows", strings.Join(allRows, ","), "rows to run: "+strings.Join(allRows, ",")+
-		" (stdout and stdin include the Kerberos and CredSSP variants)")
+		" (stdout and stdin include the Kerberos and CredSSP variants); a single row by its key, e.g. stdout_basic")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the bench client's CPU profile (pprof) here")
 	flag.StringVar(&cfg.perfDir, "perf", "", "record the daemon (and its workers) with perf per row into this directory")
 	flag.IntVar(&cfg.conc, "concurrency", 200, "shells / sessions in the concurrency row")
@@ -264,10 +264,23 @@ func realMain() int {
 		{"psrp", "psrp_open_warm", func() (*result, error) { return b.psrpRow(true, true) }},
 		{"psrp", "psrp_rtt_warm", func() (*result, error) { return b.psrpRow(true, false) }},
 	}
+	// -rows takes groups (stdout) and single rows (stdout_basic), the
+	// latter for A/B runs of one row; a name that is neither is a typo that
+	// would otherwise run nothing and "pass".
+	for name := range cfg.rows {
+		known := false
+		for _, st := range steps {
+			known = known || name == st.row || name == st.key
+		}
+		if !known {
+			warnf("-rows: unknown row %q", name)
+			return 2
+		}
+	}
 	var results []*result
 	failed := false
 	for _, st := range steps {
-		if !cfg.rows[st.row] {
+		if !cfg.rows[st.row] && !cfg.rows[st.key] {
 			continue
 		}
 		if strings.HasSuffix(st.key, "_krb5") && b.t.krb == nil {

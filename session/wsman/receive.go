@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The ReceiveResponse is the hot path of every command's output: it is
@@ -57,8 +58,12 @@ func isPlainASCII(s string) bool {
 
 // Encode renders the response into one exactly-sized buffer.
 func (r *ReceiveResponse) Encode(relatesTo string) []byte {
-	return r.Prepare(len(escapeXML(relatesTo))).Finish(relatesTo)
+	return r.Prepare(EscapedLen(relatesTo)).Finish(relatesTo)
 }
+
+// EscapedLen is the length of s escaped as Finish writes it: the room a
+// Prepare for that RelatesTo needs.
+func EscapedLen(s string) int { return len(escapeXML(s)) }
 
 // PreparedReceive is a ReceiveResponse rendered but for its header: the
 // MessageID and RelatesTo are only known when the request it answers
@@ -67,6 +72,49 @@ func (r *ReceiveResponse) Encode(relatesTo string) []byte {
 type PreparedReceive struct {
 	buf   []byte // buf[start:] is the rendered rest of the envelope
 	start int
+	pool  *[]byte // buf's pooled backing (receiveBufs), for Release
+}
+
+// receiveBufs keeps the buffers of ReceiveResponses that were written
+// (Release) for the next ones. A stream's responses all have about the
+// client's MaxEnvelopeSize (512000 bytes for pywinrm, pypsrp and
+// masterzen), and a new buffer for each cost the zeroing of half a
+// megabyte and most of the daemon's garbage: at 230 MB/s of output, a
+// collection every few responses (perf of the HTTPS stdout row: memclr
+// and the collector together 7% of the daemon). A reused buffer's old
+// bytes are never sent: Prepare writes every byte it returns, and the room
+// in front of the body that Finish does not fill is not part of the
+// envelope.
+var receiveBufs sync.Pool // of *[]byte
+
+const (
+	receiveBufMin = 64 << 10 // smaller responses are cheap to allocate
+	receiveBufMax = 4 << 20  // a larger one is not kept
+)
+
+// receiveBuf returns a buffer of at least n bytes' capacity, pooled (with
+// its pointer for Release) when n is in the pooled range.
+func receiveBuf(n int) ([]byte, *[]byte) {
+	if n < receiveBufMin || n > receiveBufMax {
+		return make([]byte, 0, n), nil
+	}
+	if bp, _ := receiveBufs.Get().(*[]byte); bp != nil && cap(*bp) >= n {
+		return (*bp)[:0], bp
+	}
+	// None, or one too small (a client with a smaller MaxEnvelopeSize
+	// had it), which goes to the collector.
+	b := make([]byte, 0, n)
+	return b, &b
+}
+
+// Release gives the prepared response's buffer back for the next
+// response. Call it once the envelope Finish returned has been written, or
+// when the response is dropped unused; neither may be used after.
+func (p *PreparedReceive) Release() {
+	if p.pool != nil {
+		receiveBufs.Put(p.pool)
+		p.pool, p.buf = nil, nil
+	}
 }
 
 // ReceiveHeadRoom is room for a RelatesTo to keep when it is not known yet:
@@ -119,7 +167,8 @@ func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
 			n += len(exitOpen) + len(code) + len(exitClose)
 		}
 	}
-	b := make([]byte, head, n)
+	b, pool := receiveBuf(n)
+	b = b[:head] // the header's room: Finish fills what it returns of it
 	b = append(b, bodyOpen...)
 	for _, s := range r.Streams {
 		b = append(b, streamOpen...)
@@ -146,7 +195,7 @@ func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
 		b = append(b, stateClose...)
 	}
 	b = append(b, tail...)
-	return &PreparedReceive{buf: b, start: head}
+	return &PreparedReceive{buf: b, start: head, pool: pool}
 }
 
 // Finish writes the header answering relatesTo (and a new MessageID) in

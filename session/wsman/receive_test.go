@@ -106,3 +106,33 @@ func TestPreparedReceiveFinish(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparedReceiveReuse: responses rendered into reused buffers (a
+// written response's, given back by Release) are byte for byte what a new
+// buffer gives, whichever sizes and RelatesTo came before; and a response
+// released twice goes back once, so two responses held at once never share
+// a buffer.
+func TestPreparedReceiveReuse(t *testing.T) {
+	msgID := regexp.MustCompile(`<a:MessageID>uuid:[0-9A-F-]{36}</a:MessageID>`)
+	const cid = "11111111-2222-4333-8444-555555555555"
+	for i, size := range []int{382077, 70000, 382077, 100, 200000, 382077} {
+		payload := bytes.Repeat([]byte{byte(i), '<', 0xfe}, size/3+1)[:size]
+		r := ReceiveResponse{CommandID: cid, Streams: []StreamChunk{{Name: "stdout", Data: payload}}}
+		rel := "uuid:6F0C2A9D-0000-4000-8000-00000000000" + strings.Repeat("1", i)
+		want := msgID.ReplaceAll(r.Encode(rel), nil)
+		p := r.Prepare(ReceiveHeadRoom)
+		if got := msgID.ReplaceAll(p.Finish(rel), nil); !bytes.Equal(got, want) {
+			t.Fatalf("response %d (%d bytes) in a reused buffer differs from a new one's", i, size)
+		}
+		p.Release()
+		p.Release() // a second Release must not put it back again
+	}
+	big := ReceiveResponse{CommandID: cid, Streams: []StreamChunk{{Name: "stdout", Data: make([]byte, 300000)}}}
+	p1 := big.Prepare(ReceiveHeadRoom)
+	p1.Release()
+	p1.Release()
+	a, b := big.Prepare(ReceiveHeadRoom), big.Prepare(ReceiveHeadRoom)
+	if a.pool == nil || b.pool == nil || a.pool == b.pool || &a.buf[:1][0] == &b.buf[:1][0] {
+		t.Fatal("two responses held at once share a buffer")
+	}
+}
