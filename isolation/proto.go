@@ -84,24 +84,25 @@ const (
 
 // Limits of the encoding.
 const (
-	frameHeader   = 5                 // length + type
-	maxStdinChunk = 1 << 20           // data of one Stdin frame
-	maxOutChunk   = 64 << 10          // data of one Output frame
-	maxPayload    = 1<<20 + 64<<10    // 1 MiB of data plus room for the other fields
-	maxIDLen      = 256               // command ids
-	maxNameLen    = 256               // user names
-	maxPathLen    = 4096              // home, shell, working directory
-	maxLineLen    = 1 << 20           // a command line (session allows 1 MiB)
-	maxArgs       = 4096              // argv entries
-	maxArgLen     = 1 << 20           // one argv entry (the frame bounds the total)
-	maxEnvVars    = 1024              // environment entries
-	maxEnvKeyLen  = 1024              // environment name
-	maxEnvValLen  = 128 << 10         // environment value
-	maxGroups     = 65536             // NGROUPS_MAX
-	maxMsgLen     = 4096              // error texts
-	stdinQueueCap = 8 << 20           // per-command stdin bytes queued in the worker
-	maxCreditUnit = OutputWindow      // one Credit never returns more than the window
-	maxMemoryMB   = 1 << 40 / 1 << 20 // 1 TiB, sanity cap for Setup
+	frameHeader   = 5                      // length + type
+	maxStdinChunk = 1 << 20                // data of one Stdin frame
+	stdinSockBuf  = maxStdinChunk + 64<<10 // the daemon's send buffer (spawner.go)
+	maxOutChunk   = 64 << 10               // data of one Output frame
+	maxPayload    = 1<<20 + 64<<10         // 1 MiB of data plus room for the other fields
+	maxIDLen      = 256                    // command ids
+	maxNameLen    = 256                    // user names
+	maxPathLen    = 4096                   // home, shell, working directory
+	maxLineLen    = 1 << 20                // a command line (session allows 1 MiB)
+	maxArgs       = 4096                   // argv entries
+	maxArgLen     = 1 << 20                // one argv entry (the frame bounds the total)
+	maxEnvVars    = 1024                   // environment entries
+	maxEnvKeyLen  = 1024                   // environment name
+	maxEnvValLen  = 128 << 10              // environment value
+	maxGroups     = 65536                  // NGROUPS_MAX
+	maxMsgLen     = 4096                   // error texts
+	stdinQueueCap = 8 << 20                // per-command stdin bytes queued in the worker
+	maxCreditUnit = OutputWindow           // one Credit never returns more than the window
+	maxMemoryMB   = 1 << 40 / 1 << 20      // 1 TiB, sanity cap for Setup
 )
 
 // Setup flags.

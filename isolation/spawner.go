@@ -706,6 +706,18 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 		unix.Close(fds[1])
 		return nil, fmt.Errorf("isolation: SO_PASSCRED: %w", err)
 	}
+	// Room in the daemon's send buffer for a whole Stdin frame (maxStdinChunk
+	// plus its head; the kernel doubles the value for its bookkeeping):
+	// a Send's data then goes into the socket at once and its response
+	// leaves while the worker reads it, instead of after the worker has
+	// read what exceeds the default 208 KiB (a 375 KB Send of a stdin
+	// stream: more than half). Nothing is reserved: the buffer only bounds
+	// what may be queued, and one Stdin frame per command is in flight.
+	// Raising it past net.core.wmem_max takes CAP_NET_ADMIN (FORCE); a
+	// daemon without it keeps what SO_SNDBUF allows.
+	if unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, stdinSockBuf) != nil {
+		_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, stdinSockBuf)
+	}
 	parentF := os.NewFile(uintptr(fds[0]), "winrmd-daemon-socket")
 	childF := os.NewFile(uintptr(fds[1]), "winrmd-worker-socket")
 	fc, err := net.FileConn(parentF)
