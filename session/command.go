@@ -31,7 +31,16 @@ type Command struct {
 	exitCode int32 // from exited on
 	err      error // why the worker went, from failed on
 	released bool  // counted out of metrics
-	notify   chan struct{}
+	// notify is closed (and replaced) to wake what waits for the command:
+	// on every change of state, and on output only when a waiter wants
+	// it. recvWaiting: the command's Receive (one at a time) waits for
+	// any output; prepWant > 0: prepareNext waits for more than prepWant
+	// bytes of stdout. A stream's output comes in 64 KiB chunks and a
+	// response takes about six of them, so the preparer is woken once per
+	// response rather than per chunk.
+	notify      chan struct{}
+	recvWaiting bool
+	prepWant    int
 
 	// recv is the Receive semaphore (capacity 1): one Receive at a time
 	// per command.
@@ -103,7 +112,9 @@ func (c *Command) addOutput(s isolation.Stream, b []byte) {
 		buf, off = buf[:n], 0
 	}
 	c.out[s], c.off[s] = append(buf, b...), off
-	c.wakeLocked()
+	if c.recvWaiting || (c.prepWant > 0 && c.pending(isolation.Stdout) > c.prepWant) {
+		c.wakeLocked()
+	}
 	c.mu.Unlock()
 }
 
@@ -117,6 +128,9 @@ func (c *Command) take(s isolation.Stream, n int) []byte {
 	c.off[s] += n
 	c.recvGen++
 	c.prep = nil
+	if c.prepWant > 0 {
+		c.wakeLocked() // a waiting preparer's generation is over: it leaves
+	}
 	return b
 }
 

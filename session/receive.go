@@ -122,6 +122,11 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 		sh.mu.Unlock()
 	}()
 
+	defer func() {
+		c.mu.Lock()
+		c.recvWaiting = false
+		c.mu.Unlock()
+	}()
 	start := time.Now()
 	// grace runs once output of a still running command is there.
 	var grace *time.Timer
@@ -133,6 +138,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 	}()
 	for {
 		c.mu.Lock()
+		c.recvWaiting = false
 		if p := c.usablePrep(want, budget); p != nil {
 			c.take(isolation.Stdout, p.n)
 			c.schedulePrep(want, budget, sh.done)
@@ -157,6 +163,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 				grace = time.NewTimer(m.cfg.Limits.ExitGrace)
 			}
 			wake := c.notify
+			c.recvWaiting = true
 			c.mu.Unlock()
 			select {
 			case <-wake:
@@ -189,6 +196,7 @@ func (m *Manager) receive(ctx context.Context, req *Request) ([]byte, error) {
 			return resp, nil
 		}
 		wake := c.notify
+		c.recvWaiting = true
 		c.mu.Unlock()
 		select {
 		case <-wake:
@@ -317,7 +325,7 @@ func (c *Command) prepareNext(gen uint64, want [3]bool, budget int, shellDone <-
 	defer idle.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	defer func() { c.preparing = false }()
+	defer func() { c.preparing, c.prepWant = false, 0 }()
 	for c.recvGen == gen && c.state != cmdTerminated && c.state != cmdFinished {
 		if c.pending(isolation.Stdout) > n {
 			off := c.off[isolation.Stdout]
@@ -330,6 +338,7 @@ func (c *Command) prepareNext(gen uint64, want [3]bool, budget int, shellDone <-
 			return // no more output comes
 		}
 		wake := c.notify
+		c.prepWant = n // woken when there is more than a response's worth
 		c.mu.Unlock()
 		select {
 		case <-wake:
