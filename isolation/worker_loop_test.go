@@ -45,7 +45,6 @@ func TestOutQueueOrderWithDirectWrites(t *testing.T) {
 	}
 
 	const pushers, frames = 4, 200
-	type got struct{ seq []int }
 	var wg sync.WaitGroup
 	for p := 0; p < pushers; p++ {
 		wg.Add(1)
