@@ -275,8 +275,21 @@ func writeMsg(w io.Writer, m msg) error {
 	return err
 }
 
-// setProcessName sets the process's name (comm, at most 15 bytes): that of
-// its main thread, through /proc/self/comm, whichever thread calls it.
+// setProcessName sets the name (comm, at most 15 bytes) of the process and
+// of each of its threads: the runtime's threads started before it (sysmon,
+// the collector's) would keep the exec name, and perf and top -H show them
+// by it. A thread copies its creator's name, so once every thread has been
+// renamed the later ones are born with it; a second pass catches one
+// created during the first.
 func setProcessName(name string) {
 	_ = os.WriteFile("/proc/self/comm", []byte(name), 0)
+	for pass := 0; pass < 2; pass++ {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return
+		}
+		for _, t := range tasks {
+			_ = os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+		}
+	}
 }

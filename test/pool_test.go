@@ -222,8 +222,18 @@ func TestWorkerIsTheBinaryHeldAtStart(t *testing.T) {
 	if err != nil || !os.SameFile(exe, orig) {
 		t.Errorf("worker %d runs %v (%v), want the worker binary held at start", worker, exe, err)
 	}
-	// Executed as /proc/self/fd/N, the kernel names it "N"; it renames itself.
+	// Executed as /proc/self/fd/N, the kernel names it "N"; it renames itself
+	// and every thread (the runtime's first ones would keep "N").
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", worker)); strings.TrimSpace(string(comm)) != "winrmd-worker" {
 		t.Errorf("worker %d is named %q, want winrmd-worker", worker, strings.TrimSpace(string(comm)))
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", worker))
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("threads of worker %d: %d, %v", worker, len(tasks), err)
+	}
+	for _, task := range tasks {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", worker, task.Name())); strings.TrimSpace(string(comm)) != "winrmd-worker" {
+			t.Errorf("thread %s of worker %d is named %q, want winrmd-worker", task.Name(), worker, strings.TrimSpace(string(comm)))
+		}
 	}
 }
