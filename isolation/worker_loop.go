@@ -645,8 +645,8 @@ func (c *wcmd) feed() {
 // directWriteMax, is written by the queue's goroutine. The direct write
 // spares a goroutine wake-up on the paths a client waits on (Started,
 // Exit, a command's short output): the warm command row's Command and
-// Receive each waited for one. Output is bounded
-// by the credit windows; control frames by the daemon's own requests.
+// Receive each waited for one. Output is bounded by the credit windows;
+// control frames by the daemon's own requests.
 type outQueue struct {
 	conn    net.Conn
 	raw     syscall.RawConn // conn's, for the direct write; nil: none
