@@ -56,9 +56,11 @@ func isPlainASCII(s string) bool {
 	return true
 }
 
-// Encode renders the response into one exactly-sized buffer.
+// Encode renders the response into one exactly-sized new buffer, for a
+// caller that cannot give it back (Release): it takes none from the pool,
+// which it would only drain.
 func (r *ReceiveResponse) Encode(relatesTo string) []byte {
-	return r.Prepare(EscapedLen(relatesTo)).Finish(relatesTo)
+	return r.prepare(EscapedLen(relatesTo), false).Finish(relatesTo)
 }
 
 // EscapedLen is the length of s escaped as Finish writes it: the room a
@@ -126,7 +128,14 @@ const receiveToAndRel = `</a:MessageID><a:To>` + AddressAnonymous + `</a:To><a:R
 
 // Prepare renders everything after the RelatesTo value, leaving room in
 // front for the header with a RelatesTo of up to relRoom bytes (escaped).
+//
+// The buffer comes from the pool of written responses; Release gives it
+// back.
 func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
+	return r.prepare(relRoom, true)
+}
+
+func (r *ReceiveResponse) prepare(relRoom int, pooled bool) *PreparedReceive {
 	state := StateRunning
 	if r.Done {
 		state = StateDone
@@ -167,7 +176,10 @@ func (r *ReceiveResponse) Prepare(relRoom int) *PreparedReceive {
 			n += len(exitOpen) + len(code) + len(exitClose)
 		}
 	}
-	b, pool := receiveBuf(n)
+	b, pool := make([]byte, 0, n), (*[]byte)(nil)
+	if pooled {
+		b, pool = receiveBuf(n)
+	}
 	b = b[:head] // the header's room: Finish fills what it returns of it
 	b = append(b, bodyOpen...)
 	for _, s := range r.Streams {

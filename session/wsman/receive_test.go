@@ -135,4 +135,12 @@ func TestPreparedReceiveReuse(t *testing.T) {
 	if a.pool == nil || b.pool == nil || a.pool == b.pool || &a.buf[:1][0] == &b.buf[:1][0] {
 		t.Fatal("two responses held at once share a buffer")
 	}
+	// Encode's callers cannot give a buffer back, so it takes none from
+	// the pool (which it would drain): its envelope is exactly sized even
+	// with a larger written response's buffer waiting there.
+	a.Release()
+	small := ReceiveResponse{CommandID: cid, Streams: []StreamChunk{{Name: "stdout", Data: make([]byte, 100000)}}}
+	if env := small.Encode("uuid:6F0C2A9D-0000-4000-8000-000000000001"); len(env) != cap(env) {
+		t.Fatalf("Encode's envelope is %d bytes in a buffer of %d: it took a pooled one", len(env), cap(env))
+	}
 }
