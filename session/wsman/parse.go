@@ -302,19 +302,32 @@ type nsUndo struct {
 	had          bool
 }
 
-// readDocument validates data and builds its tree in one pass over
-// encoding/xml's strict token stream (see read). Text nodes of at least
-// minLift bytes of base64 are first lifted out of the bytes the tokenizer
-// sees (see lift.go), which spares it most of a Send's payload; should the
-// lifted read not prove equivalent to a read of data itself, data is read
-// again as it is. minLift < 1 disables lifting.
+// readDocument validates data and builds its tree in one pass over a strict
+// token stream (see readTokens). Text nodes of at least minLift bytes of
+// base64 are first lifted out of the bytes the tokenizer sees (see
+// lift.go), which spares it most of a Send's payload; should the lifted
+// read not prove equivalent to a read of data itself, data is read again as
+// it is. minLift < 1 disables lifting.
+//
+// The scanner (scan.go) reads first. Only a tree it builds in full, with
+// no fault and every lift exact, is kept; anything else (input outside its
+// subset, a fault, an inexact lift) is read again by encoding/xml exactly
+// as it was before the scanner existed, so faults and their messages come
+// only from that reading.
 func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, []streamText, *Fault) {
-	if minLift < 1 {
-		doc, _, f, _ := read(data, lim, nil, nil)
-		return doc, nil, f
+	var lifts []lift
+	if minLift >= 1 {
+		lifts = findLifts(data, minLift)
 	}
-	if lifts := findLifts(data, minLift); len(lifts) > 0 {
-		doc, streams, f, exact := read(withPlaceholders(data, lifts), lim, data, lifts)
+	src := data
+	if len(lifts) > 0 {
+		src = withPlaceholders(data, lifts)
+	}
+	if doc, streams, f, exact := readTokens(newScanner(src), lim, data, lifts); f == nil && exact {
+		return doc, streams, nil
+	}
+	if len(lifts) > 0 {
+		doc, streams, f, exact := read(src, lim, data, lifts)
 		if exact {
 			return doc, streams, f
 		}
@@ -323,35 +336,105 @@ func readDocument(data []byte, lim Limits, minLift int) (*etree.Document, []stre
 	return doc, nil, f
 }
 
-// read validates data with encoding/xml's strict token stream and builds
-// the tree as it goes: limits, no DTD/entity declarations/processing
-// instructions, one root element, matching tags, declared prefixes, no
-// duplicate attributes. Memory use is bounded by the input size.
+// tokKind is the kind of a token.
+type tokKind uint8
+
+const (
+	tokStart tokKind = iota + 1
+	tokEnd
+	tokText
+	tokComment
+	tokProcInst
+	tokDirective
+)
+
+// token is one token of a tokenSource: encoding/xml's RawToken, without
+// an interface value per token. name is the element name, or the target of
+// a processing instruction; data is the text, comment, directive or
+// instruction. Slices are valid until the source's next call.
+type token struct {
+	kind tokKind
+	name xml.Name
+	attr []xml.Attr
+	data []byte
+}
+
+// tokenSource yields tokens until io.EOF; offset is where the last one
+// ended, as encoding/xml's InputOffset.
+type tokenSource interface {
+	next(t *token) error
+	offset() int64
+}
+
+// xmlSource is encoding/xml's strict tokenizer as a tokenSource.
+type xmlSource struct {
+	dec        *xml.Decoder
+	badCharset string // set when the XML declaration names an unsupported encoding
+}
+
+func newXMLSource(data []byte) *xmlSource {
+	s := &xmlSource{dec: xml.NewDecoder(bytes.NewReader(data))}
+	s.dec.Strict = true
+	s.dec.CharsetReader = func(label string, r io.Reader) (io.Reader, error) {
+		switch strings.ToLower(label) {
+		case "utf-16", "utf-16le", "utf-16be", "utf8", "utf-8":
+			return r, nil // already transcoded to UTF-8
+		}
+		s.badCharset = label
+		return nil, errors.New("unsupported charset")
+	}
+	return s
+}
+
+func (s *xmlSource) offset() int64 { return s.dec.InputOffset() }
+
+func (s *xmlSource) next(t *token) error {
+	tok, err := s.dec.RawToken()
+	if err != nil {
+		return err
+	}
+	switch x := tok.(type) {
+	case xml.StartElement:
+		*t = token{kind: tokStart, name: x.Name, attr: x.Attr}
+	case xml.EndElement:
+		*t = token{kind: tokEnd, name: x.Name}
+	case xml.CharData:
+		*t = token{kind: tokText, data: x}
+	case xml.Comment:
+		*t = token{kind: tokComment, data: x}
+	case xml.ProcInst:
+		*t = token{kind: tokProcInst, name: xml.Name{Local: x.Target}, data: x.Inst}
+	case xml.Directive:
+		*t = token{kind: tokDirective, data: x}
+	default:
+		*t = token{}
+	}
+	return nil
+}
+
+// read is readTokens over encoding/xml's strict tokenizer.
+func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams []streamText, f *Fault, exact bool) {
+	return readTokens(newXMLSource(data), lim, orig, lifts)
+}
+
+// readTokens validates src's token stream and builds the tree as it goes:
+// limits, no DTD/entity declarations/processing instructions, one root
+// element, matching tags, declared prefixes, no duplicate attributes.
+// Memory use is bounded by the input size.
 //
-// When lifts is not empty, data is the output of withPlaceholders(orig,
+// When lifts is not empty, the input is the output of withPlaceholders(orig,
 // lifts), and each placeholder that the tokenizer returns as a whole text
 // token is replaced by its original text. exact reports whether the result
 // (tree or fault) is the one reading orig would give: it is false as soon as
 // a lifted span was not read as a whole text token, since the lexer that
-// chose it was then wrong about the context.
+// chose it was then wrong about the context, and false when src is the
+// scanner and the input is outside its subset.
 //
 // A restored text that is the whole content of an rsp:Stream element is
 // not copied into the tree: streams maps the element to it (streamText),
 // and the tree holds the placeholder. The tree is otherwise the one reading
 // orig gives.
-func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams []streamText, f *Fault, exact bool) {
-	dec := xml.NewDecoder(bytes.NewReader(data))
-	dec.Strict = true
-	badCharset := ""
-	dec.CharsetReader = func(label string, r io.Reader) (io.Reader, error) {
-		switch strings.ToLower(label) {
-		case "utf-16", "utf-16le", "utf-16be", "utf8", "utf-8":
-			return r, nil // already transcoded to UTF-8
-		}
-		badCharset = label
-		return nil, errors.New("unsupported charset")
-	}
-
+func readTokens(src tokenSource, lim Limits, orig []byte, lifts []lift) (doc *etree.Document, streams []streamText, f *Fault, exact bool) {
 	doc = newDocument() // canonical write settings: re-serialises faithfully
 	doc.ReadSettings = etree.ReadSettings{
 		CharsetReader: passThroughCharset,
@@ -379,6 +462,7 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 		sawRoot  bool
 		rootDone bool
 		next     int // lifts[next] is the next placeholder to meet
+		t        token
 	)
 	bind := func(prefix, uri string) {
 		prev, had := bindings[prefix]
@@ -397,17 +481,21 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 	// a byte too many at times, and puts it back: the offset is then that
 	// byte's, so only an offset short of the placeholder proves it unread.
 	fail := func(f *Fault) (*etree.Document, []streamText, *Fault, bool) {
-		return nil, nil, f, next == len(lifts) || dec.InputOffset() < int64(lifts[next].at)
+		return nil, nil, f, next == len(lifts) || src.offset() < int64(lifts[next].at)
 	}
 
 	for {
-		start := dec.InputOffset()
-		tok, err := dec.RawToken()
+		start := src.offset()
+		err := src.next(&t)
 		if err == io.EOF {
 			break
 		}
+		if err == errUnsure {
+			return nil, nil, nil, false
+		}
 		if err != nil {
-			if badCharset != "" {
+			if xs, ok := src.(*xmlSource); ok && xs.badCharset != "" {
+				badCharset := xs.badCharset
 				return fail(limitFault(CodeEncodingLimit, DetailCharacterSet,
 					"The WS-Management service cannot process the request because the declared encoding "+
 						strconv.Quote(truncate(badCharset, 40))+" is not supported. "))
@@ -417,8 +505,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 		var lifted []byte // the original text of a placeholder CharData token
 		if next < len(lifts) {
 			l := lifts[next]
-			end := dec.InputOffset()
-			if _, ok := tok.(xml.CharData); ok && start == int64(l.at) && end == int64(l.at+len(placeholder)) {
+			end := src.offset()
+			if t.kind == tokText && start == int64(l.at) && end == int64(l.at+len(placeholder)) {
 				lifted = orig[l.start:l.end]
 				next++
 			} else if end > int64(l.at) {
@@ -427,8 +515,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 		}
 		isFirst := first
 		first = false
-		switch t := tok.(type) {
-		case xml.StartElement:
+		switch t.kind {
+		case tokStart:
 			if rootDone {
 				return fail(schemaFault("the document has more than one root element."))
 			}
@@ -440,19 +528,19 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			if elements > lim.MaxElements {
 				return fail(limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because it has more than "+strconv.Itoa(lim.MaxElements)+" elements. "))
 			}
-			if len(t.Attr) > lim.MaxAttrs {
+			if len(t.attr) > lim.MaxAttrs {
 				return fail(limitFault(CodeEncodingLimit, "", "The WS-Management service cannot process the request because an element has more than "+strconv.Itoa(lim.MaxAttrs)+" attributes. "))
 			}
-			if f := checkName(t.Name, lim); f != nil {
+			if f := checkName(t.name, lim); f != nil {
 				return fail(f)
 			}
-			if t.Name.Space == "xmlns" {
+			if t.name.Space == "xmlns" {
 				return fail(schemaFault("an element uses the reserved prefix xmlns."))
 			}
 			marks = append(marks, len(undo))
 			// Namespace declarations first: they apply to the element's own
 			// name and attributes.
-			for _, a := range t.Attr {
+			for _, a := range t.attr {
 				if f := checkName(a.Name, lim); f != nil {
 					return fail(f)
 				}
@@ -479,13 +567,13 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 					bind("", a.Value)
 				}
 			}
-			if t.Name.Space != "" {
-				if _, ok := resolve(t.Name.Space); !ok {
-					return fail(schemaFault("the namespace prefix " + strconv.Quote(t.Name.Space) + " is not declared."))
+			if t.name.Space != "" {
+				if _, ok := resolve(t.name.Space); !ok {
+					return fail(schemaFault("the namespace prefix " + strconv.Quote(t.name.Space) + " is not declared."))
 				}
 			}
 			keys = keys[:0]
-			for _, a := range t.Attr {
+			for _, a := range t.attr {
 				k := attrKey{a.Name.Space, a.Name.Local}
 				if a.Name.Space != "" && a.Name.Space != "xmlns" {
 					uri, ok := resolve(a.Name.Space)
@@ -504,9 +592,9 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			// Valid: add it to the tree as etree's reader would. Names have
 			// been checked to hold at most one colon, between prefix and
 			// local part, so Space and Tag (Key) come out as parsed.
-			e := top.CreateElement(t.Name.Local)
-			e.Space = t.Name.Space
-			if len(t.Attr) > 0 {
+			e := top.CreateElement(t.name.Local)
+			e.Space = t.name.Space
+			if len(t.attr) > 0 {
 				// CreateAttr is the only way to tie an Attr to its element,
 				// but it first looks for an attribute of the same key to
 				// replace, which makes n attributes cost n² (and would
@@ -515,8 +603,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 				// for each one: it appends in place, as the capacity
 				// suffices, and the slice is then extended over the new
 				// attribute.
-				all := make([]etree.Attr, 0, len(t.Attr))
-				for i, a := range t.Attr {
+				all := make([]etree.Attr, 0, len(t.attr))
+				for i, a := range t.attr {
 					e.Attr = all[i:i]
 					e.CreateAttr(a.Name.Local, a.Value).Space = a.Name.Space
 					all = all[:i+1]
@@ -525,8 +613,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			}
 			open = append(open, e)
 			top = e
-		case xml.EndElement:
-			if len(open) == 0 || top.Space != t.Name.Space || top.Tag != t.Name.Local {
+		case tokEnd:
+			if len(open) == 0 || top.Space != t.name.Space || top.Tag != t.name.Local {
 				return fail(schemaFault("the XML is not well-formed: mismatched end tag."))
 			}
 			if len(streams) > 0 && len(top.Child) > 1 {
@@ -557,8 +645,8 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			} else {
 				top = open[len(open)-1]
 			}
-		case xml.CharData:
-			if len(open) == 0 && !isXMLSpace(t) {
+		case tokText:
+			if len(open) == 0 && !isXMLSpace(t.data) {
 				return fail(schemaFault("there is text outside the root element."))
 			}
 			if lifted != nil && len(top.Child) == 0 && top.Tag == "Stream" {
@@ -570,19 +658,21 @@ func read(data []byte, lim Limits, orig []byte, lifts []lift) (doc *etree.Docume
 			var text string
 			if lifted != nil {
 				text = string(lifted)
+			} else if len(t.data) <= 128 {
+				text = intern(t.data) // an Action, a ResourceURI, "true"
 			} else {
-				text = string(t)
+				text = string(t.data)
 			}
 			top.CreateText(text).SetData(text) // SetData flags whitespace, as etree's reader does
-		case xml.Comment:
+		case tokComment:
 			// Harmless; kept in the tree and ignored.
-			top.CreateComment(string(t))
-		case xml.ProcInst:
-			if !(isFirst && t.Target == "xml") {
+			top.CreateComment(string(t.data))
+		case tokProcInst:
+			if !(isFirst && t.name.Local == "xml") {
 				return fail(schemaFault("processing instructions are not allowed."))
 			}
-			top.CreateProcInst(t.Target, string(t.Inst))
-		case xml.Directive:
+			top.CreateProcInst(t.name.Local, string(t.data))
+		case tokDirective:
 			return fail(schemaFault("DTDs and entity declarations are not allowed."))
 		default:
 			return fail(schemaFault("the XML contains an unexpected token."))
