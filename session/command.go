@@ -83,6 +83,9 @@ func (c *Command) to(next cmdState) bool {
 		ok = next == cmdFinished // a repeated Receive delivers it again
 	}
 	if ok {
+		if c.state == cmdRunning && c.shell != nil {
+			c.shell.running.Add(-1)
+		}
 		c.state = next
 	}
 	return ok
@@ -239,18 +242,13 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		sh.mu.Unlock()
 		return nil, wsman.ShellFault(wsman.ShellBadParameter, "a command with CommandId "+id+" already exists")
 	}
-	running := 0
-	for _, o := range sh.commands {
-		if !o.isDone() {
-			running++
-		}
-	}
-	if running >= m.cfg.Limits.MaxProcessesPerShell {
+	if int(sh.running.Load()) >= m.cfg.Limits.MaxProcessesPerShell {
 		sh.mu.Unlock()
 		m.quotaEvent(req, "max_processes_per_shell")
 		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Limits.MaxProcessesPerShell)+") has been reached.")
 	}
 	sh.commands[id] = c
+	sh.running.Add(1)
 	sh.order = append(sh.order, id)
 	sh.pruneLocked()
 	w := sh.worker
@@ -260,6 +258,9 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		sh.mu.Lock()
 		delete(sh.commands, id)
 		sh.mu.Unlock()
+		c.mu.Lock()
+		c.to(cmdFailed) // never started: no longer counts as running
+		c.mu.Unlock()
 		m.log.Info("command start failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.Error(err))
 		if errors.Is(err, isolation.ErrStartFailed) {
 			return nil, wsman.ShellFault(startFailure(err), "command "+strconv.Quote(programName(spec))+" could not be started: "+err.Error())
@@ -340,12 +341,17 @@ func clipProgram(s string) string {
 	return s
 }
 
-// pruneLocked forgets the oldest finished, fully delivered commands beyond
-// Limits.MaxRetainedCommands (clients that never send terminate).
+// pruneLocked forgets the oldest finished, fully delivered commands once
+// there are more than Limits.MaxRetainedCommands (clients that never send
+// terminate). It forgets down to three quarters of the limit, so that a
+// client running command after command on one shell pays for a pass over
+// them once every quarter of the limit, not on every Command.
 func (sh *Shell) pruneLocked() {
-	if len(sh.commands) <= sh.m.cfg.Limits.MaxRetainedCommands {
+	limit := sh.m.cfg.Limits.MaxRetainedCommands
+	if len(sh.commands) <= limit {
 		return
 	}
+	target := limit - limit/4
 	keep := sh.order[:0]
 	for _, id := range sh.order {
 		c := sh.commands[id]
@@ -353,7 +359,7 @@ func (sh *Shell) pruneLocked() {
 			continue
 		}
 		c.mu.Lock()
-		drop := c.state == cmdFinished && len(sh.commands) > sh.m.cfg.Limits.MaxRetainedCommands
+		drop := c.state == cmdFinished && len(sh.commands) > target
 		c.mu.Unlock()
 		if drop {
 			delete(sh.commands, id)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -498,5 +499,67 @@ func TestUnservedResourceURIs(t *testing.T) {
 	}
 	if h.m.ShellCount() != 0 {
 		t.Fatal("a shell was created for an unserved resource")
+	}
+}
+
+// MaxProcessesPerShell counts the commands still running: exited and
+// terminated ones free their place, a refused start takes none, and a
+// shell that runs command after command forgets finished ones beyond
+// MaxRetainedCommands but never a running one.
+func TestRunningCommandsAndRetention(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Limits.MaxProcessesPerShell, c.Limits.MaxRetainedCommands = 2, 8 })
+	sh := h.createShell(nil)
+	quota := func() error {
+		_, err := h.do(req{action: wsman.ActionCommand, shellID: sh, body: &wsman.CommandLine{Command: "true"}})
+		return err
+	}
+	long := h.run(sh, "exec sleep 100")
+	// A start that fails takes no place.
+	for i := 0; i < 3; i++ {
+		_, err := h.do(req{action: wsman.ActionCommand, shellID: sh, options: []string{"WINRS_SKIP_CMD_SHELL=TRUE"},
+			body: &wsman.CommandLine{Command: "/nonexistent/program"}})
+		if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeFileNotFound {
+			t.Fatalf("start failure %d: %v", i, err)
+		}
+	}
+	second := h.run(sh, "exec sleep 100")
+	if f, ok := quota().(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaLimit {
+		t.Fatalf("a third running command: want the quota fault, got %v", f)
+	}
+	// Its exit frees its place. (Terminate frees it in the count at once,
+	// but the shell's cgroup, pids.max from the same limit, frees it only
+	// once the killed process is gone.)
+	h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: second, Code: wsman.SignalCtrlC}})
+	if r := h.collect(sh, second, 0); r.code != "130" {
+		t.Fatalf("second command after ctrl_c: exit code %s, want 130", r.code)
+	}
+	h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: second, Code: wsman.SignalTerminate}})
+	// Twenty commands that finish, one after another, next to the
+	// running one: each is delivered, none is refused.
+	for i := 0; i < 20; i++ {
+		id := h.run(sh, "exit", strconv.Itoa(i))
+		if r := h.collect(sh, id, 0); r.code != strconv.Itoa(i) {
+			t.Fatalf("command %d: exit code %s", i, r.code)
+		}
+	}
+	h.m.mu.Lock()
+	s := h.m.shells[strings.ToUpper(sh)]
+	h.m.mu.Unlock()
+	s.mu.Lock()
+	retained, kept := len(s.commands), s.commands[long]
+	s.mu.Unlock()
+	if retained > 8 || kept == nil {
+		t.Fatalf("%d commands retained (limit 8), the running one kept: %v", retained, kept != nil)
+	}
+	if n := s.running.Load(); n != 1 {
+		t.Fatalf("%d commands counted as running, want 1", n)
+	}
+	// The running one still answers.
+	h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: long, Code: wsman.SignalCtrlC}})
+	if r := h.collect(sh, long, 0); r.code != "130" {
+		t.Fatalf("the long command after ctrl_c: exit code %s, want 130", r.code)
+	}
+	if n := s.running.Load(); n != 0 {
+		t.Fatalf("%d commands counted as running after the last exit, want 0", n)
 	}
 }

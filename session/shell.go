@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,9 +42,14 @@ type Shell struct {
 	lastActivity time.Time
 	receiving    int // pending Receives (keep-alive)
 	commands     map[string]*Command
-	order        []string      // command ids in creation order
-	done         chan struct{} // closed when the shell is closed
-	workerErr    error         // why the worker ended, in state broken
+	order        []string // command ids in creation order
+	// running counts the commands in commands still in cmdRunning, for
+	// MaxProcessesPerShell without a pass over every retained command
+	// (256 by default): incremented with sh.mu held as one is added,
+	// decremented by Command.to as one leaves cmdRunning.
+	running   atomic.Int32
+	done      chan struct{} // closed when the shell is closed
+	workerErr error         // why the worker ended, in state broken
 }
 
 // shellState is where a shell is in its life (see the package doc).
