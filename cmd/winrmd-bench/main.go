@@ -36,6 +36,7 @@ type config struct {
 	rows       map[string]bool
 	cpuProfile string
 	perfDir    string
+	perfFreq   int
 	keep       bool
 
 	warmN, coldN, streamN, concN, conc, idle, memN, authN, authConc int
@@ -76,6 +77,7 @@ func main() {
 func realMain() int {
 	cfg := &config{}
 	var sizeFlag, rowsFlag string
+	var warmN int
 	flag.StringVar(&cfg.bin, "winrmd", "bin/winrmd", "the winrmd binary")
 	flag.StringVar(&cfg.out, "out", "bench/results/bench-results.json", "machine-readable result file (JSON)")
 	flag.BoolVar(&cfg.quick, "quick", false, "CI mode: 64 MiB streams and fewer samples (< 2 minutes)")
@@ -85,6 +87,8 @@ func realMain() int {
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the bench client's CPU profile (pprof) here")
 	flag.StringVar(&cfg.perfDir, "perf", "", "record the daemon (and its workers) with perf per row into this directory")
 	flag.IntVar(&cfg.conc, "concurrency", 200, "shells / sessions in the concurrency row")
+	flag.IntVar(&warmN, "warm-n", 0, "warm samples per side (default 300, 30 with -quick): more for a profile of the warm row")
+	flag.IntVar(&cfg.perfFreq, "perf-freq", 499, "-perf's sampling frequency (Hz)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (configs, logs)")
 	flag.BoolVar(&sshOnly, "ssh-only", false, "check the OpenSSH side alone (set-up, one of each SSH sample) and exit")
 	flag.Parse()
@@ -99,6 +103,9 @@ func realMain() int {
 		cfg.authDur = 1500 * time.Millisecond
 	}
 	cfg.authConc = 4
+	if warmN > 0 {
+		cfg.warmN = warmN
+	}
 	if sizeFlag != "" {
 		n, err := parseSize(sizeFlag)
 		if err != nil {
@@ -295,7 +302,7 @@ func realMain() int {
 		if failed {
 			break
 		}
-		stopPerf := startPerf(cfg.perfDir, st.key, d.pid)
+		stopPerf := startPerf(cfg.perfDir, cfg.perfFreq, st.key, d.pid)
 		t0 := time.Now()
 		load0 := loadavg()
 		r, err := st.fn()
@@ -434,7 +441,7 @@ func writeJSON(path string, info map[string]any, cfg *config, results []*result)
 }
 
 // startPerf records pid and everything it forks while a row runs.
-func startPerf(dir, key string, pid int) func() {
+func startPerf(dir string, freq int, key string, pid int) func() {
 	if dir == "" {
 		return func() {}
 	}
@@ -444,7 +451,7 @@ func startPerf(dir, key string, pid int) func() {
 	}
 	_ = os.MkdirAll(dir, 0o755)
 	data := filepath.Join(dir, key+".perf.data")
-	cmd := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", data)
+	cmd := exec.Command("perf", "record", "-q", "-F", strconv.Itoa(freq), "-g", "-p", strconv.Itoa(pid), "-o", data)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		warnf("perf: %v", err)
