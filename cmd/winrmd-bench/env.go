@@ -645,7 +645,37 @@ func descendantsOf(m map[int]procInfo, root int) []int {
 	return out
 }
 
-func descendants(root int) []int { return descendantsOf(allProcs(), root) }
+// descendants lists root's descendants. It follows the kernel's per-thread
+// children lists (/proc/PID/task/TID/children), which read only the tree's
+// own processes: the walk over all of /proc it replaces took 70% of a CPU
+// between the warm row's samples (perf sched, 3000 samples), on the
+// machine both sides share. Where the lists do not exist (a kernel without
+// CONFIG_PROC_CHILDREN), it walks /proc as before.
+func descendants(root int) []int {
+	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(os.Getpid()) + "/children"); err != nil {
+		return descendantsOf(allProcs(), root)
+	}
+	var out []int
+	stack := []int{root}
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
+		for _, t := range tasks {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/task/" + t.Name() + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if k, err := strconv.Atoi(f); err == nil {
+					out = append(out, k)
+					stack = append(stack, k)
+				}
+			}
+		}
+	}
+	return out
+}
 
 const clkTck = 100 // USER_HZ on Linux
 
