@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/authn/accounts"
@@ -71,6 +72,12 @@ func startServer(t *testing.T, mut func(*configs.Config)) *testServer {
 // (when not nil), for tests that make the account database misbehave.
 func startServerAuthz(t *testing.T, mut func(*configs.Config), wrap func(*authn.Authorizer) Authorizer) *testServer {
 	t.Helper()
+	return startServerLog(t, mut, wrap, nil)
+}
+
+// startServerLog is startServerAuthz with the daemon's log (nil: none).
+func startServerLog(t *testing.T, mut func(*configs.Config), wrap func(*authn.Authorizer) Authorizer, log *zap.Logger) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	certF, keyF := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writeTestCert(t, certF, keyF)
@@ -117,7 +124,7 @@ func startServerAuthz(t *testing.T, mut func(*configs.Config), wrap func(*authn.
 		az = wrap(lab)
 	}
 	srv, err := New(Deps{
-		Config: cfg, Audit: audit, Metrics: metrics, Sessions: sessions, Authorizer: az,
+		Config: cfg, Audit: audit, Metrics: metrics, Sessions: sessions, Authorizer: az, Log: log,
 		Basic: basic.New(basic.Config{Store: store}), Machine: "test",
 		Contexts: func(sch authn.Scheme) authn.Context {
 			mk := func() *ntlm.Acceptor {
@@ -395,5 +402,37 @@ func TestOversizeBodyFaults(t *testing.T) {
 	}
 	if ts.spawns.n.Load() != 0 {
 		t.Fatal("oversize Create spawned a worker")
+	}
+}
+
+// A request's log lines carry its context: the connection, the peer, the
+// message, the action and the user (fields the handler adds lazily, so
+// they must still be there when a line is written).
+func TestRequestLogCarriesContext(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	ts := startServerLog(t, nil, nil, zap.New(core))
+	const msgID = "uuid:6F0C2A9D-0000-4000-8000-0000000000AA"
+	body := strings.Replace(createBody, "uuid:6F0C2A9D-0000-4000-8000-000000000001", msgID, 1)
+	body = strings.Replace(body, "/transfer/Create", "/transfer/Delete", 1)
+	body = strings.Replace(body, "<w:ResourceURI>", `<w:SelectorSet><w:Selector Name="ShellId">0D0D0D0D-0000-4000-8000-000000000000</w:Selector></w:SelectorSet><w:ResourceURI>`, 1)
+	resp, out := post(t, tlsClient(), "https://"+ts.https+"/wsman", body, map[string]string{"Authorization": basicHeader(testUser, testPass)})
+	if resp.StatusCode != http.StatusInternalServerError && resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("Delete of an unknown shell: %d %.300s", resp.StatusCode, out)
+	}
+	faults := logs.FilterMessage("fault").All()
+	if len(faults) != 1 {
+		t.Fatalf("%d fault lines logged, want 1: %+v", len(faults), logs.All())
+	}
+	ctx := faults[0].ContextMap()
+	for k, want := range map[string]any{obs.FMessageID: msgID, obs.FAction: "Delete"} {
+		if ctx[k] != want {
+			t.Errorf("field %s = %v, want %v (all: %v)", k, ctx[k], want, ctx)
+		}
+	}
+	// The user is the account the lab authorizer maps to.
+	for _, k := range []string{obs.FConnID, obs.FRemoteAddr, obs.FUser} {
+		if v, ok := ctx[k]; !ok || v == "" {
+			t.Errorf("field %s missing (all: %v)", k, ctx)
+		}
 	}
 }
