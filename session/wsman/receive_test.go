@@ -144,3 +144,39 @@ func TestPreparedReceiveReuse(t *testing.T) {
 		t.Fatalf("Encode's envelope is %d bytes in a buffer of %d: it took a pooled one", len(env), cap(env))
 	}
 }
+
+// EncodeCommand writes what NewResponse's tree gives: byte for byte for the
+// identifiers clients send, and the same text, read back, for odd ones.
+func TestEncodeCommandMatchesTree(t *testing.T) {
+	tree := func(rel, id string) []byte {
+		r := NewResponse(ActionCommand+ResponseSuffix, rel)
+		addText(r.Body().CreateElement("rsp:CommandResponse"), "rsp:CommandId", id)
+		return r.Bytes()
+	}
+	msgID := regexp.MustCompile(`<a:MessageID>[^<]*</a:MessageID>`)
+	norm := func(b []byte) []byte { return msgID.ReplaceAll(b, []byte("<a:MessageID/>")) }
+	for _, c := range []struct{ rel, id string }{
+		{"uuid:6F0C2A9D-0000-4000-8000-000000000001", "11111111-2222-4333-8444-555555555555"},
+		{"uuid:abc", "1F2E3D4C-0000-0000-0000-000000000000"},
+		{"", "X"},
+	} {
+		if got, want := norm(EncodeCommand(c.rel, c.id)), norm(tree(c.rel, c.id)); !bytes.Equal(got, want) {
+			t.Fatalf("EncodeCommand(%q, %q):\n%s\nthe tree:\n%s", c.rel, c.id, got, want)
+		}
+	}
+	for _, rel := range []string{`uuid:<&"odd'>` + "\t", "uuid:é\u4e2d", "a]]>b"} {
+		got := etree.NewDocument()
+		if err := got.ReadFromBytes(EncodeCommand(rel, "C-1")); err != nil {
+			t.Fatalf("%q: not XML: %v", rel, err)
+		}
+		if r := got.FindElement("//Header/RelatesTo").Text(); r != rel {
+			t.Fatalf("RelatesTo %q, want %q", r, rel)
+		}
+		if id := got.FindElement("//CommandResponse/CommandId").Text(); id != "C-1" {
+			t.Fatalf("CommandId %q", id)
+		}
+		if a := got.FindElement("//Header/Action").Text(); a != ActionCommand+ResponseSuffix {
+			t.Fatalf("Action %q", a)
+		}
+	}
+}

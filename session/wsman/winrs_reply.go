@@ -237,10 +237,34 @@ func defaultPorts(parent *etree.Element) {
 }
 
 // EncodeCommand renders a CommandResponse.
+//
+// It writes the bytes NewResponse's tree gives (TestEncodeCommandMatchesTree)
+// without building the tree: a Command answers once per command, on the
+// client's clock (the warm row), and the tree was 1.4% of the daemon's CPU
+// there (perf).
 func EncodeCommand(relatesTo, commandID string) []byte {
-	r := NewResponse(ActionCommand+ResponseSuffix, relatesTo)
-	addText(r.Body().CreateElement("rsp:CommandResponse"), "rsp:CommandId", commandID)
-	return r.Bytes()
+	const (
+		head = `<s:Envelope xml:lang="en-US" xmlns:s="` + NsSoap +
+			`" xmlns:a="` + NsAddressing + `" xmlns:x="` + NsTransfer +
+			`" xmlns:w="` + NsWsman + `" xmlns:rsp="` + NsShell +
+			`" xmlns:p="` + NsWsmanMS + `"><s:Header><a:Action>` + ActionCommand + ResponseSuffix + `</a:Action><a:MessageID>`
+		body = `</a:RelatesTo></s:Header><s:Body><rsp:CommandResponse><rsp:CommandId>`
+		tail = `</rsp:CommandId></rsp:CommandResponse></s:Body></s:Envelope>`
+	)
+	msgID, rel, id := NewMessageID(), escapeXML(relatesTo), escapeXML(commandID)
+	b := make([]byte, 0, len(head)+len(msgID)+len(receiveToAndRel)+len(rel)+len(body)+len(id)+len(tail))
+	b = append(b, head...)
+	b = append(b, msgID...)
+	if relatesTo == "" { // no a:RelatesTo, as NewResponse
+		b = append(b, receiveToAndRel[:len(receiveToAndRel)-len("<a:RelatesTo>")]...)
+		b = append(b, body[len("</a:RelatesTo>"):]...)
+	} else {
+		b = append(b, receiveToAndRel...)
+		b = append(b, rel...)
+		b = append(b, body...)
+	}
+	b = append(b, id...)
+	return append(b, tail...)
 }
 
 // EncodeSend renders a SendResponse.
