@@ -240,16 +240,19 @@ func (a *Authorizer) AccountsVersion() string { return a.version() }
 // localAccountFilesVersion stamps /etc/passwd and /etc/group (inode,
 // modification time, size: shadow-utils rewrite them by rename).
 func localAccountFilesVersion() string {
-	var b strings.Builder
+	b := make([]byte, 0, 96)
 	for _, f := range []string{"/etc/passwd", "/etc/group"} {
 		var st syscall.Stat_t
 		if err := syscall.Stat(f, &st); err != nil {
-			b.WriteString("-|")
+			b = append(b, "-|"...)
 			continue
 		}
-		fmt.Fprintf(&b, "%d.%d.%d.%d|", st.Ino, st.Mtim.Sec, st.Mtim.Nsec, st.Size)
+		for _, n := range [...]int64{int64(st.Ino), int64(st.Mtim.Sec), int64(st.Mtim.Nsec), st.Size} {
+			b = append(strconv.AppendInt(b, n, 10), '.')
+		}
+		b = append(b, '|')
 	}
-	return b.String()
+	return string(b)
 }
 
 func (a *Authorizer) remember(key string, d authzDecision, now time.Time) {

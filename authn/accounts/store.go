@@ -59,6 +59,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -324,7 +325,21 @@ func (s *Store) Version() string {
 	if err != nil {
 		return "error"
 	}
-	return fmt.Sprintf("%+v", st)
+	return string(st.appendTo(make([]byte, 0, 96)))
+}
+
+// appendTo writes every field of the stamp, for Version: a request asks
+// for it each time (Basic's re-check), so strconv rather than fmt's
+// reflection.
+func (s stamp) appendTo(b []byte) []byte {
+	if !s.exists {
+		return append(b, '-')
+	}
+	for _, v := range [...]int64{int64(s.dev), int64(s.ino), s.size, s.mtimeSec, s.mtimeNsec, s.ctimeSec, s.ctimeNsec, int64(s.mode), int64(s.uid)} {
+		b = strconv.AppendInt(b, v, 10)
+		b = append(b, '.')
+	}
+	return b
 }
 
 func statPath(path string) (stamp, error) {

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"unicode"
@@ -215,7 +216,11 @@ func (a *Authenticator) SourceVersion() string {
 	if a.cfg.PAMService != "" {
 		var fi syscall.Stat_t
 		if err := syscall.Stat(shadowFile, &fi); err == nil {
-			v += fmt.Sprintf("|%d.%d.%d.%d", fi.Ino, fi.Mtim.Sec, fi.Mtim.Nsec, fi.Size)
+			b := append(make([]byte, 0, 64), '|')
+			for _, n := range [...]int64{int64(fi.Ino), int64(fi.Mtim.Sec), int64(fi.Mtim.Nsec), fi.Size} {
+				b = append(strconv.AppendInt(b, n, 10), '.')
+			}
+			v += string(b)
 		}
 	}
 	return v
