@@ -20,7 +20,7 @@ const MaxNameBytes = 256
 //
 // domain is the domain a mechanism carried separately (NTLM); it never
 // changes the result, because a qualifier in name already says the same, and
-// every form resolves to one local account through NSS (DESIGN.md).
+// every form resolves to one local account through NSS.
 //
 // The user part is returned as spelled (case is kept: the authorizer tries
 // the exact spelling, then lower case). "" is returned for names that cannot

@@ -4,7 +4,7 @@ package session
 // http://schemas.microsoft.com/powershell/<endpoint>. Its worker runs
 // PowerShell's out-of-process server as the user (isolation.PwshProcess) and
 // a bridge (psrp_bridge.go) maps the WinRS operations onto that transport
-// (MS-PSRP 3.1.4 over MS-WSMV; PROTOCOL.md 7.4 in the founders' notes):
+// (MS-PSRP 3.1.4 over MS-WSMV):
 //
 //	Create (creationXml)        -> spawn, Data(pool)            -> CreateResponse
 //	Send stdin|pr [CommandId]   -> Data(pool|P) Default|PromptResponse

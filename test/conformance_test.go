@@ -17,7 +17,7 @@ import (
 // quote rule, exit codes with the last output, faults as the cmd shell
 // plugin writes them, the Create echo and winrm/config for administrators
 // only. Windows' texts below are the ones recorded from Windows hosts
-// (PROTOCOL.md §4; pypsrp's recorded responses).
+// (and pypsrp's recorded responses).
 
 // conformanceShell: a shell over one NTLM-sealed connection of w.admin.
 func conformanceShell(t *testing.T, d *Daemon) (*ntlmConn, *winrsShell) {

@@ -550,7 +550,8 @@ func (s *winrsShell) delete() error {
 
 // ntlmConn is one connection authenticated with raw NTLM under the Negotiate
 // scheme (as masterzen, requests-ntlm and pyspnego without Kerberos send it),
-// with message sealing per PROTOCOL.md §6.
+// with message sealing (MS-WSMV's multipart/encrypted bodies, sealed as
+// MS-NLMP's session security describes).
 type ntlmConn struct {
 	rc      *rawConn
 	client  *ntlmssp.Client

@@ -1,7 +1,7 @@
 package ntlm
 
-// MS-NLMP 4.2.4 (NTLMv2 authentication) test vectors, as listed in
-// PROTOCOL.md 6.2, for every derivation the acceptor performs.
+// MS-NLMP 4.2.4 (NTLMv2 authentication) test vectors, for every derivation
+// the acceptor performs.
 
 import (
 	"bytes"

@@ -15,7 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Fixed log field keys (STYLE.md §7).
+// Fixed log field keys: every line that names a user, a shell or a peer uses
+// the same key for it, so that logs can be searched and joined.
 const (
 	FConnID     = "conn_id"
 	FMessageID  = "message_id"

@@ -1,6 +1,6 @@
 package wsman
 
-// XML namespace URIs (PROTOCOL.md §2). The comment gives the prefix Windows
+// XML namespace URIs (MS-WSMV). The comment gives the prefix Windows
 // uses; parsing never depends on prefixes.
 const (
 	NsSoap        = "http://www.w3.org/2003/05/soap-envelope"                         // s
@@ -22,7 +22,7 @@ const (
 	nsIdentityAlt = "http://schemas.dmtf.org/wbem/wsman/identify/1/wsmanidentity.xsd" // pypsrp's misspelling
 )
 
-// Action URIs (PROTOCOL.md §3). A response's Action is the request's Action
+// Action URIs (MS-WSMV, DSP0226). A response's Action is the request's Action
 // followed by "Response".
 const (
 	ActionGet    = NsTransfer + "/Get"
@@ -85,10 +85,10 @@ const (
 )
 
 // DialectSelectorFilter is the w:Filter Dialect of optimized Enumerate
-// requests that filter by selector (PROTOCOL.md §3.9).
+// requests that filter by selector (MS-WSMV).
 const DialectSelectorFilter = "http://schemas.dmtf.org/wbem/wsman/1/wsman/SelectorFilter"
 
-// Security profile URIs reported by an authenticated Identify (PROTOCOL.md §8).
+// Security profile URIs reported by an authenticated Identify (DSP0226).
 const (
 	SecProfilePrefix            = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/"
 	SecProfileHTTPBasic         = SecProfilePrefix + "http/basic"
@@ -115,7 +115,7 @@ const (
 	DetailUnsupportedCharacter = FaultDetailPrefix + "UnsupportedCharacter"
 )
 
-// WSManFault codes (f:WSManFault/@Code), PROTOCOL.md §4.2. Windows error
+// WSManFault codes (f:WSManFault/@Code), MS-WSMV. Windows error
 // names in the comments.
 const (
 	CodeAccessDenied              uint32 = 5          // ERROR_ACCESS_DENIED

@@ -15,7 +15,7 @@
 // use it without a cycle.
 //
 // The package is pure: no I/O, no logging and no package state beyond
-// constants and a read-only lookup table. Request bodies are hostile input,
+// constants and read-only lookup tables. Request bodies are hostile input,
 // so Parse enforces explicit Limits (size, nesting depth, element count,
 // attributes per element, name length) on the token stream as it builds the
 // tree, and rejects DTDs, entity declarations and processing instructions
@@ -26,5 +26,10 @@
 // s:, wsa:, wsman:, wsmv: and others for the same URIs. Responses use the
 // prefixes Windows emits (s a x w rsp p).
 //
-// See docs/PROTOCOL.md sections 1-4 for the wire facts this package encodes.
+// The wire facts it encodes are MS-WSMV's and DSP0226's; requests recorded
+// from real clients are in testdata/requests.
+//
+// Parse reads the subset of XML those clients send with a scanner of its
+// own (scan.go) and everything else with encoding/xml's strict tokenizer;
+// a fault always comes from the latter, so both give the same answers.
 package wsman

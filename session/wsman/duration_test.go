@@ -15,7 +15,7 @@ type durationCase struct {
 func durationCases() []durationCase {
 	const day = 24 * time.Hour
 	return []durationCase{
-		// Values clients send (PROTOCOL.md §2, §3.3).
+		// Values clients send (OperationTimeout, Lifetime, IdleTimeOut).
 		{in: "PT20S", want: 20 * time.Second},
 		{in: "PT60S", want: 60 * time.Second},
 		{in: "PT180S", want: 180 * time.Second},

@@ -264,7 +264,7 @@ func RemoteShellsNotAllowed() *Fault {
 // The faults Windows' cmd shell plugin (winrscmd.dll) raises, as Windows
 // writes them: one table of code, subcode, reason and message, so every
 // WinRS failure a client can see reads as it would from a Windows host
-// (texts from recorded Windows traffic, PROTOCOL.md §4; the Win32 ones are
+// (texts from recorded Windows traffic; the Win32 ones are
 // FormatMessage's, which WinRM ends with a space where the message had its
 // line break). The daemon's own detail goes into Fault.Internal, for its
 // log only.
@@ -376,7 +376,7 @@ func prefixURI(prefix string) string {
 	return ""
 }
 
-// FaultEnvelope renders f as Windows does (PROTOCOL.md §4.1): the wsman fault
+// FaultEnvelope renders f as Windows does (MS-WSMV): the wsman fault
 // Action, a new MessageID, a:RelatesTo = relatesTo (or f.RelatesTo when
 // relatesTo is empty; omitted when both are), and an s:Fault whose
 // f:WSManFault carries Code and Machine.

@@ -162,7 +162,7 @@ func TestGoldenIdentify(t *testing.T) {
 }
 
 // TestFaultReadable checks fault envelopes the way the clients read them
-// (PROTOCOL.md §4.1): pywinrm's and pypsrp's element paths, masterzen's
+// (as Windows sends them): pywinrm's and pypsrp's element paths, masterzen's
 // substring match.
 func TestFaultReadable(t *testing.T) {
 	b := FaultEnvelope(TimedOut(), goldenRequestID, "host")
@@ -219,7 +219,7 @@ func TestFaultError(t *testing.T) {
 	if (&Fault{Status: 400}).HTTPStatus() != 400 || (&Fault{}).HTTPStatus() != 500 {
 		t.Error("HTTPStatus")
 	}
-	// Constructor shapes from PROTOCOL.md §4.2.
+	// Constructor shapes of the faults Windows sends.
 	for _, tc := range []struct {
 		f       *Fault
 		sender  bool

@@ -33,7 +33,7 @@ func newDocument() *etree.Document {
 	return doc
 }
 
-// newEnvelope builds the Windows response skeleton (PROTOCOL.md §2) with the
+// newEnvelope builds the Windows response skeleton (MS-WSMV) with the
 // given prefixes declared on the Envelope.
 func newEnvelope(action, relatesTo string, prefixes []string) *Response {
 	doc := newDocument()
@@ -79,7 +79,7 @@ func (r *Response) Bytes() []byte {
 	return b
 }
 
-// IdentifyResponse renders the answer to wsmid:Identify (PROTOCOL.md §3.1).
+// IdentifyResponse renders the answer to wsmid:Identify (DSP0226).
 // Unauthenticated answers always report "OS: 0.0.0 SP: 0.0 Stack: 3.0";
 // authenticated ones report productVersion (e.g. "OS: 10.0.17763 SP: 0.0
 // Stack: 3.0"). Use IdentifyResponseProfiles to add security profiles.
