@@ -1,0 +1,173 @@
+// Package procs adapts the daemon's GOMAXPROCS to its load: one P while the
+// daemon's work fits on one CPU, all of them while it does not.
+//
+// Why. The daemon is a broker: most of what it does per request is short
+// hand-offs between goroutines (a connection, a worker's socket reader, a
+// waiting Receive). At every hand-off the Go scheduler wakes an idle P's
+// thread to look for work, and that thread spins and sleeps in 3 µs and
+// 20 µs naps before it parks again. On a host with few CPUs those threads
+// take the CPU from the user's commands the requests wait for. Measured
+// with `make bench` on 2 CPUs (BENCH.md): a warm command `true` cost the
+// daemon and its worker 2.0–2.3 ms of CPU at GOMAXPROCS=2 and 1.5–1.7 ms at
+// 1, and ran 0.68–0.73× of OpenSSH's time against 0.72–0.76×. But at one P
+// the CPU-bound work is halved where it comes in bursts: Basic logons
+// against the account store (argon2, 25 ms of CPU each) fell from 63–65 to
+// 38–39 per second, and 200 shells opened at once took 20% longer.
+//
+// So the Governor samples the daemon's CPU time (getrusage: every thread,
+// in the kernel too) and decides:
+//
+//   - at one P, over each Window (20 ms): if the daemon used at least RaiseAt
+//     (0.8) of a CPU, its one P is the limit, and it gets Max;
+//   - at Max, over each Hold (2 s): if the daemon used less than LowerAt
+//     (1.0) of a CPU, one P would have done, and it goes back to one. The
+//     idle Ps' spinning counts in that CPU, so a load that is light at one
+//     P reads heavier at Max; LowerAt is therefore above RaiseAt, and a load
+//     between the two (a CPU nearly full at one P) may move between one P
+//     and Max every Hold, losing at most one Window at one P in each: 2.5%.
+//
+// Max is the runtime's own choice at start (the CPUs the process may use,
+// and its cgroup's CPU limit). An operator who sets GOMAXPROCS in the
+// daemon's environment keeps that value: the daemon then runs no Governor.
+// A runtime.GOMAXPROCS call stops the world for a few microseconds; it is
+// made only when the decision changes.
+package procs
+
+import (
+	"context"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config is a Governor's policy. The zero value of a field takes the default.
+type Config struct {
+	Max     int           // Ps under load; default runtime.GOMAXPROCS(0) at New
+	Window  time.Duration // sampling period at one P; default 20 ms
+	Hold    time.Duration // averaging period at Max; default 2 s
+	RaiseAt float64       // CPUs used at one P to go to Max; default 0.8
+	LowerAt float64       // CPUs used at Max to go back to one; default 1.0
+}
+
+// Defaults.
+const (
+	DefaultWindow  = 20 * time.Millisecond
+	DefaultHold    = 2 * time.Second
+	DefaultRaiseAt = 0.8
+	DefaultLowerAt = 1.0
+)
+
+// Governor decides the daemon's GOMAXPROCS from samples of its CPU time
+// (Step). It is not safe for concurrent use; Run drives it from one
+// goroutine.
+type Governor struct {
+	cfg   Config
+	procs int
+	// since is the start of the period being measured: a Window at one P,
+	// a Hold at Max; cpu the process's CPU time then. Zero: no sample yet.
+	since time.Time
+	cpu   time.Duration
+}
+
+// New returns a Governor at one P (the caller applies it: Run does).
+func New(cfg Config) *Governor {
+	if cfg.Max <= 0 {
+		cfg.Max = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = DefaultHold
+	}
+	if cfg.RaiseAt <= 0 {
+		cfg.RaiseAt = DefaultRaiseAt
+	}
+	if cfg.LowerAt <= 0 {
+		cfg.LowerAt = DefaultLowerAt
+	}
+	return &Governor{cfg: cfg, procs: 1}
+}
+
+// Procs is the current decision.
+func (g *Governor) Procs() int { return g.procs }
+
+// Step takes a sample, the wall clock and the process's CPU time (both
+// monotonic as far as the caller can tell), and returns the number of Ps
+// the daemon should run with. A sample before the end of the current
+// period only counts once the period is over.
+func (g *Governor) Step(now time.Time, cpu time.Duration) int {
+	if g.since.IsZero() || cpu < g.cpu || now.Before(g.since) {
+		g.since, g.cpu = now, cpu // first sample, or a clock that went back
+		return g.procs
+	}
+	period := g.cfg.Window
+	if g.procs > 1 {
+		period = g.cfg.Hold
+	}
+	wall := now.Sub(g.since)
+	if wall < period {
+		return g.procs
+	}
+	used := float64(cpu-g.cpu) / float64(wall)
+	g.since, g.cpu = now, cpu
+	switch {
+	case g.procs == 1 && used >= g.cfg.RaiseAt && g.cfg.Max > 1:
+		g.procs = g.cfg.Max
+	case g.procs > 1 && used < g.cfg.LowerAt:
+		g.procs = 1
+	}
+	return g.procs
+}
+
+// ProcessCPU is the calling process's CPU time, user and system, over all
+// its threads (getrusage RUSAGE_SELF); its children are not counted.
+func ProcessCPU() (time.Duration, error) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// Run applies the Governor's decisions with runtime.GOMAXPROCS until ctx
+// ends, and then restores Max. It samples every Window at one P (50 wake-ups
+// a second, about 2 µs each) and every Hold at Max. changed, if not nil, is
+// called after each change with the new value (for a log line).
+func (g *Governor) Run(ctx context.Context, changed func(procs int)) {
+	apply := func(n int) {
+		runtime.GOMAXPROCS(n)
+		if changed != nil {
+			changed(n)
+		}
+	}
+	apply(g.procs)
+	defer func() {
+		if g.procs != g.cfg.Max {
+			apply(g.cfg.Max)
+		}
+	}()
+	period := func() time.Duration {
+		if g.procs > 1 {
+			return g.cfg.Hold
+		}
+		return g.cfg.Window
+	}
+	t := time.NewTimer(period())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if cpu, err := ProcessCPU(); err == nil {
+				before := g.procs
+				if g.Step(now, cpu) != before {
+					apply(g.procs)
+				}
+			}
+			t.Reset(period())
+		}
+	}
+}
