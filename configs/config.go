@@ -92,6 +92,11 @@ type Service struct {
 	ReadHeaderTimeoutMS int `yaml:"read_header_timeout_ms"`
 	// IdleConnectionTimeoutMS closes keep-alive connections that stay idle.
 	IdleConnectionTimeoutMS int `yaml:"idle_connection_timeout_ms"`
+	// AdaptiveProcs runs the daemon's Go code on one CPU while its load
+	// fits on one, and on all it may use while it does not (server/procs).
+	// A GOMAXPROCS in the daemon's environment overrides it. Not a Windows
+	// knob.
+	AdaptiveProcs bool `yaml:"adaptive_procs"`
 }
 
 // Auth mirrors winrm/config/service/auth.
@@ -289,6 +294,7 @@ func Default() *Config {
 			},
 			ReadHeaderTimeoutMS:     10000,
 			IdleConnectionTimeoutMS: 120000,
+			AdaptiveProcs:           true,
 		},
 		Winrs: Winrs{
 			AllowRemoteShellAccess: true,

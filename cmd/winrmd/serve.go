@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
 	"github.com/winrmd/winrmd/server"
+	"github.com/winrmd/winrmd/server/procs"
 	"github.com/winrmd/winrmd/session"
 	"github.com/winrmd/winrmd/session/obs"
 )
@@ -322,6 +324,9 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		started(info)
 	}
 
+	stopProcs := governProcs(cfg, log, metrics)
+	defer stopProcs()
+
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
@@ -362,6 +367,30 @@ const (
 
 // announceTrace says loudly that the wire trace is on: it puts every
 // client's command lines into the log.
+// governProcs starts the GOMAXPROCS governor (server/procs) unless the
+// configuration turns it off, the environment sets GOMAXPROCS (the
+// operator's choice stands), or the daemon may use one CPU only. It
+// returns what stops it and gives back every P.
+func governProcs(cfg *configs.Config, log *zap.Logger, metrics *obs.Metrics) (stop func()) {
+	ceiling := runtime.GOMAXPROCS(0)
+	metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "winrmd_gomaxprocs",
+		Help: "The daemon's GOMAXPROCS: 1 while its load fits on one CPU, else the CPUs it may use (service.adaptive_procs)."},
+		func() float64 { return float64(runtime.GOMAXPROCS(0)) }))
+	_, set := os.LookupEnv("GOMAXPROCS")
+	if !cfg.Service.AdaptiveProcs || set || ceiling <= 1 {
+		log.Info("GOMAXPROCS fixed", zap.Int("procs", ceiling), zap.Bool("adaptive_procs", cfg.Service.AdaptiveProcs), zap.Bool("from_environment", set))
+		return func() {}
+	}
+	gov := procs.New(procs.Config{Max: ceiling})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gov.Run(ctx, func(n int) { log.Debug("GOMAXPROCS", zap.Int("procs", n), zap.Int("max", ceiling)) })
+	}()
+	return func() { cancel(); <-done }
+}
+
 func announceTrace(log *zap.Logger, cfg *configs.Config) {
 	if !cfg.Logging.TraceWire {
 		return
