@@ -11,7 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -715,4 +717,45 @@ func treePSS(root int) (self, kids int64, nkids int) {
 		nkids++
 	}
 	return
+}
+
+// procs reads the daemon's GOMAXPROCS and how often it has changed
+// (winrmd_gomaxprocs, winrmd_gomaxprocs_changes_total; the latter is absent
+// when the governor does not run) from its metrics listener: one scrape,
+// taken between rows.
+func (d *daemon) procs() (procs, changes int, err error) {
+	if d.metrics == "" {
+		return 0, 0, errors.New("no metrics listener")
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, 0, err
+	}
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, perr := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if perr != nil {
+			continue
+		}
+		switch name {
+		case "winrmd_gomaxprocs":
+			procs, found = int(v), true
+		case "winrmd_gomaxprocs_changes_total":
+			changes = int(v)
+		}
+	}
+	if !found {
+		return 0, 0, errors.New("no winrmd_gomaxprocs in the daemon's metrics")
+	}
+	return procs, changes, nil
 }

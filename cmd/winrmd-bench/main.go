@@ -303,6 +303,7 @@ func realMain() int {
 			break
 		}
 		stopPerf := startPerf(cfg.perfDir, cfg.perfFreq, st.key, d.pid)
+		procs0, changes0, procsErr := d.procs()
 		t0 := time.Now()
 		load0 := loadavg()
 		r, err := st.fn()
@@ -315,6 +316,9 @@ func realMain() int {
 		}
 		r.finish()
 		r.Load = [2]string{load0, loadavg()}
+		if procs1, changes1, err := d.procs(); err == nil && procsErr == nil {
+			r.Procs = fmt.Sprintf("%d → %d, %d changes", procs0, procs1, changes1-changes0)
+		}
 		r.Seconds = time.Since(t0).Seconds()
 		fmt.Fprintf(os.Stderr, "  %-28s %-5s ratio %.3g (%.1fs, load %s)\n", r.Key, r.Verdict, r.Ratio, r.Seconds, r.Load[1])
 		results = append(results, r)

@@ -77,6 +77,10 @@ type result struct {
 	CPUPer  string    `json:"server_cpu_per,omitempty"` // what server_cpu_ms_per_op counts
 	Load    [2]string `json:"loadavg_before_after"`     // other work on the machine
 	Seconds float64   `json:"seconds"`
+	// Procs is the daemon's GOMAXPROCS before and after the row and how
+	// often it changed meanwhile (service.adaptive_procs), from its
+	// metrics; empty when they could not be read.
+	Procs string `json:"daemon_gomaxprocs,omitempty"`
 }
 
 func (r *result) finish() {

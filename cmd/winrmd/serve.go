@@ -381,12 +381,18 @@ func governProcs(cfg *configs.Config, log *zap.Logger, metrics *obs.Metrics) (st
 		log.Info("GOMAXPROCS fixed", zap.Int("procs", ceiling), zap.Bool("adaptive_procs", cfg.Service.AdaptiveProcs), zap.Bool("from_environment", set))
 		return func() {}
 	}
+	changes := prometheus.NewCounter(prometheus.CounterOpts{Name: "winrmd_gomaxprocs_changes_total",
+		Help: "How often the daemon's GOMAXPROCS changed (service.adaptive_procs)."})
+	metrics.Registry.MustRegister(changes)
 	gov := procs.New(procs.Config{Max: ceiling})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		gov.Run(ctx, func(n int) { log.Debug("GOMAXPROCS", zap.Int("procs", n), zap.Int("max", ceiling)) })
+		gov.Run(ctx, func(n int) {
+			changes.Inc()
+			log.Debug("GOMAXPROCS", zap.Int("procs", n), zap.Int("max", ceiling))
+		})
 	}()
 	return func() { cancel(); <-done }
 }

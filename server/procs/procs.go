@@ -19,12 +19,16 @@
 //
 //   - at one P, over each Window (20 ms): if the daemon used at least RaiseAt
 //     (0.8) of a CPU, its one P is the limit, and it gets Max;
-//   - at Max, over each Hold (2 s): if the daemon used less than LowerAt
-//     (1.0) of a CPU, one P would have done, and it goes back to one. The
-//     idle Ps' spinning counts in that CPU, so a load that is light at one
-//     P reads heavier at Max; LowerAt is therefore above RaiseAt, and a load
+//   - at Max, over each Quick period (100 ms): if it used less than IdleAt
+//     (0.5), the burst is over and it goes back to one P at once. A single
+//     Basic logon is such a burst: it raises Max for its 25 ms, and the
+//     warm commands after it would otherwise run at Max for a whole Hold;
+//   - at Max, over each Hold (2 s): if it used less than LowerAt (1.0) of a
+//     CPU, one P would have carried it, and it goes back to one. The idle
+//     Ps' spinning counts in that CPU, so a load that is light at one P
+//     reads heavier at Max; LowerAt is therefore above RaiseAt, and a load
 //     between the two (a CPU nearly full at one P) may move between one P
-//     and Max every Hold, losing at most one Window at one P in each: 2.5%.
+//     and Max every Hold, losing at most one Window at one P in each: 1%.
 //
 // Max is the runtime's own choice at start (the CPUs the process may use,
 // and its cgroup's CPU limit). An operator who sets GOMAXPROCS in the
@@ -45,16 +49,20 @@ import (
 type Config struct {
 	Max     int           // Ps under load; default runtime.GOMAXPROCS(0) at New
 	Window  time.Duration // sampling period at one P; default 20 ms
+	RaiseAt float64       // CPUs used over a Window at one P to go to Max; default 0.8
+	Quick   time.Duration // sampling period at Max; default 100 ms
+	IdleAt  float64       // CPUs used over a Quick period at Max to go back to one; default 0.5
 	Hold    time.Duration // averaging period at Max; default 2 s
-	RaiseAt float64       // CPUs used at one P to go to Max; default 0.8
-	LowerAt float64       // CPUs used at Max to go back to one; default 1.0
+	LowerAt float64       // CPUs used over a Hold at Max to go back to one; default 1.0
 }
 
 // Defaults.
 const (
 	DefaultWindow  = 20 * time.Millisecond
-	DefaultHold    = 2 * time.Second
 	DefaultRaiseAt = 0.8
+	DefaultQuick   = 100 * time.Millisecond
+	DefaultIdleAt  = 0.5
+	DefaultHold    = 2 * time.Second
 	DefaultLowerAt = 1.0
 )
 
@@ -64,10 +72,14 @@ const (
 type Governor struct {
 	cfg   Config
 	procs int
-	// since is the start of the period being measured: a Window at one P,
-	// a Hold at Max; cpu the process's CPU time then. Zero: no sample yet.
-	since time.Time
-	cpu   time.Duration
+	// since is the start of the short period being measured (a Window at
+	// one P, a Quick period at Max), cpu the process's CPU time then; zero
+	// before the first sample. holdSince and holdCPU: the same for the
+	// Hold, at Max.
+	since     time.Time
+	cpu       time.Duration
+	holdSince time.Time
+	holdCPU   time.Duration
 }
 
 // New returns a Governor at one P (the caller applies it: Run does).
@@ -75,17 +87,22 @@ func New(cfg Config) *Governor {
 	if cfg.Max <= 0 {
 		cfg.Max = runtime.GOMAXPROCS(0)
 	}
-	if cfg.Window <= 0 {
-		cfg.Window = DefaultWindow
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.Window, DefaultWindow}, {&cfg.Quick, DefaultQuick}, {&cfg.Hold, DefaultHold}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
 	}
-	if cfg.Hold <= 0 {
-		cfg.Hold = DefaultHold
-	}
-	if cfg.RaiseAt <= 0 {
-		cfg.RaiseAt = DefaultRaiseAt
-	}
-	if cfg.LowerAt <= 0 {
-		cfg.LowerAt = DefaultLowerAt
+	for _, f := range []struct {
+		v   *float64
+		def float64
+	}{
+		{&cfg.RaiseAt, DefaultRaiseAt}, {&cfg.IdleAt, DefaultIdleAt}, {&cfg.LowerAt, DefaultLowerAt}} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
 	}
 	return &Governor{cfg: cfg, procs: 1}
 }
@@ -93,30 +110,47 @@ func New(cfg Config) *Governor {
 // Procs is the current decision.
 func (g *Governor) Procs() int { return g.procs }
 
+// period is how often Run samples at the current decision.
+func (g *Governor) period() time.Duration {
+	if g.procs > 1 {
+		return g.cfg.Quick
+	}
+	return g.cfg.Window
+}
+
 // Step takes a sample, the wall clock and the process's CPU time (both
 // monotonic as far as the caller can tell), and returns the number of Ps
 // the daemon should run with. A sample before the end of the current
 // period only counts once the period is over.
 func (g *Governor) Step(now time.Time, cpu time.Duration) int {
 	if g.since.IsZero() || cpu < g.cpu || now.Before(g.since) {
-		g.since, g.cpu = now, cpu // first sample, or a clock that went back
+		// The first sample, or a clock that went back: start again.
+		g.since, g.cpu, g.holdSince, g.holdCPU = now, cpu, now, cpu
 		return g.procs
 	}
-	period := g.cfg.Window
-	if g.procs > 1 {
-		period = g.cfg.Hold
-	}
 	wall := now.Sub(g.since)
-	if wall < period {
+	if wall < g.period() {
 		return g.procs
 	}
 	used := float64(cpu-g.cpu) / float64(wall)
 	g.since, g.cpu = now, cpu
-	switch {
-	case g.procs == 1 && used >= g.cfg.RaiseAt && g.cfg.Max > 1:
-		g.procs = g.cfg.Max
-	case g.procs > 1 && used < g.cfg.LowerAt:
-		g.procs = 1
+	if g.procs == 1 {
+		if used >= g.cfg.RaiseAt && g.cfg.Max > 1 {
+			g.procs = g.cfg.Max
+			g.holdSince, g.holdCPU = now, cpu
+		}
+		return g.procs
+	}
+	if used < g.cfg.IdleAt {
+		g.procs = 1 // a burst is over: one P at once
+		return g.procs
+	}
+	if hold := now.Sub(g.holdSince); hold >= g.cfg.Hold {
+		used = float64(cpu-g.holdCPU) / float64(hold)
+		g.holdSince, g.holdCPU = now, cpu
+		if used < g.cfg.LowerAt {
+			g.procs = 1 // a steady load one P can carry
+		}
 	}
 	return g.procs
 }
@@ -133,7 +167,7 @@ func ProcessCPU() (time.Duration, error) {
 
 // Run applies the Governor's decisions with runtime.GOMAXPROCS until ctx
 // ends, and then restores Max. It samples every Window at one P (50 wake-ups
-// a second, about 2 µs each) and every Hold at Max. changed, if not nil, is
+// a second, about 2 µs each) and every Quick period at Max. changed, if not nil, is
 // called after each change with the new value (for a log line).
 func (g *Governor) Run(ctx context.Context, changed func(procs int)) {
 	apply := func(n int) {
@@ -148,13 +182,7 @@ func (g *Governor) Run(ctx context.Context, changed func(procs int)) {
 			apply(g.cfg.Max)
 		}
 	}()
-	period := func() time.Duration {
-		if g.procs > 1 {
-			return g.cfg.Hold
-		}
-		return g.cfg.Window
-	}
-	t := time.NewTimer(period())
+	t := time.NewTimer(g.period())
 	defer t.Stop()
 	for {
 		select {
@@ -167,7 +195,7 @@ func (g *Governor) Run(ctx context.Context, changed func(procs int)) {
 					apply(g.procs)
 				}
 			}
-			t.Reset(period())
+			t.Reset(g.period())
 		}
 	}
 }

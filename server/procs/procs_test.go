@@ -49,26 +49,38 @@ func TestRaisesWhenOnePIsFull(t *testing.T) {
 	}
 }
 
+func TestLowersAtOnceWhenABurstIsOver(t *testing.T) {
+	s := newSampler(t, Config{Max: 2, Window: 50 * time.Millisecond, Quick: 100 * time.Millisecond})
+	s.run(5, 10*time.Millisecond, 1.0) // a 50 ms burst, a Basic logon's argon2
+	if s.g.Procs() != 2 {
+		t.Fatalf("a full CPU at one P: %d Ps, want 2", s.g.Procs())
+	}
+	if got := s.run(9, 10*time.Millisecond, 0.3); got != 2 {
+		t.Fatalf("90 ms at 0.3 CPUs at Max: %d Ps, want no decision within the 100 ms period", got)
+	}
+	if got := s.run(1, 10*time.Millisecond, 0.3); got != 1 {
+		t.Fatalf("100 ms at 0.3 CPUs at Max: %d Ps, want 1 at once", got)
+	}
+}
+
 func TestLowersAfterAHoldUnderOneCPU(t *testing.T) {
-	s := newSampler(t, Config{Max: 2, Window: 50 * time.Millisecond, Hold: 2 * time.Second})
+	s := newSampler(t, Config{Max: 2, Window: 50 * time.Millisecond, Quick: 100 * time.Millisecond, Hold: 2 * time.Second})
 	s.run(5, 10*time.Millisecond, 1.0)
 	if s.g.Procs() != 2 {
 		t.Fatalf("a full CPU at one P: %d Ps, want 2", s.g.Procs())
 	}
-	if got := s.run(199, 10*time.Millisecond, 0); got != 2 {
-		t.Fatalf("1.99 s idle at Max: %d Ps, want no decision before the 2 s hold", got)
+	// 0.9 CPUs at Max (the idle P's spinning included): above IdleAt,
+	// under LowerAt, so it takes the whole hold.
+	if got := s.run(199, 10*time.Millisecond, 0.9); got != 2 {
+		t.Fatalf("1.99 s at 0.9 CPUs at Max: %d Ps, want no decision before the 2 s hold", got)
 	}
-	if got := s.run(1, 10*time.Millisecond, 0); got != 1 {
-		t.Fatalf("a whole idle hold at Max: %d Ps, want 1", got)
+	if got := s.run(1, 10*time.Millisecond, 0.9); got != 1 {
+		t.Fatalf("a whole hold at 0.9 CPUs at Max: %d Ps, want 1", got)
 	}
 	// Busy on both CPUs, it stays at Max hold after hold.
 	s.run(5, 10*time.Millisecond, 1.0)
 	if got := s.run(1000, 10*time.Millisecond, 1.6); got != 2 {
 		t.Fatalf("1.6 CPUs at Max for 10 s: %d Ps, want 2", got)
-	}
-	// 0.9 CPUs at Max (the idle P's spinning included) is under LowerAt.
-	if got := s.run(200, 10*time.Millisecond, 0.9); got != 1 {
-		t.Fatalf("0.9 CPUs at Max for a hold: %d Ps, want 1", got)
 	}
 }
 
@@ -80,7 +92,7 @@ func TestOneCPUNeverRaises(t *testing.T) {
 }
 
 func TestClockOrCPUGoingBackDecidesNothing(t *testing.T) {
-	s := newSampler(t, Config{Max: 2, Window: 50 * time.Millisecond, Hold: 2 * time.Second})
+	s := newSampler(t, Config{Max: 2, Window: 50 * time.Millisecond})
 	s.now = s.now.Add(-time.Second) // the wall clock stepped back
 	if got := s.g.Step(s.now, s.cpu+time.Hour); got != 1 {
 		t.Fatalf("a sample from before the last: %d Ps, want 1 and a new start", got)
@@ -105,7 +117,7 @@ func TestRunFollowsTheProcess(t *testing.T) {
 	if ceiling < 2 {
 		t.Skipf("needs 2 CPUs to raise GOMAXPROCS; this process may use %d", ceiling)
 	}
-	g := New(Config{Window: 20 * time.Millisecond, Hold: 200 * time.Millisecond, RaiseAt: 0.2, LowerAt: 0.1})
+	g := New(Config{Window: 20 * time.Millisecond, RaiseAt: 0.2, Quick: 50 * time.Millisecond, IdleAt: 0.1, LowerAt: 0.1})
 	changes := make(chan int, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
