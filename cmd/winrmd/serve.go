@@ -365,8 +365,6 @@ const (
 	shellsGrace   = 10 * time.Second
 )
 
-// announceTrace says loudly that the wire trace is on: it puts every
-// client's command lines into the log.
 // governProcs starts the GOMAXPROCS governor (server/procs) unless the
 // configuration turns it off, the environment sets GOMAXPROCS (the
 // operator's choice stands), or the daemon may use one CPU only. It
@@ -382,7 +380,7 @@ func governProcs(cfg *configs.Config, log *zap.Logger, metrics *obs.Metrics) (st
 		return func() {}
 	}
 	changes := prometheus.NewCounter(prometheus.CounterOpts{Name: "winrmd_gomaxprocs_changes_total",
-		Help: "How often the daemon's GOMAXPROCS changed (service.adaptive_procs)."})
+		Help: "How often the daemon's GOMAXPROCS was set (service.adaptive_procs), the first time to 1 at start included."})
 	metrics.Registry.MustRegister(changes)
 	gov := procs.New(procs.Config{Max: ceiling})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -397,6 +395,8 @@ func governProcs(cfg *configs.Config, log *zap.Logger, metrics *obs.Metrics) (st
 	return func() { cancel(); <-done }
 }
 
+// announceTrace says loudly that the wire trace is on: it puts every
+// client's command lines into the log.
 func announceTrace(log *zap.Logger, cfg *configs.Config) {
 	if !cfg.Logging.TraceWire {
 		return

@@ -166,9 +166,10 @@ func ProcessCPU() (time.Duration, error) {
 }
 
 // Run applies the Governor's decisions with runtime.GOMAXPROCS until ctx
-// ends, and then restores Max. It samples every Window at one P (50 wake-ups
-// a second, about 2 µs each) and every Quick period at Max. changed, if not nil, is
-// called after each change with the new value (for a log line).
+// ends, and then restores Max. It samples every Window at one P (50
+// wake-ups a second, about 2 µs each) and every Quick period at Max.
+// changed, if not nil, is called after each setting with the new value,
+// the first one (one P, at start) included.
 func (g *Governor) Run(ctx context.Context, changed func(procs int)) {
 	apply := func(n int) {
 		runtime.GOMAXPROCS(n)
