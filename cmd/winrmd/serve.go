@@ -313,6 +313,11 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 		msrv = serveMetrics(ln, metrics.Registry)
 		info.Metrics = ln.Addr().String()
 	}
+	// The signals are ours before the ready file says the daemon serves: a
+	// SIGTERM sent the moment it appears (a supervisor, a test) is a clean
+	// shutdown, not the default action's death.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	if readyFile != "" {
 		b, _ := json.Marshal(info)
 		if err := writeAtomic(readyFile, b, 0o644); err != nil {
@@ -327,8 +332,6 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	stopProcs := governProcs(cfg, log, metrics)
 	defer stopProcs()
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			reload(cfgPath, lab, log, level, auth, srv, sessions)
