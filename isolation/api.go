@@ -181,7 +181,9 @@ type Event struct {
 // and in all, is therefore bounded on both sides.
 type Worker interface {
 	// Start starts a command and returns once the worker reports it started;
-	// an error wrapping ErrStartFailed means the program could not be run.
+	// an error wrapping ErrStartFailed means the program could not be run,
+	// and one that also wraps ErrTooManyProcs that the shell's kernel
+	// process limit (Limits.MaxProcesses) refused the fork.
 	Start(ctx context.Context, spec CommandSpec) error
 	// Stdin queues data for the command's stdin; eof closes it after the data.
 	// It returns once the data is written to the worker (the caller may reuse
@@ -231,7 +233,7 @@ var (
 	ErrStartFailed  = errors.New("command could not be started")
 	ErrWorkerGone   = errors.New("worker process is gone")
 	ErrUnknown      = errors.New("unknown command")
-	ErrTooManyProcs = errors.New("process limit reached")
+	ErrTooManyProcs = errors.New("the shell's process limit is reached")
 	// ErrProtocol marks a worker that broke the protocol: it was treated as
 	// hostile and killed (Err wraps it together with ErrWorkerGone).
 	ErrProtocol = errors.New("worker protocol violation")

@@ -443,6 +443,33 @@ func (cg *shellCgroup) setPidsMax(n int) error {
 	return writeFile(filepath.Join(d, "pids.max"), strconv.Itoa(n))
 }
 
+// pidsLimit is a shell's kernel process limit. The worker lives in the
+// shell's group, so its own threads count against pids.max as much as the
+// commands' processes do; the limit is the shell's budget (Limits.
+// MaxProcesses) plus the threads the worker has. It is set at Hello, and
+// again before each Start: a thread the Go runtime made since (a P handed
+// over while the locked thread forks) would otherwise take a slot of the
+// budget, and the last command the session's count allows would fail to
+// fork.
+type pidsLimit struct {
+	cg     *shellCgroup
+	budget int
+}
+
+// newPidsLimit is the limit for a shell with budget processes, or nil when
+// there is none to keep (no budget, or no pids controller).
+func newPidsLimit(cg *shellCgroup, budget int) *pidsLimit {
+	if budget <= 0 || cg == nil || !cg.sys.pids {
+		return nil
+	}
+	return &pidsLimit{cg: cg, budget: budget}
+}
+
+// set writes pids.max for the worker pid's threads now.
+func (p *pidsLimit) set(pid int) error {
+	return p.cg.setPidsMax(p.budget + countTasks(pid))
+}
+
 // add puts pid into every group of the shell.
 func (cg *shellCgroup) add(pid int) error {
 	if cg == nil {

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -78,6 +80,9 @@ type workerHandle struct {
 	// the account uid.
 	budget *OutputBudget
 	uid    uint32
+	// pids keeps the shell's kernel process limit at its budget plus the
+	// worker's own threads (nil: no limit).
+	pids *pidsLimit
 
 	mu      sync.Mutex
 	qcond   *sync.Cond
@@ -229,12 +234,20 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 	}
 	h.cmds[spec.ID] = c
 	h.pendingStarts++
+	pids := h.pids
 	// The credit the command starts with, from the budget: possibly less
 	// than a window, possibly none (it then waits for budget; Started).
 	c.grant = outputFloor + h.budget.take(h.uid, OutputWindow-outputFloor)
 	m.Window = uint32(c.grant)
 	h.mu.Unlock()
 
+	if pids != nil {
+		// A failure leaves the last value, which counted fewer of the
+		// worker's threads: the limit only errs strict.
+		if err := pids.set(h.pid); err != nil {
+			h.log.Warn("pids limit not refreshed before a start", zap.String("command", spec.ID), zap.Error(err))
+		}
+	}
 	if err := h.send(m); err != nil {
 		h.mu.Lock()
 		h.startAnsweredLocked() // the worker never got it whole
@@ -547,7 +560,13 @@ func (h *workerHandle) apply(m msg) (EventSink, *Event, error) {
 			delete(h.cmds, m.ID)
 			close(c.gone)
 			h.returnGrantLocked(m.ID, c)
-			c.started <- fmt.Errorf("%w: %s", ErrStartFailed, m.Msg)
+			if h.pids != nil && strings.Contains(m.Msg, syscall.EAGAIN.Error()) {
+				// The fork met pids.max. The text is the worker's (so the
+				// user's), but it can only choose its own shell's fault.
+				c.started <- fmt.Errorf("%w: %w: %s", ErrStartFailed, ErrTooManyProcs, m.Msg)
+			} else {
+				c.started <- fmt.Errorf("%w: %s", ErrStartFailed, m.Msg)
+			}
 		case c != nil && c.state == cmdReleasing && c.expectStart:
 			c.expectStart = false
 		default:

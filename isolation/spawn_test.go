@@ -528,6 +528,52 @@ func TestProcessLimit(t *testing.T) {
 	}
 }
 
+// The kernel's limit counts the commands' processes, not the worker's
+// threads: it follows threads the worker made after Hello (simulated here by
+// a pids.max one short of budget plus threads, as a count taken before the
+// runtime's next thread leaves it), and a fork it refuses is
+// ErrTooManyProcs, not a missing program.
+func TestProcessLimitCountsOnlyCommands(t *testing.T) {
+	u := newTestUser(t)
+	s := newTestSpawner(t, SpawnerOptions{})
+	if !s.cg.pids {
+		t.Skip("no pids cgroup controller on this machine")
+	}
+	const budget = 2
+	h, c := spawn(t, s, SpawnRequest{Account: u.acct, Limits: Limits{MaxProcesses: budget}})
+	if h.pids == nil {
+		t.Fatal("a shell with a process budget has no pids limit")
+	}
+	if err := h.pids.cg.setPidsMax(budget + countTasks(h.Pid()) - 1); err != nil {
+		t.Fatal(err)
+	}
+	// Two processes: the background sleep, and sh replaced by the other.
+	both := nextID()
+	if err := c.w.Start(context.Background(), CommandSpec{ID: both, Line: "sleep 60 & exec sleep 60"}); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) == budget }) {
+		t.Fatalf("%d processes of the shell, want the budget's %d (stderr %q)",
+			len(userPidsExcept(u.acct.UID, h.Pid())), budget, c.output(both, Stderr))
+	}
+	// The budget is full: the worker's fork of a third is refused.
+	err := c.w.Start(context.Background(), CommandSpec{ID: nextID(), Line: "true"})
+	if !errors.Is(err, ErrStartFailed) || !errors.Is(err, ErrTooManyProcs) {
+		t.Fatalf("a start past the budget: %v, want ErrStartFailed and ErrTooManyProcs", err)
+	}
+	// A missing program is still that, not the limit.
+	if err := c.w.Signal(both, SignalTerminate); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) == 0 }) {
+		t.Fatal("sleeps survived terminate")
+	}
+	err = c.w.Start(context.Background(), CommandSpec{ID: nextID(), Argv: []string{"/nonexistent/program"}})
+	if !errors.Is(err, ErrStartFailed) || errors.Is(err, ErrTooManyProcs) {
+		t.Fatalf("a missing program: %v, want ErrStartFailed alone", err)
+	}
+}
+
 // kill -9 of the worker: Events closes, Err wraps ErrWorkerGone, and the
 // orphaned command is killed.
 func TestWorkerKilled(t *testing.T) {

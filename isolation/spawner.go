@@ -889,10 +889,10 @@ func (s *procSpawner) assign(ctx context.Context, log *zap.Logger, l *launched, 
 		return nil, fmt.Errorf("isolation: a worker forked with new privileges %v cannot serve a shell that asks for %v",
 			l.newPrivs, setup.Flags&setupNewPrivs != 0)
 	}
-	if maxProcs > 0 {
+	if h.pids = newPidsLimit(cg, maxProcs); h.pids != nil {
 		// The worker's own threads are not the shell's processes: they are
 		// added to the budget (warmThreads made them before Hello).
-		if err := cg.setPidsMax(maxProcs + countTasks(pid)); err != nil {
+		if err := h.pids.set(pid); err != nil {
 			return nil, fmt.Errorf("isolation: pids limit: %w", err)
 		}
 	}

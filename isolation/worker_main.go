@@ -158,10 +158,11 @@ func workerMain() int {
 
 // warmThreadCount is how many idle OS threads the worker makes before Hello.
 //
-// The daemon sets pids.max to the shell's budget plus the worker's threads
-// counted at Hello, so a thread the Go runtime makes later comes out of the
-// shell's budget, and once a fork bomb has used that up the runtime cannot
-// make one and aborts ("pthread_create failed"). The worker runs with
+// The daemon sets pids.max to the shell's budget plus the worker's threads,
+// counted at Hello and again before each Start (pidsLimit), so a thread the
+// Go runtime makes while a command runs comes out of the shell's budget,
+// and once a fork bomb has used that up the runtime cannot make one and
+// aborts ("pthread_create failed"). The worker runs with
 // GOMAXPROCS=1 (set by the spawner), so at Hello it already has its locked
 // main thread, the signal thread, sysmon, the template thread and the
 // thread that runs Go code; the warm threads are the spares the runtime

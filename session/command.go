@@ -244,8 +244,7 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	if int(sh.running.Load()) >= m.cfg.Limits.MaxProcessesPerShell {
 		sh.mu.Unlock()
-		m.quotaEvent(req, "max_processes_per_shell")
-		return nil, wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Limits.MaxProcessesPerShell)+") has been reached.")
+		return nil, m.processQuota(req)
 	}
 	sh.commands[id] = c
 	sh.running.Add(1)
@@ -262,6 +261,11 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		c.to(cmdFailed) // never started: no longer counts as running
 		c.mu.Unlock()
 		m.log.Info("command start failed", zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.Error(err))
+		if errors.Is(err, isolation.ErrTooManyProcs) {
+			// The count above allowed it, but the kernel's limit, which
+			// also holds the commands' children, is full.
+			return nil, m.processQuota(req)
+		}
 		if errors.Is(err, isolation.ErrStartFailed) {
 			return nil, wsman.ShellFault(startFailure(err), "command "+strconv.Quote(programName(spec))+" could not be started: "+err.Error())
 		}
@@ -274,6 +278,13 @@ func (m *Manager) command(ctx context.Context, req *Request) ([]byte, error) {
 		zap.String(obs.FShellID, sh.id), zap.String(obs.FCommandID, id), zap.String("program", programName(spec)))
 
 	return wsman.EncodeCommand(h.MessageID, id), nil
+}
+
+// processQuota is the fault for a shell at winrs.max_processes_per_shell,
+// with its audit event.
+func (m *Manager) processQuota(req *Request) error {
+	m.quotaEvent(req, "max_processes_per_shell")
+	return wsman.QuotaLimit(wsman.CodeQuotaLimit, "The WS-Management service cannot process the request. The maximum number of processes per shell ("+strconv.Itoa(m.cfg.Limits.MaxProcessesPerShell)+") has been reached.")
 }
 
 // startFailure maps a start failure to Windows' fault: the worker reports

@@ -508,17 +508,68 @@ func TestUnservedResourceURIs(t *testing.T) {
 	}
 }
 
+// MaxProcessesPerShell also caps the shell's processes in the kernel
+// (pids.max), children included. A command's fork the session's count
+// allowed but the kernel refused is the quota fault, not Windows'
+// file-not-found.
+func TestKernelProcessLimitFault(t *testing.T) {
+	v2, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	if _, v1 := os.Stat("/sys/fs/cgroup/pids/cgroup.procs"); !strings.Contains(string(v2), "pids") && v1 != nil {
+		t.Skip("no pids cgroup controller (v2 or v1) on this machine")
+	}
+	h := newHarnessWith(t, isolation.SpawnerOptions{Lab: true, AllowRoot: true},
+		func(c *Config) { c.Limits.MaxProcessesPerShell = 2 })
+	sh := h.createShell(nil)
+	// One command, two processes: the budget is full, the count is 1. Its
+	// "up" comes after the background fork; the exec that follows keeps the
+	// number of processes.
+	both := h.run(sh, "sleep 100 & echo up; exec sleep 100")
+	var out string
+	for i := 0; i < 100 && !strings.Contains(out, "up"); i++ {
+		doc, err := h.do(receive(sh, both))
+		if f, ok := err.(*wsman.Fault); ok && f.Code == wsman.CodeTimedOut {
+			continue
+		} else if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		for _, s := range doc.FindElements("//ReceiveResponse/Stream") {
+			b, _ := base64.StdEncoding.DecodeString(s.Text())
+			out += string(b)
+		}
+	}
+	if !strings.Contains(out, "up") {
+		t.Fatalf("the first command never wrote up: %q", out)
+	}
+	_, err := h.do(req{action: wsman.ActionCommand, shellID: sh, body: &wsman.CommandLine{Command: "true"}})
+	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaLimit {
+		t.Fatalf("a command past the kernel's limit: want the quota fault, got %v", err)
+	}
+	// Its exit frees the kernel's slots.
+	h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: both, Code: wsman.SignalTerminate}})
+	var last error
+	ok := false
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(50 * time.Millisecond) {
+		var doc *etree.Document
+		if doc, last = h.do(req{action: wsman.ActionCommand, shellID: sh, body: &wsman.CommandLine{Command: "exit 7"}}); last == nil {
+			if r := h.collect(sh, doc.FindElement("//CommandResponse/CommandId").Text(), 0); r.code != "7" {
+				t.Fatalf("after terminate: exit code %s, want 7", r.code)
+			}
+			ok = true
+		}
+	}
+	if !ok {
+		t.Fatalf("no command started after terminate: %v", last)
+	}
+}
+
 // MaxProcessesPerShell counts the commands still running: exited and
 // terminated ones free their place, a refused start takes none, and a
 // shell that runs command after command forgets finished ones beyond
 // MaxRetainedCommands but never a running one.
 //
-// This is the session's count, so the shell runs without cgroups: the
-// same limit also sets the shell's pids.max (isolation, TestProcessLimit),
-// which counts the worker's threads as they were at Hello, and the second
-// command's fork, the one that fills it, failed once in a loaded CI run
-// (-race) because the worker's runtime had made one more thread since
-// (isolation/worker_main.go, warmThreadCount).
+// This is the session's count, so the shell runs without cgroups; the
+// kernel's limit the same setting puts on the shell's processes has its own
+// tests (TestKernelProcessLimitFault below; isolation's TestProcessLimit).
 func TestRunningCommandsAndRetention(t *testing.T) {
 	h := newHarnessWith(t, isolation.SpawnerOptions{Lab: true, AllowRoot: true, CgroupRoot: "off"},
 		func(c *Config) { c.Limits.MaxProcessesPerShell, c.Limits.MaxRetainedCommands = 2, 8 })
