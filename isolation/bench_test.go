@@ -142,7 +142,10 @@ func benchWorker(b *testing.B) (*workerHandle, *collector) {
 // benchSpawner is a spawner and request for the spawn benchmarks: as a test
 // user when root (cgroup "auto" or "off"), else in lab mode.
 func benchSpawner(b *testing.B, cgroupRoot string) (*procSpawner, SpawnRequest) {
-	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: zap.NewNop()}
+	// WINRMD_BENCH_WORKER: the shipped worker binary (bin/winrmd-worker)
+	// instead of the test binary, whose start costs more (its size, the
+	// test framework's packages).
+	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: zap.NewNop(), Exe: os.Getenv("WINRMD_BENCH_WORKER")}
 	req := SpawnRequest{}
 	if isRoot() {
 		req.Account = newTestUser(b).acct

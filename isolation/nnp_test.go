@@ -3,8 +3,25 @@ package isolation
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
+
+// daemonNoNewPrivs reports whether the thread-group leader (the main
+// thread) has no_new_privs now, by /proc/self/status: the file's word
+// against the prctl startedWithNoNewPrivs made during initialisation.
+func daemonNoNewPrivs() bool {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok {
+			return strings.TrimSpace(v) == "1"
+		}
+	}
+	return false
+}
 
 // TestDaemonNoNewPrivs: a daemon started with no_new_privs (here by
 // setpriv, as a container without privilege escalation starts it) sees

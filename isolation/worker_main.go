@@ -94,9 +94,9 @@ func workerMain() int {
 		wlog("PR_SET_CHILD_SUBREAPER: %v", err)
 		return 2
 	}
-	// The runtime's signal thread starts with the first Notify: now, before
-	// the daemon counts the worker's threads, not later out of the shell's
-	// process budget. Until Setup is done a signal just ends the worker.
+	// The runtime's signal thread starts with the first Notify: now, with
+	// the runtime's own, not later out of the shell's process budget.
+	// Until Setup is done a signal just ends the worker.
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, unix.SIGTERM, unix.SIGHUP, unix.SIGINT)
 	var loop atomic.Pointer[workerLoop]
@@ -108,7 +108,6 @@ func workerMain() int {
 		}
 		os.Exit(1) // before Setup: nothing to clean up
 	}()
-	warmThreads()
 
 	if err := writeMsg(conn, msgHello{Version: protoVersion, Pid: uint32(os.Getpid())}); err != nil {
 		wlog("hello: %v", err)
@@ -156,13 +155,14 @@ func workerMain() int {
 	return 0
 }
 
-// warmThreadCount is how many idle OS threads the worker makes before Hello.
+// warmThreadCount is how many idle OS threads the worker makes during
+// Setup, after the privilege drop and before SetupOK.
 //
 // The daemon sets pids.max to the shell's budget plus the worker's threads,
-// counted at Hello and again before each Start (pidsLimit), so a thread the
-// Go runtime makes while a command runs comes out of the shell's budget,
-// and once a fork bomb has used that up the runtime cannot make one and
-// aborts ("pthread_create failed"). The worker runs with
+// counted after SetupOK and again before each Start (pidsLimit), so a
+// thread the Go runtime makes while a command runs comes out of the
+// shell's budget, and once a fork bomb has used that up the runtime cannot
+// make one and aborts ("pthread_create failed"). The worker runs with
 // GOMAXPROCS=1 (set by the spawner), so at Hello it already has its locked
 // main thread, the signal thread, sysmon, the template thread and the
 // thread that runs Go code; the warm threads are the spares the runtime
@@ -176,9 +176,14 @@ func workerMain() int {
 // wanted, unwarmed, on a bigger host.)
 const warmThreadCount = 3
 
-// warmThreads makes the Go runtime create its OS threads now, while the
-// shell's process budget is still free: a fork bomb in a command later
-// cannot then starve the worker of the thread it needs. Each goroutine locks
+// warmThreads makes the Go runtime create its OS threads now, before the
+// shell's process budget is set: a fork bomb in a command later cannot then
+// starve the worker of the thread it needs. They are made after the
+// privilege drop, so each is born with the account's credentials (a thread
+// inherits its creator's), and the drop's every-thread syscalls and checks
+// (drop.go) have three threads fewer to stop, signal and read: in a static
+// binary each of those syscalls stops the world and signals every thread,
+// and the drop was the largest part of the worker's start (BENCH.md). Each goroutine locks
 // a thread and waits until all have one, so there are warmThreadCount of
 // them at once without sleeping; unlocked, they stay in the runtime's pool.
 func warmThreads() {
@@ -232,6 +237,8 @@ func applySetup(s msgSetup, ppid int, fatal func(string)) (uint8, error) {
 	if err := armParentDeath(ppid); err != nil {
 		fatal(err.Error())
 	}
+	// Before the RLIMIT_NPROC below, which counts them as the uid's.
+	warmThreads()
 	if s.Flags&setupNprocLimit != 0 && s.MaxProcs > 0 {
 		if err := limitNproc(s.UID, s.MaxProcs); err != nil {
 			return setupErrOther, err
