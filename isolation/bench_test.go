@@ -3,6 +3,7 @@ package isolation
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -145,7 +145,7 @@ func benchSpawner(b *testing.B, cgroupRoot string) (*procSpawner, SpawnRequest) 
 	// WINRMD_BENCH_WORKER: the shipped worker binary (bin/winrmd-worker)
 	// instead of the test binary, whose start costs more (its size, the
 	// test framework's packages).
-	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: zap.NewNop(), Exe: os.Getenv("WINRMD_BENCH_WORKER")}
+	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: slog.New(slog.DiscardHandler), Exe: os.Getenv("WINRMD_BENCH_WORKER")}
 	req := SpawnRequest{}
 	if isRoot() {
 		req.Account = newTestUser(b).acct

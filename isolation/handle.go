@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -14,8 +15,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // writeStall bounds one frame write to the worker. The worker's reader never
@@ -61,7 +60,7 @@ type dcmd struct {
 // demultiplexes the worker's frames; a pump goroutine delivers events so
 // that a slow Events consumer never stalls acknowledgements.
 type workerHandle struct {
-	log  *zap.Logger
+	log  *slog.Logger
 	pid  int
 	conn *net.UnixConn
 	r    io.Reader
@@ -113,7 +112,7 @@ type workerHandle struct {
 
 var _ Worker = (*workerHandle)(nil)
 
-func newWorkerHandle(log *zap.Logger, pid int, conn *net.UnixConn, r io.Reader, proc process, reap shellReaper) *workerHandle {
+func newWorkerHandle(log *slog.Logger, pid int, conn *net.UnixConn, r io.Reader, proc process, reap shellReaper) *workerHandle {
 	h := &workerHandle{
 		log: log, pid: pid, conn: conn, r: r, proc: proc, reap: reap,
 		cmds:     map[string]*dcmd{},
@@ -206,7 +205,7 @@ func (h *workerHandle) write(frame net.Buffers) error {
 
 // hostile ends the worker after a protocol violation.
 func (h *workerHandle) hostile(err error) {
-	h.log.Error("worker broke the protocol; killing it", zap.Error(err))
+	h.log.Error("worker broke the protocol; killing it", slog.Any("error", err))
 	_ = h.proc.Kill()
 	_ = h.conn.Close()
 }
@@ -245,7 +244,7 @@ func (h *workerHandle) Start(ctx context.Context, spec CommandSpec) error {
 		// A failure leaves the last value, which counted fewer of the
 		// worker's threads: the limit only errs strict.
 		if err := pids.set(h.pid); err != nil {
-			h.log.Warn("pids limit not refreshed before a start", zap.String("command", spec.ID), zap.Error(err))
+			h.log.Warn("pids limit not refreshed before a start", slog.String("command", spec.ID), slog.Any("error", err))
 		}
 	}
 	if err := h.send(m); err != nil {
@@ -690,7 +689,7 @@ func (h *workerHandle) end(readErr error) {
 		h.hostile(readErr)
 		err = fmt.Errorf("%w: %w", ErrWorkerGone, readErr)
 	case errors.Is(readErr, errFatal):
-		h.log.Error("worker failed", zap.Error(readErr))
+		h.log.Error("worker failed", slog.Any("error", readErr))
 		err = fmt.Errorf("%w: %w", ErrWorkerGone, readErr)
 	}
 	if !closing && err == nil {
@@ -708,11 +707,11 @@ func (h *workerHandle) end(readErr error) {
 	}
 	if !closing && err == nil {
 		err = fmt.Errorf("%w (%s)", ErrWorkerGone, h.proc.State())
-		h.log.Warn("worker ended", zap.Error(err))
+		h.log.Warn("worker ended", slog.Any("error", err))
 	}
 	if !closing {
 		if err := h.reap.killAll(); err != nil {
-			h.log.Error("killing the shell's processes", zap.Error(err))
+			h.log.Error("killing the shell's processes", slog.Any("error", err))
 		}
 	}
 	_ = h.conn.Close()
@@ -787,7 +786,7 @@ func (h *workerHandle) Close() error {
 		}
 		h.closeErr = errors.Join(errs...)
 		if h.closeErr != nil {
-			h.log.Warn("closing worker", zap.Error(h.closeErr))
+			h.log.Warn("closing worker", slog.Any("error", h.closeErr))
 		}
 	})
 	return h.closeErr
@@ -799,11 +798,11 @@ func (h *workerHandle) Close() error {
 // a pooled worker (pool.go) gets its shell's logger when it is assigned.
 type stderrLog struct {
 	f    *os.File
-	log  atomic.Pointer[zap.Logger]
+	log  atomic.Pointer[slog.Logger]
 	done chan struct{} // closed when the copy ends
 }
 
-func newStderrLog(f *os.File, log *zap.Logger) *stderrLog {
+func newStderrLog(f *os.File, log *slog.Logger) *stderrLog {
 	l := &stderrLog{f: f, done: make(chan struct{})}
 	l.log.Store(log)
 	go l.run()
@@ -825,7 +824,7 @@ func (l *stderrLog) run() {
 			line = line[:1024]
 		}
 		budget -= len(line)
-		l.log.Load().Warn("worker stderr", zap.String("line", line))
+		l.log.Load().Warn("worker stderr", slog.String("line", line))
 		if budget <= 0 {
 			l.log.Load().Warn("worker stderr: further output not logged")
 		}

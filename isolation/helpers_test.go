@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -16,6 +17,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 func isRoot() bool { return os.Geteuid() == 0 }
@@ -131,10 +134,14 @@ func userPidsExcept(uid uint32, skip int) []int {
 	return pids
 }
 
+// testLogger is the test's log, through the daemon's own bridge from slog
+// to zap (session/obs.Slog).
+func testLogger(t testing.TB) *slog.Logger { return obs.Slog(zaptest.NewLogger(t)) }
+
 func newTestSpawner(t testing.TB, opts SpawnerOptions) *procSpawner {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = zaptest.NewLogger(t)
+		opts.Logger = testLogger(t)
 	}
 	s, err := newProcSpawner(opts)
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,7 +65,7 @@ type fakeWorker struct {
 func newFakeWorker(t testing.TB) *fakeWorker {
 	d, w := unixPair(t)
 	proc := &fakeProc{exited: make(chan struct{})}
-	h := newWorkerHandle(zaptest.NewLogger(t), 4242, d, bufio.NewReader(d), proc, noReaper{})
+	h := newWorkerHandle(testLogger(t), 4242, d, bufio.NewReader(d), proc, noReaper{})
 	h.run()
 	t.Cleanup(func() { h.Close() })
 	return &fakeWorker{t: t, h: h, proc: proc, conn: w, r: bufio.NewReader(w)}

@@ -1,14 +1,13 @@
 package isolation
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Shell cgroups left by a daemon that died (kill -9, OOM, a crash) are
@@ -94,7 +93,7 @@ func (s *cgroupSystem) reapOrphans(minAge time.Duration) (reaped []string, young
 // reapLater makes one more pass of reapOrphans after the delay, with the
 // same rules, and logs what it did. stop cancels it, and waits for a pass
 // under way, so that none runs after the daemon's shutdown.
-func (s *cgroupSystem) reapLater(delay, minAge time.Duration, log *zap.Logger) (stop func()) {
+func (s *cgroupSystem) reapLater(delay, minAge time.Duration, log *slog.Logger) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -108,7 +107,7 @@ func (s *cgroupSystem) reapLater(delay, minAge time.Duration, log *zap.Logger) (
 		reaped, young, errs := s.reapOrphans(minAge)
 		if len(reaped) > 0 || len(errs) > 0 {
 			log.Warn("shell cgroups left by a daemon that died, found after start-up: removed",
-				zap.Strings("cgroups", reaped), zap.Errors("errors", errs), zap.Int("young_empty_left", young))
+				slog.Any("cgroups", reaped), slog.Any("errors", errs), slog.Int("young_empty_left", young))
 		}
 	}()
 	var once sync.Once

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"go.uber.org/zap/zaptest"
 )
 
 // An empty group too young at start-up (a daemon restarted within a minute
@@ -31,7 +29,7 @@ func TestReapLaterRemovesAgedEmptyGroups(t *testing.T) {
 	}
 
 	// Cancelled before its time: nothing happens, and stop returns at once.
-	stop := sys.reapLater(time.Hour, 0, zaptest.NewLogger(t))
+	stop := sys.reapLater(time.Hour, 0, testLogger(t))
 	t0 := time.Now()
 	stop()
 	stop() // twice is harmless
@@ -42,7 +40,7 @@ func TestReapLaterRemovesAgedEmptyGroups(t *testing.T) {
 		t.Fatalf("a cancelled pass removed the group: %v", err)
 	}
 
-	stop = sys.reapLater(300*time.Millisecond, 200*time.Millisecond, zaptest.NewLogger(t))
+	stop = sys.reapLater(300*time.Millisecond, 200*time.Millisecond, testLogger(t))
 	defer stop()
 	if !eventually(5*time.Second, func() bool { _, err := os.Stat(old); return os.IsNotExist(err) }) {
 		t.Fatal("the second pass left the aged empty group")

@@ -39,11 +39,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +72,7 @@ type PoolStats struct {
 
 type workerPool struct {
 	s        *procSpawner
-	log      *zap.Logger
+	log      *slog.Logger
 	size     int
 	newPrivs bool // the flavour of every pooled worker
 
@@ -89,7 +89,7 @@ type workerPool struct {
 }
 
 func newWorkerPool(s *procSpawner, size int, newPrivs bool) *workerPool {
-	p := &workerPool{s: s, log: s.log.Named("pool"), size: size, newPrivs: newPrivs,
+	p := &workerPool{s: s, log: s.log.WithGroup("pool"), size: size, newPrivs: newPrivs,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	go p.fill()
@@ -145,7 +145,7 @@ func (p *workerPool) fill() {
 				if p.ctx.Err() != nil {
 					return
 				}
-				p.log.Warn("pre-starting a worker failed; retrying", zap.Error(err))
+				p.log.Warn("pre-starting a worker failed; retrying", slog.Any("error", err))
 				select {
 				case <-p.ctx.Done():
 					return
@@ -265,7 +265,7 @@ func (p *workerPool) retire() {
 func (p *workerPool) drop(l *launched, why string) {
 	l.discard(5 * time.Second)
 	l.cg.discard()
-	p.log.Debug("pooled worker dropped", zap.Int("pid", l.pid), zap.String("why", why))
+	p.log.Debug("pooled worker dropped", slog.Int("pid", l.pid), slog.String("why", why))
 }
 
 // close stops the filler and kills every idle worker; Spawn no longer takes.
@@ -308,7 +308,7 @@ var errPooledDied = errors.New("isolation: the pre-started worker exited before 
 // assignPooled makes a pooled worker the shell's: the shell's memory limit
 // on its group, then assign (pids limit, Setup, the verified drop). On error
 // the worker and its group are gone; errPooledDied when it had exited.
-func (s *procSpawner) assignPooled(ctx context.Context, log *zap.Logger, l *launched, acct Account, setup msgSetup, memMB, maxProcs int, noProfile bool) (*workerHandle, error) {
+func (s *procSpawner) assignPooled(ctx context.Context, log *slog.Logger, l *launched, acct Account, setup msgSetup, memMB, maxProcs int, noProfile bool) (*workerHandle, error) {
 	if err := l.cg.setMemory(memMB); err != nil {
 		l.discard(5 * time.Second)
 		l.cg.discard()
@@ -321,7 +321,7 @@ func (s *procSpawner) assignPooled(ctx context.Context, log *zap.Logger, l *laun
 		// exited (a worker closes it only by exiting), not refused.
 		if ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 			errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)) {
-			log.Info("pre-started worker had exited; starting one", zap.Error(err))
+			log.Info("pre-started worker had exited; starting one", slog.Any("error", err))
 			return nil, fmt.Errorf("%w: %w", errPooledDied, err)
 		}
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -23,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,8 +44,9 @@ type SpawnerOptions struct {
 	// cgroup v2 directory, delegated to the daemon, under which per-shell
 	// groups are created.
 	CgroupRoot string
-	// Logger may be nil.
-	Logger *zap.Logger
+	// Logger may be nil (nothing is logged). The daemon passes its zap
+	// logger through session/obs.Slog.
+	Logger *slog.Logger
 	// Sidecar, when set, is the target container (configs.Sidecar.Target)
 	// every worker is born inside (sidecar.go). Needs root and a static
 	// binary.
@@ -86,7 +87,7 @@ const (
 type procSpawner struct {
 	opts SpawnerOptions
 	exe  string
-	log  *zap.Logger
+	log  *slog.Logger
 	cg   *cgroupSystem
 	lab  Account       // the daemon's own account, in lab mode
 	sc   *sidecar      // sidecar mode; nil otherwise
@@ -128,9 +129,13 @@ func NewSpawner(opts SpawnerOptions) (Spawner, error) {
 func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 	s := &procSpawner{opts: opts, exe: opts.Exe, log: opts.Logger}
 	if s.log == nil {
-		s.log = zap.NewNop()
+		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.log = s.log.Named("isolation")
+	// A group names the logger (as zap's Named does, through the
+	// daemon's bridge, session/obs.Slog): this package logs with the
+	// standard library's slog, because zap would link net/http and its
+	// TLS stack into the worker, which imports this package too.
+	s.log = s.log.WithGroup("isolation")
 	if s.exe == "" {
 		s.exe = "/proc/self/exe"
 		// A sidecar worker is exec'd inside the target's mount namespace,
@@ -140,7 +145,7 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 			case err == nil:
 				s.exe, s.exeHeld = f.Name(), f
 			case !errors.Is(err, os.ErrNotExist):
-				s.log.Warn("not running "+WorkerBinary+"; workers re-execute the daemon instead", zap.Error(err))
+				s.log.Warn("not running "+WorkerBinary+"; workers re-execute the daemon instead", slog.Any("error", err))
 			}
 		}
 	} else {
@@ -176,7 +181,7 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 			return nil, err
 		}
 		s.sc = &sidecar{spec: opts.Sidecar}
-		s.log.Info("sidecar mode: shells run inside the target container's namespaces", zap.String("target", opts.Sidecar))
+		s.log.Info("sidecar mode: shells run inside the target container's namespaces", slog.String("target", opts.Sidecar))
 	}
 	if s.nnpInherited = startedWithNoNewPrivs; s.nnpInherited {
 		s.log.Warn("this daemon runs with no_new_privs (NoNewPrivileges=yes, or a container without privilege escalation): " +
@@ -188,11 +193,11 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 	}
 	s.cg = cg
 	for _, n := range notes {
-		s.log.Info("cgroup detection", zap.String("note", n))
+		s.log.Info("cgroup detection", slog.String("note", n))
 	}
 	reaped, young, errs := cg.reapOrphans(orphanMinAge)
 	if len(reaped) > 0 || len(errs) > 0 {
-		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", zap.Strings("cgroups", reaped), zap.Errors("errors", errs))
+		s.log.Warn("shell cgroups left by a daemon that died: their processes were killed", slog.Any("cgroups", reaped), slog.Any("errors", errs))
 	}
 	if opts.Watchdog && !opts.Lab && cg.mode != cgroupNone {
 		// The watchdog is a mode of the daemon's own binary, not of
@@ -208,8 +213,8 @@ func newProcSpawner(opts SpawnerOptions) (ret *procSpawner, _ error) {
 	if opts.PrestartedWorkers > 0 && s.sc == nil {
 		s.pool = newWorkerPool(s, opts.PrestartedWorkers, opts.PrestartNewPrivileges && !s.nnpInherited)
 	}
-	fields := []zap.Field{zap.String("worker_binary", s.exe), zap.String("cgroup_mode", cg.mode.String()), zap.Bool("memory", cg.memory), zap.Bool("pids", cg.pids), zap.Bool("lab", opts.Lab),
-		zap.Int("prestarted_workers", opts.PrestartedWorkers)}
+	fields := []any{slog.String("worker_binary", s.exe), slog.String("cgroup_mode", cg.mode.String()), slog.Bool("memory", cg.memory), slog.Bool("pids", cg.pids), slog.Bool("lab", opts.Lab),
+		slog.Int("prestarted_workers", opts.PrestartedWorkers)}
 	if cg.mode == cgroupNone {
 		s.log.Warn("no cgroups: shells are not confined; a process that calls setsid escapes Close; "+
 			"process limits fall back to RLIMIT_NPROC, which counts all of the user's processes on the host, not the shell's; "+
@@ -429,7 +434,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 	if s.opts.Lab {
 		acct = s.lab
 	}
-	log := s.log.With(zap.String("shell_id", req.ShellID), zap.String("user", acct.Username))
+	log := s.log.With(slog.String("shell_id", req.ShellID), slog.String("user", acct.Username))
 	if acct.Username == "" {
 		return nil, errors.New("isolation: refusing an account without a name")
 	}
@@ -443,10 +448,10 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		var err error
 		ccDir, ccName, err = writeCCache(acct, req.ShellID, req.Credentials, !s.opts.Lab)
 		if err != nil {
-			log.Warn("delegated credentials not written; refusing the shell", zap.Error(err))
+			log.Warn("delegated credentials not written; refusing the shell", slog.Any("error", err))
 			return nil, err
 		}
-		log.Info("delegated Kerberos credentials written for the shell", zap.String("ccache", ccName))
+		log.Info("delegated Kerberos credentials written for the shell", slog.String("ccache", ccName))
 		extraEnv = make(map[string]string, len(req.Env)+1)
 		for k, v := range req.Env {
 			extraEnv[k] = v
@@ -499,19 +504,19 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		var tpid int
 		th, tpid, err = s.sc.thread()
 		if err != nil {
-			log.Warn("sidecar target unavailable; refusing the shell", zap.Error(err))
+			log.Warn("sidecar target unavailable; refusing the shell", slog.Any("error", err))
 			return nil, err
 		}
 		// The worker's parent is outside its pid namespace: it reads
 		// getppid() as 0, so Setup names none.
 		setup.ParentPid = 0
-		log = log.With(zap.Int("sidecar_target_pid", tpid))
+		log = log.With(slog.Int("sidecar_target_pid", tpid))
 	}
 	var w *workerHandle
 	if l := s.pool.take(setup.Flags&setupNewPrivs != 0); l != nil {
 		w, err = s.assignPooled(ctx, log, l, acct, setup, memMB, maxProcs, req.NoProfile)
 		if err != nil && !errors.Is(err, errPooledDied) {
-			log.Warn("worker setup failed", zap.Error(err))
+			log.Warn("worker setup failed", slog.Any("error", err))
 			return nil, err
 		}
 	}
@@ -527,7 +532,7 @@ func (s *procSpawner) Spawn(ctx context.Context, req SpawnRequest) (Worker, erro
 		w, err = s.start(ctx, log, acct, setup, cg, maxProcs, req.NoProfile, th)
 		if err != nil {
 			cg.discard()
-			log.Warn("worker spawn failed", zap.Error(err))
+			log.Warn("worker spawn failed", slog.Any("error", err))
 			return nil, err
 		}
 	}
@@ -664,7 +669,7 @@ func (l *launched) discard(wait time.Duration) {
 	l.stderr.finish(time.Second)
 }
 
-func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (*workerHandle, error) {
+func (s *procSpawner) start(ctx context.Context, log *slog.Logger, acct Account, setup msgSetup, cg *shellCgroup, maxProcs int, noProfile bool, th *sidecarThread) (*workerHandle, error) {
 	l, err := s.launch(ctx, log, cg, setup.Flags&setupNewPrivs != 0, th)
 	if err != nil {
 		return nil, err
@@ -673,7 +678,7 @@ func (s *procSpawner) start(ctx context.Context, log *zap.Logger, acct Account, 
 }
 
 // launch starts a worker process inside cg and reads its Hello.
-func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgroup, newPrivs bool, th *sidecarThread) (_ *launched, err error) {
+func (s *procSpawner) launch(ctx context.Context, log *slog.Logger, cg *shellCgroup, newPrivs bool, th *sidecarThread) (_ *launched, err error) {
 	spawnOn := confinedSpawns.run
 	if newPrivs {
 		spawnOn = privilegedSpawns.run
@@ -797,7 +802,7 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 			th.release()
 		}()
 	}
-	log = log.With(zap.Int("pid", pid))
+	log = log.With(slog.Int("pid", pid))
 	l := &launched{pid: pid, proc: proc, conn: conn, stderr: newStderrLog(stderrR, log), cg: cg, newPrivs: newPrivs, born: time.Now()}
 	defer func() {
 		if err != nil {
@@ -857,9 +862,9 @@ func (s *procSpawner) launch(ctx context.Context, log *zap.Logger, cg *shellCgro
 // assign turns a launched worker into the shell's: its pids limit, then
 // Setup, then the kernel's and /proc's word that it became the account.
 // On error the worker is killed (and anything it started).
-func (s *procSpawner) assign(ctx context.Context, log *zap.Logger, l *launched, acct Account, setup msgSetup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
+func (s *procSpawner) assign(ctx context.Context, log *slog.Logger, l *launched, acct Account, setup msgSetup, maxProcs int, noProfile bool) (_ *workerHandle, err error) {
 	pid, conn, cg := l.pid, l.conn, l.cg
-	log = log.With(zap.Int("pid", pid))
+	log = log.With(slog.Int("pid", pid))
 	l.stderr.log.Store(log)
 	reap := newShellReaper(cg, l.proc, pid, acct.UID)
 	h := newWorkerHandle(log, pid, conn, nil, l.proc, reap)
@@ -950,8 +955,8 @@ func (s *procSpawner) assign(ctx context.Context, log *zap.Logger, l *launched, 
 	if cg != nil {
 		mode = cg.sys.mode.String()
 	}
-	log.Info("worker started", zap.String("cgroup", mode), zap.Uint32("uid", acct.UID), zap.Bool("no_profile", noProfile),
-		zap.Bool("new_privileges", setup.Flags&setupNewPrivs != 0), zap.Bool("prestarted", l.pooled))
+	log.Info("worker started", slog.String("cgroup", mode), slog.Uint64("uid", uint64(acct.UID)), slog.Bool("no_profile", noProfile),
+		slog.Bool("new_privileges", setup.Flags&setupNewPrivs != 0), slog.Bool("prestarted", l.pooled))
 	return h, nil
 }
 

@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,8 +42,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // watchdogFD is the watchdog's end of the pipe.
@@ -198,7 +197,7 @@ func (s *cgroupSystem) parents() map[string]string {
 type watchdog struct {
 	exe string
 	arg string
-	log *zap.Logger
+	log *slog.Logger
 
 	mu   sync.Mutex
 	w    *os.File
@@ -206,7 +205,7 @@ type watchdog struct {
 }
 
 // startWatchdog starts the watchdog of s's shell cgroups.
-func startWatchdog(s *cgroupSystem, exe string, log *zap.Logger) (*watchdog, error) {
+func startWatchdog(s *cgroupSystem, exe string, log *slog.Logger) (*watchdog, error) {
 	a := watchdogArgs{Mode: s.mode.String()}
 	if s.mode == cgroupV2 {
 		a.V2 = s.v2Parent
@@ -252,10 +251,10 @@ func (wd *watchdog) start() error {
 		wd.writeLocked('+', name)
 	}
 	wd.mu.Unlock()
-	wd.log.Info("watchdog started: it kills this daemon's shell cgroups should the daemon die", zap.Int("watchdog_pid", cmd.Process.Pid))
+	wd.log.Info("watchdog started: it kills this daemon's shell cgroups should the daemon die", slog.Int("watchdog_pid", cmd.Process.Pid))
 	go func() {
 		err := cmd.Wait()
-		wd.log.Error("the watchdog ended while the daemon runs; starting another", zap.Error(err))
+		wd.log.Error("the watchdog ended while the daemon runs; starting another", slog.Any("error", err))
 		wd.mu.Lock()
 		w.Close()
 		wd.w = nil
@@ -266,7 +265,7 @@ func (wd *watchdog) start() error {
 			if err == nil {
 				return
 			}
-			wd.log.Error("watchdog restart failed", zap.Error(err))
+			wd.log.Error("watchdog restart failed", slog.Any("error", err))
 		}
 	}()
 	return nil
@@ -295,6 +294,6 @@ func (wd *watchdog) writeLocked(op byte, name string) {
 	// reading must not hold up shell creation.
 	_ = wd.w.SetWriteDeadline(time.Now().Add(time.Second))
 	if _, err := wd.w.Write([]byte(string(op) + name + "\n")); err != nil {
-		wd.log.Warn("telling the watchdog about a shell cgroup", zap.String("cgroup", name), zap.Error(err))
+		wd.log.Warn("telling the watchdog about a shell cgroup", slog.String("cgroup", name), slog.Any("error", err))
 	}
 }

@@ -1,7 +1,7 @@
 // Command winrmd-worker is the shell worker alone: the process winrmd starts
 // for every shell (package isolation's worker side: the privilege drop, the
 // command loop), linked without the daemon's listeners, authentication,
-// metrics and configuration. Installed beside winrmd, it is what the daemon
+// metrics, configuration and zap: no net/http or TLS at all (deps_test.go). Installed beside winrmd, it is what the daemon
 // runs instead of re-executing itself; without it the daemon runs
 // `winrmd worker`, the same code. It exists for speed and memory: the
 // daemon's binary spends about 2.8 ms of CPU starting (dynamic loading,

@@ -251,7 +251,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "winrmd_output_buffered_bytes",
 		Help: "Command output the daemon may hold undelivered: reserved in the output budget (winrs.max_output_buffer_mb)."},
 		func() float64 { total, _ := budget.Used(0); return float64(total) }))
-	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: log.Named("isolation"), Sidecar: cfg.Sidecar.Target,
+	spawner, err := isolation.NewSpawner(isolation.SpawnerOptions{Lab: lab, AllowRoot: cfg.Authorization.AllowRoot, Logger: obs.Slog(log), Sidecar: cfg.Sidecar.Target,
 		Watchdog: true, OutputBudget: budget,
 		PrestartedWorkers: cfg.Winrs.PrestartedWorkers, PrestartNewPrivileges: cfg.Winrs.AllowNewPrivileges})
 	if err != nil {

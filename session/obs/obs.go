@@ -1,5 +1,6 @@
 // Package obs is winrmd's observability: named zap loggers with fixed field
-// keys, the audit stream, and Prometheus metrics with bounded labels. It
+// keys (and Slog, the same loggers for a package that must not import zap),
+// the audit stream, and Prometheus metrics with bounded labels. It
 // sits at the bottom of the import graph (server and session both write
 // to it) and imports nothing of this module.
 package obs
