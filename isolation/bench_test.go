@@ -127,7 +127,10 @@ func BenchmarkFrameCodec(b *testing.B) {
 
 func benchWorker(b *testing.B) (*workerHandle, *collector) {
 	opts := SpawnerOptions{}
-	req := SpawnRequest{}
+	// WINRMD_BENCH_NEWPRIVS=1: shells that allow new privileges, the
+	// daemon's default (winrs.allow_new_privileges), whose workers keep
+	// their bounding set; else the hardened shells, whose workers empty it.
+	req := SpawnRequest{AllowNewPrivileges: os.Getenv("WINRMD_BENCH_NEWPRIVS") == "1"}
 	if isRoot() {
 		req.Account = newTestUser(b).acct
 	} else {
@@ -146,7 +149,10 @@ func benchSpawner(b *testing.B, cgroupRoot string) (*procSpawner, SpawnRequest) 
 	// instead of the test binary, whose start costs more (its size, the
 	// test framework's packages).
 	opts := SpawnerOptions{CgroupRoot: cgroupRoot, Logger: slog.New(slog.DiscardHandler), Exe: os.Getenv("WINRMD_BENCH_WORKER")}
-	req := SpawnRequest{}
+	// WINRMD_BENCH_NEWPRIVS=1: shells that allow new privileges, the
+	// daemon's default (winrs.allow_new_privileges), whose workers keep
+	// their bounding set; else the hardened shells, whose workers empty it.
+	req := SpawnRequest{AllowNewPrivileges: os.Getenv("WINRMD_BENCH_NEWPRIVS") == "1"}
 	if isRoot() {
 		req.Account = newTestUser(b).acct
 	} else {

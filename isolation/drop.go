@@ -26,9 +26,10 @@ import (
 // The caller has locked the OS thread: prctl settings made afterwards are
 // per-thread, and every command is forked from this thread.
 //
-// emptyBounding first empties the capability bounding set (it takes
-// CAP_SETPCAP, so only while root): nothing the commands exec can then
-// carry a capability, whatever setuid bit or file capability it has.
+// emptyBounding first empties the capability bounding set of this thread,
+// the one every command is forked from (it takes CAP_SETPCAP, so only
+// while root): nothing the commands exec can then carry a capability,
+// whatever setuid bit or file capability it has.
 func dropPrivileges(uid, gid uint32, groups []uint32, emptyBounding bool, fatal func(string)) {
 	if emptyBounding {
 		if err := dropBoundingSet(); err != nil {
@@ -48,7 +49,10 @@ func dropPrivileges(uid, gid uint32, groups []uint32, emptyBounding bool, fatal 
 	if err := syscall.Setuid(int(uid)); err != nil {
 		fatal("setuid: " + err.Error())
 	}
-	if msg := checkCredentials(uid, gid, groups); msg != "" {
+	// A worker that empties its bounding set was forked with no_new_privs
+	// (the daemon's confined spawn thread), and dropBoundingSet relies on
+	// every thread carrying it.
+	if msg := checkCredentials(uid, gid, groups, emptyBounding); msg != "" {
 		fatal("credentials after the drop: " + msg)
 	}
 	if uid != 0 {
@@ -76,9 +80,10 @@ func dropPrivileges(uid, gid uint32, groups []uint32, emptyBounding bool, fatal 
 
 // checkCredentials verifies, for the calling thread and for every thread in
 // /proc/self/task, that real, effective, saved and filesystem ids are uid and
-// gid, that the supplementary groups are exactly groups, and that a non-root
-// uid holds no capabilities. It returns "" when all is as expected.
-func checkCredentials(uid, gid uint32, groups []uint32) string {
+// gid, that the supplementary groups are exactly groups, that a non-root
+// uid holds no capabilities, and with nnp that no_new_privs is set. It
+// returns "" when all is as expected.
+func checkCredentials(uid, gid uint32, groups []uint32, nnp bool) string {
 	r, e, s := unix.Getresuid()
 	if uint32(r) != uid || uint32(e) != uid || uint32(s) != uid {
 		return fmt.Sprintf("resuid %d/%d/%d, want %d", r, e, s, uid)
@@ -104,15 +109,16 @@ func checkCredentials(uid, gid uint32, groups []uint32) string {
 		if err != nil {
 			continue // the thread may be gone
 		}
-		if msg := checkStatus(string(st), uid, gid); msg != "" {
+		if msg := checkStatus(string(st), uid, gid, nnp); msg != "" {
 			return "thread " + t + ": " + msg
 		}
 	}
 	return ""
 }
 
-// checkStatus checks the Uid, Gid and capability lines of a /proc status file.
-func checkStatus(status string, uid, gid uint32) string {
+// checkStatus checks the Uid, Gid and capability lines of a /proc status
+// file, and with nnp its NoNewPrivs line.
+func checkStatus(status string, uid, gid uint32, nnp bool) string {
 	want := map[string]string{
 		"Uid": strings.Repeat(strconv.FormatUint(uint64(uid), 10)+"\t", 4),
 		"Gid": strings.Repeat(strconv.FormatUint(uint64(gid), 10)+"\t", 4),
@@ -120,6 +126,9 @@ func checkStatus(status string, uid, gid uint32) string {
 	if uid != 0 {
 		want["CapPrm"] = "0000000000000000"
 		want["CapEff"] = "0000000000000000"
+	}
+	if nnp {
+		want["NoNewPrivs"] = "1"
 	}
 	for _, line := range strings.Split(status, "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -171,11 +180,17 @@ func setNoNewPrivs() error {
 	return nil
 }
 
-// dropBoundingSet empties the capability bounding set of every thread when
-// the runtime can (no cgo), else of the calling (locked) thread, from which
-// every command is forked; then it checks the calling thread. The kernel's
-// last capability is found by asking: PR_CAPBSET_READ fails with EINVAL
-// past it.
+// dropBoundingSet empties the capability bounding set of the calling
+// (locked) thread, then checks it. Every command is forked from this thread,
+// and a command's exec computes its capabilities from the bounding set of
+// the thread that forked it; no other thread of the worker forks. The other
+// threads keep root's set, which gives them nothing: after the drop they
+// hold no capability and they carry no_new_privs (both checked on every
+// thread), and under no_new_privs an exec cannot raise the permitted set
+// at all. (Done on every thread, with AllThreadsSyscall, each of the 41
+// drops stopped the world and signalled every thread: 4 ms of CPU, nearly
+// half of a hardened shell's worker start; BENCH.md.) The kernel's last
+// capability is found by asking: PR_CAPBSET_READ fails with EINVAL past it.
 func dropBoundingSet() error {
 	for c := uintptr(0); ; c++ {
 		if _, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err == unix.EINVAL {
@@ -183,15 +198,8 @@ func dropBoundingSet() error {
 		} else if c > 255 {
 			return errors.New("PR_CAPBSET_READ never ends")
 		}
-		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0)
-		if errno == syscall.ENOTSUP {
-			errno = 0
-			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
-				return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d): %w", c, err)
-			}
-		}
-		if errno != 0 {
-			return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d) on all threads: %w", c, errno)
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+			return fmt.Errorf("prctl(PR_CAPBSET_DROP, %d): %w", c, err)
 		}
 		if v, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err != nil || v != 0 {
 			return fmt.Errorf("capability %d still in the bounding set (%d, %v)", c, v, err)

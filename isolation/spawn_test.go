@@ -69,7 +69,7 @@ func TestSpawnIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg := checkStatus(string(st), u.acct.UID, u.acct.GID); msg != "" {
+	if msg := checkStatus(string(st), u.acct.UID, u.acct.GID, true); msg != "" {
 		t.Errorf("worker status: %s", msg)
 	}
 	// Its own session.
@@ -432,9 +432,25 @@ func TestNewPrivileges(t *testing.T) {
 	u := newTestUser(t)
 	suid := setuidHelper(t, u.acct.GID)
 	s := newTestSpawner(t, SpawnerOptions{})
-	_, c := spawn(t, s, SpawnRequest{Account: u.acct})
+	hc, c := spawn(t, s, SpawnRequest{Account: u.acct})
 	if out, _, _ := c.run(t, sh("grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status"), nil); out != "CapBnd:\t0000000000000000\nNoNewPrivs:\t1\n" {
 		t.Errorf("confined command: %q, want no_new_privs and an empty bounding set", out)
+	}
+	// Only the command thread's bounding set is emptied (drop.go); what makes
+	// the others' harmless is on every thread: the account's ids, no
+	// capability, no_new_privs.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", hc.Pid()))
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("threads of the confined worker: %d, %v", len(tasks), err)
+	}
+	for _, task := range tasks {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", hc.Pid(), task.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		if msg := checkStatus(string(st), u.acct.UID, u.acct.GID, true); msg != "" {
+			t.Errorf("confined worker's thread %s: %s", task.Name(), msg)
+		}
 	}
 	h, c := spawn(t, s, SpawnRequest{Account: u.acct, AllowNewPrivileges: true, Env: map[string]string{"WRMDTEST_HELPER": "ids"}})
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.Pid()))

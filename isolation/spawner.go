@@ -1042,7 +1042,7 @@ func verifyWorkerStatus(pid int, acct Account, noNewPrivs bool) error {
 		return err
 	}
 	st := string(data)
-	if msg := checkStatus(st, acct.UID, acct.GID); msg != "" {
+	if msg := checkStatus(st, acct.UID, acct.GID, false); msg != "" {
 		return errors.New(msg)
 	}
 	var groups []int

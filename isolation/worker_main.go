@@ -215,14 +215,14 @@ func applySetup(s msgSetup, ppid int, fatal func(string)) (uint8, error) {
 	newPrivs := s.Flags&setupNewPrivs != 0
 	if s.Flags&setupLab != 0 {
 		// Lab mode: no credential change; the worker must already be the account.
-		if msg := checkCredentials(s.UID, s.GID, s.Groups); msg != "" {
+		if msg := checkCredentials(s.UID, s.GID, s.Groups, false); msg != "" {
 			return setupErrDenied, errors.New("lab mode: " + msg)
 		}
 	} else if os.Getuid() == 0 {
 		// A root account keeps its bounding set: emptied, root's
 		// commands would run without any capability.
 		dropPrivileges(s.UID, s.GID, s.Groups, !newPrivs && s.UID != 0, fatal)
-	} else if msg := checkCredentials(s.UID, s.GID, s.Groups); msg != "" {
+	} else if msg := checkCredentials(s.UID, s.GID, s.Groups, false); msg != "" {
 		return setupErrDenied, errors.New("not root and not the account: " + msg)
 	}
 	if newPrivs {
