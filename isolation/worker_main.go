@@ -155,8 +155,12 @@ func workerMain() int {
 	return 0
 }
 
-// warmThreadCount is how many idle OS threads the worker makes during
-// Setup, after the privilege drop and before SetupOK.
+// warmThreadCount is how many idle OS threads the worker of a shell with a
+// process budget (winrs.max_processes_per_shell) makes during Setup, after
+// the privilege drop and before SetupOK. A shell without one makes none:
+// they cost its Create about 0.4 ms (the cold row of BENCH.md) and every
+// later walk of the worker's threads, for a starvation that only the
+// shell's own limit could cause.
 //
 // The daemon sets pids.max to the shell's budget plus the worker's threads,
 // counted after SetupOK and again before each Start (pidsLimit), so a
@@ -237,8 +241,12 @@ func applySetup(s msgSetup, ppid int, fatal func(string)) (uint8, error) {
 	if err := armParentDeath(ppid); err != nil {
 		fatal(err.Error())
 	}
-	// Before the RLIMIT_NPROC below, which counts them as the uid's.
-	warmThreads()
+	// Only a shell with a process budget can starve the worker of a thread;
+	// without one the runtime makes its threads when it wants them. Before
+	// the RLIMIT_NPROC below, which counts them as the uid's.
+	if s.MaxProcs > 0 {
+		warmThreads()
+	}
 	if s.Flags&setupNprocLimit != 0 && s.MaxProcs > 0 {
 		if err := limitNproc(s.UID, s.MaxProcs); err != nil {
 			return setupErrOther, err
