@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -633,6 +634,87 @@ func TestAttackQuotas(t *testing.T) {
 	recordStat("attack_refused", int64(refusedN))
 	recordStat("attack_executed", int64(executedN))
 	fmt.Printf("attack: %d rows, %d refused, %d executed (quotas)\n", rows, refusedN, executedN)
+}
+
+// A command whose children fill winrs.max_processes_per_shell: the
+// kernel's limit holds the shell's processes, children included, and the
+// next Command, which the daemon's count of running commands would allow,
+// gets the quota fault from the kernel's refusal, not a missing-program
+// one; nothing more starts, and the shell serves again once the first
+// command is terminated.
+func TestAttackProcessQuota(t *testing.T) {
+	need(t)
+	v2, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	if _, v1 := os.Stat("/sys/fs/cgroup/pids/cgroup.procs"); !strings.Contains(string(v2), "pids") && v1 != nil {
+		t.Skip("no pids cgroup controller (v2 or v1) on this machine")
+	}
+	const budget = 3
+	d := startDaemon(t, func(c *configs.Config) { c.Winrs.MaxProcessesPerShell = budget })
+	admin := basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password}
+	s, err := createShell(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.delete()
+	// sh and two background sleeps fill the budget; then sh becomes a
+	// third sleep, keeping three. (A loop of forks would not do: the
+	// shell's first fork that fails ends it.)
+	filler, err := s.command("sleep 60 >/dev/null 2>&1 & sleep 60 >/dev/null 2>&1 & echo filled; exec sleep 60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for deadline := time.Now().Add(30 * time.Second); !bytes.Contains(out, []byte("filled")) && time.Now().Before(deadline); {
+		r, err := s.c.Post(receiveXML(s.ID, filler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := parseXML(r.Body)
+		if r.Status != 200 || err != nil {
+			if f := r.fault(); f != nil && f.WSMan == codeTimedOut {
+				continue
+			}
+			t.Fatalf("receive of the first command: %s", r)
+		}
+		for _, st := range root.all("Stream") {
+			b, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(st.Text))
+			out = append(out, b...)
+		}
+	}
+	if !bytes.Contains(out, []byte("filled")) {
+		t.Fatalf("the first command never filled the budget: %q", out)
+	}
+	before := d.executions()
+	r, err := admin.Post(commandXML(s.ID, "id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	if got := classify(r); got != oQuota {
+		t.Errorf("a command past the kernel's process limit: outcome %s (%s), want the quota fault", got, r)
+	} else {
+		refused = 1
+	}
+	executed := 0
+	if after := d.executions(); after.commandStarts != before.commandStarts {
+		executed = 1
+		t.Errorf("EXECUTED: a command started past the process limit")
+	}
+	if !d.waitAudit("quota_exceeded", w.admin.Name, 1, 5*time.Second) {
+		t.Error("no quota_exceeded audit event")
+	}
+	// Terminating the first command frees the slots.
+	if _, err := okBody(s.c.Post(signalXML(s.ID, filler, sigTerm))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a command after the first one's end", func() bool {
+		res, err := s.run("echo ok")
+		return err == nil && string(res.Stdout) == "ok\n"
+	})
+	recordStat("attack_rows", 1)
+	recordStat("attack_refused", int64(refused))
+	recordStat("attack_executed", int64(executed))
+	fmt.Printf("attack: 1 rows, %d refused, %d executed (process quota)\n", refused, executed)
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
