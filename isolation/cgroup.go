@@ -446,11 +446,11 @@ func (cg *shellCgroup) setPidsMax(n int) error {
 // pidsLimit is a shell's kernel process limit. The worker lives in the
 // shell's group, so its own threads count against pids.max as much as the
 // commands' processes do; the limit is the shell's budget (Limits.
-// MaxProcesses) plus the threads the worker has. It is set at Hello, and
-// again before each Start: a thread the Go runtime made since (a P handed
-// over while the locked thread forks) would otherwise take a slot of the
-// budget, and the last command the session's count allows would fail to
-// fork.
+// MaxProcesses) plus the threads the worker has. It is set once the worker
+// has answered SetupOK (its spare threads made), and again before each
+// Start: a thread the Go runtime made since (a P handed over while the
+// locked thread forks) would otherwise take a slot of the budget, and the
+// last command the session's count allows would fail to fork.
 type pidsLimit struct {
 	cg     *shellCgroup
 	budget int

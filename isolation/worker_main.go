@@ -187,9 +187,10 @@ const warmThreadCount = 3
 // inherits its creator's), and the drop's every-thread syscalls and checks
 // (drop.go) have three threads fewer to stop, signal and read: in a static
 // binary each of those syscalls stops the world and signals every thread,
-// and the drop was the largest part of the worker's start (BENCH.md). Each goroutine locks
-// a thread and waits until all have one, so there are warmThreadCount of
-// them at once without sleeping; unlocked, they stay in the runtime's pool.
+// and the drop was the largest part of the worker's start (BENCH.md).
+// Each goroutine locks a thread and waits until all have one, so there are
+// warmThreadCount of them at once without sleeping; unlocked, they stay in
+// the runtime's pool.
 func warmThreads() {
 	var locked, release sync.WaitGroup
 	locked.Add(warmThreadCount)
