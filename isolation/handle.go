@@ -493,13 +493,19 @@ func (h *workerHandle) Release(id string) error {
 
 func (h *workerHandle) readLoop() {
 	var (
-		buf []byte
+		buf = make([]byte, 0, smallFrameCap)
 		err error
 		typ byte
 		p   []byte
 	)
+	large := false
 	for {
 		typ, p, buf, err = readFrame(h.r, buf)
+		if err == nil && !large && len(p) > frameReadSmall {
+			// Output streams: read ahead in larger pieces from now on,
+			// the small reader's buffered bytes first (frameReadSmall).
+			h.r, large = bufio.NewReaderSize(h.r, frameReadLarge), true
+		}
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) || errors.Is(err, errFrameEmpty) {
 				err = fmt.Errorf("%w: %w", ErrProtocol, err)

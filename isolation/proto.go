@@ -82,6 +82,22 @@ const (
 	tFatal    byte = 0x8f
 )
 
+// The buffers of a frame reader. The worker reads with frameReadLarge (a
+// 1 MiB Stdin frame comes in a few reads; an idle worker never touches most
+// of it). The daemon keeps a reader for every shell's whole life, so it
+// starts with frameReadSmall and moves to frameReadLarge at the shell's
+// first frame longer than that (its output streams): at 128 KiB from the
+// start, with the 64 KiB payload buffer every shell's first frame made, 50
+// idle shells held 9.6 MB of its heap.
+const (
+	frameReadSmall = 8 << 10
+	frameReadLarge = 128 << 10
+	// smallFrameCap is the payload buffer the daemon's reader starts with;
+	// readFrame replaces it at the first longer frame with one that holds
+	// a whole Output chunk, kept for the next.
+	smallFrameCap = 4 << 10
+)
+
 // Limits of the encoding.
 const (
 	frameHeader   = 5                      // length + type

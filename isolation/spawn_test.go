@@ -1,6 +1,7 @@
 package isolation
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -867,5 +868,29 @@ func TestDaemonSocketHoldsAStdinFrame(t *testing.T) {
 	// The kernel reports twice what was set (its bookkeeping share).
 	if size < 2*stdinSockBuf {
 		t.Fatalf("SO_SNDBUF of the daemon's socket is %d, want at least %d", size, 2*stdinSockBuf)
+	}
+}
+
+// The daemon's reader of a worker starts small, for the idle shells it
+// serves most of their lives, and grows at the first long frame, for the
+// output streams (proto.go, frameReadSmall).
+func TestDaemonReaderGrowsWithOutput(t *testing.T) {
+	u := newTestUser(t)
+	h, c := spawn(t, newTestSpawner(t, SpawnerOptions{CgroupRoot: "off"}), SpawnRequest{Account: u.acct})
+	size := func() int { return h.r.(*bufio.Reader).Size() }
+	if out, _, code := c.run(t, sh("echo ok"), nil); out != "ok\n" || code != 0 {
+		t.Fatalf("echo ok: %q, exit %d", out, code)
+	}
+	if n := size(); n != frameReadSmall {
+		t.Errorf("after a short output the reader holds %d bytes, want %d", n, frameReadSmall)
+	}
+	if out, _, code := c.run(t, sh("head -c 200000 /dev/zero"), nil); len(out) != 200000 || code != 0 {
+		t.Fatalf("200000 bytes of output: got %d, exit %d", len(out), code)
+	}
+	if n := size(); n != frameReadLarge {
+		t.Errorf("after a long output the reader holds %d bytes, want %d", n, frameReadLarge)
+	}
+	if out, _, code := c.run(t, sh("echo again"), nil); out != "again\n" || code != 0 {
+		t.Fatalf("after the switch: %q, exit %d", out, code)
 	}
 }

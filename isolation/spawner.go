@@ -949,7 +949,7 @@ func (s *procSpawner) assign(ctx context.Context, log *slog.Logger, l *launched,
 	if err := setPassCred(conn, false); err != nil {
 		return nil, err
 	}
-	h.r = bufio.NewReaderSize(conn, 128<<10)
+	h.r = bufio.NewReaderSize(conn, frameReadSmall)
 	h.run()
 	mode := "none"
 	if cg != nil {

@@ -113,7 +113,7 @@ func workerMain() int {
 		wlog("hello: %v", err)
 		return 2
 	}
-	br := bufio.NewReaderSize(conn, 128<<10)
+	br := bufio.NewReaderSize(conn, frameReadLarge)
 	// A pooled worker waits for its shell up to poolMaxIdle, then the pool
 	// retires it; this bounds the wait if the daemon stops calling at all.
 	_ = conn.SetReadDeadline(time.Now().Add(setupWait))
