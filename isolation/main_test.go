@@ -33,6 +33,8 @@ func runHelper(mode string) int {
 	switch {
 	case mode == "workerloop":
 		return workerLoopHelper()
+	case mode == "init":
+		return initHelper()
 	case mode == "ids":
 		r, e, s := syscall.Getuid(), syscall.Geteuid(), -1
 		fmt.Printf("uid=%d euid=%d suid=%d\n", r, e, s)

@@ -27,6 +27,11 @@ func main() {
 		isolation.WatchdogMain()
 		return
 	}
+	// A container's entrypoint: pid 1 reaps orphans and runs the daemon
+	// as its child (isolation/init.go).
+	if code, ran := isolation.RunAsInit(); ran {
+		os.Exit(code)
+	}
 	// Nothing the daemon inherited beyond 0, 1, 2 may reach a worker or a
 	// user's command (issue 14.8).
 	if err := isolation.MarkInheritedCloseOnExec(3); err != nil {

@@ -202,6 +202,25 @@ func TestImage(t *testing.T) {
 	if !r.OK || string(r.Stdout) != "over-https\n" {
 		t.Errorf("pywinrm over HTTPS through the container: ok=%v stdout=%q error=%s %s", r.OK, r.Stdout, r.ErrorType, r.Error)
 	}
+	// The daemon is the container's pid 1 (the image's entrypoint). A worker
+	// killed under its commands hands their orphans to pid 1; none may stay
+	// a zombie (isolation/init.go). The command kills its own worker.
+	pywinrmIn(t, netns, "http", "127.0.0.1:5985", "ntlm", user, password,
+		"sleep 300 >/dev/null 2>&1 & sleep 301 >/dev/null 2>&1 & kill -9 $PPID; sleep 5")
+	ns := containerPidNS(t, state, id)
+	var left []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		left = processesIn(ns, func(stat string) bool { return statState(stat) == 'Z' || strings.Contains(stat, "(sleep)") })
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("after its worker was killed, the shell's orphans stay in the container (zombies or sleeps): %q\n%s", left, tail([]byte(logb.String()), 20))
+	}
+	if !strings.Contains(logb.String(), "worker ended") {
+		t.Errorf("the daemon did not see the worker killed:\n%s", tail([]byte(logb.String()), 20))
+	}
 	stop()
 	if strings.Contains(logb.String(), password) {
 		t.Errorf("the daemon logged the password")
@@ -209,4 +228,54 @@ func TestImage(t *testing.T) {
 	if !strings.Contains(logb.String(), "built without cgo") {
 		t.Errorf("the static daemon did not say what it lacks at start-up:\n%s", tail([]byte(logb.String()), 20))
 	}
+}
+
+// containerPidNS is the pid namespace of the container's init, as
+// /proc/<pid>/ns/pid names it on the host.
+func containerPidNS(t *testing.T, state, id string) string {
+	t.Helper()
+	out, err := exec.Command("runc", "--root", state, "state", id).Output()
+	if err != nil {
+		t.Fatalf("runc state: %v", err)
+	}
+	var st struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil || st.Pid <= 0 {
+		t.Fatalf("runc state %q: %v", out, err)
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// processesIn lists the host's processes in pid namespace ns whose stat
+// line match says yes to.
+func processesIn(ns string, match func(stat string) bool) []string {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []string
+	for _, f := range stats {
+		dir := filepath.Dir(f)
+		if l, err := os.Readlink(dir + "/ns/pid"); err != nil || l != ns {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if match(string(b)) {
+			out = append(out, strings.TrimSpace(string(b)))
+		}
+	}
+	return out
+}
+
+// statState is the state letter of a /proc/<pid>/stat line.
+func statState(stat string) byte {
+	if i := strings.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 {
+		return stat[i+2]
+	}
+	return 0
 }
