@@ -508,6 +508,18 @@ func TestUnservedResourceURIs(t *testing.T) {
 	}
 }
 
+// fillerLine is a command that takes every process slot its shell's
+// kernel limit leaves, retrying a refused fork every 5 ms, until it is
+// terminated (its children are in its process group).
+const fillerLine = `python3 -c 'import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.005)'`
+
 // MaxProcessesPerShell also caps the shell's processes in the kernel
 // (pids.max), children included. A command's fork the session's count
 // allowed but the kernel refused is the quota fault, not Windows'
@@ -518,33 +530,31 @@ func TestKernelProcessLimitFault(t *testing.T) {
 		t.Skip("no pids cgroup controller (v2 or v1) on this machine")
 	}
 	h := newHarnessWith(t, isolation.SpawnerOptions{Lab: true, AllowRoot: true},
-		func(c *Config) { c.Limits.MaxProcessesPerShell = 2 })
+		func(c *Config) { c.Limits.MaxProcessesPerShell = 4 })
 	sh := h.createShell(nil)
-	// One command, two processes: the budget is full, the count is 1. Its
-	// "up" comes after the background fork; the exec that follows keeps the
-	// number of processes.
-	both := h.run(sh, "sleep 100 & echo up; exec sleep 100")
-	var out string
-	for i := 0; i < 100 && !strings.Contains(out, "up"); i++ {
-		doc, err := h.do(receive(sh, both))
-		if f, ok := err.(*wsman.Fault); ok && f.Code == wsman.CodeTimedOut {
-			continue
-		} else if err != nil {
-			t.Fatalf("receive: %v", err)
+	// One command keeps every slot of the kernel's limit taken: a fork the
+	// limit refuses is tried again, so a slot the limit gains (the worker's
+	// threads are recounted before each Start, and the worker may have
+	// made one since) is taken again within milliseconds. The session's
+	// count is 1 meanwhile.
+	both := h.run(sh, fillerLine)
+	// Each probe either meets the full limit, which must answer the quota
+	// fault, or found a slot the filler had not retaken yet; then it ends,
+	// and the next one tries again.
+	var fault error
+	for i := 0; i < 50 && fault == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+		doc, err := h.do(req{action: wsman.ActionCommand, shellID: sh, body: &wsman.CommandLine{Command: "true"}})
+		if err != nil {
+			fault = err
+			break
 		}
-		for _, s := range doc.FindElements("//ReceiveResponse/Stream") {
-			b, _ := base64.StdEncoding.DecodeString(s.Text())
-			out += string(b)
-		}
+		h.collect(sh, doc.FindElement("//CommandResponse/CommandId").Text(), 0)
 	}
-	if !strings.Contains(out, "up") {
-		t.Fatalf("the first command never wrote up: %q", out)
+	if f, ok := fault.(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaLimit {
+		t.Fatalf("a command past the kernel's limit: want the quota fault, got %v", fault)
 	}
-	_, err := h.do(req{action: wsman.ActionCommand, shellID: sh, body: &wsman.CommandLine{Command: "true"}})
-	if f, ok := err.(*wsman.Fault); !ok || f.Code != wsman.CodeQuotaLimit {
-		t.Fatalf("a command past the kernel's limit: want the quota fault, got %v", err)
-	}
-	// Its exit frees the kernel's slots.
+	// Terminating the filler, its children with it, frees the slots.
 	h.must(req{action: wsman.ActionSignal, shellID: sh, body: &wsman.Signal{CommandID: both, Code: wsman.SignalTerminate}})
 	var last error
 	ok := false

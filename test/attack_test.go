@@ -637,18 +637,18 @@ func TestAttackQuotas(t *testing.T) {
 }
 
 // A command whose children fill winrs.max_processes_per_shell: the
-// kernel's limit holds the shell's processes, children included, and the
-// next Command, which the daemon's count of running commands would allow,
-// gets the quota fault from the kernel's refusal, not a missing-program
-// one; nothing more starts, and the shell serves again once the first
-// command is terminated.
+// kernel's limit holds the shell's processes, children included, and a
+// Command the daemon's count of running commands would allow gets the
+// quota fault from the kernel's refusal, not a missing-program one;
+// nothing more starts, and the shell serves again once the filler is
+// terminated.
 func TestAttackProcessQuota(t *testing.T) {
 	need(t)
 	v2, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
 	if _, v1 := os.Stat("/sys/fs/cgroup/pids/cgroup.procs"); !strings.Contains(string(v2), "pids") && v1 != nil {
 		t.Skip("no pids cgroup controller (v2 or v1) on this machine")
 	}
-	const budget = 3
+	const budget = 4
 	d := startDaemon(t, func(c *configs.Config) { c.Winrs.MaxProcessesPerShell = budget })
 	admin := basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password}
 	s, err := createShell(admin)
@@ -656,38 +656,40 @@ func TestAttackProcessQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.delete()
-	// sh and two background sleeps fill the budget; then sh becomes a
-	// third sleep, keeping three. (A loop of forks would not do: the
-	// shell's first fork that fails ends it.)
-	filler, err := s.command("sleep 60 >/dev/null 2>&1 & sleep 60 >/dev/null 2>&1 & echo filled; exec sleep 60")
+	// The filler takes every slot the limit leaves and retakes any it
+	// gains (a refused fork is tried again every 5 ms): the worker's
+	// threads are recounted before each Start, and the worker may have
+	// made one since.
+	filler, err := s.command(`python3 -c 'import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.005)'`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []byte
-	for deadline := time.Now().Add(30 * time.Second); !bytes.Contains(out, []byte("filled")) && time.Now().Before(deadline); {
-		r, err := s.c.Post(receiveXML(s.ID, filler))
-		if err != nil {
+	// Each probe either meets the full limit or found a slot not yet
+	// retaken; then it ends and the next one tries. A fault must be the
+	// quota fault; nothing may run past it.
+	var r *reply
+	var before executions
+	for i := 0; i < 50; i++ {
+		time.Sleep(100 * time.Millisecond)
+		before = d.executions()
+		if r, err = admin.Post(commandXML(s.ID, "true")); err != nil {
 			t.Fatal(err)
 		}
-		root, err := parseXML(r.Body)
-		if r.Status != 200 || err != nil {
-			if f := r.fault(); f != nil && f.WSMan == codeTimedOut {
-				continue
+		if r.Status != 200 {
+			break
+		}
+		if root, err := parseXML(r.Body); err == nil {
+			if n := root.first("CommandId"); n != nil {
+				s.receiveAll(strings.TrimSpace(n.Text), 10*time.Second)
 			}
-			t.Fatalf("receive of the first command: %s", r)
 		}
-		for _, st := range root.all("Stream") {
-			b, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(st.Text))
-			out = append(out, b...)
-		}
-	}
-	if !bytes.Contains(out, []byte("filled")) {
-		t.Fatalf("the first command never filled the budget: %q", out)
-	}
-	before := d.executions()
-	r, err := admin.Post(commandXML(s.ID, "id"))
-	if err != nil {
-		t.Fatal(err)
 	}
 	refused := 0
 	if got := classify(r); got != oQuota {
@@ -703,11 +705,11 @@ func TestAttackProcessQuota(t *testing.T) {
 	if !d.waitAudit("quota_exceeded", w.admin.Name, 1, 5*time.Second) {
 		t.Error("no quota_exceeded audit event")
 	}
-	// Terminating the first command frees the slots.
+	// Terminating the filler, its children with it, frees the slots.
 	if _, err := okBody(s.c.Post(signalXML(s.ID, filler, sigTerm))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a command after the first one's end", func() bool {
+	waitFor(t, 10*time.Second, "a command after the filler's end", func() bool {
 		res, err := s.run("echo ok")
 		return err == nil && string(res.Stdout) == "ok\n"
 	})
