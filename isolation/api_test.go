@@ -1,14 +1,18 @@
 package isolation
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/winrmd/winrmd/session/obs"
 )
 
 // isolation knows nothing of how a caller was authenticated: it imports no
@@ -34,7 +38,7 @@ func TestNoAuthnImport(t *testing.T) {
 	t.Logf("%d packages in isolation's dependencies, none of authn", len(deps))
 }
 
-// A CredentialCache never shows its bytes: not through fmt, zap or JSON.
+// A CredentialCache never shows its bytes: not through fmt, zap, slog or JSON.
 func TestCredentialCacheRedacted(t *testing.T) {
 	const ticket = "TGT-SECRET-BYTES"
 	cc := CredentialCache(ticket)
@@ -51,6 +55,13 @@ func TestCredentialCacheRedacted(t *testing.T) {
 	shown = append(shown, string(b))
 	core, logs := observer.New(zap.DebugLevel)
 	zap.New(core).Info("spawn", zap.Any("req", req), zap.Any("cc", cc), zap.Stringer("s", cc))
+	// This package logs through slog: the daemon's bridge to zap, and
+	// slog's own handlers for a caller that passes one.
+	obs.Slog(zap.New(core)).Info("spawn", slog.Any("req", req), slog.Any("cc", cc))
+	var sb bytes.Buffer
+	slog.New(slog.NewJSONHandler(&sb, nil)).Info("spawn", slog.Any("req", req), slog.Any("cc", cc))
+	slog.New(slog.NewTextHandler(&sb, nil)).Info("spawn", slog.Any("req", req), slog.Any("cc", cc))
+	shown = append(shown, sb.String())
 	for _, e := range logs.All() {
 		for k, v := range e.ContextMap() {
 			shown = append(shown, k+"="+fmt.Sprint(v))

@@ -546,10 +546,9 @@ func TestProcessLimit(t *testing.T) {
 }
 
 // The kernel's limit counts the commands' processes, not the worker's
-// threads: it follows threads the worker made after Hello (simulated here by
-// a pids.max one short of budget plus threads, as a count taken before the
-// runtime's next thread leaves it), and a fork it refuses is
-// ErrTooManyProcs, not a missing program.
+// threads: it follows threads the worker made since the last count
+// (simulated here by a pids.max one short of budget plus threads), and a
+// fork it refuses is ErrTooManyProcs, not a missing program.
 func TestProcessLimitCountsOnlyCommands(t *testing.T) {
 	u := newTestUser(t)
 	s := newTestSpawner(t, SpawnerOptions{})
@@ -561,25 +560,35 @@ func TestProcessLimitCountsOnlyCommands(t *testing.T) {
 	if h.pids == nil {
 		t.Fatal("a shell with a process budget has no pids limit")
 	}
-	if err := h.pids.cg.setPidsMax(budget + countTasks(h.Pid()) - 1); err != nil {
+	stale := budget + countTasks(h.Pid()) - 1
+	if err := h.pids.cg.setPidsMax(stale); err != nil {
 		t.Fatal(err)
 	}
-	// Two processes: the background sleep, and sh replaced by the other.
-	both := nextID()
-	if err := c.w.Start(context.Background(), CommandSpec{ID: both, Line: "sleep 60 & exec sleep 60"}); err != nil {
+	// A Start recounts: pids.max is the budget plus the threads the worker
+	// has now, at least one more than the stale value.
+	filler := nextID()
+	if err := c.w.Start(context.Background(), CommandSpec{ID: filler, Line: fillerLine}); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) == budget }) {
-		t.Fatalf("%d processes of the shell, want the budget's %d (stderr %q)",
-			len(userPidsExcept(u.acct.UID, h.Pid())), budget, c.output(both, Stderr))
+	if got := readPidsMax(t, h); got <= stale {
+		t.Fatalf("pids.max %d after a Start, want above the stale %d", got, stale)
 	}
-	// The budget is full: the worker's fork of a third is refused.
-	err := c.w.Start(context.Background(), CommandSpec{ID: nextID(), Line: "true"})
+	// The filler takes every slot and retakes any the next recount gives
+	// back; a probe that meets the full limit is ErrTooManyProcs.
+	var err error
+	for i := 0; i < 50; i++ {
+		time.Sleep(50 * time.Millisecond)
+		id := nextID()
+		if err = c.w.Start(context.Background(), CommandSpec{ID: id, Line: "true"}); err != nil {
+			break
+		}
+		c.waitExit(t, id, 10*time.Second)
+	}
 	if !errors.Is(err, ErrStartFailed) || !errors.Is(err, ErrTooManyProcs) {
 		t.Fatalf("a start past the budget: %v, want ErrStartFailed and ErrTooManyProcs", err)
 	}
 	// A missing program is still that, not the limit.
-	if err := c.w.Signal(both, SignalTerminate); err != nil {
+	if err := c.w.Signal(filler, SignalTerminate); err != nil {
 		t.Fatal(err)
 	}
 	if !eventually(5*time.Second, func() bool { return len(userPidsExcept(u.acct.UID, h.Pid())) == 0 }) {
@@ -893,4 +902,35 @@ func TestDaemonReaderGrowsWithOutput(t *testing.T) {
 	if out, _, code := c.run(t, sh("echo again"), nil); out != "again\n" || code != 0 {
 		t.Fatalf("after the switch: %q, exit %d", out, code)
 	}
+}
+
+// fillerLine takes every process slot its shell's kernel limit leaves,
+// retrying a refused fork every 5 ms, until it is terminated (its children
+// are in its process group). An exact filler cannot be relied on: the
+// limit follows the worker's threads, which may grow meanwhile.
+const fillerLine = `python3 -c 'import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.005)'`
+
+// readPidsMax reads the shell's pids.max.
+func readPidsMax(t *testing.T, h *workerHandle) int {
+	t.Helper()
+	d := h.pids.cg.dirs["pids"]
+	if h.pids.cg.sys.mode == cgroupV2 {
+		d = h.pids.cg.dirs[""]
+	}
+	b, err := os.ReadFile(filepath.Join(d, "pids.max"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pids.max %q: %v", b, err)
+	}
+	return n
 }
