@@ -161,7 +161,9 @@ func (t *sidecarThread) run(f func() error) error {
 	done := make(chan struct{})
 	t.reqs <- func() {
 		defer close(done)
-		err = f()
+		if err = keepStartingTimerSlack(); err == nil { // see spawnThread.run
+			err = f()
+		}
 	}
 	<-done
 	return err

@@ -320,6 +320,29 @@ var startedWithNoNewPrivs = func() bool {
 	return err == nil && v == 1
 }()
 
+// startingTimerSlack is the timer slack the process started with: the main
+// thread's, read at package initialisation like startedWithNoNewPrivs (0 if
+// unreadable). The kernel gives a new process the slack of the thread that
+// forked it, and a daemon thread may carry the runtime sysmon's relaxed
+// slack (procs.RelaxSysmon: the threads sysmon starts inherit it). A spawn
+// thread therefore sets this value on itself before each worker it forks
+// (keepStartingTimerSlack: one prctl), so that workers and the users'
+// commands time their sleeps as the daemon's own start did, never with
+// sysmon's 0.5 ms.
+var startingTimerSlack, _ = unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+
+// keepStartingTimerSlack sets startingTimerSlack on the calling (locked)
+// thread.
+func keepStartingTimerSlack() error {
+	if startingTimerSlack <= 0 {
+		return nil
+	}
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(startingTimerSlack), 0, 0, 0); err != nil {
+		return fmt.Errorf("isolation: timer slack %d ns on a spawn thread: %w", startingTimerSlack, err)
+	}
+	return nil
+}
+
 // selfAccount describes the daemon's own user.
 func selfAccount() (Account, error) {
 	a := Account{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Shell: "/bin/sh", Home: "/"}
@@ -1121,7 +1144,9 @@ func (t *spawnThread) run(f func() error) error {
 	done := make(chan struct{})
 	t.reqs <- func() {
 		defer close(done)
-		err = f()
+		if err = keepStartingTimerSlack(); err == nil {
+			err = f()
+		}
 	}
 	<-done
 	return err

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/server/procs"
 )
 
 // The daemon runs its Go code on one P while its load fits on one CPU and
@@ -78,5 +82,60 @@ func TestAdaptiveProcs(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // ten of the governor's windows, had it run
 	if g := gauge(fixed); g < 2 {
 		t.Fatalf("adaptive_procs false: winrmd_gomaxprocs %v, want the runtime's own (≥ 2 here)", g)
+	}
+}
+
+// secondThreadSlack reads the timer slack of pid's second thread, the Go
+// runtime's sysmon (server/procs.RelaxSysmon).
+func secondThreadSlack(t *testing.T, pid int) string {
+	t.Helper()
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := f.Readdirnames(2)
+	f.Close()
+	if err != nil || len(names) < 2 {
+		t.Fatalf("threads of %d: %v %v", pid, names, err)
+	}
+	b, err := os.ReadFile("/proc/" + names[1] + "/timerslack_ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// The daemon's and the worker's sysmon nap with procs.SysmonSlack; a user's
+// command keeps the slack the daemon was started with (here the test's own),
+// though threads of the daemon carry sysmon's (procs.SysmonSlack).
+func TestSysmonSlack(t *testing.T) {
+	w := need(t)
+	d := startDaemon(t, nil)
+	sh, err := createShell(basicClient{d.HTTPS, true, w.admin.Name, w.admin.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sh.delete() })
+	res, err := sh.run("echo $PPID; cat /proc/self/timerslack_ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.ReadFile("/proc/self/timerslack_ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(res.Stdout))
+	if len(f) != 2 {
+		t.Fatalf("output %q, want the worker's pid and the command's timer slack", res.Stdout)
+	}
+	if want := strings.TrimSpace(string(own)); f[1] != want {
+		t.Errorf("the command's timer slack is %s ns, want %s (the daemon's at its start)", f[1], want)
+	}
+	relaxed := strconv.FormatInt(procs.SysmonSlack.Nanoseconds(), 10)
+	worker, _ := strconv.Atoi(f[0])
+	for who, pid := range map[string]int{"daemon": d.PID, "worker": worker} {
+		if got := secondThreadSlack(t, pid); got != relaxed {
+			t.Errorf("the %s's sysmon (pid %d) has timer slack %s ns, want %s", who, pid, got, relaxed)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 
 	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/server/procs"
 )
 
 func main() {
@@ -25,5 +26,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "winrmd-worker: the shell worker of winrmd; winrmd starts it (as `winrmd-worker worker`), it is not run by hand")
 		os.Exit(2)
 	}
+	// As in winrmd's own worker branch: sysmon naps with
+	// procs.SysmonSlack; the commands keep the main thread's slack.
+	_, _ = procs.RelaxSysmon(procs.SysmonSlack)
 	isolation.WorkerMain()
 }

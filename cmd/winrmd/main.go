@@ -11,6 +11,7 @@ import (
 
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/server/procs"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -20,6 +21,10 @@ func main() {
 	// The hidden worker subcommand comes first: a worker must never parse
 	// flags or configuration meant for the daemon.
 	if isolation.IsWorker() {
+		// Still root (a pooled worker): the runtime's sysmon naps with
+		// procs.SysmonSlack while the worker runs its commands; the
+		// commands are forked from the main thread and keep its slack.
+		_, _ = procs.RelaxSysmon(procs.SysmonSlack)
 		isolation.WorkerMain()
 		return
 	}

@@ -330,6 +330,7 @@ func serve(cfg *configs.Config, cfgPath, readyFile string, lab bool, started fun
 	}
 
 	stopProcs := governProcs(cfg, log, metrics)
+	relaxSysmon(log)
 	defer stopProcs()
 
 	for sig := range sigs {
@@ -367,6 +368,19 @@ const (
 	requestsGrace = 10 * time.Second
 	shellsGrace   = 10 * time.Second
 )
+
+// relaxSysmon gives the Go runtime's sysmon thread procs.SysmonSlack of
+// timer slack: fewer wake-ups taking a CPU from the users' commands (see
+// procs.SysmonSlack). Without CAP_SYS_NICE (a lab daemon as a user) it
+// stays as it is.
+func relaxSysmon(log *zap.Logger) {
+	tid, err := procs.RelaxSysmon(procs.SysmonSlack)
+	if err != nil {
+		log.Info("sysmon's timer slack unchanged", zap.Error(err))
+		return
+	}
+	log.Debug("sysmon's timer slack", zap.Int("tid", tid), zap.Duration("slack", procs.SysmonSlack))
+}
 
 // governProcs starts the GOMAXPROCS governor (server/procs) unless the
 // configuration turns it off, the environment sets GOMAXPROCS (the

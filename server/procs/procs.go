@@ -35,6 +35,10 @@
 // daemon's environment keeps that value: the daemon then runs no Governor.
 // A runtime.GOMAXPROCS call stops the world for a few microseconds; it is
 // made only when the decision changes.
+//
+// RelaxSysmon (sysmon.go) quiets the runtime's monitor thread for the same
+// reason, in the daemon and in every worker: SysmonSlack says why and what it
+// costs.
 package procs
 
 import (
