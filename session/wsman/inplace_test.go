@@ -3,6 +3,7 @@ package wsman
 import (
 	"bytes"
 	"encoding/base64"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unsafe"
@@ -242,14 +243,68 @@ func FuzzDecodeBase64InPlace(f *testing.F) {
 				text[i] = alphabet[int(c)%len(alphabet)]
 			}
 		}
-		want := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
-		n, errWant := base64.StdEncoding.Decode(want, text)
-		got, errGot := decodeBase64InPlace(bytes.Clone(text))
-		if (errWant == nil) != (errGot == nil) {
-			t.Fatalf("Decode: %v, in place: %v, for %q", errWant, errGot, text)
-		}
-		if errWant == nil && !bytes.Equal(got, want[:n]) {
-			t.Fatalf("in place gives %d bytes, Decode %d, or different", len(got), n)
-		}
+		decodesLikeStdlib(t, text)
 	})
+}
+
+// decodesLikeStdlib fails t unless decodeBase64InPlace accepts text exactly
+// when base64.StdEncoding.Decode does, and gives the same bytes.
+func decodesLikeStdlib(t *testing.T, text []byte) {
+	t.Helper()
+	want := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
+	n, errWant := base64.StdEncoding.Decode(want, text)
+	got, errGot := decodeBase64InPlace(bytes.Clone(text))
+	if (errWant == nil) != (errGot == nil) {
+		t.Fatalf("Decode: %v, in place: %v, for %q", errWant, errGot, text)
+	}
+	if errWant == nil && !bytes.Equal(got, want[:n]) {
+		t.Fatalf("in place gives %x, Decode %x, for %q", got, want[:n], text)
+	}
+}
+
+// decodeBase64InPlace against the standard library on many short texts of
+// the alphabet with padding, with padding and stray characters at every
+// place the fast body (decodeBase64Body) may meet them, and on lengths
+// around its 12-character bound.
+func TestDecodeBase64InPlaceMatchesStdlib(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	rng := rand.New(rand.NewPCG(13, 5))
+	for i := 0; i < 50000; i++ {
+		n := rng.IntN(64)
+		text := make([]byte, n)
+		for j := range text {
+			text[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		switch rng.IntN(4) {
+		case 0: // valid padding at the end
+			if n >= 4 {
+				text[n-1] = '='
+				if rng.IntN(2) == 0 {
+					text[n-2] = '='
+				}
+			}
+		case 1: // padding anywhere
+			if n > 0 {
+				text[rng.IntN(n)] = '='
+			}
+		case 2: // a character outside the alphabet
+			if n > 0 {
+				text[rng.IntN(n)] = "=\n\r* -_"[rng.IntN(7)]
+			}
+		}
+		decodesLikeStdlib(t, text)
+	}
+}
+
+// BenchmarkDecodeBase64InPlace is a stdin Send's 500000 characters.
+func BenchmarkDecodeBase64InPlace(b *testing.B) {
+	text := []byte(base64.StdEncoding.EncodeToString(testData(375000, 7)))
+	buf := make([]byte, len(text))
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		copy(buf, text)
+		if out, err := decodeBase64InPlace(buf); err != nil || len(out) != 375000 {
+			b.Fatal(len(out), err)
+		}
+	}
 }

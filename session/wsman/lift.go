@@ -171,14 +171,17 @@ var errPaddingInside = errors.New("base64 padding before the end")
 // decodeBase64InPlace decodes standard, padded base64 without line breaks
 // (a lifted text: isBase64Run) over itself and returns the decoded prefix
 // of b. It accepts exactly what base64.StdEncoding.Decode accepts for such
-// input. Each chunk is decoded into a buffer on the stack and then copied
-// down: the output of a chunk ends before the chunk does (3 bytes for every
-// 4), so it overwrites only base64 already read, whatever Decode does with
-// overlapping buffers.
+// input. decodeBase64Body decodes all but the last quantum of plain base64;
+// the rest goes in chunks through the standard library: each chunk is
+// decoded into a buffer on the stack and then copied down: the output of a
+// chunk ends before the chunk does (3 bytes for every 4), so it overwrites
+// only base64 already read, whatever Decode does with overlapping buffers.
 func decodeBase64InPlace(b []byte) ([]byte, error) {
+	// All but the last quantum, unless something in them is not plain
+	// base64: then from there on, as the standard library decodes.
+	n, start := decodeBase64Body(b)
 	var tmp [inPlaceChunk / 4 * 3]byte
-	n := 0
-	for i := 0; i < len(b); i += inPlaceChunk {
+	for i := start; i < len(b); i += inPlaceChunk {
 		chunk := b[i:min(i+inPlaceChunk, len(b))]
 		if i+inPlaceChunk < len(b) && bytes.IndexByte(chunk, '=') >= 0 {
 			// Decode of the whole would refuse data after padding.
