@@ -58,10 +58,15 @@ func TestRelaxSysmon(t *testing.T) {
 		t.Errorf("the main thread's timer slack changed: %d -> %d ns", mainBefore, got)
 	}
 
+	// Count, per thread, the samples that find it in nanosleep until the
+	// named one has been seen 20 times. sysmon naps there nearly all the
+	// time; another thread may be caught in the runtime's 3 µs nap while it
+	// steals work (runqgrab), rarely: the named thread must lead by far.
 	nanosleep := strconv.Itoa(unix.SYS_NANOSLEEP) + " "
+	name := strconv.Itoa(tid)
 	seen := map[string]int{}
 	deadline := time.Now().Add(5 * time.Second)
-	for seen[strconv.Itoa(tid)] == 0 && time.Now().Before(deadline) {
+	for seen[name] < 20 && time.Now().Before(deadline) {
 		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
 			t.Fatal(err)
@@ -74,11 +79,12 @@ func TestRelaxSysmon(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	if seen[strconv.Itoa(tid)] == 0 {
+	if seen[name] == 0 {
 		t.Fatalf("thread %d (the second in /proc/self/task) was never seen in nanosleep; threads that were: %v", tid, seen)
 	}
-	delete(seen, strconv.Itoa(tid))
-	if len(seen) > 0 {
-		t.Errorf("other threads napped in nanosleep too, so the check cannot tell sysmon apart: %v", seen)
+	for other, n := range seen {
+		if other != name && n*4 > seen[name] {
+			t.Errorf("thread %s was seen in nanosleep %d times against the named thread's %d: the check cannot tell sysmon apart (%v)", other, n, seen[name], seen)
+		}
 	}
 }
