@@ -14,15 +14,17 @@ import (
 // Why. sysmon is the Go runtime's monitor thread. After every wake-up from
 // its deep sleep (any request to an idle daemon, any command in an idle
 // worker) it polls in 20 µs naps for at least 50 rounds, and the kernel's
-// 50 µs slack makes each about 70 µs: some 14 000 wake-ups a second while
-// a process serves one warm command after another. On a host with few CPUs
+// 50 µs slack makes each about 70 µs: a wake-up every 70 µs while any of
+// the process's Ps is busy, which a warm command keeps them by turns. On a
+// host with few CPUs
 // each wake-up takes a CPU from the command the request waits for, and a
 // nap that spans a system call of the process's one P hands that P to a
 // spinning thread (retake): more wake-ups. A profile of the warm-command
 // row (`make bench -rows warm_ntlm -perf`, BENCH.md) put sysmon at 19% of
 // the daemon's CPU. With 0.5 ms of slack the kernel may hold each nap for
-// up to half a millisecond, so sysmon wakes about a tenth as often; A/B on
-// 2 CPUs (BENCH.md): a warm command 2–4% faster, 0.1–0.15 ms less server
+// up to half a millisecond, and sysmon polls far less often (it is still
+// woken at the first system call after every idle spell); A/B on 2 CPUs
+// (BENCH.md): a warm command 2–4% faster, 0.1–0.15 ms less server
 // CPU per command, the 200-shell and cold rows no slower.
 //
 // What it costs. sysmon's duties are late by at most the slack: a P held in
