@@ -15,8 +15,7 @@ import (
 // its deep sleep (any request to an idle daemon, any command in an idle
 // worker) it polls in 20 µs naps for at least 50 rounds, and the kernel's
 // 50 µs slack makes each about 70 µs: a wake-up every 70 µs while any of
-// the process's Ps is busy, which a warm command keeps them by turns. On a
-// host with few CPUs
+// the process's Ps is busy. On a host with few CPUs
 // each wake-up takes a CPU from the command the request waits for, and a
 // nap that spans a system call of the process's one P hands that P to a
 // spinning thread (retake): more wake-ups. A profile of the warm-command
