@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/winrmd/winrmd/isolation/isolationtest"
 )
 
 // The worker runs as the user: uid, gid, groups, working directory and a
@@ -567,7 +569,7 @@ func TestProcessLimitCountsOnlyCommands(t *testing.T) {
 	// A Start recounts: pids.max is the budget plus the threads the worker
 	// has now, at least one more than the stale value.
 	filler := nextID()
-	if err := c.w.Start(context.Background(), CommandSpec{ID: filler, Line: fillerLine}); err != nil {
+	if err := c.w.Start(context.Background(), CommandSpec{ID: filler, Line: isolationtest.ProcessFiller}); err != nil {
 		t.Fatal(err)
 	}
 	if got := readPidsMax(t, h); got <= stale {
@@ -903,19 +905,6 @@ func TestDaemonReaderGrowsWithOutput(t *testing.T) {
 		t.Fatalf("after the switch: %q, exit %d", out, code)
 	}
 }
-
-// fillerLine takes every process slot its shell's kernel limit leaves,
-// retrying a refused fork every 5 ms, until it is terminated (its children
-// are in its process group). An exact filler cannot be relied on: the
-// limit follows the worker's threads, which may grow meanwhile.
-const fillerLine = `python3 -c 'import os, time
-while True:
-    try:
-        if os.fork() == 0:
-            time.sleep(300)
-            os._exit(0)
-    except OSError:
-        time.sleep(0.005)'`
 
 // readPidsMax reads the shell's pids.max.
 func readPidsMax(t *testing.T, h *workerHandle) int {

@@ -17,6 +17,7 @@ import (
 	"github.com/winrmd/winrmd/authn"
 	"github.com/winrmd/winrmd/configs"
 	"github.com/winrmd/winrmd/isolation"
+	"github.com/winrmd/winrmd/isolation/isolationtest"
 	"github.com/winrmd/winrmd/session/wsman"
 )
 
@@ -508,18 +509,6 @@ func TestUnservedResourceURIs(t *testing.T) {
 	}
 }
 
-// fillerLine is a command that takes every process slot its shell's
-// kernel limit leaves, retrying a refused fork every 5 ms, until it is
-// terminated (its children are in its process group).
-const fillerLine = `python3 -c 'import os, time
-while True:
-    try:
-        if os.fork() == 0:
-            time.sleep(300)
-            os._exit(0)
-    except OSError:
-        time.sleep(0.005)'`
-
 // MaxProcessesPerShell also caps the shell's processes in the kernel
 // (pids.max), children included. A command's fork the session's count
 // allowed but the kernel refused is the quota fault, not Windows'
@@ -537,7 +526,7 @@ func TestKernelProcessLimitFault(t *testing.T) {
 	// threads are recounted before each Start, and the worker may have
 	// made one since) is taken again within milliseconds. The session's
 	// count is 1 meanwhile.
-	both := h.run(sh, fillerLine)
+	both := h.run(sh, isolationtest.ProcessFiller)
 	// Each probe either meets the full limit, which must answer the quota
 	// fault, or found a slot the filler had not retaken yet; then it ends,
 	// and the next one tries again.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bodgit/ntlmssp"
 	"github.com/winrmd/winrmd/configs"
+	"github.com/winrmd/winrmd/isolation/isolationtest"
 )
 
 // The attack suite of issue 4 §1: table-driven, against the real daemon over
@@ -660,14 +661,7 @@ func TestAttackProcessQuota(t *testing.T) {
 	// gains (a refused fork is tried again every 5 ms): the worker's
 	// threads are recounted before each Start, and the worker may have
 	// made one since.
-	filler, err := s.command(`python3 -c 'import os, time
-while True:
-    try:
-        if os.fork() == 0:
-            time.sleep(300)
-            os._exit(0)
-    except OSError:
-        time.sleep(0.005)'`)
+	filler, err := s.command(isolationtest.ProcessFiller)
 	if err != nil {
 		t.Fatal(err)
 	}
