@@ -105,9 +105,12 @@ func secondThreadSlack(t *testing.T, pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// The daemon's and the worker's sysmon nap with procs.SysmonSlack; a user's
-// command keeps the slack the daemon was started with (here the test's own),
-// though threads of the daemon carry sysmon's (procs.SysmonSlack).
+// The daemon's and the worker's sysmon nap with procs.SysmonSlack, in the
+// real binaries; a user's command keeps the slack the daemon was started
+// with (here the test's own). Whether this worker was forked from a thread
+// that carried sysmon's slack is up to the runtime; the check that does not
+// depend on it, with every thread of the daemon at another slack, is
+// isolation's TestCommandsKeepStartingTimerSlack.
 func TestSysmonSlack(t *testing.T) {
 	w := need(t)
 	d := startDaemon(t, nil)
