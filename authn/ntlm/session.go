@@ -64,6 +64,15 @@ func NewServerSession(flags uint32, exportedSessionKey []byte) *Session {
 	return newSession(flags, exportedSessionKey, true)
 }
 
+// NewClientSession is the initiator's side of the same keys: outbound
+// uses the client's. The daemon never acts as an NTLM client; the
+// benchmark's lean client (cmd/winrmd-bench) does, so that it draws its
+// keystream ahead as the daemon does instead of measuring a slower cipher
+// path than the one it talks to.
+func NewClientSession(flags uint32, exportedSessionKey []byte) *Session {
+	return newSession(flags, exportedSessionKey, false)
+}
+
 // newSession derives the keys for one side from the exported session key.
 // server selects the acceptor's view: outbound uses the server keys.
 func newSession(flags uint32, esk []byte, server bool) *Session {

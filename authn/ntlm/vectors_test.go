@@ -128,7 +128,7 @@ var vPlaintext = encodeUTF16("Plaintext")
 
 func TestVectorsSealKeyExch(t *testing.T) {
 	// Client view seals "Plaintext" with seq 0.
-	c := newSession(vFlags, vRandomKey, false)
+	c := NewClientSession(vFlags, vRandomKey)
 	sig, data, err := c.Seal(vPlaintext)
 	if err != nil {
 		t.Fatal(err)
