@@ -79,9 +79,20 @@ func TestNTLMClient(t *testing.T) {
 	c, shell := exactShell(t, d, target, authNTLM)
 	// 8 MiB of output: about 22 full responses and a short last one.
 	const n = 8 << 20
+	c.resetPhases()
+	t0 := time.Now()
 	res, err := c.Run(shell, fmt.Sprintf("head -c %d /dev/zero", n))
+	wall := time.Since(t0)
 	if err != nil || res.stdout != n || res.exitCode != 0 {
 		t.Fatalf("stdout: %d bytes, exit %d, %v", res.stdout, res.exitCode, err)
+	}
+	// The phases of its round trips are disjoint parts of its time.
+	var split phaseSplit
+	split.add(c, wall, n)
+	e := split.extra()
+	if ph := c.ph; ph.daemon <= 0 || ph.read <= 0 || ph.write <= 0 || ph.daemon+ph.read+ph.write > wall ||
+		e["client_ms_per_mb"].(float64) <= 0 || e["client_cpu_ms_per_mb"].(float64) <= 0 {
+		t.Fatalf("phases of a %v stream: %+v, %v", wall, ph, e)
 	}
 	// 20 full Sends and a short one, digested by the command.
 	in := make([]byte, 20*stdinChunk+1234)

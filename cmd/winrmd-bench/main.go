@@ -406,6 +406,7 @@ func printTable(w io.Writer, results []*result) {
 			r.Ratio, r.Goal, r.Verdict, cpu)
 	}
 	tw.Flush()
+	printSplits(w, results)
 	var miss []string
 	for _, r := range results {
 		if r.Verdict == "MISS" || r.Verdict == "ERROR" {
@@ -420,6 +421,28 @@ func printTable(w io.Writer, results []*result) {
 	} else {
 		fmt.Fprintln(w, "\nall goals met")
 	}
+}
+
+// printSplits prints, for the stream rows, where winrmd's time per MB
+// went (phaseSplit): the daemon's share of the round trips, the wire's and
+// the client's, and the client's CPU.
+func printSplits(w io.Writer, results []*result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := false
+	for _, r := range results {
+		e := r.WinRM.Extra
+		wall, ok := e["wall_ms_per_mb"].(float64)
+		if !ok || r.Verdict == "ERROR" {
+			continue
+		}
+		if !head {
+			fmt.Fprintln(tw, "\nwinrmd stream, ms per MB\twall\tdaemon\twire\tclient\tclient CPU")
+			head = true
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\n", r.Name, wall, e["daemon_ms_per_mb"], e["wire_ms_per_mb"],
+			e["client_ms_per_mb"], e["client_cpu_ms_per_mb"])
+	}
+	tw.Flush()
 }
 
 func writeJSON(path string, info map[string]any, cfg *config, results []*result) error {

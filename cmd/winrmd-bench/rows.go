@@ -312,7 +312,9 @@ func (b *bench) stdout(kind authKind) (*result, error) {
 	defer stopMaster()
 	cmdline := fmt.Sprintf("head -c %d /dev/zero", n)
 	var receives int
+	var split phaseSplit
 	w := func(int) (float64, error) {
+		c.resetPhases()
 		t0 := time.Now()
 		res, err := c.Run(shell, cmdline)
 		d := time.Since(t0)
@@ -323,6 +325,7 @@ func (b *bench) stdout(kind authKind) (*result, error) {
 			return 0, fmt.Errorf("got %d bytes, exit %d", res.stdout, res.exitCode)
 		}
 		receives = res.receives
+		split.add(c, d, n)
 		return mbps(n, d), nil
 	}
 	s := func(int) (float64, error) {
@@ -345,8 +348,44 @@ func (b *bench) stdout(kind authKind) (*result, error) {
 	}
 	r.CPUPer = "MB"
 	b.alternate(r, b.cfg.streamN, w, s, func(float64) float64 { return float64(n) / 1e6 })
-	r.WinRM.Extra = map[string]any{"receives_per_run": receives, "bytes_per_receive": float64(n) / float64(max(receives, 1))}
+	r.WinRM.Extra = split.extra()
+	r.WinRM.Extra["receives_per_run"] = receives
+	r.WinRM.Extra["bytes_per_receive"] = float64(n) / float64(max(receives, 1))
 	return r, nil
+}
+
+// phaseSplit adds up where a stream row's winrmd samples spent their time
+// (wsClient.phases), per MB moved: the daemon's share of each round trip,
+// the wire's, the client's; and the client's CPU time. With one request in
+// flight and every message sealed whole, the three add up to the sample's
+// time, so a sealed row's shortfall against the HTTPS row of the same run
+// can be read off by side (BENCH.md).
+type phaseSplit struct {
+	wall, daemon, wire, cpu time.Duration
+	bytes                   int64
+}
+
+func (p *phaseSplit) add(c *wsClient, wall time.Duration, n int64) {
+	p.wall += wall
+	p.daemon += c.ph.daemon
+	p.wire += c.ph.write + c.ph.read
+	p.cpu += processCPU() - c.ph.cpu0
+	p.bytes += n
+}
+
+// extra is the split for the row's JSON, in ms per MB.
+func (p *phaseSplit) extra() map[string]any {
+	if p.bytes == 0 {
+		return map[string]any{}
+	}
+	per := func(d time.Duration) float64 { return float64(d) / 1e6 / (float64(p.bytes) / 1e6) }
+	return map[string]any{
+		"wall_ms_per_mb":       per(p.wall),
+		"daemon_ms_per_mb":     per(p.daemon),
+		"wire_ms_per_mb":       per(p.wire),
+		"client_ms_per_mb":     per(p.wall - p.daemon - p.wire),
+		"client_cpu_ms_per_mb": per(p.cpu),
+	}
 }
 
 // exact checks, before a stream row's samples, that the connection
@@ -432,7 +471,9 @@ func (b *bench) stdin(kind authKind) (*result, error) {
 	}
 	defer stopMaster()
 	zeros := make([]byte, stdinChunk)
+	var split phaseSplit
 	w := func(int) (float64, error) {
+		c.resetPhases()
 		t0 := time.Now()
 		id, err := c.Command(shell, "cat >/dev/null")
 		if err != nil {
@@ -452,7 +493,9 @@ func (b *bench) stdin(kind authKind) (*result, error) {
 		if res.exitCode != 0 {
 			return 0, fmt.Errorf("exit %d", res.exitCode)
 		}
-		return mbps(n, time.Since(t0)), nil
+		d := time.Since(t0)
+		split.add(c, d, n)
+		return mbps(n, d), nil
 	}
 	buf := make([]byte, 1<<20)
 	s := func(int) (float64, error) {
@@ -490,6 +533,7 @@ func (b *bench) stdin(kind authKind) (*result, error) {
 	}
 	r.CPUPer = "MB"
 	b.alternate(r, b.cfg.streamN, w, s, func(float64) float64 { return float64(n) / 1e6 })
+	r.WinRM.Extra = split.extra()
 	return r, nil
 }
 

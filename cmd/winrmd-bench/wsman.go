@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/winrmd/winrmd/authn/credssp/credssptest"
@@ -102,6 +103,32 @@ type wsClient struct {
 	req  []byte // request body scratch
 	resp []byte // response body scratch
 	hdr  []byte // header scratch
+
+	ph phases // where the round trips' time went, since the last reset
+}
+
+// phases splits the time of a client's round trips: writing each request
+// (wire), from its last byte written to the response's first byte read
+// (daemon: the daemon reads, unseals, handles and seals, while the client
+// waits), and reading the rest of the response (wire). What a stream
+// row's sample took beyond them is the client's own work: sealing,
+// unsealing, encoding and decoding. Messages are sealed whole (the
+// signature comes first), so none of the three overlaps another.
+type phases struct {
+	write, daemon, read time.Duration
+	cpu0               time.Duration // the client process's CPU time at the reset
+}
+
+// resetPhases starts a new count.
+func (c *wsClient) resetPhases() { c.ph = phases{cpu0: processCPU()} }
+
+// processCPU is this process's CPU time (user and system, every thread).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // dialWS opens a connection and authenticates it (NTLM: the two-leg
@@ -315,12 +342,21 @@ func (c *wsClient) roundTrip(authz, ct string, body []byte) (int, http.Header, [
 	if _, err := c.bw.Write(h); err != nil {
 		return 0, nil, nil, err
 	}
+	t0 := time.Now()
 	if _, err := c.bw.Write(body); err != nil {
 		return 0, nil, nil, err
 	}
 	if err := c.bw.Flush(); err != nil {
 		return 0, nil, nil, err
 	}
+	t1 := time.Now()
+	if _, err := c.br.Peek(1); err != nil {
+		return 0, nil, nil, err
+	}
+	t2 := time.Now()
+	defer func() { c.ph.read += time.Since(t2) }()
+	c.ph.write += t1.Sub(t0)
+	c.ph.daemon += t2.Sub(t1)
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		return 0, nil, nil, err
