@@ -116,7 +116,7 @@ type wsClient struct {
 // signature comes first), so none of the three overlaps another.
 type phases struct {
 	write, daemon, read time.Duration
-	cpu0               time.Duration // the client process's CPU time at the reset
+	cpu0                time.Duration // the client process's CPU time at the reset
 }
 
 // resetPhases starts a new count.
