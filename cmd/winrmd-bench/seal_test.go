@@ -60,11 +60,11 @@ func TestSealRoundTrip(t *testing.T) {
 		if err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("message %d (%d bytes) from the acceptor: %v", i, n, err)
 		}
-		sig, data, err = c.Seal(msg)
+		out, err := c.AppendSeal(nil, msg) // the path AppendSealed takes
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err = s.Unseal(sig, data); err != nil || !bytes.Equal(got, msg) {
+		if got, err = s.Unseal(out[:c.SignatureSize()], out[c.SignatureSize():]); err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("message %d (%d bytes) to the acceptor: %v", i, n, err)
 		}
 		c.prepare(n, n)

@@ -290,18 +290,15 @@ func (c *wsClient) ntlmHandshake() error {
 // it and the daemon seals the next. The next Seal or Unseal of exactly
 // that size, from exactly that state, only XORs and hashes; anything else
 // seals as without it (the session checks).
-type leanNTLM struct {
-	s   *ntlm.Session
-	out []byte // Seal's scratch: AppendSealed copies it into the request
-}
+type leanNTLM struct{ s *ntlm.Session }
 
-func (l *leanNTLM) Seal(plain []byte) (sig, data []byte, err error) {
-	l.out, err = l.s.AppendSeal(l.out[:0], plain)
-	if err != nil {
-		return nil, nil, err
-	}
-	return l.out[:ntlm.SignatureSize], l.out[ntlm.SignatureSize:], nil
-}
+func (l *leanNTLM) Seal(plain []byte) (sig, data []byte, err error) { return l.s.Seal(plain) }
+
+// AppendSeal seals into the request buffer (wsclient.AppendingSealer):
+// AppendSealed uses it, so a Send's ciphertext is written once.
+func (l *leanNTLM) AppendSeal(dst, plain []byte) ([]byte, error) { return l.s.AppendSeal(dst, plain) }
+
+func (l *leanNTLM) SignatureSize() int { return ntlm.SignatureSize }
 
 // Unseal decrypts in place: data is the response buffer, read afresh for
 // every response.

@@ -72,6 +72,15 @@ func (n ntlmSealer) Seal(plain []byte) ([]byte, []byte, error) {
 
 func (n ntlmSealer) Unseal(sig, data []byte) ([]byte, error) { return n.s.Unwrap(data, sig) }
 
+// AppendingSealer is a Sealer that can also seal straight into a buffer,
+// its signature and then its ciphertext, as ntlm.Session.AppendSeal does:
+// AppendSealed then writes each part without a copy of its ciphertext.
+type AppendingSealer interface {
+	Sealer
+	AppendSeal(dst, plain []byte) ([]byte, error)
+	SignatureSize() int
+}
+
 // AppendSealed appends env sealed by s in the multipart framing of proto;
 // CredSSP bodies over ChunkSize are sealed and framed chunk by chunk.
 func AppendSealed(b []byte, s Sealer, proto string, env []byte) ([]byte, error) {
@@ -79,13 +88,22 @@ func AppendSealed(b []byte, s Sealer, proto string, env []byte) ([]byte, error) 
 	if proto == ProtoCredSSP {
 		chunk = min(chunk, ChunkSize)
 	}
+	as, direct := s.(AppendingSealer)
 	for i := 0; ; i += chunk {
 		part := env[i:min(i+chunk, len(env))]
-		sig, ct, err := s.Seal(part)
-		if err != nil {
-			return nil, err
+		if direct {
+			var err error
+			b = binary.LittleEndian.AppendUint32(appendPartHead(b, proto, len(part)), uint32(as.SignatureSize()))
+			if b, err = as.AppendSeal(b, part); err != nil {
+				return nil, err
+			}
+		} else {
+			sig, ct, err := s.Seal(part)
+			if err != nil {
+				return nil, err
+			}
+			b = appendPart(b, proto, len(part), sig, ct)
 		}
-		b = appendPart(b, proto, len(part), sig, ct)
 		if i+chunk >= len(env) {
 			break
 		}
@@ -102,14 +120,19 @@ func AppendMultipart(b []byte, proto string, plainLen int, sig, ct []byte) []byt
 // appendPart appends one part: its header lines, the signature's length,
 // the signature and the ciphertext.
 func appendPart(b []byte, proto string, plainLen int, sig, ct []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(appendPartHead(b, proto, plainLen), uint32(len(sig)))
+	b = append(b, sig...)
+	return append(b, ct...)
+}
+
+// appendPartHead appends a part's header lines, up to the signature's
+// length.
+func appendPartHead(b []byte, proto string, plainLen int) []byte {
 	b = append(b, "--"+Boundary+"\r\n\tContent-Type: "...)
 	b = append(b, proto...)
 	b = append(b, "\r\n\tOriginalContent: type="+SOAPContentType+";Length="...)
 	b = strconv.AppendInt(b, int64(plainLen), 10)
-	b = append(b, "\r\n--"+Boundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(sig)))
-	b = append(b, sig...)
-	return append(b, ct...)
+	return append(b, "\r\n--"+Boundary+"\r\n\tContent-Type: application/octet-stream\r\n"...)
 }
 
 // maxSignature bounds a part's signature length (NTLM's is 16, a Kerberos

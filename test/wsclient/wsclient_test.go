@@ -155,3 +155,39 @@ func TestToken(t *testing.T) {
 		t.Error("a scheme not offered was found")
 	}
 }
+
+// appendingXOR is xorSealer that also seals straight into a buffer
+// (AppendingSealer).
+type appendingXOR struct{ xorSealer }
+
+func (a appendingXOR) AppendSeal(dst, p []byte) ([]byte, error) {
+	sig, ct, err := a.Seal(p)
+	return append(append(dst, sig...), ct...), err
+}
+
+func (a appendingXOR) SignatureSize() int { return a.sigLen }
+
+// TestAppendingSealerFramesAlike: a sealer that appends its signature and
+// ciphertext itself gets the very body one that returns them does, in one
+// part and in CredSSP's chunks, after bytes already in the buffer.
+func TestAppendingSealerFramesAlike(t *testing.T) {
+	env := []byte(`<s:Envelope>` + strings.Repeat("z", 2*ChunkSize+7) + `</s:Envelope>`)
+	for _, proto := range []string{ProtoSPNEGO, ProtoCredSSP} {
+		s := xorSealer{16, 0}
+		want, err := AppendSealed([]byte("head"), s, proto, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := AppendSealed([]byte("head"), appendingXOR{s}, proto, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: the appending sealer framed %d bytes, the other %d, or other bytes", proto, len(got), len(want))
+		}
+		plain, err := Unseal(s, got[len("head"):])
+		if err != nil || !bytes.Equal(plain, env) {
+			t.Fatalf("%s: unsealing the appended body: %v", proto, err)
+		}
+	}
+}
