@@ -1,4 +1,4 @@
-// Package ntlmtest is an independent client side of NTLM for tests only,
+// Package ntlmtest is an independent client side of NTLM for tests,
 // written from MS-NLMP: it builds NEGOTIATE/AUTHENTICATE with knobs the
 // real client libraries do not expose (MIC, KEY_EXCH, CBT, forged NTLMv1,
 // anonymous) and implements client-side sealing and GetMIC, which
@@ -7,7 +7,8 @@
 // checked against the MS-NLMP 4.2.4 vectors (ntlm's TestClientSealVectors),
 // so round trips against the acceptor are not circular.
 //
-// Never use it outside tests: it makes no effort to be safe.
+// Never use it outside tests and the bench (cmd/winrmd-bench, whose NTLM
+// handshake it is): it makes no effort to be safe.
 package ntlmtest
 
 import (
