@@ -289,15 +289,17 @@ func (s *Server) send(x *exchange, rep *reply) {
 		s.traceBody(x.log, x.cfg, "response", x.sealed, rep.envelope)
 	}
 	if x.sealed && x.st.sealer != nil {
-		enc, ct, err := sealing.Encode(x.protocol, rep.envelope, x.st.sealer)
+		buf := sealedBuffer(len(rep.envelope))
+		enc, ct, err := sealing.AppendEncode((*buf)[:0], x.protocol, rep.envelope, x.st.sealer)
 		if err != nil {
 			s.log.Error("sealing response", zap.Error(err))
 			h.Set("Connection", "close")
 			h.Set("Content-Length", "0")
 			x.w.WriteHeader(http.StatusInternalServerError)
-			return
+			return // buf is not kept: it may hold plaintext
 		}
 		s.writeBody(x.w, x.st.raw, rep.status, ct, enc)
+		releaseSealed(buf, enc)
 		s.prepareKeystream(x, len(rep.envelope))
 		return
 	}
@@ -701,6 +703,36 @@ func readBody(r *http.Request, limit int) (body []byte, buf *[]byte, err error) 
 		return nil, nil, err
 	}
 	return body, buf, nil
+}
+
+// Sealed responses of pooledBodyMin bytes or more (the ReceiveResponses of
+// an output stream, ~500 KB each) are sealed into buffers reused from one
+// response to the next, like the request bodies of bodyPool: sealing
+// into a new 500 KB buffer per response cost its allocation, its zeroing
+// and the GC's work. A buffer goes back once writeBody has returned (the
+// TLS and plain writers have copied or sent every byte by then); what it
+// holds is ciphertext, which was on the wire.
+var sealedPool sync.Pool // of *[]byte
+
+// sealedBuffer returns a buffer to seal an envelope of n bytes into: from
+// sealedPool for a large one, else an empty one (AppendEncode allocates).
+func sealedBuffer(n int) *[]byte {
+	if n >= pooledBodyMin {
+		if buf, _ := sealedPool.Get().(*[]byte); buf != nil {
+			return buf
+		}
+	}
+	return new([]byte)
+}
+
+// releaseSealed keeps the buffer enc was sealed into for the next large
+// response, unless it is small (a short reply's) or larger than
+// pooledBodyMax.
+func releaseSealed(buf *[]byte, enc []byte) {
+	if c := cap(enc); c >= pooledBodyMin && c <= pooledBodyMax {
+		*buf = enc[:0]
+		sealedPool.Put(buf)
+	}
 }
 
 // releaseBody gives the exchange's body buffer back to the pool, and the

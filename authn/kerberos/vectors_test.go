@@ -103,6 +103,19 @@ func TestWrapAllEnctypes(t *testing.T) {
 			if got, err := (sealer{acc}).Unseal(tok[:k], tok[k:]); err != nil || !bytes.Equal(got, msg) {
 				t.Fatalf("etype %d n %d: acceptor unseal %v", tc.etype, n, err)
 			}
+			// AppendSeal (sealing.Encode's path): the same token, built
+			// after what dst holds, which it leaves alone.
+			if s := (sealer{acc}).SignatureSize(); s != tc.sig {
+				t.Fatalf("etype %d: SignatureSize %d, want %d", tc.etype, s, tc.sig)
+			}
+			prefix := []byte("--Encrypted Boundary")
+			out, err := sealer{acc}.AppendSeal(append(make([]byte, 0, 7), prefix...), msg)
+			if err != nil || len(out) != len(prefix)+tc.sig+n || !bytes.Equal(out[:len(prefix)], prefix) {
+				t.Fatalf("etype %d n %d: AppendSeal gave %d bytes, %v", tc.etype, n, len(out), err)
+			}
+			if got, err := ini.Unwrap(out[len(prefix):]); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("etype %d n %d: initiator unwrap of AppendSeal's token %v", tc.etype, n, err)
+			}
 		}
 	}
 	if _, err := newSeqState(types.EncryptionKey{KeyType: 23, KeyValue: make([]byte, 16)}, true, true, 0, 0); err == nil {

@@ -27,6 +27,7 @@ import (
 	"crypto/hmac"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/crypto/etype"
@@ -112,15 +113,21 @@ func (s *seqState) usages() (sealOut, sealIn, signOut, signIn uint32) {
 
 func (s *seqState) hmacLen() int { return s.et.GetHMACBitLength() / 8 }
 
-// Wrap seals plain into a complete RFC 4121 wrap token (EC 0, RRC =
-// 16 + HMAC length). sigLen is how much of it is the WinRM "signature".
-func (s *seqState) Wrap(plain []byte) (tok []byte, sigLen int, err error) {
-	sealOut, _, _, _ := s.usages()
+// wrapHeader is the next outbound wrap token's header, EC and RRC 0.
+func (s *seqState) wrapHeader() []byte {
 	hdr := make([]byte, wrapHeaderLen)
 	hdr[0], hdr[1] = 0x05, 0x04
 	hdr[2] = s.sendFlags() | wrapFlagSealed
 	hdr[3] = 0xff
 	binary.BigEndian.PutUint64(hdr[8:], s.sendSeq)
+	return hdr
+}
+
+// Wrap seals plain into a complete RFC 4121 wrap token (EC 0, RRC =
+// 16 + HMAC length). sigLen is how much of it is the WinRM "signature".
+func (s *seqState) Wrap(plain []byte) (tok []byte, sigLen int, err error) {
+	sealOut, _, _, _ := s.usages()
+	hdr := s.wrapHeader()
 	if s.fastOut != nil {
 		return s.wrapFast(hdr, plain)
 	}
@@ -142,27 +149,40 @@ func (s *seqState) Wrap(plain []byte) (tok []byte, sigLen int, err error) {
 	return tok, len(tok) - len(plain), nil
 }
 
-// wrapFast is Wrap for the SHA-1 enctypes: E = C || MAC is never built;
-// the token is header || C[last 16] || MAC || C[:len-16], which is E
-// rotated right by RRC = 28.
+// wrapFast is Wrap for the SHA-1 enctypes.
 func (s *seqState) wrapFast(hdr, plain []byte) ([]byte, int, error) {
+	tok, err := s.appendWrapFast(nil, hdr, plain)
+	return tok, len(tok) - len(plain), err
+}
+
+// appendWrapFast appends the wrap token of plain to dst. E = C || MAC is
+// never built: the token is header || C[last 16] || MAC || C[:len-16],
+// which is E rotated right by RRC = 28, and C (confounder || plain ||
+// header copy, encrypted in place) is laid out where C[:len-16] ends up,
+// so that only its last block and the MAC move: the plaintext is copied
+// once, into dst, and nothing else is allocated once dst has room.
+//
+//	dst: ... | hdr 16 | C[last 16] | MAC 12 | C[:len-16] ............ |
+//	                                        | conf 16 | plain | hdr 16 |  (C before the seal)
+func (s *seqState) appendWrapFast(dst, hdr, plain []byte) ([]byte, error) {
 	n := len(plain)
-	buf := make([]byte, aesBlock+n+wrapHeaderLen)
-	copy(buf[aesBlock:], plain)
-	copy(buf[aesBlock+n:], hdr) // RRC still 0 in the encrypted copy
-	mac, err := s.fastOut.seal(buf)
+	base := len(dst)
+	cAt := base + wrapHeaderLen + aesBlock + sha1MACLen
+	cLen := aesBlock + n + wrapHeaderLen
+	dst = slices.Grow(dst, cAt+cLen-base)[:cAt+cLen]
+	c := dst[cAt:]
+	copy(c[aesBlock:], plain)
+	copy(c[aesBlock+n:], hdr) // RRC still 0 in the encrypted copy
+	mac, err := s.fastOut.seal(c)
 	if err != nil {
-		return nil, 0, fmt.Errorf("kerberos: wrap: %v: %w", err, authn.ErrBackend)
+		return dst[:base], fmt.Errorf("kerberos: wrap: %v: %w", err, authn.ErrBackend)
 	}
-	rrc := aesBlock + sha1MACLen
-	binary.BigEndian.PutUint16(hdr[6:], uint16(rrc))
-	tok := make([]byte, 0, wrapHeaderLen+len(buf)+sha1MACLen)
-	tok = append(tok, hdr...)
-	tok = append(tok, buf[len(buf)-aesBlock:]...)
-	tok = append(tok, mac...)
-	tok = append(tok, buf[:len(buf)-aesBlock]...)
+	binary.BigEndian.PutUint16(hdr[6:], uint16(aesBlock+sha1MACLen))
+	copy(dst[base:], hdr)
+	copy(dst[base+wrapHeaderLen:], c[cLen-aesBlock:])
+	copy(dst[base+wrapHeaderLen+aesBlock:], mac)
 	s.sendSeq++
-	return tok, len(tok) - n, nil
+	return dst[:cAt+cLen-aesBlock], nil
 }
 
 // Unwrap verifies and decrypts one sealed wrap token from the peer.
@@ -327,6 +347,25 @@ func (x sealer) Seal(plain []byte) (sig, data []byte, err error) {
 	}
 	return tok[:n], tok[n:], nil
 }
+
+// AppendSeal appends the signature and then the data of plain's wrap
+// token to dst (sealing.Encode's appendSealer): for the SHA-1 enctypes the
+// token is built in dst itself (appendWrapFast).
+func (x sealer) AppendSeal(dst, plain []byte) ([]byte, error) {
+	if x.s.fastOut != nil {
+		return x.s.appendWrapFast(dst, x.s.wrapHeader(), plain)
+	}
+	tok, _, err := x.s.Wrap(plain)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, tok...), nil
+}
+
+// SignatureSize is the signature's length in every token Seal makes:
+// the header, the rotated trailer (the header copy and the MAC) and the
+// confounder (16 bytes for every AES enctype).
+func (x sealer) SignatureSize() int { return 3*wrapHeaderLen + x.s.hmacLen() }
 
 func (x sealer) Unseal(sig, data []byte) ([]byte, error) {
 	if len(sig) < wrapHeaderLen {

@@ -406,6 +406,12 @@ func parseLength(s string) (int, error) {
 // multipart/x-multi-encrypted, one part per chunk; everything else is a
 // single multipart/encrypted part.
 func Encode(protocol string, plain []byte, s authn.Sealer) (body []byte, contentType string, err error) {
+	return AppendEncode(nil, protocol, plain, s)
+}
+
+// AppendEncode is Encode appending the body to dst, so that a caller can
+// reuse one buffer from body to body (the server's sealed streams).
+func AppendEncode(dst []byte, protocol string, plain []byte, s authn.Sealer) (body []byte, contentType string, err error) {
 	proto, ok := canonicalProtocol(protocol)
 	if !ok || proto != protocol {
 		return nil, "", fmt.Errorf("sealing: protocol %q: %w", protocol, authn.ErrUnsupported)
@@ -423,7 +429,7 @@ func Encode(protocol string, plain []byte, s authn.Sealer) (body []byte, content
 		}
 	}
 	if as, ok := s.(appendSealer); ok {
-		return encodeAppend(mt, protocol, chunks, as)
+		return encodeAppend(dst, mt, protocol, chunks, as)
 	}
 	type sealed struct{ sig, data []byte }
 	out := make([]sealed, len(chunks))
@@ -436,7 +442,7 @@ func Encode(protocol string, plain []byte, s authn.Sealer) (body []byte, content
 		out[i] = sealed{sig, data}
 		size += partHeaderLen(protocol, len(c)) + 4 + len(sig) + len(data)
 	}
-	body = make([]byte, 0, size)
+	body = grow(dst, size)
 	for i, c := range chunks {
 		body = appendPartHeader(body, protocol, len(c))
 		body = binary.LittleEndian.AppendUint32(body, uint32(len(out[i].sig)))
@@ -454,16 +460,28 @@ type appendSealer interface {
 	AppendSeal(dst, plain []byte) ([]byte, error)
 }
 
+// grow returns dst with room for n more bytes: dst itself when it has it,
+// else a copy with exactly that capacity (a body is allocated once, to
+// its size).
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) >= n {
+		return dst
+	}
+	b := make([]byte, len(dst), len(dst)+n)
+	copy(b, dst)
+	return b
+}
+
 func mimeType(mt, protocol string) string {
 	return mt + `;protocol="` + protocol + `";boundary="` + Boundary + `"`
 }
 
-func encodeAppend(mt, protocol string, chunks [][]byte, s appendSealer) ([]byte, string, error) {
+func encodeAppend(dst []byte, mt, protocol string, chunks [][]byte, s appendSealer) ([]byte, string, error) {
 	size := len("--" + Boundary + "--\r\n")
 	for _, c := range chunks {
 		size += partHeaderLen(protocol, len(c)) + 4 + s.SignatureSize() + len(c)
 	}
-	body := make([]byte, 0, size)
+	body := grow(dst, size)
 	for _, c := range chunks {
 		body = appendPartHeader(body, protocol, len(c))
 		body = binary.LittleEndian.AppendUint32(body, uint32(s.SignatureSize()))

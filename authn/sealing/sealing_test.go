@@ -115,6 +115,24 @@ func TestRoundTrips(t *testing.T) {
 			if err != nil || !bytes.Equal(plain, msg) {
 				t.Fatalf("%s %d: client decode: %v", proto, size, err)
 			}
+			// AppendEncode into a buffer that held an earlier body (the
+			// server's sealedPool), both ways; after a prefix, which it
+			// leaves alone.
+			reuse := bytes.Repeat([]byte{0xee}, 2*len(body)+64)
+			body, ct, err = sealing.AppendEncode(reuse[:0], proto, msg, srv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plain, _, err = sealing.Decode(ct, body, 200000, clientSealer{cl}); err != nil || !bytes.Equal(plain, msg) {
+				t.Fatalf("%s %d: client decode of a reused buffer: %v", proto, size, err)
+			}
+			body, ct, err = sealing.AppendEncode(append(reuse[:0], "prefix"...), proto, msg, clientSealer{cl})
+			if err != nil || string(body[:6]) != "prefix" {
+				t.Fatalf("%s %d: AppendEncode after a prefix: %q, %v", proto, size, body[:min(6, len(body))], err)
+			}
+			if plain, _, err = sealing.Decode(ct, body[6:], 200000, srv); err != nil || !bytes.Equal(plain, msg) {
+				t.Fatalf("%s %d: decode of a body appended after a prefix: %v", proto, size, err)
+			}
 		}
 	}
 }
