@@ -212,3 +212,25 @@ func TestSPNEGOKerberosNotFirstMIC(t *testing.T) {
 		t.Fatal("forged mechListMIC accepted")
 	}
 }
+
+// rotateLeft reads a token given in two pieces (signature and data) as if
+// joined: every length, split point and rotation up to twice the length.
+func TestRotateLeftPieces(t *testing.T) {
+	for l := 0; l <= 40; l++ {
+		whole := make([]byte, l)
+		for i := range whole {
+			whole[i] = byte(i + 1)
+		}
+		for k := 0; k <= l; k++ {
+			for n := 0; n <= 2*l; n++ {
+				want := append([]byte{}, whole...)
+				if l > 0 {
+					want = append(append([]byte{}, whole[n%l:]...), whole[:n%l]...)
+				}
+				if got := rotateLeft(whole[:k], whole[k:], n); !bytes.Equal(got, want) {
+					t.Fatalf("length %d split at %d rotated by %d: %v, want %v", l, k, n, got, want)
+				}
+			}
+		}
+	}
+}

@@ -187,16 +187,24 @@ func (s *seqState) appendWrapFast(dst, hdr, plain []byte) ([]byte, error) {
 
 // Unwrap verifies and decrypts one sealed wrap token from the peer.
 func (s *seqState) Unwrap(tok []byte) ([]byte, error) {
+	return s.unwrap(tok, nil)
+}
+
+// unwrap is Unwrap of the token head || tail, given in two pieces (the
+// WinRM signature and data) so that they are never joined: the one copy
+// an unwrap makes is the rotation, read from both pieces.
+func (s *seqState) unwrap(head, tail []byte) ([]byte, error) {
 	_, sealIn, _, _ := s.usages()
-	if len(tok) > MaxWrapToken {
-		return nil, malformed("wrap token of %d bytes exceeds %d", len(tok), MaxWrapToken)
+	n := len(head) + len(tail)
+	if n > MaxWrapToken {
+		return nil, malformed("wrap token of %d bytes exceeds %d", n, MaxWrapToken)
 	}
 	conf := s.et.GetConfounderByteSize()
 	hl := s.hmacLen()
-	if len(tok) < wrapHeaderLen+conf+wrapHeaderLen+hl {
-		return nil, malformed("wrap token of %d bytes is too short", len(tok))
+	if n < wrapHeaderLen+conf+wrapHeaderLen+hl || len(head) < wrapHeaderLen {
+		return nil, malformed("wrap token of %d bytes is too short", n)
 	}
-	hdr := tok[:wrapHeaderLen]
+	hdr := head[:wrapHeaderLen]
 	if hdr[0] != 0x05 || hdr[1] != 0x04 || hdr[3] != 0xff {
 		return nil, malformed("not a wrap token (%x)", hdr[:4])
 	}
@@ -220,8 +228,8 @@ func (s *seqState) Unwrap(tok []byte) ([]byte, error) {
 	ec := int(binary.BigEndian.Uint16(hdr[4:6]))
 	rrc := int(binary.BigEndian.Uint16(hdr[6:8]))
 	seq := binary.BigEndian.Uint64(hdr[8:16])
-	body := tok[wrapHeaderLen:]
-	if ec > len(body)-conf-wrapHeaderLen-hl {
+	body, bodyLen := head[wrapHeaderLen:], n-wrapHeaderLen // body || tail
+	if ec > bodyLen-conf-wrapHeaderLen-hl {
 		return nil, malformed("wrap token EC %d exceeds its size", ec)
 	}
 	rotations := []int{rrc}
@@ -231,7 +239,7 @@ func (s *seqState) Unwrap(tok []byte) ([]byte, error) {
 	var p []byte
 	var derr error
 	for _, r := range rotations {
-		e := rotateLeft(body, r)
+		e := rotateLeft(body, tail, r)
 		p, derr = s.decrypt(e, sealIn)
 		if derr == nil {
 			break
@@ -272,16 +280,29 @@ func (s *seqState) decrypt(e []byte, usage uint32) ([]byte, error) {
 	return s.et.DecryptMessage(s.key.KeyValue, e, usage)
 }
 
-// rotateLeft returns b rotated left by n (mod len(b)), in a new slice.
-func rotateLeft(b []byte, n int) []byte {
-	out := make([]byte, len(b))
-	if len(b) == 0 {
+// rotateLeft returns a || b rotated left by n (mod its length), in a new
+// slice.
+func rotateLeft(a, b []byte, n int) []byte {
+	l := len(a) + len(b)
+	out := make([]byte, l)
+	if l == 0 {
 		return out
 	}
-	n %= len(b)
-	copy(out, b[n:])
-	copy(out[len(b)-n:], b[:n])
+	n %= l
+	copyRange(out, a, b, n, l)
+	copyRange(out[l-n:], a, b, 0, n)
 	return out
+}
+
+// copyRange copies (a || b)[from:to] to dst.
+func copyRange(dst, a, b []byte, from, to int) {
+	if from < len(a) {
+		k := copy(dst, a[from:min(to, len(a))])
+		dst, from = dst[k:], from+k
+	}
+	if from < to {
+		copy(dst, b[from-len(a):to-len(a)])
+	}
 }
 
 // MIC makes a MIC token over msg.
@@ -374,7 +395,5 @@ func (x sealer) Unseal(sig, data []byte) ([]byte, error) {
 	if len(sig)+len(data) > MaxWrapToken {
 		return nil, malformed("wrap token of %d bytes exceeds %d", len(sig)+len(data), MaxWrapToken)
 	}
-	tok := make([]byte, 0, len(sig)+len(data))
-	tok = append(append(tok, sig...), data...)
-	return x.s.Unwrap(tok)
+	return x.s.unwrap(sig, data)
 }
