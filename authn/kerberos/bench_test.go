@@ -63,3 +63,29 @@ func BenchmarkUnwrapAES256Generic(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendSealAES256 is the daemon's path for a response:
+// sealer.AppendSeal into a buffer reused from response to response (the
+// server's sealedPool), the token built in place.
+func BenchmarkAppendSealAES256(b *testing.B) {
+	_, acc, msg := benchPair(b, 18, 500<<10)
+	var buf []byte
+	for b.Loop() {
+		var err error
+		if buf, err = (sealer{acc}).AppendSeal(buf[:0], msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnsealAES256 is the path of a sealed request: sealer.Unseal of
+// the signature and data as they lie in the body.
+func BenchmarkUnsealAES256(b *testing.B) {
+	ini, acc, msg := benchPair(b, 18, 500<<10)
+	tok, n, _ := ini.Wrap(msg)
+	for b.Loop() {
+		if _, err := (sealer{acc}).Unseal(tok[:n], tok[n:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
