@@ -661,14 +661,19 @@ func asFault(err error) *wsman.Fault {
 	return wsman.SchemaValidation("The request is not a valid SOAP envelope.")
 }
 
-// Request bodies of pooledBodyMin bytes or more (the Sends of a stdin
-// stream, ~500 KB each) are read into buffers that are reused from one
-// request to the next, sparing the page faults and GC work of a new buffer
-// each time. A buffer goes back once the reply is written, when nothing
-// refers to it any more (the Message's Send data may alias it until
-// then); one of more than pooledBodyMax bytes is not kept. Reuse never
-// shows a previous request's bytes: a body is used only once io.ReadFull
-// has filled all of it.
+// Bodies of pooledBodyMin bytes or more, both ways, live in buffers reused
+// from one message to the next, sparing the page faults, zeroing and GC
+// work of a new ~500 KB buffer each time: request bodies (the Sends of a
+// stdin stream) are read into them, sealed responses (the
+// ReceiveResponses of an output stream) are sealed into them. A request's
+// buffer goes back once the reply is written, when nothing refers to it
+// any more (the Message's Send data may alias it until then); a sealed
+// response's once writeBody has returned (the TLS and plain writers have
+// copied or sent every byte by then). One of more than pooledBodyMax
+// bytes is not kept. Reuse never shows an earlier message's bytes: a
+// request body is used only once io.ReadFull has filled all of it, and a
+// sealed body is written from its first byte to its last
+// (sealing.AppendEncode) before it is sent.
 var bodyPool sync.Pool // of *[]byte
 
 const (
@@ -705,33 +710,23 @@ func readBody(r *http.Request, limit int) (body []byte, buf *[]byte, err error) 
 	return body, buf, nil
 }
 
-// Sealed responses of pooledBodyMin bytes or more (the ReceiveResponses of
-// an output stream, ~500 KB each) are sealed into buffers reused from one
-// response to the next, like the request bodies of bodyPool: sealing
-// into a new 500 KB buffer per response cost its allocation, its zeroing
-// and the GC's work. A buffer goes back once writeBody has returned (the
-// TLS and plain writers have copied or sent every byte by then); what it
-// holds is ciphertext, which was on the wire.
-var sealedPool sync.Pool // of *[]byte
-
 // sealedBuffer returns a buffer to seal an envelope of n bytes into: from
-// sealedPool for a large one, else an empty one (AppendEncode allocates).
+// bodyPool for a large one, else an empty one (AppendEncode allocates).
 func sealedBuffer(n int) *[]byte {
 	if n >= pooledBodyMin {
-		if buf, _ := sealedPool.Get().(*[]byte); buf != nil {
+		if buf, _ := bodyPool.Get().(*[]byte); buf != nil {
 			return buf
 		}
 	}
 	return new([]byte)
 }
 
-// releaseSealed keeps the buffer enc was sealed into for the next large
-// response, unless it is small (a short reply's) or larger than
-// pooledBodyMax.
+// releaseSealed gives the buffer enc was sealed into to bodyPool, unless
+// it is small (a short reply's) or larger than pooledBodyMax.
 func releaseSealed(buf *[]byte, enc []byte) {
 	if c := cap(enc); c >= pooledBodyMin && c <= pooledBodyMax {
 		*buf = enc[:0]
-		sealedPool.Put(buf)
+		bodyPool.Put(buf)
 	}
 }
 

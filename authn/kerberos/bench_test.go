@@ -66,7 +66,7 @@ func BenchmarkUnwrapAES256Generic(b *testing.B) {
 
 // BenchmarkAppendSealAES256 is the daemon's path for a response:
 // sealer.AppendSeal into a buffer reused from response to response (the
-// server's sealedPool), the token built in place.
+// server's bodyPool), the token built in place.
 func BenchmarkAppendSealAES256(b *testing.B) {
 	_, acc, msg := benchPair(b, 18, 500<<10)
 	var buf []byte

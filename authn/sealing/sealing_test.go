@@ -116,7 +116,7 @@ func TestRoundTrips(t *testing.T) {
 				t.Fatalf("%s %d: client decode: %v", proto, size, err)
 			}
 			// AppendEncode into a buffer that held an earlier body (the
-			// server's sealedPool), both ways; after a prefix, which it
+			// server's bodyPool), both ways; after a prefix, which it
 			// leaves alone.
 			reuse := bytes.Repeat([]byte{0xee}, 2*len(body)+64)
 			body, ct, err = sealing.AppendEncode(reuse[:0], proto, msg, srv)
