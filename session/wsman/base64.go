@@ -5,6 +5,11 @@ import (
 	"encoding/binary"
 )
 
+// b64Alphabet is the standard base64 alphabet (RFC 4648), the one WS-Man's
+// streams use; the encoder's, the decoder's and the lift check's tables
+// are made from it.
+const b64Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
 // appendBase64 appends the standard, padded base64 encoding of src to dst:
 // the same bytes as base64.StdEncoding.AppendEncode, in about a third of
 // its time. Every byte of command output a ReceiveResponse carries is
@@ -49,9 +54,8 @@ func appendBase64(dst, src []byte) []byte {
 // b64Pairs maps 12 bits to their two base64 characters, the first in the
 // low byte (stored little-endian, it comes first).
 var b64Pairs = func() (t [4096]uint16) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 	for i := range t {
-		t[i] = uint16(alphabet[i>>6]) | uint16(alphabet[i&0x3f])<<8
+		t[i] = uint16(b64Alphabet[i>>6]) | uint16(b64Alphabet[i&0x3f])<<8
 	}
 	return t
 }()
@@ -90,12 +94,11 @@ func decodeBase64Body(b []byte) (written, read int) {
 // left by 18, 12, 6, 0), or all ones for a character outside the alphabet,
 // padding included.
 var b64Dec = func() (t [4][256]uint32) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 	for k := range t {
 		for c := range t[k] {
 			t[k][c] = ^uint32(0)
 		}
-		for v, c := range []byte(alphabet) {
+		for v, c := range []byte(b64Alphabet) {
 			t[k][c] = uint32(v) << (18 - 6*k)
 		}
 	}

@@ -44,7 +44,7 @@ type lift struct{ start, end, at int }
 // base64Char marks the standard base64 alphabet with padding, as 1s for
 // branch-free testing. It is read-only.
 var base64Char = func() (t [256]byte) {
-	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") {
+	for _, c := range []byte(b64Alphabet + "=") {
 		t[c] = 1
 	}
 	return t
