@@ -37,14 +37,15 @@ func TestPreparedKeystreamSealsIdentically(t *testing.T) {
 			}
 		}
 		seal(msg(1000))
-		for _, step := range []struct {
+		for i, step := range []struct {
 			prepare, seal int
 			between       func()
+			used          bool
 		}{
-			{prepare: 5000, seal: 5000},                                   // used
-			{prepare: 5000, seal: 5000},                                   // used again, spare buffer
+			{prepare: 5000, seal: 5000, used: true},                       // used
+			{prepare: 5000, seal: 5000, used: true},                       // used again, spare buffer
 			{prepare: 5000, seal: 4999},                                   // other length: not used
-			{prepare: 70000, seal: 70000},                                 // grows the buffer
+			{prepare: 70000, seal: 70000, used: true},                     // grows the buffer
 			{prepare: 300, seal: 300, between: func() { seal(msg(300)) }}, // another Seal first
 			{prepare: 300, seal: 300, between: func() {
 				m := msg(20)
@@ -55,13 +56,17 @@ func TestPreparedKeystreamSealsIdentically(t *testing.T) {
 				}
 			}},
 			{prepare: 300, seal: 300, between: func() { plainSession.ResetRC4(); prepSession.ResetRC4() }},
-			{prepare: 1, seal: 1},
+			{prepare: 1, seal: 1, used: true},
 		} {
 			prepSession.PrepareKeystream(step.prepare)
 			if step.between != nil {
-				step.between()
+				step.between() // a Seal of the prepared size here takes it
 			}
+			before, _ := prepSession.KeystreamsUsed()
 			seal(msg(step.seal))
+			if after, _ := prepSession.KeystreamsUsed(); (after > before) != step.used {
+				t.Fatalf("flags %#x step %d: the keystream drawn ahead used: %v, want %v", flags, i, after > before, step.used)
+			}
 		}
 		if a, b := plainSession.outSeq, prepSession.outSeq; a != b {
 			t.Fatalf("sequence numbers diverged: %d and %d", a, b)
@@ -80,9 +85,14 @@ func TestPreparedUnsealKeystream(t *testing.T) {
 		client := newSession(flags, key, false)
 		plainSession := NewServerSession(flags, key)
 		prepSession := NewServerSession(flags, key)
-		for i, step := range []struct{ prepare, n int }{
-			{5000, 5000}, {5000, 5000}, {5000, 4999}, {0, 70000}, {70000, 70000}, {300, 301}, {1, 1},
+		for i, step := range []struct {
+			prepare, n int
+			used       bool
+		}{
+			{5000, 5000, true}, {5000, 5000, true}, {5000, 4999, false}, {0, 70000, false},
+			{70000, 70000, true}, {300, 301, false}, {1, 1, true},
 		} {
+			_, before := prepSession.KeystreamsUsed()
 			m := make([]byte, step.n)
 			_, _ = rand.Read(m)
 			sig, data, err := client.Seal(m)
@@ -99,6 +109,9 @@ func TestPreparedUnsealKeystream(t *testing.T) {
 			b, err := prepSession.UnsealInPlace(sig, bytes.Clone(data))
 			if err != nil || !bytes.Equal(b, m) {
 				t.Fatalf("flags %#x step %d: unseal with a prepared keystream: %v", flags, i, err)
+			}
+			if _, after := prepSession.KeystreamsUsed(); (after > before) != step.used {
+				t.Fatalf("flags %#x step %d: the keystream drawn ahead used: %v, want %v", flags, i, after > before, step.used)
 			}
 		}
 		m := make([]byte, 4096)

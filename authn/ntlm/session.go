@@ -245,6 +245,7 @@ type Keystream struct {
 type ahead struct {
 	pending *Keystream
 	spare   []byte
+	uses    int // messages that used a keystream drawn ahead
 }
 
 // prepare starts drawing n (+8) bytes after c's state in another goroutine.
@@ -292,7 +293,14 @@ func (a *ahead) take(c *rc4.Cipher, seq uint32, n int) *Keystream {
 func (a *ahead) used(c *rc4.Cipher, k *Keystream) {
 	*c = k.after
 	a.spare = k.ks
+	a.uses++
 }
+
+// KeystreamsUsed counts the outbound and inbound messages that were sealed
+// or unsealed with a keystream drawn ahead (PrepareKeystream,
+// PrepareUnsealKeystream). The result is the same either way; this tells
+// a caller (a test, the bench) that the costly half left the path.
+func (s *Session) KeystreamsUsed() (out, in int) { return s.outAhead.uses, s.inAhead.uses }
 
 // checksumStream is the part of k that encrypts the checksum (nil without
 // key exchange).

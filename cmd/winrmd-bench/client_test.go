@@ -71,9 +71,10 @@ func exactShell(t *testing.T, d *daemon, target *wsTarget, kind authKind) (*wsCl
 // TestNTLMClient: the lean NTLM path (ntlmtest's handshake, authn/ntlm's
 // initiator session with keystream drawn ahead) against the daemon. The
 // streams are long enough for runs of full-size messages both ways, so
-// prepared keystreams are used (and, where the size changes, set aside):
-// a wrong keystream or sequence would fail the daemon's or the client's
-// integrity check, and the bytes are compared (exact) or digested.
+// prepared keystreams are used (counted) and, where the size changes, set
+// aside: a wrong keystream or sequence would fail the daemon's or the
+// client's integrity check, and the bytes are compared (exact) or
+// digested.
 func TestNTLMClient(t *testing.T) {
 	d, target := labDaemon(t)
 	c, shell := exactShell(t, d, target, authNTLM)
@@ -115,6 +116,11 @@ func TestNTLMClient(t *testing.T) {
 	}
 	if sum := sha256.Sum256(in); got.String() != hex.EncodeToString(sum[:])+"  -\n" {
 		t.Fatalf("sha256sum of %d bytes sent: %q", len(in), got.String())
+	}
+	// 22 full responses and 20 full Sends: all but the first of each run
+	// could take the keystream the last one prepared.
+	if out, in := c.sealer.(*leanNTLM).s.KeystreamsUsed(); out < 15 || in < 15 {
+		t.Fatalf("keystreams drawn ahead used: %d Sends, %d responses; want 15 or more of each", out, in)
 	}
 	if err := c.DeleteShell(shell); err != nil {
 		t.Fatal(err)

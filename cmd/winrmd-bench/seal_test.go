@@ -3,8 +3,9 @@ package main
 // Micro-benchmarks of the per-byte costs on the NTLM-sealed stdout path, to
 // tell the bench client's share from the daemon's: the client's unseal
 // (leanNTLM, with and without its keystream drawn ahead) and base64
-// decode, and the daemon's ntlm.Session.Seal, over one 512000-byte
-// ReceiveResponse-sized message.
+// decode, and the daemon's seal as sealing.Encode runs it
+// (ntlm.Session.AppendSeal into a reused buffer), over one
+// 512000-byte ReceiveResponse-sized message.
 
 import (
 	"bytes"
@@ -50,7 +51,11 @@ const msgSize = 512000
 // stay in step either way.
 func TestSealRoundTrip(t *testing.T) {
 	c, s := pair(t)
+	// Whether each message could use what the last one prepared: the
+	// client prepares for the next of the same size from aheadFrom up.
+	ahead := []bool{false, false, true, false, true, false}
 	for i, n := range []int{100, aheadFrom, aheadFrom, aheadFrom + 1, aheadFrom + 1, 300} {
+		out0, in0 := c.s.KeystreamsUsed()
 		msg := bytes.Repeat([]byte{byte(i)}, n)
 		sig, data, err := s.Seal(msg)
 		if err != nil {
@@ -67,16 +72,23 @@ func TestSealRoundTrip(t *testing.T) {
 		if got, err = s.Unseal(out[:c.SignatureSize()], out[c.SignatureSize():]); err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("message %d (%d bytes) to the acceptor: %v", i, n, err)
 		}
+		if out1, in1 := c.s.KeystreamsUsed(); (out1 > out0) != ahead[i] || (in1 > in0) != ahead[i] {
+			t.Fatalf("message %d (%d bytes): keystreams drawn ahead used out %v, in %v; want %v", i, n, out1 > out0, in1 > in0, ahead[i])
+		}
 		c.prepare(n, n)
 	}
 }
 
+// BenchmarkServerSeal is the daemon's seal with the keystream drawn on the
+// spot: what remains when the one drawn ahead does not fit.
 func BenchmarkServerSeal(b *testing.B) {
 	_, s := pair(b)
 	msg := make([]byte, msgSize)
+	var buf []byte
 	b.SetBytes(msgSize)
 	for b.Loop() {
-		if _, _, err := s.Seal(msg); err != nil {
+		var err error
+		if buf, err = s.AppendSeal(buf[:0], msg); err != nil {
 			b.Fatal(err)
 		}
 	}
