@@ -10,9 +10,14 @@ package isolationtest
 // follows the worker's threads, recounted before each Start: a thread the
 // worker's runtime makes meanwhile takes a slot until the next Start gives
 // it back, so a filler that forked an exact number could leave one free or
-// be refused one (isolation.pidsLimit). It needs python3 on the shell's
-// PATH, which `make test` installs (python3-venv).
-const ProcessFiller = `python3 -c 'import os, time
+// be refused one (isolation.pidsLimit). The shell execs python3 rather
+// than forking it: forked, the filler's own start is a fork the limit can
+// refuse when the worker has made a thread since the Start's recount, and
+// a filler that died there let every later probe through (a CI run of
+// TestProcessLimitCountsOnlyCommands, about one run in seven here). It
+// needs python3 on the shell's PATH, which `make test` installs
+// (python3-venv).
+const ProcessFiller = `exec python3 -c 'import os, time
 while True:
     try:
         if os.fork() == 0:
