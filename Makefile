@@ -29,7 +29,8 @@ APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-b
   samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
   debootstrap lintian systemd runc umoci busybox-static sudo
 # Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
-# need gssapi and krb5 (built against libkrb5-dev with gcc).
+# need gssapi and krb5 (built against libkrb5-dev with gcc): VENV_APT_PKGS.
+VENV_APT_PKGS := gcc libc6-dev python3-venv python3-dev libkrb5-dev
 PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp dissect.util
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
@@ -37,7 +38,25 @@ TEST_TIMEOUT ?= 50m
 # long polls, signals). Set E2E_RACE=0 to build it plainly.
 E2E_RACE ?= 1
 
-.PHONY: all build build-deps run fresh-check deb image test unit e2e deps venv lint fuzz bench load soak clean
+# Installs the Debian packages of $(2) that are missing (one apt-get update),
+# as root, naming itself $(1); services they ship (smbd, samba-ad-dc,
+# krb5-kdc) are not started (policy-rc.d): the tests run their own instances.
+define apt_ensure
+missing=""; for p in $(2); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "$(1): missing:$$missing (run as root to install them)"; exit 1; fi; \
+	  echo "$(1): installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -q && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing < /dev/null; rc=$$?; \
+	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
+	else echo "$(1): apt packages present"; fi
+endef
+
+.PHONY: all build build-deps run fresh-check deb image test unit e2e deps venv venv-deps lint fuzz bench load soak clean
 
 all: build
 
@@ -128,27 +147,22 @@ clean:
 # packages ship (smbd, samba-ad-dc, krb5-kdc) are not started (policy-rc.d):
 # the tests run their own instances.
 deps:
-	@missing=""; for p in $(APT_PKGS); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing (run as root to install them)"; exit 1; fi; \
-	  echo "deps: installing$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing < /dev/null; rc=$$?; \
-	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
-	else echo "deps: apt packages present"; fi
+	@$(call apt_ensure,deps,$(APT_PKGS))
 	$(GO) mod download
+
+venv-deps:
+	@$(call apt_ensure,venv,$(VENV_APT_PKGS))
 
 # The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
 # awinrm, psrpcore (the PSRP stand-in's server classes), dissect.util (an
 # independent LZ77+Huffman decoder the xpress interop test reads the daemon's
 # compressed streams with)
 # from PyPI (not Debian's python3-* packages). Re-made when it cannot import
-# them (a fresh clone, a changed interpreter).
-venv:
+# them (a fresh clone, a changed interpreter). Building gssapi, krb5 and
+# pykerberos needs a C compiler, krb5-config and the Python headers
+# (VENV_APT_PKGS), installed first, so that `make bench`, `make e2e`, `make
+# load` and `make soak` work on a fresh machine too, not only after `make test`.
+venv: venv-deps
 	@if $(PY) -c 'import winrm, pypsrp, spnego, requests_ntlm, awinrm, psrpcore, kerberos, gssapi, krb5, requests_credssp, dissect.util.compression.lzxpress_huffman' 2>/dev/null; then \
 	  echo "venv: $(VENV) ready ($$($(PY) -m pip list 2>/dev/null | grep -iE '^(pywinrm|pypsrp|pyspnego|requests.ntlm|awinrm|psrpcore|requests.credssp) ' | tr -s ' ' | paste -sd, -))"; \
 	else \
@@ -225,18 +239,13 @@ soak: venv
 # ---- bench (owned by cmd/winrmd-bench, issue 5) -----------------------------
 # winrmd against a private OpenSSH server on loopback, one run, alternating
 # samples; see BENCH.md. As root: installs openssh-server/-client if missing
-# (without starting the system sshd), creates and removes the account
-# wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
+# (without starting the system sshd) and the MIT KDC the Kerberos rows run
+# (BENCH_APT_PKGS, not started either: the bench runs its own), creates and
+# removes the account wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
 BENCH_FLAGS ?=
+BENCH_APT_PKGS := openssh-server openssh-client krb5-kdc krb5-admin-server krb5-user
 bench: build venv
 	@if [ "$$(id -u)" != 0 ]; then echo "bench: run as root (it creates a user and starts sshd)"; exit 1; fi
-	@if ! [ -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then \
-	  echo "bench: installing openssh-server openssh-client"; \
-	  rc_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && rc_policy=1; fi; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends openssh-server openssh-client < /dev/null; rc=$$?; \
-	  [ -z "$$rc_policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
-	fi
+	@$(call apt_ensure,bench,$(BENCH_APT_PKGS))
 	$(GO) build -trimpath -o bin/winrmd-bench ./cmd/winrmd-bench
 	bin/winrmd-bench -winrmd $(BIN) $(BENCH_FLAGS)

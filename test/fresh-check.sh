@@ -34,7 +34,12 @@
 #     checkout's .venv: the client is another machine) runs `id` through it
 #     over NTLM with message encryption, and the output must name the lab
 #     account and its group.
-#  6. With FRESH_TEST=1, `make test` inside the root as well (slow: it
+#  6. With FRESH_BENCH=1, `make bench BENCH_FLAGS=-quick` inside the root,
+#     on what `make run` left there: bench and venv install what they need
+#     themselves (sshd, the bench KDC, the venv's build packages); a row that
+#     could not run is an ERROR and fails it. The log is kept in
+#     .cache/fresh/make-bench.log.
+#  7. With FRESH_TEST=1, `make test` inside the root as well (slow: it
 #     installs Samba, Kerberos and the rest, then runs every test; its log is
 #     kept in .cache/fresh/make-test.log and the go test log in
 #     .cache/fresh/gotest.log).
@@ -113,6 +118,7 @@ BASE=$CACHE/base
 RUN=$CACHE/run
 ROOT=$RUN/root
 FRESH_TEST=${FRESH_TEST:-0}
+FRESH_BENCH=${FRESH_BENCH:-0}
 FRESH_KEEP=${FRESH_KEEP:-0}
 BUILD_WAIT=${FRESH_BUILD_WAIT:-1200} # seconds for apt + go mod download + build
 SUITE=bookworm
@@ -308,14 +314,26 @@ grep -q 'PAM: yes' "$CACHE/make-run.log" || die "the built binary has no PAM (se
 stop_lab
 result="make run OK (build deps installed by make, Identify, pywinrm NTLM id)"
 
-if [ "$FRESH_TEST" = 1 ]; then
-	say "make test (inside the root; this takes a while)"
-	tstart=$(date +%s)
-	if ns_run 'CI=true make test' </dev/null >"$CACHE/make-test.log" 2>&1; then
-		result="$result; make test PASS in $(($(date +%s) - tstart))s"
+# inside NAME LOG CMD: runs CMD in the root as a step of this check, its
+# output in $CACHE/LOG, and adds its verdict and time to $result.
+inside() {
+	local name=$1 log=$2 cmd=$3 t0
+	say "$name (inside the root; this takes a while)"
+	t0=$(date +%s)
+	if ns_run "$cmd" </dev/null >"$CACHE/$log" 2>&1; then
+		result="$result; $name PASS in $(($(date +%s) - t0))s"
 	else
-		result="$result; make test FAIL after $(($(date +%s) - tstart))s (log $CACHE/make-test.log)"
+		result="$result; $name FAIL after $(($(date +%s) - t0))s (log $CACHE/$log)"
 	fi
+}
+
+if [ "$FRESH_BENCH" = 1 ]; then
+	inside "make bench -quick" make-bench.log 'make bench BENCH_FLAGS="-quick -out /tmp/fresh-bench.json"'
+	grep -E '^(venv|bench):|ERROR|GOALS|all goals' "$CACHE/make-bench.log" || true
+fi
+
+if [ "$FRESH_TEST" = 1 ]; then
+	inside "make test" make-test.log 'CI=true make test'
 	cp "$ROOT/root/winrmd/test/.work/gotest.log" "$CACHE/gotest.log" 2>/dev/null || true
 	tail -n 25 "$CACHE/make-test.log"
 fi
