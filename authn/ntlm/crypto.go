@@ -6,7 +6,6 @@ package ntlm
 import (
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/rc4"
 	"strings"
 	"unicode"
 
@@ -57,12 +56,8 @@ func sessionBaseKeyV2(respKeyNT, proof []byte) []byte {
 
 // rc4Once encrypts (or decrypts) data with a fresh RC4 key.
 func rc4Once(key, data []byte) []byte {
-	c, err := rc4.NewCipher(key)
-	if err != nil {
-		panic("ntlm: rc4: " + err.Error()) // key length is always 5..16
-	}
 	out := make([]byte, len(data))
-	c.XORKeyStream(out, data)
+	newRC4(key).xorKeyStream(out, data) // key length is always 5..16
 	return out
 }
 

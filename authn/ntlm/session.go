@@ -8,7 +8,6 @@ package ntlm
 import (
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/rc4"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -41,7 +40,7 @@ type Session struct {
 
 	outSign, inSign       []byte
 	outSealKey, inSealKey []byte
-	out, in               *rc4.Cipher
+	out, in               *rc4Cipher
 	outSeq, inSeq         uint32
 	dead                  bool
 	outHMAC, inHMAC       hash.Hash
@@ -102,13 +101,7 @@ func newSession(flags uint32, esk []byte, server bool) *Session {
 // ResetRC4 re-initialises both RC4 streams from the sealing keys; sequence
 // numbers continue. SPNEGO does this after the mechListMIC exchange.
 func (s *Session) ResetRC4() {
-	var err error
-	if s.out, err = rc4.NewCipher(s.outSealKey); err != nil {
-		panic("ntlm: rc4: " + err.Error())
-	}
-	if s.in, err = rc4.NewCipher(s.inSealKey); err != nil {
-		panic("ntlm: rc4: " + err.Error())
-	}
+	s.out, s.in = newRC4(s.outSealKey), newRC4(s.inSealKey)
 }
 
 // Flags returns the negotiated flags.
@@ -142,7 +135,7 @@ func (s *Session) signWith(sig, msg, ks []byte) {
 		if ks != nil {
 			subtle.XORBytes(sig[4:12], sig[4:12], ks)
 		} else {
-			s.out.XORKeyStream(sig[4:12], sig[4:12])
+			s.out.xorKeyStream(sig[4:12], sig[4:12])
 		}
 	}
 	binary.LittleEndian.PutUint32(sig[12:], s.outSeq)
@@ -167,7 +160,7 @@ func (s *Session) verifyWith(sig, msg, ks []byte) error {
 		if ks != nil {
 			subtle.XORBytes(exp[4:12], exp[4:12], ks)
 		} else {
-			s.in.XORKeyStream(exp[4:12], exp[4:12])
+			s.in.xorKeyStream(exp[4:12], exp[4:12])
 		}
 	}
 	binary.LittleEndian.PutUint32(exp[12:], s.inSeq)
@@ -190,7 +183,7 @@ func (s *Session) Seal(plain []byte) (sig, data []byte, err error) {
 	}
 	buf := make([]byte, SignatureSize+len(plain))
 	sig, data = buf[:SignatureSize:SignatureSize], buf[SignatureSize:]
-	s.out.XORKeyStream(data, plain)
+	s.out.xorKeyStream(data, plain)
 	s.sign(sig, plain)
 	return sig, data, nil
 }
@@ -218,7 +211,7 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 		s.outAhead.used(s.out, k)
 		return dst, nil
 	}
-	s.out.XORKeyStream(data, plain)
+	s.out.xorKeyStream(data, plain)
 	s.sign(sig, plain)
 	return dst, nil
 }
@@ -234,9 +227,9 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 type Keystream struct {
 	n      int
 	seq    uint32
-	before rc4.Cipher // the state it was drawn from
-	after  rc4.Cipher // the state after it
-	ks     []byte     // n bytes, plus the checksum's 8 with key exchange
+	before rc4Cipher // the state it was drawn from
+	after  rc4Cipher // the state after it
+	ks     []byte    // n bytes, plus the checksum's 8 with key exchange
 	done   chan struct{}
 }
 
@@ -249,7 +242,7 @@ type ahead struct {
 }
 
 // prepare starts drawing n (+8) bytes after c's state in another goroutine.
-func (a *ahead) prepare(c *rc4.Cipher, seq uint32, n int, keyExch bool) {
+func (a *ahead) prepare(c *rc4Cipher, seq uint32, n int, keyExch bool) {
 	buf := a.spare
 	if old := a.pending; old != nil {
 		<-old.done // never two generators: the buffer is reused
@@ -267,15 +260,14 @@ func (a *ahead) prepare(c *rc4.Cipher, seq uint32, n int, keyExch bool) {
 	k.after = k.before
 	a.pending = k
 	go func() {
-		clear(k.ks)
-		k.after.XORKeyStream(k.ks, k.ks)
+		k.after.xorKeyStream(k.ks, nil)
 		close(k.done)
 	}()
 }
 
 // take returns the prepared keystream if it fits a message of n bytes
 // processed now with c at seq, and forgets it either way.
-func (a *ahead) take(c *rc4.Cipher, seq uint32, n int) *Keystream {
+func (a *ahead) take(c *rc4Cipher, seq uint32, n int) *Keystream {
 	k := a.pending
 	if k == nil {
 		return nil
@@ -290,7 +282,7 @@ func (a *ahead) take(c *rc4.Cipher, seq uint32, n int) *Keystream {
 
 // used commits a taken keystream: c moves past it, and its buffer is kept
 // for the next one while the stream goes on.
-func (a *ahead) used(c *rc4.Cipher, k *Keystream) {
+func (a *ahead) used(c *rc4Cipher, k *Keystream) {
 	*c = k.after
 	a.spare = k.ks
 	a.uses++
@@ -373,7 +365,7 @@ func (s *Session) unsealInto(plain, sig, data []byte) ([]byte, error) {
 		s.inAhead.used(s.in, k)
 		return plain, nil
 	}
-	s.in.XORKeyStream(plain, data)
+	s.in.xorKeyStream(plain, data)
 	if err := s.verify(sig, plain); err != nil {
 		return nil, err
 	}
