@@ -39,6 +39,7 @@ import (
 	"github.com/winrmd/winrmd/authn/kerberos/krbtest"
 	"github.com/winrmd/winrmd/authn/ntlm"
 	"github.com/winrmd/winrmd/authn/ntlm/ntlmtest"
+	"github.com/winrmd/winrmd/session/wsman"
 	"github.com/winrmd/winrmd/test/wsclient"
 )
 
@@ -540,7 +541,6 @@ var (
 func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveResult, error) {
 	var res receiveResult
 	start := time.Now()
-	var dec []byte
 	req := c.header(make([]byte, 0, 2048), actReceive, shell, "WSMAN_CMDSHELL_OPTION_KEEPALIVE=TRUE")
 	req = append(wsclient.AppendReceiveBody(req, cmd), envEnd...)
 	for {
@@ -555,7 +555,14 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 			}
 			return res, fmt.Errorf("receive: %w", &soapError{status: st, body: string(r)})
 		}
-		// Streams.
+		// The state first: the streams are decoded over r below.
+		done := bytes.Contains(r, doneState)
+		if done {
+			res.exitCode, _ = strconv.Atoi(between(r, "ExitCode>", "<"))
+		}
+		// Streams, each decoded where it lies (the daemon's decoder,
+		// wsman.DecodeBase64InPlace: the standard library's took 16% of
+		// the client's CPU in the NTLM stdout row).
 		p := r
 		for {
 			i := bytes.Index(p, streamOpen)
@@ -581,29 +588,25 @@ func (c *wsClient) ReceiveAll(shell, cmd string, keep *bytes.Buffer) (receiveRes
 			if len(text) == 0 {
 				continue
 			}
-			n := base64.StdEncoding.DecodedLen(len(text))
-			if cap(dec) < n {
-				dec = make([]byte, n)
-			}
-			m, err := base64.StdEncoding.Decode(dec[:n], text)
+			stderr := bytes.Contains(attrs, []byte(`Name="stderr"`))
+			dec, err := wsman.DecodeBase64InPlace(text)
 			if err != nil {
 				return res, fmt.Errorf("receive: base64: %w", err)
 			}
+			m := len(dec)
 			if res.firstByte == 0 && m > 0 {
 				res.firstByte = time.Since(start)
 			}
-			if bytes.Contains(attrs, []byte(`Name="stderr"`)) {
+			if stderr {
 				res.stderr += int64(m)
 			} else {
 				res.stdout += int64(m)
 				if keep != nil {
-					keep.Write(dec[:m])
+					keep.Write(dec)
 				}
 			}
 		}
-		if bytes.Contains(r, doneState) {
-			ec := between(r, "ExitCode>", "<")
-			res.exitCode, _ = strconv.Atoi(ec)
+		if done {
 			return res, nil
 		}
 	}

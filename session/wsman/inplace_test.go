@@ -225,7 +225,7 @@ func TestDecodeInPlaceRefuses(t *testing.T) {
 	}
 }
 
-// FuzzDecodeBase64InPlace: decodeBase64InPlace accepts and gives what
+// FuzzDecodeBase64InPlace: DecodeBase64InPlace accepts and gives what
 // base64.StdEncoding.Decode does, for text of the base64 alphabet with
 // padding (what a lifted text is made of).
 func FuzzDecodeBase64InPlace(f *testing.F) {
@@ -247,13 +247,13 @@ func FuzzDecodeBase64InPlace(f *testing.F) {
 	})
 }
 
-// decodesLikeStdlib fails t unless decodeBase64InPlace accepts text exactly
+// decodesLikeStdlib fails t unless DecodeBase64InPlace accepts text exactly
 // when base64.StdEncoding.Decode does, and gives the same bytes.
 func decodesLikeStdlib(t *testing.T, text []byte) {
 	t.Helper()
 	want := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
 	n, errWant := base64.StdEncoding.Decode(want, text)
-	got, errGot := decodeBase64InPlace(bytes.Clone(text))
+	got, errGot := DecodeBase64InPlace(bytes.Clone(text))
 	if (errWant == nil) != (errGot == nil) {
 		t.Fatalf("Decode: %v, in place: %v, for %q", errWant, errGot, text)
 	}
@@ -262,7 +262,7 @@ func decodesLikeStdlib(t *testing.T, text []byte) {
 	}
 }
 
-// decodeBase64InPlace against the standard library on many short texts of
+// DecodeBase64InPlace against the standard library on many short texts of
 // the alphabet with padding, with padding and stray characters at every
 // place the fast body (decodeBase64Body) may meet them, and on lengths
 // around its 12-character bound.
@@ -303,7 +303,7 @@ func BenchmarkDecodeBase64InPlace(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		copy(buf, text)
-		if out, err := decodeBase64InPlace(buf); err != nil || len(out) != 375000 {
+		if out, err := DecodeBase64InPlace(buf); err != nil || len(out) != 375000 {
 			b.Fatal(len(out), err)
 		}
 	}

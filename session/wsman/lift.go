@@ -162,21 +162,23 @@ func withPlaceholders(data []byte, lifts []lift) []byte {
 	return append(out, data[prev:]...)
 }
 
-// inPlaceChunk is how much base64 decodeBase64InPlace decodes at a time: a
+// inPlaceChunk is how much base64 DecodeBase64InPlace decodes at a time: a
 // multiple of 4, so that every chunk but the last is whole quanta.
 const inPlaceChunk = 4 << 10
 
 var errPaddingInside = errors.New("base64 padding before the end")
 
-// decodeBase64InPlace decodes standard, padded base64 without line breaks
-// (a lifted text: isBase64Run) over itself and returns the decoded prefix
-// of b. It accepts exactly what base64.StdEncoding.Decode accepts for such
+// DecodeBase64InPlace decodes standard, padded base64 without line breaks
+// (a lifted text: isBase64Run; a stream's text in a ReceiveResponse) over
+// itself and returns the decoded prefix of b. The daemon decodes stdin's
+// Sends with it; the bench's client (cmd/winrmd-bench) its ReceiveResponses,
+// so that it decodes as fast as the daemon does. It accepts exactly what base64.StdEncoding.Decode accepts for such
 // input. decodeBase64Body decodes all but the last quantum of plain base64;
 // the rest goes in chunks through the standard library: each chunk is
 // decoded into a buffer on the stack and then copied down: the output of a
 // chunk ends before the chunk does (3 bytes for every 4), so it overwrites
 // only base64 already read, whatever Decode does with overlapping buffers.
-func decodeBase64InPlace(b []byte) ([]byte, error) {
+func DecodeBase64InPlace(b []byte) ([]byte, error) {
 	// All but the last quantum, unless something in them is not plain
 	// base64: then from there on, as the standard library decodes.
 	n, start := decodeBase64Body(b)

@@ -301,7 +301,7 @@ func decodeSend(env *Envelope, b *etree.Element, inPlace bool) (*Send, *Fault) {
 		case st.done:
 			data = bytes.Clone(st.data)
 		case inPlace:
-			if data, err = decodeBase64InPlace(st.text); err == nil {
+			if data, err = DecodeBase64InPlace(st.text); err == nil {
 				st.data, st.done = data, true
 			}
 		default:
