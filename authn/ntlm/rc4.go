@@ -16,7 +16,7 @@ import (
 // S[i]; swap S[i], S[j]; out S[S[i]+S[j]]); what differs from crypto/rc4
 // (about 560 MB/s on the bench machine) is how the loop is laid out for the
 // CPU, 870 MB/s of keystream here (BenchmarkRC4):
-//   - the state is 256 bytes, not 256 words: one cache line in four;
+//   - the state is 256 bytes, not 256 words: four cache lines, not sixteen;
 //   - S[i+1], the next step's x, is loaded before this step's stores, so
 //     the next j does not wait for them; when this step's swap writes that
 //     very entry (j == i+1), the value just stored is taken instead;
