@@ -126,3 +126,36 @@ func TestPreparedUnsealKeystream(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendSealIntoUsedBuffer: AppendSeal does not clear the room it
+// appends into, so a buffer that held an earlier message (its spare
+// capacity full of old bytes) must give exactly the bytes a fresh one
+// does: the signature and the ciphertext overwrite all of it.
+func TestAppendSealIntoUsedBuffer(t *testing.T) {
+	for _, flags := range []uint32{vFlags, vFlags &^ FlagKeyExch} {
+		key := make([]byte, 16)
+		_, _ = rand.Read(key)
+		fresh, used := NewServerSession(flags, key), NewServerSession(flags, key)
+		old := bytes.Repeat([]byte{0xee}, 4096)
+		for _, n := range []int{0, 1, 100, 3000} {
+			m := make([]byte, n)
+			_, _ = rand.Read(m)
+			want, err := fresh.AppendSeal([]byte("head"), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := append(old[:0:len(old)], "head"...)
+			got, err := used.AppendSeal(buf, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if &got[0] != &old[0] {
+				t.Fatalf("%d bytes: sealed into a new buffer, not the used one", n)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("flags %#x, %d bytes: sealed into a used buffer, the bytes differ", flags, n)
+			}
+			copy(old, bytes.Repeat([]byte{0xee}, len(old)))
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 
 	"github.com/winrmd/winrmd/authn"
 )
@@ -200,8 +201,11 @@ func (s *Session) AppendSeal(dst, plain []byte) ([]byte, error) {
 	if !s.seal {
 		return dst, ErrNoSealing
 	}
+	// Room for the signature and the ciphertext, not zeroed: every byte of
+	// it is written below (the signature's 16, the XOR's len(plain)), and
+	// a 500 KB response's clearing was 1.5-2.4% of the daemon's CPU (perf).
 	n := len(dst)
-	dst = append(dst, make([]byte, SignatureSize+len(plain))...)
+	dst = slices.Grow(dst, SignatureSize+len(plain))[:n+SignatureSize+len(plain)]
 	sig, data := dst[n:n+SignatureSize], dst[n+SignatureSize:]
 	if k := s.outAhead.take(s.out, s.outSeq, len(plain)); k != nil {
 		// Byte for byte what the cipher would give: the keystream was
