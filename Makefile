@@ -150,8 +150,14 @@ deps:
 	@$(call apt_ensure,deps,$(APT_PKGS))
 	$(GO) mod download
 
+# Checked by what the builds use (a C compiler, krb5-config, the
+# interpreter's venv module and Python.h), so that a machine that has them
+# without dpkg, or from elsewhere (pyenv's interpreter), is not sent to apt.
 venv-deps:
-	@$(call apt_ensure,venv,$(VENV_APT_PKGS))
+	@if command -v "$$($(GO) env CC)" >/dev/null 2>&1 && command -v krb5-config >/dev/null 2>&1 && \
+	  $(PYTHON) -c 'import ensurepip, os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then \
+	  echo "venv: build prerequisites present"; \
+	else $(call apt_ensure,venv,$(VENV_APT_PKGS)); fi
 
 # The client virtualenv: the latest pywinrm, pypsrp, pyspnego, requests-ntlm,
 # awinrm, psrpcore (the PSRP stand-in's server classes), dissect.util (an
