@@ -5,17 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/winrmd/winrmd/session/psrp"
+	"github.com/winrmd/winrmd/test/standin"
 )
 
 // The far end of the PSRP bridge: real PowerShell when `pwsh` is on PATH,
@@ -61,34 +60,12 @@ var (
 	standinErr    error
 )
 
-// standinCopy copies the stand-in and the test venv's site-packages (where
-// psrpcore and its dependencies are) into the world's base directory, and
-// returns both paths. The stand-in runs as the test users, who may not be
-// able to read the checkout: a clone in root's home (/root is 0700 on
-// Debian, as on a fresh machine: make fresh-check) is out of their reach.
+// standinCopy installs the stand-in once per test binary in the world's
+// base directory (standin.Install: the test users may not read the
+// checkout).
 func standinCopy(t testing.TB, w *world) (script, site string) {
 	standinOnce.Do(func() {
-		out, err := exec.Command(w.python, "-c", "import os, psrpcore; print(os.path.dirname(os.path.dirname(psrpcore.__file__)))").Output()
-		if err != nil {
-			standinErr = fmt.Errorf("psrpcore not importable from the venv (%v): run `make venv`", err)
-			return
-		}
-		dir := filepath.Join(w.work, "standin")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			standinErr = err
-			return
-		}
-		standinScript, standinSite = filepath.Join(dir, "pwsh_standin.py"), filepath.Join(dir, "site-packages")
-		for _, c := range [][2]string{
-			{filepath.Join(w.root, "test", "standin", "pwsh_standin.py"), standinScript},
-			{strings.TrimSpace(string(out)), standinSite},
-		} {
-			if out, err := exec.Command("cp", "-a", c[0], c[1]).CombinedOutput(); err != nil {
-				standinErr = fmt.Errorf("copying the stand-in: %v %s", err, out)
-				return
-			}
-		}
-		standinErr = exec.Command("chmod", "-R", "a+rX", dir).Run()
+		standinScript, standinSite, standinErr = standin.Install(w.root, w.python, filepath.Join(w.work, "standin"))
 	})
 	if standinErr != nil {
 		t.Fatalf("%v", standinErr)

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/winrmd/winrmd/test/standin"
 )
 
 //go:embed psrp_bench.py
@@ -43,37 +45,18 @@ type psrpSamples struct {
 }
 
 // psrpFarEnd is pwsh when installed, else the stand-in under the system
-// python3 (it runs as the bench user) importing psrpcore from the venv.
-// The stand-in and the venv's site-packages are copied into dir, readable
-// by all: the bench user may not reach the checkout (a clone in root's
-// home: /root is 0700 on Debian, as on a fresh machine, where the psrp rows
-// failed with "Permission denied" before this copy).
+// python3 (it runs as the bench user) importing psrpcore from the venv,
+// installed into dir where that user can read it (standin.Install).
 func psrpFarEnd(python, dir string) (name, path string, args []string, err error) {
 	if p, err := exec.LookPath("pwsh"); err == nil {
 		return "pwsh " + p, p, []string{"-NoLogo", "-NoProfile", "-s"}, nil
 	}
-	out, err := exec.Command(python, "-c", "import os, psrpcore, pypsrp; print(os.path.dirname(os.path.dirname(psrpcore.__file__)))").Output()
-	if err != nil {
-		return "", "", nil, fmt.Errorf("%s cannot import psrpcore and pypsrp (run `make venv`): %v", python, err)
-	}
-	standin := filepath.Join("test", "standin", "pwsh_standin.py")
-	if _, err := os.Stat(standin); err != nil {
+	if _, err := os.Stat(standin.Script); err != nil {
 		return "", "", nil, fmt.Errorf("the pwsh stand-in: %w (run from the repository root)", err)
 	}
-	into := filepath.Join(dir, "standin")
-	script, site := filepath.Join(into, "pwsh_standin.py"), filepath.Join(into, "site-packages")
-	if _, err := os.Stat(script); err != nil { // copied once per run
-		if err := os.MkdirAll(into, 0o755); err != nil {
-			return "", "", nil, err
-		}
-		for _, c := range [][2]string{{standin, script}, {strings.TrimSpace(string(out)), site}} {
-			if out, err := exec.Command("cp", "-a", c[0], c[1]).CombinedOutput(); err != nil {
-				return "", "", nil, fmt.Errorf("copying the pwsh stand-in: %v %s", err, out)
-			}
-		}
-		if out, err := exec.Command("chmod", "-R", "a+rX", into).CombinedOutput(); err != nil {
-			return "", "", nil, fmt.Errorf("making the pwsh stand-in readable: %v %s", err, out)
-		}
+	script, site, err := standin.Install(".", python, filepath.Join(dir, "standin"))
+	if err != nil {
+		return "", "", nil, err
 	}
 	return "pwsh STAND-IN (psrpcore + /bin/sh)", "/usr/bin/python3", []string{script, "--site", site, "-NoLogo", "-NoProfile", "-s"}, nil
 }
