@@ -17,20 +17,25 @@ WORK    := test/.work
 # installs these as root, names them otherwise, and refuses a cgo-less build
 # unless asked for one (CGO_ENABLED=0 make build).
 BUILD_APT_PKGS := gcc libc6-dev libpam0g-dev
-# What the e2e and interop tests need from Debian and from PyPI (python3-venv:
-# `make venv` on a fresh machine, found by make fresh-check).
+# What the client venv needs to build (`make venv`, also before `make bench`,
+# `make e2e`, `make load`, `make soak`): pywinrm's Kerberos transport needs
+# pykerberos, pypsrp's and pyspnego's need gssapi and krb5, all built from
+# source against libkrb5-dev with gcc and the Python headers; python3-venv
+# for Debian's interpreter.
+VENV_APT_PKGS := gcc libc6-dev python3-venv python3-dev libkrb5-dev
+# What `make bench` runs against: a private sshd, and the MIT KDC of its
+# Kerberos rows (neither started by the install: the bench runs its own).
+BENCH_APT_PKGS := openssh-server openssh-client krb5-kdc krb5-admin-server krb5-user
+# What the e2e and interop tests need from Debian (all of the above, and):
 # samba-ad-dc + samba-ad-provision: the throwaway AD domain (test/addc);
 # libnss-winbind: domain users through NSS on the joined member;
 # python3-gssapi: an MIT GSSAPI initiator for the delegation checks.
 # debootstrap, lintian, systemd (systemd-analyze; installing it starts nothing
 # where systemd does not run), runc, umoci, busybox-static: the package and
 # image tests (test/deploy). sudo: a remote shell runs it (TestSecuritySudo).
-APT_PKGS := $(BUILD_APT_PKGS) python3-venv openssh-server winbind samba-common-bin krb5-kdc krb5-admin-server krb5-user curl \
-  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 libkrb5-dev python3-dev \
-  debootstrap lintian systemd runc umoci busybox-static sudo
-# Kerberos: pywinrm's transport needs pykerberos, pypsrp's and pyspnego's
-# need gssapi and krb5 (built against libkrb5-dev with gcc): VENV_APT_PKGS.
-VENV_APT_PKGS := gcc libc6-dev python3-venv python3-dev libkrb5-dev
+APT_PKGS := $(sort $(BUILD_APT_PKGS) $(VENV_APT_PKGS) $(BENCH_APT_PKGS) winbind samba-common-bin curl \
+  samba-ad-dc samba-ad-provision libnss-winbind python3-gssapi iproute2 \
+  debootstrap lintian systemd runc umoci busybox-static sudo)
 PIP_PKGS := 'pywinrm[kerberos]' 'pypsrp[kerberos]' 'pyspnego[kerberos]' requests-ntlm awinrm psrpcore requests-credssp dissect.util
 TEST_TIMEOUT ?= 50m
 # The daemon under e2e test is built with -race too (WINRMD_E2E_RACE=1): the
@@ -142,10 +147,8 @@ clean:
 
 # ---- tests (owned by test/infra) -------------------------------------------
 
-# Everything the tests need, on a fresh Debian 12 as root: apt packages only
-# when one is missing (one apt-get update), then the Go modules. Services the
-# packages ship (smbd, samba-ad-dc, krb5-kdc) are not started (policy-rc.d):
-# the tests run their own instances.
+# Everything the tests need, on a fresh Debian 12 as root: the apt packages
+# that are missing (apt_ensure), then the Go modules.
 deps:
 	@$(call apt_ensure,deps,$(APT_PKGS))
 	$(GO) mod download
@@ -244,12 +247,9 @@ soak: venv
 
 # ---- bench (owned by cmd/winrmd-bench, issue 5) -----------------------------
 # winrmd against a private OpenSSH server on loopback, one run, alternating
-# samples; see BENCH.md. As root: installs openssh-server/-client if missing
-# (without starting the system sshd) and the MIT KDC the Kerberos rows run
-# (BENCH_APT_PKGS, not started either: the bench runs its own), creates and
-# removes the account wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
+# samples; see BENCH.md. As root: installs BENCH_APT_PKGS if missing,
+# creates and removes the account wrmdbench. `make bench BENCH_FLAGS=-quick` is the < 2 minute CI variant.
 BENCH_FLAGS ?=
-BENCH_APT_PKGS := openssh-server openssh-client krb5-kdc krb5-admin-server krb5-user
 bench: build venv
 	@if [ "$$(id -u)" != 0 ]; then echo "bench: run as root (it creates a user and starts sshd)"; exit 1; fi
 	@$(call apt_ensure,bench,$(BENCH_APT_PKGS))
