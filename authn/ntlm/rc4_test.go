@@ -144,33 +144,29 @@ func FuzzRC4(f *testing.F) {
 
 const rc4BenchSize = 500 << 10 // a full ReceiveResponse's envelope
 
-// BenchmarkRC4 draws keystream as the session's prepared keystream does;
-// BenchmarkRC4Stdlib is crypto/rc4 doing the same (clear, then XOR), what
-// the package used before.
+// BenchmarkRC4 draws keystream as the session's prepared keystream does,
+// BenchmarkRC4XOR enciphers in place; BenchmarkRC4Stdlib is crypto/rc4
+// drawing keystream (clear, then XOR), what the package did before.
 func BenchmarkRC4(b *testing.B) {
 	c := newRC4([]byte("0123456789abcdef"))
-	buf := make([]byte, rc4BenchSize)
-	b.SetBytes(rc4BenchSize)
-	for b.Loop() {
-		c.xorKeyStream(buf, nil)
-	}
+	benchRC4(b, func(buf []byte) { c.xorKeyStream(buf, nil) })
 }
 
 func BenchmarkRC4XOR(b *testing.B) {
 	c := newRC4([]byte("0123456789abcdef"))
-	buf := make([]byte, rc4BenchSize)
-	b.SetBytes(rc4BenchSize)
-	for b.Loop() {
-		c.xorKeyStream(buf, buf)
-	}
+	benchRC4(b, func(buf []byte) { c.xorKeyStream(buf, buf) })
 }
 
 func BenchmarkRC4Stdlib(b *testing.B) {
 	c, _ := rc4.NewCipher([]byte("0123456789abcdef"))
+	benchRC4(b, func(buf []byte) { clear(buf); c.XORKeyStream(buf, buf) })
+}
+
+// benchRC4 runs f over a full response's envelope per iteration.
+func benchRC4(b *testing.B, f func([]byte)) {
 	buf := make([]byte, rc4BenchSize)
 	b.SetBytes(rc4BenchSize)
 	for b.Loop() {
-		clear(buf)
-		c.XORKeyStream(buf, buf)
+		f(buf)
 	}
 }
