@@ -21,7 +21,9 @@
 //	stats_test.go     figures for the summary printed at the end of `make test`
 //	psrp_test.go      PowerShell remoting with pypsrp through the daemon to the far end
 //	psrp_farend_test.go  the PSRP far end: real pwsh when on PATH, else the stand-in
-//	                  (standin/pwsh_standin.py), proven with standin/oop_client.py
+//	                  (standin/pwsh_standin.py), proven with standin/oop_client.py,
+//	                  copied where the test users can read it by standin.Install
+//	                  (which the bench's PSRP rows use too)
 //
 // Everything that needs root skips, saying so, when not run as root; CI runs
 // as root. Figures go to $WINRMD_E2E_STATS (default test/.work/stats.jsonl)
