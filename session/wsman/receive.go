@@ -176,9 +176,12 @@ func (r *ReceiveResponse) prepare(relRoom int, pooled bool) *PreparedReceive {
 			n += len(exitOpen) + len(code) + len(exitClose)
 		}
 	}
-	b, pool := make([]byte, 0, n), (*[]byte)(nil)
+	var b []byte
+	var pool *[]byte
 	if pooled {
 		b, pool = receiveBuf(n)
+	} else {
+		b = make([]byte, 0, n)
 	}
 	b = b[:head] // the header's room: Finish fills what it returns of it
 	b = append(b, bodyOpen...)
