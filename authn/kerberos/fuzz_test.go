@@ -169,6 +169,17 @@ func FuzzUnwrap(f *testing.F) {
 		if err == nil && len(plain) > len(sig)+len(data) {
 			t.Fatalf("plaintext longer than the token")
 		}
+		// In place, from a fresh context: the same verdict and plaintext,
+		// and the plaintext within data whenever it fits there.
+		_, acc2 := fuzzContext()
+		sig2, data2 := bytes.Clone(sig), bytes.Clone(data)
+		plain2, err2 := sealer{acc2}.UnsealInPlace(sig2, data2)
+		if (err == nil) != (err2 == nil) || !bytes.Equal(plain, plain2) {
+			t.Fatalf("in place: %q %v, not %q %v", plain2, err2, plain, err)
+		}
+		if err2 == nil && len(plain2) <= len(data2) && len(plain2) > 0 && &plain2[0] != &data2[0] {
+			t.Fatal("in place: the plaintext is not in data")
+		}
 	})
 }
 
@@ -183,7 +194,7 @@ func FuzzWrapRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := sealer{acc}.Unseal(tok[:n], tok[n:])
+		got, err := sealer{acc}.UnsealInPlace(tok[:n], tok[n:])
 		if err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("acceptor: %v", err)
 		}
