@@ -72,6 +72,12 @@ func (n ntlmSealer) Seal(plain []byte) ([]byte, []byte, error) {
 
 func (n ntlmSealer) Unseal(sig, data []byte) ([]byte, error) { return n.s.Unwrap(data, sig) }
 
+// inPlaceUnsealer is a Sealer that can decrypt where the ciphertext is
+// (kerberos.sealer.UnsealInPlace).
+type inPlaceUnsealer interface {
+	UnsealInPlace(sig, data []byte) ([]byte, error)
+}
+
 // AppendingSealer is a Sealer that can also seal straight into a buffer,
 // its signature and then its ciphertext, as ntlm.Session.AppendSeal does:
 // AppendSealed then writes each part without a copy of its ciphertext.
@@ -149,7 +155,9 @@ var (
 // body: every part's Length, signature and ciphertext, unsealed by s in
 // order and concatenated. The ciphertext is Length bytes when a boundary
 // follows them (NTLM, Kerberos), else it runs to the next boundary
-// (CredSSP's TLS records).
+// (CredSSP's TLS records). A sealer that can decrypt where the ciphertext
+// lies (a Kerberos initiator's, as the daemon's sealing decoder uses it)
+// does so: b then holds plaintext after the call.
 func Unseal(s Sealer, b []byte) ([]byte, error) {
 	var out []byte
 	for {
@@ -189,7 +197,12 @@ func Unseal(s Sealer, b []byte) ([]byte, error) {
 			}
 			end += k
 		}
-		plain, err := s.Unseal(b[:sl], b[sl:end])
+		var plain []byte
+		if ip, ok := s.(inPlaceUnsealer); ok {
+			plain, err = ip.UnsealInPlace(b[:sl], b[sl:end])
+		} else {
+			plain, err = s.Unseal(b[:sl], b[sl:end])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("unseal: %w", err)
 		}
