@@ -263,3 +263,13 @@ type Sealer interface {
 	// Unseal verifies and decrypts one message.
 	Unseal(sig, data []byte) ([]byte, error)
 }
+
+// InPlaceUnsealer is a Sealer that can also unseal into the buffer the
+// message came in (NTLM's session, the Kerberos sealer): data is
+// overwritten and the plaintext returned is a prefix of it (or, for a
+// message laid out unlike any sender's, a new slice). The sealing decoder
+// prefers it, so a sealed request costs no allocation of its size.
+type InPlaceUnsealer interface {
+	Sealer
+	UnsealInPlace(sig, data []byte) ([]byte, error)
+}

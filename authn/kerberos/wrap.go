@@ -461,6 +461,8 @@ func (x sealer) UnsealInPlace(sig, data []byte) ([]byte, error) {
 	return p, err
 }
 
+var _ authn.InPlaceUnsealer = sealer{}
+
 // rotBufs keeps UnsealInPlace's rotation buffers. A smaller token is cheap
 // to rotate into a new one; a larger one's is not kept.
 var rotBufs sync.Pool // of *[]byte

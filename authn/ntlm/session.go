@@ -55,7 +55,7 @@ type Session struct {
 	outAhead, inAhead ahead
 }
 
-var _ authn.Sealer = (*Session)(nil)
+var _ authn.InPlaceUnsealer = (*Session)(nil)
 
 // NewServerSession returns the acceptor's session security for an exported
 // session key obtained elsewhere (tests, other acceptors wrapping NTLM).

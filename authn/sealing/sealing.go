@@ -95,12 +95,6 @@ func canonicalProtocol(p string) (string, bool) {
 	return "", false
 }
 
-// inPlaceUnsealer is a Sealer that can decrypt where the ciphertext is
-// (NTLM's Session): Decode then allocates nothing for a one-part body.
-type inPlaceUnsealer interface {
-	UnsealInPlace(sig, data []byte) ([]byte, error)
-}
-
 // Decode verifies and decrypts an encrypted body. It returns the plaintext
 // (the concatenation of all parts) and the protocol, which the response
 // must use. maxPlain bounds the plaintext (DefaultMaxPlain when <= 0).
@@ -154,7 +148,7 @@ func Decode(contentType string, body []byte, maxPlain int, s authn.Sealer) (plai
 			return nil, "", fmt.Errorf("%w (%d > %d)", ErrTooLarge, total+p.length, maxPlain)
 		}
 		var out []byte
-		if ip, ok := s.(inPlaceUnsealer); ok {
+		if ip, ok := s.(authn.InPlaceUnsealer); ok { // then nothing is allocated for a one-part body
 			out, err = ip.UnsealInPlace(p.sig, p.data)
 		} else {
 			out, err = s.Unseal(p.sig, p.data)

@@ -72,8 +72,9 @@ func (n ntlmSealer) Seal(plain []byte) ([]byte, []byte, error) {
 
 func (n ntlmSealer) Unseal(sig, data []byte) ([]byte, error) { return n.s.Unwrap(data, sig) }
 
-// inPlaceUnsealer is a Sealer that can decrypt where the ciphertext is
-// (kerberos.sealer.UnsealInPlace).
+// inPlaceUnsealer is a Sealer that can decrypt where the ciphertext is:
+// authn.InPlaceUnsealer's method, declared here so that this client
+// imports nothing of the daemon's.
 type inPlaceUnsealer interface {
 	UnsealInPlace(sig, data []byte) ([]byte, error)
 }
