@@ -104,6 +104,13 @@ func TestWrapAllEnctypes(t *testing.T) {
 			if got, err := (sealer{acc}).Unseal(tok[:k], tok[k:]); err != nil || !bytes.Equal(got, msg) {
 				t.Fatalf("etype %d n %d: acceptor unseal %v", tc.etype, n, err)
 			}
+			// In place (the sealing decoder's path; 100000 bytes take a
+			// pooled rotation buffer): the plaintext, left in data.
+			tok, k, _ = ini.Wrap(msg)
+			if got, err := (sealer{acc}).UnsealInPlace(tok[:k], tok[k:]); err != nil || !bytes.Equal(got, msg) ||
+				(n > 0 && &got[0] != &tok[k]) {
+				t.Fatalf("etype %d n %d: acceptor unseal in place %v", tc.etype, n, err)
+			}
 			// AppendSeal (sealing.Encode's path): the same token, built
 			// after what dst holds, which it leaves alone.
 			if s := (sealer{acc}).SignatureSize(); s != tc.sig {
