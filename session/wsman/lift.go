@@ -173,11 +173,12 @@ var errPaddingInside = errors.New("base64 padding before the end")
 // itself and returns the decoded prefix of b. The daemon decodes stdin's
 // Sends with it; the bench's client (cmd/winrmd-bench) its
 // ReceiveResponses, so that it decodes as fast as the daemon does. It
-// accepts exactly what base64.StdEncoding.Decode accepts for such input. decodeBase64Body decodes all but the last quantum of plain base64;
-// the rest goes in chunks through the standard library: each chunk is
-// decoded into a buffer on the stack and then copied down: the output of a
-// chunk ends before the chunk does (3 bytes for every 4), so it overwrites
-// only base64 already read, whatever Decode does with overlapping buffers.
+// accepts exactly what base64.StdEncoding.Decode accepts for such input.
+// decodeBase64Body decodes all but the last quantum of plain base64; the
+// rest goes in chunks through the standard library: each chunk is decoded
+// into a buffer on the stack and then copied down: the output of a chunk
+// ends before the chunk does (3 bytes for every 4), so it overwrites only
+// base64 already read, whatever Decode does with overlapping buffers.
 func DecodeBase64InPlace(b []byte) ([]byte, error) {
 	// All but the last quantum, unless something in them is not plain
 	// base64: then from there on, as the standard library decodes.

@@ -155,8 +155,9 @@ func TestPreparedReceiveReuse(t *testing.T) {
 func TestPreparedReceiveAllocatesNoBody(t *testing.T) {
 	r := ReceiveResponse{CommandID: "11111111-2222-4333-8444-555555555555",
 		Streams: []StreamChunk{{Name: "stdout", Data: make([]byte, 382077)}}}
-	r.Prepare(ReceiveHeadRoom).Release() // a buffer in the pool
-	bufSize := uint64(cap(r.Prepare(ReceiveHeadRoom).buf))
+	p := r.Prepare(ReceiveHeadRoom)
+	bufSize := uint64(cap(p.buf))
+	p.Release() // a buffer in the pool
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	const rounds = 100
